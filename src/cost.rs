@@ -1,0 +1,1 @@
+//! Cost of an agent run (placeholder: filled in by the cost work).

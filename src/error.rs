@@ -1,0 +1,145 @@
+//! The error type every fallible part of orch returns, and the exit status each kind maps to.
+//!
+//! Callers branch on the kind (a held lock is exit 4, a bad mission exit 2), so the kinds that
+//! change what happens next are variants; everything else is `Io`/`Git`/`Other` with a context
+//! string that names the file, agent or round involved. The exit codes are the contract of
+//! SPEC section 7 and live here, in one place.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Exit status: every round ran.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the round failed or was reverted (`orch round N`), or agents failed with `--strict`.
+pub const EXIT_ROUND_FAILED: i32 = 1;
+/// Exit status: bad usage or an invalid mission.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: stopped by the budget, the empty-rounds guard or the circuit breaker.
+pub const EXIT_STOPPED: i32 = 3;
+/// Exit status: another orch holds the lock on this repository.
+pub const EXIT_LOCKED: i32 = 4;
+/// Exit status: interrupted by SIGINT/SIGTERM.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug)]
+pub enum Error {
+    /// The user asked for something that cannot be done as asked (bad flag value, dirty tree,
+    /// no such round). Exit 2.
+    Usage(String),
+    /// The mission file is invalid. `path` is the key path (`agents[2].comand`), empty when the
+    /// whole file is at fault. Exit 2.
+    Mission {
+        file: PathBuf,
+        path: String,
+        message: String,
+    },
+    /// Another orch holds the repository's lock. Exit 4.
+    Locked { lock: PathBuf, pid: Option<u32> },
+    /// An I/O operation failed; `context` says what orch was doing and on which file.
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A git command failed; `command` is what ran and `stderr` what git said.
+    Git { command: String, stderr: String },
+    /// A state file orch wrote earlier cannot be read back. Never reset silently.
+    CorruptState { file: PathBuf, message: String },
+    /// The run was interrupted by a signal. Exit 130.
+    Interrupted,
+    /// Anything else, with a message that already names what failed.
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Mission { .. } => EXIT_USAGE,
+            Error::Locked { .. } => EXIT_LOCKED,
+            Error::Interrupted => EXIT_INTERRUPTED,
+            // A corrupt state or an unwritable state folder is something the user must fix
+            // before orch can go on, like a bad mission.
+            Error::CorruptState { .. } => EXIT_USAGE,
+            Error::Io { .. } | Error::Git { .. } | Error::Other(_) => EXIT_ROUND_FAILED,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn mission(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Mission {
+            file: file.to_path_buf(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) => write!(f, "{m}"),
+            Error::Mission {
+                file,
+                path,
+                message,
+            } => {
+                if path.is_empty() || path == "?" || path == "." {
+                    write!(f, "invalid mission {}: {message}", file.display())
+                } else {
+                    write!(f, "invalid mission {}: {path}: {message}", file.display())
+                }
+            }
+            Error::Locked { lock, pid } => match pid {
+                Some(pid) => write!(
+                    f,
+                    "another orch (pid {pid}) is running on this repository (lock {})",
+                    lock.display()
+                ),
+                None => write!(
+                    f,
+                    "another orch is running on this repository (lock {})",
+                    lock.display()
+                ),
+            },
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Git { command, stderr } => {
+                write!(f, "`{command}` failed: {}", stderr.trim())
+            }
+            Error::CorruptState { file, message } => write!(
+                f,
+                "{} is corrupt ({message}); move it aside to start the tracking state afresh, \
+                 or restore it from a backup",
+                file.display()
+            ),
+            Error::Interrupted => write!(f, "interrupted"),
+            Error::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Adds a context string to an `io::Result`, the way `anyhow::Context` would.
+pub trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

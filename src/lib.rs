@@ -1,0 +1,17 @@
+//! orch: runs teams of autonomous coding agents against a git repository, round after round,
+//! unattended.
+//!
+//! The library holds everything; `main.rs` only parses the command line, sets up logging and
+//! maps the result of [`cli::run`] to an exit status. The round pipeline (`round`) stands on
+//! `process` (the only module that touches child processes), `pool` (the worker threads), `git`
+//! and `state`; it reports what happens as `events`, which sinks render for people, scripts and
+//! CI. `report` reads the round logs back.
+
+pub mod cost;
+pub mod error;
+pub mod report;
+pub mod roundlog;
+pub mod testcounts;
+pub mod units;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! `orch report` (placeholder: filled in by the report work).

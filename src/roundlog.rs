@@ -1,0 +1,292 @@
+//! The round log: the record of one round that orch writes to `rounds/round-NNNN.json`
+//! (schema v9, SPEC section 5) and that `orch report` and `orch status` read back.
+//!
+//! These types are the file format. Fields beyond the spec's example (decisions, revert details,
+//! flaky tests) are optional with serde defaults so that older v9 logs still parse. Reading v8
+//! logs (a single serial `timing.sims`) is the report's business; see `report::load`.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum RoundStatus {
+    Ok,
+    Skipped,
+    Reverted,
+    Failed,
+    Interrupted,
+}
+
+impl RoundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundStatus::Ok => "ok",
+            RoundStatus::Skipped => "skipped",
+            RoundStatus::Reverted => "reverted",
+            RoundStatus::Failed => "failed",
+            RoundStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// How one agent run ended (SPEC section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ok,
+    Empty,
+    Failed,
+    Timeout,
+    Conflict,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Empty => "empty",
+            RunStatus::Failed => "failed",
+            RunStatus::Timeout => "timeout",
+            RunStatus::Conflict => "conflict",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Counts towards model escalation and the failure streak.
+    pub fn is_unproductive(self) -> bool {
+        matches!(self, RunStatus::Failed | RunStatus::Timeout | RunStatus::Empty)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Code,
+    Review,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Code => "code",
+            Phase::Review => "review",
+        }
+    }
+}
+
+/// How a sim or test process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Ok,
+    Passed,
+    Failed,
+    Timeout,
+    Cancelled,
+    Skipped,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Ok => "ok",
+            StepStatus::Passed => "passed",
+            StepStatus::Failed => "failed",
+            StepStatus::Timeout => "timeout",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tokens {
+    #[serde(default)]
+    pub input: u64,
+    #[serde(default)]
+    pub output: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEntry {
+    pub name: String,
+    pub phase: Phase,
+    /// The model this run used; empty when the agent names none.
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    pub status: RunStatus,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Milliseconds from the round's start to this run's start.
+    #[serde(default)]
+    pub start_ms: u64,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default = "yes")]
+    pub cost_known: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+    #[serde(default)]
+    pub changed_files: u32,
+    /// The stdout log, relative to the state folder.
+    #[serde(default)]
+    pub log: String,
+    /// Why the run failed when orch knows (spawn error, `is_error` result, conflict files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Set when the model changed after this run: the model the agent moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimEntry {
+    pub status: StepStatus,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub start_ms: u64,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub published: bool,
+    #[serde(default)]
+    pub log: String,
+    /// Why it was not published, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<SimEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<SimEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestsEntry {
+    pub status: StepStatus,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub start_ms: u64,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub passed: Option<u64>,
+    #[serde(default)]
+    pub failed: Option<u64>,
+    /// Suites that ran; empty when the full command ran.
+    #[serde(default)]
+    pub suites: Vec<String>,
+    /// How many times the tests ran (1 + retries used).
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// Failed first, passed on a retry.
+    #[serde(default)]
+    pub flaky: bool,
+    /// Worse than the base: the round was reverted because of it.
+    #[serde(default)]
+    pub regression: bool,
+    #[serde(default)]
+    pub log: String,
+    /// The last lines of the output, for the report and for the agents' `testFailures`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tail: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The v9 timing block. `overhead = total - phaseA - phaseB - tests`; the sims run beside
+/// other work and are not in the formula.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    pub total: u64,
+    pub phase_a: u64,
+    pub phase_b: u64,
+    pub tests: u64,
+    pub pre_sim: u64,
+    pub post_sim: u64,
+    pub overhead: u64,
+}
+
+impl Timing {
+    /// Fills `overhead` from the other figures (saturating: clocks of different stages can
+    /// disagree by a millisecond).
+    pub fn with_overhead(mut self) -> Timing {
+        self.overhead = self
+            .total
+            .saturating_sub(self.phase_a + self.phase_b + self.tests);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoundLog {
+    pub schema: u32,
+    pub round: u32,
+    pub mission: String,
+    pub status: RoundStatus,
+    pub started_at: String,
+    pub finished_at: String,
+    pub base: String,
+    pub commit: Option<String>,
+    pub agents: Vec<AgentEntry>,
+    #[serde(default)]
+    pub sims: Sims,
+    #[serde(default)]
+    pub tests: Option<TestsEntry>,
+    #[serde(default)]
+    pub reverted: bool,
+    /// Where the rejected or interrupted tree was kept, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_ref: Option<String>,
+    pub timing: Timing,
+    pub cost_usd: f64,
+    pub total_cost_usd: f64,
+    /// Why the round ended early or the run stopped after it (budget, interrupt, error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// Why each agent of the mission was or was not run this round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
+    /// Free-form notes (Phase B skipped after a revert, recovered work, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The plan's verdict on one agent for one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub agent: String,
+    /// `included`, `skipped` or `blocked`.
+    pub decision: String,
+    pub reason: String,
+}
