@@ -7,11 +7,28 @@
 //! and `state`; it reports what happens as `events`, which sinks render for people, scripts and
 //! CI. `report` reads the round logs back.
 
+pub mod cli;
 pub mod cost;
+pub mod demo;
 pub mod error;
+pub mod events;
+pub mod git;
+pub mod init;
+pub mod mission;
+pub mod pool;
+pub mod process;
+pub mod prompt;
 pub mod report;
+pub mod results;
+pub mod round;
+pub mod runner;
 pub mod roundlog;
+pub mod sims;
+pub mod state;
+pub mod status;
+pub mod tasks;
 pub mod testcounts;
+pub mod tests_run;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -1,1 +1,25 @@
-fn main() {}
+//! The `orch` binary: parse the command line, set up logging, run, map the result to an exit
+//! status. Everything else lives in the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = orch::cli::Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (_, 0 | 1) => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let code = match orch::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}

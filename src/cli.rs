@@ -1,0 +1,507 @@
+//! The command line: clap's definition of every subcommand (SPEC section 7) and the dispatch
+//! from a parsed command to the library. Flags are turned into the library's own option
+//! structs here, so nothing below this module knows about clap.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result, EXIT_OK};
+use crate::events::{self, Events, Sink, Verbosity};
+use crate::runner::{self, RunOptions, Workspace};
+use crate::state::{Layout, Lock};
+use crate::tasks::{Queue, TaskStatus};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch",
+    version,
+    about = "Runs teams of autonomous coding agents against a git repository, round after round, unattended.",
+    long_about = None,
+    after_help = "Start with `orch demo` (a real run on a scratch repository, no API key needed), then `orch init` in your own repository.\nExit status: 0 ok, 1 a round failed or was reverted (orch round), 2 bad usage or mission, 3 stopped by budget or stall guard, 4 another orch holds the lock, 130 interrupted."
+)]
+pub struct Cli {
+    /// More output (-v: every agent start; -vv: debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run rounds until the mission's round count, resuming after the last finished round.
+    #[command(after_help = "Examples:\n  orch run                      # resume and run up to the mission's `rounds`\n  orch run --rounds 3           # three more rounds\n  orch run --json | jq -c 'select(.event==\"agentEnd\")'")]
+    Run(RunArgs),
+    /// Run exactly one round, numbered N, with the current state (for debugging a round).
+    #[command(after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent")]
+    Round(RoundArgs),
+    /// Print the report over every round log (markdown, json, html or svg).
+    #[command(after_help = "Examples:\n  orch report > report.md\n  orch report --format html -o report.html\n  orch report --rounds 10..20 --format json | jq .totals")]
+    Report(ReportArgs),
+    /// Where the run stands: last round, cost and budget, each agent's model and streaks.
+    Status(StatusArgs),
+    /// Manage the task queue.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Check a mission file and print a short summary.
+    Validate(MissionArg),
+    /// Write an example mission (orch.json) and prompt templates in the current folder.
+    #[command(after_help = "Examples:\n  orch init                     # fake script agents, runs as is\n  orch init --agent claude      # agents that call Claude Code unattended")]
+    Init(InitArgs),
+    /// A real multi-round run on a scratch repository with bundled fake agents; no API key.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MissionArg {
+    /// The mission file (`-` for standard input).
+    #[arg(short, long, default_value = "orch.json", value_name = "FILE")]
+    pub mission: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print every event as one JSON object a line on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub mission: MissionArg,
+    /// Run N more rounds (instead of up to the mission's `rounds`).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
+    /// At most N agents at once (overrides maxConcurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrency: Option<u32>,
+    /// Stop once the cumulative cost reaches USD (overrides budgetUsd).
+    #[arg(long, value_name = "USD")]
+    pub budget: Option<f64>,
+    /// Run even though the working tree has uncommitted changes.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Exit 1 when any agent failed or timed out.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RoundArgs {
+    /// The round's number.
+    pub n: u32,
+    #[command(flatten)]
+    pub mission: MissionArg,
+    /// Only this agent (repeatable); runs it whatever its `when`.
+    #[arg(long = "agent", value_name = "NAME")]
+    pub agents: Vec<String>,
+    /// Stop once the cumulative cost reaches USD (overrides budgetUsd).
+    #[arg(long, value_name = "USD")]
+    pub budget: Option<f64>,
+    #[arg(long)]
+    pub allow_dirty: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub mission: MissionArg,
+    /// markdown (default), json, html or svg.
+    #[arg(long, default_value = "markdown")]
+    pub format: String,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only rounds A to B (inclusive), e.g. 10..20.
+    #[arg(long, value_name = "A..B")]
+    pub rounds: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub mission: MissionArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Add a task; prints its id.
+    Add {
+        #[command(flatten)]
+        mission: MissionArg,
+        /// The agent that takes it.
+        #[arg(long)]
+        agent: String,
+        /// 1 (first) to 3.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=3))]
+        priority: u8,
+        #[arg(long, default_value = "")]
+        body: String,
+        title: String,
+    },
+    /// List pending and running tasks (--all: every task).
+    List {
+        #[command(flatten)]
+        mission: MissionArg,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Mark a task done.
+    Done {
+        #[command(flatten)]
+        mission: MissionArg,
+        id: String,
+    },
+    /// Drop a task.
+    Drop {
+        #[command(flatten)]
+        mission: MissionArg,
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// What the agents call: script (fake agents that run as is), claude, codex or aider.
+    #[arg(long, default_value = "script")]
+    pub agent: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to make the scratch repository (must be empty or absent); default: a new
+    /// temporary folder.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// How many rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+impl Cli {
+    pub fn verbosity(&self) -> Verbosity {
+        if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose > 0 {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        }
+    }
+}
+
+/// Runs a parsed command; returns the exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    let verbosity = cli.verbosity();
+    let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current folder", e))?;
+    match cli.command {
+        Command::Run(a) => {
+            let opts = RunOptions {
+                dir: cwd,
+                mission: a.mission.mission,
+                more_rounds: a.rounds,
+                only_round: None,
+                max_concurrency: a.max_concurrency.map(|n| n as usize),
+                budget: a.budget,
+                allow_dirty: a.allow_dirty,
+                strict: a.strict,
+                agents: Vec::new(),
+            };
+            drive(&opts, a.output.json, verbosity)
+        }
+        Command::Round(a) => {
+            if a.n == 0 {
+                return Err(Error::Usage("rounds are numbered from 1".into()));
+            }
+            let opts = RunOptions {
+                dir: cwd,
+                mission: a.mission.mission,
+                only_round: Some(a.n),
+                budget: a.budget,
+                allow_dirty: a.allow_dirty,
+                agents: a.agents,
+                ..RunOptions::default()
+            };
+            drive(&opts, a.output.json, verbosity)
+        }
+        Command::Report(a) => report(&cwd, a),
+        Command::Status(a) => crate::status::print(&cwd, &a.mission.mission, a.json),
+        Command::Task(t) => task(&cwd, t),
+        Command::Validate(a) => validate(&cwd, &a),
+        Command::Init(a) => crate::init::init(&cwd, &a.agent, a.force).map(|_| EXIT_OK),
+        Command::Demo(a) => crate::demo::run(a.dir, a.rounds, a.output.json, verbosity),
+    }
+}
+
+/// Sets up the event sinks and signal handling, and runs rounds.
+pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32> {
+    install_signal_handler();
+    let ws = Workspace::open(&opts.dir, &opts.mission)?;
+    let events = sinks(&ws.layout, json, verbosity);
+    let result = runner::run(&ws, opts, &events);
+    events.finish();
+    if result.is_ok() {
+        append_step_summary(&ws.layout);
+    }
+    result
+}
+
+fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
+    let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if json {
+        sinks.push(Box::new(events::JsonLines::new(std::io::stdout())));
+    }
+    if verbosity > Verbosity::Quiet || github {
+        let stderr = std::io::stderr();
+        let tty = stderr.is_terminal();
+        sinks.push(Box::new(events::Human::new(stderr, !tty, verbosity, github)));
+    }
+    match events::ndjson_file(&layout.events()) {
+        Ok(f) => sinks.push(Box::new(f)),
+        Err(e) => log::warn!("cannot append to {}: {e}", layout.events().display()),
+    }
+    Events::new(sinks)
+}
+
+/// Under GitHub Actions, the report goes to the job summary.
+fn append_step_summary(layout: &Layout) {
+    let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") else {
+        return;
+    };
+    if std::env::var("GITHUB_ACTIONS").map_or(true, |v| v != "true") {
+        return;
+    }
+    match crate::report::markdown(&layout.dir) {
+        Ok(md) => {
+            use std::io::Write;
+            let r = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(md.as_bytes()));
+            if let Err(e) = r {
+                log::warn!("cannot append the report to {path}: {e}");
+            }
+        }
+        Err(e) => log::warn!("no report for the job summary: {e}"),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop starting jobs, terminate children with a grace period. Second:
+/// kill them at once and exit shortly after, even if the round cannot be recorded in time.
+fn install_signal_handler() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot install signal handlers: {e}");
+                return;
+            }
+        };
+        let _ = std::thread::Builder::new()
+            .name("orch-signals".into())
+            .spawn(move || {
+                let mut count = 0;
+                for sig in signals.forever() {
+                    count += 1;
+                    crate::process::interrupt();
+                    if count == 1 {
+                        log::warn!(
+                            "signal {sig}: stopping; running agents get SIGTERM, then SIGKILL after the grace period (signal again to kill at once)"
+                        );
+                    } else {
+                        log::warn!("second signal: killing every child now");
+                        std::thread::sleep(std::time::Duration::from_secs(3));
+                        std::process::exit(crate::error::EXIT_INTERRUPTED);
+                    }
+                }
+            });
+    });
+}
+
+fn report(cwd: &std::path::Path, a: ReportArgs) -> Result<i32> {
+    let ws_layout = layout_for(cwd, &a.mission.mission)?;
+    let format: crate::report::Format = a.format.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--format {}: expected markdown, json, html or svg",
+            a.format
+        ))
+    })?;
+    let rounds = match &a.rounds {
+        None => None,
+        Some(r) => Some(parse_range(r)?),
+    };
+    let bytes = crate::report::render(&crate::report::ReportOptions {
+        state_dir: ws_layout.dir.clone(),
+        format,
+        rounds,
+    })?;
+    match a.output {
+        Some(p) => crate::state::write_atomic(&p, &bytes)?,
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&bytes);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `A..B`, `A..`, `..B` or `N`.
+pub fn parse_range(s: &str) -> Result<(u32, u32)> {
+    let bad = || Error::Usage(format!("--rounds {s}: expected A..B, A.., ..B or N"));
+    let num = |t: &str, default: u32| -> Result<u32> {
+        if t.is_empty() {
+            Ok(default)
+        } else {
+            t.trim().parse().map_err(|_| bad())
+        }
+    };
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (num(a, 0)?, num(b.trim_start_matches('='), u32::MAX)?),
+        None => {
+            let n = num(s, 0)?;
+            (n, n)
+        }
+    };
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// The state folder, from the mission when there is one, else the default.
+fn layout_for(cwd: &std::path::Path, mission: &std::path::Path) -> Result<Layout> {
+    let git = crate::git::Git::open(cwd)?;
+    let path = cwd.join(mission);
+    let state_dir = if path.exists() || mission.as_os_str() == "-" {
+        crate::mission::Loaded::from_path(&path)?.mission.state_dir
+    } else {
+        PathBuf::from(".orch")
+    };
+    Ok(Layout::new(git.root().join(state_dir)))
+}
+
+fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
+    match t {
+        TaskCommand::Add {
+            mission,
+            agent,
+            priority,
+            body,
+            title,
+        } => {
+            let ws = Workspace::open(cwd, &mission.mission)?;
+            if ws.mission().agent(&agent).is_none() {
+                return Err(Error::Usage(format!(
+                    "--agent {agent}: the mission has no agent of that name"
+                )));
+            }
+            if title.trim().is_empty() {
+                return Err(Error::Usage("the task needs a title".into()));
+            }
+            let _lock = Lock::acquire(&ws.layout)?;
+            ws.git.exclude(&ws.layout.dir)?;
+            let mut q = Queue::load(&ws.layout)?;
+            let round = crate::state::State::load(&ws.layout)?.last_round + 1;
+            let id = q.add(&agent, priority, &title, &body, None, round);
+            q.save(&ws.layout)?;
+            println!("{id}");
+            Ok(EXIT_OK)
+        }
+        TaskCommand::List { mission, json, all } => {
+            let layout = layout_for(cwd, &mission.mission)?;
+            let q = Queue::load(&layout)?;
+            let tasks = q.visible(all);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&tasks).unwrap_or_else(|_| "[]".into())
+                );
+            } else if tasks.is_empty() {
+                eprintln!("no tasks{}", if all { "" } else { " pending" });
+            } else {
+                print!("{}", crate::status::task_table(&tasks));
+            }
+            Ok(EXIT_OK)
+        }
+        TaskCommand::Done { mission, id } => set_task(cwd, &mission.mission, &id, TaskStatus::Done),
+        TaskCommand::Drop { mission, id } => {
+            set_task(cwd, &mission.mission, &id, TaskStatus::Dropped)
+        }
+    }
+}
+
+fn set_task(cwd: &std::path::Path, mission: &std::path::Path, id: &str, s: TaskStatus) -> Result<i32> {
+    let layout = layout_for(cwd, mission)?;
+    let _lock = Lock::acquire(&layout)?;
+    let mut q = Queue::load(&layout)?;
+    q.set_status(id, s)?;
+    q.save(&layout)?;
+    Ok(EXIT_OK)
+}
+
+fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
+    let loaded = crate::mission::Loaded::from_path(&cwd.join(&m.mission))?;
+    crate::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+    let mission = &loaded.mission;
+    println!("{}: mission {:?} is valid", loaded.file.display(), mission.name);
+    println!(
+        "  {} rounds, {} agents at once, budget {}",
+        mission.rounds,
+        mission.max_concurrency,
+        mission
+            .budget_usd
+            .map(crate::units::usd)
+            .unwrap_or_else(|| "none".into())
+    );
+    for a in &mission.agents {
+        let ladder = a.ladder().join(" -> ");
+        println!(
+            "  {:<7} {:<20} {}{}",
+            a.phase.as_str(),
+            a.name,
+            a.command.argv().join(" "),
+            if ladder.is_empty() {
+                String::new()
+            } else {
+                format!("  [models: {ladder}]")
+            }
+        );
+    }
+    if let Some(s) = &mission.sims {
+        println!(
+            "  sims: {}{}, published to {}",
+            if s.pre.is_some() { "pre " } else { "" },
+            if s.post.is_some() { "post" } else { "" },
+            s.publish_to.display()
+        );
+    }
+    match &mission.tests {
+        Some(t) => println!("  tests: {}", t.command.argv().join(" ")),
+        None => println!("  tests: none (changes are committed untested)"),
+    }
+    Ok(EXIT_OK)
+}

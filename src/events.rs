@@ -1,0 +1,507 @@
+//! What happens during a run, as events, and the sinks that render them: plain lines for a
+//! person or a CI log, one JSON object a line for scripts (`--json` and `events.ndjson`), and
+//! GitHub Actions workflow commands.
+//!
+//! The engine emits events and never prints; what a person, a script or CI sees is the sinks'
+//! choice. Events come from the main thread and from pool workers (an agent starting), so the
+//! emitter is shared by reference and serializes sinks behind a mutex.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::units;
+
+/// One thing that happened. Serialized with `"event"` as the tag, camelCase fields.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    #[serde(rename_all = "camelCase")]
+    RunStart {
+        mission: String,
+        first_round: u32,
+        last_round: u32,
+        agents: usize,
+    },
+    #[serde(rename_all = "camelCase")]
+    RoundStart {
+        round: u32,
+        base: String,
+        active: Vec<String>,
+        idle: Vec<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    AgentStart {
+        round: u32,
+        agent: String,
+        phase: String,
+        model: String,
+        task: Option<String>,
+        timeout_ms: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    AgentEnd {
+        round: u32,
+        agent: String,
+        phase: String,
+        model: String,
+        status: String,
+        exit_code: Option<i32>,
+        elapsed_ms: u64,
+        cost_usd: f64,
+        cost_known: bool,
+        changed_files: u32,
+        error: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    SimStart { round: u32, sim: String },
+    #[serde(rename_all = "camelCase")]
+    SimEnd {
+        round: u32,
+        sim: String,
+        status: String,
+        elapsed_ms: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    TestsStart { round: u32, attempt: u32 },
+    #[serde(rename_all = "camelCase")]
+    TestsEnd {
+        round: u32,
+        status: String,
+        elapsed_ms: u64,
+        passed: Option<u64>,
+        failed: Option<u64>,
+        regression: bool,
+        flaky: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Revert {
+        round: u32,
+        kept_ref: String,
+        reason: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Commit {
+        round: u32,
+        commit: String,
+        what: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Escalation {
+        round: u32,
+        agent: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    RoundEnd {
+        round: u32,
+        status: String,
+        elapsed_ms: u64,
+        cost_usd: f64,
+        total_cost_usd: f64,
+        commit: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Stop { reason: String, exit_code: i32 },
+    #[serde(rename_all = "camelCase")]
+    RunEnd {
+        rounds: u32,
+        exit_code: i32,
+        total_cost_usd: f64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Warning {
+        round: Option<u32>,
+        message: String,
+    },
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    ts: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// Something that renders events.
+pub trait Sink: Send {
+    fn event(&mut self, event: &Event);
+    fn finish(&mut self) {}
+}
+
+/// The emitter the engine holds. Cheap to share by reference across worker threads.
+#[derive(Default)]
+pub struct Events {
+    sinks: Mutex<Vec<Box<dyn Sink>>>,
+}
+
+impl Events {
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Events {
+        Events {
+            sinks: Mutex::new(sinks),
+        }
+    }
+
+    /// An emitter that drops everything (library callers, dry runs).
+    pub fn none() -> Events {
+        Events::default()
+    }
+
+    pub fn emit(&self, event: Event) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        for s in sinks.iter_mut() {
+            s.event(&event);
+        }
+    }
+
+    pub fn finish(&self) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        for s in sinks.iter_mut() {
+            s.finish();
+        }
+    }
+}
+
+pub fn to_json_line(event: &Event) -> String {
+    let env = Envelope {
+        ts: units::now_rfc3339(),
+        event,
+    };
+    serde_json::to_string(&env).unwrap_or_else(|_| "{}".into())
+}
+
+/// `--json`: one object a line on stdout, flushed per event so pipes see it at once.
+pub struct JsonLines<W: Write + Send> {
+    out: W,
+}
+
+impl<W: Write + Send> JsonLines<W> {
+    pub fn new(out: W) -> Self {
+        JsonLines { out }
+    }
+}
+
+impl<W: Write + Send> Sink for JsonLines<W> {
+    fn event(&mut self, event: &Event) {
+        let _ = writeln!(self.out, "{}", to_json_line(event));
+        let _ = self.out.flush();
+    }
+}
+
+/// `events.ndjson` in the state folder: every event of every run, appended.
+pub fn ndjson_file(path: &Path) -> std::io::Result<JsonLines<std::fs::File>> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(JsonLines::new(f))
+}
+
+/// How much a person wants to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Plain lines for a person or a CI log, on stderr. With `timestamps` (off a terminal) each
+/// line starts with the time, so a CI log reads as a timeline.
+pub struct Human<W: Write + Send> {
+    out: W,
+    timestamps: bool,
+    verbosity: Verbosity,
+    github: bool,
+}
+
+impl<W: Write + Send> Human<W> {
+    pub fn new(out: W, timestamps: bool, verbosity: Verbosity, github: bool) -> Self {
+        Human {
+            out,
+            timestamps,
+            verbosity,
+            github,
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if self.timestamps {
+            let ts = units::now_rfc3339();
+            let _ = writeln!(self.out, "{} {text}", &ts[11..19]);
+        } else {
+            let _ = writeln!(self.out, "{text}");
+        }
+    }
+
+    /// A GitHub Actions workflow command; the value's special characters escaped as the
+    /// runner expects.
+    fn workflow(&mut self, cmd: &str, text: &str) {
+        let esc = text
+            .replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A");
+        let _ = writeln!(self.out, "::{cmd}::{esc}");
+    }
+}
+
+impl<W: Write + Send> Sink for Human<W> {
+    fn event(&mut self, event: &Event) {
+        if let Some(text) = describe(event, self.verbosity) {
+            if self.github {
+                if let Event::RoundStart { round, .. } = event {
+                    self.workflow("group", &format!("Round {round}"));
+                }
+            }
+            self.line(&text);
+        }
+        if self.github {
+            match event {
+                Event::RoundEnd { .. } => {
+                    let _ = writeln!(self.out, "::endgroup::");
+                }
+                Event::Revert { round, reason, .. } => {
+                    self.workflow("error", &format!("round {round} reverted: {reason}"))
+                }
+                Event::AgentEnd {
+                    round,
+                    agent,
+                    status,
+                    error,
+                    ..
+                } if status == "failed" || status == "timeout" => self.workflow(
+                    "warning",
+                    &format!(
+                        "round {round}: agent {agent} {status}{}",
+                        error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                ),
+                Event::Stop { reason, exit_code } if *exit_code != 0 => {
+                    self.workflow("error", &format!("orch stopped: {reason}"))
+                }
+                _ => {}
+            }
+        }
+        let _ = self.out.flush();
+    }
+}
+
+/// The one-line description of an event for people; `None` when the verbosity hides it.
+pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
+    let normal = v >= Verbosity::Normal;
+    let verbose = v >= Verbosity::Verbose;
+    Some(match event {
+        Event::RunStart {
+            mission,
+            first_round,
+            last_round,
+            agents,
+        } if normal => format!(
+            "orch: mission {mission}, rounds {first_round}..{last_round}, {agents} agents"
+        ),
+        Event::RoundStart {
+            round,
+            active,
+            idle,
+            base,
+        } if normal => {
+            let idle = if idle.is_empty() {
+                String::new()
+            } else {
+                format!("; idle: {}", idle.join(", "))
+            };
+            format!(
+                "round {round}: base {}, agents: {}{idle}",
+                short(base),
+                if active.is_empty() {
+                    "none".to_string()
+                } else {
+                    active.join(", ")
+                }
+            )
+        }
+        Event::AgentStart {
+            round,
+            agent,
+            model,
+            task,
+            ..
+        } if verbose => format!(
+            "round {round}: {agent} started{}{}",
+            if model.is_empty() {
+                String::new()
+            } else {
+                format!(" ({model})")
+            },
+            task.as_deref()
+                .map(|t| format!(" on task {t}"))
+                .unwrap_or_default()
+        ),
+        Event::AgentEnd {
+            round,
+            agent,
+            status,
+            elapsed_ms,
+            cost_usd,
+            cost_known,
+            changed_files,
+            error,
+            ..
+        } if normal => format!(
+            "round {round}: {agent} {status} in {}, {} file{} changed, {}{}",
+            units::duration_ms(*elapsed_ms),
+            changed_files,
+            if *changed_files == 1 { "" } else { "s" },
+            if *cost_known {
+                units::usd(*cost_usd)
+            } else {
+                "cost unknown".into()
+            },
+            error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        ),
+        Event::SimStart { round, sim } if verbose => format!("round {round}: {sim}-sim started"),
+        Event::SimEnd {
+            round,
+            sim,
+            status,
+            elapsed_ms,
+        } if normal => format!(
+            "round {round}: {sim}-sim {status} in {}",
+            units::duration_ms(*elapsed_ms)
+        ),
+        Event::TestsStart { round, attempt } if verbose => {
+            format!("round {round}: tests started (attempt {attempt})")
+        }
+        Event::TestsEnd {
+            round,
+            status,
+            elapsed_ms,
+            passed,
+            failed,
+            regression,
+            flaky,
+        } if normal => format!(
+            "round {round}: tests {status} in {}{}{}{}",
+            units::duration_ms(*elapsed_ms),
+            match (passed, failed) {
+                (Some(p), Some(f)) => format!(" ({p} passed, {f} failed)"),
+                _ => String::new(),
+            },
+            if *regression { ", a regression" } else { "" },
+            if *flaky { ", flaky (passed on retry)" } else { "" }
+        ),
+        Event::Revert {
+            round,
+            kept_ref,
+            reason,
+        } => format!("round {round}: reverted ({reason}); the work is kept in {kept_ref}"),
+        Event::Commit {
+            round,
+            commit,
+            what,
+        } if normal => format!("round {round}: committed {} ({what})", short(commit)),
+        Event::Escalation {
+            round,
+            agent,
+            from,
+            to,
+            reason,
+        } => format!("round {round}: {agent} moves from model {from:?} to {to:?}: {reason}"),
+        Event::RoundEnd {
+            round,
+            status,
+            elapsed_ms,
+            cost_usd,
+            total_cost_usd,
+            ..
+        } if normal => format!(
+            "round {round}: {status} in {}, cost {} (total {})",
+            units::duration_ms(*elapsed_ms),
+            units::usd(*cost_usd),
+            units::usd(*total_cost_usd)
+        ),
+        Event::Stop { reason, .. } => format!("orch: stopping: {reason}"),
+        Event::RunEnd {
+            rounds,
+            total_cost_usd,
+            ..
+        } if normal => format!(
+            "orch: {rounds} round{} run, total cost {}",
+            if *rounds == 1 { "" } else { "s" },
+            units::usd(*total_cost_usd)
+        ),
+        Event::Warning { round, message } => match round {
+            Some(r) => format!("round {r}: warning: {message}"),
+            None => format!("warning: {message}"),
+        },
+        _ => return None,
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_are_one_object_with_event_and_ts() {
+        let line = to_json_line(&Event::AgentEnd {
+            round: 2,
+            agent: "a".into(),
+            phase: "code".into(),
+            model: "m".into(),
+            status: "ok".into(),
+            exit_code: Some(0),
+            elapsed_ms: 5,
+            cost_usd: 0.5,
+            cost_known: true,
+            changed_files: 1,
+            error: None,
+        });
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "agentEnd");
+        assert_eq!(v["elapsedMs"], 5);
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn github_mode_groups_rounds_and_annotates_reverts() {
+        let mut buf = Vec::new();
+        {
+            let mut h = Human::new(&mut buf, false, Verbosity::Normal, true);
+            h.event(&Event::RoundStart {
+                round: 1,
+                base: "abc".into(),
+                active: vec!["a".into()],
+                idle: vec![],
+            });
+            h.event(&Event::Revert {
+                round: 1,
+                kept_ref: "refs/orch/rejected/round-1".into(),
+                reason: "tests regressed\n3 failed".into(),
+            });
+            h.event(&Event::RoundEnd {
+                round: 1,
+                status: "reverted".into(),
+                elapsed_ms: 1,
+                cost_usd: 0.0,
+                total_cost_usd: 0.0,
+                commit: None,
+            });
+        }
+        let s = String::from_utf8(buf).unwrap();
+        assert!(s.starts_with("::group::Round 1\n"), "{s}");
+        assert!(s.contains("::error::round 1 reverted: tests regressed%0A3 failed"), "{s}");
+        assert!(s.trim_end().ends_with("::endgroup::"), "{s}");
+    }
+}

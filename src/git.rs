@@ -1,0 +1,290 @@
+//! Everything orch does to the user's repository, through the `git` command line.
+//!
+//! The rules this module keeps: the round's base is HEAD; nothing an agent wrote is ever
+//! destroyed (a rejected or interrupted tree, tracked and untracked files alike, is first saved
+//! as a commit under `refs/orch/...`, made with a private index so neither HEAD nor the user's
+//! index moves); restoring the base is exact (`reset --hard` plus `clean` of untracked,
+//! non-ignored files); and orch's state folder is kept out of git through
+//! `.git/info/exclude`, so it never dirties the tree nor lands in a commit.
+//!
+//! git commands are short and their output small, so they run to completion with captured
+//! output; the long-running children (agents, sims, tests) go through `process`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The author orch commits as when git has no identity configured.
+const FALLBACK_NAME: &str = "orch";
+const FALLBACK_EMAIL: &str = "orch@localhost";
+
+#[derive(Debug, Clone)]
+pub struct Git {
+    root: PathBuf,
+    /// Environment for commits when the user has no git identity.
+    identity: Vec<(String, String)>,
+}
+
+/// One entry of `git status`: the two-letter code and the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEntry {
+    pub code: String,
+    pub path: String,
+}
+
+impl Git {
+    /// Opens the repository that contains `dir`.
+    pub fn open(dir: &Path) -> Result<Git> {
+        let out = duct::cmd("git", ["rev-parse", "--show-toplevel"])
+            .dir(dir)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::Usage("git is not installed or not on PATH; orch needs it".into())
+                } else {
+                    Error::io("running git", e)
+                }
+            })?;
+        if !out.status.success() {
+            return Err(Error::Usage(format!(
+                "{} is not inside a git repository (run `git init` and commit once, or `orch demo` to try orch on a scratch repository)",
+                dir.display()
+            )));
+        }
+        let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let mut git = Git {
+            root,
+            identity: Vec::new(),
+        };
+        let has = |k: &str| {
+            git.run(&["config", "--get", k])
+                .map(|s| !s.trim().is_empty())
+                .unwrap_or(false)
+        };
+        if !(has("user.name") && has("user.email")) {
+            for (k, v) in [
+                ("GIT_AUTHOR_NAME", FALLBACK_NAME),
+                ("GIT_COMMITTER_NAME", FALLBACK_NAME),
+                ("GIT_AUTHOR_EMAIL", FALLBACK_EMAIL),
+                ("GIT_COMMITTER_EMAIL", FALLBACK_EMAIL),
+            ] {
+                git.identity.push((k.into(), v.into()));
+            }
+        }
+        Ok(git)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs git in the repository root and returns its stdout.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+        let mut expr = duct::cmd("git", args)
+            .dir(&self.root)
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        for (k, v) in &self.identity {
+            expr = expr.env(k, v);
+        }
+        for (k, v) in env {
+            expr = expr.env(k, v);
+        }
+        let out = expr
+            .run()
+            .map_err(|e| Error::io(format!("running git {}", args.join(" ")), e))?;
+        if !out.status.success() {
+            return Err(Error::Git {
+                command: format!("git {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The commit HEAD points at, or `None` in a repository with no commits yet.
+    pub fn head(&self) -> Result<Option<String>> {
+        match self.run(&["rev-parse", "--verify", "-q", "HEAD^{commit}"]) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(Error::Git { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Like `head`, but a repository without commits is a usage error: a round needs a base.
+    pub fn base(&self) -> Result<String> {
+        self.head()?.ok_or_else(|| {
+            Error::Usage(format!(
+                "the repository at {} has no commits yet; commit once so orch has a base to return to",
+                self.root.display()
+            ))
+        })
+    }
+
+    /// Adds `/<state_dir>/` to `.git/info/exclude` unless it is there already.
+    pub fn exclude(&self, state_dir: &Path) -> Result<()> {
+        let path = self.run(&["rev-parse", "--git-path", "info/exclude"])?;
+        let path = self.root.join(path.trim());
+        let rel = state_dir.strip_prefix(&self.root).unwrap_or(state_dir);
+        let line = format!("/{}/", rel.display().to_string().trim_end_matches('/'));
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current.lines().any(|l| l.trim() == line) {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let mut text = current;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("# orch's state folder (added by orch)\n{line}\n"));
+        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Changes to tracked files and untracked files that are not ignored.
+    pub fn status(&self) -> Result<Vec<StatusEntry>> {
+        let out = self.run(&["status", "--porcelain=v1", "-z", "--untracked-files=all"])?;
+        let mut entries = Vec::new();
+        let mut fields = out.split('\0').filter(|s| !s.is_empty());
+        while let Some(f) = fields.next() {
+            if f.len() < 4 {
+                continue;
+            }
+            let code = f[..2].to_string();
+            let path = f[3..].to_string();
+            // A rename is followed by its source path.
+            if code.starts_with('R') || code.starts_with('C') {
+                fields.next();
+            }
+            entries.push(StatusEntry { code, path });
+        }
+        Ok(entries)
+    }
+
+    /// Files that differ between `base` and the working tree, untracked ones included.
+    pub fn changed_since(&self, base: &str) -> Result<Vec<String>> {
+        let mut files: Vec<String> = self
+            .run(&["diff", "--name-only", "-z", base])?
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        files.extend(
+            self.run(&["ls-files", "--others", "--exclude-standard", "-z"])?
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+
+    /// Commits every change in the tree (tracked and untracked, not ignored) on the current
+    /// branch. Returns the new commit, or `None` when there was nothing to commit.
+    pub fn commit_all(&self, message: &str) -> Result<Option<String>> {
+        self.run(&["add", "-A"])?;
+        if self.run(&["diff", "--cached", "--quiet"]).is_ok() {
+            return Ok(None);
+        }
+        self.run(&["commit", "-q", "--no-verify", "-m", message])?;
+        self.head()
+    }
+
+    /// Saves the working tree as it is (tracked and untracked, not ignored) as a commit whose
+    /// parent is `base`, under `refname`, without touching HEAD, the index or the files.
+    pub fn save_tree(&self, base: &str, refname: &str, message: &str) -> Result<String> {
+        let index = self
+            .run(&["rev-parse", "--git-path", "orch-save.index"])
+            .map(|p| self.root.join(p.trim()))?;
+        let index_s = index.to_string_lossy().into_owned();
+        let env = [("GIT_INDEX_FILE", index_s.as_str())];
+        let result = (|| {
+            self.run_env(&["read-tree", base], &env)?;
+            self.run_env(&["add", "-A"], &env)?;
+            let tree = self.run_env(&["write-tree"], &env)?;
+            let commit =
+                self.run(&["commit-tree", tree.trim(), "-p", base, "-m", message])?;
+            let commit = commit.trim().to_string();
+            self.run(&["update-ref", refname, &commit])?;
+            Ok(commit)
+        })();
+        let _ = std::fs::remove_file(&index);
+        result
+    }
+
+    /// Puts the working tree and HEAD back exactly at `base`: tracked files reset, untracked
+    /// non-ignored files removed (ignored files, orch's state folder among them, stay).
+    pub fn restore(&self, base: &str) -> Result<()> {
+        self.run(&["reset", "-q", "--hard", base])?;
+        self.run(&["clean", "-q", "-f", "-d"])?;
+        Ok(())
+    }
+
+    /// Whether `path` (relative to the root) is ignored by git.
+    pub fn is_ignored(&self, path: &str) -> bool {
+        self.run(&["check-ignore", "-q", path]).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (tempfile::TempDir, Git) {
+        let d = tempfile::tempdir().unwrap();
+        let sh = |c: &str| {
+            assert!(std::process::Command::new("sh")
+                .args(["-c", c])
+                .current_dir(d.path())
+                .status()
+                .unwrap()
+                .success())
+        };
+        sh("git init -q && echo a > a.txt && git add a.txt && git -c user.name=t -c user.email=t@t commit -qm init");
+        let g = Git::open(d.path()).unwrap();
+        (d, g)
+    }
+
+    #[test]
+    fn save_tree_keeps_untracked_files_and_restore_is_exact() {
+        let (d, g) = repo();
+        let base = g.base().unwrap();
+        g.exclude(&d.path().join(".orch")).unwrap();
+        std::fs::create_dir_all(d.path().join(".orch")).unwrap();
+        std::fs::write(d.path().join(".orch/state.json"), "{}").unwrap();
+        std::fs::write(d.path().join("a.txt"), "changed").unwrap();
+        std::fs::write(d.path().join("new.txt"), "new").unwrap();
+        let saved = g.save_tree(&base, "refs/orch/rejected/round-1", "r1").unwrap();
+        let files = g.run(&["ls-tree", "-r", "--name-only", &saved]).unwrap();
+        assert!(files.contains("new.txt") && !files.contains(".orch"), "{files}");
+        g.restore(&base).unwrap();
+        assert!(g.status().unwrap().is_empty());
+        assert!(!d.path().join("new.txt").exists());
+        assert!(d.path().join(".orch/state.json").exists(), "state survives");
+        assert_eq!(g.head().unwrap().unwrap(), base);
+    }
+
+    #[test]
+    fn state_folder_never_dirties_the_tree() {
+        let (d, g) = repo();
+        g.exclude(&d.path().join(".orch")).unwrap();
+        g.exclude(&d.path().join(".orch")).unwrap();
+        std::fs::create_dir_all(d.path().join(".orch/rounds")).unwrap();
+        std::fs::write(d.path().join(".orch/rounds/x.json"), "{}").unwrap();
+        assert!(g.status().unwrap().is_empty());
+        let ex = std::fs::read_to_string(d.path().join(".git/info/exclude")).unwrap();
+        assert_eq!(ex.matches("/.orch/").count(), 1);
+    }
+}

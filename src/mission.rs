@@ -1,0 +1,779 @@
+//! The mission file: its schema (SPEC section 2), its defaults, and its validation.
+//!
+//! Parsing is strict (`deny_unknown_fields` everywhere) and goes through `serde_path_to_error`
+//! so that a typo is reported with its key path (`agents[2].comand`) and the file it is in.
+//! After parsing, [`Mission::validate`] checks what serde cannot (name syntax, duplicate names,
+//! unknown placeholders, references between agents) and reports the same way. Everything the
+//! rest of orch reads from the mission goes through the accessors here, so a default lives in
+//! one place. A key is never accepted and then ignored: a key exists here only once orch does
+//! what it says.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::Pricing;
+use crate::error::{Error, Result};
+use crate::roundlog::Phase;
+
+/// Placeholders allowed inside an agent's argv.
+const AGENT_PLACEHOLDERS: &[&str] = &[
+    "model",
+    "prompt_file",
+    "round",
+    "agent",
+    "task_file",
+    "workdir",
+];
+/// Placeholders allowed inside a sim's argv.
+const SIM_PLACEHOLDERS: &[&str] = &["out", "round"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mission {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How many rounds `orch run` runs in all (it resumes after the last finished one).
+    #[serde(default = "default_rounds")]
+    pub rounds: u32,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    pub agents: Vec<Agent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sims: Option<Sims>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Tests>,
+    #[serde(default)]
+    pub git: GitConfig,
+    #[serde(default)]
+    pub stop: StopConfig,
+    /// USD per million tokens per model, for agents whose output gives tokens but no cost.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pricing: Pricing,
+    /// An argv prefix every agent command runs under (for example `srun ... --`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Vec<String>>,
+    /// Run Phase B after a reverted round (off: its agents would read work that no longer
+    /// exists).
+    #[serde(default)]
+    pub phase_b_after_revert: bool,
+    /// Seconds between SIGTERM and SIGKILL when a process group must go.
+    #[serde(default = "default_grace")]
+    pub kill_grace_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Agent {
+    pub name: String,
+    pub phase: Phase,
+    pub command: Command,
+    #[serde(default)]
+    pub stdin: StdinMode,
+    /// The prompt template, relative to the mission file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    #[serde(default = "default_escalate_after")]
+    pub escalate_after: u32,
+    /// Successes in a row after which the agent steps back down its ladder; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deescalate_after: Option<u32>,
+    #[serde(default = "default_agent_timeout")]
+    pub timeout_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_timeout: Option<AdaptiveTimeout>,
+    #[serde(default)]
+    pub when: When,
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Vec<String>>,
+}
+
+/// An argv array, or a string run with `sh -c`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl Command {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Argv(v) => v.clone(),
+            Command::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StdinMode {
+    /// Standard input is empty (never the terminal).
+    #[default]
+    None,
+    /// The rendered prompt is fed on standard input.
+    Prompt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdaptiveTimeout {
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    #[serde(default = "default_min_s")]
+    pub min_s: f64,
+    #[serde(default = "default_max_s")]
+    pub max_s: f64,
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
+}
+
+/// When an agent takes part in a round (SPEC section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum When {
+    Keyword(WhenKeyword),
+    Every {
+        every: u32,
+    },
+    Command {
+        command: Command,
+    },
+}
+
+impl Default for When {
+    fn default() -> Self {
+        When::Keyword(WhenKeyword::Always)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenKeyword {
+    Always,
+    Tasks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<Sim>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<Sim>,
+    /// Where a successful sim's output is published, relative to the repository root.
+    #[serde(default = "default_publish_to")]
+    pub publish_to: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sim {
+    pub command: Command,
+    #[serde(default = "default_sim_timeout")]
+    pub timeout_s: f64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tests {
+    pub command: Command,
+    #[serde(default = "default_tests_timeout")]
+    pub timeout_s: f64,
+    /// How many times a failing run is retried before it counts (flaky tests).
+    #[serde(default)]
+    pub retries: u32,
+    /// Run the tests at the base before the first round, so an already-failing suite is not
+    /// blamed on the agents.
+    #[serde(default)]
+    pub baseline: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitConfig {
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Commit each successful round. Off: the changes stay in the tree (and the next round
+    /// starts from a dirty tree, so this is for `orch round N` experiments).
+    #[serde(default = "yes")]
+    pub commit: bool,
+}
+
+impl Default for GitConfig {
+    fn default() -> Self {
+        GitConfig {
+            isolation: Isolation::default(),
+            commit: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    #[default]
+    Shared,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StopConfig {
+    /// Stop after this many rounds in a row that committed nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_empty_rounds: Option<u32>,
+}
+
+fn default_rounds() -> u32 {
+    10
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".orch")
+}
+fn default_grace() -> f64 {
+    5.0
+}
+fn default_escalate_after() -> u32 {
+    2
+}
+fn default_agent_timeout() -> f64 {
+    1800.0
+}
+fn default_priority() -> u8 {
+    2
+}
+fn default_factor() -> f64 {
+    2.0
+}
+fn default_min_s() -> f64 {
+    60.0
+}
+fn default_max_s() -> f64 {
+    3600.0
+}
+fn default_min_samples() -> usize {
+    3
+}
+fn default_publish_to() -> PathBuf {
+    PathBuf::from("sim-data")
+}
+fn default_sim_timeout() -> f64 {
+    600.0
+}
+fn default_tests_timeout() -> f64 {
+    1800.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// A mission as loaded: the parsed file and where it came from (prompt paths are relative to
+/// its folder).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub mission: Mission,
+    pub file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Loaded {
+    /// Reads and validates a mission file; `-` reads standard input.
+    pub fn from_path(path: &Path) -> Result<Loaded> {
+        let (text, dir) = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::io("reading the mission from standard input", e))?;
+            (s, std::env::current_dir().unwrap_or_else(|_| ".".into()))
+        } else {
+            let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Usage(format!(
+                    "no mission file at {} (write one with `orch init`, or pass -m FILE)",
+                    path.display()
+                )),
+                _ => Error::io(format!("reading mission {}", path.display()), e),
+            })?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| ".".into());
+            (text, dir)
+        };
+        let mission = Mission::parse(&text, path)?;
+        Ok(Loaded {
+            mission,
+            file: path.to_path_buf(),
+            dir,
+        })
+    }
+}
+
+impl Mission {
+    /// Parses and validates mission text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Mission> {
+        let text = strip_comments(text);
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let mission: Mission = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            Error::mission(file, path, explain_serde(&inner))
+        })?;
+        mission.validate(file)?;
+        Ok(mission)
+    }
+
+    /// Checks what the schema cannot express. Errors name the key path.
+    pub fn validate(&self, file: &Path) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+        if self.name.trim().is_empty() {
+            return err("name".into(), "must not be empty".into());
+        }
+        if self.agents.is_empty() {
+            return err("agents".into(), "a mission needs at least one agent".into());
+        }
+        if self.max_concurrency == 0 {
+            return err("maxConcurrency".into(), "must be at least 1".into());
+        }
+        if let Some(b) = self.budget_usd {
+            if !(b.is_finite() && b >= 0.0) {
+                return err("budgetUsd".into(), format!("must be a non-negative number, not {b}"));
+            }
+        }
+        if !(self.kill_grace_s.is_finite() && self.kill_grace_s >= 0.0) {
+            return err("killGraceS".into(), "must be a non-negative number".into());
+        }
+        check_relative(file, "stateDir", &self.state_dir)?;
+        if let Some(l) = &self.launcher {
+            check_argv(file, "launcher", l, AGENT_PLACEHOLDERS)?;
+        }
+        let mut seen = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = |k: &str| format!("agents[{i}].{k}");
+            if !valid_agent_name(&a.name) {
+                return err(
+                    at("name"),
+                    format!(
+                        "{:?} is not a valid agent name: use lowercase letters, digits, `-` and `_`, \
+                         starting with a letter or digit (it becomes a file name)",
+                        a.name
+                    ),
+                );
+            }
+            if !seen.insert(a.name.as_str()) {
+                return err(at("name"), format!("agent {:?} is named twice", a.name));
+            }
+            check_command(file, &at("command"), &a.command, AGENT_PLACEHOLDERS)?;
+            if let Some(l) = &a.launcher {
+                check_argv(file, &at("launcher"), l, AGENT_PLACEHOLDERS)?;
+            }
+            if a.model.is_some() && !a.models.is_empty() {
+                return err(
+                    at("model"),
+                    "give either `model` or a `models` ladder, not both".into(),
+                );
+            }
+            if a.models.iter().any(|m| m.trim().is_empty()) {
+                return err(at("models"), "model names must not be empty".into());
+            }
+            if a.escalate_after == 0 {
+                return err(at("escalateAfter"), "must be at least 1".into());
+            }
+            if a.deescalate_after == Some(0) {
+                return err(at("deescalateAfter"), "must be at least 1".into());
+            }
+            check_seconds(file, &at("timeoutS"), a.timeout_s)?;
+            if let Some(t) = &a.adaptive_timeout {
+                if !(t.factor.is_finite() && t.factor > 0.0) {
+                    return err(at("adaptiveTimeout.factor"), "must be positive".into());
+                }
+                check_seconds(file, &at("adaptiveTimeout.minS"), t.min_s)?;
+                check_seconds(file, &at("adaptiveTimeout.maxS"), t.max_s)?;
+                if t.min_s > t.max_s {
+                    return err(
+                        at("adaptiveTimeout"),
+                        format!("minS ({}) is above maxS ({})", t.min_s, t.max_s),
+                    );
+                }
+                if t.min_samples == 0 {
+                    return err(at("adaptiveTimeout.minSamples"), "must be at least 1".into());
+                }
+            }
+            if !(1..=3).contains(&a.priority) {
+                return err(
+                    at("priority"),
+                    format!("must be 1, 2 or 3 (1 runs first), not {}", a.priority),
+                );
+            }
+            match &a.when {
+                When::Every { every: 0 } => {
+                    return err(at("when.every"), "must be at least 1".into())
+                }
+                When::Command { command } => {
+                    check_command(file, &at("when.command"), command, &["round", "agent"])?
+                }
+                _ => {}
+            }
+            for k in a.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return err(at("env"), format!("{k:?} is not a valid variable name"));
+                }
+            }
+        }
+        if let Some(s) = &self.sims {
+            check_relative(file, "sims.publishTo", &s.publish_to)?;
+            for (k, sim) in [("pre", &s.pre), ("post", &s.post)] {
+                if let Some(sim) = sim {
+                    check_command(
+                        file,
+                        &format!("sims.{k}.command"),
+                        &sim.command,
+                        SIM_PLACEHOLDERS,
+                    )?;
+                    check_seconds(file, &format!("sims.{k}.timeoutS"), sim.timeout_s)?;
+                }
+            }
+        }
+        if let Some(t) = &self.tests {
+            check_command(file, "tests.command", &t.command, &["round"])?;
+            check_seconds(file, "tests.timeoutS", t.timeout_s)?;
+        }
+        if self.stop.after_empty_rounds == Some(0) {
+            return err("stop.afterEmptyRounds".into(), "must be at least 1".into());
+        }
+        for (model, p) in &self.pricing {
+            for (k, v) in [("inputPerMTok", p.input_per_m_tok), ("outputPerMTok", p.output_per_m_tok)]
+            {
+                if !(v.is_finite() && v >= 0.0) {
+                    return err(
+                        format!("pricing.{model}.{k}"),
+                        "must be a non-negative number".into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.kill_grace_s)
+    }
+}
+
+impl Agent {
+    /// The model ladder: `models`, or the single `model`, or one empty rung.
+    pub fn ladder(&self) -> Vec<String> {
+        if !self.models.is_empty() {
+            self.models.clone()
+        } else {
+            vec![self.model.clone().unwrap_or_default()]
+        }
+    }
+
+    pub fn model_at(&self, index: usize) -> String {
+        let ladder = self.ladder();
+        ladder[index.min(ladder.len() - 1)].clone()
+    }
+}
+
+/// Agent names become file names: keep them to a safe, portable alphabet.
+pub fn valid_agent_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.len() <= 64
+}
+
+fn check_command(file: &Path, at: &str, cmd: &Command, allowed: &[&str]) -> Result<()> {
+    match cmd {
+        Command::Argv(v) => check_argv(file, at, v, allowed),
+        Command::Shell(s) if s.trim().is_empty() => {
+            Err(Error::mission(file, at, "the command is empty"))
+        }
+        Command::Shell(s) => check_placeholders(file, at, s, allowed),
+    }
+}
+
+fn check_argv(file: &Path, at: &str, argv: &[String], allowed: &[&str]) -> Result<()> {
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err(Error::mission(
+            file,
+            at,
+            "the command is empty: give an argv array such as [\"claude\", \"-p\"] or a shell string",
+        ));
+    }
+    for (j, arg) in argv.iter().enumerate() {
+        check_placeholders(file, &format!("{at}[{j}]"), arg, allowed)?;
+    }
+    Ok(())
+}
+
+/// Finds `{name}` placeholders and rejects unknown ones, so a typo such as `{modle}` fails
+/// at validation instead of reaching the agent verbatim. `{{` is not a placeholder.
+fn check_placeholders(file: &Path, at: &str, s: &str, allowed: &[&str]) -> Result<()> {
+    for name in placeholders(s) {
+        if !allowed.contains(&name) {
+            return Err(Error::mission(
+                file,
+                at,
+                format!(
+                    "unknown placeholder {{{name}}}; known here: {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `{word}` placeholders in `s` (identifier characters only, so JSON or shell braces such
+/// as `${HOME}` or `{ echo; }` are left alone).
+pub fn placeholders(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'{' && (i == 0 || bytes[i - 1] != b'$') {
+            if let Some(len) = s[i + 1..].find('}') {
+                let name = &s[i + 1..i + 1 + len];
+                if !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                {
+                    out.push(name);
+                    i += len + 2;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn check_seconds(file: &Path, at: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 && v <= 7.0 * 86_400.0 {
+        Ok(())
+    } else {
+        Err(Error::mission(
+            file,
+            at,
+            format!("must be a number of seconds above 0 and at most a week, not {v}"),
+        ))
+    }
+}
+
+/// Paths orch writes to must stay inside the repository.
+fn check_relative(file: &Path, at: &str, p: &Path) -> Result<()> {
+    use std::path::Component;
+    if p.as_os_str().is_empty()
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(Error::mission(
+            file,
+            at,
+            format!(
+                "{} must be a relative path inside the repository (no `..`, not absolute)",
+                p.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Blanks out `//` line comments outside strings, so a mission may carry its own explanations
+/// (`orch init` writes a commented one). Blanking instead of removing keeps serde's line and
+/// column numbers right.
+pub fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+                out.push(c);
+            } else {
+                out.push(' ');
+            }
+            continue;
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            out.push(c);
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                in_comment = true;
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// serde's messages are good but end in "at line 1 column 71"; keep that, it locates the key.
+fn explain_serde(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("did not match any variant of untagged enum Command") {
+        return format!(
+            "expected a command: an argv array of strings or a shell string ({})",
+            location(e)
+        );
+    }
+    if msg.contains("did not match any variant of untagged enum When") {
+        return format!(
+            "expected \"always\", \"tasks\", {{\"every\": N}} or {{\"command\": [...]}} ({})",
+            location(e)
+        );
+    }
+    msg
+}
+
+fn location(e: &serde_json::Error) -> String {
+    format!("line {} column {}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Mission> {
+        Mission::parse(s, Path::new("orch.json"))
+    }
+
+    #[test]
+    fn minimal_mission_gets_the_spec_defaults() {
+        let m = parse(r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"true"}]}"#)
+            .unwrap();
+        assert_eq!(m.state_dir, PathBuf::from(".orch"));
+        assert_eq!(m.max_concurrency, 4);
+        let a = &m.agents[0];
+        assert_eq!(a.escalate_after, 2);
+        assert_eq!(a.when, When::default());
+        assert_eq!(a.command.argv(), ["sh", "-c", "true"]);
+        assert_eq!(a.ladder(), [""]);
+    }
+
+    #[test]
+    fn a_typo_is_reported_with_its_key_path() {
+        let e = parse(
+            r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"x"},
+                {"name":"b","phase":"code","command":"x"},
+                {"name":"c","phase":"code","comand":"x"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents[2].comand"), "{e}");
+        assert!(e.contains("orch.json"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = parse(r#"{"name":"n","agents":[{"name":"../x","phase":"code","command":"x"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agents[0].name"), "{e}");
+        let e = parse(
+            r#"{"name":"n","agents":[{"name":"a","phase":"code","command":["x","{modle}"]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents[0].command[1]") && e.contains("{modle}"), "{e}");
+        let e = parse(
+            r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"x","when":{"every":0}}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents[0].when.every"), "{e}");
+    }
+
+    #[test]
+    fn when_forms_parse() {
+        let m = parse(
+            r#"{"name":"n","agents":[
+              {"name":"a","phase":"code","command":"x","when":"tasks"},
+              {"name":"b","phase":"code","command":"x","when":{"every":2}},
+              {"name":"c","phase":"review","command":"x","when":{"command":["test","-f","x"]}},
+              {"name":"d","phase":"review","command":"x","when":"always"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.agents[0].when, When::Keyword(WhenKeyword::Tasks));
+        assert_eq!(m.agents[1].when, When::Every { every: 2 });
+        assert!(matches!(m.agents[2].when, When::Command { .. }));
+        let e = parse(
+            r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"x","when":"sometimes"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents[0].when"), "{e}");
+    }
+
+    #[test]
+    fn line_comments_are_allowed_outside_strings() {
+        let m = parse(
+            "{\n  // the mission\n  \"name\": \"a//b\", // trailing\n  \"agents\": [{\"name\":\"a\",\"phase\":\"code\",\"command\":\"echo \\\"//x\\\"\"}]\n}",
+        )
+        .unwrap();
+        assert_eq!(m.name, "a//b");
+        assert_eq!(m.agents[0].command.argv()[2], "echo \"//x\"");
+        let e = parse("{\n// c\n\"name\": 1}").unwrap_err().to_string();
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn placeholders_ignore_shell_and_json_braces() {
+        assert_eq!(placeholders("--model={model} ${HOME} { echo; }"), ["model"]);
+        assert_eq!(placeholders("{out}/x{round}"), ["out", "round"]);
+    }
+
+    #[test]
+    fn state_dir_cannot_escape_the_repository() {
+        let e = parse(
+            r#"{"name":"n","stateDir":"../elsewhere","agents":[{"name":"a","phase":"code","command":"x"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("stateDir"), "{e}");
+    }
+}

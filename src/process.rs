@@ -1,0 +1,407 @@
+//! Spawning and supervising the child processes orch runs for a round: agents, sims and tests.
+//! This is the only module that starts them or sends them signals.
+//!
+//! Every child runs in its own process group (so a timeout or an interrupt reaches the
+//! grandchildren it spawned too), with standard input from a file or empty (never the
+//! terminal), and stdout/stderr going straight to log files (never through orch's memory, so
+//! neither a 200 MB flood nor a daemon holding the pipe open can hold orch). On Linux the child
+//! also gets `PR_SET_PDEATHSIG`, so that if orch itself is killed it does not run on
+//! unsupervised. A timeout or an interrupt sends SIGTERM to the group, waits a grace period,
+//! then SIGKILLs it; a second interrupt SIGKILLs at once (cargo-nextest's rule).
+//!
+//! The live process groups are kept in a registry so that the interrupt path and the crash
+//! journal (see `state::Journal`) know which groups to kill.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What to run and where its output goes.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// A short name for log lines: `agent ui-dev`, `pre-sim`, `tests`.
+    pub label: String,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// A file fed on standard input; empty input when `None`.
+    pub stdin: Option<PathBuf>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited with this status.
+    Exited(i32),
+    /// It was killed by this signal (not by orch).
+    Signalled(i32),
+    /// orch killed it at its timeout.
+    TimedOut,
+    /// orch killed it because the run was interrupted.
+    Cancelled,
+    /// It could not be started; the OS error.
+    SpawnFailed(String),
+}
+
+impl Ending {
+    pub fn success(&self) -> bool {
+        matches!(self, Ending::Exited(0))
+    }
+
+    /// The exit code for the round log: the status, or 128+signal as a shell reports it.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Ending::Exited(c) => Some(*c),
+            Ending::Signalled(s) => Some(128 + s),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub ending: Ending,
+    pub started: Instant,
+    pub elapsed: Duration,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupts. Signals are process-wide, so this state is too.
+
+const RUNNING: u8 = 0;
+const TERMINATE: u8 = 1;
+const KILL: u8 = 2;
+
+static INTERRUPT: AtomicU8 = AtomicU8::new(RUNNING);
+
+/// First signal: stop starting processes, terminate running ones with a grace period.
+/// Second: kill at once.
+pub fn interrupt() {
+    let _ = INTERRUPT.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+        Some(if l == RUNNING { TERMINATE } else { KILL })
+    });
+    if INTERRUPT.load(Ordering::SeqCst) == KILL {
+        kill_all(libc::SIGKILL);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPT.load(Ordering::SeqCst) != RUNNING
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry of live process groups.
+
+type Observer = Box<dyn Fn(&[i32]) + Send + Sync>;
+
+fn registry() -> &'static Mutex<BTreeSet<i32>> {
+    static LIVE: OnceLock<Mutex<BTreeSet<i32>>> = OnceLock::new();
+    LIVE.get_or_init(|| Mutex::new(BTreeSet::new()))
+}
+
+fn observer() -> &'static Mutex<Option<Observer>> {
+    static OBS: OnceLock<Mutex<Option<Observer>>> = OnceLock::new();
+    OBS.get_or_init(|| Mutex::new(None))
+}
+
+/// Called with the live groups whenever one starts or ends (the crash journal listens).
+pub fn set_observer(f: Option<Observer>) {
+    *observer().lock().unwrap_or_else(|e| e.into_inner()) = f;
+}
+
+fn registry_change(add: Option<i32>, remove: Option<i32>) {
+    let snapshot: Vec<i32> = {
+        let mut live = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = add {
+            live.insert(p);
+        }
+        if let Some(p) = remove {
+            live.remove(&p);
+        }
+        live.iter().copied().collect()
+    };
+    if let Some(f) = observer().lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        f(&snapshot);
+    }
+}
+
+pub fn live_groups() -> Vec<i32> {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn kill_all(signal: i32) {
+    for pgid in live_groups() {
+        signal_group(pgid, signal);
+    }
+}
+
+/// Sends `signal` to process group `pgid`; a group that is gone already is not an error.
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// Whether any process of group `pgid` is still alive.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+/// Kills groups left behind by an earlier orch that died (named in its journal): SIGTERM,
+/// a grace period, SIGKILL.
+pub fn reap_orphan_groups(groups: &[i32], grace: Duration) -> usize {
+    let alive: Vec<i32> = groups.iter().copied().filter(|&g| group_alive(g)).collect();
+    for &g in &alive {
+        signal_group(g, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && alive.iter().any(|&g| group_alive(g)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &g in &alive {
+        signal_group(g, libc::SIGKILL);
+    }
+    alive.len()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running one process.
+
+/// Runs `spec` to its end, whatever that end is. Never panics on a bad command: a program that
+/// cannot start is `Ending::SpawnFailed`, with the OS error also written to its stderr log.
+pub fn run(spec: &Spec) -> Finished {
+    let started = Instant::now();
+    let done = |ending: Ending| Finished {
+        ending,
+        started,
+        elapsed: started.elapsed(),
+    };
+    if interrupted() {
+        return done(Ending::Cancelled);
+    }
+    let (stdout, stderr) = match open_logs(spec) {
+        Ok(f) => f,
+        Err(e) => return done(Ending::SpawnFailed(e)),
+    };
+    let Some((program, args)) = spec.argv.split_first() else {
+        return done(Ending::SpawnFailed("empty command".into()));
+    };
+    let mut expr = duct::cmd(program, args)
+        .dir(&spec.cwd)
+        .stdout_file(stdout)
+        .stderr_file(stderr)
+        .unchecked()
+        .before_spawn(|cmd| {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+            // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+            // calls (prctl, getppid).
+            unsafe {
+                cmd.pre_exec(die_with_parent);
+            }
+            Ok(())
+        });
+    expr = match &spec.stdin {
+        Some(p) => expr.stdin_path(p),
+        None => expr.stdin_null(),
+    };
+    for (k, v) in &spec.env {
+        expr = expr.env(k, v);
+    }
+    let handle = match expr.start() {
+        Ok(h) => h,
+        Err(e) => {
+            let msg = spawn_error(program, &e);
+            log::debug!("{}: {msg}", spec.label);
+            let _ = append(&spec.stderr, &format!("orch: {msg}\n"));
+            return done(Ending::SpawnFailed(msg));
+        }
+    };
+    let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
+    registry_change(Some(pgid), None);
+    let ending = supervise(&handle, pgid, spec);
+    // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
+    // behind would hold files and CPU all night.
+    signal_group(pgid, libc::SIGKILL);
+    registry_change(None, Some(pgid));
+    done(ending)
+}
+
+fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec) -> Ending {
+    let deadline = Instant::now().checked_add(spec.timeout);
+    loop {
+        // Short slices keep the reaction to a timeout or an interrupt within tens of ms.
+        let slice = Duration::from_millis(25);
+        match handle.wait_timeout(slice) {
+            Ok(Some(out)) => return ending_of(&out.status),
+            Ok(None) => {}
+            Err(e) => return Ending::SpawnFailed(format!("waiting for the process: {e}")),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            log::info!(
+                "{}: timed out after {:.1}s; terminating its process group",
+                spec.label,
+                spec.timeout.as_secs_f64()
+            );
+            terminate(handle, pgid, spec.grace);
+            return Ending::TimedOut;
+        }
+        if interrupted() {
+            terminate(handle, pgid, spec.grace);
+            return Ending::Cancelled;
+        }
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the leader to go, then SIGKILL; reaps the leader.
+fn terminate(handle: &duct::Handle, pgid: i32, grace: Duration) {
+    signal_group(pgid, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if INTERRUPT.load(Ordering::SeqCst) == KILL {
+            break;
+        }
+        if let Ok(Some(_)) = handle.wait_timeout(Duration::from_millis(20)) {
+            break;
+        }
+    }
+    signal_group(pgid, libc::SIGKILL);
+    let _ = handle.wait();
+}
+
+fn ending_of(status: &std::process::ExitStatus) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Ending::Exited(c),
+        (None, Some(s)) => Ending::Signalled(s),
+        (None, None) => Ending::Exited(-1),
+    }
+}
+
+fn die_with_parent() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl and getppid are async-signal-safe.
+    unsafe {
+        let parent = libc::getppid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The parent may have died between fork and prctl: then no signal will ever come.
+        if libc::getppid() != parent {
+            libc::_exit(137);
+        }
+    }
+    Ok(())
+}
+
+fn open_logs(spec: &Spec) -> Result<(File, File), String> {
+    let open = |p: &PathBuf| {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("creating log folder {}: {e}", dir.display()))?;
+        }
+        File::create(p).map_err(|e| format!("creating log {}: {e}", p.display()))
+    };
+    let out = open(&spec.stdout)?;
+    // One log for both streams (tests, sims): share one open file so the writes interleave
+    // instead of overwriting each other.
+    let err = if spec.stderr == spec.stdout {
+        out.try_clone()
+            .map_err(|e| format!("sharing log {}: {e}", spec.stdout.display()))?
+    } else {
+        open(&spec.stderr)?
+    };
+    Ok((out, err))
+}
+
+fn append(path: &PathBuf, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
+fn spawn_error(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("cannot run `{program}`: program not found ({e})")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("cannot run `{program}`: permission denied (is it executable?) ({e})")
+        }
+        _ => format!("cannot run `{program}`: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &std::path::Path, argv: &[&str], timeout_ms: u64) -> Spec {
+        Spec {
+            label: "test".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: dir.to_path_buf(),
+            env: vec![("ORCH_X".into(), "42".into())],
+            stdin: None,
+            stdout: dir.join("out.log"),
+            stderr: dir.join("err.log"),
+            timeout: Duration::from_millis(timeout_ms),
+            grace: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn exit_status_env_and_output_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = run(&spec(d.path(), &["sh", "-c", "echo $ORCH_X; exit 3"], 10_000));
+        assert_eq!(f.ending, Ending::Exited(3));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("out.log")).unwrap(),
+            "42\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_failure_not_a_panic() {
+        let d = tempfile::tempdir().unwrap();
+        let f = run(&spec(d.path(), &["/no/such/program"], 10_000));
+        assert!(matches!(f.ending, Ending::SpawnFailed(ref m) if m.contains("not found")));
+        let err = std::fs::read_to_string(d.path().join("err.log")).unwrap();
+        assert!(err.contains("/no/such/program"), "{err}");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("gc.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let f = run(&spec(d.path(), &["sh", "-c", &script], 300));
+        assert_eq!(f.ending, Ending::TimedOut);
+        assert!(f.elapsed < Duration::from_secs(5));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild is gone (or a zombie being reaped by init).
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z"), "{state}");
+    }
+}

@@ -1,0 +1,234 @@
+//! The bookkeeping after every agent run (the seed's `processAgentResult()`), done once per
+//! result on the main thread as it arrives from the pool: the run's status (ok, empty, failed,
+//! timeout, cancelled), its cost, and the agent's tracking state (streaks, recent run times,
+//! model escalation) carried across rounds.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::cost::{self, Pricing};
+use crate::mission::Agent;
+use crate::process::{Ending, Finished};
+use crate::roundlog::{AgentEntry, Phase, RunStatus};
+use crate::state::{AgentState, RECENT_RUNS};
+
+/// How much of the end of an agent's stdout the cost parser reads: result objects come last.
+const STDOUT_TAIL: u64 = 4 * 1024 * 1024;
+
+/// What a worker hands back for one agent run.
+#[derive(Debug)]
+pub struct RawRun {
+    pub agent: String,
+    pub phase: Phase,
+    pub model: String,
+    pub task: Option<String>,
+    pub timeout_ms: u64,
+    pub start_ms: u64,
+    pub finished: Finished,
+    /// Files this run changed.
+    pub changed: Vec<String>,
+    pub stdout: PathBuf,
+    pub log_rel: String,
+    pub result_file: PathBuf,
+    /// Whether the agent filed tasks through its inbox (review agents' work counts).
+    pub filed_tasks: bool,
+}
+
+/// The outcome of settling one run.
+#[derive(Debug)]
+pub struct Settled {
+    pub entry: AgentEntry,
+    /// `(from, to, why)` when the agent's model changed.
+    pub model_change: Option<(String, String, String)>,
+}
+
+pub fn settle(raw: &RawRun, agent: &Agent, st: &mut AgentState, pricing: &Pricing, round: u32) -> Settled {
+    let result_text = std::fs::read_to_string(&raw.result_file).ok();
+    let tail = read_tail(&raw.stdout, STDOUT_TAIL);
+    let cost = cost::assess(result_text.as_deref(), &tail, &raw.model, pricing);
+    let changed = raw.changed.len() as u32;
+    let mut error = None;
+    let status = match &raw.finished.ending {
+        Ending::SpawnFailed(e) => {
+            error = Some(e.clone());
+            RunStatus::Failed
+        }
+        Ending::TimedOut => RunStatus::Timeout,
+        Ending::Cancelled => RunStatus::Cancelled,
+        Ending::Exited(0) if cost.is_error => {
+            error = Some("the agent reported an error (is_error) although it exited 0".into());
+            RunStatus::Failed
+        }
+        Ending::Exited(0) => {
+            let wrote_result = result_text.is_some() || raw.filed_tasks;
+            let worked = match raw.phase {
+                Phase::Code => changed > 0,
+                Phase::Review => changed > 0 || wrote_result,
+            };
+            if worked {
+                RunStatus::Ok
+            } else {
+                RunStatus::Empty
+            }
+        }
+        Ending::Exited(c) => {
+            error = Some(format!("exited with status {c}"));
+            RunStatus::Failed
+        }
+        Ending::Signalled(s) => {
+            error = Some(format!("killed by signal {s}"));
+            RunStatus::Failed
+        }
+    };
+    let elapsed_ms = raw.finished.elapsed.as_millis() as u64;
+    let model_change = track(st, agent, status, elapsed_ms, cost.cost_usd, round);
+    let entry = AgentEntry {
+        name: raw.agent.clone(),
+        phase: raw.phase,
+        model: raw.model.clone(),
+        task: raw.task.clone(),
+        status,
+        exit_code: raw.finished.ending.exit_code(),
+        start_ms: raw.start_ms,
+        elapsed_ms,
+        timeout_ms: raw.timeout_ms,
+        cost_usd: cost.cost_usd,
+        cost_known: cost.known,
+        tokens: cost.tokens.clone(),
+        changed_files: changed,
+        log: raw.log_rel.clone(),
+        error,
+        summary: cost.summary.clone(),
+        escalated_to: model_change.as_ref().map(|(_, to, _)| to.clone()),
+    };
+    Settled {
+        entry,
+        model_change,
+    }
+}
+
+/// Updates the agent's streaks and model; returns the model change, if any.
+pub fn track(
+    st: &mut AgentState,
+    agent: &Agent,
+    status: RunStatus,
+    elapsed_ms: u64,
+    cost_usd: f64,
+    round: u32,
+) -> Option<(String, String, String)> {
+    st.runs += 1;
+    st.last_run_round = Some(round);
+    st.last_status = Some(status);
+    st.cost_usd += cost_usd;
+    if matches!(status, RunStatus::Ok | RunStatus::Empty) {
+        st.recent_run_ms.push(elapsed_ms);
+        let excess = st.recent_run_ms.len().saturating_sub(RECENT_RUNS);
+        st.recent_run_ms.drain(..excess);
+    }
+    match status {
+        RunStatus::Empty => st.consecutive_empty_rounds += 1,
+        RunStatus::Ok => st.consecutive_empty_rounds = 0,
+        _ => {}
+    }
+    let ladder = agent.ladder();
+    st.model_index = st.model_index.min(ladder.len() - 1);
+    let before = ladder[st.model_index].clone();
+    let mut why = None;
+    if status.is_unproductive() {
+        st.consecutive_failures += 1;
+        st.consecutive_successes = 0;
+        if st.consecutive_failures >= agent.escalate_after && st.model_index + 1 < ladder.len() {
+            why = Some(format!(
+                "{} unproductive runs in a row (escalateAfter {}), the last {}",
+                st.consecutive_failures,
+                agent.escalate_after,
+                status.as_str()
+            ));
+            st.model_index += 1;
+            st.consecutive_failures = 0;
+        }
+    } else if status == RunStatus::Ok {
+        st.consecutive_failures = 0;
+        st.consecutive_successes += 1;
+        if let Some(n) = agent.deescalate_after {
+            if st.consecutive_successes >= n && st.model_index > 0 {
+                why = Some(format!(
+                    "{} successful runs in a row (deescalateAfter {n})",
+                    st.consecutive_successes
+                ));
+                st.model_index -= 1;
+                st.consecutive_successes = 0;
+            }
+        }
+    }
+    st.model = ladder[st.model_index].clone();
+    why.map(|w| (before, st.model.clone(), w))
+}
+
+/// The last `max` bytes of a file (all of it when smaller); empty when unreadable.
+pub fn read_tail(path: &Path, max: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > max {
+            let _ = f.seek(SeekFrom::Start(len - max));
+        }
+        let _ = f.take(max).read_to_end(&mut buf);
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mission::Mission;
+
+    fn agent(extra: &str) -> Agent {
+        let m = Mission::parse(
+            &format!(
+                r#"{{"name":"n","agents":[{{"name":"a","phase":"code","command":"x"{extra}}}]}}"#
+            ),
+            Path::new("m.json"),
+        )
+        .unwrap();
+        m.agents[0].clone()
+    }
+
+    #[test]
+    fn escalates_after_n_unproductive_runs_and_stops_at_the_top() {
+        let a = agent(r#","models":["small","big"],"escalateAfter":2"#);
+        let mut st = AgentState::default();
+        assert!(track(&mut st, &a, RunStatus::Failed, 10, 0.0, 1).is_none());
+        let change = track(&mut st, &a, RunStatus::Timeout, 10, 0.0, 2).unwrap();
+        assert_eq!((change.0.as_str(), change.1.as_str()), ("small", "big"));
+        assert_eq!(st.model, "big");
+        for r in 3..8 {
+            assert!(track(&mut st, &a, RunStatus::Empty, 10, 0.0, r).is_none());
+        }
+        assert_eq!(st.model_index, 1);
+        assert_eq!(st.consecutive_empty_rounds, 5);
+    }
+
+    #[test]
+    fn deescalates_after_successes_when_asked() {
+        let a = agent(r#","models":["small","big"],"escalateAfter":1,"deescalateAfter":2"#);
+        let mut st = AgentState::default();
+        track(&mut st, &a, RunStatus::Failed, 10, 0.0, 1).unwrap();
+        assert!(track(&mut st, &a, RunStatus::Ok, 10, 0.0, 2).is_none());
+        let back = track(&mut st, &a, RunStatus::Ok, 10, 0.0, 3).unwrap();
+        assert_eq!(back.1, "small");
+    }
+
+    #[test]
+    fn recent_runs_keep_only_ok_and_empty_and_are_bounded() {
+        let a = agent("");
+        let mut st = AgentState::default();
+        for r in 0..15 {
+            track(&mut st, &a, RunStatus::Ok, r, 0.1, r as u32);
+        }
+        track(&mut st, &a, RunStatus::Failed, 99_999, 0.0, 16);
+        assert_eq!(st.recent_run_ms.len(), RECENT_RUNS);
+        assert_eq!(*st.recent_run_ms.last().unwrap(), 14);
+        assert!((st.cost_usd - 1.5).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,310 @@
+//! `orch run` and `orch round N`: everything around the rounds. Takes the lock, recovers from
+//! a crashed predecessor, refuses a dirty tree, measures the test baseline, then runs rounds
+//! until the mission's round count, a stop condition (budget, stall guard) or an interrupt,
+//! and says why it stopped through its exit status.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED};
+use crate::events::{Event, Events};
+use crate::git::Git;
+use crate::mission::{self, Mission};
+use crate::process;
+use crate::prompt;
+use crate::round::{self, Env};
+use crate::roundlog::{RoundStatus, RunStatus, StepStatus};
+use crate::state::{Journal, Layout, Lock, State, TestBaseline};
+use crate::tasks::Queue;
+use crate::tests_run::TestRun;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The repository to work in (its root is found from here).
+    pub dir: PathBuf,
+    pub mission: PathBuf,
+    /// `--rounds N`: run N more rounds instead of up to the mission's count.
+    pub more_rounds: Option<u32>,
+    /// `orch round N`: exactly this round.
+    pub only_round: Option<u32>,
+    pub max_concurrency: Option<usize>,
+    pub budget: Option<f64>,
+    pub allow_dirty: bool,
+    pub strict: bool,
+    pub agents: Vec<String>,
+}
+
+/// What the repository and mission look like once opened and locked.
+pub struct Workspace {
+    pub loaded: mission::Loaded,
+    pub git: Git,
+    pub layout: Layout,
+}
+
+impl Workspace {
+    /// Loads and validates the mission and opens the repository, without locking.
+    pub fn open(dir: &Path, mission_path: &Path) -> Result<Workspace> {
+        let loaded = mission::Loaded::from_path(&dir.join(mission_path))?;
+        prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+        let git = Git::open(dir)?;
+        let layout = Layout::new(git.root().join(&loaded.mission.state_dir));
+        Ok(Workspace {
+            loaded,
+            git,
+            layout,
+        })
+    }
+
+    pub fn mission(&self) -> &Mission {
+        &self.loaded.mission
+    }
+}
+
+/// Runs rounds; returns the exit status.
+pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
+    let mission = ws.mission();
+    for name in &opts.agents {
+        if mission.agent(name).is_none() {
+            return Err(Error::Usage(format!(
+                "--agent {name}: the mission has no agent of that name (it has: {})",
+                mission
+                    .agents
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    // The lock comes first: nothing else in the state folder is looked at without it.
+    let _lock = Lock::acquire(&ws.layout)?;
+    ws.git.exclude(&ws.layout.dir)?;
+    recover(ws, events)?;
+    let mut state = State::load(&ws.layout)?;
+    if !state.mission.is_empty() && state.mission != mission.name {
+        log::warn!(
+            "the state in {} belongs to mission {:?}, not {:?}; going on with it",
+            ws.layout.dir.display(),
+            state.mission,
+            mission.name
+        );
+    }
+    let mut queue = Queue::load(&ws.layout)?;
+    let rounds: Vec<u32> = match opts.only_round {
+        Some(n) => vec![n],
+        None => {
+            let last = match opts.more_rounds {
+                Some(n) => state.last_round + n,
+                None => mission.rounds,
+            };
+            (state.last_round + 1..=last).collect()
+        }
+    };
+    if rounds.is_empty() {
+        log::info!(
+            "all {} rounds of mission {} are done; `orch run --rounds N` runs N more",
+            mission.rounds,
+            mission.name
+        );
+        return Ok(EXIT_OK);
+    }
+    check_clean(&ws.git, opts.allow_dirty)?;
+    baseline(ws, &mut state, events)?;
+    let env = Env {
+        mission,
+        mission_dir: &ws.loaded.dir,
+        git: &ws.git,
+        layout: &ws.layout,
+        events,
+        max_concurrency: opts.max_concurrency.unwrap_or(mission.max_concurrency).max(1),
+        budget: opts.budget.or(mission.budget_usd),
+        only: &opts.agents,
+    };
+    events.emit(Event::RunStart {
+        mission: mission.name.clone(),
+        first_round: rounds[0],
+        last_round: *rounds.last().unwrap_or(&rounds[0]),
+        agents: mission.agents.len(),
+    });
+    let mut code = EXIT_OK;
+    let mut ran = 0;
+    let mut agent_failed = false;
+    for (i, &n) in rounds.iter().enumerate() {
+        if let Some(reason) = stop_before(&env, &state) {
+            code = stop(events, reason, EXIT_STOPPED);
+            break;
+        }
+        if i > 0 {
+            check_clean(&ws.git, opts.allow_dirty)?;
+        }
+        let outcome = round::run(&env, &mut state, &mut queue, n)?;
+        ran += 1;
+        agent_failed |= outcome
+            .log
+            .agents
+            .iter()
+            .any(|a| matches!(a.status, RunStatus::Failed | RunStatus::Timeout));
+        if outcome.interrupted {
+            code = stop(events, "interrupted by a signal".into(), EXIT_INTERRUPTED);
+            break;
+        }
+        if outcome.budget_reached {
+            let why = outcome
+                .log
+                .stop_reason
+                .clone()
+                .unwrap_or_else(|| "budget reached".into());
+            code = stop(events, why, EXIT_STOPPED);
+            break;
+        }
+        if opts.only_round.is_some()
+            && matches!(outcome.log.status, RoundStatus::Reverted | RoundStatus::Failed)
+        {
+            code = EXIT_ROUND_FAILED;
+        }
+        if let Some(limit) = mission.stop.after_empty_rounds {
+            if opts.only_round.is_none() && state.empty_rounds_in_a_row >= limit {
+                code = stop(
+                    events,
+                    format!(
+                        "{} rounds in a row committed nothing (stop.afterEmptyRounds {limit})",
+                        state.empty_rounds_in_a_row
+                    ),
+                    EXIT_STOPPED,
+                );
+                break;
+            }
+        }
+    }
+    if code == EXIT_OK && opts.strict && agent_failed {
+        code = EXIT_ROUND_FAILED;
+    }
+    events.emit(Event::RunEnd {
+        rounds: ran,
+        exit_code: code,
+        total_cost_usd: state.total_cost_usd,
+    });
+    Ok(code)
+}
+
+/// A reason to stop before starting the next round.
+fn stop_before(env: &Env, state: &State) -> Option<String> {
+    match env.budget {
+        Some(b) if state.total_cost_usd >= b => Some(format!(
+            "budget reached: {} spent of {}",
+            crate::units::usd(state.total_cost_usd),
+            crate::units::usd(b)
+        )),
+        _ => None,
+    }
+}
+
+fn stop(events: &Events, reason: String, code: i32) -> i32 {
+    log::warn!("stopping: {reason}");
+    events.emit(Event::Stop {
+        reason,
+        exit_code: code,
+    });
+    code
+}
+
+/// Refuses a dirty tree: a revert would otherwise touch the user's own work.
+pub fn check_clean(git: &Git, allow_dirty: bool) -> Result<()> {
+    if allow_dirty {
+        return Ok(());
+    }
+    let status = git.status()?;
+    if status.is_empty() {
+        return Ok(());
+    }
+    let mut list: Vec<String> = status
+        .iter()
+        .take(5)
+        .map(|e| format!("  {} {}", e.code, e.path))
+        .collect();
+    if status.len() > 5 {
+        list.push(format!("  ... and {} more", status.len() - 5));
+    }
+    Err(Error::Usage(format!(
+        "the working tree of {} has uncommitted changes:\n{}\norch reverts rounds that break the tests, which would touch this work: commit or stash it first, or pass --allow-dirty",
+        git.root().display(),
+        list.join("\n")
+    )))
+}
+
+/// A journal left behind means the previous orch died mid-round: kill what it left running,
+/// keep the tree it left under `refs/orch/interrupted/round-N`, restore the base.
+fn recover(ws: &Workspace, events: &Events) -> Result<()> {
+    let Some(j) = Journal::load(&ws.layout)? else {
+        return Ok(());
+    };
+    let killed = process::reap_orphan_groups(&j.process_groups, ws.mission().grace());
+    let mut what = format!(
+        "recovered from an orch (pid {}) that died during round {}",
+        j.pid, j.round
+    );
+    if killed > 0 {
+        what.push_str(&format!("; killed {killed} process group(s) it left running"));
+    }
+    let head = ws.git.head()?.unwrap_or_default();
+    let changed = !ws.git.changed_since(&j.base)?.is_empty() || head != j.base;
+    if changed {
+        let kept = format!("refs/orch/interrupted/round-{}", j.round);
+        ws.git.save_tree(
+            &j.base,
+            &kept,
+            &format!("orch: round {} interrupted (orch died); the tree as it was", j.round),
+        )?;
+        ws.git.restore(&j.base)?;
+        what.push_str(&format!(
+            "; its tree is kept in {kept} and the base {} restored",
+            &j.base[..j.base.len().min(10)]
+        ));
+    }
+    log::warn!("{what}");
+    events.emit(Event::Warning {
+        round: Some(j.round),
+        message: what,
+    });
+    Journal::clear(&ws.layout)
+}
+
+/// `tests.baseline`: measure the tests at the base once, so that an already-failing suite is
+/// not blamed on the agents.
+fn baseline(ws: &Workspace, state: &mut State, events: &Events) -> Result<()> {
+    let Some(tests) = ws.mission().tests.as_ref().filter(|t| t.baseline) else {
+        return Ok(());
+    };
+    let head = ws.git.base()?;
+    if state
+        .test_baseline
+        .as_ref()
+        .is_some_and(|b| b.commit == head)
+    {
+        return Ok(());
+    }
+    let log = ws.layout.dir.join("logs").join("baseline-tests.log");
+    let entry = TestRun {
+        tests,
+        root: ws.git.root(),
+        log: &log,
+        round: 0,
+        grace: ws.mission().grace(),
+        round_start: std::time::Instant::now(),
+    }
+    .run(events);
+    log::info!(
+        "test baseline at {}: {}{}",
+        &head[..head.len().min(10)],
+        entry.status.as_str(),
+        entry
+            .failed
+            .map(|f| format!(", {f} failed"))
+            .unwrap_or_default()
+    );
+    state.test_baseline = Some(TestBaseline {
+        passed: entry.status == StepStatus::Passed,
+        failed_count: entry.failed,
+        commit: head,
+    });
+    state.save(&ws.layout)
+}
