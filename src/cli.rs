@@ -35,13 +35,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run rounds until the mission's round count, resuming after the last finished round.
-    #[command(after_help = "Examples:\n  orch run                      # resume and run up to the mission's `rounds`\n  orch run --rounds 3           # three more rounds\n  orch run --json | jq -c 'select(.event==\"agentEnd\")'")]
+    #[command(
+        after_help = "Examples:\n  orch run                      # resume and run up to the mission's `rounds`\n  orch run --rounds 3           # three more rounds\n  orch run --json | jq -c 'select(.event==\"agentEnd\")'"
+    )]
     Run(RunArgs),
     /// Run exactly one round, numbered N, with the current state (for debugging a round).
-    #[command(after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent")]
+    #[command(
+        after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent"
+    )]
     Round(RoundArgs),
     /// Print the report over every round log (markdown, json, html or svg).
-    #[command(after_help = "Examples:\n  orch report > report.md\n  orch report --format html -o report.html\n  orch report --rounds 10..20 --format json | jq .totals")]
+    #[command(
+        after_help = "Examples:\n  orch report > report.md\n  orch report --format html -o report.html\n  orch report --rounds 10..20 --format json | jq .totals"
+    )]
     Report(ReportArgs),
     /// Where the run stands: last round, cost and budget, each agent's model and streaks.
     Status(StatusArgs),
@@ -51,7 +57,9 @@ pub enum Command {
     /// Check a mission file and print a short summary.
     Validate(MissionArg),
     /// Write an example mission (orch.json) and prompt templates in the current folder.
-    #[command(after_help = "Examples:\n  orch init                     # fake script agents, runs as is\n  orch init --agent claude      # agents that call Claude Code unattended")]
+    #[command(
+        after_help = "Examples:\n  orch init                     # fake script agents, runs as is\n  orch init --agent claude      # agents that call Claude Code unattended"
+    )]
     Init(InitArgs),
     /// A real multi-round run on a scratch repository with bundled fake agents; no API key.
     Demo(DemoArgs),
@@ -274,7 +282,9 @@ fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
     if verbosity > Verbosity::Quiet || github {
         let stderr = std::io::stderr();
         let tty = stderr.is_terminal();
-        sinks.push(Box::new(events::Human::new(stderr, !tty, verbosity, github)));
+        sinks.push(Box::new(events::Human::new(
+            stderr, !tty, verbosity, github,
+        )));
     }
     match events::ndjson_file(&layout.events()) {
         Ok(f) => sinks.push(Box::new(f)),
@@ -454,7 +464,12 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
     }
 }
 
-fn set_task(cwd: &std::path::Path, mission: &std::path::Path, id: &str, s: TaskStatus) -> Result<i32> {
+fn set_task(
+    cwd: &std::path::Path,
+    mission: &std::path::Path,
+    id: &str,
+    s: TaskStatus,
+) -> Result<i32> {
     let layout = layout_for(cwd, mission)?;
     let _lock = Lock::acquire(&layout)?;
     let mut q = Queue::load(&layout)?;
@@ -467,7 +482,11 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
     let loaded = crate::mission::Loaded::from_path(&cwd.join(&m.mission))?;
     crate::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
     let mission = &loaded.mission;
-    println!("{}: mission {:?} is valid", loaded.file.display(), mission.name);
+    println!(
+        "{}: mission {:?} is valid",
+        loaded.file.display(),
+        mission.name
+    );
     println!(
         "  {} rounds, {} agents at once, budget {}",
         mission.rounds,

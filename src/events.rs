@@ -114,10 +114,7 @@ pub enum Event {
         total_cost_usd: f64,
     },
     #[serde(rename_all = "camelCase")]
-    Warning {
-        round: Option<u32>,
-        message: String,
-    },
+    Warning { round: Option<u32>, message: String },
 }
 
 #[derive(Serialize)]
@@ -279,7 +276,10 @@ impl<W: Write + Send> Sink for Human<W> {
                     "warning",
                     &format!(
                         "round {round}: agent {agent} {status}{}",
-                        error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                        error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
                     ),
                 ),
                 Event::Stop { reason, exit_code } if *exit_code != 0 => {
@@ -302,9 +302,9 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             first_round,
             last_round,
             agents,
-        } if normal => format!(
-            "orch: mission {mission}, rounds {first_round}..{last_round}, {agents} agents"
-        ),
+        } if normal => {
+            format!("orch: mission {mission}, rounds {first_round}..{last_round}, {agents} agents")
+        }
         Event::RoundStart {
             round,
             active,
@@ -363,7 +363,10 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             } else {
                 "cost unknown".into()
             },
-            error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
         ),
         Event::SimStart { round, sim } if verbose => format!("round {round}: {sim}-sim started"),
         Event::SimEnd {
@@ -394,7 +397,11 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
                 _ => String::new(),
             },
             if *regression { ", a regression" } else { "" },
-            if *flaky { ", flaky (passed on retry)" } else { "" }
+            if *flaky {
+                ", flaky (passed on retry)"
+            } else {
+                ""
+            }
         ),
         Event::Revert {
             round,
@@ -412,7 +419,9 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             from,
             to,
             reason,
-        } => format!("round {round}: {agent} moves from model {from:?} to {to:?}: {reason}"),
+        } if verbose => {
+            format!("round {round}: {agent} moves from model {from:?} to {to:?}: {reason}")
+        }
         Event::RoundEnd {
             round,
             status,
@@ -501,7 +510,10 @@ mod tests {
         }
         let s = String::from_utf8(buf).unwrap();
         assert!(s.starts_with("::group::Round 1\n"), "{s}");
-        assert!(s.contains("::error::round 1 reverted: tests regressed%0A3 failed"), "{s}");
+        assert!(
+            s.contains("::error::round 1 reverted: tests regressed%0A3 failed"),
+            "{s}"
+        );
         assert!(s.trim_end().ends_with("::endgroup::"), "{s}");
     }
 }

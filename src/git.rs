@@ -214,8 +214,7 @@ impl Git {
             self.run_env(&["read-tree", base], &env)?;
             self.run_env(&["add", "-A"], &env)?;
             let tree = self.run_env(&["write-tree"], &env)?;
-            let commit =
-                self.run(&["commit-tree", tree.trim(), "-p", base, "-m", message])?;
+            let commit = self.run(&["commit-tree", tree.trim(), "-p", base, "-m", message])?;
             let commit = commit.trim().to_string();
             self.run(&["update-ref", refname, &commit])?;
             Ok(commit)
@@ -266,9 +265,14 @@ mod tests {
         std::fs::write(d.path().join(".orch/state.json"), "{}").unwrap();
         std::fs::write(d.path().join("a.txt"), "changed").unwrap();
         std::fs::write(d.path().join("new.txt"), "new").unwrap();
-        let saved = g.save_tree(&base, "refs/orch/rejected/round-1", "r1").unwrap();
+        let saved = g
+            .save_tree(&base, "refs/orch/rejected/round-1", "r1")
+            .unwrap();
         let files = g.run(&["ls-tree", "-r", "--name-only", &saved]).unwrap();
-        assert!(files.contains("new.txt") && !files.contains(".orch"), "{files}");
+        assert!(
+            files.contains("new.txt") && !files.contains(".orch"),
+            "{files}"
+        );
         g.restore(&base).unwrap();
         assert!(g.status().unwrap().is_empty());
         assert!(!d.path().join("new.txt").exists());

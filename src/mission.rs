@@ -147,12 +147,8 @@ pub struct AdaptiveTimeout {
 #[serde(untagged)]
 pub enum When {
     Keyword(WhenKeyword),
-    Every {
-        every: u32,
-    },
-    Command {
-        command: Command,
-    },
+    Every { every: u32 },
+    Command { command: Command },
 }
 
 impl Default for When {
@@ -355,7 +351,10 @@ impl Mission {
         }
         if let Some(b) = self.budget_usd {
             if !(b.is_finite() && b >= 0.0) {
-                return err("budgetUsd".into(), format!("must be a non-negative number, not {b}"));
+                return err(
+                    "budgetUsd".into(),
+                    format!("must be a non-negative number, not {b}"),
+                );
             }
         }
         if !(self.kill_grace_s.is_finite() && self.kill_grace_s >= 0.0) {
@@ -414,7 +413,10 @@ impl Mission {
                     );
                 }
                 if t.min_samples == 0 {
-                    return err(at("adaptiveTimeout.minSamples"), "must be at least 1".into());
+                    return err(
+                        at("adaptiveTimeout.minSamples"),
+                        "must be at least 1".into(),
+                    );
                 }
             }
             if !(1..=3).contains(&a.priority) {
@@ -460,8 +462,10 @@ impl Mission {
             return err("stop.afterEmptyRounds".into(), "must be at least 1".into());
         }
         for (model, p) in &self.pricing {
-            for (k, v) in [("inputPerMTok", p.input_per_m_tok), ("outputPerMTok", p.output_per_m_tok)]
-            {
+            for (k, v) in [
+                ("inputPerMTok", p.input_per_m_tok),
+                ("outputPerMTok", p.output_per_m_tok),
+            ] {
                 if !(v.is_finite() && v >= 0.0) {
                     return err(
                         format!("pricing.{model}.{k}"),
@@ -719,7 +723,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("agents[0].command[1]") && e.contains("{modle}"), "{e}");
+        assert!(
+            e.contains("agents[0].command[1]") && e.contains("{modle}"),
+            "{e}"
+        );
         let e = parse(
             r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"x","when":{"every":0}}]}"#,
         )

@@ -127,7 +127,11 @@ fn registry_change(add: Option<i32>, remove: Option<i32>) {
         }
         live.iter().copied().collect()
     };
-    if let Some(f) = observer().lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    if let Some(f) = observer()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
         f(&snapshot);
     }
 }
@@ -370,7 +374,11 @@ mod tests {
     #[test]
     fn exit_status_env_and_output_file() {
         let d = tempfile::tempdir().unwrap();
-        let f = run(&spec(d.path(), &["sh", "-c", "echo $ORCH_X; exit 3"], 10_000));
+        let f = run(&spec(
+            d.path(),
+            &["sh", "-c", "echo $ORCH_X; exit 3"],
+            10_000,
+        ));
         assert_eq!(f.ending, Ending::Exited(3));
         assert_eq!(
             std::fs::read_to_string(d.path().join("out.log")).unwrap(),

@@ -42,7 +42,13 @@ pub struct Settled {
     pub model_change: Option<(String, String, String)>,
 }
 
-pub fn settle(raw: &RawRun, agent: &Agent, st: &mut AgentState, pricing: &Pricing, round: u32) -> Settled {
+pub fn settle(
+    raw: &RawRun,
+    agent: &Agent,
+    st: &mut AgentState,
+    pricing: &Pricing,
+    round: u32,
+) -> Settled {
     let result_text = std::fs::read_to_string(&raw.result_file).ok();
     let tail = read_tail(&raw.stdout, STDOUT_TAIL);
     let cost = cost::assess(result_text.as_deref(), &tail, &raw.model, pricing);

@@ -21,8 +21,7 @@ use crate::process::{self, Ending, Spec};
 use crate::prompt::{self, Sections};
 use crate::results::{self, RawRun};
 use crate::roundlog::{
-    Decision, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing,
-    SCHEMA,
+    Decision, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
 };
 use crate::sims::{self, SimRun, Which};
 use crate::state::{write_json, Journal, Layout, State, TestBaseline};
@@ -208,7 +207,10 @@ impl<'e> Round<'e, '_> {
         ] {
             std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         }
-        let code: Vec<&Planned> = active.iter().filter(|a| a.agent.phase == Phase::Code).collect();
+        let code: Vec<&Planned> = active
+            .iter()
+            .filter(|a| a.agent.phase == Phase::Code)
+            .collect();
         let review: Vec<&Planned> = active
             .iter()
             .filter(|a| a.agent.phase == Phase::Review)
@@ -265,7 +267,10 @@ impl<'e> Round<'e, '_> {
                     entry.log = layout.relative(&log);
                     entry
                 });
-                (tests, handle.map(|h| h.join().expect("the post-sim thread panicked")))
+                (
+                    tests,
+                    handle.map(|h| h.join().expect("the post-sim thread panicked")),
+                )
             });
             self.log.timing.tests = t_start.elapsed().as_millis() as u64;
             self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
@@ -384,7 +389,10 @@ impl<'e> Round<'e, '_> {
                     (true, format!("runs every {every} rounds"))
                 } else {
                     let next = (self.round / every + 1) * every;
-                    (false, format!("runs every {every} rounds; next in round {next}"))
+                    (
+                        false,
+                        format!("runs every {every} rounds; next in round {next}"),
+                    )
                 }
             }
             When::Command { command } => {
@@ -419,7 +427,10 @@ impl<'e> Round<'e, '_> {
                     Ending::Exited(0) => (true, "its when-command exited 0".into()),
                     other => (
                         false,
-                        format!("its when-command did not pass ({})", describe_ending(&other)),
+                        format!(
+                            "its when-command did not pass ({})",
+                            describe_ending(&other)
+                        ),
                     ),
                 }
             }
@@ -652,11 +663,14 @@ impl<'e> Round<'e, '_> {
         ] {
             let Some(entry) = entry else { continue };
             if entry.status != StepStatus::Ok {
-                entry.note.get_or_insert_with(|| "not published: the sim did not succeed".into());
+                entry
+                    .note
+                    .get_or_insert_with(|| "not published: the sim did not succeed".into());
                 continue;
             }
             if which == Which::Post && reverted {
-                entry.note = Some("discarded: the tests regressed and the round was reverted".into());
+                entry.note =
+                    Some("discarded: the tests regressed and the round was reverted".into());
                 continue;
             }
             sims::publish(&scratch.join(which.as_str()), &dest)?;
@@ -826,8 +840,12 @@ fn keep_earlier_log(layout: &Layout, round: u32) -> Result<()> {
             .rounds()
             .join(format!("round-{round:04}.prev-{k}.json"));
         if !aside.exists() {
-            return std::fs::rename(&path, &aside)
-                .ctx(|| format!("keeping the earlier log of round {round} as {}", aside.display()));
+            return std::fs::rename(&path, &aside).ctx(|| {
+                format!(
+                    "keeping the earlier log of round {round} as {}",
+                    aside.display()
+                )
+            });
         }
     }
     Ok(())
@@ -857,7 +875,9 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
     let root = env.root();
     let scratch = layout.scratch(round);
     let stdout = layout.logs(round).join(format!("{}.log", agent.name));
-    let stderr = layout.logs(round).join(format!("{}.stderr.log", agent.name));
+    let stderr = layout
+        .logs(round)
+        .join(format!("{}.stderr.log", agent.name));
     let result_file = scratch.join(format!("{}.result.json", agent.name));
     let inbox = inbox_path(layout, round, &agent.name);
     let task_file = job.task.as_ref().map(|t| {
@@ -1027,7 +1047,12 @@ impl Sections for Builtins<'_> {
             "model" => self.model.to_string(),
             "task" => self
                 .task
-                .map(|t| format!("Your task ({}, priority {}): {}\n\n{}", t.id, t.priority, t.title, t.body))
+                .map(|t| {
+                    format!(
+                        "Your task ({}, priority {}): {}\n\n{}",
+                        t.id, t.priority, t.title, t.body
+                    )
+                })
                 .unwrap_or_default(),
             "testFailures" => {
                 let f = &self.state.last_test_failure;
@@ -1066,7 +1091,10 @@ fn read_folder(dir: &Path) -> String {
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         if let Ok(text) = std::fs::read_to_string(e.path()) {
-            out.push_str(&format!("== {} ==\n{text}\n", e.file_name().to_string_lossy()));
+            out.push_str(&format!(
+                "== {} ==\n{text}\n",
+                e.file_name().to_string_lossy()
+            ));
         }
     }
     out

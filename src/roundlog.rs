@@ -57,7 +57,10 @@ impl RunStatus {
 
     /// Counts towards model escalation and the failure streak.
     pub fn is_unproductive(self) -> bool {
-        matches!(self, RunStatus::Failed | RunStatus::Timeout | RunStatus::Empty)
+        matches!(
+            self,
+            RunStatus::Failed | RunStatus::Timeout | RunStatus::Empty
+        )
     }
 }
 

@@ -115,7 +115,10 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
         git: &ws.git,
         layout: &ws.layout,
         events,
-        max_concurrency: opts.max_concurrency.unwrap_or(mission.max_concurrency).max(1),
+        max_concurrency: opts
+            .max_concurrency
+            .unwrap_or(mission.max_concurrency)
+            .max(1),
         budget: opts.budget.or(mission.budget_usd),
         only: &opts.agents,
     };
@@ -157,7 +160,10 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
             break;
         }
         if opts.only_round.is_some()
-            && matches!(outcome.log.status, RoundStatus::Reverted | RoundStatus::Failed)
+            && matches!(
+                outcome.log.status,
+                RoundStatus::Reverted | RoundStatus::Failed
+            )
         {
             code = EXIT_ROUND_FAILED;
         }
@@ -243,7 +249,9 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
         j.pid, j.round
     );
     if killed > 0 {
-        what.push_str(&format!("; killed {killed} process group(s) it left running"));
+        what.push_str(&format!(
+            "; killed {killed} process group(s) it left running"
+        ));
     }
     let head = ws.git.head()?.unwrap_or_default();
     let changed = !ws.git.changed_since(&j.base)?.is_empty() || head != j.base;
@@ -252,7 +260,10 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
         ws.git.save_tree(
             &j.base,
             &kept,
-            &format!("orch: round {} interrupted (orch died); the tree as it was", j.round),
+            &format!(
+                "orch: round {} interrupted (orch died); the tree as it was",
+                j.round
+            ),
         )?;
         ws.git.restore(&j.base)?;
         what.push_str(&format!(

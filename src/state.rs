@@ -275,9 +275,10 @@ impl Journal {
 
     pub fn clear(layout: &Layout) -> Result<()> {
         match std::fs::remove_file(layout.journal()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("removing {}", layout.journal().display()), e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                format!("removing {}", layout.journal().display()),
+                e,
+            )),
             _ => Ok(()),
         }
     }

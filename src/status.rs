@@ -117,7 +117,15 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
         }
     );
     let mut rows = vec![[
-        "agent", "phase", "model", "runs", "last", "fail streak", "empty streak", "mean", "cost",
+        "agent",
+        "phase",
+        "model",
+        "runs",
+        "last",
+        "fail streak",
+        "empty streak",
+        "mean",
+        "cost",
         "tasks",
     ]
     .map(String::from)
@@ -138,7 +146,9 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
             },
             a.consecutive_failures.to_string(),
             a.consecutive_empty_rounds.to_string(),
-            a.mean_ms.map(units::duration_ms).unwrap_or_else(|| "-".into()),
+            a.mean_ms
+                .map(units::duration_ms)
+                .unwrap_or_else(|| "-".into()),
             units::usd(a.cost_usd),
             a.pending_tasks.to_string(),
         ]);

@@ -184,7 +184,9 @@ impl Queue {
                     }
                     if let Some(p) = &l.parent {
                         if self.get(p).is_none() {
-                            warnings.push(format!("{where_}: parent {p} does not exist; kept without it"));
+                            warnings.push(format!(
+                                "{where_}: parent {p} does not exist; kept without it"
+                            ));
                         }
                     }
                     let parent = l.parent.filter(|p| self.get(p).is_some());

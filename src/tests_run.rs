@@ -47,7 +47,8 @@ impl TestRun<'_> {
             let log = if attempts == 1 {
                 self.log.to_path_buf()
             } else {
-                self.log.with_extension(format!("retry-{}.log", attempts - 1))
+                self.log
+                    .with_extension(format!("retry-{}.log", attempts - 1))
             };
             let finished = process::run(&Spec {
                 label: "tests".into(),

@@ -1,0 +1,197 @@
+//! Helpers for the integration tests: a scratch git repository, a mission using the fixture
+//! agents, and a way to run the real `orch` binary in it and read back what it wrote.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/agents")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `["sh", "<fixtures>/fake-agent.sh", args...]` as a JSON array.
+pub fn agent_cmd(args: &[&str]) -> serde_json::Value {
+    let mut v = vec!["sh".to_string(), fixture("fake-agent.sh")];
+    v.extend(args.iter().map(|s| s.to_string()));
+    serde_json::json!(v)
+}
+
+pub fn tests_cmd(sleep: &str) -> serde_json::Value {
+    serde_json::json!(["sh", fixture("fake-tests.sh"), sleep])
+}
+
+pub fn sim_cmd(sleep: &str) -> serde_json::Value {
+    serde_json::json!(["sh", fixture("fake-sim.sh"), "{out}", sleep])
+}
+
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// A git repository with one commit (src/app.txt) and a git identity.
+    pub fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Repo { dir };
+        r.write("src/app.txt", "app\n");
+        r.git(&["init", "-q"]);
+        r.git(&["config", "user.name", "Test"]);
+        r.git(&["config", "user.email", "test@example.com"]);
+        r.git(&["add", "-A"]);
+        r.git(&["commit", "-qm", "init"]);
+        r
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap_or_default()
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path().join(rel).exists()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    pub fn status(&self) -> String {
+        self.git(&["status", "--porcelain", "--untracked-files=all"])
+    }
+
+    /// Writes orch.json and commits it so the tree is clean.
+    pub fn mission(&self, m: serde_json::Value) {
+        self.write("orch.json", &serde_json::to_string_pretty(&m).unwrap());
+        self.git(&["add", "orch.json"]);
+        self.git(&["commit", "-qm", "mission"]);
+    }
+
+    pub fn orch(&self, args: &[&str]) -> Run {
+        self.orch_env(args, &[])
+    }
+
+    pub fn orch_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run(cmd.output().unwrap())
+    }
+
+    pub fn round_log(&self, n: u32) -> serde_json::Value {
+        let p = self.path().join(format!(".orch/rounds/round-{n:04}.json"));
+        let text =
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn has_round_log(&self, n: u32) -> bool {
+        self.path()
+            .join(format!(".orch/rounds/round-{n:04}.json"))
+            .exists()
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read(".orch/state.json")).unwrap()
+    }
+
+    pub fn agent<'a>(log: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+        log["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("no agent {name} in {log:#}"))
+    }
+
+    pub fn pathbuf(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Asserts the exit status, showing the output when it is not.
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// Milliseconds in a JSON number.
+pub fn ms(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Whether two `[start, start+elapsed)` intervals overlap by at least `min` ms.
+pub fn overlap(a: &serde_json::Value, b: &serde_json::Value) -> u64 {
+    let (a0, a1) = (ms(&a["startMs"]), ms(&a["startMs"]) + ms(&a["elapsedMs"]));
+    let (b0, b1) = (ms(&b["startMs"]), ms(&b["startMs"]) + ms(&b["elapsedMs"]));
+    a1.min(b1).saturating_sub(a0.max(b0))
+}
+
+/// Processes whose command line contains `marker` (checked in /proc).
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if cmd.contains(marker) && !stat.contains(") Z") {
+            found.push(format!("{name}: {cmd}"));
+        }
+    }
+    found
+}
