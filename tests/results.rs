@@ -1,0 +1,184 @@
+//! Agent results across rounds: cost, empty work, model escalation, the budget and stall
+//! stops, and `orch status`.
+
+mod common;
+
+use common::{agent_cmd, tests_cmd, Repo};
+use serde_json::json;
+
+#[test]
+fn cost_from_claude_output_is_summed_across_rounds() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 3,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--cost", "0.25", "--write", "src/a.txt=x"])},
+            {"name": "b", "phase": "review", "command": agent_cmd(&["--cost", "0.125", "--result", "reviewed"])}
+        ]
+    }));
+    repo.orch(&["run"]).expect(0);
+    for n in 1..=3 {
+        let log = repo.round_log(n);
+        assert!((log["costUsd"].as_f64().unwrap() - 0.375).abs() < 1e-9, "{log:#}");
+        assert_eq!(Repo::agent(&log, "a")["costKnown"], true);
+        assert!((log["totalCostUsd"].as_f64().unwrap() - 0.375 * n as f64).abs() < 1e-9);
+    }
+    let st = repo.state();
+    assert!((st["totalCostUsd"].as_f64().unwrap() - 1.125).abs() < 1e-9);
+    assert!((st["agents"]["a"]["costUsd"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+}
+
+#[test]
+fn an_agent_without_a_known_cost_is_flagged_not_guessed() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--no-json", "--write", "src/a.txt=x"])}]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let a = Repo::agent(&repo.round_log(1), "a").clone();
+    assert_eq!(a["costKnown"], false);
+    assert_eq!(a["costUsd"], 0.0);
+}
+
+#[test]
+fn a_claude_is_error_result_is_a_failed_run_even_with_exit_0() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--is-error", "--write", "src/a.txt=x"])}]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let a = Repo::agent(&repo.round_log(1), "a").clone();
+    assert_eq!(a["status"], "failed");
+    assert_eq!(a["exitCode"], 0);
+    assert!(a["error"].as_str().unwrap().contains("is_error"));
+}
+
+#[test]
+fn a_failing_agent_moves_up_its_ladder_after_escalate_after_failures() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 4,
+        "agents": [{"name": "a", "phase": "code", "models": ["small", "medium", "large"], "escalateAfter": 2,
+                    "command": agent_cmd(&["--exit", "1"])}]
+    }));
+    let run = repo.orch(&["run", "--json"]).expect(0);
+    let models: Vec<String> = (1..=4)
+        .map(|n| Repo::agent(&repo.round_log(n), "a")["model"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(models, ["small", "small", "medium", "medium"]);
+    assert_eq!(Repo::agent(&repo.round_log(2), "a")["escalatedTo"], "medium");
+    assert_eq!(repo.state()["agents"]["a"]["model"], "large");
+    let escalations: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "escalation")
+        .collect();
+    assert_eq!(escalations.len(), 2, "{}", run.stdout());
+    assert_eq!(escalations[0]["from"], "small");
+    assert_eq!(escalations[0]["to"], "medium");
+    assert!(escalations[0]["reason"].as_str().unwrap().contains("escalateAfter 2"));
+}
+
+#[test]
+fn an_agent_that_changes_nothing_is_empty_and_counted() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [
+            {"name": "idle", "phase": "code", "command": agent_cmd(&[])},
+            {"name": "quiet-reviewer", "phase": "review", "command": agent_cmd(&[])},
+            {"name": "reviewer", "phase": "review", "command": agent_cmd(&["--result", "looked at it"])}
+        ]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(2);
+    assert_eq!(Repo::agent(&log, "idle")["status"], "empty");
+    assert_eq!(Repo::agent(&log, "quiet-reviewer")["status"], "empty");
+    assert_eq!(Repo::agent(&log, "reviewer")["status"], "ok");
+    assert_eq!(Repo::agent(&log, "reviewer")["summary"], "looked at it");
+    assert_eq!(repo.state()["agents"]["idle"]["consecutiveEmptyRounds"], 2);
+}
+
+#[test]
+fn the_budget_stops_the_run_with_exit_3_and_no_further_round() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 5, "maxConcurrency": 1, "budgetUsd": 1.0,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--cost", "0.4", "--write", "src/a.txt=x"])},
+            {"name": "b", "phase": "code", "command": agent_cmd(&["--cost", "0.4", "--write", "src/b.txt=x"])}
+        ]
+    }));
+    let run = repo.orch(&["run"]).expect(3);
+    assert!(run.stderr().contains("budget reached"), "{}", run.stderr());
+    // Round 1 spent 0.8; round 2's first job reached 1.2 and the second never started.
+    let log = repo.round_log(2);
+    let statuses: Vec<&str> = log["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ok", "cancelled"], "{log:#}");
+    assert!(log["stopReason"].as_str().unwrap().contains("budget reached"));
+    assert!(!repo.has_round_log(3));
+    // The work of the run that finished was kept (committed), not thrown away.
+    assert!(repo.status().is_empty());
+    // A later run refuses to start a round; --budget raises the limit.
+    repo.orch(&["run"]).expect(3);
+    assert!(!repo.has_round_log(3));
+    repo.orch(&["run", "--budget", "100", "--rounds", "1"]).expect(0);
+    assert!(repo.has_round_log(3));
+}
+
+#[test]
+fn the_stall_guard_stops_after_empty_rounds() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 10, "stop": {"afterEmptyRounds": 2},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[])}]
+    }));
+    let run = repo.orch(&["run"]).expect(3);
+    assert!(run.stderr().contains("afterEmptyRounds"), "{}", run.stderr());
+    assert!(repo.has_round_log(2));
+    assert!(!repo.has_round_log(3));
+}
+
+#[test]
+fn reverted_rounds_count_towards_the_stall_guard() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 10, "stop": {"afterEmptyRounds": 2},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=BROKEN"])}],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    repo.orch(&["run"]).expect(3);
+    assert!(!repo.has_round_log(3));
+}
+
+#[test]
+fn status_shows_where_the_run_stands() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 4, "budgetUsd": 10,
+        "agents": [{"name": "a", "phase": "code", "models": ["m1", "m2"],
+                    "command": agent_cmd(&["--cost", "0.5", "--write", "src/a.txt=x"])}]
+    }));
+    repo.orch(&["run", "--rounds", "2"]).expect(0);
+    repo.orch(&["task", "add", "--agent", "a", "--priority", "1", "do a thing"]).expect(0);
+    let run = repo.orch(&["status", "--json"]).expect(0);
+    let s: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(s["lastRound"], 2);
+    assert_eq!(s["lastRoundStatus"], "ok");
+    assert_eq!(s["roundsLeft"], 2);
+    assert!((s["budgetLeftUsd"].as_f64().unwrap() - 9.0).abs() < 1e-9);
+    let a = &s["agents"][0];
+    assert_eq!(a["model"], "m1");
+    assert_eq!(a["runs"], 2);
+    assert_eq!(a["pendingTasks"], 1);
+    let human = repo.orch(&["status"]).expect(0).stdout();
+    assert!(human.contains("round 2 of 4") && human.contains("$9.00 left"), "{human}");
+}
