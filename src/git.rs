@@ -25,6 +25,14 @@ pub struct Git {
     identity: Vec<(String, String)>,
 }
 
+/// What became of a merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    Merged,
+    /// Conflicting paths; the merge was aborted.
+    Conflict(Vec<String>),
+}
+
 /// One entry of `git status`: the two-letter code and the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusEntry {
@@ -231,9 +239,71 @@ impl Git {
         Ok(())
     }
 
-    /// Whether `path` (relative to the root) is ignored by git.
-    pub fn is_ignored(&self, path: &str) -> bool {
-        self.run(&["check-ignore", "-q", path]).is_ok()
+    /// A handle on another working tree of the same repository (a linked worktree), with the
+    /// same commit identity.
+    pub fn at(&self, dir: &Path) -> Git {
+        Git {
+            root: dir.to_path_buf(),
+            identity: self.identity.clone(),
+        }
+    }
+
+    /// Makes `path` a linked worktree checked out (detached) at `base`, clean. An existing
+    /// worktree is reset and cleaned instead of re-added: on a large repository that touches
+    /// only the files the last round changed. A broken one (a crash mid-way) is removed and
+    /// made again.
+    pub fn prepare_worktree(&self, path: &Path, base: &str) -> Result<Git> {
+        let wt = self.at(path);
+        if path.join(".git").exists() && wt.run(&["rev-parse", "--git-dir"]).is_ok() {
+            wt.run(&["reset", "-q", "--hard", base])?;
+            wt.run(&["clean", "-q", "-f", "-d"])?;
+            return Ok(wt);
+        }
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(|e| {
+                Error::io(format!("removing broken worktree {}", path.display()), e)
+            })?;
+        }
+        let _ = self.run(&["worktree", "prune"]);
+        let p = path.to_string_lossy();
+        self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
+        Ok(wt)
+    }
+
+    /// Drops the metadata of worktrees whose folders are gone.
+    pub fn prune_worktrees(&self) -> Result<()> {
+        self.run(&["worktree", "prune"]).map(|_| ())
+    }
+
+    /// Merges `commit` into the current branch. A conflict is aborted (the tree stays as it
+    /// was) and reported with the conflicting paths.
+    pub fn merge(&self, commit: &str, message: &str) -> Result<Merge> {
+        match self.run(&["merge", "--no-ff", "--no-edit", "-q", "-m", message, commit]) {
+            Ok(_) => Ok(Merge::Merged),
+            Err(Error::Git { stderr, .. }) => {
+                let files: Vec<String> = self
+                    .run(&["diff", "--name-only", "--diff-filter=U"])
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                let _ = self.run(&["merge", "--abort"]);
+                if files.is_empty() {
+                    // Not a content conflict: something else went wrong.
+                    return Err(Error::Git {
+                        command: format!("git merge {commit}"),
+                        stderr,
+                    });
+                }
+                Ok(Merge::Conflict(files))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Points `refname` at `commit`.
+    pub fn set_ref(&self, refname: &str, commit: &str) -> Result<()> {
+        self.run(&["update-ref", refname, commit]).map(|_| ())
     }
 }
 

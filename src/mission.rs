@@ -224,7 +224,10 @@ impl Default for GitConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
+    /// Each code agent in its own git worktree, merged in completion order.
     #[default]
+    Worktree,
+    /// Every agent in the main working tree at once.
     Shared,
 }
 

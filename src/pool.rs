@@ -81,7 +81,7 @@ pub fn run<J, R>(
         }
         drop(done_tx);
         let mut in_flight = 0;
-        let mut dispatch = |queue: &mut VecDeque<J>, in_flight: &mut usize| {
+        let dispatch = |queue: &mut VecDeque<J>, in_flight: &mut usize| {
             while *in_flight < workers && !control.stopped() {
                 if !may_start() {
                     control.stop_starting();

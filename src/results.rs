@@ -32,6 +32,9 @@ pub struct RawRun {
     pub result_file: PathBuf,
     /// Whether the agent filed tasks through its inbox (review agents' work counts).
     pub filed_tasks: bool,
+    /// The worktree it ran in (worktree isolation), made from `base`.
+    pub worktree: Option<PathBuf>,
+    pub base: String,
 }
 
 /// The outcome of settling one run.

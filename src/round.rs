@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
-use crate::git::Git;
-use crate::mission::{Agent, Mission, StdinMode, When, WhenKeyword};
+use crate::git::{Git, Merge};
+use crate::mission::{Agent, Isolation, Mission, StdinMode, When, WhenKeyword};
 use crate::pool::{self, Done};
 use crate::process::{self, Ending, Spec};
 use crate::prompt::{self, Sections};
@@ -68,11 +68,19 @@ struct Job<'a> {
     prompt_file: PathBuf,
     priority: u8,
     expected_ms: u64,
+    /// The agent's own worktree (worktree isolation), made from `base` before it starts.
+    worktree: Option<PathBuf>,
+    base: String,
 }
 
 impl Env<'_> {
     fn root(&self) -> &Path {
         self.git.root()
+    }
+
+    fn worktree_for(&self, agent: &Agent) -> Option<PathBuf> {
+        (agent.phase == Phase::Code && self.mission.git.isolation == Isolation::Worktree)
+            .then(|| self.layout.dir.join("worktrees").join(&agent.name))
     }
 
     fn sim_data(&self) -> Option<PathBuf> {
@@ -218,7 +226,7 @@ impl<'e> Round<'e, '_> {
 
         // 2. Phase A ‖ pre-sim.
         let a_start = Instant::now();
-        let jobs = self.jobs(&code)?;
+        let jobs = self.jobs(&code, base)?;
         let pre_sim = env.mission.sims.as_ref().and_then(|s| s.pre.as_ref());
         let pre = std::thread::scope(|s| {
             let handle = pre_sim.map(|sim| {
@@ -332,7 +340,7 @@ impl<'e> Round<'e, '_> {
                 let b_base = self.env.git.base()?;
                 self.set_journal_base(&b_base);
                 let b_start = Instant::now();
-                let jobs = self.jobs(&review)?;
+                let jobs = self.jobs(&review, &b_base)?;
                 self.run_pool(jobs);
                 self.log.timing.phase_b = b_start.elapsed().as_millis() as u64;
                 self.take_inboxes(&names(Phase::Review));
@@ -439,7 +447,7 @@ impl<'e> Round<'e, '_> {
 
     /// Builds the pool's jobs: picks tasks, renders prompts, sets timeouts, and orders them:
     /// priority, then the longest expected run first, then mission order.
-    fn jobs<'p>(&mut self, planned: &[&Planned<'p>]) -> Result<Vec<Job<'p>>> {
+    fn jobs<'p>(&mut self, planned: &[&Planned<'p>], base: &str) -> Result<Vec<Job<'p>>> {
         let mut jobs = Vec::new();
         for p in planned {
             let agent = p.agent;
@@ -461,6 +469,8 @@ impl<'e> Round<'e, '_> {
             let timeout = timeout_for(agent, &st);
             let prompt_file = self.write_prompt(agent, &model, task.as_ref())?;
             jobs.push(Job {
+                worktree: self.env.worktree_for(agent),
+                base: base.to_string(),
                 agent,
                 index: p.index,
                 model,
@@ -527,7 +537,17 @@ impl<'e> Round<'e, '_> {
             return;
         };
         let st = self.state.agent_mut(&agent.name);
-        let settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
+        let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
+        if let Some(wt) = &raw.worktree {
+            if let Err(e) = self.integrate(wt, &raw.base, &mut settled.entry) {
+                log::warn!(
+                    "agent {}: its worktree could not be merged: {e}",
+                    agent.name
+                );
+                settled.entry.error = Some(format!("merging its worktree failed: {e}"));
+                settled.entry.status = RunStatus::Failed;
+            }
+        }
         let e = &settled.entry;
         self.log.cost_usd += e.cost_usd;
         self.state.total_cost_usd += e.cost_usd;
@@ -569,6 +589,56 @@ impl<'e> Round<'e, '_> {
         self.log.agents.push(settled.entry);
     }
 
+    /// Worktree isolation: commits an agent's change in its worktree and merges it into the main
+    /// tree at once, in completion order. A change that conflicts with one merged earlier is kept
+    /// under `refs/orch/conflicts/round-N/AGENT` and the run becomes `conflict`; the partial work
+    /// of a failed, timed-out or cancelled run is kept under `refs/orch/<status>/round-N/AGENT`
+    /// and not merged. The worktree is then reset, so nothing lingers there.
+    fn integrate(
+        &mut self,
+        wt: &Path,
+        base: &str,
+        entry: &mut crate::roundlog::AgentEntry,
+    ) -> Result<()> {
+        let git = self.env.git.at(wt);
+        if entry.changed_files > 0 {
+            let msg = format!(
+                "orch: round {} {} ({})",
+                self.round,
+                entry.name,
+                entry.status.as_str()
+            );
+            if let Some(commit) = git.commit_all(&msg)? {
+                let keep =
+                    |kind: &str| format!("refs/orch/{kind}/round-{}/{}", self.round, entry.name);
+                match entry.status {
+                    RunStatus::Ok => match self.env.git.merge(&commit, &msg)? {
+                        Merge::Merged => {}
+                        Merge::Conflict(files) => {
+                            let r = keep("conflicts");
+                            self.env.git.set_ref(&r, &commit)?;
+                            entry.status = RunStatus::Conflict;
+                            entry.error = Some(format!(
+                                "conflicts with work merged earlier this round in {}; kept in {r}",
+                                files.join(", ")
+                            ));
+                        }
+                    },
+                    other => {
+                        let r = keep(other.as_str());
+                        self.env.git.set_ref(&r, &commit)?;
+                        let note = format!("its partial work is kept in {r}");
+                        entry.error = Some(match entry.error.take() {
+                            Some(e) => format!("{e}; {note}"),
+                            None => note,
+                        });
+                    }
+                }
+            }
+        }
+        git.restore(base)
+    }
+
     /// Tasks of the phase's agents: done when the run was ok (and kept), back to pending
     /// otherwise.
     fn settle_tasks(&mut self, phase: Phase, reverted: bool) {
@@ -589,6 +659,15 @@ impl<'e> Round<'e, '_> {
                         )),
                     );
                 }
+                (RunStatus::Conflict, _) => self.queue.requeue(
+                    id,
+                    None,
+                    Some(&format!(
+                        "Round {}: not merged: {}",
+                        self.round,
+                        e.error.as_deref().unwrap_or("a merge conflict")
+                    )),
+                ),
                 _ => self.queue.requeue(id, None, None),
             }
         }
@@ -687,6 +766,16 @@ impl<'e> Round<'e, '_> {
             "orch: round {} {what}\n\nmission: {}",
             self.round, self.env.mission.name
         );
+        // Worktree merges moved HEAD along the round; the round lands as one commit on the base.
+        let base = self
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .base
+            .clone();
+        if self.env.git.head()?.as_deref() != Some(base.as_str()) {
+            self.env.git.run(&["reset", "-q", "--soft", &base])?;
+        }
         if let Some(c) = self.env.git.commit_all(&msg)? {
             self.env.events.emit(Event::Commit {
                 round: self.round,
@@ -725,7 +814,8 @@ impl<'e> Round<'e, '_> {
             .unwrap_or_else(|e| e.into_inner())
             .base
             .clone();
-        if self.env.git.changed_since(&base)?.is_empty() {
+        let moved = self.env.git.head()?.as_deref() != Some(base.as_str());
+        if !moved && self.env.git.changed_since(&base)?.is_empty() {
             return Ok(());
         }
         let kept = format!("refs/orch/{kind}/round-{}", self.round);
@@ -872,7 +962,21 @@ fn inbox_path(layout: &Layout, round: u32, agent: &str) -> PathBuf {
 fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
     let agent = job.agent;
     let layout = env.layout;
-    let root = env.root();
+    // Worktree isolation: the agent's own checkout of the base, made here on the worker so that
+    // preparing several worktrees overlaps.
+    let isolated = match &job.worktree {
+        Some(wt) => match env.git.prepare_worktree(wt, &job.base) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let mut raw = not_started(env, round, job);
+                raw.finished.ending =
+                    Ending::SpawnFailed(format!("preparing its worktree failed: {e}"));
+                return raw;
+            }
+        },
+        None => None,
+    };
+    let root = isolated.as_ref().map_or(env.root(), |g| g.root());
     let scratch = layout.scratch(round);
     let stdout = layout.logs(round).join(format!("{}.log", agent.name));
     let stderr = layout
@@ -934,7 +1038,11 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         task: job.task.as_ref().map(|t| t.id.clone()),
         timeout_ms: job.timeout.as_millis() as u64,
     });
-    let before = fingerprint(env.git);
+    let before = if isolated.is_none() {
+        fingerprint(env.git)
+    } else {
+        Fingerprint::new()
+    };
     let start_ms = t0.elapsed().as_millis() as u64;
     let finished = process::run(&Spec {
         label: format!("agent {}", agent.name),
@@ -947,7 +1055,15 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         timeout: job.timeout,
         grace: env.mission.grace(),
     });
-    let after = fingerprint(env.git);
+    let changed = match &isolated {
+        Some(g) => g
+            .status()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.path)
+            .collect(),
+        None => changed_between(&before, &fingerprint(env.git)),
+    };
     RawRun {
         agent: agent.name.clone(),
         phase: agent.phase,
@@ -956,7 +1072,9 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         timeout_ms: job.timeout.as_millis() as u64,
         start_ms,
         finished,
-        changed: changed_between(&before, &after),
+        changed,
+        worktree: job.worktree,
+        base: job.base,
         log_rel: layout.relative(&stdout),
         stdout,
         result_file,
@@ -980,6 +1098,8 @@ fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
             elapsed: Duration::ZERO,
         },
         changed: Vec::new(),
+        worktree: None,
+        base: job.base,
         stdout: PathBuf::new(),
         log_rel: String::new(),
         result_file: layout.scratch(round).join("none"),

@@ -19,7 +19,10 @@ fn cost_from_claude_output_is_summed_across_rounds() {
     repo.orch(&["run"]).expect(0);
     for n in 1..=3 {
         let log = repo.round_log(n);
-        assert!((log["costUsd"].as_f64().unwrap() - 0.375).abs() < 1e-9, "{log:#}");
+        assert!(
+            (log["costUsd"].as_f64().unwrap() - 0.375).abs() < 1e-9,
+            "{log:#}"
+        );
         assert_eq!(Repo::agent(&log, "a")["costKnown"], true);
         assert!((log["totalCostUsd"].as_f64().unwrap() - 0.375 * n as f64).abs() < 1e-9);
     }
@@ -65,10 +68,18 @@ fn a_failing_agent_moves_up_its_ladder_after_escalate_after_failures() {
     }));
     let run = repo.orch(&["run", "--json"]).expect(0);
     let models: Vec<String> = (1..=4)
-        .map(|n| Repo::agent(&repo.round_log(n), "a")["model"].as_str().unwrap().to_string())
+        .map(|n| {
+            Repo::agent(&repo.round_log(n), "a")["model"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(models, ["small", "small", "medium", "medium"]);
-    assert_eq!(Repo::agent(&repo.round_log(2), "a")["escalatedTo"], "medium");
+    assert_eq!(
+        Repo::agent(&repo.round_log(2), "a")["escalatedTo"],
+        "medium"
+    );
     assert_eq!(repo.state()["agents"]["a"]["model"], "large");
     let escalations: Vec<serde_json::Value> = run
         .stdout()
@@ -79,7 +90,10 @@ fn a_failing_agent_moves_up_its_ladder_after_escalate_after_failures() {
     assert_eq!(escalations.len(), 2, "{}", run.stdout());
     assert_eq!(escalations[0]["from"], "small");
     assert_eq!(escalations[0]["to"], "medium");
-    assert!(escalations[0]["reason"].as_str().unwrap().contains("escalateAfter 2"));
+    assert!(escalations[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("escalateAfter 2"));
 }
 
 #[test]
@@ -123,14 +137,18 @@ fn the_budget_stops_the_run_with_exit_3_and_no_further_round() {
         .map(|a| a["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["ok", "cancelled"], "{log:#}");
-    assert!(log["stopReason"].as_str().unwrap().contains("budget reached"));
+    assert!(log["stopReason"]
+        .as_str()
+        .unwrap()
+        .contains("budget reached"));
     assert!(!repo.has_round_log(3));
     // The work of the run that finished was kept (committed), not thrown away.
     assert!(repo.status().is_empty());
     // A later run refuses to start a round; --budget raises the limit.
     repo.orch(&["run"]).expect(3);
     assert!(!repo.has_round_log(3));
-    repo.orch(&["run", "--budget", "100", "--rounds", "1"]).expect(0);
+    repo.orch(&["run", "--budget", "100", "--rounds", "1"])
+        .expect(0);
     assert!(repo.has_round_log(3));
 }
 
@@ -142,7 +160,11 @@ fn the_stall_guard_stops_after_empty_rounds() {
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[])}]
     }));
     let run = repo.orch(&["run"]).expect(3);
-    assert!(run.stderr().contains("afterEmptyRounds"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("afterEmptyRounds"),
+        "{}",
+        run.stderr()
+    );
     assert!(repo.has_round_log(2));
     assert!(!repo.has_round_log(3));
 }
@@ -168,7 +190,16 @@ fn status_shows_where_the_run_stands() {
                     "command": agent_cmd(&["--cost", "0.5", "--write", "src/a.txt=x"])}]
     }));
     repo.orch(&["run", "--rounds", "2"]).expect(0);
-    repo.orch(&["task", "add", "--agent", "a", "--priority", "1", "do a thing"]).expect(0);
+    repo.orch(&[
+        "task",
+        "add",
+        "--agent",
+        "a",
+        "--priority",
+        "1",
+        "do a thing",
+    ])
+    .expect(0);
     let run = repo.orch(&["status", "--json"]).expect(0);
     let s: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
     assert_eq!(s["lastRound"], 2);
@@ -180,5 +211,8 @@ fn status_shows_where_the_run_stands() {
     assert_eq!(a["runs"], 2);
     assert_eq!(a["pendingTasks"], 1);
     let human = repo.orch(&["status"]).expect(0).stdout();
-    assert!(human.contains("round 2 of 4") && human.contains("$9.00 left"), "{human}");
+    assert!(
+        human.contains("round 2 of 4") && human.contains("$9.00 left"),
+        "{human}"
+    );
 }
