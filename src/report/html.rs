@@ -45,7 +45,6 @@ fn table<const N: usize>(
     out: &mut String,
     header: &[&str; N],
     rows: impl Iterator<Item = (String, [String; N])>,
-    numeric_from: usize,
 ) {
     out.push_str("<table><thead><tr>");
     for h in header {
@@ -59,7 +58,7 @@ fn table<const N: usize>(
             let _ = write!(out, "<tr class=\"{}\">", escape_xml(&class));
         }
         for (i, c) in cells.iter().enumerate() {
-            let cls = if i >= numeric_from {
+            let cls = if text::is_numeric(header, i) {
                 " class=\"n\""
             } else {
                 ""
@@ -116,7 +115,6 @@ fn render(s: &Summary) -> String {
             }
             (class, text::timeline_cells(r))
         }),
-        3,
     );
 
     out.push_str("<h2>Rounds as a Gantt chart</h2>\n<div class=\"chart\">");
@@ -131,7 +129,6 @@ fn render(s: &Summary) -> String {
             s.agents
                 .iter()
                 .map(|a| (String::new(), text::agent_cells(a))),
-            1,
         );
     }
 
@@ -149,7 +146,6 @@ fn render(s: &Summary) -> String {
             s.decisions
                 .iter()
                 .map(|d| (String::new(), text::decision_cells(d))),
-            1,
         );
     }
 
@@ -169,7 +165,6 @@ fn render(s: &Summary) -> String {
                 "total".to_string(),
                 text::hidden_total_cells(s),
             ))),
-        1,
     );
 
     if !s.warnings.is_empty() {

@@ -26,11 +26,11 @@ fn row<S: AsRef<str>>(out: &mut String, cells: &[S]) {
     out.push('\n');
 }
 
-fn header(out: &mut String, cells: &[&str], numeric_from: usize) {
+fn header(out: &mut String, cells: &[&str]) {
     row(out, cells);
     out.push('|');
     for i in 0..cells.len() {
-        out.push_str(if i >= numeric_from {
+        out.push_str(if text::is_numeric(cells, i) {
             " ---: |"
         } else {
             " --- |"
@@ -78,14 +78,14 @@ fn render(s: &Summary) -> String {
     }
 
     out.push_str("\n## Timeline\n\n");
-    header(&mut out, &text::TIMELINE_HEADER, 3);
+    header(&mut out, &text::TIMELINE_HEADER);
     for r in &s.rounds {
         row(&mut out, &escaped(text::timeline_cells(r)));
     }
 
     if !s.agents.is_empty() {
         out.push_str("\n## Agents\n\n");
-        header(&mut out, &text::AGENT_HEADER, 1);
+        header(&mut out, &text::AGENT_HEADER);
         for a in &s.agents {
             row(&mut out, &escaped(text::agent_cells(a)));
         }
@@ -99,7 +99,7 @@ fn render(s: &Summary) -> String {
             "Over the {rounds} rounds whose logs record the plan. Success is ok runs per \
              inclusion; idle is the share of those rounds the agent was not included.\n"
         );
-        header(&mut out, &text::DECISION_HEADER, 1);
+        header(&mut out, &text::DECISION_HEADER);
         for d in &s.decisions {
             row(&mut out, &escaped(text::decision_cells(d)));
         }
@@ -112,7 +112,7 @@ fn render(s: &Summary) -> String {
          sim time that lay under that other work, which a serial (v8) loop would have added. \
          v8 rounds hid nothing. (est.) marks rounds without start times.\n"
     );
-    header(&mut out, &text::HIDDEN_HEADER, 1);
+    header(&mut out, &text::HIDDEN_HEADER);
     for r in &s.rounds {
         row(&mut out, &escaped(text::hidden_cells(r)));
     }

@@ -196,6 +196,14 @@ pub(crate) mod text {
 
     pub const NONE: &str = "—";
 
+    /// Columns of figures are right-aligned; names, statuses and models are not.
+    pub fn is_numeric(header: &[&str], i: usize) -> bool {
+        !matches!(
+            header.get(i).copied(),
+            Some("Round" | "Status" | "Agents" | "Agent" | "Model now") | None
+        )
+    }
+
     pub fn round(r: &RoundRow) -> String {
         if r.legacy {
             format!("{} (v8)", r.round)
