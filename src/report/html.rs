@@ -28,7 +28,7 @@ dl.totals dd { margin: 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 4px 0; }
 th, td { border: 1px solid #dde0e4; padding: 3px 8px; white-space: nowrap; }
 th { background: #f1f3f5; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.legacy td { color: #666; background: #fbfbf4; }
 tr.st-reverted td:nth-child(2) { color: #a3312a; font-weight: bold; }
 tr.st-failed td:nth-child(2) { color: #d64541; font-weight: bold; }
@@ -47,8 +47,13 @@ fn table<const N: usize>(
     rows: impl Iterator<Item = (String, [String; N])>,
 ) {
     out.push_str("<table><thead><tr>");
-    for h in header {
-        let _ = write!(out, "<th>{}</th>", escape_xml(h));
+    for (i, h) in header.iter().enumerate() {
+        let cls = if text::is_numeric(header, i) {
+            " class=\"n\""
+        } else {
+            ""
+        };
+        let _ = write!(out, "<th{cls}>{}</th>", escape_xml(h));
     }
     out.push_str("</tr></thead><tbody>\n");
     for (class, cells) in rows {

@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use super::summary::{Bar, BarKind, RoundRow, Summary};
 use super::{escape_xml, Exporter};
-use crate::units::duration_ms;
+use crate::units::{duration_ms, usd};
 
 pub struct SvgExporter;
 
@@ -229,7 +229,7 @@ fn legend(out: &mut String) {
         if fill.is_empty() {
             let _ = write!(
                 out,
-                r##"<rect x="{x}" y="{y}" width="14" height="10" fill="#9aa0a6" fill-opacity="0.45" stroke="#555" stroke-dasharray="3,2"/>"##
+                r##"<rect x="{x}" y="{y}" width="14" height="10" fill="#9aa0a6" fill-opacity="0.6" stroke="#444" stroke-dasharray="3,2"/>"##
             );
         } else {
             let _ = write!(
@@ -266,9 +266,10 @@ fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
     }
     let _ = write!(
         head,
-        " · {} · {}",
+        " · {} · {} · {}",
         r.status.as_str(),
-        duration_ms(r.total_ms)
+        duration_ms(r.total_ms),
+        usd(r.cost_usd)
     );
     if r.hidden.total_ms > 0 {
         let _ = write!(head, " · sims hid {}", duration_ms(r.hidden.total_ms));
@@ -287,9 +288,11 @@ fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
         escape_xml(&head)
     );
 
+    // A round where nothing ran gets no axis: ticks over a few milliseconds of bookkeeping
+    // would suggest there was something to measure.
     let step = tick_step(domain);
     let mut t = 0;
-    while t <= domain {
+    while !lanes.is_empty() && t <= domain {
         let x = x_of(t);
         let _ = write!(
             out,
@@ -343,7 +346,7 @@ fn bar(out: &mut String, b: &Bar, ly: f64, x_of: &dyn Fn(u64) -> f64, faint: boo
     let w = (x_of(b.start_ms.saturating_add(b.elapsed_ms)) - x).max(1.5);
     let fill = colour(b.kind, &b.status);
     let style = if b.estimated {
-        r##" fill-opacity="0.45" stroke="#555" stroke-dasharray="3,2""##
+        r##" fill-opacity="0.6" stroke="#444" stroke-dasharray="3,2""##
     } else if faint {
         r##" fill-opacity="0.7""##
     } else {
