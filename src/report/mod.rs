@@ -88,8 +88,8 @@ pub fn exporter(format: Format) -> Box<dyn Exporter> {
     }
 }
 
-/// Loads the round logs of `state_dir` (see [`load::load`]): `rounds/round-NNNN.json`, v8 and
-/// v9, in parallel. A missing or empty rounds folder is an [`Error::Usage`]; a log that does not
+/// Loads the round logs of `state_dir`: `rounds/round-NNNN.json`, v8 and v9, in parallel,
+/// sorted by round. A missing or empty rounds folder is an [`Error::Usage`]; a log that does not
 /// parse is a warning (also sent to `log::warn!`) and is skipped.
 pub fn load(state_dir: &Path, rounds: Option<(u32, u32)>) -> Result<Loaded> {
     load::load(state_dir, rounds)

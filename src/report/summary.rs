@@ -693,6 +693,66 @@ mod tests {
         assert_eq!(overlap_ms(s(10, 20), &[s(0, 1000), s(5, 5)]), 20);
     }
 
+    fn round(text: &str) -> Round {
+        super::super::load::parse(1, std::path::Path::new("round-0001.json"), text.as_bytes())
+            .expect("parses")
+            .0
+    }
+
+    const V9: &str = r#"{"schema": 9, "round": 1, "mission": "m", "status": "ok",
+        "startedAt": "", "finishedAt": "", "base": "", "commit": null,
+        "agents": [AGENTS],
+        "sims": {"pre": {"status": "ok", PRE "elapsedMs": 40000},
+                 "post": {"status": "ok", POST "elapsedMs": 30000}},
+        "tests": {"status": "passed", TESTS "elapsedMs": 20000},
+        "timing": {"total": 100000, "phaseA": 60000, "phaseB": 0, "tests": 30000,
+                   "preSim": 40000, "postSim": 30000, "overhead": 10000},
+        "costUsd": 0, "totalCostUsd": 0}"#;
+
+    #[test]
+    fn hidden_time_is_measured_from_start_times() {
+        let text = V9
+            .replace("AGENTS", r#"{"name": "a", "phase": "code", "status": "ok", "startMs": 10000, "elapsedMs": 50000}"#)
+            .replace("PRE", r#""startMs": 0,"#)
+            .replace("POST", r#""startMs": 60000,"#)
+            .replace("TESTS", r#""startMs": 60000,"#);
+        let h = hidden(&round(&text));
+        // Pre-sim 0..40000 under the agent 10000..60000; post-sim 60000..90000 under the tests
+        // 60000..80000.
+        assert_eq!(
+            (h.pre_sim_ms, h.post_sim_ms, h.estimated),
+            (30000, 20000, false)
+        );
+    }
+
+    #[test]
+    fn hidden_time_without_start_times_falls_back_to_the_shorter_side() {
+        let text = V9
+            .replace(
+                "AGENTS",
+                r#"{"name": "a", "phase": "code", "status": "ok", "elapsedMs": 50000}"#,
+            )
+            .replace("PRE", r#""startMs": 0,"#)
+            .replace("POST", "")
+            .replace("TESTS", "");
+        let h = hidden(&round(&text));
+        // min(pre-sim, Phase A) and min(post-sim, tests).
+        assert_eq!(
+            (h.pre_sim_ms, h.post_sim_ms, h.estimated),
+            (40000, 20000, true)
+        );
+    }
+
+    #[test]
+    fn a_pre_sim_with_no_code_agent_beside_it_hid_nothing() {
+        let text = V9
+            .replace("AGENTS", r#"{"name": "r", "phase": "review", "status": "ok", "startMs": 90000, "elapsedMs": 5000}"#)
+            .replace("PRE", r#""startMs": 0,"#)
+            .replace("POST", r#""startMs": 60000,"#)
+            .replace("TESTS", r#""startMs": 60000,"#);
+        assert_eq!(hidden(&round(&text)).pre_sim_ms, 0);
+    }
+
     #[test]
     fn spans_do_not_overflow() {
         assert_eq!(overlap_ms(s(u64::MAX - 1, 10), &[s(0, u64::MAX)]), 1);
