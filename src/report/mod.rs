@@ -1,23 +1,463 @@
-//! `orch report` (placeholder until the report lands).
-use std::path::{Path, PathBuf};
+//! `orch report`: reads every round log of a state folder back and renders one report in
+//! Markdown, JSON, HTML or SVG (SPEC section 7, "The report").
+//!
+//! Shaped like hyperfine's exporters: [`load`] reads the logs (in parallel; v8 and v9),
+//! [`summarize`] builds one [`Summary`] with every figure, and one [`Exporter`] per format turns
+//! that summary into bytes without computing anything of its own. The formats therefore agree
+//! to the character on every number, and a new format is one new file.
+//!
+//! What users wrote (agent names, statuses, stop reasons, paths, the mission name) reaches the
+//! output only through the escaping helpers here ([`escape_md`], [`escape_xml`]).
 
+mod html;
+mod json;
+mod load;
+mod markdown;
+mod summary;
+mod svg;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use load::{round_number, Loaded, Round, StartsKnown, Warning};
+pub use summary::{
+    hidden, overlap_ms, AgentRow, Bar, BarKind, DecisionRow, Hidden, RoundRow, RunCounts, Span,
+    StatusCounts, Summary, TestPoint, TestResult, Totals, WarningRow, REPORT_SCHEMA,
+};
+
+use crate::error::{Error, Result};
+
+/// The output format of `orch report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Markdown,
+    Json,
+    Html,
+    Svg,
 }
-impl std::str::FromStr for Format {
-    type Err = ();
-    fn from_str(_: &str) -> Result<Self, ()> {
-        Ok(Format::Markdown)
+
+impl FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "markdown" | "md" => Ok(Format::Markdown),
+            "json" => Ok(Format::Json),
+            "html" => Ok(Format::Html),
+            "svg" => Ok(Format::Svg),
+            _ => Err(Error::Usage(format!(
+                "unknown report format {s:?}; use markdown, json, html or svg"
+            ))),
+        }
     }
 }
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Markdown => "markdown",
+            Format::Json => "json",
+            Format::Html => "html",
+            Format::Svg => "svg",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct ReportOptions {
     pub state_dir: PathBuf,
     pub format: Format,
+    /// Only rounds A..=B.
     pub rounds: Option<(u32, u32)>,
 }
-pub fn render(_: &ReportOptions) -> crate::Result<Vec<u8>> {
-    Err(crate::Error::Other("the report is not built yet".into()))
+
+/// Turns the summary into one format's bytes. Exporters only format: every figure is already in
+/// the [`Summary`].
+pub trait Exporter {
+    fn export(&self, s: &Summary) -> Vec<u8>;
 }
-pub fn markdown(_: &Path) -> crate::Result<String> {
-    Err(crate::Error::Other("the report is not built yet".into()))
+
+/// The exporter for `format`.
+pub fn exporter(format: Format) -> Box<dyn Exporter> {
+    match format {
+        Format::Markdown => Box::new(markdown::MarkdownExporter),
+        Format::Json => Box::new(json::JsonExporter),
+        Format::Html => Box::new(html::HtmlExporter),
+        Format::Svg => Box::new(svg::SvgExporter),
+    }
+}
+
+/// Loads the round logs of `state_dir`: `rounds/round-NNNN.json`, v8 and v9, in parallel,
+/// sorted by round. A missing or empty rounds folder is an [`Error::Usage`]; a log that does not
+/// parse is a warning (also sent to `log::warn!`) and is skipped.
+pub fn load(state_dir: &Path, rounds: Option<(u32, u32)>) -> Result<Loaded> {
+    load::load(state_dir, rounds)
+}
+
+/// Builds the summary every format renders; `state_json` (the parsed `state.json`) gives each
+/// agent's current model.
+pub fn summarize(loaded: &Loaded, state_json: Option<&serde_json::Value>) -> Summary {
+    summary::summarize(loaded, state_json)
+}
+
+/// Load, summarize and export: the whole of `orch report`.
+pub fn render(opts: &ReportOptions) -> Result<Vec<u8>> {
+    let loaded = load(&opts.state_dir, opts.rounds)?;
+    let state = read_state(&opts.state_dir);
+    let summary = summarize(&loaded, state.as_ref());
+    Ok(exporter(opts.format).export(&summary))
+}
+
+/// The Markdown report of every round, for `$GITHUB_STEP_SUMMARY`.
+pub fn markdown(state_dir: &Path) -> Result<String> {
+    let bytes = render(&ReportOptions {
+        state_dir: state_dir.to_path_buf(),
+        format: Format::Markdown,
+        rounds: None,
+    })?;
+    String::from_utf8(bytes).map_err(|e| Error::Other(format!("markdown report is not UTF-8: {e}")))
+}
+
+/// `state.json`, when it is there and parses. The report only borrows a model name from it, so
+/// a missing or broken state is a warning, not a failure.
+fn read_state(state_dir: &Path) -> Option<serde_json::Value> {
+    let path = state_dir.join("state.json");
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!(
+                "{}: not valid JSON ({e}); models come from the round logs",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Text for a Markdown table cell or line: the characters that would end a cell, open code,
+/// emphasis, a link or raw HTML are escaped, and line breaks become spaces so a row stays one
+/// row.
+pub fn escape_md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' | '`' | '\\' | '*' | '_' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\r' | '\n' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for HTML and SVG, in content and in quoted attributes. Control characters that XML 1.0
+/// forbids are dropped, so a hostile name cannot make the SVG unparseable.
+pub fn escape_xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `rounds 4, 7` / `none`, for lists of round numbers.
+fn round_list(rounds: &[u32]) -> String {
+    if rounds.is_empty() {
+        return "none".to_string();
+    }
+    const MAX: usize = 20;
+    let mut s: Vec<String> = rounds.iter().take(MAX).map(u32::to_string).collect();
+    if rounds.len() > MAX {
+        s.push(format!("… ({} more)", rounds.len() - MAX));
+    }
+    s.join(", ")
+}
+
+/// Shared wording of the cells and totals, so Markdown and HTML say the same words.
+pub(crate) mod text {
+    use super::summary::{RoundRow, RunCounts, Summary, TestResult};
+    use crate::units::{duration_ms, usd};
+
+    pub const NONE: &str = "—";
+
+    /// Columns of figures are right-aligned; names, statuses and models are not.
+    pub fn is_numeric(header: &[&str], i: usize) -> bool {
+        !matches!(
+            header.get(i).copied(),
+            Some("Round" | "Status" | "Agents" | "Agent" | "Model now") | None
+        )
+    }
+
+    pub fn round(r: &RoundRow) -> String {
+        if r.legacy {
+            format!("{} (v8)", r.round)
+        } else {
+            r.round.to_string()
+        }
+    }
+
+    pub fn agents(c: &RunCounts) -> String {
+        let parts = c.parts();
+        if parts.is_empty() {
+            return c.total.to_string();
+        }
+        let inner: Vec<String> = parts.iter().map(|(n, s)| format!("{n} {s}")).collect();
+        format!("{} ({})", c.total, inner.join(", "))
+    }
+
+    pub fn opt_ms(v: Option<u64>) -> String {
+        v.map(duration_ms).unwrap_or_else(|| NONE.to_string())
+    }
+
+    /// The Tests cell: the stage's time, then the counts when the runner printed them.
+    pub fn tests_cell(r: &RoundRow) -> String {
+        let Some(ms) = r.tests_ms else {
+            return NONE.to_string();
+        };
+        match &r.tests {
+            Some(t) => format!("{}{}", duration_ms(ms), counts(t)),
+            None => duration_ms(ms),
+        }
+    }
+
+    fn counts(t: &TestResult) -> String {
+        let mut parts = Vec::new();
+        if t.passed.is_some() || t.failed.is_some() {
+            parts.push(format!(
+                "{} passed, {} failed",
+                t.passed.unwrap_or(0),
+                t.failed.unwrap_or(0)
+            ));
+        } else {
+            parts.push(t.status.as_str().to_string());
+        }
+        if t.flaky {
+            parts.push("flaky".to_string());
+        }
+        format!(" ({})", parts.join(", "))
+    }
+
+    /// One row of the timeline, unescaped, in the header's column order.
+    pub fn timeline_cells(r: &RoundRow) -> [String; 11] {
+        [
+            round(r),
+            r.status.as_str().to_string(),
+            agents(&r.agents),
+            duration_ms(r.phase_a_ms),
+            duration_ms(r.phase_b_ms),
+            tests_cell(r),
+            opt_ms(r.pre_sim_ms),
+            opt_ms(r.post_sim_ms),
+            duration_ms(r.overhead_ms),
+            duration_ms(r.total_ms),
+            usd(r.cost_usd),
+        ]
+    }
+
+    pub const TIMELINE_HEADER: [&str; 11] = [
+        "Round", "Status", "Agents", "Phase A", "Phase B", "Tests", "Pre-Sim", "Post-Sim",
+        "Overhead", "Total", "Cost",
+    ];
+
+    pub const AGENT_HEADER: [&str; 12] = [
+        "Agent",
+        "Runs",
+        "OK",
+        "Empty",
+        "Failed",
+        "Timeouts",
+        "Conflicts",
+        "Mean",
+        "Longest",
+        "Cost",
+        "Model now",
+        "Last round",
+    ];
+
+    pub const DECISION_HEADER: [&str; 6] =
+        ["Agent", "Included", "Skipped", "Blocked", "Success", "Idle"];
+
+    pub const HIDDEN_HEADER: [&str; 6] = [
+        "Round",
+        "Pre-Sim hidden",
+        "Post-Sim hidden",
+        "Hidden",
+        "Total",
+        "Serial equivalent",
+    ];
+
+    /// `9 (6 ok, 1 skipped, 1 reverted, 1 interrupted)`: zero counts left out.
+    pub fn rounds_by_status(s: &Summary) -> String {
+        let c = &s.totals.by_status;
+        let parts: Vec<String> = [
+            (c.ok, "ok"),
+            (c.skipped, "skipped"),
+            (c.reverted, "reverted"),
+            (c.failed, "failed"),
+            (c.interrupted, "interrupted"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect();
+        let mut out = if parts.is_empty() {
+            s.totals.rounds.to_string()
+        } else {
+            format!("{} ({})", s.totals.rounds, parts.join(", "))
+        };
+        if s.totals.legacy_rounds > 0 {
+            out.push_str(&format!("; {} from v8 logs", s.totals.legacy_rounds));
+        }
+        out
+    }
+
+    pub fn cost(s: &Summary) -> String {
+        match s.totals.last_total_cost_usd {
+            Some(t) => format!("{} (cumulative {})", usd(s.totals.cost_usd), usd(t)),
+            None => usd(s.totals.cost_usd),
+        }
+    }
+
+    pub fn tests_trend(s: &Summary) -> String {
+        match (&s.totals.tests_first, &s.totals.tests_last) {
+            (Some(a), Some(b)) if a.round != b.round => format!(
+                "{} passed, {} failed in round {} → {} passed, {} failed in round {}",
+                a.passed, a.failed, a.round, b.passed, b.failed, b.round
+            ),
+            (Some(a), _) => format!(
+                "{} passed, {} failed in round {}",
+                a.passed, a.failed, a.round
+            ),
+            _ => "no counts recorded".to_string(),
+        }
+    }
+
+    pub fn hidden(s: &Summary) -> String {
+        format!(
+            "{} of sim time ran beside other work; a serial loop would have taken {} instead of {}",
+            duration_ms(s.totals.hidden_ms),
+            duration_ms(s.totals.serial_equivalent_ms),
+            duration_ms(s.totals.wall_ms)
+        )
+    }
+
+    pub fn pct(v: f64) -> String {
+        format!("{v:.0}%")
+    }
+
+    pub fn agent_cells(a: &super::AgentRow) -> [String; 12] {
+        [
+            a.name.clone(),
+            a.runs.to_string(),
+            a.ok.to_string(),
+            a.empty.to_string(),
+            a.failed.to_string(),
+            a.timeouts.to_string(),
+            a.conflicts.to_string(),
+            duration_ms(a.mean_ms),
+            duration_ms(a.longest_ms),
+            usd(a.cost_usd),
+            if a.model_now.is_empty() {
+                NONE.to_string()
+            } else {
+                a.model_now.clone()
+            },
+            a.last_round.to_string(),
+        ]
+    }
+
+    pub fn decision_cells(d: &super::DecisionRow) -> [String; 6] {
+        [
+            d.agent.clone(),
+            d.included.to_string(),
+            d.skipped.to_string(),
+            d.blocked.to_string(),
+            d.success_rate
+                .map(|r| pct(100.0 * r))
+                .unwrap_or_else(|| NONE.to_string()),
+            pct(d.idle_pct),
+        ]
+    }
+
+    pub fn hidden_cells(r: &RoundRow) -> [String; 6] {
+        let mark = if r.hidden.estimated { " (est.)" } else { "" };
+        [
+            round(r),
+            duration_ms(r.hidden.pre_sim_ms),
+            duration_ms(r.hidden.post_sim_ms),
+            format!("{}{mark}", duration_ms(r.hidden.total_ms)),
+            duration_ms(r.total_ms),
+            duration_ms(r.serial_equivalent_ms),
+        ]
+    }
+
+    pub fn hidden_total_cells(s: &Summary) -> [String; 6] {
+        let pre: u64 = s.rounds.iter().map(|r| r.hidden.pre_sim_ms).sum();
+        let post: u64 = s.rounds.iter().map(|r| r.hidden.post_sim_ms).sum();
+        [
+            "All".to_string(),
+            duration_ms(pre),
+            duration_ms(post),
+            duration_ms(s.totals.hidden_ms),
+            duration_ms(s.totals.wall_ms),
+            duration_ms(s.totals.serial_equivalent_ms),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_by_name_and_alias() {
+        assert_eq!("md".parse::<Format>().ok(), Some(Format::Markdown));
+        assert_eq!("Markdown".parse::<Format>().ok(), Some(Format::Markdown));
+        assert_eq!("svg".parse::<Format>().ok(), Some(Format::Svg));
+        assert!(matches!("pdf".parse::<Format>(), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn markdown_cells_cannot_be_broken_out_of() {
+        assert_eq!(escape_md("<script>a|b"), "&lt;script&gt;a\\|b");
+        assert_eq!(escape_md("x`y`\nz"), "x\\`y\\` z");
+        assert_eq!(
+            escape_md("[a](http://x) *b* c_d"),
+            "\\[a\\](http://x) \\*b\\* c\\_d"
+        );
+        assert_eq!(escape_md("a&b\\"), "a&amp;b\\\\");
+    }
+
+    #[test]
+    fn xml_text_is_escaped_and_stays_well_formed() {
+        assert_eq!(
+            escape_xml(r#"<script>"a"&'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
+        );
+        assert_eq!(escape_xml("a\u{1}b\u{1b}c\nd"), "abc\nd");
+    }
+
+    #[test]
+    fn long_round_lists_are_cut() {
+        assert_eq!(round_list(&[]), "none");
+        assert_eq!(round_list(&[4, 7]), "4, 7");
+        let many: Vec<u32> = (1..=25).collect();
+        assert!(round_list(&many).ends_with("… (5 more)"));
+    }
 }

@@ -1,0 +1,189 @@
+//! The HTML report: one self-contained page (inline CSS, the Gantt SVG inline, no script, no
+//! external asset) that can be mailed, attached to a CI run or opened from disk years later.
+//! It says what the Markdown report says, with the same wording ([`super::text`]), plus the
+//! chart.
+
+use std::fmt::Write;
+
+use super::summary::Summary;
+use super::{escape_xml, round_list, svg, text, Exporter};
+use crate::units::duration_ms;
+
+pub struct HtmlExporter;
+
+impl Exporter for HtmlExporter {
+    fn export(&self, s: &Summary) -> Vec<u8> {
+        render(s).into_bytes()
+    }
+}
+
+const CSS: &str = "
+body { font: 14px/1.45 'DejaVu Sans', Helvetica, Arial, sans-serif; color: #222; margin: 24px;
+       max-width: 1140px; }
+h1 { font-size: 22px; margin: 0 0 12px; }
+h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #e3e5e8; padding-bottom: 4px; }
+dl.totals { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
+dl.totals dt { font-weight: bold; color: #444; }
+dl.totals dd { margin: 0; }
+table { border-collapse: collapse; font-size: 13px; margin: 4px 0; }
+th, td { border: 1px solid #dde0e4; padding: 3px 8px; white-space: nowrap; }
+th { background: #f1f3f5; text-align: left; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr.legacy td { color: #666; background: #fbfbf4; }
+tr.st-reverted td:nth-child(2) { color: #a3312a; font-weight: bold; }
+tr.st-failed td:nth-child(2) { color: #d64541; font-weight: bold; }
+tr.st-interrupted td:nth-child(2) { color: #b85f00; font-weight: bold; }
+tr.st-skipped td:nth-child(2) { color: #777; }
+tr.total td { font-weight: bold; background: #f1f3f5; }
+p.note { color: #555; margin: 4px 0 8px; max-width: 900px; }
+.chart { overflow-x: auto; }
+.chart svg { max-width: 100%; height: auto; }
+ul.warnings li { color: #8a4b00; }
+";
+
+fn table<const N: usize>(
+    out: &mut String,
+    header: &[&str; N],
+    rows: impl Iterator<Item = (String, [String; N])>,
+) {
+    out.push_str("<table><thead><tr>");
+    for (i, h) in header.iter().enumerate() {
+        let cls = if text::is_numeric(header, i) {
+            " class=\"n\""
+        } else {
+            ""
+        };
+        let _ = write!(out, "<th{cls}>{}</th>", escape_xml(h));
+    }
+    out.push_str("</tr></thead><tbody>\n");
+    for (class, cells) in rows {
+        if class.is_empty() {
+            out.push_str("<tr>");
+        } else {
+            let _ = write!(out, "<tr class=\"{}\">", escape_xml(&class));
+        }
+        for (i, c) in cells.iter().enumerate() {
+            let cls = if text::is_numeric(header, i) {
+                " class=\"n\""
+            } else {
+                ""
+            };
+            let _ = write!(out, "<td{cls}>{}</td>", escape_xml(c));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn render(s: &Summary) -> String {
+    let mut out = String::with_capacity(8192 + s.rounds.len() * 900);
+    let title = if s.mission.is_empty() {
+        "orch report".to_string()
+    } else {
+        format!("orch report: {}", s.mission)
+    };
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title><style>{CSS}</style></head><body>\n<h1>{t}</h1>\n",
+        t = escape_xml(&title)
+    );
+
+    let t = &s.totals;
+    out.push_str("<dl class=\"totals\">\n");
+    let mut item = |k: &str, v: &str| {
+        let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", escape_xml(k), escape_xml(v));
+    };
+    item("Rounds", &text::rounds_by_status(s));
+    if let (Some(a), Some(b)) = (t.first_round, t.last_round) {
+        item("Round range", &format!("{a}..{b}"));
+    }
+    item("Wall time", &duration_ms(t.wall_ms));
+    item("Cost", &text::cost(s));
+    item("Tests", &text::tests_trend(s));
+    item("Flaky tests in rounds", &round_list(&t.flaky_rounds));
+    item("Pipelining hid", &text::hidden(s));
+    if let Some(reason) = &t.stop_reason {
+        item("Stopped", reason);
+    }
+    out.push_str("</dl>\n");
+
+    out.push_str("<h2>Timeline</h2>\n");
+    table(
+        &mut out,
+        &text::TIMELINE_HEADER,
+        s.rounds.iter().map(|r| {
+            let mut class = format!("st-{}", r.status.as_str());
+            if r.legacy {
+                class.push_str(" legacy");
+            }
+            (class, text::timeline_cells(r))
+        }),
+    );
+
+    out.push_str("<h2>Rounds as a Gantt chart</h2>\n<div class=\"chart\">");
+    out.push_str(&svg::chart(s));
+    out.push_str("</div>\n");
+
+    if !s.agents.is_empty() {
+        out.push_str("<h2>Agents</h2>\n");
+        table(
+            &mut out,
+            &text::AGENT_HEADER,
+            s.agents
+                .iter()
+                .map(|a| (String::new(), text::agent_cells(a))),
+        );
+    }
+
+    if !s.decisions.is_empty() {
+        let rounds = s.decisions.first().map(|d| d.rounds).unwrap_or(0);
+        let _ = write!(
+            out,
+            "<h2>Decisions</h2>\n<p class=\"note\">Over the {rounds} rounds whose logs record the \
+             plan. Success is ok runs per inclusion; idle is the share of those rounds the agent \
+             was not included.</p>\n"
+        );
+        table(
+            &mut out,
+            &text::DECISION_HEADER,
+            s.decisions
+                .iter()
+                .map(|d| (String::new(), text::decision_cells(d))),
+        );
+    }
+
+    out.push_str(
+        "<h2>Time pipelining hid</h2>\n<p class=\"note\">The pre-sim runs beside Phase A's agents \
+         and the post-sim beside the tests; this is the sim time that lay under that other work, \
+         which a serial (v8) loop would have added. v8 rounds hid nothing. (est.) marks rounds \
+         without start times.</p>\n",
+    );
+    table(
+        &mut out,
+        &text::HIDDEN_HEADER,
+        s.rounds
+            .iter()
+            .map(|r| (String::new(), text::hidden_cells(r)))
+            .chain(std::iter::once((
+                "total".to_string(),
+                text::hidden_total_cells(s),
+            ))),
+    );
+
+    if !s.warnings.is_empty() {
+        out.push_str("<h2>Warnings</h2>\n<ul class=\"warnings\">\n");
+        for w in &s.warnings {
+            let _ = writeln!(
+                out,
+                "<li>{}: {}</li>",
+                escape_xml(&w.file),
+                escape_xml(&w.message)
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
+}

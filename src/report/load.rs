@@ -1,0 +1,511 @@
+//! Reading the round logs back: finds `rounds/round-NNNN.json` under a state folder, parses them
+//! in parallel, and brings v8 and v9 logs to one shape ([`Round`]) for the summary.
+//!
+//! A v9 log is the typed [`RoundLog`]. A v8 log (no `schema`, or one below 9) has a single serial
+//! `timing.sims` and may lack fields v9 has, so it is read field by field from a
+//! `serde_json::Value` with defaults; its serial sims figure is kept apart (`serial_sims_ms`) so
+//! that no one mistakes it for a pre-sim that ran beside Phase A. Whether each process's
+//! `startMs` was actually written is recorded too: a missing start is not a start at 0, and the
+//! hidden-time figure and the Gantt chart must know the difference.
+//!
+//! A file that cannot be read or parsed is a [`Warning`], never an error: one bad log must not
+//! hide the other rounds of an overnight run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, IoContext, Result};
+use crate::roundlog::{
+    AgentEntry, Phase, RoundLog, RoundStatus, RunStatus, SimEntry, Sims, StepStatus, TestsEntry,
+    Timing,
+};
+
+/// Every round log that parsed, sorted by round number, and what went wrong with the others.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub state_dir: PathBuf,
+    pub rounds: Vec<Round>,
+    pub warnings: Vec<Warning>,
+}
+
+/// A log file that was skipped or read with a caveat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+/// One round log, v8 or v9, in the v9 shape.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub file: PathBuf,
+    /// The log's `schema`; 0 when a v8 log has none.
+    pub schema: u32,
+    /// For a v8 log, the single serial `timing.sims`; `None` for v9. The v9 `timing.preSim` and
+    /// `timing.postSim` of a v8 round are 0.
+    pub serial_sims_ms: Option<u64>,
+    pub log: RoundLog,
+    pub starts: StartsKnown,
+}
+
+impl Round {
+    pub fn is_legacy(&self) -> bool {
+        self.serial_sims_ms.is_some()
+    }
+}
+
+/// Which `startMs` fields the file really had (the typed log defaults a missing one to 0).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartsKnown {
+    /// Index-aligned with `log.agents`.
+    pub agents: Vec<bool>,
+    pub pre_sim: bool,
+    pub post_sim: bool,
+    pub tests: bool,
+    /// v8 only: `sims.startMs` of the serial sims run.
+    pub serial_sims: Option<u64>,
+}
+
+/// The round number in a file name `round-NNNN.json`; `None` for anything else, including the
+/// `round-0003.prev-1.json` copies that `orch round N` keeps of a re-run round.
+pub fn round_number(file_name: &str) -> Option<u32> {
+    let digits = file_name.strip_prefix("round-")?.strip_suffix(".json")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Loads the round logs of `state_dir`, those numbered within `rounds` (inclusive) when given.
+pub fn load(state_dir: &Path, rounds: Option<(u32, u32)>) -> Result<Loaded> {
+    let dir = state_dir.join("rounds");
+    let none_yet = || {
+        Error::Usage(format!(
+            "no round logs in {}; run `orch run` first",
+            dir.display()
+        ))
+    };
+    if !dir.is_dir() {
+        return Err(none_yet());
+    }
+    let mut files: Vec<(u32, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name();
+        if let Some(n) = name.to_str().and_then(round_number) {
+            files.push((n, entry.path()));
+        }
+    }
+    if files.is_empty() {
+        return Err(none_yet());
+    }
+    if let Some((a, b)) = rounds {
+        let (first, last) = span(&files);
+        files.retain(|(n, _)| (a..=b).contains(n));
+        if files.is_empty() {
+            return Err(Error::Usage(format!(
+                "no round logs for rounds {a}..{b} in {} (it has rounds {first}..{last})",
+                dir.display()
+            )));
+        }
+    }
+    files.sort();
+
+    let parsed: Vec<(Option<Round>, Vec<Warning>)> = files
+        .par_iter()
+        .map(|(n, path)| read_one(*n, path))
+        .collect();
+    let mut loaded = Loaded {
+        state_dir: state_dir.to_path_buf(),
+        rounds: Vec::with_capacity(parsed.len()),
+        warnings: Vec::new(),
+    };
+    for (round, warnings) in parsed {
+        for w in &warnings {
+            log::warn!("{}: {}", w.file.display(), w.message);
+        }
+        loaded.warnings.extend(warnings);
+        loaded.rounds.extend(round);
+    }
+    // The file name decides the order when a log disagrees with its name: that is the number
+    // `orch round N` and the user see.
+    loaded.rounds.sort_by_key(|r| {
+        (
+            round_number(&file_name(&r.file)).unwrap_or(r.log.round),
+            r.log.round,
+        )
+    });
+    Ok(loaded)
+}
+
+fn span(files: &[(u32, PathBuf)]) -> (u32, u32) {
+    let first = files.iter().map(|f| f.0).min().unwrap_or(0);
+    let last = files.iter().map(|f| f.0).max().unwrap_or(0);
+    (first, last)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn read_one(number: u32, path: &Path) -> (Option<Round>, Vec<Warning>) {
+    let warn = |message: String| Warning {
+        file: path.to_path_buf(),
+        message,
+    };
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return (None, vec![warn(format!("cannot read it ({e}); skipped"))]),
+    };
+    match parse(number, path, &bytes) {
+        Ok((round, notes)) => (Some(round), notes.into_iter().map(warn).collect()),
+        Err(message) => (None, vec![warn(format!("{message}; skipped"))]),
+    }
+}
+
+/// Parses one log; the `Vec<String>` holds caveats about a log that was still used.
+pub(crate) fn parse(
+    number: u32,
+    path: &Path,
+    bytes: &[u8],
+) -> std::result::Result<(Round, Vec<String>), String> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| "not a round log (not a JSON object)".to_string())?;
+    let schema = match obj.get("schema") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(|| format!("`schema` is {v}, not a version number"))?,
+    };
+    if schema >= 9 {
+        let log = RoundLog::deserialize(&value)
+            .map_err(|e| format!("not a valid v{schema} round log ({e})"))?;
+        let mut notes = Vec::new();
+        if schema > crate::roundlog::SCHEMA {
+            notes.push(format!(
+                "schema {schema} is newer than this orch knows ({}); read as v{}",
+                crate::roundlog::SCHEMA,
+                crate::roundlog::SCHEMA
+            ));
+        }
+        let starts = StartsKnown {
+            agents: (0..log.agents.len())
+                .map(|i| has(&value, &["agents", &i.to_string(), "startMs"]))
+                .collect(),
+            pre_sim: has(&value, &["sims", "pre", "startMs"]),
+            post_sim: has(&value, &["sims", "post", "startMs"]),
+            tests: has(&value, &["tests", "startMs"]),
+            serial_sims: None,
+        };
+        return Ok((
+            Round {
+                file: path.to_path_buf(),
+                schema,
+                serial_sims_ms: None,
+                log,
+                starts,
+            },
+            notes,
+        ));
+    }
+    legacy(number, path, schema, &value)
+}
+
+fn has(v: &Value, keys: &[&str]) -> bool {
+    let mut cur = v;
+    for k in keys {
+        cur = match cur {
+            Value::Object(m) => match m.get(*k) {
+                Some(x) => x,
+                None => return false,
+            },
+            Value::Array(a) => match k.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                Some(x) => x,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    cur.is_u64()
+}
+
+fn u64_at(v: &Value, key: &str) -> Option<u64> {
+    let x = v.get(key)?;
+    // Older writers sometimes wrote times as floats.
+    x.as_u64()
+        .or_else(|| x.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))
+}
+
+fn f64_at(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// A v8 log, read field by field. Only `timing` is required: without it there is nothing to
+/// report.
+fn legacy(
+    number: u32,
+    path: &Path,
+    schema: u32,
+    v: &Value,
+) -> std::result::Result<(Round, Vec<String>), String> {
+    let mut notes = Vec::new();
+    let t = v
+        .get("timing")
+        .filter(|t| t.is_object())
+        .ok_or_else(|| "v8 round log without a `timing` object".to_string())?;
+    let sims_ms = u64_at(t, "sims").unwrap_or(0);
+    let timing = Timing {
+        total: u64_at(t, "total").unwrap_or(0),
+        phase_a: u64_at(t, "phaseA").unwrap_or(0),
+        phase_b: u64_at(t, "phaseB").unwrap_or(0),
+        tests: u64_at(t, "tests").unwrap_or(0),
+        pre_sim: 0,
+        post_sim: 0,
+        overhead: 0,
+    };
+    let overhead = u64_at(t, "overhead").unwrap_or_else(|| {
+        timing
+            .total
+            .saturating_sub(timing.phase_a + timing.phase_b + timing.tests + sims_ms)
+    });
+    let timing = Timing { overhead, ..timing };
+
+    let status = match str_at(v, "status") {
+        Some(s) => round_status(s).unwrap_or_else(|| {
+            notes.push(format!("unknown round status {s:?}, counted as failed"));
+            RoundStatus::Failed
+        }),
+        None if v.get("reverted").and_then(Value::as_bool) == Some(true) => RoundStatus::Reverted,
+        None => RoundStatus::Ok,
+    };
+
+    let mut agents = Vec::new();
+    let mut agent_starts = Vec::new();
+    for a in v
+        .get("agents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = str_at(a, "name").unwrap_or("?").to_string();
+        let status = match str_at(a, "status") {
+            Some(s) => run_status(s).unwrap_or_else(|| {
+                notes.push(format!(
+                    "agent {name:?} has unknown status {s:?}, counted as failed"
+                ));
+                RunStatus::Failed
+            }),
+            None => RunStatus::Failed,
+        };
+        let phase = match str_at(a, "phase") {
+            Some("review") | Some("B") | Some("b") => Phase::Review,
+            _ => Phase::Code,
+        };
+        agent_starts.push(u64_at(a, "startMs").is_some());
+        agents.push(AgentEntry {
+            name,
+            phase,
+            model: str_at(a, "model").unwrap_or_default().to_string(),
+            task: str_at(a, "task").map(str::to_string),
+            status,
+            exit_code: a
+                .get("exitCode")
+                .and_then(Value::as_i64)
+                .and_then(|c| i32::try_from(c).ok()),
+            start_ms: u64_at(a, "startMs").unwrap_or(0),
+            elapsed_ms: u64_at(a, "elapsedMs").unwrap_or(0),
+            timeout_ms: u64_at(a, "timeoutMs").unwrap_or(0),
+            cost_usd: f64_at(a, "costUsd"),
+            cost_known: a.get("costKnown").and_then(Value::as_bool).unwrap_or(true),
+            tokens: None,
+            changed_files: u64_at(a, "changedFiles")
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            log: str_at(a, "log").unwrap_or_default().to_string(),
+            error: str_at(a, "error").map(str::to_string),
+            summary: None,
+            escalated_to: str_at(a, "escalatedTo").map(str::to_string),
+        });
+    }
+
+    let tests = v
+        .get("tests")
+        .filter(|t| t.is_object())
+        .map(|t| TestsEntry {
+            status: str_at(t, "status")
+                .and_then(step_status)
+                .unwrap_or(StepStatus::Failed),
+            exit_code: None,
+            start_ms: u64_at(t, "startMs").unwrap_or(0),
+            elapsed_ms: u64_at(t, "elapsedMs").unwrap_or(timing.tests),
+            passed: u64_at(t, "passed"),
+            failed: u64_at(t, "failed"),
+            suites: Vec::new(),
+            attempts: u64_at(t, "attempts")
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(1),
+            flaky: t.get("flaky").and_then(Value::as_bool).unwrap_or(false),
+            regression: t
+                .get("regression")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            log: str_at(t, "log").unwrap_or_default().to_string(),
+            tail: String::new(),
+        });
+    let tests_start = v
+        .get("tests")
+        .map(|t| u64_at(t, "startMs").is_some())
+        .unwrap_or(false);
+
+    // v8 wrote its one sims run as `sims: {status, elapsedMs, ...}`; keep its status for the
+    // Gantt bar when it is there.
+    let serial_sim = v.get("sims").filter(|s| s.get("status").is_some());
+    let serial_start = serial_sim.and_then(|s| u64_at(s, "startMs"));
+    let sims = Sims {
+        pre: serial_sim.map(|s| SimEntry {
+            status: str_at(s, "status")
+                .and_then(step_status)
+                .unwrap_or(StepStatus::Ok),
+            exit_code: None,
+            start_ms: serial_start.unwrap_or(0),
+            elapsed_ms: u64_at(s, "elapsedMs").unwrap_or(sims_ms),
+            published: s.get("published").and_then(Value::as_bool).unwrap_or(false),
+            log: String::new(),
+            note: None,
+        }),
+        post: None,
+    };
+
+    let log = RoundLog {
+        schema,
+        round: u64_at(v, "round")
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(number),
+        mission: str_at(v, "mission").unwrap_or_default().to_string(),
+        status,
+        started_at: str_at(v, "startedAt").unwrap_or_default().to_string(),
+        finished_at: str_at(v, "finishedAt").unwrap_or_default().to_string(),
+        base: str_at(v, "base").unwrap_or_default().to_string(),
+        commit: str_at(v, "commit").map(str::to_string),
+        agents,
+        sims,
+        tests,
+        reverted: v.get("reverted").and_then(Value::as_bool).unwrap_or(false)
+            || status == RoundStatus::Reverted,
+        kept_ref: None,
+        timing,
+        cost_usd: f64_at(v, "costUsd"),
+        total_cost_usd: f64_at(v, "totalCostUsd"),
+        stop_reason: str_at(v, "stopReason").map(str::to_string),
+        decisions: Vec::new(),
+        notes: Vec::new(),
+    };
+    let starts = StartsKnown {
+        agents: agent_starts,
+        pre_sim: false,
+        post_sim: false,
+        tests: tests_start,
+        serial_sims: serial_start,
+    };
+    Ok((
+        Round {
+            file: path.to_path_buf(),
+            schema,
+            serial_sims_ms: Some(sims_ms),
+            log,
+            starts,
+        },
+        notes,
+    ))
+}
+
+fn round_status(s: &str) -> Option<RoundStatus> {
+    Some(match s {
+        "ok" | "success" | "committed" => RoundStatus::Ok,
+        "skipped" | "idle" => RoundStatus::Skipped,
+        "reverted" => RoundStatus::Reverted,
+        "failed" | "error" => RoundStatus::Failed,
+        "interrupted" | "cancelled" => RoundStatus::Interrupted,
+        _ => return None,
+    })
+}
+
+fn run_status(s: &str) -> Option<RunStatus> {
+    Some(match s {
+        "ok" | "success" => RunStatus::Ok,
+        "empty" | "noop" => RunStatus::Empty,
+        "failed" | "error" => RunStatus::Failed,
+        "timeout" | "timedout" | "timed_out" => RunStatus::Timeout,
+        "conflict" => RunStatus::Conflict,
+        "cancelled" | "canceled" => RunStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+fn step_status(s: &str) -> Option<StepStatus> {
+    Some(match s {
+        "ok" | "success" => StepStatus::Ok,
+        "passed" | "pass" => StepStatus::Passed,
+        "failed" | "fail" | "error" => StepStatus::Failed,
+        "timeout" => StepStatus::Timeout,
+        "cancelled" => StepStatus::Cancelled,
+        "skipped" => StepStatus::Skipped,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_round_files_count() {
+        assert_eq!(round_number("round-0003.json"), Some(3));
+        assert_eq!(round_number("round-12345.json"), Some(12345));
+        assert_eq!(round_number("round-0003.prev-1.json"), None);
+        assert_eq!(round_number("round-.json"), None);
+        assert_eq!(round_number("round-0003.json.tmp"), None);
+        assert_eq!(round_number("state.json"), None);
+    }
+
+    #[test]
+    fn a_v8_log_keeps_its_serial_sims_apart() {
+        let text = br#"{"round": 2, "status": "ok",
+            "agents": [{"name": "a", "status": "ok", "elapsedMs": 1000}],
+            "timing": {"total": 5000, "phaseA": 1000, "phaseB": 0, "tests": 1500, "sims": 2000}}"#;
+        let (r, notes) = parse(2, Path::new("round-0002.json"), text).expect("parses");
+        assert!(notes.is_empty());
+        assert!(r.is_legacy());
+        assert_eq!(r.serial_sims_ms, Some(2000));
+        assert_eq!(r.log.timing.overhead, 500);
+        assert_eq!(r.log.timing.pre_sim, 0);
+        assert_eq!(r.starts.agents, vec![false]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_message_not_a_panic() {
+        for text in [
+            &b"{"[..],
+            b"[]",
+            b"{\"schema\": \"nine\"}",
+            b"{\"schema\": 9}",
+            b"{}",
+        ] {
+            assert!(parse(1, Path::new("x"), text).is_err(), "{:?}", text);
+        }
+    }
+}
