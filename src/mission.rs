@@ -59,6 +59,8 @@ pub struct Mission {
     /// An argv prefix every agent command runs under (for example `srun ... --`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launcher: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TasksConfig>,
     /// Run Phase B after a reverted round (off: its agents would read work that no longer
     /// exists).
     #[serde(default)]
@@ -229,6 +231,21 @@ pub enum Isolation {
     Worktree,
     /// Every agent in the main working tree at once.
     Shared,
+}
+
+/// Task decomposition: a task that timed out, or failed `splitAfter` times, is handed to the
+/// `splitBy` agent to be broken into smaller ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TasksConfig {
+    #[serde(default = "default_split_after")]
+    pub split_after: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_by: Option<String>,
+}
+
+fn default_split_after() -> u32 {
+    2
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -460,6 +477,19 @@ impl Mission {
         if let Some(t) = &self.tests {
             check_command(file, "tests.command", &t.command, &["round"])?;
             check_seconds(file, "tests.timeoutS", t.timeout_s)?;
+        }
+        if let Some(t) = &self.tasks {
+            if t.split_after == 0 {
+                return err("tasks.splitAfter".into(), "must be at least 1".into());
+            }
+            if let Some(by) = &t.split_by {
+                if self.agent(by).is_none() {
+                    return err(
+                        "tasks.splitBy".into(),
+                        format!("no agent named {by:?} in this mission"),
+                    );
+                }
+            }
         }
         if self.stop.after_empty_rounds == Some(0) {
             return err("stop.afterEmptyRounds".into(), "must be at least 1".into());

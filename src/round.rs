@@ -643,13 +643,20 @@ impl<'e> Round<'e, '_> {
     /// otherwise.
     fn settle_tasks(&mut self, phase: Phase, reverted: bool) {
         let failure = self.state.last_test_failure.clone();
-        for e in self.log.agents.iter().filter(|e| e.phase == phase) {
-            let Some(id) = &e.task else { continue };
-            match (e.status, reverted) {
+        let runs: Vec<_> = self
+            .log
+            .agents
+            .iter()
+            .filter(|e| e.phase == phase)
+            .filter_map(|e| Some((e.task.clone()?, e.status, e.error.clone())))
+            .collect();
+        for (id, status, error) in runs {
+            let id = id.as_str();
+            match (status, reverted) {
                 (RunStatus::Ok, false) => {
                     let _ = self.queue.set_status(id, TaskStatus::Done);
                 }
-                (_, true) if matches!(e.status, RunStatus::Ok | RunStatus::Empty) => {
+                (_, true) if matches!(status, RunStatus::Ok | RunStatus::Empty) => {
                     self.queue.requeue(
                         id,
                         Some(1),
@@ -659,13 +666,16 @@ impl<'e> Round<'e, '_> {
                         )),
                     );
                 }
+                (RunStatus::Timeout | RunStatus::Failed, _) if self.should_split(id, status) => {
+                    self.split(id, status);
+                }
                 (RunStatus::Conflict, _) => self.queue.requeue(
                     id,
                     None,
                     Some(&format!(
                         "Round {}: not merged: {}",
                         self.round,
-                        e.error.as_deref().unwrap_or("a merge conflict")
+                        error.as_deref().unwrap_or("a merge conflict")
                     )),
                 ),
                 _ => self.queue.requeue(id, None, None),
@@ -674,6 +684,63 @@ impl<'e> Round<'e, '_> {
         if let Err(e) = self.queue.save(self.env.layout) {
             log::warn!("cannot save the task queue: {e}");
         }
+    }
+
+    /// A task that timed out, or failed `tasks.splitAfter` times, is split when the mission
+    /// names a `splitBy` agent.
+    fn should_split(&self, id: &str, status: RunStatus) -> bool {
+        let Some(cfg) = &self.env.mission.tasks else {
+            return false;
+        };
+        cfg.split_by.is_some()
+            && (status == RunStatus::Timeout
+                || self
+                    .queue
+                    .get(id)
+                    .is_some_and(|t| t.attempts >= cfg.split_after))
+    }
+
+    /// Marks the task `split` and asks the `splitBy` agent, at priority 1, to break it into
+    /// subtasks of about five minutes that name it as their parent.
+    fn split(&mut self, id: &str, status: RunStatus) {
+        let Some(by) = self
+            .env
+            .mission
+            .tasks
+            .as_ref()
+            .and_then(|c| c.split_by.clone())
+        else {
+            return;
+        };
+        let Some(task) = self.queue.get(id).cloned() else {
+            return;
+        };
+        let _ = self.queue.set_status(id, TaskStatus::Split);
+        let why = match status {
+            RunStatus::Timeout => "timed out".to_string(),
+            _ => format!("failed {} times", task.attempts),
+        };
+        let body = format!(
+            "Task {id} for agent {agent} {why}: it is too big for one run.\n\
+             Break it into subtasks of about five minutes each. File each one as a JSON line in \
+             $ORCH_TASKS_INBOX: {{\"agent\": \"{agent}\", \"parent\": \"{id}\", \"title\": ..., \"body\": ...}}.\n\n\
+             Original title: {title}\n\nOriginal body:\n{body}",
+            agent = task.agent,
+            title = task.title,
+            body = task.body,
+        );
+        let new = self.queue.add(
+            &by,
+            1,
+            &format!("Split {id} into smaller tasks: {}", task.title),
+            &body,
+            Some(id.to_string()),
+            self.round,
+        );
+        log::info!(
+            "round {}: task {id} {why}; {new} asks {by} to split it",
+            self.round
+        );
     }
 
     /// Takes in the tasks the phase's agents filed.

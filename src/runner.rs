@@ -79,6 +79,8 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
     let _lock = Lock::acquire(&ws.layout)?;
     ws.git.exclude(&ws.layout.dir)?;
     recover(ws, events)?;
+    // Worktrees whose folders a crash or a cleanup removed would otherwise block re-adding.
+    ws.git.prune_worktrees()?;
     let mut state = State::load(&ws.layout)?;
     if !state.mission.is_empty() && state.mission != mission.name {
         log::warn!(
