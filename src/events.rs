@@ -65,7 +65,12 @@ pub enum Event {
         elapsed_ms: u64,
     },
     #[serde(rename_all = "camelCase")]
-    TestsStart { round: u32, attempt: u32 },
+    TestsStart {
+        round: u32,
+        attempt: u32,
+        /// The suite, when suites run instead of the full command.
+        suite: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
     TestsEnd {
         round: u32,
@@ -378,9 +383,17 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             "round {round}: {sim}-sim {status} in {}",
             units::duration_ms(*elapsed_ms)
         ),
-        Event::TestsStart { round, attempt } if verbose => {
-            format!("round {round}: tests started (attempt {attempt})")
-        }
+        Event::TestsStart {
+            round,
+            attempt,
+            suite,
+        } if verbose => format!(
+            "round {round}: {} started (attempt {attempt})",
+            suite
+                .as_deref()
+                .map(|s| format!("test suite {s}"))
+                .unwrap_or_else(|| "tests".into())
+        ),
         Event::TestsEnd {
             round,
             status,

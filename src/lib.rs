@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod git;
+pub mod glob;
 pub mod init;
 pub mod mission;
 pub mod pool;
@@ -29,6 +30,7 @@ pub mod status;
 pub mod tasks;
 pub mod testcounts;
 pub mod tests_run;
+pub mod tests_select;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -45,6 +45,12 @@ pub struct Mission {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     pub agents: Vec<Agent>,
+    /// Prompt sections agents' templates may name (`{{brief}}`), besides the built-ins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sections: BTreeMap<String, Section>,
+    /// The most a rendered prompt may be; the largest sections are cut first.
+    #[serde(default = "default_max_prompt_bytes")]
+    pub max_prompt_bytes: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sims: Option<Sims>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +108,21 @@ pub struct Agent {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launcher: Option<Vec<String>>,
+}
+
+/// A prompt section: exactly one of `file` (relative to the mission's folder), `text`, or
+/// `command` (its stdout, run in the repository root).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Section {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<usize>,
 }
 
 /// An argv array, or a string run with `sh -c`.
@@ -201,6 +222,23 @@ pub struct Tests {
     /// blamed on the agents.
     #[serde(default)]
     pub baseline: bool,
+    /// Incremental testing: the suites whose `paths` match the round's changed files run
+    /// instead of `command`; a changed file no suite covers makes `command` run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suites: Vec<Suite>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Suite {
+    pub name: String,
+    /// Globs of the files this suite covers (`src/ui/**`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    pub command: Command,
+    /// Runs in every round with changes, whatever changed.
+    #[serde(default)]
+    pub always: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +302,9 @@ fn default_concurrency() -> usize {
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".orch")
+}
+fn default_max_prompt_bytes() -> usize {
+    200_000
 }
 fn default_grace() -> f64 {
     5.0
@@ -460,6 +501,32 @@ impl Mission {
                 }
             }
         }
+        if self.max_prompt_bytes < 1024 {
+            return err("maxPromptBytes".into(), "must be at least 1024".into());
+        }
+        for (name, sec) in &self.sections {
+            let at = |k: &str| format!("sections.{name}{k}");
+            if crate::prompt::BUILTIN.contains(&name.as_str()) {
+                return err(
+                    at(""),
+                    format!("{name:?} is a built-in section; pick another name"),
+                );
+            }
+            let sources =
+                sec.file.is_some() as u8 + sec.text.is_some() as u8 + sec.command.is_some() as u8;
+            if sources != 1 {
+                return err(
+                    at(""),
+                    "give exactly one of `file`, `text` or `command`".into(),
+                );
+            }
+            if let Some(c) = &sec.command {
+                check_command(file, &at(".command"), c, &[])?;
+            }
+            if sec.max_bytes == Some(0) {
+                return err(at(".maxBytes"), "must be at least 1".into());
+            }
+        }
         if let Some(s) = &self.sims {
             check_relative(file, "sims.publishTo", &s.publish_to)?;
             for (k, sim) in [("pre", &s.pre), ("post", &s.post)] {
@@ -477,6 +544,34 @@ impl Mission {
         if let Some(t) = &self.tests {
             check_command(file, "tests.command", &t.command, &["round"])?;
             check_seconds(file, "tests.timeoutS", t.timeout_s)?;
+            let mut names = HashSet::new();
+            for (i, suite) in t.suites.iter().enumerate() {
+                let at = |k: &str| format!("tests.suites[{i}].{k}");
+                if !valid_agent_name(&suite.name) {
+                    return err(
+                        at("name"),
+                        format!(
+                            "{:?} is not a valid suite name (lowercase letters, digits, `-`, `_`)",
+                            suite.name
+                        ),
+                    );
+                }
+                if !names.insert(suite.name.as_str()) {
+                    return err(at("name"), format!("suite {:?} is named twice", suite.name));
+                }
+                check_command(file, &at("command"), &suite.command, &["round"])?;
+                if suite.paths.is_empty() && !suite.always {
+                    return err(
+                        at("paths"),
+                        "a suite needs `paths` globs, or `always: true`".into(),
+                    );
+                }
+                for (j, p) in suite.paths.iter().enumerate() {
+                    if let Err(m) = crate::glob::validate(p) {
+                        return err(at(&format!("paths[{j}]")), m);
+                    }
+                }
+            }
         }
         if let Some(t) = &self.tasks {
             if t.split_after == 0 {

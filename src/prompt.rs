@@ -1,14 +1,24 @@
-//! Agents' prompts: a template file with `{{name}}` placeholders, filled with the built-in
-//! sections (SPEC section 4, "Prompts") and written to `prompts/round-NNNN/AGENT.md`, where the
-//! agent finds it (`{prompt_file}`, `ORCH_PROMPT_FILE`, or standard input).
+//! Agents' prompts: a template file with `{{name}}` placeholders, filled with sections (SPEC
+//! section 4, "Prompts") and written to `prompts/round-NNNN/AGENT.md`, where the agent finds it
+//! (`{prompt_file}`, `ORCH_PROMPT_FILE`, or standard input).
 //!
-//! Only the sections a template names are computed. An unknown placeholder is a validation
-//! error naming the template file and line, caught before any round starts.
+//! Sections are the built-ins (`agent`, `round`, `model`, `task`, `testFailures`, `sims`,
+//! `history`) and the mission's own (`sections`: a file, a text, or a command's stdout). Only
+//! the sections a template names are read or computed, so an agent pays only for the context it
+//! asked for. Each section is cut to its `maxBytes` (head and tail kept, the cut said); then the
+//! whole prompt is held to `maxPromptBytes` by cutting the largest sections first. An unknown
+//! placeholder is a validation error naming the template file and line, caught before any round
+//! starts.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::mission::{Agent, Mission};
+use crate::mission::{Agent, Mission, Section};
+use crate::process::{self, Ending, Spec};
+use crate::state::State;
+use crate::tasks::Task;
 
 /// The sections orch computes itself.
 pub const BUILTIN: &[&str] = &[
@@ -25,9 +35,234 @@ pub const BUILTIN: &[&str] = &[
 /// tail, with a marker saying how much was cut.
 pub const DEFAULT_SECTION_BYTES: usize = 16 * 1024;
 
+/// The smallest a section is cut to when the whole prompt is too long.
+const MIN_SECTION_BYTES: usize = 256;
+
 /// What a prompt can be filled with; each value is computed only when asked for.
 pub trait Sections {
     fn section(&self, name: &str) -> String;
+}
+
+/// Everything a section may be computed from.
+pub struct Context<'a> {
+    pub agent: &'a Agent,
+    pub round: u32,
+    pub model: &'a str,
+    pub task: Option<&'a Task>,
+    pub state: &'a State,
+    /// The published sim folder, when the mission has sims.
+    pub sim_data: Option<PathBuf>,
+    pub mission: &'a Mission,
+    pub mission_dir: &'a Path,
+    /// Where section commands run: the repository root.
+    pub root: &'a Path,
+    pub grace: Duration,
+}
+
+/// One section as it went into a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionSize {
+    pub name: String,
+    /// Bytes in the prompt.
+    pub bytes: usize,
+    /// Bytes cut away (0 when it fit).
+    pub cut: usize,
+}
+
+/// A rendered prompt, with what went into it.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub text: String,
+    pub sections: Vec<SectionSize>,
+    /// Sections that could not be computed (missing file, failing command).
+    pub warnings: Vec<String>,
+}
+
+/// Renders `template` for one agent. `cache` holds the mission sections computed this round
+/// (they are the same for every agent; a section command runs once).
+pub fn build(template: &str, ctx: &Context, cache: &mut BTreeMap<String, String>) -> Rendered {
+    let mut warnings = Vec::new();
+    let mut values: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for (_, name) in placeholders(template) {
+        if values.contains_key(name) {
+            continue;
+        }
+        let (raw, max) = match ctx.mission.sections.get(name) {
+            Some(def) => {
+                let raw = match cache.get(name) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = compute(name, def, ctx).unwrap_or_else(|w| {
+                            warnings.push(w.clone());
+                            format!("[section {name} unavailable: {w}]")
+                        });
+                        cache.insert(name.to_string(), v.clone());
+                        v
+                    }
+                };
+                (raw, def.max_bytes.unwrap_or(DEFAULT_SECTION_BYTES))
+            }
+            None => (builtin(name, ctx), DEFAULT_SECTION_BYTES),
+        };
+        let original = raw.len();
+        values.insert(name.to_string(), (trim(&raw, max), original));
+    }
+    fit(template, &mut values, ctx.mission.max_prompt_bytes);
+    let sections = values
+        .iter()
+        .map(|(name, (v, original))| SectionSize {
+            name: name.clone(),
+            bytes: v.len(),
+            cut: original.saturating_sub(v.len()),
+        })
+        .collect();
+    let text = render(template, &Values(&values));
+    Rendered {
+        text,
+        sections,
+        warnings,
+    }
+}
+
+struct Values<'a>(&'a BTreeMap<String, (String, usize)>);
+
+impl Sections for Values<'_> {
+    fn section(&self, name: &str) -> String {
+        self.0.get(name).map(|(v, _)| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Holds the prompt to `max` bytes by cutting the largest section, again and again, until it
+/// fits or every section is at its floor.
+fn fit(template: &str, values: &mut BTreeMap<String, (String, usize)>, max: usize) {
+    for _ in 0..64 {
+        let total = render(template, &Values(values)).len();
+        if total <= max {
+            return;
+        }
+        let Some((name, len)) = values
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.len()))
+            .max_by_key(|(_, l)| *l)
+        else {
+            return;
+        };
+        if len <= MIN_SECTION_BYTES {
+            return;
+        }
+        // A section used n times costs n times its size; cut enough for the whole excess.
+        let uses = placeholders(template)
+            .iter()
+            .filter(|(_, n)| *n == name)
+            .count()
+            .max(1);
+        let target = len
+            .saturating_sub((total - max).div_ceil(uses))
+            .max(MIN_SECTION_BYTES);
+        if let Some((v, _)) = values.get_mut(&name) {
+            *v = trim(v, target);
+        }
+    }
+}
+
+/// The value of a built-in section; empty for a name that is not one.
+fn builtin(name: &str, ctx: &Context) -> String {
+    match name {
+        "agent" => ctx.agent.name.clone(),
+        "round" => ctx.round.to_string(),
+        "model" => ctx.model.to_string(),
+        "task" => ctx
+            .task
+            .map(|t| {
+                format!(
+                    "Your task ({}, priority {}): {}\n\n{}",
+                    t.id, t.priority, t.title, t.body
+                )
+            })
+            .unwrap_or_default(),
+        "testFailures" => {
+            let f = &ctx.state.last_test_failure;
+            if f.is_empty() {
+                String::new()
+            } else {
+                format!("The last test run failed:\n{f}")
+            }
+        }
+        "sims" => ctx.sim_data.as_deref().map(read_folder).unwrap_or_default(),
+        "history" => {
+            let st = ctx.state.agent(&ctx.agent.name);
+            format!(
+                "runs: {}, last: {}, failures in a row: {}, empty in a row: {}, mean time: {}",
+                st.runs,
+                st.last_status.map_or("none", |s| s.as_str()),
+                st.consecutive_failures,
+                st.consecutive_empty_rounds,
+                st.mean_run_ms()
+                    .map(crate::units::duration_ms)
+                    .unwrap_or_else(|| "-".into())
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// A mission section's raw value.
+fn compute(name: &str, def: &Section, ctx: &Context) -> std::result::Result<String, String> {
+    if let Some(text) = &def.text {
+        return Ok(text.clone());
+    }
+    if let Some(file) = &def.file {
+        let path = ctx.mission_dir.join(file);
+        return std::fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()));
+    }
+    let Some(cmd) = &def.command else {
+        return Ok(String::new());
+    };
+    let out = std::env::temp_dir().join(format!(
+        "orch-section-{}-{name}-{}.out",
+        std::process::id(),
+        ctx.round
+    ));
+    let f = process::run(&Spec {
+        label: format!("section {name}"),
+        argv: cmd.argv(),
+        cwd: ctx.root.to_path_buf(),
+        env: vec![("ORCH_ROUND".into(), ctx.round.to_string())],
+        stdin: None,
+        stdout: out.clone(),
+        stderr: out.with_extension("err"),
+        timeout: Duration::from_secs(120),
+        grace: ctx.grace,
+    });
+    let text = std::fs::read(&out)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(out.with_extension("err"));
+    match f.ending {
+        Ending::Exited(0) => Ok(text),
+        other => Err(format!("its command did not succeed ({other:?})")),
+    }
+}
+
+/// The text files of a folder, each under its name.
+fn read_folder(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if let Ok(text) = std::fs::read_to_string(e.path()) {
+            out.push_str(&format!(
+                "== {} ==\n{text}\n",
+                e.file_name().to_string_lossy()
+            ));
+        }
+    }
+    out
 }
 
 /// The `{{name}}` placeholders of a template, with the 1-based line each is on.
@@ -110,13 +345,15 @@ pub fn validate(mission: &Mission, mission_dir: &Path, mission_file: &Path) -> R
             )
         })?;
         for (line, name) in placeholders(&text) {
-            if !BUILTIN.contains(&name) {
+            if !BUILTIN.contains(&name) && !mission.sections.contains_key(name) {
+                let mut known: Vec<&str> = BUILTIN.to_vec();
+                known.extend(mission.sections.keys().map(String::as_str));
                 return Err(Error::mission(
                     &path,
                     format!("line {line}"),
                     format!(
-                        "unknown placeholder {{{{{name}}}}} (known: {})",
-                        BUILTIN.join(", ")
+                        "unknown placeholder {{{{{name}}}}} (known: {}; add it to the mission's `sections` to define it)",
+                        known.join(", ")
                     ),
                 ));
             }
@@ -174,6 +411,23 @@ mod tests {
             vec![(1, "agent"), (3, "round"), (3, "task")]
         );
         assert_eq!(render(t, &Fixed), "a <agent>\n\nb <round> <task>");
+    }
+
+    #[test]
+    fn the_largest_section_is_cut_first_to_fit_the_prompt() {
+        let mut values = BTreeMap::new();
+        values.insert("big".to_string(), ("b".repeat(5000), 5000));
+        values.insert("small".to_string(), ("s".repeat(300), 300));
+        let template = "{{big}}\n{{small}}\n";
+        fit(template, &mut values, 2000);
+        let text = render(template, &Values(&values));
+        assert!(text.len() <= 2000, "{}", text.len());
+        assert_eq!(
+            values["small"].0.len(),
+            300,
+            "the small section was left alone"
+        );
+        assert!(values["big"].0.contains("bytes cut by orch"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::git::{Git, Merge};
 use crate::mission::{Agent, Isolation, Mission, StdinMode, When, WhenKeyword};
 use crate::pool::{self, Done};
 use crate::process::{self, Ending, Spec};
-use crate::prompt::{self, Sections};
+use crate::prompt;
 use crate::results::{self, RawRun};
 use crate::roundlog::{
     Decision, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
@@ -26,7 +26,8 @@ use crate::roundlog::{
 use crate::sims::{self, SimRun, Which};
 use crate::state::{write_json, Journal, Layout, State, TestBaseline};
 use crate::tasks::{Queue, Task, TaskStatus};
-use crate::tests_run::{self, TestRun};
+use crate::tests_run::{self, Stage};
+use crate::tests_select;
 use crate::units;
 
 /// What every round of a run shares.
@@ -147,6 +148,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         },
         budget_reached: false,
         committed: false,
+        sections: BTreeMap::new(),
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -176,6 +178,8 @@ struct Round<'e, 's> {
     log: RoundLog,
     budget_reached: bool,
     committed: bool,
+    /// Prompt sections computed this round (a section command runs once a round).
+    sections: BTreeMap<String, String>,
 }
 
 impl<'e> Round<'e, '_> {
@@ -262,18 +266,18 @@ impl<'e> Round<'e, '_> {
                         .expect("spawning the post-sim thread")
                 });
                 let tests = env.mission.tests.as_ref().map(|t| {
-                    let log = layout.logs(self.round).join("tests.log");
-                    let mut entry = TestRun {
+                    let log_dir = layout.logs(self.round);
+                    let relative = |p: &Path| layout.relative(p);
+                    Stage {
                         tests: t,
                         root: env.root(),
-                        log: &log,
+                        log_dir: &log_dir,
+                        relative: &relative,
                         round: self.round,
                         grace: env.mission.grace(),
                         round_start: self.t0,
                     }
-                    .run(env.events);
-                    entry.log = layout.relative(&log);
-                    entry
+                    .run(&tests_select::select(t, &changed), env.events)
                 });
                 (
                     tests,
@@ -488,17 +492,33 @@ impl<'e> Round<'e, '_> {
         Ok(jobs)
     }
 
-    fn write_prompt(&self, agent: &Agent, model: &str, task: Option<&Task>) -> Result<PathBuf> {
+    fn write_prompt(&mut self, agent: &Agent, model: &str, task: Option<&Task>) -> Result<PathBuf> {
         let template = prompt::load_template(self.env.mission_dir, agent)?;
-        let sections = Builtins {
+        let ctx = prompt::Context {
             agent,
             round: self.round,
             model,
             task,
             state: self.state,
             sim_data: self.env.sim_data(),
+            mission: self.env.mission,
+            mission_dir: self.env.mission_dir,
+            root: self.env.root(),
+            grace: self.env.mission.grace(),
         };
-        let text = prompt::render(&template, &sections);
+        let rendered = prompt::build(&template, &ctx, &mut self.sections);
+        for w in &rendered.warnings {
+            log::warn!("agent {}: {w}", agent.name);
+        }
+        for s in rendered.sections.iter().filter(|s| s.cut > 0) {
+            log::info!(
+                "agent {}: prompt section {} trimmed by {} bytes",
+                agent.name,
+                s.name,
+                s.cut
+            );
+        }
+        let text = rendered.text;
         let path = self
             .env
             .layout
@@ -1213,76 +1233,4 @@ fn describe_ending(e: &Ending) -> String {
         Ending::Cancelled => "cancelled".into(),
         Ending::SpawnFailed(m) => m.clone(),
     }
-}
-
-/// The built-in prompt sections, computed only when a template names them.
-struct Builtins<'a> {
-    agent: &'a Agent,
-    round: u32,
-    model: &'a str,
-    task: Option<&'a Task>,
-    state: &'a State,
-    sim_data: Option<PathBuf>,
-}
-
-impl Sections for Builtins<'_> {
-    fn section(&self, name: &str) -> String {
-        let max = prompt::DEFAULT_SECTION_BYTES;
-        match name {
-            "agent" => self.agent.name.clone(),
-            "round" => self.round.to_string(),
-            "model" => self.model.to_string(),
-            "task" => self
-                .task
-                .map(|t| {
-                    format!(
-                        "Your task ({}, priority {}): {}\n\n{}",
-                        t.id, t.priority, t.title, t.body
-                    )
-                })
-                .unwrap_or_default(),
-            "testFailures" => {
-                let f = &self.state.last_test_failure;
-                if f.is_empty() {
-                    String::new()
-                } else {
-                    prompt::trim(&format!("The last test run failed:\n{f}"), max)
-                }
-            }
-            "sims" => self
-                .sim_data
-                .as_deref()
-                .map(|d| prompt::trim(&read_folder(d), max))
-                .unwrap_or_default(),
-            "history" => {
-                let st = self.state.agent(&self.agent.name);
-                format!(
-                    "runs: {}, last: {}, failures in a row: {}, empty in a row: {}",
-                    st.runs,
-                    st.last_status.map_or("none", |s| s.as_str()),
-                    st.consecutive_failures,
-                    st.consecutive_empty_rounds
-                )
-            }
-            _ => String::new(),
-        }
-    }
-}
-
-/// The text files of the published sim folder, each under its name.
-fn read_folder(dir: &Path) -> String {
-    let mut out = String::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map(|r| r.flatten().collect())
-        .unwrap_or_default();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        if let Ok(text) = std::fs::read_to_string(e.path()) {
-            out.push_str(&format!(
-                "== {} ==\n{text}\n",
-                e.file_name().to_string_lossy()
-            ));
-        }
-    }
-    out
 }

@@ -218,6 +218,37 @@ pub struct TestsEntry {
     /// The last lines of the output, for the report and for the agents' `testFailures`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tail: String,
+    /// Why the full command ran, or why each suite ran (incremental testing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each suite that ran, when suites ran instead of the full command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suite_runs: Vec<SuiteEntry>,
+}
+
+/// One test suite's run within a round's tests stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuiteEntry {
+    pub name: String,
+    pub reason: String,
+    pub status: StepStatus,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub start_ms: u64,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub passed: Option<u64>,
+    #[serde(default)]
+    pub failed: Option<u64>,
+    #[serde(default = "one")]
+    pub attempts: u32,
+    #[serde(default)]
+    pub flaky: bool,
+    #[serde(default)]
+    pub log: String,
 }
 
 fn one() -> u32 {

@@ -296,15 +296,7 @@ fn baseline(ws: &Workspace, state: &mut State, events: &Events) -> Result<()> {
         return Ok(());
     }
     let log = ws.layout.dir.join("logs").join("baseline-tests.log");
-    let entry = TestRun {
-        tests,
-        root: ws.git.root(),
-        log: &log,
-        round: 0,
-        grace: ws.mission().grace(),
-        round_start: std::time::Instant::now(),
-    }
-    .run(events);
+    let entry = TestRun::full(tests, ws.git.root(), log, 0, ws.mission().grace()).run(events);
     log::info!(
         "test baseline at {}: {}{}",
         &head[..head.len().min(10)],

@@ -365,6 +365,8 @@ fn legacy(
                 .unwrap_or(false),
             log: str_at(t, "log").unwrap_or_default().to_string(),
             tail: String::new(),
+            reason: None,
+            suite_runs: Vec::new(),
         });
     let tests_start = v
         .get("tests")

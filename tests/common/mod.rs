@@ -86,10 +86,10 @@ impl Repo {
         self.git(&["status", "--porcelain", "--untracked-files=all"])
     }
 
-    /// Writes orch.json and commits it so the tree is clean.
+    /// Writes orch.json and commits it, with anything else written so far, so the tree is clean.
     pub fn mission(&self, m: serde_json::Value) {
         self.write("orch.json", &serde_json::to_string_pretty(&m).unwrap());
-        self.git(&["add", "orch.json"]);
+        self.git(&["add", "-A"]);
         self.git(&["commit", "-qm", "mission"]);
     }
 
