@@ -408,8 +408,16 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // The grandchild is gone (or a zombie being reaped by init).
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(state.is_empty() || state.contains(") Z"), "{state}");
+        // The grandchild is gone (or a zombie being reaped by init). SIGKILL is delivered
+        // asynchronously, so give the kernel a moment to tear it down.
+        let gone = || {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            st.is_empty() || st.contains(") Z")
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !gone() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(), "the grandchild {pid} survived");
     }
 }
