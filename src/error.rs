@@ -18,6 +18,10 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_STOPPED: i32 = 3;
 /// Exit status: another orch holds the lock on this repository.
 pub const EXIT_LOCKED: i32 = 4;
+/// Exit status: the mission finished before its round count: every agent reported `all-done`,
+/// or `sims.stopWhen` said the run converged. Distinct from 0 so a sequence (or a script) can
+/// tell "done" from "out of rounds".
+pub const EXIT_FINISHED: i32 = 5;
 /// Exit status: interrupted by SIGINT/SIGTERM.
 pub const EXIT_INTERRUPTED: i32 = 130;
 

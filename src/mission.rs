@@ -67,6 +67,14 @@ pub struct Mission {
     pub launcher: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TasksConfig>,
+    /// With `owns` globs: take changes outside an agent's globs out before its work is merged
+    /// (worktree isolation), instead of only reporting them.
+    #[serde(default)]
+    pub enforce_ownership: bool,
+    /// On a regression: `per-agent` takes the code agents' changes out one at a time to find
+    /// the culprits and keeps the rest (worktree isolation); `round` reverts the whole round.
+    #[serde(default)]
+    pub revert_strategy: RevertStrategy,
     /// Run Phase B after a reverted round (off: its agents would read work that no longer
     /// exists).
     #[serde(default)]
@@ -108,6 +116,13 @@ pub struct Agent {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launcher: Option<Vec<String>>,
+    /// Agents whose work this one waits for: it is `blocked` until each reports `complete` (or
+    /// `all-done`) in its handoff file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Globs of the files this agent owns; a change outside them is a violation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owns: Vec<String>,
 }
 
 /// A prompt section: exactly one of `file` (relative to the mission's folder), `text`, or
@@ -197,6 +212,10 @@ pub struct Sims {
     /// Where a successful sim's output is published, relative to the repository root.
     #[serde(default = "default_publish_to")]
     pub publish_to: PathBuf,
+    /// Convergence: a command run in the published folder after a post-sim is published; exit
+    /// 0 ends the run as converged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_when: Option<Command>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +290,14 @@ pub enum Isolation {
     Shared,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevertStrategy {
+    #[default]
+    PerAgent,
+    Round,
+}
+
 /// Task decomposition: a task that timed out, or failed `splitAfter` times, is handed to the
 /// `splitBy` agent to be broken into smaller ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,12 +313,28 @@ fn default_split_after() -> u32 {
     2
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StopConfig {
     /// Stop after this many rounds in a row that committed nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_empty_rounds: Option<u32>,
+    /// The circuit breaker: stop after this many rounds in a row whose tests failed.
+    #[serde(default = "default_after_test_failures")]
+    pub after_test_failures: u32,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig {
+            after_empty_rounds: None,
+            after_test_failures: default_after_test_failures(),
+        }
+    }
+}
+
+fn default_after_test_failures() -> u32 {
+    3
 }
 
 fn default_rounds() -> u32 {
@@ -495,6 +538,25 @@ impl Mission {
                 }
                 _ => {}
             }
+            for (j, d) in a.depends_on.iter().enumerate() {
+                if d == &a.name {
+                    return err(
+                        at(&format!("dependsOn[{j}]")),
+                        "an agent cannot depend on itself".into(),
+                    );
+                }
+                if self.agent(d).is_none() {
+                    return err(
+                        at(&format!("dependsOn[{j}]")),
+                        format!("no agent named {d:?} in this mission"),
+                    );
+                }
+            }
+            for (j, p) in a.owns.iter().enumerate() {
+                if let Err(m) = crate::glob::validate(p) {
+                    return err(at(&format!("owns[{j}]")), m);
+                }
+            }
             for k in a.env.keys() {
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
                     return err(at("env"), format!("{k:?} is not a valid variable name"));
@@ -585,6 +647,12 @@ impl Mission {
                     );
                 }
             }
+        }
+        if self.stop.after_test_failures == 0 {
+            return err("stop.afterTestFailures".into(), "must be at least 1".into());
+        }
+        if let Some(c) = self.sims.as_ref().and_then(|s| s.stop_when.as_ref()) {
+            check_command(file, "sims.stopWhen", c, &["round"])?;
         }
         if self.stop.after_empty_rounds == Some(0) {
             return err("stop.afterEmptyRounds".into(), "must be at least 1".into());

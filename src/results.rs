@@ -109,6 +109,8 @@ pub fn settle(
         error,
         summary: cost.summary.clone(),
         escalated_to: model_change.as_ref().map(|(_, to, _)| to.clone()),
+        ownership_violations: Vec::new(),
+        handoff: None,
     };
     Settled {
         entry,

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::git::{Git, Merge};
-use crate::mission::{Agent, Isolation, Mission, StdinMode, When, WhenKeyword};
+use crate::mission::{Agent, Isolation, Mission, RevertStrategy, StdinMode, When, WhenKeyword};
 use crate::pool::{self, Done};
 use crate::process::{self, Ending, Spec};
 use crate::prompt;
 use crate::results::{self, RawRun};
 use crate::roundlog::{
-    Decision, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
+    BisectRun, Decision, Phase, RevertInfo, RoundLog, RoundStatus, RunStatus, Sims, StepStatus,
+    Timing, SCHEMA,
 };
 use crate::sims::{self, SimRun, Which};
 use crate::state::{write_json, Journal, Layout, State, TestBaseline};
@@ -51,6 +52,10 @@ pub struct Outcome {
     pub interrupted: bool,
     /// Something was committed this round.
     pub committed: bool,
+    /// `sims.stopWhen` passed: the run has converged.
+    pub converged: bool,
+    /// The circuit breaker tripped: too many rounds in a row with failing tests.
+    pub breaker: bool,
 }
 
 /// The plan for one agent this round.
@@ -139,6 +144,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             tests: None,
             reverted: false,
             kept_ref: None,
+            revert: None,
             timing: Timing::default(),
             cost_usd: 0.0,
             total_cost_usd: 0.0,
@@ -149,6 +155,9 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         budget_reached: false,
         committed: false,
         sections: BTreeMap::new(),
+        merged: Vec::new(),
+        converged: false,
+        breaker: false,
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -180,6 +189,10 @@ struct Round<'e, 's> {
     committed: bool,
     /// Prompt sections computed this round (a section command runs once a round).
     sections: BTreeMap<String, String>,
+    /// Worktree isolation: each code agent's commit merged this round, in merge order.
+    merged: Vec<(String, String)>,
+    converged: bool,
+    breaker: bool,
 }
 
 impl<'e> Round<'e, '_> {
@@ -254,6 +267,9 @@ impl<'e> Round<'e, '_> {
         // 3. Tests ‖ post-sim, only when Phase A changed the tree.
         let changed = env.git.changed_since(base)?;
         let mut reverted = false;
+        let mut regressed = false;
+        // Code agents whose work was taken out (all of them on a whole-round revert).
+        let mut rejected: Vec<String> = Vec::new();
         if !changed.is_empty() {
             let t_start = Instant::now();
             let post_sim = env.mission.sims.as_ref().and_then(|s| s.post.as_ref());
@@ -307,8 +323,13 @@ impl<'e> Round<'e, '_> {
                     self.state.last_test_failure = tests.tail.clone();
                 }
                 if tests.regression {
-                    self.revert(base, &tests.tail)?;
-                    reverted = true;
+                    regressed = true;
+                    rejected = self.undo_regression(base, &tests.tail)?;
+                    reverted = self
+                        .log
+                        .revert
+                        .as_ref()
+                        .is_some_and(|r| r.strategy == "round");
                 } else {
                     self.state.test_baseline = Some(TestBaseline {
                         passed: tests.status == StepStatus::Passed,
@@ -322,12 +343,16 @@ impl<'e> Round<'e, '_> {
                 self.log.tests = Some(tests);
             }
         }
-        self.settle_tasks(Phase::Code, reverted);
-        self.publish(reverted)?;
+        self.settle_tasks(Phase::Code, &rejected);
+        self.publish(regressed)?;
         let what = if reverted {
             "sim data".to_string()
         } else {
-            format!("code: {}", names(Phase::Code).join(", "))
+            let kept: Vec<String> = names(Phase::Code)
+                .into_iter()
+                .filter(|n| !rejected.contains(n))
+                .collect();
+            format!("code: {}", kept.join(", "))
         };
         self.commit(&what)?;
 
@@ -351,7 +376,7 @@ impl<'e> Round<'e, '_> {
                 if process::interrupted() {
                     return self.interrupted();
                 }
-                self.settle_tasks(Phase::Review, false);
+                self.settle_tasks(Phase::Review, &[]);
                 self.commit(&format!("review: {}", names(Phase::Review).join(", ")))?;
             }
         }
@@ -367,25 +392,53 @@ impl<'e> Round<'e, '_> {
         let env: &'e Env<'e> = self.env;
         let mut active = Vec::new();
         for (index, agent) in env.mission.agents.iter().enumerate() {
-            let (included, reason) = if !env.only.is_empty() {
+            let waiting = self.waiting_for(agent);
+            let (decision, reason) = if !env.only.is_empty() {
                 if env.only.contains(&agent.name) {
-                    (true, "selected with --agent".to_string())
+                    ("included", "selected with --agent".to_string())
                 } else {
-                    (false, "not selected with --agent".to_string())
+                    ("skipped", "not selected with --agent".to_string())
                 }
+            } else if self.state.agent(&agent.name).handoff.as_deref() == Some("all-done") {
+                ("skipped", "it reported all-done".to_string())
+            } else if let Some(w) = waiting {
+                ("blocked", w)
             } else {
-                self.gate(agent)
+                match self.gate(agent) {
+                    (true, why) => ("included", why),
+                    (false, why) => ("skipped", why),
+                }
             };
+            let included = decision == "included";
             self.log.decisions.push(Decision {
                 agent: agent.name.clone(),
-                decision: if included { "included" } else { "skipped" }.into(),
+                decision: decision.into(),
                 reason,
+                model: None,
+                escalated: false,
+                outcome: None,
+                elapsed_ms: None,
             });
             if included {
                 active.push(Planned { agent, index });
             }
         }
         active
+    }
+
+    /// `dependsOn`: why the agent must wait, if it must: an agent it depends on has not
+    /// reported its work complete in its handoff file.
+    fn waiting_for(&self, agent: &Agent) -> Option<String> {
+        let pending: Vec<String> = agent
+            .depends_on
+            .iter()
+            .filter_map(|d| match self.state.agent(d).handoff.as_deref() {
+                Some("complete" | "all-done") => None,
+                Some(other) => Some(format!("{d} (it reported {other})")),
+                None => Some(format!("{d} (no report yet)")),
+            })
+            .collect();
+        (!pending.is_empty()).then(|| format!("waiting for {}", pending.join(", ")))
     }
 
     /// The agent's `when` rule for this round.
@@ -558,6 +611,10 @@ impl<'e> Round<'e, '_> {
         };
         let st = self.state.agent_mut(&agent.name);
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
+        settled.entry.handoff = self.read_handoff(agent);
+        if !agent.owns.is_empty() {
+            self.check_ownership(agent, &raw, &mut settled.entry);
+        }
         if let Some(wt) = &raw.worktree {
             if let Err(e) = self.integrate(wt, &raw.base, &mut settled.entry) {
                 log::warn!(
@@ -594,6 +651,12 @@ impl<'e> Round<'e, '_> {
                 reason: why.clone(),
             });
         }
+        if let Some(d) = self.log.decisions.iter_mut().find(|d| d.agent == e.name) {
+            d.model = Some(e.model.clone());
+            d.escalated = settled.model_change.is_some();
+            d.outcome = Some(e.status);
+            d.elapsed_ms = Some(e.elapsed_ms);
+        }
         if let Some(b) = env.budget {
             if !self.budget_reached && self.state.total_cost_usd >= b {
                 self.budget_reached = true;
@@ -607,6 +670,78 @@ impl<'e> Round<'e, '_> {
             }
         }
         self.log.agents.push(settled.entry);
+    }
+
+    /// What the agent reported in its handoff file, kept in the state for `dependsOn`.
+    fn read_handoff(&mut self, agent: &Agent) -> Option<String> {
+        let path = handoff_path(self.env.layout, &agent.name);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let v: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!(
+                    "agent {}: its handoff file {} is not JSON ({e}); ignored",
+                    agent.name,
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let status = v.get("status").and_then(|s| s.as_str()).unwrap_or_default();
+        if !matches!(status, "in-progress" | "complete" | "all-done") {
+            log::warn!(
+                "agent {}: handoff status {status:?} is not in-progress, complete or all-done; ignored",
+                agent.name
+            );
+            return None;
+        }
+        self.state.agent_mut(&agent.name).handoff = Some(status.to_string());
+        Some(status.to_string())
+    }
+
+    /// Changes outside the agent's `owns` globs: reported, and with `enforceOwnership` (in a
+    /// worktree, where they are surely this agent's) taken out before the merge.
+    fn check_ownership(
+        &mut self,
+        agent: &Agent,
+        raw: &RawRun,
+        entry: &mut crate::roundlog::AgentEntry,
+    ) {
+        let outside: Vec<String> = raw
+            .changed
+            .iter()
+            .filter(|f| !agent.owns.iter().any(|g| crate::glob::matches(g, f)))
+            .cloned()
+            .collect();
+        if outside.is_empty() {
+            return;
+        }
+        log::warn!(
+            "agent {} changed files outside what it owns: {}",
+            agent.name,
+            outside.join(", ")
+        );
+        if self.env.mission.enforce_ownership {
+            if let Some(wt) = &raw.worktree {
+                let git = self.env.git.at(wt);
+                for f in &outside {
+                    // Tracked at the base: put it back; new: remove it.
+                    if git.run(&["checkout", &raw.base, "--", f]).is_err() {
+                        let _ = std::fs::remove_file(wt.join(f));
+                    }
+                }
+                entry.changed_files = entry.changed_files.saturating_sub(outside.len() as u32);
+                if entry.changed_files == 0 && entry.status == RunStatus::Ok {
+                    entry.status = RunStatus::Empty;
+                }
+                self.note(&format!(
+                    "{}: changes outside its owns globs were taken out: {}",
+                    agent.name,
+                    outside.join(", ")
+                ));
+            }
+        }
+        entry.ownership_violations = outside;
     }
 
     /// Worktree isolation: commits an agent's change in its worktree and merges it into the main
@@ -633,7 +768,7 @@ impl<'e> Round<'e, '_> {
                     |kind: &str| format!("refs/orch/{kind}/round-{}/{}", self.round, entry.name);
                 match entry.status {
                     RunStatus::Ok => match self.env.git.merge(&commit, &msg)? {
-                        Merge::Merged => {}
+                        Merge::Merged => self.merged.push((entry.name.clone(), commit.clone())),
                         Merge::Conflict(files) => {
                             let r = keep("conflicts");
                             self.env.git.set_ref(&r, &commit)?;
@@ -661,16 +796,23 @@ impl<'e> Round<'e, '_> {
 
     /// Tasks of the phase's agents: done when the run was ok (and kept), back to pending
     /// otherwise.
-    fn settle_tasks(&mut self, phase: Phase, reverted: bool) {
+    fn settle_tasks(&mut self, phase: Phase, rejected: &[String]) {
         let failure = self.state.last_test_failure.clone();
         let runs: Vec<_> = self
             .log
             .agents
             .iter()
             .filter(|e| e.phase == phase)
-            .filter_map(|e| Some((e.task.clone()?, e.status, e.error.clone())))
+            .filter_map(|e| {
+                Some((
+                    e.task.clone()?,
+                    e.status,
+                    e.error.clone(),
+                    rejected.contains(&e.name),
+                ))
+            })
             .collect();
-        for (id, status, error) in runs {
+        for (id, status, error, reverted) in runs {
             let id = id.as_str();
             match (status, reverted) {
                 (RunStatus::Ok, false) => {
@@ -795,6 +937,124 @@ impl<'e> Round<'e, '_> {
     }
 
     /// Keeps the rejected tree in a ref and restores the base exactly.
+    /// Undoes a regression. With worktree isolation and two or more merged code agents (and
+    /// `revertStrategy: per-agent`), takes the agents' changes out one at a time, newest merge
+    /// first, re-running the tests on the rest, to find the agent whose change broke them; the
+    /// others' work is kept. Otherwise, or when no single culprit explains the failure, the
+    /// whole round is reverted. Returns the agents whose work was taken out.
+    fn undo_regression(&mut self, base: &str, failure: &str) -> Result<Vec<String>> {
+        /// Leave-one-out costs one test run per agent; past this, revert the round.
+        const MAX_CANDIDATES: usize = 8;
+        let env = self.env;
+        let code_agents: Vec<String> = self
+            .log
+            .agents
+            .iter()
+            .filter(|e| e.phase == Phase::Code)
+            .map(|e| e.name.clone())
+            .collect();
+        let merged = self.merged.clone();
+        let per_agent = env.mission.revert_strategy == RevertStrategy::PerAgent
+            && env.mission.git.isolation == Isolation::Worktree
+            && merged.len() >= 2
+            && merged.len() <= MAX_CANDIDATES;
+        let mut runs = Vec::new();
+        if per_agent {
+            for k in (0..merged.len()).rev() {
+                if process::interrupted() {
+                    break;
+                }
+                let suspect = &merged[k].0;
+                env.git.restore(base)?;
+                let mut clean = true;
+                for (j, (name, commit)) in merged.iter().enumerate() {
+                    if j != k {
+                        let msg = format!("orch: round {} {name} (without {suspect})", self.round);
+                        if env.git.merge(commit, &msg)? != Merge::Merged {
+                            clean = false;
+                            break;
+                        }
+                    }
+                }
+                if !clean {
+                    continue;
+                }
+                let t = self.test_tree(base, suspect)?;
+                let passed = !tests_run::is_regression(&t, self.state.test_baseline.as_ref());
+                runs.push(BisectRun {
+                    without: vec![suspect.clone()],
+                    status: t.status,
+                    elapsed_ms: t.elapsed_ms,
+                    failed: t.failed,
+                });
+                if passed {
+                    let (name, commit) = &merged[k];
+                    let kept = format!("refs/orch/rejected/round-{}/{name}", self.round);
+                    env.git.set_ref(&kept, commit)?;
+                    if let Some(e) = self.log.agents.iter_mut().find(|e| &e.name == name) {
+                        e.error = Some(format!(
+                            "its change broke the tests and was taken out; kept in {kept}"
+                        ));
+                    }
+                    env.events.emit(Event::Revert {
+                        round: self.round,
+                        kept_ref: kept.clone(),
+                        reason: format!("the tests regressed; {name}'s change was the cause"),
+                    });
+                    self.note(&format!(
+                        "per-agent revert: {name}'s change broke the tests; the other agents' work is kept"
+                    ));
+                    self.log.kept_ref = Some(kept);
+                    self.log.revert = Some(RevertInfo {
+                        strategy: "per-agent".into(),
+                        culprits: vec![name.clone()],
+                        test_runs: runs,
+                    });
+                    return Ok(vec![name.clone()]);
+                }
+            }
+            // No single culprit: put the union back so the rejected ref holds all of it.
+            env.git.restore(base)?;
+            for (name, commit) in &merged {
+                let msg = format!("orch: round {} {name}", self.round);
+                env.git.merge(commit, &msg)?;
+            }
+            self.note("per-agent revert found no single culprit; the whole round is reverted");
+        }
+        self.revert(base, failure)?;
+        self.log.revert = Some(RevertInfo {
+            strategy: "round".into(),
+            culprits: code_agents.clone(),
+            test_runs: runs,
+        });
+        Ok(code_agents)
+    }
+
+    /// Runs the tests on the tree as it is now (a candidate of the per-agent revert).
+    fn test_tree(&self, base: &str, without: &str) -> Result<crate::roundlog::TestsEntry> {
+        let env = self.env;
+        let Some(t) = env.mission.tests.as_ref() else {
+            return Err(crate::error::Error::Other("no tests to run".into()));
+        };
+        let changed = env.git.changed_since(base)?;
+        let log_dir = env
+            .layout
+            .logs(self.round)
+            .join(format!("without-{without}"));
+        std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
+        let relative = |p: &Path| env.layout.relative(p);
+        Ok(Stage {
+            tests: t,
+            root: env.root(),
+            log_dir: &log_dir,
+            relative: &relative,
+            round: self.round,
+            grace: env.mission.grace(),
+            round_start: self.t0,
+        }
+        .run(&tests_select::select(t, &changed), env.events))
+    }
+
     fn revert(&mut self, base: &str, failure: &str) -> Result<()> {
         let kept = format!("refs/orch/rejected/round-{}", self.round);
         self.env.git.save_tree(
@@ -818,7 +1078,7 @@ impl<'e> Round<'e, '_> {
 
     /// Publishes the sims that may be published: a successful pre-sim always, a successful
     /// post-sim only when the round was not reverted.
-    fn publish(&mut self, reverted: bool) -> Result<()> {
+    fn publish(&mut self, regressed: bool) -> Result<()> {
         let Some(dest) = self.env.sim_data() else {
             return Ok(());
         };
@@ -834,15 +1094,53 @@ impl<'e> Round<'e, '_> {
                     .get_or_insert_with(|| "not published: the sim did not succeed".into());
                 continue;
             }
-            if which == Which::Post && reverted {
-                entry.note =
-                    Some("discarded: the tests regressed and the round was reverted".into());
+            if which == Which::Post && regressed {
+                entry.note = Some("discarded: the tests regressed on the tree it simulated".into());
                 continue;
             }
             sims::publish(&scratch.join(which.as_str()), &dest)?;
             entry.published = true;
         }
+        if self.log.sims.post.as_ref().is_some_and(|p| p.published) {
+            self.check_convergence(&dest);
+        }
         Ok(())
+    }
+
+    /// `sims.stopWhen`: a command run in the published folder; exit 0 means converged.
+    fn check_convergence(&mut self, dest: &Path) {
+        let Some(cmd) = self
+            .env
+            .mission
+            .sims
+            .as_ref()
+            .and_then(|s| s.stop_when.as_ref())
+        else {
+            return;
+        };
+        let log = self.env.layout.logs(self.round).join("stop-when.log");
+        let f = process::run(&Spec {
+            label: "sims.stopWhen".into(),
+            argv: cmd
+                .argv()
+                .into_iter()
+                .map(|a| a.replace("{round}", &self.round.to_string()))
+                .collect(),
+            cwd: dest.to_path_buf(),
+            env: vec![
+                ("ORCH_ROUND".into(), self.round.to_string()),
+                ("ORCH_SIM_DATA".into(), dest.display().to_string()),
+            ],
+            stdin: None,
+            stdout: log.clone(),
+            stderr: log,
+            timeout: Duration::from_secs(300),
+            grace: self.env.mission.grace(),
+        });
+        if f.ending.success() {
+            self.converged = true;
+            self.note("converged: sims.stopWhen exited 0 on the published post-sim output");
+        }
     }
 
     fn commit(&mut self, what: &str) -> Result<()> {
@@ -978,6 +1276,22 @@ impl<'e> Round<'e, '_> {
         self.log.timing = std::mem::take(&mut self.log.timing).with_overhead();
         self.log.finished_at = units::now_rfc3339();
         self.log.total_cost_usd = self.state.total_cost_usd;
+        // The circuit breaker counts rounds in a row whose tests failed.
+        if let Some(t) = &self.log.tests {
+            if t.status == StepStatus::Passed {
+                self.state.test_failures_in_a_row = 0;
+            } else if t.status != StepStatus::Cancelled {
+                self.state.test_failures_in_a_row += 1;
+                let limit = env.mission.stop.after_test_failures;
+                if self.state.test_failures_in_a_row >= limit {
+                    self.breaker = true;
+                    self.log.stop_reason = Some(format!(
+                        "circuit breaker: the tests failed in {} rounds in a row (stop.afterTestFailures {limit})",
+                        self.state.test_failures_in_a_row
+                    ));
+                }
+            }
+        }
         // The stall guard counts rounds that committed nothing, skipped ones included.
         if self.committed {
             self.state.empty_rounds_in_a_row = 0;
@@ -1002,6 +1316,8 @@ impl<'e> Round<'e, '_> {
             budget_reached: self.budget_reached,
             interrupted: self.log.status == RoundStatus::Interrupted,
             committed: self.committed,
+            converged: self.converged,
+            breaker: self.breaker,
         })
     }
 }
@@ -1039,6 +1355,11 @@ pub fn timeout_for(agent: &Agent, st: &crate::state::AgentState) -> Duration {
         }
     }
     Duration::from_secs_f64(agent.timeout_s)
+}
+
+/// The agent's handoff file: it persists across rounds, so the last report stands.
+fn handoff_path(layout: &Layout, agent: &str) -> PathBuf {
+    layout.dir.join("handoff").join(format!("{agent}.json"))
 }
 
 fn inbox_path(layout: &Layout, round: u32, agent: &str) -> PathBuf {
@@ -1107,6 +1428,10 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         ("ORCH_TASKS_INBOX".into(), disp(&inbox)),
         ("ORCH_RESULT_FILE".into(), disp(&result_file)),
         ("ORCH_STATE_DIR".into(), disp(&layout.dir)),
+        (
+            "ORCH_HANDOFF_FILE".into(),
+            disp(&handoff_path(layout, &agent.name)),
+        ),
     ];
     if let Some(d) = env.sim_data() {
         vars.push(("ORCH_SIM_DATA".into(), disp(&d)));

@@ -153,6 +153,12 @@ pub struct AgentEntry {
     /// Set when the model changed after this run: the model the agent moves to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated_to: Option<String>,
+    /// Changed files outside the agent's `owns` globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ownership_violations: Vec<String>,
+    /// What the agent reported in its handoff file (`in-progress`, `complete`, `all-done`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
 }
 
 fn yes() -> bool {
@@ -298,6 +304,9 @@ pub struct RoundLog {
     pub tests: Option<TestsEntry>,
     #[serde(default)]
     pub reverted: bool,
+    /// How a regression was undone, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertInfo>,
     /// Where the rejected or interrupted tree was kept, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_ref: Option<String>,
@@ -323,4 +332,37 @@ pub struct Decision {
     /// `included`, `skipped` or `blocked`.
     pub decision: String,
     pub reason: String,
+    /// For included agents: the model, whether it changed after the run, how the run ended
+    /// and how long it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+}
+
+/// How a regression was undone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertInfo {
+    /// `per-agent` (culprits found and taken out, the others' work kept) or `round`.
+    pub strategy: String,
+    /// The agents whose changes were taken out.
+    pub culprits: Vec<String>,
+    /// Every extra test run made to find them: which agent was left out and the result.
+    #[serde(default)]
+    pub test_runs: Vec<BisectRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BisectRun {
+    pub without: Vec<String>,
+    pub status: StepStatus,
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub failed: Option<u64>,
 }

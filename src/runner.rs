@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED};
+use crate::error::{
+    Error, Result, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED,
+};
 use crate::events::{Event, Events};
 use crate::git::Git;
 use crate::mission::{self, Mission};
@@ -152,6 +154,27 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
             code = stop(events, "interrupted by a signal".into(), EXIT_INTERRUPTED);
             break;
         }
+        if outcome.converged {
+            code = stop(
+                events,
+                "converged: sims.stopWhen passed".into(),
+                EXIT_FINISHED,
+            );
+            break;
+        }
+        if all_done(mission, &state) {
+            code = stop(
+                events,
+                "every agent reported all-done".into(),
+                EXIT_FINISHED,
+            );
+            break;
+        }
+        if outcome.breaker {
+            let why = outcome.log.stop_reason.clone().unwrap_or_default();
+            code = stop(events, why, EXIT_STOPPED);
+            break;
+        }
         if outcome.budget_reached {
             let why = outcome
                 .log
@@ -192,6 +215,14 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
         total_cost_usd: state.total_cost_usd,
     });
     Ok(code)
+}
+
+/// Whether every agent has reported `all-done` in its handoff file: the mission is finished.
+fn all_done(mission: &Mission, state: &State) -> bool {
+    mission
+        .agents
+        .iter()
+        .all(|a| state.agent(&a.name).handoff.as_deref() == Some("all-done"))
 }
 
 /// A reason to stop before starting the next round.

@@ -130,6 +130,9 @@ pub struct State {
     /// Rounds in a row that committed nothing (the stall guard).
     #[serde(default)]
     pub empty_rounds_in_a_row: u32,
+    /// Rounds in a row whose tests failed (the circuit breaker).
+    #[serde(default)]
+    pub test_failures_in_a_row: u32,
     /// Test results at the base, when known: what a regression is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_baseline: Option<TestBaseline>,
@@ -177,6 +180,9 @@ pub struct AgentState {
     pub runs: u32,
     #[serde(default)]
     pub cost_usd: f64,
+    /// The last status the agent reported in its handoff file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
 }
 
 impl AgentState {

@@ -109,7 +109,7 @@ fn a_conflicting_agents_task_returns_to_the_queue_naming_the_files() {
 fn a_revert_undoes_every_merged_change_and_the_ref_holds_the_union() {
     let repo = Repo::new();
     repo.mission(json!({
-        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "name": "t", "rounds": 1, "maxConcurrency": 2, "revertStrategy": "round",
         "agents": [
             {"name": "good", "phase": "code", "command": agent_cmd(&["--write", "src/good.txt=fine"])},
             {"name": "bad", "phase": "code", "command": agent_cmd(&["--sleep", "0.3", "--write", "src/bad.txt=BROKEN"])}

@@ -339,6 +339,8 @@ fn legacy(
             error: str_at(a, "error").map(str::to_string),
             summary: None,
             escalated_to: str_at(a, "escalatedTo").map(str::to_string),
+            ownership_violations: Vec::new(),
+            handoff: None,
         });
     }
 
@@ -409,6 +411,7 @@ fn legacy(
         reverted: v.get("reverted").and_then(Value::as_bool).unwrap_or(false)
             || status == RoundStatus::Reverted,
         kept_ref: None,
+        revert: None,
         timing,
         cost_usd: f64_at(v, "costUsd"),
         total_cost_usd: f64_at(v, "totalCostUsd"),

@@ -1,0 +1,193 @@
+//! Parity with the original orchestrator: per-agent revert, the circuit breaker, dependencies
+//! and handoffs, file ownership, the decision log, convergence, sequences and import.
+
+mod common;
+
+use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use serde_json::json;
+
+#[test]
+fn only_the_agent_that_broke_the_tests_is_reverted_and_the_other_keeps_its_work() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "agents": [
+            {"name": "good", "phase": "code", "command": agent_cmd(&["--write", "src/good.txt=fine"])},
+            {"name": "bad", "phase": "code", "command": agent_cmd(&["--sleep", "0.3", "--write", "src/bad.txt=BROKEN"])}
+        ],
+        "sims": {"post": {"command": sim_cmd("0")}},
+        "tests": {"command": tests_cmd("0")}
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    let revert = &log["revert"];
+    assert_eq!(revert["strategy"], "per-agent");
+    assert_eq!(revert["culprits"], json!(["bad"]));
+    // bad merged last, so it was the first one left out, and that run passed.
+    assert_eq!(revert["testRuns"][0]["without"], json!(["bad"]));
+    assert_eq!(revert["testRuns"][0]["status"], "passed");
+    assert_eq!(
+        log["sims"]["post"]["published"], false,
+        "the post-sim saw the broken union"
+    );
+    assert!(repo.exists("src/good.txt"));
+    assert!(!repo.exists("src/bad.txt"));
+    assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), base);
+    let kept = repo.git(&["rev-parse", "refs/orch/rejected/round-1/bad"]);
+    assert_eq!(
+        repo.git(&["show", &format!("{kept}:src/bad.txt")]),
+        "BROKEN"
+    );
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+#[test]
+fn when_no_single_agent_explains_the_failure_the_whole_round_is_reverted() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=BROKEN"])},
+            {"name": "b", "phase": "code", "command": agent_cmd(&["--sleep", "0.3", "--write", "src/b.txt=BROKEN"])}
+        ],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "reverted");
+    assert_eq!(log["revert"]["strategy"], "round");
+    assert_eq!(log["revert"]["testRuns"].as_array().unwrap().len(), 2);
+    assert_eq!(repo.head(), base);
+    let kept = repo.git(&["rev-parse", "refs/orch/rejected/round-1"]);
+    let files = repo.git(&["ls-tree", "-r", "--name-only", &kept]);
+    assert!(
+        files.contains("src/a.txt") && files.contains("src/b.txt"),
+        "{files}"
+    );
+}
+
+#[test]
+fn the_circuit_breaker_stops_after_rounds_of_failing_tests() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 10, "stop": {"afterTestFailures": 2},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=BROKEN {round}"])}],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    let run = repo.orch(&["run"]).expect(3);
+    assert!(run.stderr().contains("circuit breaker"), "{}", run.stderr());
+    assert!(!repo.has_round_log(3));
+    let reason = repo.round_log(2)["stopReason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("afterTestFailures 2"), "{reason}");
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(
+        md.contains("circuit breaker"),
+        "the report gives the reason: {md}"
+    );
+}
+
+#[test]
+fn a_dependent_agent_is_blocked_until_its_dependency_reports_complete() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 3,
+        "agents": [
+            {"name": "api", "phase": "code",
+             "command": agent_cmd(&["--write", "src/api.txt={round}", "--round", "1", "--handoff", "in-progress", "--round", "2", "--handoff", "complete"])},
+            {"name": "ui", "phase": "code", "dependsOn": ["api"], "command": agent_cmd(&["--write", "src/ui.txt={round}"])}
+        ]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let decision = |r: u32| {
+        repo.round_log(r)["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["agent"] == "ui")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(decision(1)["decision"], "blocked");
+    assert!(decision(1)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("api (no report yet)"));
+    assert_eq!(decision(2)["decision"], "blocked");
+    assert!(decision(2)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("in-progress"));
+    assert_eq!(decision(3)["decision"], "included");
+    assert_eq!(decision(3)["outcome"], "ok");
+    assert!(decision(3)["elapsedMs"].as_u64().is_some());
+    assert_eq!(
+        Repo::agent(&repo.round_log(2), "api")["handoff"],
+        "complete"
+    );
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(md.contains("| ui | 1 | 0 | 2 |"), "decision table: {md}");
+}
+
+#[test]
+fn every_agent_all_done_finishes_the_run_with_exit_5() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 5,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=x", "--handoff", "all-done"])},
+            {"name": "b", "phase": "review", "command": agent_cmd(&["--result", "r", "--handoff", "all-done"])}
+        ]
+    }));
+    let run = repo.orch(&["run"]).expect(5);
+    assert!(run.stderr().contains("all-done"), "{}", run.stderr());
+    assert!(repo.has_round_log(1) && !repo.has_round_log(2));
+}
+
+#[test]
+fn a_change_outside_an_agents_files_is_reported_and_with_enforcement_taken_out() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "enforceOwnership": true,
+        "agents": [{"name": "ui", "phase": "code", "owns": ["src/ui/**"],
+                    "command": agent_cmd(&["--write", "src/ui/a.txt=mine", "--write", "src/api/b.txt=not mine"])}]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let ui = Repo::agent(&repo.round_log(1), "ui").clone();
+    assert_eq!(ui["ownershipViolations"], json!(["src/api/b.txt"]));
+    assert_eq!(ui["changedFiles"], 1);
+    assert!(repo.exists("src/ui/a.txt"));
+    assert!(!repo.exists("src/api/b.txt"));
+}
+
+#[test]
+fn without_enforcement_an_ownership_violation_is_only_reported() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "ui", "phase": "code", "owns": ["src/ui/**"],
+                    "command": agent_cmd(&["--write", "src/api/b.txt=not mine"])}]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let ui = Repo::agent(&repo.round_log(1), "ui").clone();
+    assert_eq!(ui["ownershipViolations"], json!(["src/api/b.txt"]));
+    assert!(repo.exists("src/api/b.txt"));
+}
+
+#[test]
+fn a_converged_sim_ends_the_run_with_exit_5() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt={round}"])}],
+        "sims": {"post": {"command": sim_cmd("0")}, "stopWhen": ["sh", "-c", "grep -q '\"round\": 2' latest.json"]}
+    }));
+    let run = repo.orch(&["run"]).expect(5);
+    assert!(run.stderr().contains("converged"), "{}", run.stderr());
+    assert!(repo.has_round_log(2) && !repo.has_round_log(3));
+}
