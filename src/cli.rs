@@ -63,6 +63,23 @@ pub enum Command {
     Init(InitArgs),
     /// A real multi-round run on a scratch repository with bundled fake agents; no API key.
     Demo(DemoArgs),
+    /// Convert a mission of the original orchestrator into an orch mission.
+    #[command(
+        after_help = "Examples:\n  orch import old/mission.json             # writes orch.json, lists what it could not carry over\n  orch import old/sequence.json -o seq.json # a sequence: seq.json plus seq-1.json, seq-2.json, ..."
+    )]
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The original mission (or sequence) JSON.
+    pub path: PathBuf,
+    /// Where to write the orch mission.
+    #[arg(short, long, default_value = "orch.json", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,15 +274,40 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Validate(a) => validate(&cwd, &a),
         Command::Init(a) => crate::init::init(&cwd, &a.agent, a.force).map(|_| EXIT_OK),
         Command::Demo(a) => crate::demo::run(a.dir, a.rounds, a.output.json, verbosity),
+        Command::Import(a) => {
+            let imported = crate::import::import(&cwd.join(&a.path), &cwd.join(&a.output))?;
+            crate::import::write(&imported, a.force)?;
+            Ok(EXIT_OK)
+        }
     }
 }
 
 /// Sets up the event sinks and signal handling, and runs rounds.
 pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32> {
     install_signal_handler();
-    let ws = Workspace::open(&opts.dir, &opts.mission)?;
+    let file = opts.dir.join(&opts.mission);
+    let sequence = crate::sequence::detect(&file)?;
+    let ws = match &sequence {
+        Some(seq) => {
+            if opts.only_round.is_some() {
+                return Err(Error::Usage(format!(
+                    "{} is a sequence of missions; `orch round N` needs one mission (-m FILE)",
+                    file.display()
+                )));
+            }
+            let first = file
+                .parent()
+                .unwrap_or(&opts.dir)
+                .join(&seq.sequence[0].mission);
+            Workspace::open(&opts.dir, &first)?
+        }
+        None => Workspace::open(&opts.dir, &opts.mission)?,
+    };
     let events = sinks(&ws.layout, json, verbosity);
-    let result = runner::run(&ws, opts, &events);
+    let result = match &sequence {
+        Some(seq) => crate::sequence::run(seq, &file, opts, &events),
+        None => runner::run(&ws, opts, &events),
+    };
     events.finish();
     if result.is_ok() {
         append_step_summary(&ws.layout);
@@ -479,7 +521,29 @@ fn set_task(
 }
 
 fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
-    let loaded = crate::mission::Loaded::from_path(&cwd.join(&m.mission))?;
+    let file = cwd.join(&m.mission);
+    if let Some(seq) = crate::sequence::detect(&file)? {
+        let dir = file.parent().unwrap_or(cwd);
+        println!(
+            "{}: sequence {:?} of {} missions",
+            file.display(),
+            seq.name,
+            seq.sequence.len()
+        );
+        for step in &seq.sequence {
+            let path = dir.join(&step.mission);
+            let loaded = crate::mission::Loaded::from_path(&path)?;
+            crate::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+            println!(
+                "  {} ({:?}): up to {} rounds",
+                path.display(),
+                loaded.mission.name,
+                step.rounds
+            );
+        }
+        return Ok(EXIT_OK);
+    }
+    let loaded = crate::mission::Loaded::from_path(&file)?;
     crate::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
     let mission = &loaded.mission;
     println!(

@@ -63,6 +63,11 @@ impl Workspace {
 
 /// Runs rounds; returns the exit status.
 pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
+    run_counted(ws, opts, events).map(|(code, _)| code)
+}
+
+/// Runs rounds; returns the exit status and how many rounds ran.
+pub fn run_counted(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<(i32, u32)> {
     let mission = ws.mission();
     for name in &opts.agents {
         if mission.agent(name).is_none() {
@@ -109,7 +114,7 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
             mission.rounds,
             mission.name
         );
-        return Ok(EXIT_OK);
+        return Ok((EXIT_OK, 0));
     }
     check_clean(&ws.git, opts.allow_dirty)?;
     baseline(ws, &mut state, events)?;
@@ -214,7 +219,7 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
         exit_code: code,
         total_cost_usd: state.total_cost_usd,
     });
-    Ok(code)
+    Ok((code, ran))
 }
 
 /// Whether every agent has reported `all-done` in its handoff file: the mission is finished.

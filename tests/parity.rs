@@ -191,3 +191,123 @@ fn a_converged_sim_ends_the_run_with_exit_5() {
     assert!(run.stderr().contains("converged"), "{}", run.stderr());
     assert!(repo.has_round_log(2) && !repo.has_round_log(3));
 }
+
+/// A `claude` on PATH that behaves like a Claude Code run: it writes a file named for the agent
+/// and prints a JSON result with a cost.
+fn fake_claude(repo: &Repo) -> String {
+    let bin = repo.pathbuf("../bin-claude");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nexec sh {} --cost 0.1 --write \"src/$ORCH_AGENT.txt=round $ORCH_ROUND\"\n",
+        common::fixture("fake-agent.sh")
+    );
+    let path = bin.join("claude");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn original(name: &str) -> String {
+    format!("{}/fixtures/original/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn an_imported_mission_validates_and_runs() {
+    let repo = Repo::new();
+    let run = repo.orch(&["import", &original("mission.json")]).expect(0);
+    let err = run.stderr();
+    for gap in [
+        "verboseLogs",
+        "systemPrompt",
+        "maxBudgetUsd",
+        "ghost",
+        "no test command",
+    ] {
+        assert!(err.contains(gap), "the notes should mention {gap}: {err}");
+    }
+    let m: serde_json::Value = serde_json::from_str(&repo.read("orch.json")).unwrap();
+    assert_eq!(m["name"], "Balance Overnight");
+    assert_eq!(m["rounds"], 2);
+    assert_eq!(m["budgetUsd"], 8.0);
+    let ui = &m["agents"][0];
+    assert_eq!(ui["name"], "ui-dev");
+    assert_eq!(ui["models"], json!(["sonnet", "opus"]));
+    assert_eq!(ui["timeoutS"], 900.0);
+    assert_eq!(ui["owns"], json!(["src/ui/**"]));
+    assert_eq!(m["agents"][1]["name"], "api-dev");
+    assert_eq!(m["agents"][1]["timeoutS"], 600.0);
+    assert_eq!(m["agents"][2]["phase"], "review");
+    assert_eq!(m["agents"][2]["dependsOn"], json!(["ui-dev"]));
+    assert_eq!(m["sims"]["pre"]["timeoutS"], 300.0);
+    repo.orch(&["validate"]).expect(0);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "imported mission"]);
+    let path = fake_claude(&repo);
+    repo.orch_env(&["run"], &[("PATH", &path)]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(Repo::agent(&log, "ui-dev")["status"], "ok");
+    assert!(
+        (log["costUsd"].as_f64().unwrap() - 0.2).abs() < 1e-9,
+        "{log:#}"
+    );
+    // ui-dev writes outside src/ui: reported as an ownership violation.
+    assert_eq!(
+        Repo::agent(&log, "ui-dev")["ownershipViolations"],
+        json!(["src/ui-dev.txt"])
+    );
+    assert!(repo.exists("src/api-dev.txt"));
+}
+
+#[test]
+fn a_two_mission_sequence_moves_on_when_the_first_runs_out_of_rounds() {
+    let repo = Repo::new();
+    repo.orch(&["import", &original("sequence.json"), "-o", "seq.json"])
+        .expect(0);
+    assert!(repo.exists("seq-1.json") && repo.exists("seq-2.json"));
+    let seq: serde_json::Value = serde_json::from_str(&repo.read("seq.json")).unwrap();
+    assert_eq!(seq["sequence"][0]["rounds"], 1);
+    repo.orch(&["validate", "-m", "seq.json"]).expect(0);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "sequence"]);
+    let path = fake_claude(&repo);
+    repo.orch_env(&["run", "-m", "seq.json"], &[("PATH", &path)])
+        .expect(0);
+    // Build ran its one round, then Polish its one round; numbering continues.
+    assert_eq!(repo.round_log(1)["mission"], "Build");
+    assert_eq!(repo.round_log(2)["mission"], "Polish");
+    assert!(repo.exists("src/builder.txt") && repo.exists("src/polisher.txt"));
+    let progress: serde_json::Value =
+        serde_json::from_str(&repo.read(".orch/sequence.json")).unwrap();
+    assert_eq!(progress["step"], 2);
+    // Run again: the sequence is complete, nothing more runs.
+    repo.orch_env(&["run", "-m", "seq.json"], &[("PATH", &path)])
+        .expect(0);
+    assert!(!repo.has_round_log(3));
+}
+
+#[test]
+fn a_sequence_moves_on_when_a_mission_finishes_early() {
+    let repo = Repo::new();
+    repo.write("m1.json", &serde_json::to_string(&json!({
+        "name": "one", "rounds": 10,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt={round}", "--handoff", "all-done"])}]
+    })).unwrap());
+    repo.write("m2.json", &serde_json::to_string(&json!({
+        "name": "two", "rounds": 10,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/b.txt={round}"])}]
+    })).unwrap());
+    repo.write("seq.json", r#"{"name": "s", "sequence": [{"mission": "m1.json", "rounds": 5}, {"mission": "m2.json", "rounds": 2}]}"#);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "sequence"]);
+    repo.orch(&["run", "-m", "seq.json"]).expect(0);
+    // one: a single round (all-done); two: its 2 rounds, its agent not blocked by one's all-done.
+    assert_eq!(repo.round_log(1)["mission"], "one");
+    assert_eq!(repo.round_log(2)["mission"], "two");
+    assert_eq!(repo.round_log(3)["mission"], "two");
+    assert!(!repo.has_round_log(4));
+}
