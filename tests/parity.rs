@@ -163,6 +163,11 @@ fn a_change_outside_an_agents_files_is_reported_and_with_enforcement_taken_out()
     assert_eq!(ui["changedFiles"], 1);
     assert!(repo.exists("src/ui/a.txt"));
     assert!(!repo.exists("src/api/b.txt"));
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(
+        md.contains("round 1 ownership (ui): changed files it does not own: src/api/b.txt"),
+        "{md}"
+    );
 }
 
 #[test]

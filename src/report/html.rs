@@ -172,6 +172,24 @@ fn render(s: &Summary) -> String {
             ))),
     );
 
+    if !s.attention.is_empty() {
+        out.push_str("<h2>Needs attention</h2>\n<ul class=\"attention\">\n");
+        for a in &s.attention {
+            let _ = writeln!(
+                out,
+                "<li>round {} {}{}: {}</li>",
+                a.round,
+                escape_xml(&a.kind),
+                a.agent
+                    .as_deref()
+                    .map(|n| format!(" ({})", escape_xml(n)))
+                    .unwrap_or_default(),
+                escape_xml(&a.detail)
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+
     if !s.warnings.is_empty() {
         out.push_str("<h2>Warnings</h2>\n<ul class=\"warnings\">\n");
         for w in &s.warnings {

@@ -105,6 +105,23 @@ fn render(s: &Summary) -> String {
         }
     }
 
+    if !s.attention.is_empty() {
+        out.push_str("\n## Needs attention\n\n");
+        for a in &s.attention {
+            let _ = writeln!(
+                out,
+                "- round {} {}{}: {}",
+                a.round,
+                escape_md(&a.kind),
+                a.agent
+                    .as_deref()
+                    .map(|n| format!(" ({})", escape_md(n)))
+                    .unwrap_or_default(),
+                escape_md(&a.detail)
+            );
+        }
+    }
+
     out.push_str("\n## Time pipelining hid\n\n");
     let _ = writeln!(
         out,

@@ -40,6 +40,9 @@ pub const REPORT_SCHEMA: u32 = 1;
 ///   `meanMs`, `longestMs`, `costUsd`, `modelNow`, `lastRound`
 /// - `decisions[]` (empty when no log has decisions): `agent`, `rounds`, `included`, `skipped`,
 ///   `blocked`, `ok`, `successRate` (ok / included, null when never included), `idlePct`
+/// - `attention[]`: what a person should look at in the morning, one entry per round and
+///   thing: {`round`, `kind` (`revert`, `conflict`, `ownership`), `agent` (null for a whole
+///   round), `detail`}
 /// - `warnings[]`: {`file`, `message`} for each log skipped or read with a caveat
 ///
 /// Times are milliseconds, money is US dollars as a number.
@@ -53,7 +56,19 @@ pub struct Summary {
     pub rounds: Vec<RoundRow>,
     pub agents: Vec<AgentRow>,
     pub decisions: Vec<DecisionRow>,
+    pub attention: Vec<AttentionRow>,
     pub warnings: Vec<WarningRow>,
+}
+
+/// Something a person should look at: a revert (and its culprits), a merge conflict, a change
+/// outside an agent's files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttentionRow {
+    pub round: u32,
+    pub kind: String,
+    pub agent: Option<String>,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -264,6 +279,7 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
         totals,
         agents: agent_rows(loaded, state_json),
         decisions: decision_rows(loaded),
+        attention: attention_rows(loaded),
         warnings: loaded
             .warnings
             .iter()
@@ -274,6 +290,74 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
             .collect(),
         rounds,
     }
+}
+
+fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
+    let mut out = Vec::new();
+    for r in &loaded.rounds {
+        let log = &r.log;
+        let round = log.round;
+        if let Some(rv) = &log.revert {
+            let runs = rv.test_runs.len();
+            let detail = match rv.strategy.as_str() {
+                "per-agent" => format!(
+                    "per-agent revert: took out {} after {runs} extra test run{}; the other agents' work was kept{}",
+                    rv.culprits.join(", "),
+                    if runs == 1 { "" } else { "s" },
+                    log.kept_ref.as_deref().map(|k| format!(" ({k})")).unwrap_or_default()
+                ),
+                _ => format!(
+                    "the whole round was reverted{}{}",
+                    if runs > 0 { format!(" after {runs} extra test runs found no single culprit") } else { String::new() },
+                    log.kept_ref.as_deref().map(|k| format!("; kept in {k}")).unwrap_or_default()
+                ),
+            };
+            out.push(AttentionRow {
+                round,
+                kind: "revert".into(),
+                agent: None,
+                detail,
+            });
+        } else if log.reverted {
+            out.push(AttentionRow {
+                round,
+                kind: "revert".into(),
+                agent: None,
+                detail: format!(
+                    "the whole round was reverted{}",
+                    log.kept_ref
+                        .as_deref()
+                        .map(|k| format!("; kept in {k}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        for a in &log.agents {
+            if a.status == RunStatus::Conflict {
+                out.push(AttentionRow {
+                    round,
+                    kind: "conflict".into(),
+                    agent: Some(a.name.clone()),
+                    detail: a
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "not merged: a conflict".into()),
+                });
+            }
+            if !a.ownership_violations.is_empty() {
+                out.push(AttentionRow {
+                    round,
+                    kind: "ownership".into(),
+                    agent: Some(a.name.clone()),
+                    detail: format!(
+                        "changed files it does not own: {}",
+                        a.ownership_violations.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn totals(loaded: &Loaded, rows: &[RoundRow]) -> Totals {
