@@ -62,19 +62,7 @@ impl Workspace {
 /// Runs rounds; returns the exit status.
 pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
     let mission = ws.mission();
-    for name in &opts.agents {
-        if mission.agent(name).is_none() {
-            return Err(Error::Usage(format!(
-                "--agent {name}: the mission has no agent of that name (it has: {})",
-                mission
-                    .agents
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    check_agents(mission, &opts.agents)?;
     // The lock comes first: nothing else in the state folder is looked at without it.
     let _lock = Lock::acquire(&ws.layout)?;
     ws.git.exclude(&ws.layout.dir)?;
@@ -190,6 +178,24 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
         total_cost_usd: state.total_cost_usd,
     });
     Ok(code)
+}
+
+/// `--agent NAME`: every name must be one of the mission's agents.
+pub fn check_agents(mission: &Mission, names: &[String]) -> Result<()> {
+    for name in names {
+        if mission.agent(name).is_none() {
+            return Err(Error::Usage(format!(
+                "--agent {name}: the mission has no agent of that name (it has: {})",
+                mission
+                    .agents
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A reason to stop before starting the next round.
