@@ -347,7 +347,10 @@ fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
     if verbosity > Verbosity::Quiet || github {
         // A person at a terminal gets the live view; CI (GitHub or not), files and dumb
         // terminals get plain lines, timestamped off a terminal, with no escape codes.
-        if !github && crate::live::supported() {
+        // `--json` on a terminal writes its lines to the same screen, which would tear the
+        // live block: plain lines then.
+        let json_on_screen = json && std::io::stdout().is_terminal();
+        if !github && !json_on_screen && crate::live::supported() {
             sinks.push(Box::new(crate::live::Live::stderr(
                 verbosity,
                 crate::live::color_allowed(),
