@@ -36,12 +36,12 @@ pub struct Cli {
 pub enum Command {
     /// Run rounds until the mission's round count, resuming after the last finished round.
     #[command(
-        after_help = "Examples:\n  orch run                      # resume and run up to the mission's `rounds`\n  orch run --rounds 3           # three more rounds\n  orch run --json | jq -c 'select(.event==\"agentEnd\")'"
+        after_help = "Examples:\n  orch run                      # resume and run up to the mission's `rounds`\n  orch run --rounds 3           # three more rounds\n  orch run --dry-run            # what the next round would do; runs nothing\n  orch run --json | jq -c 'select(.event==\"agentEnd\")'"
     )]
     Run(RunArgs),
     /// Run exactly one round, numbered N, with the current state (for debugging a round).
     #[command(
-        after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent"
+        after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent\n  orch round 5 --dry-run        # the plan of round 5; runs nothing"
     )]
     Round(RoundArgs),
     /// Print the report over every round log (markdown, json, html or svg).
@@ -50,11 +50,18 @@ pub enum Command {
     )]
     Report(ReportArgs),
     /// Where the run stands: last round, cost and budget, each agent's model and streaks.
+    #[command(after_help = "Examples:\n  orch status\n  orch status --json | jq .totalCostUsd")]
     Status(StatusArgs),
     /// Manage the task queue.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  orch task add --agent fixer --priority 1 'validate item names'\n  orch task list --all\n  orch task done t-3"
+    )]
     Task(TaskCommand),
     /// Check a mission file and print a short summary.
+    #[command(
+        after_help = "Examples:\n  orch validate\n  orch validate -m missions/nightly.json\n  cat orch.json | orch validate -m -"
+    )]
     Validate(MissionArg),
     /// Write an example mission (orch.json) and prompt templates in the current folder.
     #[command(
@@ -62,12 +69,28 @@ pub enum Command {
     )]
     Init(InitArgs),
     /// A real multi-round run on a scratch repository with bundled fake agents; no API key.
+    #[command(
+        after_help = "Examples:\n  orch demo                     # in a new temporary folder\n  orch demo --dir /tmp/try-orch --rounds 5\n  orch demo --json | jq -r .event"
+    )]
     Demo(DemoArgs),
     /// Convert a mission of the original orchestrator into an orch mission.
     #[command(
         after_help = "Examples:\n  orch import old/mission.json             # writes orch.json, lists what it could not carry over\n  orch import old/sequence.json -o seq.json # a sequence: seq.json plus seq-1.json, seq-2.json, ..."
     )]
     Import(ImportArgs),
+    /// Print a shell completion script to stdout.
+    #[command(
+        after_help = "Examples:\n  orch completions bash > ~/.local/share/bash-completion/completions/orch\n  orch completions zsh > ~/.zfunc/_orch        # with fpath+=~/.zfunc before compinit\n  orch completions fish > ~/.config/fish/completions/orch.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(
+        after_help = "Examples:\n  orch man | man -l -\n  orch man > /usr/local/share/man/man1/orch.1"
+    )]
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +138,10 @@ pub struct RunArgs {
     /// Exit 1 when any agent failed or timed out.
     #[arg(long)]
     pub strict: bool,
+    /// Print the next round's plan (agents and why, models, timeouts, queue order, prompt
+    /// sizes, sims, tests) and run nothing; leaves no trace.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -131,8 +158,12 @@ pub struct RoundArgs {
     /// Stop once the cumulative cost reaches USD (overrides budgetUsd).
     #[arg(long, value_name = "USD")]
     pub budget: Option<f64>,
+    /// Run even though the working tree has uncommitted changes.
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Print the round's plan and run nothing; leaves no trace.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -251,6 +282,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 strict: a.strict,
                 agents: Vec::new(),
             };
+            if a.dry_run {
+                return dry_run(&opts, a.output.json);
+            }
             drive(&opts, a.output.json, verbosity)
         }
         Command::Round(a) => {
@@ -266,6 +300,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 agents: a.agents,
                 ..RunOptions::default()
             };
+            if a.dry_run {
+                return dry_run(&opts, a.output.json);
+            }
             drive(&opts, a.output.json, verbosity)
         }
         Command::Report(a) => report(&cwd, a),
@@ -279,7 +316,35 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::import::write(&imported, a.force)?;
             Ok(EXIT_OK)
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "orch", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("writing the man page", e))?;
+            Ok(EXIT_OK)
+        }
     }
+}
+
+/// `--dry-run`: the plan on stdout (JSON with `--json`). Opens the mission and the repository
+/// read-only; unlike [`drive`] it makes no sink, so not even `events.ndjson` is touched.
+fn dry_run(opts: &RunOptions, json: bool) -> Result<i32> {
+    let ws = Workspace::open(&opts.dir, &opts.mission)?;
+    let plan = crate::dryrun::plan(&ws, opts)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_else(|_| "{}".into())
+        );
+    } else {
+        print!("{}", crate::dryrun::text(&plan));
+    }
+    Ok(EXIT_OK)
 }
 
 /// Sets up the event sinks and signal handling, and runs rounds.
@@ -322,11 +387,23 @@ fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
         sinks.push(Box::new(events::JsonLines::new(std::io::stdout())));
     }
     if verbosity > Verbosity::Quiet || github {
-        let stderr = std::io::stderr();
-        let tty = stderr.is_terminal();
-        sinks.push(Box::new(events::Human::new(
-            stderr, !tty, verbosity, github,
-        )));
+        // A person at a terminal gets the live view; CI (GitHub or not), files and dumb
+        // terminals get plain lines, timestamped off a terminal, with no escape codes.
+        // `--json` on a terminal writes its lines to the same screen, which would tear the
+        // live block: plain lines then.
+        let json_on_screen = json && std::io::stdout().is_terminal();
+        if !github && !json_on_screen && crate::live::supported() {
+            sinks.push(Box::new(crate::live::Live::stderr(
+                verbosity,
+                crate::live::color_allowed(),
+            )));
+        } else {
+            let stderr = std::io::stderr();
+            let tty = stderr.is_terminal();
+            sinks.push(Box::new(events::Human::new(
+                stderr, !tty, verbosity, github,
+            )));
+        }
     }
     match events::ndjson_file(&layout.events()) {
         Ok(f) => sinks.push(Box::new(f)),
@@ -466,11 +543,7 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             title,
         } => {
             let ws = Workspace::open(cwd, &mission.mission)?;
-            if ws.mission().agent(&agent).is_none() {
-                return Err(Error::Usage(format!(
-                    "--agent {agent}: the mission has no agent of that name"
-                )));
-            }
+            runner::check_agents(ws.mission(), std::slice::from_ref(&agent))?;
             if title.trim().is_empty() {
                 return Err(Error::Usage("the task needs a title".into()));
             }

@@ -32,6 +32,15 @@ pub enum Event {
         active: Vec<String>,
         idle: Vec<String>,
     },
+    /// A phase's agents, in the order the pool starts them (SPEC section 4): the first
+    /// `maxConcurrency` start at once, the rest wait in this order.
+    #[serde(rename_all = "camelCase")]
+    PhaseStart {
+        round: u32,
+        phase: String,
+        queue: Vec<String>,
+        max_concurrency: usize,
+    },
     #[serde(rename_all = "camelCase")]
     AgentStart {
         round: u32,
@@ -255,45 +264,82 @@ impl<W: Write + Send> Human<W> {
 
 impl<W: Write + Send> Sink for Human<W> {
     fn event(&mut self, event: &Event) {
-        if let Some(text) = describe(event, self.verbosity) {
-            if self.github {
-                if let Event::RoundStart { round, .. } = event {
-                    self.workflow("group", &format!("Round {round}"));
-                }
+        // The group opens whatever the verbosity, so that every `::endgroup::` has its group.
+        if self.github {
+            if let Event::RoundStart { round, .. } = event {
+                self.workflow("group", &format!("Round {round}"));
             }
+        }
+        if let Some(text) = describe(event, self.verbosity) {
             self.line(&text);
         }
         if self.github {
-            match event {
-                Event::RoundEnd { .. } => {
-                    let _ = writeln!(self.out, "::endgroup::");
-                }
-                Event::Revert { round, reason, .. } => {
-                    self.workflow("error", &format!("round {round} reverted: {reason}"))
-                }
-                Event::AgentEnd {
-                    round,
-                    agent,
-                    status,
-                    error,
-                    ..
-                } if status == "failed" || status == "timeout" => self.workflow(
-                    "warning",
-                    &format!(
-                        "round {round}: agent {agent} {status}{}",
-                        error
-                            .as_deref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    ),
-                ),
-                Event::Stop { reason, exit_code } if *exit_code != 0 => {
-                    self.workflow("error", &format!("orch stopped: {reason}"))
-                }
-                _ => {}
-            }
+            self.annotate(event);
         }
         let _ = self.out.flush();
+    }
+}
+
+impl<W: Write + Send> Human<W> {
+    /// GitHub Actions annotations: errors for what undid or stopped work (a revert, a round
+    /// that failed, a stop by budget or stall guard), warnings for what a person should look at
+    /// (a failed or timed-out agent, a merge conflict, tests failing no worse than the base).
+    fn annotate(&mut self, event: &Event) {
+        match event {
+            Event::RoundEnd { round, status, .. } => {
+                match status.as_str() {
+                    "failed" => self.workflow("error", &format!("round {round} failed")),
+                    "interrupted" => {
+                        self.workflow("warning", &format!("round {round} was interrupted"))
+                    }
+                    _ => {}
+                }
+                let _ = writeln!(self.out, "::endgroup::");
+            }
+            Event::Revert { round, reason, .. } => {
+                self.workflow("error", &format!("round {round} reverted: {reason}"))
+            }
+            Event::TestsEnd {
+                round,
+                status,
+                regression: false,
+                failed,
+                ..
+            } if status == "failed" => self.workflow(
+                "warning",
+                &format!(
+                    "round {round}: tests fail{} (no worse than the base, so the round is kept)",
+                    failed.map(|f| format!(", {f} failed")).unwrap_or_default()
+                ),
+            ),
+            Event::AgentEnd {
+                round,
+                agent,
+                status,
+                error,
+                ..
+            } if matches!(status.as_str(), "failed" | "timeout" | "conflict") => self.workflow(
+                "warning",
+                &format!(
+                    "round {round}: agent {agent} {status}{}",
+                    error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Event::Stop { reason, exit_code } if *exit_code != 0 => {
+                self.workflow("error", &format!("orch stopped: {reason}"))
+            }
+            Event::Warning { round, message } => self.workflow(
+                "warning",
+                &match round {
+                    Some(r) => format!("round {r}: {message}"),
+                    None => message.clone(),
+                },
+            ),
+            _ => {}
+        }
     }
 }
 
@@ -331,6 +377,15 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
                 }
             )
         }
+        Event::PhaseStart {
+            round,
+            phase,
+            queue,
+            max_concurrency,
+        } if verbose => format!(
+            "round {round}: {phase} agents in pool order ({max_concurrency} at once): {}",
+            queue.join(", ")
+        ),
         Event::AgentStart {
             round,
             agent,

@@ -10,12 +10,14 @@
 pub mod cli;
 pub mod cost;
 pub mod demo;
+pub mod dryrun;
 pub mod error;
 pub mod events;
 pub mod git;
 pub mod glob;
 pub mod import;
 pub mod init;
+pub mod live;
 pub mod mission;
 pub mod pool;
 pub mod process;

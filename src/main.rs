@@ -13,6 +13,8 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .format_target(false)
+        // Through the live view when there is one, so a log line never tears its block.
+        .target(env_logger::Target::Pipe(Box::new(orch::live::LogWriter)))
         .init();
     let code = match orch::cli::run(cli) {
         Ok(code) => code,

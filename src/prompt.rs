@@ -57,6 +57,8 @@ pub struct Context<'a> {
     /// Where section commands run: the repository root.
     pub root: &'a Path,
     pub grace: Duration,
+    /// Run section commands (off for `--dry-run`, which must run nothing).
+    pub run_commands: bool,
 }
 
 /// One section as it went into a prompt.
@@ -220,6 +222,12 @@ fn compute(name: &str, def: &Section, ctx: &Context) -> std::result::Result<Stri
     let Some(cmd) = &def.command else {
         return Ok(String::new());
     };
+    if !ctx.run_commands {
+        return Ok(format!(
+            "[section {name}: the output of `{}`, run when the round runs]",
+            cmd.argv().join(" ")
+        ));
+    }
     let out = std::env::temp_dir().join(format!(
         "orch-section-{}-{name}-{}.out",
         std::process::id(),

@@ -392,22 +392,15 @@ impl<'e> Round<'e, '_> {
         let env: &'e Env<'e> = self.env;
         let mut active = Vec::new();
         for (index, agent) in env.mission.agents.iter().enumerate() {
-            let waiting = self.waiting_for(agent);
-            let (decision, reason) = if !env.only.is_empty() {
-                if env.only.contains(&agent.name) {
-                    ("included", "selected with --agent".to_string())
-                } else {
-                    ("skipped", "not selected with --agent".to_string())
-                }
-            } else if self.state.agent(&agent.name).handoff.as_deref() == Some("all-done") {
-                ("skipped", "it reported all-done".to_string())
-            } else if let Some(w) = waiting {
-                ("blocked", w)
-            } else {
-                match self.gate(agent) {
+            let (decision, reason) = match gate(agent, self.round, self.queue, env.only, self.state)
+            {
+                Gate::Decided(true, why) => ("included", why),
+                Gate::Decided(false, why) => ("skipped", why),
+                Gate::Blocked(why) => ("blocked", why),
+                Gate::Command(argv) => match self.when_command(agent, argv) {
                     (true, why) => ("included", why),
                     (false, why) => ("skipped", why),
-                }
+                },
             };
             let included = decision == "included";
             self.log.decisions.push(Decision {
@@ -426,140 +419,92 @@ impl<'e> Round<'e, '_> {
         active
     }
 
-    /// `dependsOn`: why the agent must wait, if it must: an agent it depends on has not
-    /// reported its work complete in its handoff file.
-    fn waiting_for(&self, agent: &Agent) -> Option<String> {
-        let pending: Vec<String> = agent
-            .depends_on
-            .iter()
-            .filter_map(|d| match self.state.agent(d).handoff.as_deref() {
-                Some("complete" | "all-done") => None,
-                Some(other) => Some(format!("{d} (it reported {other})")),
-                None => Some(format!("{d} (no report yet)")),
-            })
-            .collect();
-        (!pending.is_empty()).then(|| format!("waiting for {}", pending.join(", ")))
-    }
-
-    /// The agent's `when` rule for this round.
-    fn gate(&self, agent: &Agent) -> (bool, String) {
-        match &agent.when {
-            When::Keyword(WhenKeyword::Always) => (true, "runs every round".into()),
-            When::Keyword(WhenKeyword::Tasks) => match self.queue.next_for(&agent.name) {
-                Some(t) => (true, format!("task {} is pending", t.id)),
-                None => (false, "no pending task".into()),
-            },
-            When::Every { every } => {
-                if self.round % every == 0 {
-                    (true, format!("runs every {every} rounds"))
-                } else {
-                    let next = (self.round / every + 1) * every;
-                    (
-                        false,
-                        format!("runs every {every} rounds; next in round {next}"),
-                    )
-                }
-            }
-            When::Command { command } => {
-                let log = self
-                    .env
-                    .layout
-                    .logs(self.round)
-                    .join(format!("{}.when.log", agent.name));
-                let argv = command
-                    .argv()
-                    .into_iter()
-                    .map(|a| {
-                        a.replace("{round}", &self.round.to_string())
-                            .replace("{agent}", &agent.name)
-                    })
-                    .collect();
-                let f = process::run(&Spec {
-                    label: format!("when-command of {}", agent.name),
-                    argv,
-                    cwd: self.env.root().to_path_buf(),
-                    env: vec![
-                        ("ORCH_ROUND".into(), self.round.to_string()),
-                        ("ORCH_AGENT".into(), agent.name.clone()),
-                    ],
-                    stdin: None,
-                    stdout: log.clone(),
-                    stderr: log,
-                    timeout: Duration::from_secs(120),
-                    grace: self.env.mission.grace(),
-                });
-                match f.ending {
-                    Ending::Exited(0) => (true, "its when-command exited 0".into()),
-                    other => (
-                        false,
-                        format!(
-                            "its when-command did not pass ({})",
-                            describe_ending(&other)
-                        ),
-                    ),
-                }
-            }
+    /// A `{"command": ...}` rule: the agent runs when its command exits 0 in the main tree.
+    fn when_command(&self, agent: &Agent, argv: Vec<String>) -> (bool, String) {
+        let log = self
+            .env
+            .layout
+            .logs(self.round)
+            .join(format!("{}.when.log", agent.name));
+        let f = process::run(&Spec {
+            label: format!("when-command of {}", agent.name),
+            argv,
+            cwd: self.env.root().to_path_buf(),
+            env: vec![
+                ("ORCH_ROUND".into(), self.round.to_string()),
+                ("ORCH_AGENT".into(), agent.name.clone()),
+            ],
+            stdin: None,
+            stdout: log.clone(),
+            stderr: log,
+            timeout: Duration::from_secs(120),
+            grace: self.env.mission.grace(),
+        });
+        match f.ending {
+            Ending::Exited(0) => (true, "its when-command exited 0".into()),
+            other => (
+                false,
+                format!(
+                    "its when-command did not pass ({})",
+                    describe_ending(&other)
+                ),
+            ),
         }
     }
 
-    /// Builds the pool's jobs: picks tasks, renders prompts, sets timeouts, and orders them:
-    /// priority, then the longest expected run first, then mission order.
+    /// Builds the pool's jobs: picks tasks, renders prompts, sets timeouts, and orders them
+    /// (`queue_key`); tells the sinks the phase's queue.
     fn jobs<'p>(&mut self, planned: &[&Planned<'p>], base: &str) -> Result<Vec<Job<'p>>> {
         let mut jobs = Vec::new();
         for p in planned {
             let agent = p.agent;
-            let st = self.state.agent(&agent.name);
-            let model = agent.model_at(st.model_index);
-            let task = if agent.when == When::Keyword(WhenKeyword::Tasks)
-                || self.queue.has_pending(&agent.name)
-            {
-                self.queue.next_for(&agent.name).cloned()
-            } else {
-                None
-            };
+            let plan = job_plan(agent, self.state, self.queue);
+            let task = plan.task;
             if let Some(t) = &task {
                 if let Some(q) = self.queue.get_mut(&t.id) {
                     q.status = TaskStatus::Running;
                     q.attempts += 1;
                 }
             }
-            let timeout = timeout_for(agent, &st);
-            let prompt_file = self.write_prompt(agent, &model, task.as_ref())?;
+            let prompt_file = self.write_prompt(agent, &plan.model, task.as_ref())?;
             jobs.push(Job {
                 worktree: self.env.worktree_for(agent),
                 base: base.to_string(),
                 agent,
                 index: p.index,
-                model,
-                priority: task.as_ref().map_or(agent.priority, |t| t.priority),
+                model: plan.model,
+                priority: plan.priority,
                 task,
-                timeout,
+                timeout: plan.timeout,
                 prompt_file,
-                expected_ms: st.mean_run_ms().unwrap_or(0),
+                expected_ms: plan.expected_ms,
             });
         }
         if !jobs.is_empty() {
             self.queue.save(self.env.layout)?;
         }
-        jobs.sort_by_key(|j| (j.priority, std::cmp::Reverse(j.expected_ms), j.index));
+        jobs.sort_by_key(|j| queue_key(j.priority, j.expected_ms, j.index));
+        if let Some(first) = jobs.first() {
+            self.env.events.emit(Event::PhaseStart {
+                round: self.round,
+                phase: first.agent.phase.as_str().into(),
+                queue: jobs.iter().map(|j| j.agent.name.clone()).collect(),
+                max_concurrency: self.env.max_concurrency,
+            });
+        }
         Ok(jobs)
     }
 
     fn write_prompt(&mut self, agent: &Agent, model: &str, task: Option<&Task>) -> Result<PathBuf> {
-        let template = prompt::load_template(self.env.mission_dir, agent)?;
-        let ctx = prompt::Context {
+        let rendered = render_prompt(
+            self.env,
             agent,
-            round: self.round,
+            self.round,
             model,
             task,
-            state: self.state,
-            sim_data: self.env.sim_data(),
-            mission: self.env.mission,
-            mission_dir: self.env.mission_dir,
-            root: self.env.root(),
-            grace: self.env.mission.grace(),
-        };
-        let rendered = prompt::build(&template, &ctx, &mut self.sections);
+            self.state,
+            Some(&mut self.sections),
+        )?;
         for w in &rendered.warnings {
             log::warn!("agent {}: {w}", agent.name);
         }
@@ -1346,15 +1291,162 @@ fn keep_earlier_log(layout: &Layout, round: u32) -> Result<()> {
 
 /// The timeout of an agent's next run: adaptive once it has enough history.
 pub fn timeout_for(agent: &Agent, st: &crate::state::AgentState) -> Duration {
-    if let Some(a) = &agent.adaptive_timeout {
-        if st.recent_run_ms.len() >= a.min_samples {
-            if let Some(mean) = st.mean_run_ms() {
-                let secs = (a.factor * mean as f64 / 1000.0).clamp(a.min_s, a.max_s);
-                return Duration::from_secs_f64(secs);
+    adaptive_timeout(agent, st).unwrap_or_else(|| Duration::from_secs_f64(agent.timeout_s))
+}
+
+/// The adaptive timeout, once the agent has `minSamples` runs to measure; `None` before.
+pub fn adaptive_timeout(agent: &Agent, st: &crate::state::AgentState) -> Option<Duration> {
+    let a = agent.adaptive_timeout.as_ref()?;
+    if st.recent_run_ms.len() < a.min_samples {
+        return None;
+    }
+    let mean = st.mean_run_ms()?;
+    let secs = (a.factor * mean as f64 / 1000.0).clamp(a.min_s, a.max_s);
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// What an agent's `when` rule says for a round, before anything runs. The round and
+/// `--dry-run` both ask this, so they never disagree. A `{"command": ...}` rule cannot be decided
+/// without running its command: the round runs it, the dry run says so instead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    /// In (true) or out, and why.
+    Decided(bool, String),
+    /// Waiting for the agents it depends on (`dependsOn`), and which.
+    Blocked(String),
+    /// Run this argv in the main tree; the agent takes part when it exits 0.
+    Command(Vec<String>),
+}
+
+/// The rules that decide whether an agent takes part in round `round`: `--agent NAME` first
+/// (forced in, whatever its `when`), then a reported `all-done`, then `dependsOn` (blocked
+/// until each dependency reports `complete` in its handoff file), then its `when`.
+pub fn gate(agent: &Agent, round: u32, queue: &Queue, only: &[String], state: &State) -> Gate {
+    if !only.is_empty() {
+        return if only.contains(&agent.name) {
+            Gate::Decided(true, "selected with --agent".into())
+        } else {
+            Gate::Decided(false, "not selected with --agent".into())
+        };
+    }
+    if state.agent(&agent.name).handoff.as_deref() == Some("all-done") {
+        return Gate::Decided(false, "it reported all-done".into());
+    }
+    let pending: Vec<String> = agent
+        .depends_on
+        .iter()
+        .filter_map(|d| match state.agent(d).handoff.as_deref() {
+            Some("complete" | "all-done") => None,
+            Some(other) => Some(format!("{d} (it reported {other})")),
+            None => Some(format!("{d} (no report yet)")),
+        })
+        .collect();
+    if !pending.is_empty() {
+        return Gate::Blocked(format!("waiting for {}", pending.join(", ")));
+    }
+    match &agent.when {
+        When::Keyword(WhenKeyword::Always) => Gate::Decided(true, "runs every round".into()),
+        When::Keyword(WhenKeyword::Tasks) => match queue.next_for(&agent.name) {
+            Some(t) => Gate::Decided(true, format!("task {} is pending", t.id)),
+            None => Gate::Decided(false, "no pending task".into()),
+        },
+        When::Every { every } => {
+            if round % every == 0 {
+                Gate::Decided(true, format!("runs every {every} rounds"))
+            } else {
+                let next = (round / every + 1) * every;
+                Gate::Decided(
+                    false,
+                    format!("runs every {every} rounds; next in round {next}"),
+                )
             }
         }
+        When::Command { command } => Gate::Command(
+            command
+                .argv()
+                .into_iter()
+                .map(|a| {
+                    a.replace("{round}", &round.to_string())
+                        .replace("{agent}", &agent.name)
+                })
+                .collect(),
+        ),
     }
-    Duration::from_secs_f64(agent.timeout_s)
+}
+
+/// One agent's next run as the state and the task queue decide it: the model on its ladder,
+/// the task it takes, its timeout, its place in the pool. Pure: the round then marks the task
+/// running and writes the prompt; `--dry-run` only shows it.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub model: String,
+    pub task: Option<Task>,
+    pub timeout: Duration,
+    /// The timeout comes from the agent's history (`adaptiveTimeout`), not `timeoutS`.
+    pub adaptive: bool,
+    pub priority: u8,
+    /// The agent's mean run time so far; 0 without history.
+    pub expected_ms: u64,
+}
+
+pub fn job_plan(agent: &Agent, state: &State, queue: &Queue) -> JobPlan {
+    let st = state.agent(&agent.name);
+    let task = if agent.when == When::Keyword(WhenKeyword::Tasks) || queue.has_pending(&agent.name)
+    {
+        queue.next_for(&agent.name).cloned()
+    } else {
+        None
+    };
+    let adaptive = adaptive_timeout(agent, &st);
+    JobPlan {
+        model: agent.model_at(st.model_index),
+        priority: task.as_ref().map_or(agent.priority, |t| t.priority),
+        task,
+        timeout: adaptive.unwrap_or_else(|| Duration::from_secs_f64(agent.timeout_s)),
+        adaptive: adaptive.is_some(),
+        expected_ms: st.mean_run_ms().unwrap_or(0),
+    }
+}
+
+pub type QueueKey = (u8, std::cmp::Reverse<u64>, usize);
+
+/// The pool's order (SPEC section 4): priority first, then the longest expected run first (the
+/// phase's makespan approaches its longest chain), then mission order.
+pub fn queue_key(priority: u8, expected_ms: u64, index: usize) -> QueueKey {
+    (priority, std::cmp::Reverse(expected_ms), index)
+}
+
+/// An agent's prompt for a round, rendered in memory: the round writes it to the state folder,
+/// `--dry-run` only measures it.
+pub fn render_prompt(
+    env: &Env,
+    agent: &Agent,
+    round: u32,
+    model: &str,
+    task: Option<&Task>,
+    state: &State,
+    cache: Option<&mut BTreeMap<String, String>>,
+) -> Result<prompt::Rendered> {
+    let template = prompt::load_template(env.mission_dir, agent)?;
+    let ctx = prompt::Context {
+        agent,
+        round,
+        model,
+        task,
+        state,
+        sim_data: env.sim_data(),
+        mission: env.mission,
+        mission_dir: env.mission_dir,
+        root: env.root(),
+        grace: env.mission.grace(),
+        run_commands: cache.is_some(),
+    };
+    let mut scratch = BTreeMap::new();
+    Ok(prompt::build(
+        &template,
+        &ctx,
+        cache.unwrap_or(&mut scratch),
+    ))
 }
 
 /// The agent's handoff file: it persists across rounds, so the last report stands.

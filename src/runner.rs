@@ -69,19 +69,7 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
 /// Runs rounds; returns the exit status and how many rounds ran.
 pub fn run_counted(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<(i32, u32)> {
     let mission = ws.mission();
-    for name in &opts.agents {
-        if mission.agent(name).is_none() {
-            return Err(Error::Usage(format!(
-                "--agent {name}: the mission has no agent of that name (it has: {})",
-                mission
-                    .agents
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    check_agents(mission, &opts.agents)?;
     // The lock comes first: nothing else in the state folder is looked at without it.
     let _lock = Lock::acquire(&ws.layout)?;
     ws.git.exclude(&ws.layout.dir)?;
@@ -228,6 +216,24 @@ fn all_done(mission: &Mission, state: &State) -> bool {
         .agents
         .iter()
         .all(|a| state.agent(&a.name).handoff.as_deref() == Some("all-done"))
+}
+
+/// `--agent NAME`: every name must be one of the mission's agents.
+pub fn check_agents(mission: &Mission, names: &[String]) -> Result<()> {
+    for name in names {
+        if mission.agent(name).is_none() {
+            return Err(Error::Usage(format!(
+                "--agent {name}: the mission has no agent of that name (it has: {})",
+                mission
+                    .agents
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A reason to stop before starting the next round.

@@ -1,0 +1,328 @@
+//! `--dry-run` for `orch run` and `orch round N`: the plan of the next round, and nothing else.
+//!
+//! It asks the round's own rules (`round::gate`, `round::job_plan`, `round::queue_key`,
+//! `round::render_prompt`) so that the plan shown is the plan a real round would make from the
+//! same state, and it leaves no trace: no lock, no state folder, no events, no prompt files,
+//! nothing in git. It only reads: the mission, the state and task queue when there are some,
+//! `git rev-parse` and `git status`. A `{"command": ...}` rule is the one thing it cannot
+//! decide without running something, so it says "decided at run time" instead.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::events::Events;
+use crate::round::{self, Env, Gate};
+use crate::roundlog::Phase;
+use crate::runner::{RunOptions, Workspace};
+use crate::state::{Journal, State};
+use crate::tasks::Queue;
+use crate::units;
+
+/// What the next round would do. Also printed as JSON with `--json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub mission: String,
+    pub round: u32,
+    pub base: Option<String>,
+    pub agents: Vec<AgentPlan>,
+    /// Per phase, the agents in the order the pool would start them.
+    pub queue: PhaseQueues,
+    pub max_concurrency: usize,
+    pub sims: Vec<String>,
+    pub tests: Option<String>,
+    /// Things a real run would do first or refuse (a dirty tree, a crashed run to recover).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseQueues {
+    pub code: Vec<String>,
+    pub review: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPlan {
+    pub name: String,
+    pub phase: String,
+    /// `true` runs, `false` idles, `null` decided at run time (a when-command).
+    pub active: Option<bool>,
+    pub reason: String,
+    pub model: String,
+    pub ladder: Vec<String>,
+    pub task: Option<String>,
+    pub priority: u8,
+    pub timeout_ms: u64,
+    pub adaptive_timeout: bool,
+    pub expected_ms: u64,
+    pub prompt_bytes: Option<usize>,
+    pub prompt_error: Option<String>,
+}
+
+/// Works out the plan of the round `opts` would run next.
+pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
+    let mission = ws.mission();
+    crate::runner::check_agents(mission, &opts.agents)?;
+    let state = State::load(&ws.layout)?;
+    let queue = Queue::load(&ws.layout)?;
+    let mut notes = Vec::new();
+    let round = match opts.only_round {
+        Some(n) => n,
+        None => {
+            let next = state.last_round + 1;
+            let last = match opts.more_rounds {
+                Some(n) => state.last_round + n,
+                None => mission.rounds,
+            };
+            if next > last {
+                notes.push(format!(
+                    "all {} rounds of the mission are done: `orch run` would run nothing (`--rounds N` runs N more); showing round {next}",
+                    mission.rounds
+                ));
+            } else if last > next {
+                notes.push(format!(
+                    "this is round {next} of rounds {next}..{last}; later rounds depend on what this one does"
+                ));
+            }
+            next
+        }
+    };
+    if let Some(j) = Journal::load(&ws.layout)? {
+        notes.push(format!(
+            "an orch (pid {}) died during round {}: a real run first restores its base and keeps its tree under refs/orch/interrupted/round-{}",
+            j.pid, j.round, j.round
+        ));
+    }
+    if let Err(e) = crate::runner::check_clean(&ws.git, opts.allow_dirty) {
+        notes.push(format!("a real run would refuse to start: {e}"));
+    }
+    let events = Events::none();
+    let max_concurrency = opts
+        .max_concurrency
+        .unwrap_or(mission.max_concurrency)
+        .max(1);
+    let env = Env {
+        mission,
+        mission_dir: &ws.loaded.dir,
+        git: &ws.git,
+        layout: &ws.layout,
+        events: &events,
+        max_concurrency,
+        budget: opts.budget.or(mission.budget_usd),
+        only: &opts.agents,
+    };
+    let mut agents = Vec::new();
+    let mut order: Vec<(round::QueueKey, Phase, String)> = Vec::new();
+    for (index, agent) in mission.agents.iter().enumerate() {
+        let (active, reason) = match round::gate(agent, round, &queue, &opts.agents, &state) {
+            Gate::Decided(a, why) => (Some(a), why),
+            Gate::Blocked(why) => (Some(false), format!("blocked: {why}")),
+            Gate::Command(argv) => (
+                None,
+                format!(
+                    "decided at run time by its when-command `{}`",
+                    argv.join(" ")
+                ),
+            ),
+        };
+        let job = round::job_plan(agent, &state, &queue);
+        let (prompt_bytes, prompt_error) = match round::render_prompt(
+            &env,
+            agent,
+            round,
+            &job.model,
+            job.task.as_ref(),
+            &state,
+            None,
+        ) {
+            Ok(r) => (Some(r.text.len()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        if active != Some(false) {
+            let name = match active {
+                Some(_) => agent.name.clone(),
+                None => format!("{}?", agent.name),
+            };
+            order.push((
+                round::queue_key(job.priority, job.expected_ms, index),
+                agent.phase,
+                name,
+            ));
+        }
+        agents.push(AgentPlan {
+            name: agent.name.clone(),
+            phase: agent.phase.as_str().into(),
+            active,
+            reason,
+            model: job.model,
+            ladder: agent
+                .ladder()
+                .into_iter()
+                .filter(|m| !m.is_empty())
+                .collect(),
+            task: job.task.map(|t| t.id),
+            priority: job.priority,
+            timeout_ms: job.timeout.as_millis() as u64,
+            adaptive_timeout: job.adaptive,
+            expected_ms: job.expected_ms,
+            prompt_bytes,
+            prompt_error,
+        });
+    }
+    order.sort_by_key(|o| o.0);
+    let of = |p: Phase| -> Vec<String> {
+        order
+            .iter()
+            .filter(|o| o.1 == p)
+            .map(|o| o.2.clone())
+            .collect()
+    };
+    let mut sims = Vec::new();
+    if let Some(s) = &mission.sims {
+        for (which, sim, beside) in [
+            ("pre", &s.pre, "beside phase A"),
+            ("post", &s.post, "beside the tests"),
+        ] {
+            if let Some(sim) = sim {
+                sims.push(format!(
+                    "{which}-sim `{}` {beside}, timeout {}, published to {}",
+                    sim.command.argv().join(" "),
+                    units::duration_ms((sim.timeout_s * 1000.0) as u64),
+                    s.publish_to.display()
+                ));
+            }
+        }
+    }
+    let tests = mission.tests.as_ref().map(|t| {
+        format!(
+            "`{}` when phase A changes the tree, timeout {}, {} retr{}",
+            t.command.argv().join(" "),
+            units::duration_ms((t.timeout_s * 1000.0) as u64),
+            t.retries,
+            if t.retries == 1 { "y" } else { "ies" }
+        )
+    });
+    Ok(Plan {
+        mission: mission.name.clone(),
+        round,
+        base: ws.git.head()?,
+        agents,
+        queue: PhaseQueues {
+            code: of(Phase::Code),
+            review: of(Phase::Review),
+        },
+        max_concurrency,
+        sims,
+        tests,
+        notes,
+    })
+}
+
+/// The plan for a person.
+pub fn text(p: &Plan) -> String {
+    let mut out = format!(
+        "Dry run: round {} of mission {:?} at {} (nothing runs, nothing is written)\n\n",
+        p.round,
+        p.mission,
+        p.base
+            .as_deref()
+            .map(|b| &b[..b.len().min(10)])
+            .unwrap_or("no commit yet")
+    );
+    let w = p
+        .agents
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    out.push_str(&format!(
+        "  {:<w$}  {:<6}  {:<4}  {:<10}  {:<16}  {:>4}  {:>8}  WHY\n",
+        "AGENT", "PHASE", "RUNS", "MODEL", "TIMEOUT", "PRIO", "PROMPT"
+    ));
+    for a in &p.agents {
+        let runs = match a.active {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "?",
+        };
+        let model = if a.model.is_empty() { "-" } else { &a.model };
+        let timeout = format!(
+            "{} ({})",
+            units::duration_ms(a.timeout_ms),
+            if a.adaptive_timeout {
+                "adaptive"
+            } else {
+                "fixed"
+            }
+        );
+        let prompt = match (a.prompt_bytes, &a.prompt_error) {
+            (Some(b), _) => bytes(b),
+            (None, _) => "error".into(),
+        };
+        let mut why = a.reason.clone();
+        if let Some(t) = &a.task {
+            why.push_str(&format!("; takes task {t}"));
+        }
+        if a.ladder.len() > 1 {
+            why.push_str(&format!("; ladder {}", a.ladder.join(" -> ")));
+        }
+        if let Some(e) = &a.prompt_error {
+            why.push_str(&format!("; prompt: {e}"));
+        }
+        out.push_str(&format!(
+            "  {:<w$}  {:<6}  {:<4}  {:<10}  {:<16}  {:>4}  {:>8}  {why}\n",
+            a.name, a.phase, runs, model, timeout, a.priority, prompt
+        ));
+    }
+    out.push_str(&format!(
+        "\nQueue (pool order: priority, longest expected run, mission order; {} at once):\n",
+        p.max_concurrency
+    ));
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "nobody".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    out.push_str(&format!("  phase A (code):   {}\n", list(&p.queue.code)));
+    out.push_str(&format!("  phase B (review): {}\n", list(&p.queue.review)));
+    if p.queue
+        .code
+        .iter()
+        .chain(&p.queue.review)
+        .any(|n| n.ends_with('?'))
+    {
+        out.push_str("  (NAME? runs only if its when-command passes at run time)\n");
+    }
+    out.push_str("\nSims:\n");
+    if p.sims.is_empty() {
+        out.push_str("  none\n");
+    }
+    for s in &p.sims {
+        out.push_str(&format!("  {s}\n"));
+    }
+    out.push_str(&format!(
+        "Tests:\n  {}\n",
+        p.tests
+            .as_deref()
+            .unwrap_or("none: the round's changes are committed untested")
+    ));
+    if !p.notes.is_empty() {
+        out.push_str("\nNotes:\n");
+        for n in &p.notes {
+            out.push_str(&format!("  - {}\n", n.replace('\n', "\n    ")));
+        }
+    }
+    out
+}
+
+fn bytes(n: usize) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
