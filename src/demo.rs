@@ -47,8 +47,7 @@ const MISSION: &str = r#"{
     "post": { "command": ["sh", "tools/fake-sim.sh", "{out}", "0.7"] },
     "publishTo": "sim-data"
   },
-  "tests": { "command": ["sh", "tools/fake-tests.sh", "0.5"], "timeoutS": 60 },
-  "git": { "isolation": "shared" }
+  "tests": { "command": ["sh", "tools/fake-tests.sh", "0.5"], "timeoutS": 60 }
 }
 "#;
 

@@ -348,9 +348,14 @@ impl<'e> Round<'e, '_> {
         let what = if reverted {
             "sim data".to_string()
         } else {
-            let kept: Vec<String> = names(Phase::Code)
-                .into_iter()
-                .filter(|n| !rejected.contains(n))
+            // The agents whose work this commit holds.
+            let kept: Vec<String> = self
+                .log
+                .agents
+                .iter()
+                .filter(|e| e.phase == Phase::Code && e.status == RunStatus::Ok)
+                .filter(|e| e.changed_files > 0 && !rejected.contains(&e.name))
+                .map(|e| e.name.clone())
                 .collect();
             format!("code: {}", kept.join(", "))
         };
