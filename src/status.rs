@@ -159,39 +159,32 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
 
 /// The task list as a table, children indented under their parent.
 pub fn task_table(tasks: &[&Task]) -> String {
-    let mut rows = vec![["id", "agent", "p", "status", "tries", "title"]
-        .map(String::from)
-        .to_vec()];
-    fn add(rows: &mut Vec<Vec<String>>, tasks: &[&Task], parent: Option<&str>, depth: usize) {
-        for t in tasks.iter().filter(|t| t.parent.as_deref() == parent) {
-            rows.push(vec![
-                t.id.clone(),
-                t.agent.clone(),
-                t.priority.to_string(),
-                format!("{:?}", t.status).to_lowercase(),
-                t.attempts.to_string(),
-                format!("{}{}", "  ".repeat(depth), t.title),
-            ]);
-            if depth < 8 {
-                add(rows, tasks, Some(&t.id), depth + 1);
-            }
-        }
-    }
-    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    // Roots: no parent, or a parent not in the list.
-    for t in tasks
-        .iter()
-        .filter(|t| t.parent.as_deref().is_none_or(|p| !ids.contains(&p)))
-    {
+    fn add(rows: &mut Vec<Vec<String>>, tasks: &[&Task], t: &Task, depth: usize) {
         rows.push(vec![
             t.id.clone(),
             t.agent.clone(),
             t.priority.to_string(),
             format!("{:?}", t.status).to_lowercase(),
             t.attempts.to_string(),
-            t.title.clone(),
+            format!("{}{}", "  ".repeat(depth), t.title),
         ]);
-        add(&mut rows, tasks, Some(&t.id), 1);
+        // Depth-bounded: a parent cycle in a hand-edited queue must not recurse forever.
+        if depth < 8 {
+            for child in tasks.iter().filter(|c| c.parent.as_deref() == Some(&t.id)) {
+                add(rows, tasks, child, depth + 1);
+            }
+        }
+    }
+    let mut rows = vec![["id", "agent", "p", "status", "tries", "title"]
+        .map(String::from)
+        .to_vec()];
+    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    // Roots: no parent, or a parent not in the list.
+    for t in tasks
+        .iter()
+        .filter(|t| t.parent.as_deref().is_none_or(|p| !ids.contains(&p)))
+    {
+        add(&mut rows, tasks, t, 0);
     }
     table(&rows)
 }
