@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod git;
 pub mod init;
+pub mod launcher;
 pub mod mission;
 pub mod pool;
 pub mod process;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED};
 use crate::events::{Event, Events};
 use crate::git::Git;
+use crate::launcher;
 use crate::mission::{self, Mission};
 use crate::process;
 use crate::prompt;
@@ -108,6 +109,7 @@ pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
         return Ok(EXIT_OK);
     }
     check_clean(&ws.git, opts.allow_dirty)?;
+    launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
     baseline(ws, &mut state, events)?;
     let env = Env {
         mission,
