@@ -17,6 +17,7 @@ pub mod git;
 pub mod glob;
 pub mod import;
 pub mod init;
+pub mod launcher;
 pub mod live;
 pub mod mission;
 pub mod pool;

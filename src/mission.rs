@@ -226,6 +226,10 @@ pub struct Sim {
     pub timeout_s: f64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// An argv prefix this sim runs under (for example `srun ... --`). The mission's top-level
+    /// `launcher` is for agents only: a sim is often cheap and local, so it opts in here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -600,6 +604,9 @@ impl Mission {
                         SIM_PLACEHOLDERS,
                     )?;
                     check_seconds(file, &format!("sims.{k}.timeoutS"), sim.timeout_s)?;
+                    if let Some(l) = &sim.launcher {
+                        check_argv(file, &format!("sims.{k}.launcher"), l, SIM_PLACEHOLDERS)?;
+                    }
                 }
             }
         }
@@ -968,6 +975,38 @@ mod tests {
     fn placeholders_ignore_shell_and_json_braces() {
         assert_eq!(placeholders("--model={model} ${HOME} { echo; }"), ["model"]);
         assert_eq!(placeholders("{out}/x{round}"), ["out", "round"]);
+    }
+
+    #[test]
+    fn launchers_are_checked_like_commands() {
+        let m = parse(
+            r#"{"name":"n","launcher":["srun","--job-name=orch-{agent}","--"],
+                "agents":[{"name":"a","phase":"code","command":"x","launcher":["ssh","h","--"]}],
+                "sims":{"pre":{"command":"x","launcher":["srun","--output={out}/s.log","--"]}}}"#,
+        )
+        .unwrap();
+        let pre = m.sims.unwrap().pre.unwrap();
+        assert_eq!(pre.launcher.unwrap()[1], "--output={out}/s.log");
+        let e = parse(
+            r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"x","launcher":[]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agents[0].launcher") && e.contains("empty"),
+            "{e}"
+        );
+        // {agent} means nothing to a sim.
+        let e = parse(
+            r#"{"name":"n","agents":[{"name":"a","phase":"code","command":"x"}],
+                "sims":{"post":{"command":"x","launcher":["srun","-J","{agent}"]}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sims.post.launcher[2]") && e.contains("{agent}"),
+            "{e}"
+        );
     }
 
     #[test]

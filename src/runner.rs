@@ -10,6 +10,7 @@ use crate::error::{
 };
 use crate::events::{Event, Events};
 use crate::git::Git;
+use crate::launcher;
 use crate::mission::{self, Mission};
 use crate::process;
 use crate::prompt;
@@ -105,6 +106,7 @@ pub fn run_counted(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result
         return Ok((EXIT_OK, 0));
     }
     check_clean(&ws.git, opts.allow_dirty)?;
+    launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
     baseline(ws, &mut state, events)?;
     let env = Env {
         mission,

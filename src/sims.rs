@@ -52,11 +52,14 @@ impl SimRun<'_> {
         let ending = match std::fs::create_dir_all(&self.staging) {
             Err(e) => Ending::SpawnFailed(format!("creating {out}: {e}")),
             Ok(()) => {
+                // The sim's own launcher, if any, goes in front, its placeholders filled too.
                 let argv = self
                     .sim
-                    .command
-                    .argv()
-                    .into_iter()
+                    .launcher
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .chain(self.sim.command.argv())
                     .map(|a| {
                         a.replace("{out}", &out)
                             .replace("{round}", &self.round.to_string())
