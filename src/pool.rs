@@ -10,9 +10,8 @@
 //! as [`Done::NotStarted`] so nothing is silently dropped.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{unbounded, Sender};
 
 /// What the pool hands back for each job.
 pub enum Done<J, R> {
@@ -21,18 +20,42 @@ pub enum Done<J, R> {
     NotStarted(J),
 }
 
-/// Lets the result handler stop the pool from starting more jobs; running jobs finish.
-pub struct Control {
-    stop: AtomicBool,
+/// The result handler's hold on the pool: stop it from starting more jobs (running ones
+/// finish), or hand out the next jobs now, before slow work on the result it is handling.
+pub struct Control<'a, J> {
+    queue: VecDeque<J>,
+    in_flight: usize,
+    workers: usize,
+    tx: Sender<J>,
+    stop: bool,
+    may_start: &'a (dyn Fn() -> bool + Sync),
 }
 
-impl Control {
-    pub fn stop_starting(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+impl<J> Control<'_, J> {
+    pub fn stop_starting(&mut self) {
+        self.stop = true;
     }
 
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop
+    }
+
+    /// Starts queued jobs until every slot is busy. Called by the pool after each result is
+    /// handled; a handler may call it earlier, once it knows the pool may go on, so that a
+    /// slow step (a git merge) does not keep a slot idle.
+    pub fn fill(&mut self) {
+        while self.in_flight < self.workers && !self.stop {
+            if !(self.may_start)() {
+                self.stop = true;
+                break;
+            }
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            // The workers hold the receiver until the sender is dropped at the end.
+            let _ = self.tx.send(job);
+            self.in_flight += 1;
+        }
     }
 }
 
@@ -40,15 +63,16 @@ impl Control {
 /// thread for each job in completion order. `may_start` is checked before each job starts
 /// (interrupts); a `false` stops the pool as `Control::stop_starting` does.
 ///
-/// The calling thread hands a job to a worker only when a slot is free, right after handling
-/// the result that freed it. That costs one channel hop per job and buys an exact stop: once
-/// `on_done` says stop (the budget is spent), no job starts that it has not seen the cost of.
+/// The calling thread hands a job to a worker only when a slot is free, once the result that
+/// freed it has been looked at (or when the handler calls `Control::fill`). That costs one
+/// channel hop per job and buys an exact stop: once `on_done` says stop (the budget is spent),
+/// no job starts that it has not seen the cost of.
 pub fn run<J, R>(
     slots: usize,
     jobs: Vec<J>,
     may_start: impl Fn() -> bool + Sync,
     work: impl Fn(J) -> R + Sync,
-    mut on_done: impl FnMut(Done<J, R>, &Control),
+    mut on_done: impl FnMut(Done<J, R>, &mut Control<'_, J>),
 ) where
     J: Send,
     R: Send,
@@ -57,12 +81,16 @@ pub fn run<J, R>(
         return;
     }
     let workers = slots.max(1).min(jobs.len());
-    let mut queue: VecDeque<J> = jobs.into();
-    let control = Control {
-        stop: AtomicBool::new(false),
-    };
     let (job_tx, job_rx) = unbounded::<J>();
     let (done_tx, done_rx) = unbounded::<R>();
+    let mut control = Control {
+        queue: jobs.into(),
+        in_flight: 0,
+        workers,
+        tx: job_tx,
+        stop: false,
+        may_start: &may_start,
+    };
     std::thread::scope(|s| {
         for i in 0..workers {
             let job_rx = job_rx.clone();
@@ -80,29 +108,20 @@ pub fn run<J, R>(
                 .expect("spawning a worker thread");
         }
         drop(done_tx);
-        let mut in_flight = 0;
-        let dispatch = |queue: &mut VecDeque<J>, in_flight: &mut usize| {
-            while *in_flight < workers && !control.stopped() {
-                if !may_start() {
-                    control.stop_starting();
-                    break;
-                }
-                let Some(job) = queue.pop_front() else { break };
-                // The workers hold the receiver until job_tx is dropped below.
-                let _ = job_tx.send(job);
-                *in_flight += 1;
-            }
-        };
-        dispatch(&mut queue, &mut in_flight);
-        while in_flight > 0 {
+        drop(job_rx);
+        control.fill();
+        while control.in_flight > 0 {
             let Ok(result) = done_rx.recv() else { break };
-            in_flight -= 1;
-            on_done(Done::Finished(result), &control);
-            dispatch(&mut queue, &mut in_flight);
+            control.in_flight -= 1;
+            on_done(Done::Finished(result), &mut control);
+            control.fill();
         }
-        drop(job_tx);
-        for job in queue.drain(..) {
-            on_done(Done::NotStarted(job), &control);
+        // Dropping the sender ends the workers' loops.
+        let (tx, _) = unbounded();
+        drop(std::mem::replace(&mut control.tx, tx));
+        let left: Vec<J> = control.queue.drain(..).collect();
+        for job in left {
+            on_done(Done::NotStarted(job), &mut control);
         }
     });
 }

@@ -545,28 +545,48 @@ impl<'e> Round<'e, '_> {
                     Done::Finished(raw) => raw,
                     Done::NotStarted(job) => not_started(env, round, job),
                 };
-                self.settle(raw);
-                if self.budget_reached {
-                    control.stop_starting();
-                }
+                self.settle(raw, &mut |budget_reached| {
+                    if budget_reached {
+                        control.stop_starting();
+                    }
+                    control.fill();
+                });
             },
         );
     }
 
-    /// The bookkeeping for one finished run (completion order, main thread).
-    fn settle(&mut self, raw: RawRun) {
+    /// The bookkeeping for one finished run (completion order, main thread). `go_on` is
+    /// told, as soon as the run's cost is counted, whether the budget is reached; the pool
+    /// hands out the next job then, not after the slower steps (git merge) that follow.
+    fn settle(&mut self, raw: RawRun, go_on: &mut dyn FnMut(bool)) {
         let env = self.env;
         let Some(agent) = env.mission.agent(&raw.agent) else {
+            go_on(self.budget_reached);
             return;
         };
         let st = self.state.agent_mut(&agent.name);
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
+        self.log.cost_usd += settled.entry.cost_usd;
+        self.state.total_cost_usd += settled.entry.cost_usd;
+        if let Some(b) = env.budget {
+            if !self.budget_reached && self.state.total_cost_usd >= b {
+                self.budget_reached = true;
+                let why = format!(
+                    "budget reached: {} spent of {}",
+                    units::usd(self.state.total_cost_usd),
+                    units::usd(b)
+                );
+                log::warn!("{why}; no new agent starts");
+                self.log.stop_reason = Some(why);
+            }
+        }
+        go_on(self.budget_reached);
         settled.entry.handoff = self.read_handoff(agent);
         if !agent.owns.is_empty() {
             self.check_ownership(agent, &raw, &mut settled.entry);
         }
         if let Some(wt) = &raw.worktree {
-            if let Err(e) = self.integrate(wt, &raw.base, &mut settled.entry) {
+            if let Err(e) = self.integrate(wt, &mut settled.entry) {
                 log::warn!(
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
@@ -576,8 +596,6 @@ impl<'e> Round<'e, '_> {
             }
         }
         let e = &settled.entry;
-        self.log.cost_usd += e.cost_usd;
-        self.state.total_cost_usd += e.cost_usd;
         env.events.emit(Event::AgentEnd {
             round: self.round,
             agent: e.name.clone(),
@@ -606,18 +624,6 @@ impl<'e> Round<'e, '_> {
             d.escalated = settled.model_change.is_some();
             d.outcome = Some(e.status);
             d.elapsed_ms = Some(e.elapsed_ms);
-        }
-        if let Some(b) = env.budget {
-            if !self.budget_reached && self.state.total_cost_usd >= b {
-                self.budget_reached = true;
-                let why = format!(
-                    "budget reached: {} spent of {}",
-                    units::usd(self.state.total_cost_usd),
-                    units::usd(b)
-                );
-                log::warn!("{why}; no new agent starts");
-                self.log.stop_reason = Some(why);
-            }
         }
         self.log.agents.push(settled.entry);
     }
@@ -698,13 +704,9 @@ impl<'e> Round<'e, '_> {
     /// tree at once, in completion order. A change that conflicts with one merged earlier is kept
     /// under `refs/orch/conflicts/round-N/AGENT` and the run becomes `conflict`; the partial work
     /// of a failed, timed-out or cancelled run is kept under `refs/orch/<status>/round-N/AGENT`
-    /// and not merged. The worktree is then reset, so nothing lingers there.
-    fn integrate(
-        &mut self,
-        wt: &Path,
-        base: &str,
-        entry: &mut crate::roundlog::AgentEntry,
-    ) -> Result<()> {
+    /// and not merged. Either way the change is committed in the worktree, which is left clean
+    /// (it is reset to the next base when next used), with nothing uncommitted lingering.
+    fn integrate(&mut self, wt: &Path, entry: &mut crate::roundlog::AgentEntry) -> Result<()> {
         let git = self.env.git.at(wt);
         if entry.changed_files > 0 {
             let msg = format!(
@@ -741,7 +743,7 @@ impl<'e> Round<'e, '_> {
                 }
             }
         }
-        git.restore(base)
+        Ok(())
     }
 
     /// Tasks of the phase's agents: done when the run was ok (and kept), back to pending
