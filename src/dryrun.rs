@@ -58,6 +58,8 @@ pub struct AgentPlan {
     pub expected_ms: u64,
     pub prompt_bytes: Option<usize>,
     pub prompt_error: Option<String>,
+    /// Prompt sections that were cut to fit, as `name (-N bytes)`.
+    pub trimmed: Vec<String>,
 }
 
 /// Works out the plan of the round `opts` would run next.
@@ -127,7 +129,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             ),
         };
         let job = round::job_plan(agent, &state, &queue);
-        let (prompt_bytes, prompt_error) = match round::render_prompt(
+        let (prompt_bytes, prompt_error, trimmed) = match round::render_prompt(
             &env,
             agent,
             round,
@@ -136,8 +138,16 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             &state,
             None,
         ) {
-            Ok(r) => (Some(r.text.len()), None),
-            Err(e) => (None, Some(e.to_string())),
+            Ok(r) => (
+                Some(r.text.len()),
+                None,
+                r.sections
+                    .iter()
+                    .filter(|s| s.cut > 0)
+                    .map(|s| format!("{} (-{} bytes)", s.name, s.cut))
+                    .collect(),
+            ),
+            Err(e) => (None, Some(e.to_string()), Vec::new()),
         };
         if active != Some(false) {
             let name = match active {
@@ -168,6 +178,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             expected_ms: job.expected_ms,
             prompt_bytes,
             prompt_error,
+            trimmed,
         });
     }
     order.sort_by_key(|o| o.0);
@@ -270,6 +281,9 @@ pub fn text(p: &Plan) -> String {
         }
         if let Some(e) = &a.prompt_error {
             why.push_str(&format!("; prompt: {e}"));
+        }
+        if !a.trimmed.is_empty() {
+            why.push_str(&format!("; trimmed: {}", a.trimmed.join(", ")));
         }
         out.push_str(&format!(
             "  {:<w$}  {:<6}  {:<4}  {:<10}  {:<16}  {:>4}  {:>8}  {why}\n",

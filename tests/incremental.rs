@@ -184,3 +184,18 @@ fn without_a_baseline_the_same_failure_is_a_regression() {
     repo.orch(&["run"]).expect(0);
     assert_eq!(repo.round_log(1)["status"], "reverted");
 }
+
+#[test]
+fn dry_run_shows_prompt_sizes_and_what_would_be_trimmed() {
+    let repo = Repo::new();
+    repo.write("prompts/a.md", "{{big}}\n");
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "sections": {"big": {"text": "B".repeat(3000), "maxBytes": 1000},
+                     "cmd": {"command": ["sh", "-c", "touch ran-it"]}},
+        "agents": [{"name": "a", "phase": "code", "prompt": "prompts/a.md", "command": agent_cmd(&[])}]
+    }));
+    let out = repo.orch(&["round", "1", "--dry-run"]).expect(0).stdout();
+    assert!(out.contains("trimmed: big (-"), "{out}");
+    assert!(!repo.exists(".orch") && !repo.exists("ran-it"));
+}
