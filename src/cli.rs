@@ -264,8 +264,10 @@ pub fn run(cli: Cli) -> Result<i32> {
 pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32> {
     install_signal_handler();
     let ws = Workspace::open(&opts.dir, &opts.mission)?;
+    // The lock comes first: a second orch must not even append to the event log.
+    let lock = Lock::acquire(&ws.layout)?;
     let events = sinks(&ws.layout, json, verbosity);
-    let result = runner::run(&ws, opts, &events);
+    let result = runner::run(&ws, opts, &events, &lock);
     events.finish();
     if result.is_ok() {
         append_step_summary(&ws.layout);
