@@ -20,6 +20,9 @@ use crate::testcounts;
 /// How much of the output the round log keeps.
 const TAIL_LINES: usize = 40;
 const TAIL_BYTES: usize = 4096;
+/// How much of the end of the output is read for the counts and the tail: a test command that
+/// floods its log must not flood orch's memory, and runners print their summary last.
+const READ_BYTES: u64 = 8 * 1024 * 1024;
 
 pub struct TestRun<'a> {
     pub tests: &'a Tests,
@@ -61,7 +64,7 @@ impl TestRun<'_> {
                 timeout: Duration::from_secs_f64(self.tests.timeout_s),
                 grace: self.grace,
             });
-            let output = std::fs::read(&log).unwrap_or_default();
+            let output = crate::results::read_tail(&log, READ_BYTES);
             let text = String::from_utf8_lossy(&output);
             let counts = testcounts::parse(&text);
             let status = match finished.ending {
