@@ -157,8 +157,13 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             // written, record the failure, then report it.
             r.log.status = RoundStatus::Failed;
             r.log.stop_reason = Some(e.to_string());
-            let _ = r.abandon("failed");
+            let abandoned = r.abandon("failed");
             let _ = r.finish();
+            // The base is back: the journal has done its job. If it is not, the next orch
+            // recovers from the journal.
+            if abandoned.is_ok() {
+                let _ = Journal::clear(env.layout);
+            }
             return Err(e);
         }
     };
