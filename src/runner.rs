@@ -273,7 +273,7 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
     let Some(j) = Journal::load(&ws.layout)? else {
         return Ok(());
     };
-    let killed = process::reap_orphan_groups(&j.process_groups, ws.mission().grace());
+    let killed = process::reap_orphan_groups(&j.process_groups, j.pid, ws.mission().grace());
     let mut what = format!(
         "recovered from an orch (pid {}) that died during round {}",
         j.pid, j.round
