@@ -368,10 +368,12 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
         }
         None => Workspace::open(&opts.dir, &opts.mission)?,
     };
+    // The lock comes first: a second orch must not even append to the event log.
+    let lock = Lock::acquire(&ws.layout)?;
     let events = sinks(&ws.layout, json, verbosity);
     let result = match &sequence {
-        Some(seq) => crate::sequence::run(seq, &file, opts, &events),
-        None => runner::run(&ws, opts, &events),
+        Some(seq) => crate::sequence::run(seq, &file, opts, &events, &lock),
+        None => runner::run(&ws, opts, &events, &lock),
     };
     events.finish();
     if result.is_ok() {

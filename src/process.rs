@@ -10,7 +10,10 @@
 //! then SIGKILLs it; a second interrupt SIGKILLs at once (cargo-nextest's rule).
 //!
 //! The live process groups are kept in a registry so that the interrupt path and the crash
-//! journal (see `state::Journal`) know which groups to kill.
+//! journal (see `state::Journal`) know which groups to kill. Every child also gets `ORCH_PID`
+//! (orch's pid), which its grandchildren inherit: the next orch kills a group named in a dead
+//! orch's journal only if it still holds that orch's processes, never a stranger that reused the
+//! group id in the meantime.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -167,10 +170,49 @@ pub fn group_alive(pgid: i32) -> bool {
     pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
 }
 
-/// Kills groups left behind by an earlier orch that died (named in its journal): SIGTERM,
-/// a grace period, SIGKILL.
-pub fn reap_orphan_groups(groups: &[i32], grace: Duration) -> usize {
-    let alive: Vec<i32> = groups.iter().copied().filter(|&g| group_alive(g)).collect();
+/// The variable every child gets with orch's pid: how a later orch recognises, in a crashed
+/// one's journal, the process groups that are really its children's.
+pub const PID_VAR: &str = "ORCH_PID";
+
+/// Whether some live process of group `pgid` carries `ORCH_PID=<orch_pid>` in its environment,
+/// i.e. was started by that orch (directly or as a grandchild). Hours can pass between a crash
+/// and the next orch; by then a group id in the journal may belong to someone else's processes.
+pub fn group_started_by(pgid: i32, orch_pid: u32) -> bool {
+    let needle = format!("{PID_VAR}={orch_pid}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|e| {
+        let path = e.path();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the `(comm)`: state, ppid, pgrp.
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|f| f.parse::<i32>().ok());
+        pgrp == Some(pgid)
+            && std::fs::read(path.join("environ"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .any(|v| v == needle.as_bytes())
+    })
+}
+
+/// Kills groups left behind by an earlier orch `orch_pid` that died (named in its journal):
+/// SIGTERM, a grace period, SIGKILL. Only groups that are still that orch's are touched.
+pub fn reap_orphan_groups(groups: &[i32], orch_pid: u32, grace: Duration) -> usize {
+    let alive: Vec<i32> = groups
+        .iter()
+        .copied()
+        .filter(|&g| group_alive(g))
+        .filter(|&g| {
+            let ours = group_started_by(g, orch_pid);
+            if !ours {
+                log::info!("process group {g} is no longer orch's (pid {orch_pid}); left alone");
+            }
+            ours
+        })
+        .collect();
     for &g in &alive {
         signal_group(g, libc::SIGTERM);
     }
@@ -228,6 +270,7 @@ pub fn run(spec: &Spec) -> Finished {
     for (k, v) in &spec.env {
         expr = expr.env(k, v);
     }
+    expr = expr.env(PID_VAR, std::process::id().to_string());
     let handle = match expr.start() {
         Ok(h) => h,
         Err(e) => {
@@ -393,6 +436,55 @@ mod tests {
         assert!(matches!(f.ending, Ending::SpawnFailed(ref m) if m.contains("not found")));
         let err = std::fs::read_to_string(d.path().join("err.log")).unwrap();
         assert!(err.contains("/no/such/program"), "{err}");
+    }
+
+    #[test]
+    fn a_group_that_is_not_orchs_is_never_reaped() {
+        use std::os::unix::process::CommandExt;
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = stranger.id() as i32;
+        // A journal naming this group, written by an orch whose pid the stranger does not carry.
+        let killed = reap_orphan_groups(&[pgid], 1, Duration::from_millis(100));
+        let alive = stranger.try_wait().unwrap().is_none();
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+        assert_eq!(killed, 0);
+        assert!(alive, "a stranger's process group was killed");
+    }
+
+    #[test]
+    fn children_carry_orchs_pid_so_a_later_orch_can_reap_them() {
+        use std::os::unix::process::CommandExt;
+        let d = tempfile::tempdir().unwrap();
+        // What an agent leaves when orch dies: a grandchild in the group, the leader gone.
+        let pidfile = d.path().join("gc.pid");
+        let script = format!("sleep 30 & echo $! > {}", pidfile.display());
+        let leader = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env(PID_VAR, "4242")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id() as i32;
+        let _ = leader.wait_with_output();
+        assert!(group_started_by(pgid, 4242));
+        assert!(!group_started_by(pgid, 4243));
+        assert_eq!(
+            reap_orphan_groups(&[pgid], 4242, Duration::from_millis(200)),
+            1
+        );
+        let gc = std::fs::read_to_string(&pidfile).unwrap();
+        let stat =
+            || std::fs::read_to_string(format!("/proc/{}/stat", gc.trim())).unwrap_or_default();
+        let t0 = Instant::now();
+        while !(stat().is_empty() || stat().contains(") Z")) {
+            assert!(t0.elapsed() < Duration::from_secs(3), "{}", stat());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

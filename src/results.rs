@@ -14,6 +14,8 @@ use crate::state::{AgentState, RECENT_RUNS};
 
 /// How much of the end of an agent's stdout the cost parser reads: result objects come last.
 const STDOUT_TAIL: u64 = 4 * 1024 * 1024;
+/// How much of `ORCH_RESULT_FILE` is read.
+const RESULT_FILE_MAX: u64 = 1024 * 1024;
 
 /// What a worker hands back for one agent run.
 #[derive(Debug)]
@@ -52,7 +54,9 @@ pub fn settle(
     pricing: &Pricing,
     round: u32,
 ) -> Settled {
-    let result_text = std::fs::read_to_string(&raw.result_file).ok();
+    // An agent writes this file: read a bounded amount, so garbage cannot flood orch's memory
+    // (a result is a small JSON object; a cut-off one simply does not parse).
+    let result_text = read_head(&raw.result_file, RESULT_FILE_MAX);
     let tail = read_tail(&raw.stdout, STDOUT_TAIL);
     let cost = cost::assess(result_text.as_deref(), &tail, &raw.model, pricing);
     let changed = raw.changed.len() as u32;
@@ -174,6 +178,17 @@ pub fn track(
     }
     st.model = ladder[st.model_index].clone();
     why.map(|w| (before, st.model.clone(), w))
+}
+
+/// The first `max` bytes of a file as text (lossy); `None` when it cannot be read.
+fn read_head(path: &Path, max: u64) -> Option<String> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(max)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// The last `max` bytes of a file (all of it when smaller); empty when unreadable.

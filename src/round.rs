@@ -168,8 +168,13 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             // written, record the failure, then report it.
             r.log.status = RoundStatus::Failed;
             r.log.stop_reason = Some(e.to_string());
-            let _ = r.abandon("failed");
+            let abandoned = r.abandon("failed");
             let _ = r.finish();
+            // The base is back: the journal has done its job. If it is not, the next orch
+            // recovers from the journal.
+            if abandoned.is_ok() {
+                let _ = Journal::clear(env.layout);
+            }
             return Err(e);
         }
     };
@@ -1250,7 +1255,10 @@ impl<'e> Round<'e, '_> {
         } else {
             self.state.empty_rounds_in_a_row += 1;
         }
-        self.state.last_round = self.state.last_round.max(self.round);
+        // An interrupted round did not finish: `orch run` resumes by running it again.
+        if self.log.status != RoundStatus::Interrupted {
+            self.state.last_round = self.state.last_round.max(self.round);
+        }
         self.state.mission = env.mission.name.clone();
         keep_earlier_log(env.layout, self.round)?;
         write_json(&env.layout.round_log(self.round), &self.log)?;

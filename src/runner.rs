@@ -15,8 +15,8 @@ use crate::mission::{self, Mission};
 use crate::process;
 use crate::prompt;
 use crate::round::{self, Env};
-use crate::roundlog::{RoundStatus, RunStatus, StepStatus};
-use crate::state::{Journal, Layout, Lock, State, TestBaseline};
+use crate::roundlog::{RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA};
+use crate::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
 use crate::tasks::Queue;
 use crate::tests_run::TestRun;
 
@@ -62,18 +62,26 @@ impl Workspace {
     }
 }
 
-/// Runs rounds; returns the exit status.
-pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<i32> {
-    run_counted(ws, opts, events).map(|(code, _)| code)
+/// Runs rounds; returns the exit status. The caller holds the lock (`lock`): it is taken before
+/// anything else in the state folder is opened, the event log included.
+pub fn run(ws: &Workspace, opts: &RunOptions, events: &Events, lock: &Lock) -> Result<i32> {
+    run_counted(ws, opts, events, lock).map(|(code, _)| code)
 }
 
 /// Runs rounds; returns the exit status and how many rounds ran.
-pub fn run_counted(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<(i32, u32)> {
+pub fn run_counted(
+    ws: &Workspace,
+    opts: &RunOptions,
+    events: &Events,
+    _lock: &Lock,
+) -> Result<(i32, u32)> {
     let mission = ws.mission();
     check_agents(mission, &opts.agents)?;
-    // The lock comes first: nothing else in the state folder is looked at without it.
-    let _lock = Lock::acquire(&ws.layout)?;
     ws.git.exclude(&ws.layout.dir)?;
+    // A round needs a base to return to; say so before anything else (a fresh repository also
+    // looks dirty, which would be the wrong complaint).
+    ws.git.base()?;
+    check_writable(&ws.layout)?;
     recover(ws, events)?;
     // Worktrees whose folders a crash or a cleanup removed would otherwise block re-adding.
     ws.git.prune_worktrees()?;
@@ -131,6 +139,11 @@ pub fn run_counted(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result
     let mut ran = 0;
     let mut agent_failed = false;
     for (i, &n) in rounds.iter().enumerate() {
+        // A signal between rounds (or during the baseline) must not start another round.
+        if process::interrupted() {
+            code = stop(events, "interrupted by a signal".into(), EXIT_INTERRUPTED);
+            break;
+        }
         if let Some(reason) = stop_before(&env, &state) {
             code = stop(events, reason, EXIT_STOPPED);
             break;
@@ -283,13 +296,35 @@ pub fn check_clean(git: &Git, allow_dirty: bool) -> Result<()> {
     )))
 }
 
+/// Refuses to start when the state folder cannot take the round logs (a file where a folder
+/// should be, a read-only or full file system): better now, before an agent runs, than after a
+/// round whose record cannot be written.
+fn check_writable(layout: &Layout) -> Result<()> {
+    for dir in [layout.rounds(), layout.dir.join("logs")] {
+        let probe = dir.join(format!(".orch-probe-{}", std::process::id()));
+        let r = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&probe, b"probe\n"))
+            .and_then(|_| std::fs::remove_file(&probe));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&probe);
+            return Err(Error::Usage(format!(
+                "cannot write in the state folder: {}: {e}; orch keeps its round logs there (make it a writable folder with free space)",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A journal left behind means the previous orch died mid-round: kill what it left running,
-/// keep the tree it left under `refs/orch/interrupted/round-N`, restore the base.
+/// keep the tree it left under `refs/orch/interrupted/round-N` (and each agent worktree's
+/// partial work under `refs/orch/cancelled/round-N/AGENT`, as an interrupt would), restore the
+/// base, and record the dead round as `interrupted` so the run goes on after it.
 fn recover(ws: &Workspace, events: &Events) -> Result<()> {
     let Some(j) = Journal::load(&ws.layout)? else {
         return Ok(());
     };
-    let killed = process::reap_orphan_groups(&j.process_groups, ws.mission().grace());
+    let killed = process::reap_orphan_groups(&j.process_groups, j.pid, ws.mission().grace());
     let mut what = format!(
         "recovered from an orch (pid {}) that died during round {}",
         j.pid, j.round
@@ -299,8 +334,12 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
             "; killed {killed} process group(s) it left running"
         ));
     }
+    for (agent, kept) in keep_worktrees(ws, j.round)? {
+        what.push_str(&format!("; {agent}'s partial work is kept in {kept}"));
+    }
     let head = ws.git.head()?.unwrap_or_default();
     let changed = !ws.git.changed_since(&j.base)?.is_empty() || head != j.base;
+    let mut kept_ref = None;
     if changed {
         let kept = format!("refs/orch/interrupted/round-{}", j.round);
         ws.git.save_tree(
@@ -316,13 +355,87 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
             "; its tree is kept in {kept} and the base {} restored",
             &j.base[..j.base.len().min(10)]
         ));
+        kept_ref = Some(kept);
     }
+    record_dead_round(ws, &j, kept_ref, &what)?;
     log::warn!("{what}");
     events.emit(Event::Warning {
         round: Some(j.round),
         message: what,
     });
     Journal::clear(&ws.layout)
+}
+
+/// Saves the uncommitted work of every agent worktree (a dead orch never integrated it) and
+/// cleans the worktree. Returns (agent, ref) for each one kept.
+fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
+    let mut kept = Vec::new();
+    let Ok(entries) = std::fs::read_dir(ws.layout.dir.join("worktrees")) else {
+        return Ok(kept);
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !path.join(".git").exists() {
+            continue;
+        }
+        let wt = ws.git.at(&path);
+        let (Ok(Some(head)), Ok(status)) = (wt.head(), wt.status()) else {
+            continue;
+        };
+        if status.is_empty() {
+            continue;
+        }
+        let agent = e.file_name().to_string_lossy().into_owned();
+        let r = format!("refs/orch/cancelled/round-{round}/{agent}");
+        wt.save_tree(
+            &head,
+            &r,
+            &format!("orch: round {round} {agent} (orch died); its partial work"),
+        )?;
+        wt.restore(&head)?;
+        kept.push((agent, r));
+    }
+    Ok(kept)
+}
+
+/// The dead round gets a round log (status `interrupted`) unless it wrote one before dying. Like
+/// an interrupted round it does not count as finished: the next `orch run` runs it again (the
+/// interrupted log is kept aside as `round-NNNN.prev-K.json`).
+fn record_dead_round(
+    ws: &Workspace,
+    j: &Journal,
+    kept_ref: Option<String>,
+    what: &str,
+) -> Result<()> {
+    let path = ws.layout.round_log(j.round);
+    let mut state = State::load(&ws.layout)?;
+    if !path.exists() {
+        let log = RoundLog {
+            schema: SCHEMA,
+            round: j.round,
+            mission: ws.mission().name.clone(),
+            status: RoundStatus::Interrupted,
+            started_at: j.started_at.clone(),
+            finished_at: crate::units::now_rfc3339(),
+            base: j.base.clone(),
+            commit: None,
+            agents: Vec::new(),
+            sims: Sims::default(),
+            tests: None,
+            reverted: false,
+            kept_ref,
+            revert: None,
+            timing: Timing::default(),
+            cost_usd: 0.0,
+            total_cost_usd: state.total_cost_usd,
+            stop_reason: Some("orch died during the round (killed or crashed)".into()),
+            decisions: Vec::new(),
+            notes: vec![what.to_string()],
+        };
+        write_json(&path, &log)?;
+    }
+    state.mission = ws.mission().name.clone();
+    state.save(&ws.layout)
 }
 
 /// `tests.baseline`: measure the tests at the base once, so that an already-failing suite is

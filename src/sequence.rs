@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, EXIT_FINISHED, EXIT_OK};
 use crate::events::Events;
 use crate::runner::{self, RunOptions, Workspace};
-use crate::state::{read_json, write_json, State};
+use crate::state::{read_json, write_json, Lock, State};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -81,7 +81,13 @@ pub fn detect(path: &Path) -> Result<Option<Sequence>> {
 }
 
 /// Runs the sequence from where it stopped; returns the exit status.
-pub fn run(seq: &Sequence, file: &Path, opts: &RunOptions, events: &Events) -> Result<i32> {
+pub fn run(
+    seq: &Sequence,
+    file: &Path,
+    opts: &RunOptions,
+    events: &Events,
+    lock: &Lock,
+) -> Result<i32> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let rel = |m: &Path| dir.join(m);
     // Every mission must load before any round runs: a typo in the third mission should not
@@ -112,8 +118,12 @@ pub fn run(seq: &Sequence, file: &Path, opts: &RunOptions, events: &Events) -> R
         };
         let (code, ran) = if left == 0 {
             (EXIT_OK, 0)
+        } else if ws.layout.dir == spaces[0].layout.dir {
+            runner::run_counted(ws, &step_opts, events, lock)?
         } else {
-            runner::run_counted(ws, &step_opts, events)?
+            // A mission with a state folder of its own takes that folder's lock too.
+            let own = Lock::acquire(&ws.layout)?;
+            runner::run_counted(ws, &step_opts, events, &own)?
         };
         progress.rounds_done += ran;
         let finished = code == EXIT_FINISHED || progress.rounds_done >= step.rounds;

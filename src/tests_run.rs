@@ -24,6 +24,9 @@ use crate::tests_select::Selection;
 /// How much of the output the round log keeps.
 const TAIL_LINES: usize = 40;
 const TAIL_BYTES: usize = 4096;
+/// How much of the end of the output is read for the counts and the tail: a test command that
+/// floods its log must not flood orch's memory, and runners print their summary last.
+const READ_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One test command to run, with retries.
 pub struct TestRun<'a> {
@@ -87,8 +90,9 @@ impl<'a> TestRun<'a> {
                 timeout: self.timeout,
                 grace: self.grace,
             });
-            let output = std::fs::read(&log).unwrap_or_default();
-            let counts = testcounts::parse(&String::from_utf8_lossy(&output));
+            let output = crate::results::read_tail(&log, READ_BYTES);
+            let text = String::from_utf8_lossy(&output);
+            let counts = testcounts::parse(&text);
             let status = match finished.ending {
                 Ending::Exited(0) => StepStatus::Passed,
                 Ending::TimedOut => StepStatus::Timeout,

@@ -1,0 +1,768 @@
+//! Fault injection: what happens at night, done for real to the built binary. A hung agent, a
+//! Ctrl-C, a second Ctrl-C, a SIGKILLed orch, a second orch from cron, a corrupt state file,
+//! garbage and floods from agents, a daemon left holding a log open, hostile missions, no git,
+//! no commits, an unwritable or full state folder.
+//!
+//! Each test asserts what the user is left with: the exit status, the round log's status, HEAD
+//! and the working tree, the refs that keep the agents' work, and that no process carrying the
+//! test's unique marker survives. Bounds on time are generous (a loaded CI machine must pass);
+//! waits poll for a file an agent writes instead of sleeping a guessed time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{agent_cmd, processes_with, Repo};
+use serde_json::json;
+
+/// A marker unique to one test, put on every agent's command line (`--tag`).
+fn marker(test: &str) -> String {
+    format!("orch-fault-{test}-{}", std::process::id())
+}
+
+/// `orch ARGS` started in the background (stdout and stderr to files in `out`).
+struct Orch {
+    child: Child,
+    out: tempfile::TempDir,
+}
+
+impl Orch {
+    fn start(repo: &Repo, args: &[&str]) -> Orch {
+        let out = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(repo.path())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(out.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(out.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Orch { child, out }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits up to `limit` for the exit status; kills orch and fails the test past it.
+    fn wait(&mut self, limit: Duration) -> i32 {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                return s.code().unwrap_or(128 + s.signal().unwrap_or(0));
+            }
+            if t0.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "orch did not exit within {limit:?}\n--- stderr\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Orch {
+    fn drop(&mut self) {
+        // A failed assertion must not leave orch running behind the test.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls until `path` exists (an agent wrote it); fails the test after `limit`.
+fn wait_for(path: &Path, limit: Duration) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that no process with `marker` on its command line is alive, allowing a moment for
+/// the kernel to finish killing a group that was just sent SIGKILL.
+fn assert_none_left(marker: &str) {
+    let t0 = Instant::now();
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "processes left behind: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` (from a pid file) is alive and not a zombie.
+fn alive(pid_file: &Path) -> bool {
+    let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
+/// The files of a commit (or ref), one a line.
+fn files_at(repo: &Repo, rev: &str) -> String {
+    repo.git(&["ls-tree", "-r", "--name-only", rev])
+}
+
+fn ref_exists(repo: &Repo, name: &str) -> bool {
+    Command::new("git")
+        .args(["rev-parse", "--verify", "-q", name])
+        .current_dir(repo.path())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// A scratch folder outside the repository, for the files agents write to say they started.
+fn flags() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals.
+
+/// A hung agent (and the daemon it left, which ignores SIGTERM) in the shared tree, then
+/// Ctrl-C: children terminated, the tree kept under refs/orch/interrupted/round-1, the base
+/// restored, the round logged as interrupted, exit 130.
+#[test]
+fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
+    let m = marker("sigint");
+    let f = flags();
+    let started = f.path().join("started");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 3, "killGraceS": 0.5, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/wip.txt=half done",
+            "--daemon", &path_str(&f.path().join("daemon.pid")),
+            "--write", &format!("{}=1", path_str(&started)),
+            "--hang-once", &path_str(&f.path().join("hung"))])}]
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(10));
+    orch.signal(libc::SIGINT);
+    let code = orch.wait(Duration::from_secs(10));
+    assert_eq!(code, 130, "{}", orch.stderr());
+    assert_none_left(&m);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    assert_eq!(Repo::agent(&log, "a")["status"], "cancelled");
+    assert_eq!(log["keptRef"], "refs/orch/interrupted/round-1");
+    assert!(
+        !repo.has_round_log(2),
+        "a round started after the interrupt"
+    );
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+    assert_eq!(
+        repo.git(&["show", "refs/orch/interrupted/round-1:src/wip.txt"]),
+        "half done"
+    );
+    assert!(!repo.exists(".orch/journal.json"));
+    // The interrupted round did not finish: the next run runs it again, keeping its log.
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert_eq!(repo.round_log(1)["status"], "ok");
+    assert!(repo.exists(".orch/rounds/round-0001.prev-1.json"));
+    assert!(!repo.has_round_log(2));
+    assert_none_left(&m);
+}
+
+/// The same with worktree isolation and SIGTERM: the agent's partial work, in its own
+/// worktree, is kept under refs/orch/cancelled/round-1/AGENT; the main tree never moved.
+#[test]
+fn sigterm_keeps_a_worktree_agents_partial_work() {
+    let m = marker("sigterm");
+    let f = flags();
+    let started = f.path().join("started");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&[
+                "--tag", &m, "--write", "src/wip.txt=half done",
+                "--write", &format!("{}=1", path_str(&started)), "--hang"])},
+            {"name": "b", "phase": "code", "command": agent_cmd(&["--tag", &m, "--hang"])}
+        ]
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run", "--max-concurrency", "1"]);
+    wait_for(&started, Duration::from_secs(10));
+    orch.signal(libc::SIGTERM);
+    assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
+    assert_none_left(&m);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "interrupted");
+    // b never started: with one slot it was queued behind a, and nothing starts after a signal.
+    assert_eq!(Repo::agent(&log, "b")["status"], "cancelled");
+    assert_eq!(Repo::agent(&log, "b")["elapsedMs"], 0);
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+    assert_eq!(
+        repo.git(&["show", "refs/orch/cancelled/round-1/a:src/wip.txt"]),
+        "half done"
+    );
+}
+
+/// An agent that ignores SIGTERM and a grace period of 30 s: the second Ctrl-C kills it at
+/// once, and orch exits 130 long before the grace period would have ended.
+#[test]
+fn a_second_signal_kills_at_once() {
+    let m = marker("second");
+    let f = flags();
+    let started = f.path().join("started");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 30, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--ignore-term", "--write", "src/wip.txt=x",
+            "--write", &format!("{}=1", path_str(&started)), "--hang"])}]
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(10));
+    let t0 = Instant::now();
+    orch.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        orch.child.try_wait().unwrap().is_none(),
+        "the first signal must wait out the grace period"
+    );
+    orch.signal(libc::SIGINT);
+    assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_none_left(&m);
+    // Killing at once still leaves the round recorded and the base restored.
+    assert_eq!(repo.round_log(1)["status"], "interrupted");
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+    assert!(ref_exists(&repo, "refs/orch/interrupted/round-1"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A killed orch and the next one.
+
+/// orch is SIGKILLed mid-round. Its agent dies with it (PR_SET_PDEATHSIG); the daemon the agent
+/// started does not (it is not orch's child) but is named in the journal, and the next orch
+/// kills its group, keeps the tree, restores the base, logs the dead round and goes on.
+#[test]
+fn a_killed_orch_is_recovered_by_the_next_one() {
+    let m = marker("sigkill");
+    let f = flags();
+    let (started, agent_pid, daemon_pid) = (
+        f.path().join("started"),
+        f.path().join("agent.pid"),
+        f.path().join("daemon.pid"),
+    );
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "killGraceS": 0.5, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--round", "1", "--pid", &path_str(&agent_pid),
+            "--write", "src/wip.txt=half done", "--daemon", &path_str(&daemon_pid),
+            "--write", &format!("{}=1", path_str(&started)),
+            "--hang-once", &path_str(&f.path().join("hung"))])}]
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(10));
+    orch.signal(libc::SIGKILL);
+    assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
+    let t0 = Instant::now();
+    while alive(&agent_pid) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(&agent_pid), "the agent outlived the SIGKILLed orch");
+    assert!(
+        alive(&daemon_pid),
+        "the agent's daemon died without recovery"
+    );
+    assert!(repo.exists(".orch/journal.json"));
+
+    let run = repo.orch(&["run"]).expect(0);
+    assert!(run.stderr().contains("recovered"), "{}", run.stderr());
+    assert!(
+        !alive(&daemon_pid),
+        "recovery did not kill the orphaned group"
+    );
+    assert_none_left(&m);
+    assert!(!repo.exists(".orch/journal.json"));
+    assert_eq!(
+        repo.git(&["show", "refs/orch/interrupted/round-1:src/wip.txt"]),
+        "half done"
+    );
+    // The dead round's log is kept aside; the round did not finish, so it ran again (the agent
+    // does not hang the second time), then round 2 (where the agent does nothing).
+    let dead: serde_json::Value =
+        serde_json::from_str(&repo.read(".orch/rounds/round-0001.prev-1.json")).unwrap();
+    assert_eq!(dead["status"], "interrupted", "{dead:#}");
+    assert_eq!(dead["keptRef"], "refs/orch/interrupted/round-1");
+    assert_eq!(repo.round_log(1)["status"], "ok");
+    assert_eq!(repo.round_log(2)["status"], "ok");
+    assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), base);
+    assert_eq!(repo.read("src/wip.txt"), "half done\n");
+    assert_eq!(repo.status(), "");
+}
+
+/// The same with worktree isolation: the partial work sits in the agent's worktree, not the
+/// main tree, and recovery keeps it where an interrupt would, refs/orch/cancelled/round-1/AGENT.
+#[test]
+fn recovery_keeps_the_work_left_in_an_agents_worktree() {
+    let m = marker("sigkill-wt");
+    let f = flags();
+    let started = f.path().join("started");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/wip.txt=half done",
+            "--write", &format!("{}=1", path_str(&started)),
+            "--hang-once", &path_str(&f.path().join("hung"))])}]
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(10));
+    orch.signal(libc::SIGKILL);
+    orch.wait(Duration::from_secs(5));
+    // Recover only: `--rounds 0` runs nothing after the recovery.
+    let run = repo.orch(&["run", "--rounds", "0"]).expect(0);
+    assert!(run.stderr().contains("recovered"), "{}", run.stderr());
+    assert_none_left(&m);
+    assert_eq!(
+        repo.git(&["show", "refs/orch/cancelled/round-1/a:src/wip.txt"]),
+        "half done"
+    );
+    assert_eq!(repo.round_log(1)["status"], "interrupted");
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+    // The worktree was cleaned, so the next round there starts from the base.
+    assert!(!repo.exists(".orch/worktrees/a/src/wip.txt"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lock.
+
+/// A second orch (cron) while one runs: exit 4, naming the first one's pid; it changes nothing.
+#[test]
+fn a_second_orch_exits_4_naming_the_first() {
+    let m = marker("lock");
+    let f = flags();
+    let started = f.path().join("started");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", &format!("{}=1", path_str(&started)), "--hang"])}]
+    }));
+    let mut first = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(10));
+    let events_before = repo.read(".orch/events.ndjson");
+    let second = repo.orch(&["run"]).expect(4);
+    assert!(
+        second.stderr().contains(&format!("pid {}", first.pid())),
+        "{}",
+        second.stderr()
+    );
+    repo.orch(&["task", "add", "--agent", "a", "t"]).expect(4);
+    repo.orch(&["round", "1"]).expect(4);
+    // The losers wrote nothing into the state folder (the lock comes before the event log).
+    assert_eq!(repo.read(".orch/events.ndjson"), events_before);
+    first.signal(libc::SIGINT);
+    assert_eq!(first.wait(Duration::from_secs(10)), 130);
+    assert_none_left(&m);
+}
+
+/// A lock file left by a dead orch (its pid inside) never blocks: the kernel dropped the flock.
+#[test]
+fn a_stale_lock_never_blocks() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])}]
+    }));
+    repo.write(".orch/lock", "999999999\n");
+    repo.orch(&["run"]).expect(0);
+    assert_eq!(repo.round_log(1)["status"], "ok");
+    // The lock file now names the orch that just exited: no more a block than the first was.
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert_eq!(repo.round_log(2)["status"], "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corrupt and hostile input.
+
+/// A state.json that does not parse stops orch before any round, naming the file and the way
+/// out; nothing runs and the repository is untouched.
+#[test]
+fn a_corrupt_state_file_is_an_error_that_names_it() {
+    let f = flags();
+    let ran = f.path().join("ran");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--write", &format!("{}=1", path_str(&ran)), "--write", "src/a.txt=a"])}]
+    }));
+    let base = repo.head();
+    repo.write(
+        ".orch/state.json",
+        "{\"lastRound\": 3, \"agents\": {\0garbage",
+    );
+    let run = repo.orch(&["run"]).expect(2);
+    assert!(
+        run.stderr().contains(".orch/state.json") && run.stderr().contains("corrupt"),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("move it aside"), "{}", run.stderr());
+    repo.orch(&["status"]).expect(2);
+    assert!(!ran.exists());
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+}
+
+/// Garbage from an agent: binary stdout, a result file that is not JSON, a file whose name is
+/// not UTF-8. The round runs, the file is committed byte for byte, the cost is unknown.
+#[test]
+fn garbage_output_and_non_utf8_file_names_are_handled() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--binary", "256", "--raw-result", "\u{1}{not json", "--bad-name", "src/bad", "--no-json"])}]
+    }));
+    let base = repo.head();
+    let run = repo.orch(&["run"]).expect(0);
+    assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok");
+    assert_eq!(a["costKnown"], false, "{a:#}");
+    assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), base);
+    // `git ls-tree -z` gives the name's raw bytes.
+    let out = Command::new("git")
+        .args(["ls-tree", "-r", "-z", "--name-only", "HEAD"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout
+            .split(|&b| b == 0)
+            .any(|name| name == b"src/bad\xff"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(repo.status(), "");
+}
+
+/// The peak resident memory of a running process, in kB (0 once it is gone).
+fn peak_rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// 200 MB on an agent's stdout and 100 MB from the test command: the output goes to files,
+/// and orch's own memory stays small (it reads only the tails).
+#[test]
+fn a_flood_of_output_does_not_grow_orchs_memory() {
+    let m = marker("flood");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--flood", "200", "--write", "src/a.txt=a"])}],
+        "tests": {"command": agent_cmd(&["--tag", &m, "--flood", "100"])}
+    }));
+    let mut orch = Orch::start(&repo, &["run"]);
+    let mut peak = 0;
+    let t0 = Instant::now();
+    while orch.child.try_wait().unwrap().is_none() {
+        peak = peak.max(peak_rss_kb(orch.pid()));
+        assert!(t0.elapsed() < Duration::from_secs(30), "orch hung");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(orch.wait(Duration::from_secs(1)), 0, "{}", orch.stderr());
+    assert!(peak > 0, "never saw orch's memory");
+    assert!(
+        peak < 64 * 1024,
+        "orch's peak RSS was {} MB for a 200 MB flood",
+        peak / 1024
+    );
+    let log_size = std::fs::metadata(repo.pathbuf(".orch/logs/round-0001/a.log"))
+        .unwrap()
+        .len();
+    assert!(log_size >= 200 * 1024 * 1024, "{log_size}");
+    assert_eq!(repo.round_log(1)["status"], "ok");
+    assert_none_left(&m);
+}
+
+/// A test command that starts a daemon holding its stdout open: orch does not wait for the
+/// daemon (outputs go to files) and kills the test command's group once its leader exits.
+#[test]
+fn a_daemon_left_by_the_tests_neither_hangs_orch_nor_survives() {
+    let m = marker("daemon");
+    let f = flags();
+    let daemon = f.path().join("daemon.pid");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])}],
+        "tests": {"command": agent_cmd(&["--tag", &m, "--daemon", &path_str(&daemon)])}
+    }));
+    let mut orch = Orch::start(&repo, &["run"]);
+    assert_eq!(orch.wait(Duration::from_secs(15)), 0, "{}", orch.stderr());
+    assert!(daemon.exists(), "the test command never started its daemon");
+    assert!(!alive(&daemon));
+    assert_none_left(&m);
+    let log = repo.round_log(1);
+    assert_eq!(log["tests"]["status"], "passed");
+    assert!(log["commit"].is_string());
+    assert_eq!(repo.status(), "");
+}
+
+/// Names and paths in a mission that would escape the state folder or the repository are
+/// rejected with the key that holds them, exit 2, before anything runs.
+#[test]
+fn a_mission_that_tries_to_escape_is_rejected() {
+    let repo = Repo::new();
+    let cases = [
+        (
+            json!([{"name": "../x", "phase": "code", "command": "true"}]),
+            json!(".orch"),
+            "agents[0].name",
+        ),
+        (
+            json!([{"name": "a/b", "phase": "code", "command": "true"}]),
+            json!(".orch"),
+            "agents[0].name",
+        ),
+        (
+            json!([{"name": "a", "phase": "code", "command": "true"}]),
+            json!("../outside"),
+            "stateDir",
+        ),
+        (
+            json!([{"name": "a", "phase": "code", "command": "true"}]),
+            json!("/tmp/abs"),
+            "stateDir",
+        ),
+    ];
+    for (agents, state_dir, key) in cases {
+        repo.write(
+            "hostile.json",
+            &json!({"name": "t", "agents": agents, "stateDir": state_dir}).to_string(),
+        );
+        for cmd in [
+            &["validate", "-m", "hostile.json"][..],
+            &["run", "-m", "hostile.json"],
+        ] {
+            let run = repo.orch(cmd).expect(2);
+            assert!(run.stderr().contains(key), "{cmd:?}: {}", run.stderr());
+        }
+    }
+    assert!(!repo.exists("../outside"));
+    assert!(!repo.exists(".orch/rounds"));
+}
+
+/// 1,000 agents: the mission validates and a round runs quickly, with `when` gating most of
+/// them off and ten no-op review agents running.
+#[test]
+fn a_mission_with_a_thousand_agents_runs_a_round_quickly() {
+    let repo = Repo::new();
+    let agents: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            if i % 100 == 0 {
+                json!({"name": format!("r{i:04}"), "phase": "review", "command": "true"})
+            } else {
+                json!({"name": format!("c{i:04}"), "phase": "code", "command": "true", "when": "tasks"})
+            }
+        })
+        .collect();
+    repo.mission(json!({"name": "big", "rounds": 1, "maxConcurrency": 8, "agents": agents}));
+    repo.orch(&["validate"]).expect(0);
+    let t0 = Instant::now();
+    repo.orch(&["run"]).expect(0);
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    let log = repo.round_log(1);
+    assert_eq!(log["decisions"].as_array().unwrap().len(), 1000);
+    assert_eq!(log["agents"].as_array().unwrap().len(), 10);
+    assert_eq!(repo.status(), "");
+}
+
+/// No git on PATH, a repository without commits, a folder that is no repository: a clear
+/// error and exit 2, never a panic.
+#[test]
+fn no_git_no_commits_and_no_repository_are_clear_errors() {
+    let mission =
+        json!({"name": "t", "agents": [{"name": "a", "phase": "code", "command": "true"}]});
+    let check = |dir: &Path, env: &[(&str, &str)], expect: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .arg("run")
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(expect), "expected {expect:?} in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    // No git: PATH without it (orch itself is run by its full path).
+    let repo = Repo::new();
+    repo.mission(mission.clone());
+    check(
+        repo.path(),
+        &[("PATH", "/nonexistent")],
+        "git is not installed",
+    );
+    // No commits yet: the mission file is untracked, but the missing base is what matters.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(empty.path())
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(empty.path().join("orch.json"), mission.to_string()).unwrap();
+    check(empty.path(), &[], "no commits yet");
+    // Not a repository at all.
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::write(plain.path().join("orch.json"), mission.to_string()).unwrap();
+    check(plain.path(), &[], "not inside a git repository");
+}
+
+/// A sim is given a staging folder but is not sandboxed: what it writes into the working tree
+/// is part of the round's change like an agent's (committed with the round here; reverted and
+/// kept in a ref when the tests regress). Nothing is lost and the tree ends clean.
+#[test]
+fn a_sim_writing_outside_its_folder_lands_in_the_rounds_change() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])}],
+        "sims": {"pre": {"command": ["sh", "-c", "echo stray > stray.txt; echo '{}' > \"$ORCH_SIM_OUT/latest.json\""]}}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let files = files_at(&repo, "HEAD");
+    assert!(
+        files.contains("stray.txt") && files.contains("src/a.txt"),
+        "{files}"
+    );
+    assert_eq!(repo.status(), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state folder cannot be written.
+
+/// `<state>/rounds` is a file, so no round log can be written (this works as root, where a
+/// read-only folder would not stop writes): orch refuses before any agent starts, naming the
+/// folder, and the repository stays at its base.
+#[test]
+fn an_unwritable_state_folder_stops_orch_before_the_round() {
+    let f = flags();
+    let ran = f.path().join("ran");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--write", &format!("{}=1", path_str(&ran)), "--write", "src/a.txt=a"])}]
+    }));
+    let base = repo.head();
+    repo.write(".orch/rounds", "not a folder");
+    let run = repo.orch(&["run"]).expect(2);
+    assert!(run.stderr().contains(".orch/rounds"), "{}", run.stderr());
+    assert!(
+        !ran.exists(),
+        "an agent ran although no round log could be written"
+    );
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+    assert!(!repo.exists(".orch/journal.json"));
+}
+
+/// The state folder on a 256 kB tmpfs and an agent whose log fills it: orch stops with a clear
+/// message naming the file it could not write, never hangs or panics, and leaves a clean tree
+/// at the base or at the round's commit (made before the log). Needs root to mount; skipped
+/// loudly otherwise.
+#[test]
+fn a_full_disk_stops_orch_cleanly() {
+    let m = marker("full");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/a.txt=a", "--flood", "1"])}]
+    }));
+    let base = repo.head();
+    let state: PathBuf = repo.pathbuf(".orch");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&state)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED a_full_disk_stops_orch_cleanly: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let mut orch = Orch::start(&repo, &["run"]);
+    let code = orch.wait(Duration::from_secs(15));
+    let err = orch.stderr();
+    eprintln!("full disk: exit {code}\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The agent's log fills the disk, so the round log cannot be written: exit 1, naming it.
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("round-0001.json") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_none_left(&m);
+    assert_eq!(repo.status(), "");
+    let head = repo.head();
+    assert!(
+        head == base || repo.git(&["rev-parse", "HEAD~1"]) == base,
+        "HEAD moved further than one round"
+    );
+}
