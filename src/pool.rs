@@ -9,6 +9,7 @@
 //! stop the pool from starting more jobs (budget reached), and jobs that never started come back
 //! as [`Done::NotStarted`] so nothing is silently dropped.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,12 +22,14 @@ pub enum Done<J, R> {
     NotStarted(J),
 }
 
-/// Lets the result handler stop the pool from starting more jobs; running jobs finish.
-pub struct Control {
-    stop: AtomicBool,
+/// Lets the result handler stop the pool from starting more jobs (running jobs finish), or start
+/// the next ones before it has finished handling a result.
+pub struct Control<'a> {
+    stop: &'a AtomicBool,
+    refill: &'a dyn Fn(),
 }
 
-impl Control {
+impl Control<'_> {
     pub fn stop_starting(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
@@ -34,14 +37,22 @@ impl Control {
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
+
+    /// Fills the free slots now instead of when the handler returns. For a handler that knows
+    /// early that the pool may go on (it has counted the result's cost) and has slow work left
+    /// (merging a worktree): the next job need not wait for that work.
+    pub fn start_next(&self) {
+        (self.refill)()
+    }
 }
 
 /// Runs `jobs` on `slots` worker threads; `work` runs on a worker, `on_done` on the calling
 /// thread for each job in completion order. `may_start` is checked before each job starts
 /// (interrupts); a `false` stops the pool as `Control::stop_starting` does.
 ///
-/// The calling thread hands a job to a worker only when a slot is free, right after handling
-/// the result that freed it. That costs one channel hop per job and buys an exact stop: once
+/// The calling thread hands a job to a worker only when a slot is free, once the handler has
+/// seen the result that freed it: when the handler returns, or earlier if it calls
+/// `Control::start_next`. That costs one channel hop per job and buys an exact stop: once
 /// `on_done` says stop (the budget is spent), no job starts that it has not seen the cost of.
 pub fn run<J, R>(
     slots: usize,
@@ -57,10 +68,9 @@ pub fn run<J, R>(
         return;
     }
     let workers = slots.max(1).min(jobs.len());
-    let mut queue: VecDeque<J> = jobs.into();
-    let control = Control {
-        stop: AtomicBool::new(false),
-    };
+    let queue: RefCell<VecDeque<J>> = RefCell::new(jobs.into());
+    let in_flight = Cell::new(0usize);
+    let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = unbounded::<J>();
     let (done_tx, done_rx) = unbounded::<R>();
     std::thread::scope(|s| {
@@ -80,30 +90,42 @@ pub fn run<J, R>(
                 .expect("spawning a worker thread");
         }
         drop(done_tx);
-        let mut in_flight = 0;
-        let dispatch = |queue: &mut VecDeque<J>, in_flight: &mut usize| {
-            while *in_flight < workers && !control.stopped() {
+        let refill = || {
+            while in_flight.get() < workers && !stop.load(Ordering::SeqCst) {
                 if !may_start() {
-                    control.stop_starting();
+                    stop.store(true, Ordering::SeqCst);
                     break;
                 }
-                let Some(job) = queue.pop_front() else { break };
+                let Some(job) = queue.borrow_mut().pop_front() else {
+                    break;
+                };
                 // The workers hold the receiver until job_tx is dropped below.
                 let _ = job_tx.send(job);
-                *in_flight += 1;
+                in_flight.set(in_flight.get() + 1);
             }
         };
-        dispatch(&mut queue, &mut in_flight);
-        while in_flight > 0 {
+        let control = Control {
+            stop: &stop,
+            refill: &refill,
+        };
+        refill();
+        while in_flight.get() > 0 {
             let Ok(result) = done_rx.recv() else { break };
-            in_flight -= 1;
+            in_flight.set(in_flight.get() - 1);
             on_done(Done::Finished(result), &control);
-            dispatch(&mut queue, &mut in_flight);
+            refill();
         }
-        drop(job_tx);
-        for job in queue.drain(..) {
+        // What is left never starts. One at a time: the handler may call `start_next`, which
+        // borrows the queue (and, stopped, starts nothing).
+        stop.store(true, Ordering::SeqCst);
+        loop {
+            let Some(job) = queue.borrow_mut().pop_front() else {
+                break;
+            };
             on_done(Done::NotStarted(job), &control);
         }
+        // The workers end when the queue's sender is gone.
+        drop(job_tx);
     });
 }
 
@@ -155,5 +177,38 @@ mod tests {
         );
         // The first result stops the pool: exactly one job ran.
         assert_eq!((finished, not_started), (1, 3));
+    }
+
+    #[test]
+    fn start_next_starts_the_next_job_before_the_handler_returns() {
+        // One slot; the handler of the first job calls start_next, then does slow work. The
+        // second job must start during that work, not after it.
+        let t0 = Instant::now();
+        let mut handler_returned = Vec::new();
+        let started = std::sync::Mutex::new(Vec::new());
+        run(
+            1,
+            vec![0u8, 1],
+            || true,
+            |j| {
+                started.lock().unwrap().push((j, t0.elapsed()));
+                j
+            },
+            |d, c| {
+                if let Done::Finished(0) = d {
+                    c.start_next();
+                    std::thread::sleep(Duration::from_millis(300));
+                    handler_returned.push(t0.elapsed());
+                }
+            },
+        );
+        let started = started.into_inner().unwrap();
+        assert_eq!(started.len(), 2);
+        assert!(
+            started[1].1 < handler_returned[0],
+            "job 1 started at {:?}, after the handler returned at {:?}",
+            started[1].1,
+            handler_returned[0]
+        );
     }
 }
