@@ -264,6 +264,11 @@ impl Git {
                 Error::io(format!("removing broken worktree {}", path.display()), e)
             })?;
         }
+        // Workers prepare their worktrees at once; a `worktree prune` running beside another
+        // worker's `worktree add` deletes the metadata that add is writing ("could not open
+        // .git/worktrees/X/gitdir"). Making worktrees is rare (the first round), so one at a time.
+        static ADMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _admin = ADMIN.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self.run(&["worktree", "prune"]);
         let p = path.to_string_lossy();
         self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
@@ -348,6 +353,30 @@ mod tests {
         assert!(!d.path().join("new.txt").exists());
         assert!(d.path().join(".orch/state.json").exists(), "state survives");
         assert_eq!(g.head().unwrap().unwrap(), base);
+    }
+
+    #[test]
+    fn worktrees_made_at_once_by_several_threads_all_work() {
+        // Before worktree creation was serialized, one thread's `worktree prune` beside another's
+        // `worktree add` made this fail in two runs of three ("could not open
+        // .git/worktrees/X/locked").
+        let (d, g) = repo();
+        let base = g.base().unwrap();
+        for attempt in 0..3 {
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let (g, base) = (&g, &base);
+                        let p = d.path().join(format!(".orch/wt-{attempt}-{i}"));
+                        s.spawn(move || g.prepare_worktree(&p, base).map(|_| ()))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in results {
+                r.unwrap();
+            }
+        }
     }
 
     #[test]

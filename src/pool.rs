@@ -9,9 +9,11 @@
 //! stop the pool from starting more jobs (budget reached), and jobs that never started come back
 //! as [`Done::NotStarted`] so nothing is silently dropped.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::unbounded;
 
 /// What the pool hands back for each job.
 pub enum Done<J, R> {
@@ -20,42 +22,27 @@ pub enum Done<J, R> {
     NotStarted(J),
 }
 
-/// The result handler's hold on the pool: stop it from starting more jobs (running ones
-/// finish), or hand out the next jobs now, before slow work on the result it is handling.
-pub struct Control<'a, J> {
-    queue: VecDeque<J>,
-    in_flight: usize,
-    workers: usize,
-    tx: Sender<J>,
-    stop: bool,
-    may_start: &'a (dyn Fn() -> bool + Sync),
+/// Lets the result handler stop the pool from starting more jobs (running jobs finish), or start
+/// the next ones before it has finished handling a result.
+pub struct Control<'a> {
+    stop: &'a AtomicBool,
+    refill: &'a dyn Fn(),
 }
 
-impl<J> Control<'_, J> {
-    pub fn stop_starting(&mut self) {
-        self.stop = true;
+impl Control<'_> {
+    pub fn stop_starting(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     pub fn stopped(&self) -> bool {
-        self.stop
+        self.stop.load(Ordering::SeqCst)
     }
 
-    /// Starts queued jobs until every slot is busy. Called by the pool after each result is
-    /// handled; a handler may call it earlier, once it knows the pool may go on, so that a
-    /// slow step (a git merge) does not keep a slot idle.
-    pub fn fill(&mut self) {
-        while self.in_flight < self.workers && !self.stop {
-            if !(self.may_start)() {
-                self.stop = true;
-                break;
-            }
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
-            // The workers hold the receiver until the sender is dropped at the end.
-            let _ = self.tx.send(job);
-            self.in_flight += 1;
-        }
+    /// Fills the free slots now instead of when the handler returns. For a handler that knows
+    /// early that the pool may go on (it has counted the result's cost) and has slow work left
+    /// (merging a worktree): the next job need not wait for that work.
+    pub fn start_next(&self) {
+        (self.refill)()
     }
 }
 
@@ -63,16 +50,16 @@ impl<J> Control<'_, J> {
 /// thread for each job in completion order. `may_start` is checked before each job starts
 /// (interrupts); a `false` stops the pool as `Control::stop_starting` does.
 ///
-/// The calling thread hands a job to a worker only when a slot is free, once the result that
-/// freed it has been looked at (or when the handler calls `Control::fill`). That costs one
-/// channel hop per job and buys an exact stop: once `on_done` says stop (the budget is spent),
-/// no job starts that it has not seen the cost of.
+/// The calling thread hands a job to a worker only when a slot is free, once the handler has
+/// seen the result that freed it: when the handler returns, or earlier if it calls
+/// `Control::start_next`. That costs one channel hop per job and buys an exact stop: once
+/// `on_done` says stop (the budget is spent), no job starts that it has not seen the cost of.
 pub fn run<J, R>(
     slots: usize,
     jobs: Vec<J>,
     may_start: impl Fn() -> bool + Sync,
     work: impl Fn(J) -> R + Sync,
-    mut on_done: impl FnMut(Done<J, R>, &mut Control<'_, J>),
+    mut on_done: impl FnMut(Done<J, R>, &Control),
 ) where
     J: Send,
     R: Send,
@@ -81,16 +68,11 @@ pub fn run<J, R>(
         return;
     }
     let workers = slots.max(1).min(jobs.len());
+    let queue: RefCell<VecDeque<J>> = RefCell::new(jobs.into());
+    let in_flight = Cell::new(0usize);
+    let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = unbounded::<J>();
     let (done_tx, done_rx) = unbounded::<R>();
-    let mut control = Control {
-        queue: jobs.into(),
-        in_flight: 0,
-        workers,
-        tx: job_tx,
-        stop: false,
-        may_start: &may_start,
-    };
     std::thread::scope(|s| {
         for i in 0..workers {
             let job_rx = job_rx.clone();
@@ -108,21 +90,42 @@ pub fn run<J, R>(
                 .expect("spawning a worker thread");
         }
         drop(done_tx);
-        drop(job_rx);
-        control.fill();
-        while control.in_flight > 0 {
+        let refill = || {
+            while in_flight.get() < workers && !stop.load(Ordering::SeqCst) {
+                if !may_start() {
+                    stop.store(true, Ordering::SeqCst);
+                    break;
+                }
+                let Some(job) = queue.borrow_mut().pop_front() else {
+                    break;
+                };
+                // The workers hold the receiver until job_tx is dropped below.
+                let _ = job_tx.send(job);
+                in_flight.set(in_flight.get() + 1);
+            }
+        };
+        let control = Control {
+            stop: &stop,
+            refill: &refill,
+        };
+        refill();
+        while in_flight.get() > 0 {
             let Ok(result) = done_rx.recv() else { break };
-            control.in_flight -= 1;
-            on_done(Done::Finished(result), &mut control);
-            control.fill();
+            in_flight.set(in_flight.get() - 1);
+            on_done(Done::Finished(result), &control);
+            refill();
         }
-        // Dropping the sender ends the workers' loops.
-        let (tx, _) = unbounded();
-        drop(std::mem::replace(&mut control.tx, tx));
-        let left: Vec<J> = control.queue.drain(..).collect();
-        for job in left {
-            on_done(Done::NotStarted(job), &mut control);
+        // What is left never starts. One at a time: the handler may call `start_next`, which
+        // borrows the queue (and, stopped, starts nothing).
+        stop.store(true, Ordering::SeqCst);
+        loop {
+            let Some(job) = queue.borrow_mut().pop_front() else {
+                break;
+            };
+            on_done(Done::NotStarted(job), &control);
         }
+        // The workers end when the queue's sender is gone.
+        drop(job_tx);
     });
 }
 
@@ -174,5 +177,38 @@ mod tests {
         );
         // The first result stops the pool: exactly one job ran.
         assert_eq!((finished, not_started), (1, 3));
+    }
+
+    #[test]
+    fn start_next_starts_the_next_job_before_the_handler_returns() {
+        // One slot; the handler of the first job calls start_next, then does slow work. The
+        // second job must start during that work, not after it.
+        let t0 = Instant::now();
+        let mut handler_returned = Vec::new();
+        let started = std::sync::Mutex::new(Vec::new());
+        run(
+            1,
+            vec![0u8, 1],
+            || true,
+            |j| {
+                started.lock().unwrap().push((j, t0.elapsed()));
+                j
+            },
+            |d, c| {
+                if let Done::Finished(0) = d {
+                    c.start_next();
+                    std::thread::sleep(Duration::from_millis(300));
+                    handler_returned.push(t0.elapsed());
+                }
+            },
+        );
+        let started = started.into_inner().unwrap();
+        assert_eq!(started.len(), 2);
+        assert!(
+            started[1].1 < handler_returned[0],
+            "job 1 started at {:?}, after the handler returned at {:?}",
+            started[1].1,
+            handler_returned[0]
+        );
     }
 }

@@ -37,6 +37,9 @@ pub struct RawRun {
     /// The worktree it ran in (worktree isolation), made from `base`.
     pub worktree: Option<PathBuf>,
     pub base: String,
+    /// Worktree isolation: the commit of its change, made in its worktree on the worker thread
+    /// (`Ok(None)`: not made there, the main thread commits), or why committing failed.
+    pub commit: std::result::Result<Option<String>, String>,
 }
 
 /// The outcome of settling one run.

@@ -550,23 +550,17 @@ impl<'e> Round<'e, '_> {
                     Done::Finished(raw) => raw,
                     Done::NotStarted(job) => not_started(env, round, job),
                 };
-                self.settle(raw, &mut |budget_reached| {
-                    if budget_reached {
-                        control.stop_starting();
-                    }
-                    control.fill();
-                });
+                self.settle(raw, control);
             },
         );
     }
 
-    /// The bookkeeping for one finished run (completion order, main thread). `go_on` is
-    /// told, as soon as the run's cost is counted, whether the budget is reached; the pool
-    /// hands out the next job then, not after the slower steps (git merge) that follow.
-    fn settle(&mut self, raw: RawRun, go_on: &mut dyn FnMut(bool)) {
+    /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
+    /// is counted against the budget, the pool may start the next job: the git work that follows
+    /// (merging a worktree) does not hold a free slot idle.
+    fn settle(&mut self, raw: RawRun, control: &pool::Control) {
         let env = self.env;
         let Some(agent) = env.mission.agent(&raw.agent) else {
-            go_on(self.budget_reached);
             return;
         };
         let st = self.state.agent_mut(&agent.name);
@@ -585,13 +579,17 @@ impl<'e> Round<'e, '_> {
                 self.log.stop_reason = Some(why);
             }
         }
-        go_on(self.budget_reached);
+        if self.budget_reached {
+            control.stop_starting();
+        } else {
+            control.start_next();
+        }
         settled.entry.handoff = self.read_handoff(agent);
         if !agent.owns.is_empty() {
             self.check_ownership(agent, &raw, &mut settled.entry);
         }
         if let Some(wt) = &raw.worktree {
-            if let Err(e) = self.integrate(wt, &mut settled.entry) {
+            if let Err(e) = self.integrate(wt, &raw.commit, &mut settled.entry) {
                 log::warn!(
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
@@ -709,18 +707,28 @@ impl<'e> Round<'e, '_> {
     /// tree at once, in completion order. A change that conflicts with one merged earlier is kept
     /// under `refs/orch/conflicts/round-N/AGENT` and the run becomes `conflict`; the partial work
     /// of a failed, timed-out or cancelled run is kept under `refs/orch/<status>/round-N/AGENT`
-    /// and not merged. Either way the change is committed in the worktree, which is left clean
-    /// (it is reset to the next base when next used), with nothing uncommitted lingering.
-    fn integrate(&mut self, wt: &Path, entry: &mut crate::roundlog::AgentEntry) -> Result<()> {
+    /// and not merged. The worktree is left clean (its change committed there), not reset: the
+    /// agent's next run resets it (`Git::prepare_worktree`), so a reset here would be two more git
+    /// calls on the main thread, where each merge waits for the one before.
+    fn integrate(
+        &mut self,
+        wt: &Path,
+        made: &std::result::Result<Option<String>, String>,
+        entry: &mut crate::roundlog::AgentEntry,
+    ) -> Result<()> {
         let git = self.env.git.at(wt);
         if entry.changed_files > 0 {
-            let msg = format!(
-                "orch: round {} {} ({})",
-                self.round,
-                entry.name,
-                entry.status.as_str()
-            );
-            if let Some(commit) = git.commit_all(&msg)? {
+            let msg = format!("orch: round {} {}", self.round, entry.name);
+            let commit = match made {
+                Ok(Some(c)) => Some(c.clone()),
+                Ok(None) => git.commit_all(&msg)?,
+                Err(e) => {
+                    return Err(crate::error::Error::Other(format!(
+                        "committing in its worktree: {e}"
+                    )))
+                }
+            };
+            if let Some(commit) = commit {
                 let keep =
                     |kind: &str| format!("refs/orch/{kind}/round-{}/{}", self.round, entry.name);
                 match entry.status {
@@ -1574,7 +1582,7 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         timeout: job.timeout,
         grace: env.mission.grace(),
     });
-    let changed = match &isolated {
+    let changed: Vec<String> = match &isolated {
         Some(g) => g
             .status()
             .unwrap_or_default()
@@ -1582,6 +1590,16 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
             .map(|e| e.path)
             .collect(),
         None => changed_between(&before, &fingerprint(env.git)),
+    };
+    // The change is committed here, on the worker, where commits in separate worktrees run side
+    // by side; the main thread only merges, one merge after another. Under `enforceOwnership`
+    // the main thread first takes out what the agent does not own, then commits.
+    let owner_check_first = env.mission.enforce_ownership && !agent.owns.is_empty();
+    let commit = match &isolated {
+        Some(g) if !changed.is_empty() && !owner_check_first => g
+            .commit_all(&format!("orch: round {round} {}", agent.name))
+            .map_err(|e| e.to_string()),
+        _ => Ok(None),
     };
     RawRun {
         agent: agent.name.clone(),
@@ -1594,6 +1612,7 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         changed,
         worktree: job.worktree,
         base: job.base,
+        commit,
         log_rel: layout.relative(&stdout),
         stdout,
         result_file,
@@ -1619,6 +1638,7 @@ fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         changed: Vec::new(),
         worktree: None,
         base: job.base,
+        commit: Ok(None),
         stdout: PathBuf::new(),
         log_rel: String::new(),
         result_file: layout.scratch(round).join("none"),
