@@ -91,9 +91,17 @@ pub fn interrupt() {
         Some(if l == RUNNING { TERMINATE } else { KILL })
     });
     if INTERRUPT.load(Ordering::SeqCst) == KILL {
+        // "At once", but with a last SIGTERM just before the SIGKILL: a launcher such as srun
+        // needs that moment to cancel its job step, which a bare SIGKILL would leave running on
+        // the cluster.
+        kill_all(libc::SIGTERM);
+        std::thread::sleep(KILL_NOTICE);
         kill_all(libc::SIGKILL);
     }
 }
+
+/// How long the second signal's SIGTERM precedes its SIGKILL.
+const KILL_NOTICE: Duration = Duration::from_millis(300);
 
 pub fn interrupted() -> bool {
     INTERRUPT.load(Ordering::SeqCst) != RUNNING
@@ -319,10 +327,10 @@ fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec) -> Ending {
 /// SIGTERM to the group, up to `grace` for the leader to go, then SIGKILL; reaps the leader.
 fn terminate(handle: &duct::Handle, pgid: i32, grace: Duration) {
     signal_group(pgid, libc::SIGTERM);
-    let deadline = Instant::now() + grace;
+    let mut deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if INTERRUPT.load(Ordering::SeqCst) == KILL {
-            break;
+            deadline = deadline.min(Instant::now() + KILL_NOTICE);
         }
         if let Ok(Some(_)) = handle.wait_timeout(Duration::from_millis(20)) {
             break;
