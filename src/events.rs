@@ -89,6 +89,9 @@ pub enum Event {
         failed: Option<u64>,
         regression: bool,
         flaky: bool,
+        /// A per-agent revert's extra run: the agents whose changes were left out.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        without: Vec<String>,
     },
     #[serde(rename_all = "camelCase")]
     Revert {
@@ -457,8 +460,14 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             failed,
             regression,
             flaky,
+            without,
         } if normal => format!(
-            "round {round}: tests {status} in {}{}{}{}",
+            "round {round}: tests{} {status} in {}{}{}{}",
+            if without.is_empty() {
+                String::new()
+            } else {
+                format!(" without {}'s change", without.join(", "))
+            },
             units::duration_ms(*elapsed_ms),
             match (passed, failed) {
                 (Some(p), Some(f)) => format!(" ({p} passed, {f} failed)"),

@@ -323,6 +323,7 @@ impl<'e> Round<'e, '_> {
                     failed: tests.failed,
                     regression: tests.regression,
                     flaky: tests.flaky,
+                    without: Vec::new(),
                 });
                 if tests.status != StepStatus::Passed {
                     self.state.last_test_failure = tests.tail.clone();
@@ -945,7 +946,7 @@ impl<'e> Round<'e, '_> {
                     continue;
                 }
                 let t = self.test_tree(base, suspect)?;
-                let passed = !tests_run::is_regression(&t, self.state.test_baseline.as_ref());
+                let passed = !t.regression;
                 runs.push(BisectRun {
                     without: vec![suspect.clone()],
                     status: t.status,
@@ -1008,7 +1009,7 @@ impl<'e> Round<'e, '_> {
             .join(format!("without-{without}"));
         std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
         let relative = |p: &Path| env.layout.relative(p);
-        Ok(Stage {
+        let mut entry = Stage {
             tests: t,
             root: env.root(),
             log_dir: &log_dir,
@@ -1017,7 +1018,20 @@ impl<'e> Round<'e, '_> {
             grace: env.mission.grace(),
             round_start: self.t0,
         }
-        .run(&tests_select::select(t, &changed), env.events))
+        .run(&tests_select::select(t, &changed), env.events);
+        entry.regression = tests_run::is_regression(&entry, self.state.test_baseline.as_ref());
+        // Every testsStart has its testsEnd: the live view and scripts pair them.
+        env.events.emit(Event::TestsEnd {
+            round: self.round,
+            status: entry.status.as_str().into(),
+            elapsed_ms: entry.elapsed_ms,
+            passed: entry.passed,
+            failed: entry.failed,
+            regression: entry.regression,
+            flaky: entry.flaky,
+            without: vec![without.to_string()],
+        });
+        Ok(entry)
     }
 
     fn revert(&mut self, base: &str, failure: &str) -> Result<()> {
