@@ -3,8 +3,8 @@
 //!
 //! The mission is scripted so that three rounds show what orch does: two code agents at once
 //! beside a pre-sim, the tests beside a post-sim, a producer filing a task that a task-driven
-//! agent picks up, a reviewer, a round that breaks the tests and is reverted (its work kept in a
-//! ref), and an agent that fails and moves up its model ladder.
+//! agent picks up, a reviewer, a round where one agent breaks the tests and only its change is
+//! taken out (kept in a ref), and an agent that fails and moves up its model ladder.
 
 use std::path::{Path, PathBuf};
 
