@@ -14,6 +14,12 @@
 //! (orch's pid), which its grandchildren inherit: the next orch kills a group named in a dead
 //! orch's journal only if it still holds that orch's processes, never a stranger that reused the
 //! group id in the meantime.
+//!
+//! A descendant can leave its group (`setsid`, a double-forking daemon), and then no group
+//! signal reaches it. So every child also gets `ORCH_RUN`, a token unique to that one run
+//! (`<orch session>-<n>`), which descendants inherit whatever group they move to: when a run
+//! ends, any process still carrying its token is killed by pid; after a crash the next orch
+//! kills every process carrying the dead orch's session.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -206,6 +212,124 @@ pub fn group_started_by(pgid: i32, orch_pid: u32) -> bool {
     })
 }
 
+/// The variable every child gets with its run's token, `<session>-<n>`.
+pub const RUN_VAR: &str = "ORCH_RUN";
+
+/// This orch's session: its pid and its start time (clock ticks since boot), unique on this
+/// machine until the next reboot even when pids are reused.
+pub fn session() -> &'static str {
+    static SESSION: OnceLock<String> = OnceLock::new();
+    SESSION.get_or_init(|| {
+        let start = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Field 22 (starttime) is the 20th after the `(comm)`.
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().nth(19).map(str::to_owned)
+            })
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map(|d| d.as_nanos()).unwrap_or(0).to_string()
+            });
+        format!("{}.{start}", std::process::id())
+    })
+}
+
+fn next_run_token() -> String {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{}-{}", session(), RUNS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Pids of the live processes (other than orch) whose `ORCH_RUN` value satisfies `matches`,
+/// leaving out those still in one of the groups `skip` (killed by their group).
+fn carriers(matches: &dyn Fn(&[u8]) -> bool, skip: &[i32]) -> Vec<i32> {
+    let prefix = format!("{RUN_VAR}=");
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            // A zombie's environment reads empty, so the dead are never matched.
+            let environ = std::fs::read(e.path().join("environ")).ok()?;
+            let carries = environ
+                .split(|&b| b == 0)
+                .filter_map(|v| v.strip_prefix(prefix.as_bytes()))
+                .any(matches);
+            if !carries {
+                return None;
+            }
+            if !skip.is_empty() {
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let pgrp: i32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(2)?
+                    .parse()
+                    .ok()?;
+                if skip.contains(&pgrp) {
+                    return None;
+                }
+            }
+            name.parse().ok()
+        })
+        .collect()
+}
+
+/// SIGKILLs every process carrying a matching token, again until a pass finds none it has not
+/// signalled (one may fork between the scan and its death). Returns how many it killed.
+fn kill_carriers(matches: &dyn Fn(&[u8]) -> bool, skip: &[i32]) -> usize {
+    let mut killed = BTreeSet::new();
+    for _ in 0..5 {
+        let found: Vec<i32> = carriers(matches, skip)
+            .into_iter()
+            .filter(|p| !killed.contains(p))
+            .collect();
+        if found.is_empty() {
+            break;
+        }
+        for &p in &found {
+            // SAFETY: kill(2) on one pid; no memory is involved.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+            killed.insert(p);
+        }
+    }
+    killed.len()
+}
+
+/// Kills what a dead orch (`session`, from its journal) left running outside the groups its
+/// journal names (`groups`, reaped by `reap_orphan_groups`): SIGTERM, up to `grace`, SIGKILL.
+/// Returns how many processes there were.
+pub fn reap_session(session: &str, groups: &[i32], grace: Duration) -> usize {
+    if session.is_empty() {
+        return 0;
+    }
+    let prefix = format!("{session}-");
+    let ours = |v: &[u8]| v.starts_with(prefix.as_bytes());
+    let found = carriers(&ours, groups);
+    for &p in &found {
+        // SAFETY: kill(2) on one pid.
+        unsafe {
+            libc::kill(p, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while !found.is_empty() && Instant::now() < deadline && !carriers(&ours, groups).is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_carriers(&ours, groups);
+    found.len()
+}
+
 /// Kills groups left behind by an earlier orch `orch_pid` that died (named in its journal):
 /// SIGTERM, a grace period, SIGKILL. Only groups that are still that orch's are touched.
 pub fn reap_orphan_groups(groups: &[i32], orch_pid: u32, grace: Duration) -> usize {
@@ -278,7 +402,10 @@ pub fn run(spec: &Spec) -> Finished {
     for (k, v) in &spec.env {
         expr = expr.env(k, v);
     }
-    expr = expr.env(PID_VAR, std::process::id().to_string());
+    let token = next_run_token();
+    expr = expr
+        .env(PID_VAR, std::process::id().to_string())
+        .env(RUN_VAR, &token);
     let handle = match expr.start() {
         Ok(h) => h,
         Err(e) => {
@@ -294,6 +421,14 @@ pub fn run(spec: &Spec) -> Finished {
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
+    // The same for what left the group on purpose (setsid, double fork).
+    let escaped = kill_carriers(&|v: &[u8]| v == token.as_bytes(), &[pgid]);
+    if escaped > 0 {
+        log::warn!(
+            "{}: killed {escaped} process(es) it left running outside its process group",
+            spec.label
+        );
+    }
     registry_change(None, Some(pgid));
     done(ending)
 }

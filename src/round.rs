@@ -108,6 +108,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         pid: std::process::id(),
         started_at: started_at.clone(),
         process_groups: Vec::new(),
+        session: process::session().to_owned(),
     }));
     journal
         .lock()

@@ -325,6 +325,7 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
         return Ok(());
     };
     let killed = process::reap_orphan_groups(&j.process_groups, j.pid, ws.mission().grace());
+    let escaped = process::reap_session(&j.session, &j.process_groups, ws.mission().grace());
     let mut what = format!(
         "recovered from an orch (pid {}) that died during round {}",
         j.pid, j.round
@@ -332,6 +333,11 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
     if killed > 0 {
         what.push_str(&format!(
             "; killed {killed} process group(s) it left running"
+        ));
+    }
+    if escaped > 0 {
+        what.push_str(&format!(
+            "; killed {escaped} process(es) that had left their process group"
         ));
     }
     for (agent, kept) in keep_worktrees(ws, j.round)? {

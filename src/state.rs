@@ -268,6 +268,10 @@ pub struct Journal {
     pub started_at: String,
     #[serde(default)]
     pub process_groups: Vec<i32>,
+    /// `process::session()` of the orch that wrote it: the prefix of the `ORCH_RUN` token its
+    /// children's descendants carry even after leaving their groups. Empty in older journals.
+    #[serde(default)]
+    pub session: String,
 }
 
 impl Journal {

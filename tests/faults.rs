@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, processes_with, Repo};
+use common::{agent_cmd, gone, processes_with, Repo};
 use serde_json::json;
 
 /// A marker unique to one test, put on every agent's command line (`--tag`).
@@ -168,7 +168,9 @@ fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    // `hung` appears after `started`, just before the agent hangs: once it exists, the
+    // agent is past everything it writes, and its next run will not hang.
+    wait_for(&f.path().join("hung"), Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(10));
     assert_eq!(code, 130, "{}", orch.stderr());
@@ -277,10 +279,11 @@ fn a_second_signal_kills_at_once() {
 fn a_killed_orch_is_recovered_by_the_next_one() {
     let m = marker("sigkill");
     let f = flags();
-    let (started, agent_pid, daemon_pid) = (
+    let (started, agent_pid, daemon_pid, escaped_pid) = (
         f.path().join("started"),
         f.path().join("agent.pid"),
         f.path().join("daemon.pid"),
+        f.path().join("escaped.pid"),
     );
     let repo = Repo::new();
     repo.mission(json!({
@@ -288,12 +291,15 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
             "--tag", &m, "--round", "1", "--pid", &path_str(&agent_pid),
             "--write", "src/wip.txt=half done", "--daemon", &path_str(&daemon_pid),
+            "--setsid-daemon", &path_str(&escaped_pid),
             "--write", &format!("{}=1", path_str(&started)),
             "--hang-once", &path_str(&f.path().join("hung"))])}]
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    // `hung` appears after `started`, just before the agent hangs: once it exists, the
+    // agent is past everything it writes, and its next run will not hang.
+    wait_for(&f.path().join("hung"), Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
     let t0 = Instant::now();
@@ -305,13 +311,26 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
         alive(&daemon_pid),
         "the agent's daemon died without recovery"
     );
+    assert!(
+        alive(&escaped_pid),
+        "the daemon in its own session died without recovery"
+    );
     assert!(repo.exists(".orch/journal.json"));
 
     let run = repo.orch(&["run"]).expect(0);
     assert!(run.stderr().contains("recovered"), "{}", run.stderr());
     assert!(
+        run.stderr().contains("left their process group"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
         !alive(&daemon_pid),
         "recovery did not kill the orphaned group"
+    );
+    assert!(
+        gone(&std::fs::read_to_string(&escaped_pid).unwrap()),
+        "recovery did not kill the daemon that left its group"
     );
     assert_none_left(&m);
     assert!(!repo.exists(".orch/journal.json"));
@@ -349,7 +368,9 @@ fn recovery_keeps_the_work_left_in_an_agents_worktree() {
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    // `hung` appears after `started`, just before the agent hangs: once it exists, the
+    // agent is past everything it writes, and its next run will not hang.
+    wait_for(&f.path().join("hung"), Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     orch.wait(Duration::from_secs(5));
     // Recover only: `--rounds 0` runs nothing after the recovery.
@@ -527,6 +548,35 @@ fn a_flood_of_output_does_not_grow_orchs_memory() {
     assert!(log_size >= 200 * 1024 * 1024, "{log_size}");
     assert_eq!(repo.round_log(1)["status"], "ok");
     assert_none_left(&m);
+}
+
+/// An agent leaves a daemon in a session of its own (`setsid`), out of reach of any group
+/// signal: it still carries its run's `ORCH_RUN` token, and orch kills it when the agent's run
+/// ends, and says so.
+#[test]
+fn a_daemon_that_leaves_its_process_group_is_killed_with_its_agent() {
+    let m = marker("setsid");
+    let f = flags();
+    let daemon = f.path().join("daemon.pid");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/a.txt=a", "--setsid-daemon", &path_str(&daemon)])}]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    assert!(daemon.exists(), "the agent never started its daemon");
+    assert!(
+        gone(&std::fs::read_to_string(&daemon).unwrap()),
+        "the daemon that left its group survived"
+    );
+    assert!(
+        run.stderr().contains("outside its process group"),
+        "{}",
+        run.stderr()
+    );
+    assert_none_left(&m);
+    assert_eq!(repo.round_log(1)["status"], "ok");
 }
 
 /// A test command that starts a daemon holding its stdout open: orch does not wait for the
