@@ -118,9 +118,9 @@ impl fmt::Display for Error {
             }
             Error::CorruptState { file, message } => write!(
                 f,
-                "{} is corrupt ({message}); move it aside to start the tracking state afresh, \
-                 or restore it from a backup",
-                file.display()
+                "{} is corrupt ({message}); {}",
+                file.display(),
+                corrupt_state_advice(file)
             ),
             Error::Interrupted => write!(f, "interrupted"),
             Error::Other(m) => write!(f, "{m}"),
@@ -145,5 +145,50 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(context(), e))
+    }
+}
+
+/// What to do about a corrupt file of the state folder, by which file it is: moving each aside
+/// costs something different.
+fn corrupt_state_advice(file: &Path) -> &'static str {
+    match file.file_name().and_then(|n| n.to_str()) {
+        Some("journal.json") => {
+            "it describes a round an earlier orch was running when it died. Check `git status` \
+             and `git worktree list` for that round's partial work and that no agent is still \
+             running, then move the file aside"
+        }
+        Some("tasks.json") => {
+            "move it aside to start with an empty task queue (agents' pending tasks are lost), \
+             or restore it from a backup"
+        }
+        Some("sequence.json") => {
+            "move it aside to start the sequence again from its first mission, or restore it \
+             from a backup"
+        }
+        _ => {
+            "move it aside to start the tracking state afresh (rounds, streaks, models and cost \
+             start from zero), or restore it from a backup"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_file_is_named_with_advice_for_that_file() {
+        let msg = |name: &str| {
+            Error::CorruptState {
+                file: PathBuf::from(format!(".orch/{name}")),
+                message: "expected value".into(),
+            }
+            .to_string()
+        };
+        assert!(msg("state.json").contains(".orch/state.json is corrupt (expected value)"));
+        assert!(msg("state.json").contains("start from zero"));
+        assert!(msg("tasks.json").contains("empty task queue"));
+        assert!(msg("journal.json").contains("git worktree list"));
+        assert!(msg("sequence.json").contains("first mission"));
     }
 }
