@@ -96,6 +96,8 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     Revert {
         round: u32,
+        /// The agent whose change alone was taken out (a per-agent revert); `None` for the round.
+        agent: Option<String>,
         kept_ref: String,
         reason: String,
     },
@@ -299,6 +301,15 @@ impl<W: Write + Send> Human<W> {
                 }
                 let _ = writeln!(self.out, "::endgroup::");
             }
+            Event::Revert {
+                round,
+                agent: Some(agent),
+                reason,
+                ..
+            } => self.workflow(
+                "error",
+                &format!("round {round}: {agent}'s change taken out: {reason}"),
+            ),
             Event::Revert { round, reason, .. } => {
                 self.workflow("error", &format!("round {round} reverted: {reason}"))
             }
@@ -463,10 +474,10 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             without,
         } if normal => format!(
             "round {round}: tests{} {status} in {}{}{}{}",
-            if without.is_empty() {
-                String::new()
-            } else {
-                format!(" without {}'s change", without.join(", "))
+            match without.as_slice() {
+                [] => String::new(),
+                [one] => format!(" without {one}'s change"),
+                many => format!(" without the changes of {}", many.join(", ")),
             },
             units::duration_ms(*elapsed_ms),
             match (passed, failed) {
@@ -482,6 +493,15 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
         ),
         Event::Revert {
             round,
+            agent: Some(agent),
+            kept_ref,
+            reason,
+        } => {
+            format!("round {round}: took out {agent}'s change ({reason}); it is kept in {kept_ref}")
+        }
+        Event::Revert {
+            round,
+            agent: None,
             kept_ref,
             reason,
         } => format!("round {round}: reverted ({reason}); the work is kept in {kept_ref}"),
@@ -573,6 +593,7 @@ mod tests {
             });
             h.event(&Event::Revert {
                 round: 1,
+                agent: None,
                 kept_ref: "refs/orch/rejected/round-1".into(),
                 reason: "tests regressed\n3 failed".into(),
             });

@@ -211,7 +211,10 @@ fn the_demo_runs_in_an_empty_folder() {
     for n in 1..=3 {
         assert!(dir.join(format!(".orch/rounds/round-{n:04}.json")).exists());
     }
-    assert!(stderr.contains("round 2: reverted"), "{stderr}");
+    assert!(
+        stderr.contains("round 2: took out ui-dev's change"),
+        "{stderr}"
+    );
     assert!(stdout.contains("| Round |"), "no report in\n{stdout}");
     assert!(stdout.contains(&dir.display().to_string()), "{stdout}");
     // A folder that is not empty is refused with the reason.

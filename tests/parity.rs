@@ -43,6 +43,66 @@ fn only_the_agent_that_broke_the_tests_is_reverted_and_the_other_keeps_its_work(
     assert!(repo.status().is_empty(), "{}", repo.status());
 }
 
+/// Six code agents merged in mission order (one slot), two of which break the tests: the
+/// bisection finds both, takes out only their changes, and keeps the other four.
+#[test]
+fn two_culprits_among_six_agents_are_found_by_bisection_and_the_rest_is_kept() {
+    let repo = Repo::new();
+    let agents: Vec<_> = (0..6)
+        .map(|i| {
+            let text = if i == 1 || i == 4 { "BROKEN" } else { "fine" };
+            json!({"name": format!("a{i}"), "phase": "code",
+                   "command": agent_cmd(&["--write", &format!("src/a{i}.txt={text}")])})
+        })
+        .collect();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 1, "agents": agents,
+        "tests": {"command": tests_cmd("0")}
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    let revert = &log["revert"];
+    assert_eq!(revert["strategy"], "per-agent");
+    assert_eq!(revert["culprits"], json!(["a1", "a4"]));
+    let runs = revert["testRuns"].as_array().unwrap();
+    // Bisection: 3 runs to find a1, 1 to see the rest still fails, 2 to find a4, 1 to confirm.
+    assert_eq!(runs.len(), 7, "{revert:#}");
+    let last = runs.last().unwrap();
+    assert_eq!(last["status"], "passed");
+    assert_eq!(last["without"], json!(["a1", "a4"]));
+    for i in [0, 2, 3, 5] {
+        assert!(
+            repo.exists(&format!("src/a{i}.txt")),
+            "a{i}'s work was lost"
+        );
+    }
+    for i in [1, 4] {
+        assert!(!repo.exists(&format!("src/a{i}.txt")));
+        let kept = format!("refs/orch/rejected/round-1/a{i}");
+        assert_eq!(
+            repo.git(&["show", &format!("{kept}:src/a{i}.txt")]),
+            "BROKEN"
+        );
+    }
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    assert_ne!(repo.head(), base);
+    let reverts: Vec<serde_json::Value> = repo
+        .read(".orch/events.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "revert")
+        .collect();
+    let agents: Vec<_> = reverts.iter().map(|e| e["agent"].clone()).collect();
+    assert_eq!(agents, vec![json!("a1"), json!("a4")], "{reverts:#?}");
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(
+        md.contains("took out a1, a4 after 7 extra test runs"),
+        "{md}"
+    );
+}
+
 #[test]
 fn when_no_single_agent_explains_the_failure_the_whole_round_is_reverted() {
     let repo = Repo::new();

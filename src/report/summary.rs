@@ -304,11 +304,15 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
                     "per-agent revert: took out {} after {runs} extra test run{}; the other agents' work was kept{}",
                     rv.culprits.join(", "),
                     if runs == 1 { "" } else { "s" },
-                    log.kept_ref.as_deref().map(|k| format!(" ({k})")).unwrap_or_default()
+                    match (rv.culprits.len(), log.kept_ref.as_deref()) {
+                        (1, Some(k)) => format!(" ({k})"),
+                        (_, Some(_)) => format!(" (each under refs/orch/rejected/round-{round}/AGENT)"),
+                        _ => String::new(),
+                    }
                 ),
                 _ => format!(
                     "the whole round was reverted{}{}",
-                    if runs > 0 { format!(" after {runs} extra test runs found no single culprit") } else { String::new() },
+                    if runs > 0 { format!(" after {runs} extra test runs found no agent whose work could be kept") } else { String::new() },
                     log.kept_ref.as_deref().map(|k| format!("; kept in {k}")).unwrap_or_default()
                 ),
             };
