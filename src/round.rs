@@ -117,9 +117,10 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
     {
         let (journal, layout) = (journal.clone(), env.layout.clone());
         process::set_observer(Some(Box::new(move |groups: &[i32]| {
+            // Under the journal's lock: one writer of the groups file at a time, in order.
             let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
             j.process_groups = groups.to_vec();
-            if let Err(e) = j.save(&layout) {
+            if let Err(e) = Journal::save_groups(&layout, groups) {
                 log::warn!("cannot update the journal: {e}");
             }
         })));

@@ -38,6 +38,10 @@ impl Layout {
     pub fn journal(&self) -> PathBuf {
         self.dir.join("journal.json")
     }
+    /// The live process groups of the round in progress, beside the journal.
+    pub fn journal_groups(&self) -> PathBuf {
+        self.dir.join("journal-groups.json")
+    }
     pub fn events(&self) -> PathBuf {
         self.dir.join("events.ndjson")
     }
@@ -68,6 +72,13 @@ impl Layout {
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// truncated mix: a temporary file beside it, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` through a temporary file and a rename, so that no reader ever
+/// sees it half written; `durable` also syncs the file and its folder, so that it survives a
+/// power loss (without it the kernel writes it back in its own time).
+fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     let name = path
@@ -78,10 +89,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
+        if durable {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     })();
@@ -276,7 +291,26 @@ pub struct Journal {
 
 impl Journal {
     pub fn load(layout: &Layout) -> Result<Option<Journal>> {
-        read_json(&layout.journal())
+        let Some(mut j) = read_json::<Journal>(&layout.journal())? else {
+            return Ok(None);
+        };
+        // Written without fsync (see `save_groups`): after a power loss it may be torn, and
+        // then there is nothing left running to kill anyway.
+        match read_json::<Vec<i32>>(&layout.journal_groups()) {
+            Ok(Some(groups)) => j.process_groups = groups,
+            Ok(None) => {}
+            Err(e) => log::debug!("ignoring the journal's process groups: {e}"),
+        }
+        Ok(Some(j))
+    }
+
+    /// Records the live process groups. They change twice per process, so they go to a file of
+    /// their own without fsync: they matter only while the machine stays up (a power loss
+    /// ends every process), and the kernel keeps a renamed file for other processes at once.
+    pub fn save_groups(layout: &Layout, groups: &[i32]) -> Result<()> {
+        let bytes = serde_json::to_vec(groups)
+            .map_err(|e| Error::Other(format!("serializing the process groups: {e}")))?;
+        write_replacing(&layout.journal_groups(), &bytes, false)
     }
 
     pub fn save(&self, layout: &Layout) -> Result<()> {
@@ -284,13 +318,17 @@ impl Journal {
     }
 
     pub fn clear(layout: &Layout) -> Result<()> {
-        match std::fs::remove_file(layout.journal()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
-                format!("removing {}", layout.journal().display()),
-                e,
-            )),
-            _ => Ok(()),
+        // The groups first: a journal without them is complete, groups without a journal are
+        // never read.
+        for path in [layout.journal_groups(), layout.journal()] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("removing {}", path.display()), e))
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 

@@ -334,6 +334,7 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
     );
     assert_none_left(&m);
     assert!(!repo.exists(".orch/journal.json"));
+    assert!(!repo.exists(".orch/journal-groups.json"));
     assert_eq!(
         repo.git(&["show", "refs/orch/interrupted/round-1:src/wip.txt"]),
         "half done"
