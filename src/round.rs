@@ -543,11 +543,12 @@ impl<'e> Round<'e, '_> {
     fn run_pool(&mut self, jobs: Vec<Job<'_>>) {
         let env = self.env;
         let (round, t0) = (self.round, self.t0);
+        let shared = Mutex::new(SharedTree::default());
         pool::run(
             env.max_concurrency,
             jobs,
             || !process::interrupted(),
-            |job| run_agent(env, round, t0, job),
+            |job| run_agent(env, round, t0, &shared, job),
             |done, control| {
                 let raw = match done {
                     Done::Finished(raw) => raw,
@@ -1591,7 +1592,13 @@ fn inbox_path(layout: &Layout, round: u32, agent: &str) -> PathBuf {
 }
 
 /// Runs one agent on a worker thread.
-fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
+fn run_agent(
+    env: &Env,
+    round: u32,
+    t0: Instant,
+    shared: &Mutex<SharedTree>,
+    job: Job<'_>,
+) -> RawRun {
     let agent = job.agent;
     let layout = env.layout;
     // Worktree isolation: the agent's own checkout of the base, made here on the worker so that
@@ -1675,7 +1682,10 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
         timeout_ms: job.timeout.as_millis() as u64,
     });
     let before = if isolated.is_none() {
-        fingerprint(env.git)
+        shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .before(env.git)
     } else {
         Fingerprint::new()
     };
@@ -1698,7 +1708,13 @@ fn run_agent(env: &Env, round: u32, t0: Instant, job: Job<'_>) -> RawRun {
             .into_iter()
             .map(|e| e.path)
             .collect(),
-        None => changed_between(&before, &fingerprint(env.git)),
+        None => {
+            let after = shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .after(env.git);
+            changed_between(&before, &after)
+        }
     };
     // The change is committed here, on the worker, where commits in separate worktrees run side
     // by side; the main thread only merges, one merge after another. Under `enforceOwnership`
@@ -1774,6 +1790,33 @@ fn fingerprint(git: &Git) -> Fingerprint {
         fp.insert(e.path, sig);
     }
     fp
+}
+
+/// The agents of one pool run in the shared tree. The fingerprint taken when the last of them
+/// ended is still the tree's when the next one starts (nothing else writes the tree during a
+/// phase), so it serves as that agent's "before": one `git status` per agent instead of two.
+#[derive(Default)]
+struct SharedTree {
+    last: Option<Fingerprint>,
+    running: usize,
+}
+
+impl SharedTree {
+    fn before(&mut self, git: &Git) -> Fingerprint {
+        let fp = match (self.running, self.last.take()) {
+            (0, Some(fp)) => fp,
+            _ => fingerprint(git),
+        };
+        self.running += 1;
+        fp
+    }
+
+    fn after(&mut self, git: &Git) -> Fingerprint {
+        let fp = fingerprint(git);
+        self.running = self.running.saturating_sub(1);
+        self.last = (self.running == 0).then(|| fp.clone());
+        fp
+    }
 }
 
 fn changed_between(before: &Fingerprint, after: &Fingerprint) -> Vec<String> {
