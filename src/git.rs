@@ -254,10 +254,21 @@ impl Git {
     /// made again.
     pub fn prepare_worktree(&self, path: &Path, base: &str) -> Result<Git> {
         let wt = self.at(path);
-        if path.join(".git").exists() && wt.run(&["rev-parse", "--git-dir"]).is_ok() {
-            wt.run(&["reset", "-q", "--hard", base])?;
-            wt.run(&["clean", "-q", "-f", "-d"])?;
-            return Ok(wt);
+        // A worktree's `.git` is a file naming its folder under the repository's `.git`; when
+        // that folder is there, the worktree is reused (reading a file costs less than a git
+        // process, and this runs once per agent per round). If git then disagrees, it is made
+        // again.
+        if linked_git_dir(path).is_some_and(|d| d.join("HEAD").is_file()) {
+            match wt.run(&["reset", "-q", "--hard", base]) {
+                Ok(_) => {
+                    wt.run(&["clean", "-q", "-f", "-d"])?;
+                    return Ok(wt);
+                }
+                Err(e) => log::info!(
+                    "worktree {} is broken ({e}); making it again",
+                    path.display()
+                ),
+            }
         }
         if path.exists() {
             std::fs::remove_dir_all(path).map_err(|e| {
@@ -310,6 +321,17 @@ impl Git {
     pub fn set_ref(&self, refname: &str, commit: &str) -> Result<()> {
         self.run(&["update-ref", refname, commit]).map(|_| ())
     }
+}
+
+/// The git folder a linked worktree's `.git` file points to (`gitdir: PATH`).
+fn linked_git_dir(worktree: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
+    let dir = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        worktree.join(dir)
+    })
 }
 
 #[cfg(test)]
@@ -377,6 +399,29 @@ mod tests {
                 r.unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_worktree_is_reused_clean_and_made_again_when_its_metadata_is_gone() {
+        let (d, g) = repo();
+        g.exclude(&d.path().join(".orch")).unwrap();
+        let base = g.base().unwrap();
+        let p = d.path().join(".orch/worktrees/a");
+        let wt = g.prepare_worktree(&p, &base).unwrap();
+        std::fs::write(p.join("a.txt"), "changed").unwrap();
+        std::fs::write(p.join("new.txt"), "untracked").unwrap();
+        // Reused: reset and cleaned.
+        let wt2 = g.prepare_worktree(&p, &base).unwrap();
+        assert!(wt2.status().unwrap().is_empty());
+        assert!(!p.join("new.txt").exists());
+        assert_eq!(wt.head().unwrap().unwrap(), base);
+        // Its metadata deleted under it (a `git worktree prune` by hand, a copied repository):
+        // made again instead of failing the agent.
+        std::fs::remove_dir_all(d.path().join(".git/worktrees")).unwrap();
+        std::fs::write(p.join("new.txt"), "untracked").unwrap();
+        let wt3 = g.prepare_worktree(&p, &base).unwrap();
+        assert_eq!(wt3.head().unwrap().unwrap(), base);
+        assert!(wt3.status().unwrap().is_empty());
     }
 
     #[test]
