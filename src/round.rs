@@ -1066,7 +1066,7 @@ impl<'e> Round<'e, '_> {
                 round: self.round,
                 agent: Some(name.clone()),
                 kept_ref: kept.clone(),
-                reason: "its change broke the tests".into(),
+                reason: "the tests failed with it and passed without it".into(),
             });
             names.push(name.clone());
             refs.push(kept);
