@@ -42,6 +42,20 @@ pub struct Spec {
     pub stderr: PathBuf,
     pub timeout: Duration,
     pub grace: Duration,
+    /// What the child gets if orch dies without stopping it (`PR_SET_PDEATHSIG`); see
+    /// [`death_signal`].
+    pub death_signal: i32,
+}
+
+/// The signal a child gets when orch dies: SIGKILL, so that nothing can ignore it, except for
+/// a launcher, which needs a SIGTERM to end what it started elsewhere: `srun` cancels its job
+/// step, `docker run` stops its container (a SIGKILLed docker client leaves it running).
+pub fn death_signal(launched: bool) -> i32 {
+    if launched {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    }
 }
 
 /// How a process ended.
@@ -380,18 +394,19 @@ pub fn run(spec: &Spec) -> Finished {
     let Some((program, args)) = spec.argv.split_first() else {
         return done(Ending::SpawnFailed("empty command".into()));
     };
+    let signal = spec.death_signal;
     let mut expr = duct::cmd(program, args)
         .dir(&spec.cwd)
         .stdout_file(stdout)
         .stderr_file(stderr)
         .unchecked()
-        .before_spawn(|cmd| {
+        .before_spawn(move |cmd| {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
             // calls (prctl, getppid).
             unsafe {
-                cmd.pre_exec(die_with_parent);
+                cmd.pre_exec(move || die_with_parent(signal));
             }
             Ok(())
         });
@@ -484,12 +499,12 @@ fn ending_of(status: &std::process::ExitStatus) -> Ending {
     }
 }
 
-fn die_with_parent() -> std::io::Result<()> {
+fn die_with_parent(signal: i32) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl and getppid are async-signal-safe.
     unsafe {
         let parent = libc::getppid();
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong);
         // The parent may have died between fork and prctl: then no signal will ever come.
         if libc::getppid() != parent {
             libc::_exit(137);
@@ -554,6 +569,7 @@ mod tests {
             stderr: dir.join("err.log"),
             timeout: Duration::from_millis(timeout_ms),
             grace: Duration::from_millis(500),
+            death_signal: libc::SIGKILL,
         }
     }
 

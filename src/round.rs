@@ -452,6 +452,7 @@ impl<'e> Round<'e, '_> {
             stderr: log,
             timeout: Duration::from_secs(120),
             grace: self.env.mission.grace(),
+            death_signal: libc::SIGKILL,
         });
         match f.ending {
             Ending::Exited(0) => (true, "its when-command exited 0".into()),
@@ -1211,6 +1212,7 @@ impl<'e> Round<'e, '_> {
             stderr: log,
             timeout: Duration::from_secs(300),
             grace: self.env.mission.grace(),
+            death_signal: libc::SIGKILL,
         });
         if f.ending.success() {
             self.converged = true;
@@ -1700,6 +1702,7 @@ fn run_agent(
         stderr,
         timeout: job.timeout,
         grace: env.mission.grace(),
+        death_signal: process::death_signal(launcher.is_some()),
     });
     let changed: Vec<String> = match &isolated {
         Some(g) => g

@@ -303,6 +303,43 @@ fn an_interrupted_round_leaves_nothing_running_or_queued() {
     assert_nothing_left(&m, &[]);
 }
 
+/// orch itself is SIGKILLed while an agent runs as a job step: nothing is left running or
+/// queued. srun gets SIGTERM from the kernel (its parent-death signal) and cancels the step;
+/// on this cluster a SIGKILLed srun's step is also cleaned up by slurmstepd within ~3 s (it
+/// loses srun's connection), so this checks the end state, not which of the two got there.
+#[test]
+fn a_killed_orch_leaves_no_job_step_behind() {
+    if !cluster("a_killed_orch_leaves_no_job_step_behind") {
+        return;
+    }
+    let m = marker("sigkill");
+    let repo = Repo::new();
+    let out = tempfile::tempdir().unwrap();
+    let env_a = out.path().join("a.env");
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "launcher": srun(&m),
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--env-all", env_a.to_str().unwrap(), "--write", &format!("src/{m}.txt=x"), "--hang"])}]
+    }));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("run")
+        .current_dir(repo.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env_a.exists() {
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(queued(&m).len(), 1, "{:?}", queued(&m));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_nothing_left(&m, &[]);
+}
+
 #[test]
 fn a_launcher_slurm_refuses_stops_the_run_before_the_first_round() {
     if !cluster("a_launcher_slurm_refuses_stops_the_run_before_the_first_round") {
