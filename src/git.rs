@@ -199,6 +199,59 @@ impl Git {
         Ok(files)
     }
 
+    /// The worktree's HEAD when it is no longer `base`: the agent committed (or checked out)
+    /// something itself. A detached HEAD still at `base` is read from its file, without a git
+    /// process: this runs once per agent.
+    pub fn head_moved_from(&self, base: &str) -> Result<Option<String>> {
+        let unmoved = linked_git_dir(&self.root)
+            .and_then(|d| std::fs::read_to_string(d.join("HEAD")).ok())
+            .is_some_and(|h| h.trim() == base);
+        if unmoved {
+            return Ok(None);
+        }
+        Ok(self.head()?.filter(|h| h != base))
+    }
+
+    /// HEAD's commit, read from the repository's files when it can be (a detached HEAD or a
+    /// loose branch ref), else from git; `None` without commits. Cheap enough to take before
+    /// and after every agent in the shared tree.
+    pub fn head_fast(&self) -> Option<String> {
+        let dir = linked_git_dir(&self.root).unwrap_or_else(|| self.root.join(".git"));
+        let head = std::fs::read_to_string(dir.join("HEAD")).ok()?;
+        let head = head.trim();
+        let is_id = |s: &str| s.len() >= 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_id(head) {
+            return Some(head.to_string());
+        }
+        let loose = head
+            .strip_prefix("ref: ")
+            .filter(|r| r.starts_with("refs/heads/") && !r.contains(".."))
+            .and_then(|r| std::fs::read_to_string(dir.join(r)).ok());
+        match loose {
+            Some(id) if is_id(id.trim()) => Some(id.trim().to_string()),
+            _ => self.head().ok().flatten(),
+        }
+    }
+
+    /// The files that differ between two commits.
+    pub fn files_between(&self, a: &str, b: &str) -> Result<Vec<String>> {
+        Ok(self
+            .run(&["diff", "--name-only", "--no-renames", "-z", a, b])?
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool> {
+        match self.run(&["merge-base", "--is-ancestor", ancestor, commit]) {
+            Ok(_) => Ok(true),
+            Err(Error::Git { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Commits every change in the tree (tracked and untracked, not ignored) on the current
     /// branch. Returns the new commit, or `None` when there was nothing to commit.
     pub fn commit_all(&self, message: &str) -> Result<Option<String>> {

@@ -594,7 +594,7 @@ impl<'e> Round<'e, '_> {
             self.check_ownership(agent, &raw, &mut settled.entry);
         }
         if let Some(wt) = &raw.worktree {
-            if let Err(e) = self.integrate(wt, &raw.commit, &mut settled.entry) {
+            if let Err(e) = self.integrate(wt, &raw.base, &raw.commit, &mut settled.entry) {
                 log::warn!(
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
@@ -718,6 +718,7 @@ impl<'e> Round<'e, '_> {
     fn integrate(
         &mut self,
         wt: &Path,
+        base: &str,
         made: &std::result::Result<Option<String>, String>,
         entry: &mut crate::roundlog::AgentEntry,
     ) -> Result<()> {
@@ -726,11 +727,24 @@ impl<'e> Round<'e, '_> {
             let msg = format!("orch: round {} {}", self.round, entry.name);
             let commit = match made {
                 Ok(Some(c)) => Some(c.clone()),
-                Ok(None) => git.commit_all(&msg)?,
+                // Committed after the ownership check; an agent that committed its own work
+                // may leave nothing more to commit, and its HEAD is the change then.
+                Ok(None) => match git.commit_all(&msg)? {
+                    Some(c) => Some(c),
+                    None => git.head_moved_from(base)?,
+                },
                 Err(e) => {
-                    return Err(crate::error::Error::Other(format!(
-                        "committing in its worktree: {e}"
-                    )))
+                    // Whatever it is, the files it left are kept before the worktree is reused.
+                    let r = format!("refs/orch/failed/round-{}/{}", self.round, entry.name);
+                    let kept = git
+                        .save_tree(
+                            base,
+                            &r,
+                            &format!("orch: round {} {}: not merged", self.round, entry.name),
+                        )
+                        .map(|_| format!("; its files are kept in {r}"))
+                        .unwrap_or_default();
+                    return Err(crate::error::Error::Other(format!("{e}{kept}")));
                 }
             };
             if let Some(commit) = commit {
@@ -1689,7 +1703,7 @@ fn run_agent(
             .unwrap_or_else(|e| e.into_inner())
             .before(env.git)
     } else {
-        Fingerprint::new()
+        Fingerprint::default()
     };
     let start_ms = t0.elapsed().as_millis() as u64;
     let finished = process::run(&Spec {
@@ -1704,27 +1718,47 @@ fn run_agent(
         grace: env.mission.grace(),
         death_signal: process::death_signal(launcher.is_some()),
     });
-    let changed: Vec<String> = match &isolated {
-        Some(g) => g
+    // An agent may commit its own work (aider does by default, Claude Code when asked): in a
+    // worktree its HEAD then moved, and what it changed is everything since the base.
+    let moved = isolated
+        .as_ref()
+        .and_then(|g| g.head_moved_from(&job.base).ok().flatten());
+    let changed: Vec<String> = match (&isolated, &moved) {
+        (Some(g), Some(_)) => g.changed_since(&job.base).unwrap_or_default(),
+        (Some(g), None) => g
             .status()
             .unwrap_or_default()
             .into_iter()
             .map(|e| e.path)
             .collect(),
-        None => {
+        (None, _) => {
             let after = shared
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .after(env.git);
-            changed_between(&before, &after)
+            changed_between(env.git, &before, &after)
         }
     };
     // The change is committed here, on the worker, where commits in separate worktrees run side
     // by side; the main thread only merges, one merge after another. Under `enforceOwnership`
     // the main thread first takes out what the agent does not own, then commits.
     let owner_check_first = env.mission.enforce_ownership && !agent.owns.is_empty();
-    let commit = match &isolated {
-        Some(g) if !changed.is_empty() && !owner_check_first => g
+    let commit = match (&isolated, &moved) {
+        (Some(g), Some(head)) => match g.is_ancestor(&job.base, head) {
+            Ok(true) if owner_check_first => Ok(None),
+            // Its own commits, and on top of them what it left uncommitted.
+            Ok(true) => g
+                .commit_all(&format!("orch: round {round} {}", agent.name))
+                .map(|c| c.or_else(|| Some(head.clone())))
+                .map_err(|e| e.to_string()),
+            Ok(false) => Err(format!(
+                "it moved its worktree off the round's base (HEAD is {head}, which does not \
+                 descend from {})",
+                job.base
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+        (Some(g), None) if !changed.is_empty() && !owner_check_first => g
             .commit_all(&format!("orch: round {round} {}", agent.name))
             .map_err(|e| e.to_string()),
         _ => Ok(None),
@@ -1774,13 +1808,19 @@ fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
     }
 }
 
-type Fingerprint = BTreeMap<String, Option<(i128, u64)>>;
+/// The changed files of the shared tree with their mtime and size, and HEAD: what one agent
+/// run changed is the difference between the fingerprints before and after it. With several
+/// agents at once in one tree the attribution is approximate (a file written by two is counted
+/// for both); worktree isolation makes it exact.
+#[derive(Clone, Default)]
+struct Fingerprint {
+    files: BTreeMap<String, Option<(i128, u64)>>,
+    /// Moves when an agent commits its own work (aider does by default).
+    head: Option<String>,
+}
 
-/// The changed files of the tree and their mtime and size, to tell which files one agent run
-/// changed in a shared tree. With several agents at once in one tree the attribution is
-/// approximate (a file written by two is counted for both); worktree isolation makes it exact.
 fn fingerprint(git: &Git) -> Fingerprint {
-    let mut fp = Fingerprint::new();
+    let mut files = BTreeMap::new();
     for e in git.status().unwrap_or_default() {
         let meta = std::fs::symlink_metadata(git.root().join(&e.path)).ok();
         let sig = meta.map(|m| {
@@ -1790,9 +1830,12 @@ fn fingerprint(git: &Git) -> Fingerprint {
                 m.len(),
             )
         });
-        fp.insert(e.path, sig);
+        files.insert(e.path, sig);
     }
-    fp
+    Fingerprint {
+        files,
+        head: git.head_fast(),
+    }
 }
 
 /// The agents of one pool run in the shared tree. The fingerprint taken when the last of them
@@ -1822,13 +1865,27 @@ impl SharedTree {
     }
 }
 
-fn changed_between(before: &Fingerprint, after: &Fingerprint) -> Vec<String> {
+fn changed_between(git: &Git, before: &Fingerprint, after: &Fingerprint) -> Vec<String> {
     let mut out: Vec<String> = after
+        .files
         .iter()
-        .filter(|(p, sig)| before.get(*p) != Some(sig))
+        .filter(|(p, sig)| before.files.get(*p) != Some(sig))
         .map(|(p, _)| p.clone())
         .collect();
-    out.extend(before.keys().filter(|p| !after.contains_key(*p)).cloned());
+    out.extend(
+        before
+            .files
+            .keys()
+            .filter(|p| !after.files.contains_key(*p))
+            .cloned(),
+    );
+    if let (Some(b), Some(a)) = (&before.head, &after.head) {
+        if a != b {
+            out.extend(git.files_between(b, a).unwrap_or_default());
+        }
+    }
+    out.sort();
+    out.dedup();
     out
 }
 

@@ -372,10 +372,12 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
     Journal::clear(&ws.layout)
 }
 
-/// Saves the uncommitted work of every agent worktree (a dead orch never integrated it) and
-/// cleans the worktree. Returns (agent, ref) for each one kept.
+/// Saves the work of every agent worktree that a dead orch never integrated (uncommitted
+/// files, and commits the agent made itself that the main tree does not hold) and cleans the
+/// worktree. Returns (agent, ref) for each one kept.
 fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
     let mut kept = Vec::new();
+    let main_head = ws.git.head()?.unwrap_or_default();
     let Ok(entries) = std::fs::read_dir(ws.layout.dir.join("worktrees")) else {
         return Ok(kept);
     };
@@ -388,17 +390,24 @@ fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
         let (Ok(Some(head)), Ok(status)) = (wt.head(), wt.status()) else {
             continue;
         };
-        if status.is_empty() {
+        // A worktree's HEAD is the base, or a change orch committed there and merged (the
+        // main tree holds it), or the agent's own commits, never merged.
+        let unmerged = !main_head.is_empty() && !ws.git.is_ancestor(&head, &main_head)?;
+        if status.is_empty() && !unmerged {
             continue;
         }
         let agent = e.file_name().to_string_lossy().into_owned();
         let r = format!("refs/orch/cancelled/round-{round}/{agent}");
-        wt.save_tree(
-            &head,
-            &r,
-            &format!("orch: round {round} {agent} (orch died); its partial work"),
-        )?;
-        wt.restore(&head)?;
+        if status.is_empty() {
+            ws.git.set_ref(&r, &head)?;
+        } else {
+            wt.save_tree(
+                &head,
+                &r,
+                &format!("orch: round {round} {agent} (orch died); its partial work"),
+            )?;
+            wt.restore(&head)?;
+        }
         kept.push((agent, r));
     }
     Ok(kept)

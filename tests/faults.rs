@@ -389,6 +389,39 @@ fn recovery_keeps_the_work_left_in_an_agents_worktree() {
     assert!(!repo.exists(".orch/worktrees/a/src/wip.txt"));
 }
 
+/// The same when the agent had committed its work itself before orch died: its commit is in
+/// no tree but its worktree's, and recovery keeps it in the ref.
+#[test]
+fn recovery_keeps_an_agents_own_commit_left_in_its_worktree() {
+    let m = marker("sigkill-commit");
+    let f = flags();
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/done.txt=committed by the agent",
+            "--commit", "agent's own commit",
+            "--hang-once", &path_str(&f.path().join("hung"))])}]
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&f.path().join("hung"), Duration::from_secs(10));
+    orch.signal(libc::SIGKILL);
+    orch.wait(Duration::from_secs(5));
+    let run = repo.orch(&["run", "--rounds", "0"]).expect(0);
+    assert!(
+        run.stderr().contains("refs/orch/cancelled/round-1/a"),
+        "{}",
+        run.stderr()
+    );
+    assert_none_left(&m);
+    assert_eq!(
+        repo.git(&["show", "refs/orch/cancelled/round-1/a:src/done.txt"]),
+        "committed by the agent"
+    );
+    assert_eq!(repo.head(), base);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The lock.
 

@@ -190,3 +190,84 @@ fn shared_isolation_stays_available() {
     );
     assert!(!repo.exists(".orch/worktrees"));
 }
+
+/// Agents that commit their own work (aider does by default; Claude Code when asked). In a
+/// worktree its HEAD moves: what it committed, and what it left uncommitted on top, is merged
+/// like any change, not taken for an empty run and reset away next round.
+#[test]
+fn an_agent_that_commits_its_own_work_is_merged_not_lost() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "maxConcurrency": 2,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&[
+                "--round", "1", "--write", "src/a.txt=committed", "--commit", "agent a's commit",
+                "--write", "src/a2.txt=left uncommitted"])},
+            {"name": "b", "phase": "code", "command": agent_cmd(&["--round", "1", "--write", "src/b.txt=b"])}
+        ],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok", "{log:#}");
+    assert_eq!(a["changedFiles"], 2, "{log:#}");
+    for f in ["src/a.txt", "src/a2.txt", "src/b.txt"] {
+        assert!(repo.exists(f), "{f} was lost");
+    }
+    // Round 2 reset the worktree to the new base; nothing of round 1 was undone.
+    assert_eq!(repo.round_log(2)["status"], "ok");
+    assert_eq!(repo.read("src/a.txt"), "committed\n");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+/// An agent that rewrites the commit it started from leaves a HEAD that does not descend from
+/// the round's base: it is not merged (that would bring in rewritten history), the run fails
+/// with the reason, and its files are kept in a ref.
+#[test]
+fn an_agent_that_rewrites_the_base_is_not_merged_and_its_files_are_kept() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--write", "src/a.txt=rewritten", "--amend", "history rewritten"])}]
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let a = Repo::agent(&repo.round_log(1), "a").clone();
+    assert_eq!(a["status"], "failed", "{a:#}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("off the round's base"),
+        "{a:#}"
+    );
+    assert_eq!(repo.head(), base);
+    assert!(!repo.exists("src/a.txt"));
+    let kept = repo.git(&["rev-parse", "refs/orch/failed/round-1/a"]);
+    assert_eq!(
+        repo.git(&["show", &format!("{kept}:src/a.txt")]),
+        "rewritten"
+    );
+}
+
+/// The same in the shared tree: the agent's own commit moves HEAD; its files count as its
+/// change (it is not `empty`) and the round's commit carries them.
+#[test]
+fn in_the_shared_tree_an_agents_own_commit_counts_as_its_change() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--write", "src/a.txt=committed", "--commit", "agent a's commit"])}],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok", "{log:#}");
+    assert_eq!(a["changedFiles"], 1, "{log:#}");
+    assert!(repo.exists("src/a.txt"));
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
