@@ -312,7 +312,8 @@ impl Git {
         // process, and this runs once per agent per round). If git then disagrees, it is made
         // again.
         if linked_git_dir(path).is_some_and(|d| d.join("HEAD").is_file()) {
-            match wt.run(&["reset", "-q", "--hard", base]) {
+            // Detached again, whatever branch the agent may have checked out there last time.
+            match wt.run(&["checkout", "-q", "-f", "--detach", base]) {
                 Ok(_) => {
                     wt.run(&["clean", "-q", "-f", "-d"])?;
                     return Ok(wt);
@@ -468,6 +469,18 @@ mod tests {
         assert!(wt2.status().unwrap().is_empty());
         assert!(!p.join("new.txt").exists());
         assert_eq!(wt.head().unwrap().unwrap(), base);
+        // An agent that checked out a branch of its own and committed there: the next round
+        // starts detached at the base, and the branch keeps the agent's commit.
+        wt.run(&["checkout", "-q", "-b", "agent-branch"]).unwrap();
+        std::fs::write(p.join("a.txt"), "on the branch").unwrap();
+        let on_branch = wt.commit_all("agent").unwrap().unwrap();
+        let wt2 = g.prepare_worktree(&p, &base).unwrap();
+        assert_eq!(wt2.head_fast().unwrap(), base);
+        assert_eq!(wt2.head_moved_from(&base).unwrap(), None);
+        assert_eq!(
+            g.run(&["rev-parse", "agent-branch"]).unwrap().trim(),
+            on_branch
+        );
         // Its metadata deleted under it (a `git worktree prune` by hand, a copied repository):
         // made again instead of failing the agent.
         std::fs::remove_dir_all(d.path().join(".git/worktrees")).unwrap();
