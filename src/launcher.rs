@@ -11,7 +11,7 @@
 //! the worktrees live), and refuses to start (exit 2) when the launcher cannot run, takes too
 //! long, or runs somewhere that cannot read the token.
 //!
-//! Applying a launcher stays with the callers (`round::run_agent`, `sims`), which own the
+//! Applying a launcher stays with the callers (`round::agent::run_agent`, `sims`), which own the
 //! placeholders; the probe fills the same placeholders with stand-ins.
 
 use std::path::{Path, PathBuf};

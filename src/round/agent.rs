@@ -1,0 +1,299 @@
+//! One agent run on a pool worker: its worktree prepared, its environment and prompt, the
+//! process supervised, then what it changed (a worktree's status and HEAD, or the shared tree's
+//! fingerprints before and after) and its change committed in its worktree. The main thread
+//! settles the result (`Round::settle`).
+
+use super::*;
+use crate::mission::StdinMode;
+
+/// Runs one agent on a worker thread.
+pub(super) fn run_agent(
+    env: &Env,
+    round: u32,
+    t0: Instant,
+    shared: &Mutex<SharedTree>,
+    job: Job<'_>,
+) -> RawRun {
+    let agent = job.agent;
+    let layout = env.layout;
+    // Worktree isolation: the agent's own checkout of the base, made here on the worker so that
+    // preparing several worktrees overlaps.
+    let isolated = match &job.worktree {
+        Some(wt) => match env.git.prepare_worktree(wt, &job.base) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let mut raw = not_started(env, round, job);
+                raw.finished.ending =
+                    Ending::SpawnFailed(format!("preparing its worktree failed: {e}"));
+                return raw;
+            }
+        },
+        None => None,
+    };
+    let root = isolated.as_ref().map_or(env.root(), |g| g.root());
+    let scratch = layout.scratch(round);
+    let stdout = layout.logs(round).join(format!("{}.log", agent.name));
+    let stderr = layout
+        .logs(round)
+        .join(format!("{}.stderr.log", agent.name));
+    let result_file = scratch.join(format!("{}.result.json", agent.name));
+    let inbox = inbox_path(layout, round, &agent.name);
+    let task_file = job.task.as_ref().map(|t| {
+        let p = scratch.join(format!("{}.task.json", agent.name));
+        if let Err(e) = write_json(&p, t) {
+            log::warn!("agent {}: cannot write its task file: {e}", agent.name);
+        }
+        p
+    });
+    let disp = |p: &Path| p.display().to_string();
+    let fill = |a: &str| {
+        a.replace("{model}", &job.model)
+            .replace("{prompt_file}", &disp(&job.prompt_file))
+            .replace("{round}", &round.to_string())
+            .replace("{agent}", &agent.name)
+            .replace(
+                "{task_file}",
+                &task_file.as_deref().map(disp).unwrap_or_default(),
+            )
+            .replace("{workdir}", &disp(root))
+    };
+    let launcher = agent.launcher.as_ref().or(env.mission.launcher.as_ref());
+    let argv: Vec<String> = launcher
+        .into_iter()
+        .flatten()
+        .cloned()
+        .chain(agent.command.argv())
+        .map(|a| fill(&a))
+        .collect();
+    let mut vars: Vec<(String, String)> = vec![
+        ("ORCH_ROUND".into(), round.to_string()),
+        ("ORCH_AGENT".into(), agent.name.clone()),
+        ("ORCH_MODEL".into(), job.model.clone()),
+        ("ORCH_PROMPT_FILE".into(), disp(&job.prompt_file)),
+        ("ORCH_WORKDIR".into(), disp(root)),
+        ("ORCH_TASKS_INBOX".into(), disp(&inbox)),
+        ("ORCH_RESULT_FILE".into(), disp(&result_file)),
+        ("ORCH_STATE_DIR".into(), disp(&layout.dir)),
+        (
+            "ORCH_HANDOFF_FILE".into(),
+            disp(&handoff_path(layout, &agent.name)),
+        ),
+    ];
+    if let Some(d) = env.sim_data() {
+        vars.push(("ORCH_SIM_DATA".into(), disp(&d)));
+    }
+    if let (Some(t), Some(f)) = (&job.task, &task_file) {
+        vars.push(("ORCH_TASK_ID".into(), t.id.clone()));
+        vars.push(("ORCH_TASK_FILE".into(), disp(f)));
+    }
+    vars.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let _ = std::fs::remove_file(&result_file);
+    env.events.emit(Event::AgentStart {
+        round,
+        agent: agent.name.clone(),
+        phase: agent.phase.as_str().into(),
+        model: job.model.clone(),
+        task: job.task.as_ref().map(|t| t.id.clone()),
+        timeout_ms: job.timeout.as_millis() as u64,
+    });
+    let before = if isolated.is_none() {
+        shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .before(env.git)
+    } else {
+        Fingerprint::default()
+    };
+    let start_ms = t0.elapsed().as_millis() as u64;
+    let finished = process::run(&Spec {
+        label: format!("agent {}", agent.name),
+        argv,
+        cwd: root.to_path_buf(),
+        env: vars,
+        stdin: (agent.stdin == StdinMode::Prompt).then(|| job.prompt_file.clone()),
+        stdout: stdout.clone(),
+        stderr,
+        timeout: job.timeout,
+        grace: env.mission.grace(),
+        death_signal: process::death_signal(launcher.is_some()),
+    });
+    // An agent may commit its own work (aider does by default, Claude Code when asked): in a
+    // worktree its HEAD then moved, and what it changed is everything since the base.
+    let moved = isolated
+        .as_ref()
+        .and_then(|g| g.head_moved_from(&job.base).ok().flatten());
+    let changed: Vec<String> = match (&isolated, &moved) {
+        (Some(g), Some(_)) => g.changed_since(&job.base).unwrap_or_default(),
+        (Some(g), None) => g
+            .status()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.path)
+            .collect(),
+        (None, _) => {
+            let after = shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .after(env.git);
+            changed_between(env.git, &before, &after)
+        }
+    };
+    // The change is committed here, on the worker, where commits in separate worktrees run side
+    // by side; the main thread only merges, one merge after another. Under `enforceOwnership`
+    // the main thread first takes out what the agent does not own, then commits.
+    let owner_check_first = env.mission.enforce_ownership && !agent.owns.is_empty();
+    let commit = match (&isolated, &moved) {
+        (Some(g), Some(head)) => match g.is_ancestor(&job.base, head) {
+            Ok(true) if owner_check_first => Ok(None),
+            // Its own commits, and on top of them what it left uncommitted.
+            Ok(true) => g
+                .commit_all(&format!("orch: round {round} {}", agent.name))
+                .map(|c| c.or_else(|| Some(head.clone())))
+                .map_err(|e| e.to_string()),
+            Ok(false) => Err(format!(
+                "it moved its worktree off the round's base (HEAD is {head}, which does not \
+                 descend from {})",
+                job.base
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+        (Some(g), None) if !changed.is_empty() && !owner_check_first => g
+            .commit_all(&format!("orch: round {round} {}", agent.name))
+            .map_err(|e| e.to_string()),
+        _ => Ok(None),
+    };
+    RawRun {
+        agent: agent.name.clone(),
+        phase: agent.phase,
+        model: job.model,
+        task: job.task.map(|t| t.id),
+        timeout_ms: job.timeout.as_millis() as u64,
+        start_ms,
+        finished,
+        changed,
+        worktree: job.worktree,
+        base: job.base,
+        commit,
+        log_rel: layout.relative(&stdout),
+        stdout,
+        result_file,
+        filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
+    }
+}
+
+/// A job the pool never started (budget or interrupt): a `cancelled` run of no time.
+pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
+    let layout = env.layout;
+    RawRun {
+        agent: job.agent.name.clone(),
+        phase: job.agent.phase,
+        model: job.model,
+        task: job.task.map(|t| t.id),
+        timeout_ms: job.timeout.as_millis() as u64,
+        start_ms: 0,
+        finished: process::Finished {
+            ending: Ending::Cancelled,
+            started: Instant::now(),
+            elapsed: Duration::ZERO,
+        },
+        changed: Vec::new(),
+        worktree: None,
+        base: job.base,
+        commit: Ok(None),
+        stdout: PathBuf::new(),
+        log_rel: String::new(),
+        result_file: layout.scratch(round).join("none"),
+        filed_tasks: false,
+    }
+}
+
+/// The changed files of the shared tree with their mtime and size, and HEAD: what one agent
+/// run changed is the difference between the fingerprints before and after it. With several
+/// agents at once in one tree the attribution is approximate (a file written by two is counted
+/// for both); worktree isolation makes it exact.
+#[derive(Clone, Default)]
+struct Fingerprint {
+    files: BTreeMap<String, Option<(i128, u64)>>,
+    /// Moves when an agent commits its own work (aider does by default).
+    head: Option<String>,
+}
+
+fn fingerprint(git: &Git) -> Fingerprint {
+    let mut files = BTreeMap::new();
+    for e in git.status().unwrap_or_default() {
+        let meta = std::fs::symlink_metadata(git.root().join(&e.path)).ok();
+        let sig = meta.map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (
+                m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                m.len(),
+            )
+        });
+        files.insert(e.path, sig);
+    }
+    Fingerprint {
+        files,
+        head: git.head_fast(),
+    }
+}
+
+/// The agents of one pool run in the shared tree. The fingerprint taken when the last of them
+/// ended is still the tree's when the next one starts (nothing else writes the tree during a
+/// phase), so it serves as that agent's "before": one `git status` per agent instead of two.
+#[derive(Default)]
+pub(super) struct SharedTree {
+    last: Option<Fingerprint>,
+    running: usize,
+}
+
+impl SharedTree {
+    fn before(&mut self, git: &Git) -> Fingerprint {
+        let fp = match (self.running, self.last.take()) {
+            (0, Some(fp)) => fp,
+            _ => fingerprint(git),
+        };
+        self.running += 1;
+        fp
+    }
+
+    fn after(&mut self, git: &Git) -> Fingerprint {
+        let fp = fingerprint(git);
+        self.running = self.running.saturating_sub(1);
+        self.last = (self.running == 0).then(|| fp.clone());
+        fp
+    }
+}
+
+fn changed_between(git: &Git, before: &Fingerprint, after: &Fingerprint) -> Vec<String> {
+    let mut out: Vec<String> = after
+        .files
+        .iter()
+        .filter(|(p, sig)| before.files.get(*p) != Some(sig))
+        .map(|(p, _)| p.clone())
+        .collect();
+    out.extend(
+        before
+            .files
+            .keys()
+            .filter(|p| !after.files.contains_key(*p))
+            .cloned(),
+    );
+    if let (Some(b), Some(a)) = (&before.head, &after.head) {
+        if a != b {
+            out.extend(git.files_between(b, a).unwrap_or_default());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub(super) fn describe_ending(e: &Ending) -> String {
+    match e {
+        Ending::Exited(c) => format!("exit status {c}"),
+        Ending::Signalled(s) => format!("killed by signal {s}"),
+        Ending::TimedOut => "timed out".into(),
+        Ending::Cancelled => "cancelled".into(),
+        Ending::SpawnFailed(m) => m.clone(),
+    }
+}
