@@ -302,18 +302,14 @@ impl<'e> Round<'e, '_> {
                         .expect("spawning the post-sim thread")
                 });
                 let tests = env.mission.tests.as_ref().map(|t| {
-                    let log_dir = layout.logs(self.round);
-                    let relative = |p: &Path| layout.relative(p);
-                    Stage {
-                        tests: t,
-                        root: env.root(),
-                        log_dir: &log_dir,
-                        relative: &relative,
-                        round: self.round,
-                        grace: env.mission.grace(),
-                        round_start: self.t0,
-                    }
-                    .run(&tests_select::select(t, &changed), env.events)
+                    run_tests(
+                        env,
+                        t,
+                        &layout.logs(self.round),
+                        &changed,
+                        self.round,
+                        self.t0,
+                    )
                 });
                 (
                     tests,
@@ -1203,6 +1199,28 @@ fn keep_earlier_log(layout: &Layout, round: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs the test suites `changed` calls for, their logs under `log_dir`.
+fn run_tests(
+    env: &Env,
+    tests: &crate::mission::Tests,
+    log_dir: &Path,
+    changed: &[String],
+    round: u32,
+    round_start: Instant,
+) -> crate::roundlog::TestsEntry {
+    let relative = |p: &Path| env.layout.relative(p);
+    Stage {
+        tests,
+        root: env.root(),
+        log_dir,
+        relative: &relative,
+        round,
+        grace: env.mission.grace(),
+        round_start,
+    }
+    .run(&tests_select::select(tests, changed), env.events)
 }
 
 /// The agent's handoff file: it persists across rounds, so the last report stands.

@@ -205,17 +205,7 @@ impl Round<'_, '_> {
             .logs(self.round)
             .join(format!("revert-check-{run}"));
         std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
-        let relative = |p: &Path| env.layout.relative(p);
-        let mut entry = Stage {
-            tests: t,
-            root: env.root(),
-            log_dir: &log_dir,
-            relative: &relative,
-            round: self.round,
-            grace: env.mission.grace(),
-            round_start: self.t0,
-        }
-        .run(&tests_select::select(t, &changed), env.events);
+        let mut entry = run_tests(env, t, &log_dir, &changed, self.round, self.t0);
         entry.regression = tests_run::is_regression(&entry, self.state.test_baseline.as_ref());
         // Every testsStart has its testsEnd: the live view and scripts pair them.
         env.events.emit(Event::TestsEnd {
