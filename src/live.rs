@@ -291,6 +291,9 @@ impl Screen {
                 r.tests = None;
                 r.stage = "after the tests".into();
             }
+            Event::Revert {
+                agent: Some(agent), ..
+            } => r.stage = format!("took out {agent}'s change"),
             Event::Revert { .. } => r.stage = "reverted".into(),
             Event::Commit { .. } => r.stage = "committed".into(),
             _ => {}

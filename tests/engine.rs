@@ -335,3 +335,33 @@ fn an_unknown_prompt_placeholder_is_a_validation_error_naming_file_and_line() {
     );
     assert!(run.stderr().contains("agnet"), "{}", run.stderr());
 }
+
+/// The round's commits name the agents whose work they hold: not a review agent that changed
+/// nothing, and "sim data" when no code agent changed a file. (One slot: review agents share
+/// the tree, and two at once would each be credited with the other's files.)
+#[test]
+fn commit_messages_name_only_the_agents_whose_work_they_hold() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "maxConcurrency": 1,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--round", "1", "--write", "src/a.txt=a"])},
+            {"name": "r1", "phase": "review", "command": agent_cmd(&["--write", "notes/r1.txt=seen {round}"])},
+            {"name": "r2", "phase": "review", "command": agent_cmd(&[])}
+        ],
+        "sims": {"pre": {"command": sim_cmd("0")}, "publishTo": "sim-data"}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let subjects = repo.git(&["log", "--format=%s", "-4"]);
+    let subjects: Vec<&str> = subjects.lines().collect();
+    assert_eq!(
+        subjects,
+        vec![
+            "orch: round 2 review: r1",
+            "orch: round 2 sim data",
+            "orch: round 1 review: r1",
+            "orch: round 1 code: a",
+        ],
+        "{subjects:#?}"
+    );
+}

@@ -374,7 +374,13 @@ impl<'e> Round<'e, '_> {
                 .filter(|e| e.changed_files > 0 && !rejected.contains(&e.name))
                 .map(|e| e.name.clone())
                 .collect();
-            format!("code: {}", kept.join(", "))
+            if kept.is_empty() {
+                // Nothing of the agents: what changed is the published sims' data (or files
+                // the tests or sims wrote in the tree).
+                "sim data".to_string()
+            } else {
+                format!("code: {}", kept.join(", "))
+            }
         };
         self.commit(&what)?;
 
@@ -399,7 +405,21 @@ impl<'e> Round<'e, '_> {
                     return self.interrupted();
                 }
                 self.settle_tasks(Phase::Review, &[]);
-                self.commit(&format!("review: {}", names(Phase::Review).join(", ")))?;
+                // Named for the review agents that changed files; a producer that only filed
+                // tasks changed nothing here.
+                let changed: Vec<String> = self
+                    .log
+                    .agents
+                    .iter()
+                    .filter(|e| e.phase == Phase::Review && e.changed_files > 0)
+                    .map(|e| e.name.clone())
+                    .collect();
+                let what = if changed.is_empty() {
+                    "review".to_string()
+                } else {
+                    format!("review: {}", changed.join(", "))
+                };
+                self.commit(&what)?;
             }
         }
         if reverted {
