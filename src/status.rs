@@ -122,7 +122,7 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
         "model",
         "runs",
         "last",
-        "fail streak",
+        "unproductive streak",
         "empty streak",
         "mean",
         "cost",
