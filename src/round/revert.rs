@@ -44,8 +44,14 @@ impl Round<'_, '_> {
                     "per-agent revert could not settle which changes broke the tests; the whole round is reverted",
                 ),
             }
-            // Put the union back so the rejected ref holds all of it.
-            self.build(base, &merged, &(0..merged.len()).collect::<Vec<_>>())?;
+            // Put the union back so the rejected ref holds all of it; should it no longer
+            // merge, each agent's change is kept under its own ref instead.
+            if !self.build(base, &merged, &(0..merged.len()).collect::<Vec<_>>())? {
+                for (name, commit) in &merged {
+                    let kept = format!("refs/orch/rejected/round-{}/{name}", self.round);
+                    env.git.set_ref(&kept, commit)?;
+                }
+            }
         }
         self.revert(base, failure)?;
         self.log.revert = Some(RevertInfo {
