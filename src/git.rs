@@ -199,17 +199,9 @@ impl Git {
         Ok(files)
     }
 
-    /// The worktree's HEAD when it is no longer `base`: the agent committed (or checked out)
-    /// something itself. A detached HEAD still at `base` is read from its file, without a git
-    /// process: this runs once per agent.
-    pub fn head_moved_from(&self, base: &str) -> Result<Option<String>> {
-        let unmoved = linked_git_dir(&self.root)
-            .and_then(|d| std::fs::read_to_string(d.join("HEAD")).ok())
-            .is_some_and(|h| h.trim() == base);
-        if unmoved {
-            return Ok(None);
-        }
-        Ok(self.head()?.filter(|h| h != base))
+    /// HEAD when it is no longer `base`: the agent committed (or checked out) something itself.
+    pub fn head_moved_from(&self, base: &str) -> Option<String> {
+        self.head_fast().filter(|h| h != base)
     }
 
     /// HEAD's commit, read from the repository's files when it can be (a detached HEAD or a
@@ -476,7 +468,7 @@ mod tests {
         let on_branch = wt.commit_all("agent").unwrap().unwrap();
         let wt2 = g.prepare_worktree(&p, &base).unwrap();
         assert_eq!(wt2.head_fast().unwrap(), base);
-        assert_eq!(wt2.head_moved_from(&base).unwrap(), None);
+        assert_eq!(wt2.head_moved_from(&base), None);
         assert_eq!(
             g.run(&["rev-parse", "agent-branch"]).unwrap().trim(),
             on_branch

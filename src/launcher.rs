@@ -134,7 +134,7 @@ pub fn probe(launcher: &Use, site: &ProbeSite<'_>) -> Result<()> {
         stderr: log.clone(),
         timeout: site.timeout,
         grace: site.grace,
-        death_signal: process::death_signal(true),
+        launched: true,
     });
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&token_file);

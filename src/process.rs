@@ -42,20 +42,11 @@ pub struct Spec {
     pub stderr: PathBuf,
     pub timeout: Duration,
     pub grace: Duration,
-    /// What the child gets if orch dies without stopping it (`PR_SET_PDEATHSIG`); see
-    /// [`death_signal`].
-    pub death_signal: i32,
-}
-
-/// The signal a child gets when orch dies: SIGKILL, so that nothing can ignore it, except for
-/// a launcher, which needs a SIGTERM to end what it started elsewhere: `srun` cancels its job
-/// step, `docker run` stops its container (a SIGKILLed docker client leaves it running).
-pub fn death_signal(launched: bool) -> i32 {
-    if launched {
-        libc::SIGTERM
-    } else {
-        libc::SIGKILL
-    }
+    /// The command starts with a launcher (`srun`, `docker run`): if orch dies without
+    /// stopping it, it gets SIGTERM (`PR_SET_PDEATHSIG`), which lets it end what it started
+    /// elsewhere (srun cancels its job step; a SIGKILLed docker client leaves its container
+    /// running). Every other child gets SIGKILL, which nothing can ignore.
+    pub launched: bool,
 }
 
 /// How a process ended.
@@ -148,22 +139,21 @@ pub fn set_observer(f: Option<Observer>) {
 }
 
 fn registry_change(add: Option<i32>, remove: Option<i32>) {
-    let snapshot: Vec<i32> = {
-        let mut live = registry().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = add {
-            live.insert(p);
-        }
-        if let Some(p) = remove {
-            live.remove(&p);
-        }
-        live.iter().copied().collect()
-    };
+    // The observer is told under the registry's lock, so that what it records can never be an
+    // older snapshot written after a newer one.
+    let mut live = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = add {
+        live.insert(p);
+    }
+    if let Some(p) = remove {
+        live.remove(&p);
+    }
     if let Some(f) = observer()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
     {
-        f(&snapshot);
+        f(&live.iter().copied().collect::<Vec<_>>());
     }
 }
 
@@ -206,24 +196,9 @@ pub const PID_VAR: &str = "ORCH_PID";
 /// i.e. was started by that orch (directly or as a grandchild). Hours can pass between a crash
 /// and the next orch; by then a group id in the journal may belong to someone else's processes.
 pub fn group_started_by(pgid: i32, orch_pid: u32) -> bool {
-    let needle = format!("{PID_VAR}={orch_pid}");
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.flatten().any(|e| {
-        let path = e.path();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the `(comm)`: state, ppid, pgrp.
-        let pgrp = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|f| f.parse::<i32>().ok());
-        pgrp == Some(pgid)
-            && std::fs::read(path.join("environ"))
-                .unwrap_or_default()
-                .split(|&b| b == 0)
-                .any(|v| v == needle.as_bytes())
-    })
+    let pid = orch_pid.to_string();
+    processes()
+        .any(|p| p.pgrp() == Some(pgid) && p.env_var(PID_VAR).is_some_and(|v| v == pid.as_bytes()))
 }
 
 /// The variable every child gets with its run's token, `<session>-<n>`.
@@ -234,17 +209,10 @@ pub const RUN_VAR: &str = "ORCH_RUN";
 pub fn session() -> &'static str {
     static SESSION: OnceLock<String> = OnceLock::new();
     SESSION.get_or_init(|| {
-        let start = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                // Field 22 (starttime) is the 20th after the `(comm)`.
-                let (_, rest) = s.rsplit_once(')')?;
-                rest.split_whitespace().nth(19).map(str::to_owned)
-            })
-            .unwrap_or_else(|| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                now.map(|d| d.as_nanos()).unwrap_or(0).to_string()
-            });
+        let start = Proc::me().stat_field(22).unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map(|d| d.as_nanos()).unwrap_or(0).to_string()
+        });
         format!("{}.{start}", std::process::id())
     })
 }
@@ -254,46 +222,66 @@ fn next_run_token() -> String {
     format!("{}-{}", session(), RUNS.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Pids of the live processes (other than orch) whose `ORCH_RUN` value satisfies `matches`,
-/// leaving out those still in one of the groups `skip` (killed by their group).
-fn carriers(matches: &dyn Fn(&[u8]) -> bool, skip: &[i32]) -> Vec<i32> {
-    let prefix = format!("{RUN_VAR}=");
-    let me = std::process::id().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let name = name.to_str()?;
-            if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            // A zombie's environment reads empty, so the dead are never matched.
-            let environ = std::fs::read(e.path().join("environ")).ok()?;
-            let carries = environ
-                .split(|&b| b == 0)
-                .filter_map(|v| v.strip_prefix(prefix.as_bytes()))
-                .any(matches);
-            if !carries {
-                return None;
-            }
-            if !skip.is_empty() {
-                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-                let pgrp: i32 = stat
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(2)?
-                    .parse()
-                    .ok()?;
-                if skip.contains(&pgrp) {
-                    return None;
-                }
-            }
-            name.parse().ok()
+/// One process as /proc shows it.
+struct Proc {
+    pid: i32,
+    dir: PathBuf,
+}
+
+impl Proc {
+    fn me() -> Proc {
+        Proc {
+            pid: std::process::id() as i32,
+            dir: PathBuf::from("/proc/self"),
+        }
+    }
+
+    /// Field `n` of its `stat`, numbered as proc(5) numbers them (1 is the pid). The command
+    /// name (field 2) may hold spaces and parentheses, so counting starts after its last `)`.
+    fn stat_field(&self, n: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(self.dir.join("stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_whitespace()
+            .nth(n.checked_sub(3)?)
+            .map(str::to_owned)
+    }
+
+    fn pgrp(&self) -> Option<i32> {
+        self.stat_field(5)?.parse().ok()
+    }
+
+    /// The value of `name` in its environment. A zombie's environment reads empty, and a
+    /// process of another user's cannot be read: neither has any variable.
+    fn env_var(&self, name: &str) -> Option<Vec<u8>> {
+        let environ = std::fs::read(self.dir.join("environ")).ok()?;
+        environ.split(|&b| b == 0).find_map(|v| {
+            v.strip_prefix(name.as_bytes())
+                .and_then(|v| v.strip_prefix(b"="))
+                .map(<[u8]>::to_vec)
         })
+    }
+}
+
+/// Every process but orch itself.
+fn processes() -> impl Iterator<Item = Proc> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(move |e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            (pid != me).then(|| Proc { pid, dir: e.path() })
+        })
+}
+
+/// Pids of the live processes whose `ORCH_RUN` value satisfies `matches`, leaving out those
+/// still in one of the groups `skip` (their group's signal reaches them).
+fn carriers(matches: &dyn Fn(&[u8]) -> bool, skip: &[i32]) -> Vec<i32> {
+    processes()
+        .filter(|p| p.env_var(RUN_VAR).is_some_and(|v| matches(&v)))
+        .filter(|p| skip.is_empty() || !p.pgrp().is_some_and(|g| skip.contains(&g)))
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -310,14 +298,26 @@ fn kill_carriers(matches: &dyn Fn(&[u8]) -> bool, skip: &[i32]) -> usize {
             break;
         }
         for &p in &found {
-            // SAFETY: kill(2) on one pid; no memory is involved.
-            unsafe {
-                libc::kill(p, libc::SIGKILL);
-            }
+            signal_pid(p, libc::SIGKILL);
             killed.insert(p);
         }
     }
     killed.len()
+}
+
+fn signal_pid(pid: i32, signal: i32) {
+    // SAFETY: kill(2) on one pid; no memory is involved.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Sleeps in short steps while `busy` holds, for at most `limit`.
+fn wait_while(limit: Duration, busy: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && busy() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Kills what a dead orch (`session`, from its journal) left running outside the groups its
@@ -330,16 +330,13 @@ pub fn reap_session(session: &str, groups: &[i32], grace: Duration) -> usize {
     let prefix = format!("{session}-");
     let ours = |v: &[u8]| v.starts_with(prefix.as_bytes());
     let found = carriers(&ours, groups);
+    if found.is_empty() {
+        return 0;
+    }
     for &p in &found {
-        // SAFETY: kill(2) on one pid.
-        unsafe {
-            libc::kill(p, libc::SIGTERM);
-        }
+        signal_pid(p, libc::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
-    while !found.is_empty() && Instant::now() < deadline && !carriers(&ours, groups).is_empty() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_while(grace, || !carriers(&ours, groups).is_empty());
     kill_carriers(&ours, groups);
     found.len()
 }
@@ -362,10 +359,7 @@ pub fn reap_orphan_groups(groups: &[i32], orch_pid: u32, grace: Duration) -> usi
     for &g in &alive {
         signal_group(g, libc::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && alive.iter().any(|&g| group_alive(g)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_while(grace, || alive.iter().any(|&g| group_alive(g)));
     for &g in &alive {
         signal_group(g, libc::SIGKILL);
     }
@@ -394,7 +388,11 @@ pub fn run(spec: &Spec) -> Finished {
     let Some((program, args)) = spec.argv.split_first() else {
         return done(Ending::SpawnFailed("empty command".into()));
     };
-    let signal = spec.death_signal;
+    let signal = if spec.launched {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    };
     let mut expr = duct::cmd(program, args)
         .dir(&spec.cwd)
         .stdout_file(stdout)
@@ -569,7 +567,7 @@ mod tests {
             stderr: dir.join("err.log"),
             timeout: Duration::from_millis(timeout_ms),
             grace: Duration::from_millis(500),
-            death_signal: libc::SIGKILL,
+            launched: false,
         }
     }
 
@@ -644,6 +642,23 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(3), "{}", stat());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the sweep for escaped processes costs at the end of every run: one pass over
+    /// /proc that matches nothing. A figure for BENCHMARKS.md, not a check:
+    /// `cargo test --release --lib sweep_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn sweep_cost() {
+        let t = Instant::now();
+        for _ in 0..200 {
+            kill_carriers(&|v: &[u8]| v == b"no such token", &[1]);
+        }
+        eprintln!(
+            "one sweep over {} processes: {:?}",
+            processes().count(),
+            t.elapsed() / 200
+        );
     }
 
     #[test]

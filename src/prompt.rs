@@ -243,7 +243,7 @@ fn compute(name: &str, def: &Section, ctx: &Context) -> std::result::Result<Stri
         stderr: out.with_extension("err"),
         timeout: Duration::from_secs(120),
         grace: ctx.grace,
-        death_signal: libc::SIGKILL,
+        launched: false,
     });
     let text = std::fs::read(&out)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

@@ -84,7 +84,7 @@ impl SimRun<'_> {
                     stderr: self.log.clone(),
                     timeout: Duration::from_secs_f64(self.sim.timeout_s),
                     grace: self.grace,
-                    death_signal: process::death_signal(self.sim.launcher.is_some()),
+                    launched: self.sim.launcher.is_some(),
                 })
                 .ending
             }

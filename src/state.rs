@@ -281,7 +281,9 @@ pub struct Journal {
     pub base: String,
     pub pid: u32,
     pub started_at: String,
-    #[serde(default)]
+    /// Read from `journal-groups.json` (see `save_groups`), never written here; older journals
+    /// carried them in this file.
+    #[serde(default, skip_serializing)]
     pub process_groups: Vec<i32>,
     /// `process::session()` of the orch that wrote it: the prefix of the `ORCH_RUN` token its
     /// children's descendants carry even after leaving their groups. Empty in older journals.

@@ -89,7 +89,7 @@ impl<'a> TestRun<'a> {
                 stderr: log.clone(),
                 timeout: self.timeout,
                 grace: self.grace,
-                death_signal: libc::SIGKILL,
+                launched: false,
             });
             let output = crate::results::read_tail(&log, READ_BYTES);
             let text = String::from_utf8_lossy(&output);

@@ -98,6 +98,15 @@ fn wait_for(path: &Path, limit: Duration) {
     }
 }
 
+/// Runs orch until the agent hangs (its `--hang-once` file `hung` appears, after everything it
+/// writes, so its next run will not hang), then SIGKILLs orch mid-round.
+fn kill_orch_once_hung(repo: &Repo, hung: &Path) {
+    let mut orch = Orch::start(repo, &["run"]);
+    wait_for(hung, Duration::from_secs(10));
+    orch.signal(libc::SIGKILL);
+    assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
+}
+
 /// Asserts that no process with `marker` on its command line is alive, allowing a moment for
 /// the kernel to finish killing a group that was just sent SIGKILL.
 fn assert_none_left(marker: &str) {
@@ -296,12 +305,7 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
             "--hang-once", &path_str(&f.path().join("hung"))])}]
     }));
     let base = repo.head();
-    let mut orch = Orch::start(&repo, &["run"]);
-    // `hung` appears after `started`, just before the agent hangs: once it exists, the
-    // agent is past everything it writes, and its next run will not hang.
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
-    orch.signal(libc::SIGKILL);
-    assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
+    kill_orch_once_hung(&repo, &f.path().join("hung"));
     let t0 = Instant::now();
     while alive(&agent_pid) && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
@@ -352,40 +356,42 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
     assert_eq!(repo.status(), "");
 }
 
-/// The same with worktree isolation: the partial work sits in the agent's worktree, not the
-/// main tree, and recovery keeps it where an interrupt would, refs/orch/cancelled/round-1/AGENT.
-#[test]
-fn recovery_keeps_the_work_left_in_an_agents_worktree() {
-    let m = marker("sigkill-wt");
+/// Worktree isolation: what the dead orch never merged sits in the agent's worktree. The next
+/// orch recovers only (`--rounds 0`): nothing left running, the dead round logged, the main tree
+/// at its base and clean. Returns the recovering orch's stderr.
+fn recover_a_worktree_agent(test: &str, repo: &Repo, agent_args: &[&str]) -> String {
+    let m = marker(test);
     let f = flags();
-    let started = f.path().join("started");
-    let repo = Repo::new();
+    let hung = f.path().join("hung");
+    let mut args = vec!["--tag", m.as_str()];
+    args.extend_from_slice(agent_args);
+    args.extend(["--hang-once", hung.to_str().unwrap()]);
     repo.mission(json!({
         "name": "t", "rounds": 1, "killGraceS": 0.5,
-        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
-            "--tag", &m, "--write", "src/wip.txt=half done",
-            "--write", &format!("{}=1", path_str(&started)),
-            "--hang-once", &path_str(&f.path().join("hung"))])}]
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&args)}]
     }));
     let base = repo.head();
-    let mut orch = Orch::start(&repo, &["run"]);
-    // `hung` appears after `started`, just before the agent hangs: once it exists, the
-    // agent is past everything it writes, and its next run will not hang.
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
-    orch.signal(libc::SIGKILL);
-    orch.wait(Duration::from_secs(5));
-    // Recover only: `--rounds 0` runs nothing after the recovery.
+    kill_orch_once_hung(repo, &hung);
     let run = repo.orch(&["run", "--rounds", "0"]).expect(0);
-    assert!(run.stderr().contains("recovered"), "{}", run.stderr());
     assert_none_left(&m);
+    assert_eq!(repo.round_log(1)["status"], "interrupted");
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.status(), "");
+    run.stderr()
+}
+
+/// The partial work is kept where an interrupt would keep it, refs/orch/cancelled/round-1/AGENT,
+/// and the worktree is cleaned so the next round there starts from the base.
+#[test]
+fn recovery_keeps_the_work_left_in_an_agents_worktree() {
+    let repo = Repo::new();
+    let stderr =
+        recover_a_worktree_agent("sigkill-wt", &repo, &["--write", "src/wip.txt=half done"]);
+    assert!(stderr.contains("recovered"), "{stderr}");
     assert_eq!(
         repo.git(&["show", "refs/orch/cancelled/round-1/a:src/wip.txt"]),
         "half done"
     );
-    assert_eq!(repo.round_log(1)["status"], "interrupted");
-    assert_eq!(repo.head(), base);
-    assert_eq!(repo.status(), "");
-    // The worktree was cleaned, so the next round there starts from the base.
     assert!(!repo.exists(".orch/worktrees/a/src/wip.txt"));
 }
 
@@ -393,33 +399,22 @@ fn recovery_keeps_the_work_left_in_an_agents_worktree() {
 /// no tree but its worktree's, and recovery keeps it in the ref.
 #[test]
 fn recovery_keeps_an_agents_own_commit_left_in_its_worktree() {
-    let m = marker("sigkill-commit");
-    let f = flags();
     let repo = Repo::new();
-    repo.mission(json!({
-        "name": "t", "rounds": 1, "killGraceS": 0.5,
-        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
-            "--tag", &m, "--write", "src/done.txt=committed by the agent",
-            "--commit", "agent's own commit",
-            "--hang-once", &path_str(&f.path().join("hung"))])}]
-    }));
-    let base = repo.head();
-    let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
-    orch.signal(libc::SIGKILL);
-    orch.wait(Duration::from_secs(5));
-    let run = repo.orch(&["run", "--rounds", "0"]).expect(0);
-    assert!(
-        run.stderr().contains("refs/orch/cancelled/round-1/a"),
-        "{}",
-        run.stderr()
+    let stderr = recover_a_worktree_agent(
+        "sigkill-commit",
+        &repo,
+        &[
+            "--write",
+            "src/done.txt=committed by the agent",
+            "--commit",
+            "agent's own commit",
+        ],
     );
-    assert_none_left(&m);
+    assert!(stderr.contains("refs/orch/cancelled/round-1/a"), "{stderr}");
     assert_eq!(
         repo.git(&["show", "refs/orch/cancelled/round-1/a:src/done.txt"]),
         "committed by the agent"
     );
-    assert_eq!(repo.head(), base);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,13 +115,11 @@ pub(super) fn run_agent(
         stderr,
         timeout: job.timeout,
         grace: env.mission.grace(),
-        death_signal: process::death_signal(launcher.is_some()),
+        launched: launcher.is_some(),
     });
     // An agent may commit its own work (aider does by default, Claude Code when asked): in a
     // worktree its HEAD then moved, and what it changed is everything since the base.
-    let moved = isolated
-        .as_ref()
-        .and_then(|g| g.head_moved_from(&job.base).ok().flatten());
+    let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
     let changed: Vec<String> = match (&isolated, &moved) {
         (Some(g), Some(_)) => g.changed_since(&job.base).unwrap_or_default(),
         (Some(g), None) => g
@@ -142,25 +140,16 @@ pub(super) fn run_agent(
     // by side; the main thread only merges, one merge after another. Under `enforceOwnership`
     // the main thread first takes out what the agent does not own, then commits.
     let owner_check_first = env.mission.enforce_ownership && !agent.owns.is_empty();
-    let commit = match (&isolated, &moved) {
-        (Some(g), Some(head)) => match g.is_ancestor(&job.base, head) {
-            Ok(true) if owner_check_first => Ok(None),
-            // Its own commits, and on top of them what it left uncommitted.
-            Ok(true) => g
-                .commit_all(&format!("orch: round {round} {}", agent.name))
-                .map(|c| c.or_else(|| Some(head.clone())))
-                .map_err(|e| e.to_string()),
-            Ok(false) => Err(format!(
-                "it moved its worktree off the round's base (HEAD is {head}, which does not \
-                 descend from {})",
-                job.base
-            )),
-            Err(e) => Err(e.to_string()),
-        },
-        (Some(g), None) if !changed.is_empty() && !owner_check_first => g
-            .commit_all(&format!("orch: round {round} {}", agent.name))
-            .map_err(|e| e.to_string()),
-        _ => Ok(None),
+    let commit = match &isolated {
+        Some(g) => commit_in_worktree(
+            g,
+            &job.base,
+            moved.as_deref(),
+            &changed,
+            owner_check_first,
+            &format!("orch: round {round} {}", agent.name),
+        ),
+        None => Ok(None),
     };
     RawRun {
         agent: agent.name.clone(),
@@ -179,6 +168,33 @@ pub(super) fn run_agent(
         result_file,
         filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
     }
+}
+
+/// Commits what the agent left in its worktree. `Ok(None)`: nothing to commit, or the main
+/// thread commits later (`later`: after its ownership check). An agent's own commits (`moved`
+/// HEAD) are its change as long as they build on the base; with nothing left uncommitted on
+/// top, its HEAD is the commit to merge.
+fn commit_in_worktree(
+    g: &Git,
+    base: &str,
+    moved: Option<&str>,
+    changed: &[String],
+    later: bool,
+    message: &str,
+) -> std::result::Result<Option<String>, String> {
+    if let Some(head) = moved {
+        if !g.is_ancestor(base, head).map_err(|e| e.to_string())? {
+            return Err(format!(
+                "it moved its worktree off the round's base (HEAD is {head}, which does not \
+                 descend from {base})"
+            ));
+        }
+    }
+    if changed.is_empty() || later {
+        return Ok(None);
+    }
+    let made = g.commit_all(message).map_err(|e| e.to_string())?;
+    Ok(made.or_else(|| moved.map(str::to_owned)))
 }
 
 /// A job the pool never started (budget or interrupt): a `cancelled` run of no time.

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result};
@@ -115,24 +115,19 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
     let t0 = Instant::now();
     let started_at = units::now_rfc3339();
     let base = env.git.base()?;
-    let journal = Arc::new(Mutex::new(Journal {
+    let journal = Journal {
         round,
         base: base.clone(),
         pid: std::process::id(),
         started_at: started_at.clone(),
         process_groups: Vec::new(),
         session: process::session().to_owned(),
-    }));
-    journal
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .save(env.layout)?;
+    };
+    journal.save(env.layout)?;
     {
-        let (journal, layout) = (journal.clone(), env.layout.clone());
+        // Called one at a time, in order (under the process registry's lock).
+        let layout = env.layout.clone();
         process::set_observer(Some(Box::new(move |groups: &[i32]| {
-            // Under the journal's lock: one writer of the groups file at a time, in order.
-            let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
-            j.process_groups = groups.to_vec();
             if let Err(e) = Journal::save_groups(&layout, groups) {
                 log::warn!("cannot update the journal: {e}");
             }
@@ -144,7 +139,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         queue,
         round,
         t0,
-        journal: journal.clone(),
+        journal,
         log: RoundLog {
             schema: SCHEMA,
             round,
@@ -203,7 +198,7 @@ struct Round<'e, 's> {
     queue: &'s mut Queue,
     round: u32,
     t0: Instant,
-    journal: Arc<Mutex<Journal>>,
+    journal: Journal,
     log: RoundLog,
     budget_reached: bool,
     committed: bool,
@@ -365,22 +360,9 @@ impl<'e> Round<'e, '_> {
         let what = if reverted {
             "sim data".to_string()
         } else {
-            // The agents whose work this commit holds.
-            let kept: Vec<String> = self
-                .log
-                .agents
-                .iter()
-                .filter(|e| e.phase == Phase::Code && e.status == RunStatus::Ok)
-                .filter(|e| e.changed_files > 0 && !rejected.contains(&e.name))
-                .map(|e| e.name.clone())
-                .collect();
-            if kept.is_empty() {
-                // Nothing of the agents: what changed is the published sims' data (or files
-                // the tests or sims wrote in the tree).
-                "sim data".to_string()
-            } else {
-                format!("code: {}", kept.join(", "))
-            }
+            // With no agent's change, what changed is the published sims' data (or files the
+            // tests or sims wrote in the tree).
+            self.commit_label(Phase::Code, &rejected, "sim data")
         };
         self.commit(&what)?;
 
@@ -405,20 +387,7 @@ impl<'e> Round<'e, '_> {
                     return self.interrupted();
                 }
                 self.settle_tasks(Phase::Review, &[]);
-                // Named for the review agents that changed files; a producer that only filed
-                // tasks changed nothing here.
-                let changed: Vec<String> = self
-                    .log
-                    .agents
-                    .iter()
-                    .filter(|e| e.phase == Phase::Review && e.changed_files > 0)
-                    .map(|e| e.name.clone())
-                    .collect();
-                let what = if changed.is_empty() {
-                    "review".to_string()
-                } else {
-                    format!("review: {}", changed.join(", "))
-                };
+                let what = self.commit_label(Phase::Review, &[], "review");
                 self.commit(&what)?;
             }
         }
@@ -481,7 +450,7 @@ impl<'e> Round<'e, '_> {
             stderr: log,
             timeout: Duration::from_secs(120),
             grace: self.env.mission.grace(),
-            death_signal: libc::SIGKILL,
+            launched: false,
         });
         match f.ending {
             Ending::Exited(0) => (true, "its when-command exited 0".into()),
@@ -760,7 +729,7 @@ impl<'e> Round<'e, '_> {
                 // may leave nothing more to commit, and its HEAD is the change then.
                 Ok(None) => match git.commit_all(&msg)? {
                     Some(c) => Some(c),
-                    None => git.head_moved_from(base)?,
+                    None => git.head_moved_from(base),
                 },
                 Err(e) => {
                     // Whatever it is, the files it left are kept before the worktree is reused.
@@ -1009,7 +978,7 @@ impl<'e> Round<'e, '_> {
             stderr: log,
             timeout: Duration::from_secs(300),
             grace: self.env.mission.grace(),
-            death_signal: libc::SIGKILL,
+            launched: false,
         });
         if f.ending.success() {
             self.converged = true;
@@ -1026,12 +995,7 @@ impl<'e> Round<'e, '_> {
             self.round, self.env.mission.name
         );
         // Worktree merges moved HEAD along the round; the round lands as one commit on the base.
-        let base = self
-            .journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .base
-            .clone();
+        let base = self.journal.base.clone();
         if self.env.git.head()?.as_deref() != Some(base.as_str()) {
             self.env.git.run(&["reset", "-q", "--soft", &base])?;
         }
@@ -1048,12 +1012,31 @@ impl<'e> Round<'e, '_> {
         Ok(())
     }
 
+    /// A phase's commit is named for the agents whose changed files it holds (`code: a, b`),
+    /// or `otherwise` when none did. A code agent's change is in it only if its run was ok and
+    /// not taken out; a review agent's, whatever its status (review agents share the tree).
+    fn commit_label(&self, phase: Phase, rejected: &[String], otherwise: &str) -> String {
+        let names: Vec<&str> = self
+            .log
+            .agents
+            .iter()
+            .filter(|e| e.phase == phase && e.changed_files > 0)
+            .filter(|e| phase == Phase::Review || e.status == RunStatus::Ok)
+            .filter(|e| !rejected.contains(&e.name))
+            .map(|e| e.name.as_str())
+            .collect();
+        if names.is_empty() {
+            otherwise.to_string()
+        } else {
+            format!("{}: {}", phase.as_str(), names.join(", "))
+        }
+    }
+
     /// After a commit the base to return to on a crash is the new HEAD: tested, committed work
     /// is not undone by an interrupt in a later stage.
-    fn set_journal_base(&self, commit: &str) {
-        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-        j.base = commit.to_string();
-        if let Err(e) = j.save(self.env.layout) {
+    fn set_journal_base(&mut self, commit: &str) {
+        self.journal.base = commit.to_string();
+        if let Err(e) = self.journal.save(self.env.layout) {
             log::warn!("cannot update the journal: {e}");
         }
     }
@@ -1067,12 +1050,7 @@ impl<'e> Round<'e, '_> {
 
     /// Saves uncommitted work under `refs/orch/<kind>/round-N` and restores the last base.
     fn abandon(&mut self, kind: &str) -> Result<()> {
-        let base = self
-            .journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .base
-            .clone();
+        let base = self.journal.base.clone();
         let moved = self.env.git.head()?.as_deref() != Some(base.as_str());
         if !moved && self.env.git.changed_since(&base)?.is_empty() {
             return Ok(());

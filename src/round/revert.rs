@@ -65,7 +65,7 @@ impl Round<'_, '_> {
     /// The indexes (into `merged`) of the changes that broke the tests, or `None` when the
     /// search could not settle (a subset that does not merge, an interrupt, too many runs).
     fn find_culprits(
-        &mut self,
+        &self,
         base: &str,
         merged: &[(String, String)],
         runs: &mut Vec<BisectRun>,
@@ -102,7 +102,7 @@ impl Round<'_, '_> {
     /// Tests the base plus the changes `include` (indexes into `merged`, in merge order):
     /// `Some(passed)`, or `None` when it cannot tell.
     fn check(
-        &mut self,
+        &self,
         base: &str,
         merged: &[(String, String)],
         include: &[usize],
