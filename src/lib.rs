@@ -2,40 +2,27 @@
 //! unattended.
 //!
 //! The library holds everything; `main.rs` only parses the command line, sets up logging and
-//! maps the result of [`cli::run`] to an exit status. The round pipeline (`round`) stands on
-//! `process` (the only module that touches child processes), `pool` (the worker threads), `git`
-//! and `state`; it reports what happens as `events`, which sinks render for people, scripts and
-//! CI. `report` reads the round logs back.
+//! maps the result of [`cli::run`] to an exit status. The tree is laid out by layer, each
+//! depending only on the ones above it in this list:
+//!
+//! - the data model shared by every layer: [`mission`] (the mission file and its validation),
+//!   [`roundlog`] (the round log's schema), [`events`] (what the engine reports and the sinks
+//!   that render it), [`error`], [`units`], [`glob`];
+//! - [`agents`]: what an agent CLI's output means (cost, tokens, its result);
+//! - [`engine`]: the round pipeline and what it stands on (processes, the pool, git, the state
+//!   folder, tasks, tests, sims);
+//! - [`report`]: reads round logs back and renders them;
+//! - [`cli`]: the commands, the live view, `orch init`, the demo.
 
+pub mod agents;
 pub mod cli;
-pub mod cost;
-pub mod demo;
-pub mod dryrun;
+pub mod engine;
 pub mod error;
 pub mod events;
-pub mod git;
 pub mod glob;
-pub mod import;
-pub mod init;
-pub mod launcher;
-pub mod live;
 pub mod mission;
-pub mod pool;
-pub mod process;
-pub mod prompt;
 pub mod report;
-pub mod results;
-pub mod round;
 pub mod roundlog;
-pub mod runner;
-pub mod sequence;
-pub mod sims;
-pub mod state;
-pub mod status;
-pub mod tasks;
-pub mod testcounts;
-pub mod tests_run;
-pub mod tests_select;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -14,7 +14,9 @@ fn main() {
         .format_timestamp(None)
         .format_target(false)
         // Through the live view when there is one, so a log line never tears its block.
-        .target(env_logger::Target::Pipe(Box::new(orch::live::LogWriter)))
+        .target(env_logger::Target::Pipe(Box::new(
+            orch::cli::live::LogWriter,
+        )))
         .init();
     let code = match orch::cli::run(cli) {
         Ok(code) => code,

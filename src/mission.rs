@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cost::Pricing;
+use crate::agents::cost::Pricing;
 use crate::error::{Error, Result};
 use crate::roundlog::Phase;
 
@@ -572,7 +572,7 @@ impl Mission {
         }
         for (name, sec) in &self.sections {
             let at = |k: &str| format!("sections.{name}{k}");
-            if crate::prompt::BUILTIN.contains(&name.as_str()) {
+            if crate::engine::prompt::BUILTIN.contains(&name.as_str()) {
                 return err(
                     at(""),
                     format!("{name:?} is a built-in section; pick another name"),

@@ -2,16 +2,23 @@
 //! from a parsed command to the library. Flags are turned into the library's own option
 //! structs here, so nothing below this module knows about clap.
 
+pub mod demo;
+pub mod dryrun;
+pub mod import;
+pub mod init;
+pub mod live;
+pub mod status;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::runner::{self, RunOptions, Workspace};
+use crate::engine::state::{Layout, Lock};
+use crate::engine::tasks::{Queue, TaskStatus};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::events::{self, Events, Sink, Verbosity};
-use crate::runner::{self, RunOptions, Workspace};
-use crate::state::{Layout, Lock};
-use crate::tasks::{Queue, TaskStatus};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -306,14 +313,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             drive(&opts, a.output.json, verbosity)
         }
         Command::Report(a) => report(&cwd, a),
-        Command::Status(a) => crate::status::print(&cwd, &a.mission.mission, a.json),
+        Command::Status(a) => crate::cli::status::print(&cwd, &a.mission.mission, a.json),
         Command::Task(t) => task(&cwd, t),
         Command::Validate(a) => validate(&cwd, &a),
-        Command::Init(a) => crate::init::init(&cwd, &a.agent, a.force).map(|_| EXIT_OK),
-        Command::Demo(a) => crate::demo::run(a.dir, a.rounds, a.output.json, verbosity),
+        Command::Init(a) => crate::cli::init::init(&cwd, &a.agent, a.force).map(|_| EXIT_OK),
+        Command::Demo(a) => crate::cli::demo::run(a.dir, a.rounds, a.output.json, verbosity),
         Command::Import(a) => {
-            let imported = crate::import::import(&cwd.join(&a.path), &cwd.join(&a.output))?;
-            crate::import::write(&imported, a.force)?;
+            let imported = crate::cli::import::import(&cwd.join(&a.path), &cwd.join(&a.output))?;
+            crate::cli::import::write(&imported, a.force)?;
             Ok(EXIT_OK)
         }
         Command::Completions { shell } => {
@@ -335,14 +342,14 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// read-only; unlike [`drive`] it makes no sink, so not even `events.ndjson` is touched.
 fn dry_run(opts: &RunOptions, json: bool) -> Result<i32> {
     let ws = Workspace::open(&opts.dir, &opts.mission)?;
-    let plan = crate::dryrun::plan(&ws, opts)?;
+    let plan = crate::cli::dryrun::plan(&ws, opts)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_else(|_| "{}".into())
         );
     } else {
-        print!("{}", crate::dryrun::text(&plan));
+        print!("{}", crate::cli::dryrun::text(&plan));
     }
     Ok(EXIT_OK)
 }
@@ -351,7 +358,7 @@ fn dry_run(opts: &RunOptions, json: bool) -> Result<i32> {
 pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32> {
     install_signal_handler();
     let file = opts.dir.join(&opts.mission);
-    let sequence = crate::sequence::detect(&file)?;
+    let sequence = crate::engine::sequence::detect(&file)?;
     let ws = match &sequence {
         Some(seq) => {
             if opts.only_round.is_some() {
@@ -372,7 +379,7 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
     let lock = Lock::acquire(&ws.layout)?;
     let events = sinks(&ws.layout, json, verbosity);
     let result = match &sequence {
-        Some(seq) => crate::sequence::run(seq, &file, opts, &events, &lock),
+        Some(seq) => crate::engine::sequence::run(seq, &file, opts, &events, &lock),
         None => runner::run(&ws, opts, &events, &lock),
     };
     events.finish();
@@ -394,10 +401,10 @@ fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
         // `--json` on a terminal writes its lines to the same screen, which would tear the
         // live block: plain lines then.
         let json_on_screen = json && std::io::stdout().is_terminal();
-        if !github && !json_on_screen && crate::live::supported() {
-            sinks.push(Box::new(crate::live::Live::stderr(
+        if !github && !json_on_screen && crate::cli::live::supported() {
+            sinks.push(Box::new(crate::cli::live::Live::stderr(
                 verbosity,
-                crate::live::color_allowed(),
+                crate::cli::live::color_allowed(),
             )));
         } else {
             let stderr = std::io::stderr();
@@ -457,7 +464,7 @@ fn install_signal_handler() {
                 let mut count = 0;
                 for sig in signals.forever() {
                     count += 1;
-                    crate::process::interrupt();
+                    crate::engine::process::interrupt();
                     if count == 1 {
                         log::warn!(
                             "signal {sig}: stopping; running agents get SIGTERM, then SIGKILL after the grace period (signal again to kill at once)"
@@ -490,7 +497,7 @@ fn report(cwd: &std::path::Path, a: ReportArgs) -> Result<i32> {
         rounds,
     })?;
     match a.output {
-        Some(p) => crate::state::write_atomic(&p, &bytes)?,
+        Some(p) => crate::engine::state::write_atomic(&p, &bytes)?,
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -525,7 +532,7 @@ pub fn parse_range(s: &str) -> Result<(u32, u32)> {
 
 /// The state folder, from the mission when there is one, else the default.
 fn layout_for(cwd: &std::path::Path, mission: &std::path::Path) -> Result<Layout> {
-    let git = crate::git::Git::open(cwd)?;
+    let git = crate::engine::git::Git::open(cwd)?;
     let path = cwd.join(mission);
     let state_dir = if path.exists() || mission.as_os_str() == "-" {
         crate::mission::Loaded::from_path(&path)?.mission.state_dir
@@ -552,7 +559,7 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             let _lock = Lock::acquire(&ws.layout)?;
             ws.git.exclude(&ws.layout.dir)?;
             let mut q = Queue::load(&ws.layout)?;
-            let round = crate::state::State::load(&ws.layout)?.last_round + 1;
+            let round = crate::engine::state::State::load(&ws.layout)?.last_round + 1;
             let id = q.add(&agent, priority, &title, &body, None, round);
             q.save(&ws.layout)?;
             println!("{id}");
@@ -570,7 +577,7 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             } else if tasks.is_empty() {
                 eprintln!("no tasks{}", if all { "" } else { " pending" });
             } else {
-                print!("{}", crate::status::task_table(&tasks));
+                print!("{}", crate::cli::status::task_table(&tasks));
             }
             Ok(EXIT_OK)
         }
@@ -597,7 +604,7 @@ fn set_task(
 
 fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
     let file = cwd.join(&m.mission);
-    if let Some(seq) = crate::sequence::detect(&file)? {
+    if let Some(seq) = crate::engine::sequence::detect(&file)? {
         let dir = file.parent().unwrap_or(cwd);
         println!(
             "{}: sequence {:?} of {} missions",
@@ -608,7 +615,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
         for step in &seq.sequence {
             let path = dir.join(&step.mission);
             let loaded = crate::mission::Loaded::from_path(&path)?;
-            crate::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+            crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
             println!(
                 "  {} ({:?}): up to {} rounds",
                 path.display(),
@@ -619,7 +626,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
         return Ok(EXIT_OK);
     }
     let loaded = crate::mission::Loaded::from_path(&file)?;
-    crate::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+    crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
     let mission = &loaded.mission;
     println!(
         "{}: mission {:?} is valid",

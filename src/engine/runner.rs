@@ -5,20 +5,20 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::engine::git::Git;
+use crate::engine::launcher;
+use crate::engine::process;
+use crate::engine::prompt;
+use crate::engine::round::{self, Env};
+use crate::engine::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
+use crate::engine::tasks::Queue;
+use crate::engine::tests_run::TestRun;
 use crate::error::{
     Error, Result, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED,
 };
 use crate::events::{Event, Events};
-use crate::git::Git;
-use crate::launcher;
 use crate::mission::{self, Mission};
-use crate::process;
-use crate::prompt;
-use crate::round::{self, Env};
 use crate::roundlog::{RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA};
-use crate::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
-use crate::tasks::Queue;
-use crate::tests_run::TestRun;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {

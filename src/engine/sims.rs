@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::engine::process::{self, Ending, Spec};
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::Sim;
-use crate::process::{self, Ending, Spec};
 use crate::roundlog::{SimEntry, StepStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

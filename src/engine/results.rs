@@ -6,11 +6,11 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::cost::{self, Pricing};
+use crate::agents::cost::{self, Pricing};
+use crate::engine::process::{Ending, Finished};
+use crate::engine::state::{AgentState, RECENT_RUNS};
 use crate::mission::Agent;
-use crate::process::{Ending, Finished};
 use crate::roundlog::{AgentEntry, Phase, RunStatus};
-use crate::state::{AgentState, RECENT_RUNS};
 
 /// How much of the end of an agent's stdout the cost parser reads: result objects come last.
 const STDOUT_TAIL: u64 = 4 * 1024 * 1024;

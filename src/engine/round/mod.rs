@@ -16,22 +16,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::engine::git::{Git, Merge};
+use crate::engine::pool::{self, Done};
+use crate::engine::process::{self, Ending, Spec};
+use crate::engine::prompt;
+use crate::engine::results::{self, RawRun};
+use crate::engine::sims::{self, SimRun, Which};
+use crate::engine::state::{write_json, Journal, Layout, State, TestBaseline};
+use crate::engine::tasks::{Queue, Task, TaskStatus};
+use crate::engine::tests_run::{self, Stage};
+use crate::engine::tests_select;
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
-use crate::git::{Git, Merge};
 use crate::mission::{Agent, Isolation, Mission, When, WhenKeyword};
-use crate::pool::{self, Done};
-use crate::process::{self, Ending, Spec};
-use crate::prompt;
-use crate::results::{self, RawRun};
 use crate::roundlog::{
     Decision, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
 };
-use crate::sims::{self, SimRun, Which};
-use crate::state::{write_json, Journal, Layout, State, TestBaseline};
-use crate::tasks::{Queue, Task, TaskStatus};
-use crate::tests_run::{self, Stage};
-use crate::tests_select;
 use crate::units;
 
 mod agent;

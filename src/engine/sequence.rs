@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::runner::{self, RunOptions, Workspace};
+use crate::engine::state::{read_json, write_json, Lock, State};
 use crate::error::{Error, Result, EXIT_FINISHED, EXIT_OK};
 use crate::events::Events;
-use crate::runner::{self, RunOptions, Workspace};
-use crate::state::{read_json, write_json, Lock, State};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

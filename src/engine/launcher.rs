@@ -17,9 +17,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine::process::{self, Ending, Spec};
 use crate::error::{Error, Result};
 use crate::mission::Mission;
-use crate::process::{self, Ending, Spec};
 
 /// How long a probe may take. A busy cluster can queue a job for longer; then the user learns
 /// that at start-up, from a message that says so, rather than from timed-out agents.

@@ -12,14 +12,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::engine::pool;
+use crate::engine::process::{self, Ending, Spec};
+use crate::engine::state::TestBaseline;
+use crate::engine::testcounts;
+use crate::engine::tests_select::Selection;
 use crate::events::{Event, Events};
 use crate::mission::Tests;
-use crate::pool;
-use crate::process::{self, Ending, Spec};
 use crate::roundlog::{StepStatus, SuiteEntry, TestsEntry};
-use crate::state::TestBaseline;
-use crate::testcounts;
-use crate::tests_select::Selection;
 
 /// How much of the output the round log keeps.
 const TAIL_LINES: usize = 40;
@@ -91,7 +91,7 @@ impl<'a> TestRun<'a> {
                 grace: self.grace,
                 launched: false,
             });
-            let output = crate::results::read_tail(&log, READ_BYTES);
+            let output = crate::engine::results::read_tail(&log, READ_BYTES);
             let text = String::from_utf8_lossy(&output);
             let counts = testcounts::parse(&text);
             let status = match finished.ending {

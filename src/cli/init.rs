@@ -8,9 +8,9 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 
 /// The bundled fake agent; `orch init --agent script` and `orch demo` write it out.
-pub const FAKE_AGENT: &str = include_str!("../fixtures/agents/fake-agent.sh");
-pub const FAKE_TESTS: &str = include_str!("../fixtures/agents/fake-tests.sh");
-pub const FAKE_SIM: &str = include_str!("../fixtures/agents/fake-sim.sh");
+pub const FAKE_AGENT: &str = include_str!("../../fixtures/agents/fake-agent.sh");
+pub const FAKE_TESTS: &str = include_str!("../../fixtures/agents/fake-tests.sh");
+pub const FAKE_SIM: &str = include_str!("../../fixtures/agents/fake-sim.sh");
 
 /// How one agent CLI is called unattended.
 struct Flavor {

@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine::process::{self, Ending, Spec};
+use crate::engine::state::State;
+use crate::engine::tasks::Task;
 use crate::error::{Error, Result};
 use crate::mission::{Agent, Mission, Section};
-use crate::process::{self, Ending, Spec};
-use crate::state::State;
-use crate::tasks::Task;
 
 /// The sections orch computes itself.
 pub const BUILTIN: &[&str] = &[

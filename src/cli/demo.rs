@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::drive;
+use crate::cli::init::{FAKE_AGENT, FAKE_SIM, FAKE_TESTS};
+use crate::engine::git::Git;
+use crate::engine::runner::RunOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::events::Verbosity;
-use crate::git::Git;
-use crate::init::{FAKE_AGENT, FAKE_SIM, FAKE_TESTS};
-use crate::runner::RunOptions;
 
 const MISSION: &str = r#"{
   // The demo mission: fake agents whose behaviour depends on the round (--round N).

@@ -9,13 +9,13 @@
 
 use serde::Serialize;
 
+use crate::engine::round::{self, Env, Gate};
+use crate::engine::runner::{RunOptions, Workspace};
+use crate::engine::state::{Journal, State};
+use crate::engine::tasks::Queue;
 use crate::error::Result;
 use crate::events::Events;
-use crate::round::{self, Env, Gate};
 use crate::roundlog::Phase;
-use crate::runner::{RunOptions, Workspace};
-use crate::state::{Journal, State};
-use crate::tasks::Queue;
 use crate::units;
 
 /// What the next round would do. Also printed as JSON with `--json`.
@@ -65,7 +65,7 @@ pub struct AgentPlan {
 /// Works out the plan of the round `opts` would run next.
 pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
     let mission = ws.mission();
-    crate::runner::check_agents(mission, &opts.agents)?;
+    crate::engine::runner::check_agents(mission, &opts.agents)?;
     let state = State::load(&ws.layout)?;
     let queue = Queue::load(&ws.layout)?;
     let mut notes = Vec::new();
@@ -96,7 +96,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             j.pid, j.round, j.round
         ));
     }
-    if let Err(e) = crate::runner::check_clean(&ws.git, opts.allow_dirty) {
+    if let Err(e) = crate::engine::runner::check_clean(&ws.git, opts.allow_dirty) {
         notes.push(format!("a real run would refuse to start: {e}"));
     }
     let events = Events::none();

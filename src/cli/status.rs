@@ -6,11 +6,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::engine::runner::Workspace;
+use crate::engine::state::{read_json, State};
+use crate::engine::tasks::{Queue, Task};
 use crate::error::{Result, EXIT_OK};
 use crate::roundlog::RoundLog;
-use crate::runner::Workspace;
-use crate::state::{read_json, State};
-use crate::tasks::{Queue, Task};
 use crate::units;
 
 #[derive(Debug, Serialize)]

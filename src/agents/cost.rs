@@ -445,15 +445,16 @@ fn non_empty(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    const CLAUDE_JSON: &str = include_str!("../fixtures/cli-output/claude-json.json");
-    const CLAUDE_JSON_ERROR: &str = include_str!("../fixtures/cli-output/claude-json-error.json");
-    const CLAUDE_STREAM: &str = include_str!("../fixtures/cli-output/claude-stream.ndjson");
-    const CODEX_EXEC: &str = include_str!("../fixtures/cli-output/codex-exec.ndjson");
-    const CODEX_FAILED: &str = include_str!("../fixtures/cli-output/codex-failed.ndjson");
-    const CODEX_LEGACY: &str = include_str!("../fixtures/cli-output/codex-legacy.ndjson");
-    const NOISY_PREFIX: &str = include_str!("../fixtures/cli-output/noisy-prefix.txt");
-    const MALFORMED: &str = include_str!("../fixtures/cli-output/malformed.txt");
-    const GARBAGE: &[u8] = include_bytes!("../fixtures/cli-output/binary-garbage.bin");
+    const CLAUDE_JSON: &str = include_str!("../../fixtures/cli-output/claude-json.json");
+    const CLAUDE_JSON_ERROR: &str =
+        include_str!("../../fixtures/cli-output/claude-json-error.json");
+    const CLAUDE_STREAM: &str = include_str!("../../fixtures/cli-output/claude-stream.ndjson");
+    const CODEX_EXEC: &str = include_str!("../../fixtures/cli-output/codex-exec.ndjson");
+    const CODEX_FAILED: &str = include_str!("../../fixtures/cli-output/codex-failed.ndjson");
+    const CODEX_LEGACY: &str = include_str!("../../fixtures/cli-output/codex-legacy.ndjson");
+    const NOISY_PREFIX: &str = include_str!("../../fixtures/cli-output/noisy-prefix.txt");
+    const MALFORMED: &str = include_str!("../../fixtures/cli-output/malformed.txt");
+    const GARBAGE: &[u8] = include_bytes!("../../fixtures/cli-output/binary-garbage.bin");
 
     fn tokens(input: u64, output: u64) -> Option<Tokens> {
         Some(Tokens { input, output })

@@ -1,0 +1,20 @@
+//! The engine: the round pipeline ([`round`], driven round after round by [`runner`]) and what
+//! it stands on. [`process`] is the only module that spawns or signals children; [`pool`] runs
+//! agent jobs on worker threads; [`git`] wraps every git call; [`state`] owns the files of the
+//! state folder (atomic JSON, the lock, the journal). The engine emits events and never prints.
+
+pub mod git;
+pub mod launcher;
+pub mod pool;
+pub mod process;
+pub mod prompt;
+pub mod results;
+pub mod round;
+pub mod runner;
+pub mod sequence;
+pub mod sims;
+pub mod state;
+pub mod tasks;
+pub mod testcounts;
+pub mod tests_run;
+pub mod tests_select;
