@@ -9,6 +9,11 @@
 //!
 //! git commands are short and their output small, so they run to completion with captured
 //! output; the long-running children (agents, sims, tests) go through `process`.
+//!
+//! orch's own git operations run with the repository's hooks off (`core.hooksPath=/dev/null`,
+//! and `--no-verify` where git has it): a `commit-msg` hook that rejects orch's message, or a
+//! `post-checkout` hook that writes a file, must neither drop an agent's work nor be credited to
+//! an agent. Agents that run git themselves are unaffected (they run their own git).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +36,9 @@ pub enum Merge {
     Merged,
     /// Conflicting paths; the merge was aborted.
     Conflict(Vec<String>),
+    /// The merge failed without a conflict (an untracked file in the tree it would overwrite,
+    /// a signing failure): git's words, one line. Nothing was merged.
+    Refused(String),
 }
 
 /// One entry of `git status`: the two-letter code and the path.
@@ -95,7 +103,11 @@ impl Git {
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
-        let mut expr = duct::cmd("git", args)
+        // Hooks off for everything orch itself runs (see the module comment).
+        let argv = ["-c", "core.hooksPath=/dev/null"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let mut expr = duct::cmd("git", argv)
             .dir(&self.root)
             .stdin_null()
             .stdout_capture()
@@ -267,8 +279,7 @@ impl Git {
             self.run_env(&["read-tree", base], &env)?;
             self.run_env(&["add", "-A"], &env)?;
             let tree = self.run_env(&["write-tree"], &env)?;
-            let commit = self.run(&["commit-tree", tree.trim(), "-p", base, "-m", message])?;
-            let commit = commit.trim().to_string();
+            let commit = self.commit_tree(tree.trim(), base, message)?;
             self.run(&["update-ref", refname, &commit])?;
             Ok(commit)
         })();
@@ -337,10 +348,73 @@ impl Git {
         self.run(&["worktree", "prune"]).map(|_| ())
     }
 
-    /// Merges `commit` into the current branch. A conflict is aborted (the tree stays as it
-    /// was) and reported with the conflicting paths.
+    /// A commit of `tree` on `parent` made without touching HEAD (for the refs that keep work).
+    /// Signed when the user's config asks and it works; should signing fail here (a key that
+    /// went away mid-run), unsigned: keeping the work matters more than its signature.
+    fn commit_tree(&self, tree: &str, parent: &str, message: &str) -> Result<String> {
+        let made = self
+            .run(&["commit-tree", tree, "-p", parent, "-m", message])
+            .or_else(|e| {
+                log::warn!("signing a commit that keeps work failed ({e}); made unsigned");
+                self.run(&[
+                    "commit-tree",
+                    "--no-gpg-sign",
+                    tree,
+                    "-p",
+                    parent,
+                    "-m",
+                    message,
+                ])
+            })?;
+        Ok(made.trim().to_string())
+    }
+
+    /// `commit.gpgsign` on: orch's commits are signed, so signing must work before a round
+    /// spends anything (else every commit of the night fails after the agents ran). Tried once
+    /// on an empty tree; the probe commit is left to git's garbage collection.
+    pub fn check_signing(&self) -> Result<()> {
+        let on = self
+            .run(&["config", "--type=bool", "--get", "commit.gpgsign"])
+            .is_ok_and(|v| v.trim() == "true");
+        if !on {
+            return Ok(());
+        }
+        let empty = self.run(&["hash-object", "-t", "tree", "-w", "--stdin"])?;
+        match self.run(&[
+            "commit-tree",
+            "-S",
+            empty.trim(),
+            "-m",
+            "orch: signing probe",
+        ]) {
+            Ok(_) => Ok(()),
+            Err(Error::Git { stderr, .. }) => Err(Error::Usage(format!(
+                "commit.gpgsign is on in {}, but git cannot sign a commit ({}); orch signs its \
+                 commits as your config asks, so it stops before any agent runs. Make signing \
+                 work (the key, gpg-agent, gpg.program), or turn it off for this repository: \
+                 git config commit.gpgsign false",
+                self.root.display(),
+                one_line(&stderr)
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Merges `commit` into the current branch (hooks off, `--no-verify`). A conflict is aborted
+    /// (the tree stays as it was) and reported with the conflicting paths; any other failure is
+    /// `Refused` with git's words, the tree as it was.
     pub fn merge(&self, commit: &str, message: &str) -> Result<Merge> {
-        match self.run(&["merge", "--no-ff", "--no-edit", "-q", "-m", message, commit]) {
+        let args = [
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "--no-verify",
+            "-q",
+            "-m",
+            message,
+            commit,
+        ];
+        match self.run(&args) {
             Ok(_) => Ok(Merge::Merged),
             Err(Error::Git { stderr, .. }) => {
                 let files: Vec<String> = self
@@ -349,13 +423,15 @@ impl Git {
                     .lines()
                     .map(str::to_string)
                     .collect();
-                let _ = self.run(&["merge", "--abort"]);
+                // Only when a merge is under way (a refused one never started).
+                if self
+                    .run(&["rev-parse", "-q", "--verify", "MERGE_HEAD"])
+                    .is_ok()
+                {
+                    let _ = self.run(&["merge", "--abort"]);
+                }
                 if files.is_empty() {
-                    // Not a content conflict: something else went wrong.
-                    return Err(Error::Git {
-                        command: format!("git merge {commit}"),
-                        stderr,
-                    });
+                    return Ok(Merge::Refused(one_line(&stderr)));
                 }
                 Ok(Merge::Conflict(files))
             }
@@ -367,6 +443,26 @@ impl Git {
     pub fn set_ref(&self, refname: &str, commit: &str) -> Result<()> {
         self.run(&["update-ref", refname, commit]).map(|_| ())
     }
+}
+
+/// git's message on one line, bounded: the lines that say what went wrong (`error:`/`fatal:`
+/// first), joined.
+pub fn one_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut text = lines.join(" ");
+    if text.len() > 400 {
+        let mut cut = 400;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// The git folder a linked worktree's `.git` file points to (`gitdir: PATH`).

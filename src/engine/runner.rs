@@ -115,6 +115,8 @@ pub fn run_counted(
     }
     check_clean(&ws.git, opts.allow_dirty)?;
     launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
+    // Before anything is spent: a config that asks for signed commits must be able to sign.
+    ws.git.check_signing()?;
     baseline(ws, &mut state, events)?;
     let env = Env {
         mission,

@@ -567,7 +567,11 @@ impl<'e> Round<'e, '_> {
             return;
         };
         let st = self.state.agent_mut(&agent.name);
+        // What the agent's state was before this run: should git's checks below turn the run
+        // into a failure, it is tracked again from here with the status it ends with.
+        let st_before = st.clone();
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
+        let first_status = settled.entry.status;
         self.log.cost_usd += settled.entry.cost_usd;
         self.state.total_cost_usd += settled.entry.cost_usd;
         if let Some(b) = env.budget {
@@ -597,9 +601,22 @@ impl<'e> Round<'e, '_> {
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
                 );
-                settled.entry.error = Some(format!("merging its worktree failed: {e}"));
+                let kept = self.keep_worktree(wt, &raw.base, "unmerged", &agent.name);
+                settled.entry.error = Some(format!("merging its worktree failed: {e}{kept}"));
                 settled.entry.status = RunStatus::Failed;
             }
+        }
+        if settled.entry.status != first_status {
+            // Counted as what it ended as, not as what the process's exit said (a run whose
+            // merge failed is no success for the streaks, the escalation or `orch status`).
+            let st = self.state.agent_mut(&agent.name);
+            let handoff = st.handoff.take();
+            *st = st_before;
+            st.handoff = handoff;
+            let e = &settled.entry;
+            settled.model_change =
+                results::track(st, agent, e.status, e.elapsed_ms, e.cost_usd, self.round);
+            settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
         }
         let e = &settled.entry;
         env.events.emit(Event::AgentEnd {
@@ -751,6 +768,14 @@ impl<'e> Round<'e, '_> {
                 match entry.status {
                     RunStatus::Ok => match self.env.git.merge(&commit, &msg)? {
                         Merge::Merged => self.merged.push((entry.name.clone(), commit.clone())),
+                        Merge::Refused(why) => {
+                            // Not a conflict (an untracked file in the main tree the merge
+                            // would overwrite, ...): the change is kept, the run failed.
+                            let r = keep("unmerged");
+                            self.env.git.set_ref(&r, &commit)?;
+                            entry.status = RunStatus::Failed;
+                            entry.error = Some(format!("its merge failed ({why}); kept in {r}"));
+                        }
                         Merge::Conflict(files) => {
                             let r = keep("conflicts");
                             self.env.git.set_ref(&r, &commit)?;
@@ -774,6 +799,20 @@ impl<'e> Round<'e, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Keeps what is in a worktree (its files and any commits of the agent's) under
+    /// `refs/orch/<kind>/round-N/AGENT`; the text to append to the run's error.
+    fn keep_worktree(&self, wt: &Path, base: &str, kind: &str, agent: &str) -> String {
+        let r = format!("refs/orch/{kind}/round-{}/{agent}", self.round);
+        let msg = format!("orch: round {} {agent}: not merged", self.round);
+        match self.env.git.at(wt).save_tree(base, &r, &msg) {
+            Ok(_) => format!("; its files are kept in {r}"),
+            Err(e) => {
+                log::warn!("agent {agent}: its files could not be kept in {r}: {e}");
+                format!("; its files could not be kept ({e})")
+            }
+        }
     }
 
     /// Tasks of the phase's agents: done when the run was ok (and kept), back to pending
