@@ -7,6 +7,7 @@ pub mod dryrun;
 pub mod import;
 pub mod init;
 pub mod live;
+pub mod show;
 pub mod status;
 
 use std::io::IsTerminal;
@@ -51,6 +52,11 @@ pub enum Command {
         after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent\n  orch round 5 --dry-run        # the plan of round 5; runs nothing"
     )]
     Round(RoundArgs),
+    /// One round for a person: status, agents, kept refs, tests, sims, decisions, log files.
+    #[command(
+        after_help = "Examples:\n  orch show 3                   # round 3 as it ran\n  orch show 3 --json | jq '.round.agents[] | {name, status}'\n  orch show 3 --replay 1        # the first replay of round 3 (`orch round 3`)"
+    )]
+    Show(ShowArgs),
     /// Print the report over every round log (markdown, json, html or svg).
     #[command(
         after_help = "Examples:\n  orch report > report.md\n  orch report --format html -o report.html\n  orch report --rounds 10..20 --format json | jq .totals"
@@ -176,6 +182,20 @@ pub struct RoundArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The round's number.
+    pub n: u32,
+    #[command(flatten)]
+    pub mission: MissionArg,
+    /// Show replay K of the round (`replays/round-NNNN-K/`) instead of the round itself.
+    #[arg(long, value_name = "K")]
+    pub replay: Option<u32>,
+    /// The round as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ReportArgs {
     #[command(flatten)]
     pub mission: MissionArg,
@@ -298,6 +318,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if a.n == 0 {
                 return Err(Error::Usage("rounds are numbered from 1".into()));
             }
+            check_round_number(&cwd, &a.mission.mission, a.n)?;
             let opts = RunOptions {
                 dir: cwd,
                 mission: a.mission.mission,
@@ -311,6 +332,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 return dry_run(&opts, a.output.json);
             }
             drive(&opts, a.output.json, verbosity)
+        }
+        Command::Show(a) => {
+            let layout = layout_for(&cwd, &a.mission.mission)?;
+            let git = crate::engine::git::Git::open(&cwd)?;
+            crate::cli::show::print(&git, &layout, a.n, a.replay, a.json)
         }
         Command::Report(a) => report(&cwd, a),
         Command::Status(a) => crate::cli::status::print(&cwd, &a.mission.mission, a.json),
@@ -336,6 +362,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `orch round N` runs the next round (N = last + 1) or replays one that ran (N <= last);
+/// a round further ahead would count rounds that never ran as done.
+fn check_round_number(cwd: &std::path::Path, mission: &std::path::Path, n: u32) -> Result<()> {
+    let layout = layout_for(cwd, mission)?;
+    let last = crate::engine::state::State::load(&layout)?.last_round;
+    if n > last + 1 {
+        let said = if last == 0 {
+            "no round has run yet".to_string()
+        } else {
+            format!("the last round is {last}")
+        };
+        return Err(Error::Usage(format!(
+            "round {n}: {said}; `orch round {}` runs the next one (`orch run` runs them all)",
+            last + 1
+        )));
+    }
+    Ok(())
 }
 
 /// `--dry-run`: the plan on stdout (JSON with `--json`). Opens the mission and the repository

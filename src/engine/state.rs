@@ -51,6 +51,10 @@ impl Layout {
     pub fn round_log(&self, round: u32) -> PathBuf {
         self.rounds().join(format!("round-{round:04}.json"))
     }
+    /// What round `round` started from (base, state, queue, jobs, prompts), beside its log.
+    pub fn round_inputs(&self, round: u32) -> PathBuf {
+        self.rounds().join(format!("round-{round:04}.inputs.json"))
+    }
     pub fn logs(&self, round: u32) -> PathBuf {
         self.dir.join("logs").join(format!("round-{round:04}"))
     }

@@ -142,6 +142,23 @@ pub fn load(state_dir: &Path, rounds: Option<(u32, u32)>) -> Result<Loaded> {
     Ok(loaded)
 }
 
+/// Reads one round log (any version); an error naming the file when it cannot be read.
+pub fn read_round(number: u32, path: &Path) -> Result<Round> {
+    let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+    match parse(number, path, &bytes) {
+        Ok((round, notes)) => {
+            for n in notes {
+                log::warn!("{}: {n}", path.display());
+            }
+            Ok(round)
+        }
+        Err(message) => Err(Error::CorruptState {
+            file: path.to_path_buf(),
+            message,
+        }),
+    }
+}
+
 fn span(files: &[(u32, PathBuf)]) -> (u32, u32) {
     let first = files.iter().map(|f| f.0).min().unwrap_or(0);
     let last = files.iter().map(|f| f.0).max().unwrap_or(0);

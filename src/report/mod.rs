@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use load::{round_number, Loaded, Round, StartsKnown, Warning};
+pub use load::{read_round, round_number, Loaded, Round, StartsKnown, Warning};
 pub use summary::{
     hidden, overlap_ms, AgentRow, Bar, BarKind, DecisionRow, Hidden, RoundRow, RunCounts, Span,
     StatusCounts, Summary, TestPoint, TestResult, Totals, WarningRow, REPORT_SCHEMA,
