@@ -56,8 +56,8 @@ fn show_prints_one_round_for_a_person_and_as_json() {
     // Round 3's refs are not round 2's.
     assert!(!text.contains("round-3"), "{text}");
 
-    let v: Value = serde_json::from_str(&repo.orch(&["show", "2", "--json"]).expect(0).stdout())
-        .unwrap();
+    let v: Value =
+        serde_json::from_str(&repo.orch(&["show", "2", "--json"]).expect(0).stdout()).unwrap();
     assert_eq!(v["round"], repo.round_log(2));
     let refs: Vec<&str> = v["refs"]
         .as_array()
@@ -70,16 +70,16 @@ fn show_prints_one_round_for_a_person_and_as_json() {
         v["refs"][0]["commit"].as_str().unwrap(),
         repo.git(&["rev-parse", "refs/orch/rejected/round-2/b"])
     );
-    assert!(v["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l == ".orch/logs/round-0002/revert-check-1/tests.log"
-            || l.as_str().unwrap().starts_with(".orch/logs/round-0002/revert-check-1/")));
+    assert!(v["logs"].as_array().unwrap().iter().any(|l| l
+        == ".orch/logs/round-0002/revert-check-1/tests.log"
+        || l.as_str()
+            .unwrap()
+            .starts_with(".orch/logs/round-0002/revert-check-1/")));
 
     let none = repo.orch(&["show", "7"]).expect(2);
     assert!(
-        none.stderr().contains("no log of round 7") && none.stderr().contains("the last round is 3"),
+        none.stderr().contains("no log of round 7")
+            && none.stderr().contains("the last round is 3"),
         "{}",
         none.stderr()
     );

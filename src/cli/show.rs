@@ -128,7 +128,8 @@ pub fn collect(git: &Git, state: &Layout, at: &Where, n: u32) -> Result<Shown> {
             ),
         }));
     }
-    let bytes = std::fs::read(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    let bytes =
+        std::fs::read(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
     let round: Value = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
         file: file.clone(),
         message: e.to_string(),
@@ -138,7 +139,10 @@ pub fn collect(git: &Git, state: &Layout, at: &Where, n: u32) -> Result<Shown> {
     let inputs = at.layout.round_inputs(n);
     Ok(Shown {
         refs: kept_refs(git, &at.refs, n)?,
-        logs: files_under(&at.layout.logs(n)).iter().map(|p| rel(p)).collect(),
+        logs: files_under(&at.layout.logs(n))
+            .iter()
+            .map(|p| rel(p))
+            .collect(),
         prompts: files_under(&at.layout.prompts(n))
             .iter()
             .map(|p| rel(p))
@@ -238,10 +242,7 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
         s,
         "  {} -> {}",
         short(&log.base),
-        log.commit
-            .as_deref()
-            .map(short)
-            .unwrap_or("no commit")
+        log.commit.as_deref().map(short).unwrap_or("no commit")
     );
     if let Some(r) = &log.stop_reason {
         let _ = writeln!(s, "  stopped: {r}");
@@ -346,7 +347,10 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
                 e.status.as_str(),
                 units::duration_ms(e.elapsed_ms),
                 if e.published { ", published" } else { "" },
-                e.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                e.note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
                 in_state(&e.log)
             );
         }
