@@ -292,12 +292,12 @@ fn dry_run_prints_the_plan_and_leaves_no_trace() {
 
     let plan: Value = serde_json::from_str(
         &repo
-            .orch(&["round", "2", "--dry-run", "--json", "--agent", "every2"])
+            .orch(&["round", "1", "--dry-run", "--json", "--agent", "every2"])
             .expect(0)
             .stdout(),
     )
     .unwrap();
-    assert_eq!(plan["round"], 2);
+    assert_eq!(plan["round"], 1);
     assert_eq!(plan["queue"]["code"], json!(["every2"]));
     let a = &plan["agents"][0];
     assert_eq!(
