@@ -24,6 +24,9 @@ pub const EXIT_LOCKED: i32 = 4;
 pub const EXIT_FINISHED: i32 = 5;
 /// Exit status: interrupted by SIGINT/SIGTERM.
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit status: standard output was closed (`orch status | head -1`): what a shell reports for
+/// a process SIGPIPE ended (128 + 13).
+pub const EXIT_STDOUT_CLOSED: i32 = 141;
 
 #[derive(Debug)]
 pub enum Error {
@@ -50,6 +53,9 @@ pub enum Error {
     CorruptState { file: PathBuf, message: String },
     /// The run was interrupted by a signal. Exit 130.
     Interrupted,
+    /// Standard output was closed under a command writing its result (`| head -1`). Exit 141,
+    /// and nothing on stderr: the reader chose to stop reading.
+    StdoutClosed,
     /// Anything else, with a message that already names what failed.
     Other(String),
 }
@@ -62,6 +68,7 @@ impl Error {
             Error::Usage(_) | Error::Mission { .. } => EXIT_USAGE,
             Error::Locked { .. } => EXIT_LOCKED,
             Error::Interrupted => EXIT_INTERRUPTED,
+            Error::StdoutClosed => EXIT_STDOUT_CLOSED,
             // A corrupt state or an unwritable state folder is something the user must fix
             // before orch can go on, like a bad mission.
             Error::CorruptState { .. } => EXIT_USAGE,
@@ -123,6 +130,7 @@ impl fmt::Display for Error {
                 corrupt_state_advice(file)
             ),
             Error::Interrupted => write!(f, "interrupted"),
+            Error::StdoutClosed => write!(f, "standard output was closed"),
             Error::Other(m) => write!(f, "{m}"),
         }
     }

@@ -191,20 +191,32 @@ pub fn to_json_line(event: &Event) -> String {
 }
 
 /// `--json`: one object a line on stdout, flushed per event so pipes see it at once.
+///
+/// A write that fails (the reader of `orch run --json | head` went away, a full disk under
+/// `events.ndjson`) silences this sink and nothing else: the run goes on, its agents' work is
+/// handled and recorded as always (SIGPIPE stays ignored, so a closed stdout can never kill
+/// orch mid-round), and the other sinks keep reporting.
 pub struct JsonLines<W: Write + Send> {
     out: W,
+    failed: bool,
 }
 
 impl<W: Write + Send> JsonLines<W> {
     pub fn new(out: W) -> Self {
-        JsonLines { out }
+        JsonLines { out, failed: false }
     }
 }
 
 impl<W: Write + Send> Sink for JsonLines<W> {
     fn event(&mut self, event: &Event) {
-        let _ = writeln!(self.out, "{}", to_json_line(event));
-        let _ = self.out.flush();
+        if self.failed {
+            return;
+        }
+        let r = writeln!(self.out, "{}", to_json_line(event)).and_then(|_| self.out.flush());
+        if let Err(e) = r {
+            self.failed = true;
+            log::debug!("event output failed ({e}); no more events are written there");
+        }
     }
 }
 

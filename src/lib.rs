@@ -14,6 +14,10 @@
 //! - [`report`]: reads round logs back and renders them;
 //! - [`cli`]: the commands, the live view, `orch init`, the demo.
 
+// Results go through `cli::out`, which turns a closed stdout into a quiet exit; `println!`
+// would panic on it.
+#![deny(clippy::print_stdout)]
+
 pub mod agents;
 pub mod cli;
 pub mod engine;

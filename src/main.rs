@@ -20,6 +20,8 @@ fn main() {
         .init();
     let code = match orch::cli::run(cli) {
         Ok(code) => code,
+        // The reader of stdout went away (`| head -1`): quiet, like a process SIGPIPE ended.
+        Err(orch::Error::StdoutClosed) => orch::error::EXIT_STDOUT_CLOSED,
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()

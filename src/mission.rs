@@ -399,14 +399,47 @@ pub struct Loaded {
     pub dir: PathBuf,
 }
 
+/// The name `-m -` goes by: standard input.
+pub const STDIN: &str = "-";
+
+/// Where the mission given as `-m PATH` is, seen from `dir`: `-` (standard input) stays `-`,
+/// anything else is joined to `dir` (an absolute path stays itself).
+pub fn locate(dir: &Path, path: &Path) -> PathBuf {
+    if path.as_os_str() == STDIN {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    }
+}
+
+/// Standard input, read once: a command may load its mission more than once (the sequence
+/// check, then the mission; the state folder, then the workspace), and stdin can be read only
+/// once.
+fn stdin_text() -> Result<String> {
+    static TEXT: std::sync::OnceLock<std::result::Result<String, String>> =
+        std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map(|_| s)
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| {
+        Error::Usage(format!(
+            "reading the mission from standard input (-m -): {e}"
+        ))
+    })
+}
+
 impl Loaded {
-    /// Reads and validates a mission file; `-` reads standard input.
+    /// Reads and validates a mission file; `-` reads standard input, and its relative paths
+    /// (prompts, section files) then resolve from the current folder.
     pub fn from_path(path: &Path) -> Result<Loaded> {
-        let (text, dir) = if path.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .map_err(|e| Error::io("reading the mission from standard input", e))?;
-            (s, std::env::current_dir().unwrap_or_else(|_| ".".into()))
+        let (text, dir) = if path.as_os_str() == STDIN {
+            let cwd =
+                std::env::current_dir().map_err(|e| Error::io("reading the current folder", e))?;
+            (stdin_text()?, cwd)
         } else {
             let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::Usage(format!(
@@ -422,10 +455,16 @@ impl Loaded {
                 .unwrap_or_else(|| ".".into());
             (text, dir)
         };
-        let mission = Mission::parse(&text, path)?;
+        // Errors about a mission read from stdin name it as such.
+        let shown = if path.as_os_str() == STDIN {
+            Path::new("<stdin>")
+        } else {
+            path
+        };
+        let mission = Mission::parse(&text, shown)?;
         Ok(Loaded {
             mission,
-            file: path.to_path_buf(),
+            file: shown.to_path_buf(),
             dir,
         })
     }

@@ -418,3 +418,100 @@ fn common_errors_say_how_to_fix_them() {
         );
     }
 }
+
+#[test]
+fn every_command_is_quiet_when_its_stdout_is_closed() {
+    let repo = Repo::new();
+    full_mission(&repo);
+    repo.orch(&["run"]).expect(0);
+    repo.orch(&["task", "add", "--agent", "a", "a task"])
+        .expect(0);
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["validate"],
+        &["task", "list"],
+        &["task", "list", "--json"],
+        &["completions", "bash"],
+        &["run", "--dry-run"],
+        &["run", "--dry-run", "--json"],
+        &["round", "2", "--dry-run"],
+        &["report"],
+        &["report", "--format", "json"],
+        &["show", "1"],
+        &["show", "1", "--json"],
+        &["man"],
+        &["--help"],
+        &["run", "--help"],
+    ] {
+        let run = repo.orch_closed_stdout(args);
+        assert!(
+            [0, 141].contains(&run.code()),
+            "orch {args:?}: exit {}\n{}",
+            run.code(),
+            run.stderr()
+        );
+        assert_eq!(run.stderr(), "", "orch {args:?} wrote on stderr");
+    }
+}
+
+#[test]
+fn a_closed_stdout_under_run_json_does_not_stop_or_spoil_the_round() {
+    let repo = Repo::new();
+    full_mission(&repo);
+    let run = repo.orch_closed_stdout(&["run", "--json", "-q"]).expect(0);
+    assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    assert_eq!(repo.read("src/a.txt"), "a\n");
+    assert_eq!(repo.status(), "", "the round was committed");
+    // The events still reach the state folder's log.
+    assert!(repo.read(".orch/events.ndjson").contains("\"runEnd\""));
+}
+
+#[test]
+fn dash_m_dash_reads_the_mission_from_standard_input() {
+    let repo = Repo::new();
+    repo.write("sub/prompts/a.md", "You are {{agent}}.\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "prompt"]);
+    let mission = json!({
+        "name": "from-stdin", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "prompt": "prompts/a.md",
+                    "command": agent_cmd(&["--write", "src/a.txt=a"])}]
+    })
+    .to_string();
+    // The prompt resolves from the current folder (sub/), not from a file named `-`.
+    let run = repo
+        .orch_stdin("sub", &["validate", "-m", "-"], &mission)
+        .expect(0);
+    assert!(
+        run.stdout().contains("\"from-stdin\" is valid"),
+        "{}",
+        run.stdout()
+    );
+    let run = repo
+        .orch_stdin(".", &["validate", "-m", "-"], &mission)
+        .expect(2);
+    assert!(
+        run.stderr().contains("prompts/a.md") && run.stderr().contains("<stdin>"),
+        "{}",
+        run.stderr()
+    );
+    repo.orch_stdin("sub", &["run", "-m", "-"], &mission)
+        .expect(0);
+    assert_eq!(repo.read("src/a.txt"), "a\n");
+    assert_eq!(repo.round_log(1)["mission"], "from-stdin");
+    let run = repo
+        .orch_stdin("sub", &["status", "--json", "-m", "-"], &mission)
+        .expect(0);
+    assert!(
+        run.stdout().contains("\"lastRound\": 1"),
+        "{}",
+        run.stdout()
+    );
+    let bad = repo
+        .orch_stdin(".", &["validate", "-m", "-"], "{\"name\": 1}")
+        .expect(2);
+    assert!(bad.stderr().contains("<stdin>"), "{}", bad.stderr());
+}

@@ -845,3 +845,33 @@ fn a_full_disk_stops_orch_cleanly() {
         "HEAD moved further than one round"
     );
 }
+
+#[test]
+fn every_file_orch_names_to_an_agent_can_be_written_with_a_plain_redirect() {
+    // No mkdir, no `>>` into a made folder: exactly what a careless agent (or a prompt that
+    // says "write your status to $ORCH_HANDOFF_FILE") does.
+    let repo = Repo::new();
+    let agent = "echo '{\"status\":\"complete\",\"notes\":\"n\"}' > \"$ORCH_HANDOFF_FILE\" && \
+                 echo '{\"costUsd\":0.25,\"summary\":\"s\"}' > \"$ORCH_RESULT_FILE\" && \
+                 echo '{\"title\":\"follow up\"}' > \"$ORCH_TASKS_INBOX\" && \
+                 echo x > src/a.txt";
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent},
+            {"name": "b", "phase": "code", "dependsOn": ["a"], "command": "echo y > src/b.txt"}
+        ]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok", "{log:#}");
+    assert_eq!(a["handoff"], "complete", "{log:#}");
+    assert_eq!(a["costUsd"], 0.25, "{log:#}");
+    assert_eq!(
+        repo.read(".orch/handoff/a.json"),
+        "{\"status\":\"complete\",\"notes\":\"n\"}\n"
+    );
+    let tasks = repo.orch(&["task", "list", "--json"]).expect(0);
+    assert!(tasks.stdout().contains("follow up"), "{}", tasks.stdout());
+}

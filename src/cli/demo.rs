@@ -81,11 +81,11 @@ pub fn run(dir: Option<PathBuf>, rounds: u32, json: bool, verbosity: Verbosity) 
     let code = drive(&opts, json, verbosity)?;
     if !json {
         let report = crate::report::markdown(&dir.join(".orch"))?;
-        println!("{report}");
-        println!(
+        crate::outln!("{report}")?;
+        crate::outln!(
             "The demo repository is {}: try `git log --oneline`, `git show-ref | grep orch`, `orch status` and `orch report --format html -o report.html` there.",
             dir.display()
-        );
+        )?;
     }
     Ok(code)
 }

@@ -7,6 +7,7 @@ pub mod dryrun;
 pub mod import;
 pub mod init;
 pub mod live;
+pub mod out;
 pub mod show;
 pub mod status;
 
@@ -351,14 +352,19 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "orch", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "orch", &mut script);
+            out::write(&script)?;
             Ok(EXIT_OK)
         }
         Command::Man => {
             use clap::CommandFactory;
+            let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::io("writing the man page", e))?;
+                .render(&mut page)
+                .map_err(|e| Error::io("rendering the man page", e))?;
+            out::write(&page)?;
             Ok(EXIT_OK)
         }
     }
@@ -389,12 +395,12 @@ fn dry_run(opts: &RunOptions, json: bool) -> Result<i32> {
     let ws = Workspace::open(&opts.dir, &opts.mission)?;
     let plan = crate::cli::dryrun::plan(&ws, opts)?;
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_else(|_| "{}".into())
-        );
+        )?;
     } else {
-        print!("{}", crate::cli::dryrun::text(&plan));
+        crate::out!("{}", crate::cli::dryrun::text(&plan))?;
     }
     Ok(EXIT_OK)
 }
@@ -402,7 +408,7 @@ fn dry_run(opts: &RunOptions, json: bool) -> Result<i32> {
 /// Sets up the event sinks and signal handling, and runs rounds.
 pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32> {
     install_signal_handler();
-    let file = opts.dir.join(&opts.mission);
+    let file = crate::mission::locate(&opts.dir, &opts.mission);
     let sequence = crate::engine::sequence::detect(&file)?;
     let ws = match &sequence {
         Some(seq) => {
@@ -543,11 +549,7 @@ fn report(cwd: &std::path::Path, a: ReportArgs) -> Result<i32> {
     })?;
     match a.output {
         Some(p) => crate::engine::state::write_atomic(&p, &bytes)?,
-        None => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&bytes);
-        }
+        None => out::write(&bytes)?,
     }
     Ok(EXIT_OK)
 }
@@ -578,8 +580,8 @@ pub fn parse_range(s: &str) -> Result<(u32, u32)> {
 /// The state folder, from the mission when there is one, else the default.
 fn layout_for(cwd: &std::path::Path, mission: &std::path::Path) -> Result<Layout> {
     let git = crate::engine::git::Git::open(cwd)?;
-    let path = cwd.join(mission);
-    let state_dir = if path.exists() || mission.as_os_str() == "-" {
+    let path = crate::mission::locate(cwd, mission);
+    let state_dir = if path.exists() || path.as_os_str() == crate::mission::STDIN {
         crate::mission::Loaded::from_path(&path)?.mission.state_dir
     } else {
         PathBuf::from(".orch")
@@ -607,7 +609,7 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             let round = crate::engine::state::State::load(&ws.layout)?.last_round + 1;
             let id = q.add(&agent, priority, &title, &body, None, round);
             q.save(&ws.layout)?;
-            println!("{id}");
+            crate::outln!("{id}")?;
             Ok(EXIT_OK)
         }
         TaskCommand::List { mission, json, all } => {
@@ -615,14 +617,14 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             let q = Queue::load(&layout)?;
             let tasks = q.visible(all);
             if json {
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::to_string_pretty(&tasks).unwrap_or_else(|_| "[]".into())
-                );
+                )?;
             } else if tasks.is_empty() {
                 eprintln!("no tasks{}", if all { "" } else { " pending" });
             } else {
-                print!("{}", crate::cli::status::task_table(&tasks));
+                crate::out!("{}", crate::cli::status::task_table(&tasks))?;
             }
             Ok(EXIT_OK)
         }
@@ -648,37 +650,37 @@ fn set_task(
 }
 
 fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
-    let file = cwd.join(&m.mission);
+    let file = crate::mission::locate(cwd, &m.mission);
     if let Some(seq) = crate::engine::sequence::detect(&file)? {
         let dir = file.parent().unwrap_or(cwd);
-        println!(
+        crate::outln!(
             "{}: sequence {:?} of {} missions",
             file.display(),
             seq.name,
             seq.sequence.len()
-        );
+        )?;
         for step in &seq.sequence {
             let path = dir.join(&step.mission);
             let loaded = crate::mission::Loaded::from_path(&path)?;
             crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
-            println!(
+            crate::outln!(
                 "  {} ({:?}): up to {} rounds",
                 path.display(),
                 loaded.mission.name,
                 step.rounds
-            );
+            )?;
         }
         return Ok(EXIT_OK);
     }
     let loaded = crate::mission::Loaded::from_path(&file)?;
     crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
     let mission = &loaded.mission;
-    println!(
+    crate::outln!(
         "{}: mission {:?} is valid",
         loaded.file.display(),
         mission.name
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  {} rounds, {} agents at once, budget {}",
         mission.rounds,
         mission.max_concurrency,
@@ -686,10 +688,10 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
             .budget_usd
             .map(crate::units::usd)
             .unwrap_or_else(|| "none".into())
-    );
+    )?;
     for a in &mission.agents {
         let ladder = a.ladder().join(" -> ");
-        println!(
+        crate::outln!(
             "  {:<7} {:<20} {}{}",
             a.phase.as_str(),
             a.name,
@@ -699,19 +701,19 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
             } else {
                 format!("  [models: {ladder}]")
             }
-        );
+        )?;
     }
     if let Some(s) = &mission.sims {
-        println!(
+        crate::outln!(
             "  sims: {}{}, published to {}",
             if s.pre.is_some() { "pre " } else { "" },
             if s.post.is_some() { "post" } else { "" },
             s.publish_to.display()
-        );
+        )?;
     }
     match &mission.tests {
-        Some(t) => println!("  tests: {}", t.command.argv().join(" ")),
-        None => println!("  tests: none (changes are committed untested)"),
+        Some(t) => crate::outln!("  tests: {}", t.command.argv().join(" "))?,
+        None => crate::outln!("  tests: none (changes are committed untested)")?,
     }
     Ok(EXIT_OK)
 }

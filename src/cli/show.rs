@@ -97,13 +97,13 @@ pub fn print(git: &Git, layout: &Layout, n: u32, replay: Option<u32>, json: bool
     };
     let shown = collect(git, layout, &at, n)?;
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&shown).unwrap_or_else(|_| "{}".into())
-        );
+        )?;
     } else {
         let log = crate::report::read_round(n, &shown.file)?;
-        print!("{}", text(&shown, &log.log, git.root(), &at.layout.dir));
+        crate::out!("{}", text(&shown, &log.log, git.root(), &at.layout.dir))?;
     }
     Ok(EXIT_OK)
 }

@@ -91,13 +91,13 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
     let ws = Workspace::open(cwd, mission)?;
     let s = collect(&ws)?;
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&s).unwrap_or_else(|_| "{}".into())
-        );
+        )?;
         return Ok(EXIT_OK);
     }
-    println!(
+    crate::outln!(
         "mission {}: round {} of {} done{}, {} left",
         s.mission,
         s.rounds_done,
@@ -107,15 +107,15 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
             .map(|st| format!(" (last: {st})"))
             .unwrap_or_default(),
         s.rounds_left
-    );
-    println!(
+    )?;
+    crate::outln!(
         "cost {}{}",
         units::usd(s.total_cost_usd),
         match (s.budget_usd, s.budget_left_usd) {
             (Some(b), Some(l)) => format!(" of {} budget, {} left", units::usd(b), units::usd(l)),
             _ => String::new(),
         }
-    );
+    )?;
     let mut rows = vec![[
         "agent",
         "phase",
@@ -153,7 +153,7 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
             a.pending_tasks.to_string(),
         ]);
     }
-    print!("{}", table(&rows));
+    crate::out!("{}", table(&rows))?;
     Ok(EXIT_OK)
 }
 

@@ -46,7 +46,7 @@ pub struct Workspace {
 impl Workspace {
     /// Loads and validates the mission and opens the repository, without locking.
     pub fn open(dir: &Path, mission_path: &Path) -> Result<Workspace> {
-        let loaded = mission::Loaded::from_path(&dir.join(mission_path))?;
+        let loaded = mission::Loaded::from_path(&mission::locate(dir, mission_path))?;
         prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
         let git = Git::open(dir)?;
         let layout = Layout::new(git.root().join(&loaded.mission.state_dir));

@@ -209,3 +209,49 @@ pub fn gone(pid: &str) -> bool {
     }
     dead()
 }
+
+impl Repo {
+    /// Runs orch with its stdout a pipe whose reading end is already closed, as under
+    /// `orch ... | head -c0` once head has gone: every write to stdout fails with EPIPE.
+    pub fn orch_closed_stdout(&self, args: &[&str]) -> Run {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills both descriptors; each is owned exactly once below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        Run(out)
+    }
+
+    /// Runs orch in `dir` (relative to the repository) with `input` on standard input.
+    pub fn orch_stdin(&self, dir: &str, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(self.path().join(dir))
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        Run(child.wait_with_output().unwrap())
+    }
+}

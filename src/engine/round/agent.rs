@@ -88,6 +88,19 @@ pub(super) fn run_agent(
     }
     vars.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let _ = std::fs::remove_file(&result_file);
+    // Every file orch names to the agent (result, inbox, handoff, task) must be writable with a
+    // plain `>`: its folder exists before the agent starts.
+    let handoff = handoff_path(layout, &agent.name);
+    for p in [&result_file, &inbox, &handoff] {
+        if let Some(dir) = p.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                let mut raw = not_started(env, round, job);
+                raw.finished.ending =
+                    Ending::SpawnFailed(format!("creating {}: {e}", dir.display()));
+                return raw;
+            }
+        }
+    }
     env.events.emit(Event::AgentStart {
         round,
         agent: agent.name.clone(),
