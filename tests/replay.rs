@@ -103,3 +103,61 @@ fn a_round_past_the_next_one_is_refused_naming_the_last_round() {
     assert!(!repo.has_round_log(9));
     repo.orch(&["round", "9", "--dry-run"]).expect(2);
 }
+
+/// FNV-1a 64, the hash `round-NNNN.inputs.json` gives each prompt.
+fn fnv1a64(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
+#[test]
+fn each_round_records_what_it_started_from() {
+    let outside = tempfile::tempdir().unwrap();
+    let repo = three_rounds(&outside.path().join("flag"));
+    let log = repo.round_log(2);
+    let inputs: Value =
+        serde_json::from_str(&repo.read(".orch/rounds/round-0002.inputs.json")).unwrap();
+    assert_eq!(inputs["round"], 2);
+    assert_eq!(inputs["base"], log["base"]);
+    assert_eq!(inputs["base"], repo_round_commit(&repo, 1));
+    // The state as it was before round 2: one round done, a's cost so far.
+    assert_eq!(inputs["state"]["lastRound"], 1);
+    assert_eq!(inputs["state"]["agents"]["a"]["runs"], 1);
+    assert_eq!(inputs["mission"]["name"], "t");
+    assert_eq!(inputs["maxConcurrency"], 2);
+    let decisions: Vec<&str> = inputs["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["included", "included", "included"]);
+    let jobs = inputs["jobs"].as_array().unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["agent"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "rev"]);
+    for j in jobs {
+        let entry = Repo::agent(&log, j["agent"].as_str().unwrap());
+        assert_eq!(j["model"], entry["model"], "{j}");
+        assert_eq!(j["timeoutMs"], entry["timeoutMs"], "{j}");
+        let prompt = std::fs::read(repo.pathbuf(".orch").join(j["prompt"].as_str().unwrap()))
+            .unwrap();
+        assert_eq!(j["promptHash"], fnv1a64(&prompt), "{j}");
+        assert_eq!(j["promptBytes"], prompt.len(), "{j}");
+    }
+    // The report and the show still read the rounds, and show names the inputs file.
+    repo.orch(&["report", "--format", "json"]).expect(0);
+    let text = repo.orch(&["show", "2"]).expect(0).stdout();
+    assert!(
+        text.contains("inputs: .orch/rounds/round-0002.inputs.json"),
+        "{text}"
+    );
+}
+
+/// The commit round `n` made.
+fn repo_round_commit(repo: &Repo, n: u32) -> Value {
+    repo.round_log(n)["commit"].clone()
+}

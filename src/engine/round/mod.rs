@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::engine::git::{Git, Merge};
+use crate::engine::inputs::{prompt_hash, RecordedJob, RoundInputs, INPUTS_VERSION};
 use crate::engine::pool::{self, Done};
 use crate::engine::process::{self, Ending, Spec};
 use crate::engine::prompt;
@@ -124,6 +125,22 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         session: process::session().to_owned(),
     };
     journal.save(env.layout)?;
+    keep_earlier_inputs(env.layout, round)?;
+    let inputs = RoundInputs {
+        version: INPUTS_VERSION,
+        round,
+        base: base.clone(),
+        started_at: started_at.clone(),
+        mission_dir: env.mission_dir.display().to_string(),
+        mission: serde_json::to_value(env.mission).unwrap_or_default(),
+        max_concurrency: env.max_concurrency,
+        budget_usd: env.budget,
+        only: env.only.to_vec(),
+        state: state.clone(),
+        queue: queue.clone(),
+        decisions: Vec::new(),
+        jobs: Vec::new(),
+    };
     {
         // Called one at a time, in order (under the process registry's lock).
         let layout = env.layout.clone();
@@ -140,6 +157,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         round,
         t0,
         journal,
+        inputs,
         log: RoundLog {
             schema: SCHEMA,
             round,
@@ -199,6 +217,8 @@ struct Round<'e, 's> {
     round: u32,
     t0: Instant,
     journal: Journal,
+    /// What the round started from, recorded for a replay (`rounds/round-NNNN.inputs.json`).
+    inputs: RoundInputs,
     log: RoundLog,
     budget_reached: bool,
     committed: bool,
@@ -217,6 +237,8 @@ impl<'e> Round<'e, '_> {
 
         // 1. Plan.
         let active = self.plan();
+        self.inputs.decisions = self.log.decisions.clone();
+        self.save_inputs();
         let names = |p: Phase| -> Vec<String> {
             active
                 .iter()
@@ -472,13 +494,27 @@ impl<'e> Round<'e, '_> {
             let agent = p.agent;
             let plan = job_plan(agent, self.state, self.queue);
             let task = plan.task;
+            let recorded_task = task.clone();
             if let Some(t) = &task {
                 if let Some(q) = self.queue.get_mut(&t.id) {
                     q.status = TaskStatus::Running;
                     q.attempts += 1;
                 }
             }
-            let prompt_file = self.write_prompt(agent, &plan.model, task.as_ref())?;
+            let (prompt_file, text) = self.write_prompt(agent, &plan.model, task.as_ref())?;
+            self.inputs.jobs.push(RecordedJob {
+                agent: agent.name.clone(),
+                phase: agent.phase,
+                model: plan.model.clone(),
+                timeout_ms: plan.timeout.as_millis() as u64,
+                adaptive_timeout: plan.adaptive,
+                task: recorded_task,
+                priority: plan.priority,
+                expected_ms: plan.expected_ms,
+                prompt: self.env.layout.relative(&prompt_file),
+                prompt_bytes: text.len() as u64,
+                prompt_hash: prompt_hash(text.as_bytes()),
+            });
             jobs.push(Job {
                 worktree: self.env.worktree_for(agent),
                 base: base.to_string(),
@@ -494,6 +530,7 @@ impl<'e> Round<'e, '_> {
         }
         if !jobs.is_empty() {
             self.queue.save(self.env.layout)?;
+            self.save_inputs();
         }
         jobs.sort_by_key(|j| queue_key(j.priority, j.expected_ms, j.index));
         if let Some(first) = jobs.first() {
@@ -507,7 +544,13 @@ impl<'e> Round<'e, '_> {
         Ok(jobs)
     }
 
-    fn write_prompt(&mut self, agent: &Agent, model: &str, task: Option<&Task>) -> Result<PathBuf> {
+    /// Writes the agent's prompt file; returns its path and text.
+    fn write_prompt(
+        &mut self,
+        agent: &Agent,
+        model: &str,
+        task: Option<&Task>,
+    ) -> Result<(PathBuf, String)> {
         let rendered = render_prompt(
             self.env,
             agent,
@@ -534,8 +577,16 @@ impl<'e> Round<'e, '_> {
             .layout
             .prompts(self.round)
             .join(format!("{}.md", agent.name));
-        std::fs::write(&path, text).ctx(|| format!("writing prompt {}", path.display()))?;
-        Ok(path)
+        std::fs::write(&path, &text).ctx(|| format!("writing prompt {}", path.display()))?;
+        Ok((path, text))
+    }
+
+    /// A round whose inputs cannot be recorded still runs: the record serves a later replay,
+    /// not this round.
+    fn save_inputs(&self) {
+        if let Err(e) = self.inputs.save(self.env.layout) {
+            log::warn!("round {}: cannot record its inputs: {e}", self.round);
+        }
     }
 
     /// Runs jobs in the pool and settles each result as it arrives.
@@ -1236,6 +1287,27 @@ fn keep_earlier_log(layout: &Layout, round: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A round that runs again (an interrupted one, resumed) keeps the inputs of its earlier run
+/// beside the earlier log, which `keep_earlier_log` moves to `round-NNNN.prev-K.json` when this
+/// run ends: the same K.
+fn keep_earlier_inputs(layout: &Layout, round: u32) -> Result<()> {
+    let path = layout.round_inputs(round);
+    if !path.exists() {
+        return Ok(());
+    }
+    let rounds = layout.rounds();
+    let k = (1..)
+        .find(|k| !rounds.join(format!("round-{round:04}.prev-{k}.json")).exists())
+        .unwrap_or(1);
+    let aside = rounds.join(format!("round-{round:04}.prev-{k}.inputs.json"));
+    std::fs::rename(&path, &aside).ctx(|| {
+        format!(
+            "keeping the earlier inputs of round {round} as {}",
+            aside.display()
+        )
+    })
 }
 
 /// Runs the test suites `changed` calls for, their logs under `log_dir`.
