@@ -143,8 +143,8 @@ fn each_round_records_what_it_started_from() {
         let entry = Repo::agent(&log, j["agent"].as_str().unwrap());
         assert_eq!(j["model"], entry["model"], "{j}");
         assert_eq!(j["timeoutMs"], entry["timeoutMs"], "{j}");
-        let prompt = std::fs::read(repo.pathbuf(".orch").join(j["prompt"].as_str().unwrap()))
-            .unwrap();
+        let prompt =
+            std::fs::read(repo.pathbuf(".orch").join(j["prompt"].as_str().unwrap())).unwrap();
         assert_eq!(j["promptHash"], fnv1a64(&prompt), "{j}");
         assert_eq!(j["promptBytes"], prompt.len(), "{j}");
     }

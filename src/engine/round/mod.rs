@@ -1299,7 +1299,11 @@ fn keep_earlier_inputs(layout: &Layout, round: u32) -> Result<()> {
     }
     let rounds = layout.rounds();
     let k = (1..)
-        .find(|k| !rounds.join(format!("round-{round:04}.prev-{k}.json")).exists())
+        .find(|k| {
+            !rounds
+                .join(format!("round-{round:04}.prev-{k}.json"))
+                .exists()
+        })
         .unwrap_or(1);
     let aside = rounds.join(format!("round-{round:04}.prev-{k}.inputs.json"));
     std::fs::rename(&path, &aside).ctx(|| {
