@@ -41,7 +41,12 @@ pub enum Error {
         message: String,
     },
     /// Another orch holds the repository's lock. Exit 4.
-    Locked { lock: PathBuf, pid: Option<u32> },
+    Locked {
+        lock: PathBuf,
+        pid: Option<u32>,
+        /// The holder's state folder, when its lock file says.
+        state_dir: Option<PathBuf>,
+    },
     /// An I/O operation failed; `context` says what orch was doing and on which file.
     Io {
         context: String,
@@ -107,18 +112,25 @@ impl fmt::Display for Error {
                     write!(f, "invalid mission {}: {path}: {message}", file.display())
                 }
             }
-            Error::Locked { lock, pid } => match pid {
-                Some(pid) => write!(
+            Error::Locked {
+                lock,
+                pid,
+                state_dir,
+            } => {
+                write!(f, "another orch")?;
+                match (pid, state_dir) {
+                    (Some(pid), Some(d)) => {
+                        write!(f, " (pid {pid}, state folder {})", d.display())?
+                    }
+                    (Some(pid), None) => write!(f, " (pid {pid})")?,
+                    _ => {}
+                }
+                write!(
                     f,
-                    "another orch (pid {pid}) is running on this repository (lock {})",
+                    " is running on this repository (lock {})",
                     lock.display()
-                ),
-                None => write!(
-                    f,
-                    "another orch is running on this repository (lock {})",
-                    lock.display()
-                ),
-            },
+                )
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Git { command, stderr } => {
                 write!(f, "`{command}` failed: {}", stderr.trim())

@@ -221,15 +221,39 @@ impl<W: Write + Send> Sink for JsonLines<W> {
 }
 
 /// `events.ndjson` in the state folder: every event of every run, appended.
-pub fn ndjson_file(path: &Path) -> std::io::Result<JsonLines<std::fs::File>> {
+pub fn ndjson_file(path: &Path) -> std::io::Result<EventFile> {
+    Ok(EventFile {
+        path: path.to_path_buf(),
+        out: JsonLines::new(open_append(path)?),
+    })
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)?;
-    Ok(JsonLines::new(f))
+        .open(path)
+}
+
+/// The event log, opened again when it was deleted under orch (a `git clean -fdx` by an agent):
+/// the events after that are not written into a file nobody can read.
+pub struct EventFile {
+    path: std::path::PathBuf,
+    out: JsonLines<std::fs::File>,
+}
+
+impl Sink for EventFile {
+    fn event(&mut self, event: &Event) {
+        if !self.path.exists() {
+            if let Ok(f) = open_append(&self.path) {
+                self.out = JsonLines::new(f);
+            }
+        }
+        self.out.event(event);
+    }
 }
 
 /// How much a person wants to see.

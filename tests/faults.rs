@@ -146,6 +146,15 @@ fn ref_exists(repo: &Repo, name: &str) -> bool {
         .success()
 }
 
+/// The journal file `name` of the repository's one state folder, kept by orch under the git
+/// common folder (`.git/orch/<state-id>/`), out of reach of `git clean`; `None` if absent.
+fn journal(repo: &Repo, name: &str) -> Option<PathBuf> {
+    let dirs = std::fs::read_dir(repo.path().join(".git/orch")).ok()?;
+    dirs.flatten()
+        .map(|d| d.path().join(name))
+        .find(|p| p.exists())
+}
+
 /// A scratch folder outside the repository, for the files agents write to say they started.
 fn flags() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -198,7 +207,7 @@ fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
         repo.git(&["show", "refs/orch/interrupted/round-1:src/wip.txt"]),
         "half done"
     );
-    assert!(!repo.exists(".orch/journal.json"));
+    assert!(journal(&repo, "journal.json").is_none());
     // The interrupted round did not finish: the next run runs it again, keeping its log.
     repo.orch(&["run", "--rounds", "1"]).expect(0);
     assert_eq!(repo.round_log(1)["status"], "ok");
@@ -319,7 +328,7 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
         alive(&escaped_pid),
         "the daemon in its own session died without recovery"
     );
-    assert!(repo.exists(".orch/journal.json"));
+    assert!(journal(&repo, "journal.json").is_some());
 
     let run = repo.orch(&["run"]).expect(0);
     assert!(run.stderr().contains("recovered"), "{}", run.stderr());
@@ -337,8 +346,8 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
         "recovery did not kill the daemon that left its group"
     );
     assert_none_left(&m);
-    assert!(!repo.exists(".orch/journal.json"));
-    assert!(!repo.exists(".orch/journal-groups.json"));
+    assert!(journal(&repo, "journal.json").is_none());
+    assert!(journal(&repo, "journal-groups.json").is_none());
     assert_eq!(
         repo.git(&["show", "refs/orch/interrupted/round-1:src/wip.txt"]),
         "half done"
@@ -450,7 +459,8 @@ fn a_second_orch_exits_4_naming_the_first() {
     assert_none_left(&m);
 }
 
-/// A lock file left by a dead orch (its pid inside) never blocks: the kernel dropped the flock.
+/// A lock file left by a dead orch (its pid and session inside) never blocks: the kernel
+/// dropped the flock, and no live process holds the file.
 #[test]
 fn a_stale_lock_never_blocks() {
     let repo = Repo::new();
@@ -458,7 +468,10 @@ fn a_stale_lock_never_blocks() {
         "name": "t", "rounds": 1,
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])}]
     }));
-    repo.write(".orch/lock", "999999999\n");
+    repo.write(
+        ".git/orch/lock",
+        "{\"pid\": 999999999, \"session\": \"999999999.1\", \"stateDir\": \"/x/.orch\"}\n",
+    );
     repo.orch(&["run"]).expect(0);
     assert_eq!(repo.round_log(1)["status"], "ok");
     // The lock file now names the orch that just exited: no more a block than the first was.
@@ -790,7 +803,7 @@ fn an_unwritable_state_folder_stops_orch_before_the_round() {
     );
     assert_eq!(repo.head(), base);
     assert_eq!(repo.status(), "");
-    assert!(!repo.exists(".orch/journal.json"));
+    assert!(journal(&repo, "journal.json").is_none());
 }
 
 /// The state folder on a 256 kB tmpfs and an agent whose log fills it: orch stops with a clear

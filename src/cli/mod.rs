@@ -586,7 +586,10 @@ fn layout_for(cwd: &std::path::Path, mission: &std::path::Path) -> Result<Layout
     } else {
         PathBuf::from(".orch")
     };
-    Ok(Layout::new(git.root().join(state_dir)))
+    Ok(Layout::in_repo(
+        git.root().join(state_dir),
+        git.common_dir(),
+    ))
 }
 
 fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {

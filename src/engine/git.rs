@@ -4,8 +4,11 @@
 //! destroyed (a rejected or interrupted tree, tracked and untracked files alike, is first saved
 //! as a commit under `refs/orch/...`, made with a private index so neither HEAD nor the user's
 //! index moves); restoring the base is exact (`reset --hard` plus `clean` of untracked,
-//! non-ignored files); and orch's state folder is kept out of git through
-//! `.git/info/exclude`, so it never dirties the tree nor lands in a commit.
+//! non-ignored files); and orch's state folder is kept out of git whatever the repository's
+//! `.gitignore` says (a whitelist `*`, `!*/` beats `.git/info/exclude`): every `add`, `status`,
+//! `diff`, `ls-files` and `clean` orch runs carries the pathspec `:(exclude)<stateDir>`, so the
+//! folder never dirties the tree, never lands in a commit and is never cleaned away. The
+//! `.git/info/exclude` line stays for the user's own `git status`.
 //!
 //! git commands are short and their output small, so they run to completion with captured
 //! output; the long-running children (agents, sims, tests) go through `process`.
@@ -28,6 +31,11 @@ pub struct Git {
     root: PathBuf,
     /// Environment for commits when the user has no git identity.
     identity: Vec<(String, String)>,
+    /// The repository's common git folder (`git rev-parse --git-common-dir`, absolute): shared
+    /// by the main tree and every linked worktree, out of reach of `git clean`.
+    common_dir: PathBuf,
+    /// orch's state folder relative to `root`, left out of every add, status and clean.
+    keep_out: Option<String>,
 }
 
 /// What became of a merge.
@@ -51,7 +59,7 @@ pub struct StatusEntry {
 impl Git {
     /// Opens the repository that contains `dir`.
     pub fn open(dir: &Path) -> Result<Git> {
-        let out = duct::cmd("git", ["rev-parse", "--show-toplevel"])
+        let out = duct::cmd("git", ["rev-parse", "--show-toplevel", "--git-common-dir"])
             .dir(dir)
             .stdout_capture()
             .stderr_capture()
@@ -70,10 +78,17 @@ impl Git {
                 dir.display()
             )));
         }
-        let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let root = PathBuf::from(lines.next().unwrap_or_default().trim());
+        // Relative to `dir` when it is (`.git` from the top, `../../.git` from a subfolder).
+        let common = dir.join(lines.next().unwrap_or(".git").trim());
+        let common_dir = common.canonicalize().unwrap_or(common);
         let mut git = Git {
             root,
             identity: Vec::new(),
+            common_dir,
+            keep_out: None,
         };
         let has = |k: &str| {
             git.run(&["config", "--get", k])
@@ -95,6 +110,58 @@ impl Git {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The common git folder of the repository (the main tree's `.git`, also for a linked
+    /// worktree).
+    pub fn common_dir(&self) -> &Path {
+        &self.common_dir
+    }
+
+    /// Leaves `state_dir` (inside the tree) out of every add, status, diff and clean.
+    pub fn keep_out(mut self, state_dir: &Path) -> Git {
+        if let Ok(rel) = state_dir.strip_prefix(&self.root) {
+            let rel = rel.to_string_lossy().trim_end_matches('/').to_string();
+            if !rel.is_empty() {
+                self.keep_out = Some(rel);
+            }
+        }
+        self
+    }
+
+    /// `git ARGS -- . :(exclude)<stateDir>`: `args` limited to everything but the state folder.
+    fn run_outside_state(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+        let exclude = self
+            .keep_out
+            .as_ref()
+            .map(|rel| format!(":(top,exclude,literal){rel}"));
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--", "."]);
+        all.extend(exclude.as_deref());
+        self.run_env(&all, env)
+    }
+
+    /// `git add -A`, then the state folder taken out of the index again. (`add` with an
+    /// exclude pathspec fails when the excluded folder is also ignored, as `.git/info/exclude`
+    /// makes it: "The following paths are ignored".)
+    fn add_all(&self, env: &[(&str, &str)]) -> Result<()> {
+        self.run_env(&["add", "-A"], env)?;
+        if let Some(rel) = &self.keep_out {
+            let spec = format!(":(top,literal){rel}");
+            self.run_env(
+                &[
+                    "rm",
+                    "-r",
+                    "-q",
+                    "--cached",
+                    "--ignore-unmatch",
+                    "--",
+                    &spec,
+                ],
+                env,
+            )?;
+        }
+        Ok(())
     }
 
     /// Runs git in the repository root and returns its stdout.
@@ -174,7 +241,10 @@ impl Git {
 
     /// Changes to tracked files and untracked files that are not ignored.
     pub fn status(&self) -> Result<Vec<StatusEntry>> {
-        let out = self.run(&["status", "--porcelain=v1", "-z", "--untracked-files=all"])?;
+        let out = self.run_outside_state(
+            &["status", "--porcelain=v1", "-z", "--untracked-files=all"],
+            &[],
+        )?;
         let mut entries = Vec::new();
         let mut fields = out.split('\0').filter(|s| !s.is_empty());
         while let Some(f) = fields.next() {
@@ -195,13 +265,13 @@ impl Git {
     /// Files that differ between `base` and the working tree, untracked ones included.
     pub fn changed_since(&self, base: &str) -> Result<Vec<String>> {
         let mut files: Vec<String> = self
-            .run(&["diff", "--name-only", "-z", base])?
+            .run_outside_state(&["diff", "--name-only", "-z", base], &[])?
             .split('\0')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
         files.extend(
-            self.run(&["ls-files", "--others", "--exclude-standard", "-z"])?
+            self.run_outside_state(&["ls-files", "--others", "--exclude-standard", "-z"], &[])?
                 .split('\0')
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
@@ -259,7 +329,7 @@ impl Git {
     /// Commits every change in the tree (tracked and untracked, not ignored) on the current
     /// branch. Returns the new commit, or `None` when there was nothing to commit.
     pub fn commit_all(&self, message: &str) -> Result<Option<String>> {
-        self.run(&["add", "-A"])?;
+        self.add_all(&[])?;
         if self.run(&["diff", "--cached", "--quiet"]).is_ok() {
             return Ok(None);
         }
@@ -277,7 +347,7 @@ impl Git {
         let env = [("GIT_INDEX_FILE", index_s.as_str())];
         let result = (|| {
             self.run_env(&["read-tree", base], &env)?;
-            self.run_env(&["add", "-A"], &env)?;
+            self.add_all(&env)?;
             let tree = self.run_env(&["write-tree"], &env)?;
             let commit = self.commit_tree(tree.trim(), base, message)?;
             self.run(&["update-ref", refname, &commit])?;
@@ -291,7 +361,7 @@ impl Git {
     /// non-ignored files removed (ignored files, orch's state folder among them, stay).
     pub fn restore(&self, base: &str) -> Result<()> {
         self.run(&["reset", "-q", "--hard", base])?;
-        self.run(&["clean", "-q", "-f", "-d"])?;
+        self.run_outside_state(&["clean", "-q", "-f", "-d"], &[])?;
         Ok(())
     }
 
@@ -301,6 +371,8 @@ impl Git {
         Git {
             root: dir.to_path_buf(),
             identity: self.identity.clone(),
+            common_dir: self.common_dir.clone(),
+            keep_out: None,
         }
     }
 

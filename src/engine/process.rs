@@ -217,6 +217,44 @@ pub fn session() -> &'static str {
     })
 }
 
+/// The session token (`<pid>.<start time>`) of live process `pid`, as `session()` makes it
+/// for orch; `None` when it is gone or a zombie. A match with a recorded session means that
+/// very process, not a later one that reused its pid.
+pub fn session_of(pid: i32) -> Option<String> {
+    let p = Proc {
+        pid,
+        dir: PathBuf::from(format!("/proc/{pid}")),
+    };
+    if p.stat_field(3)? == "Z" {
+        return None;
+    }
+    Some(format!("{pid}.{}", p.stat_field(22)?))
+}
+
+/// The processes other than orch that hold `path` open, even deleted since: each pid with the
+/// `/proc/PID/fd/N` path through which the file can still be read.
+pub fn holders_of(path: &std::path::Path) -> Vec<(i32, PathBuf)> {
+    let want = path.as_os_str().as_encoded_bytes().to_vec();
+    let mut deleted = want.clone();
+    deleted.extend_from_slice(b" (deleted)");
+    let mut found = Vec::new();
+    for p in processes() {
+        let Ok(fds) = std::fs::read_dir(p.dir.join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let t = target.as_os_str().as_encoded_bytes();
+            if t == want.as_slice() || t == deleted.as_slice() {
+                found.push((p.pid, fd.path()));
+            }
+        }
+    }
+    found
+}
+
 fn next_run_token() -> String {
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     format!("{}-{}", session(), RUNS.fetch_add(1, Ordering::Relaxed))

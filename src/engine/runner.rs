@@ -49,7 +49,8 @@ impl Workspace {
         let loaded = mission::Loaded::from_path(&mission::locate(dir, mission_path))?;
         prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
         let git = Git::open(dir)?;
-        let layout = Layout::new(git.root().join(&loaded.mission.state_dir));
+        let layout = Layout::in_repo(git.root().join(&loaded.mission.state_dir), git.common_dir());
+        let git = git.keep_out(&layout.dir);
         Ok(Workspace {
             loaded,
             git,
@@ -73,7 +74,7 @@ pub fn run_counted(
     ws: &Workspace,
     opts: &RunOptions,
     events: &Events,
-    _lock: &Lock,
+    lock: &Lock,
 ) -> Result<(i32, u32)> {
     let mission = ws.mission();
     check_agents(mission, &opts.agents)?;
@@ -153,6 +154,9 @@ pub fn run_counted(
         if i > 0 {
             check_clean(&ws.git, opts.allow_dirty)?;
         }
+        if let Some(w) = lock.check() {
+            warn(events, Some(n), w);
+        }
         let outcome = round::run(&env, &mut state, &mut queue, n)?;
         ran += 1;
         agent_failed |= outcome
@@ -225,6 +229,11 @@ pub fn run_counted(
         total_cost_usd: state.total_cost_usd,
     });
     Ok((code, ran))
+}
+
+fn warn(events: &Events, round: Option<u32>, message: String) {
+    log::warn!("{message}");
+    events.emit(Event::Warning { round, message });
 }
 
 /// Whether every agent has reported `all-done` in its handoff file: the mission is finished.
@@ -326,6 +335,15 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
     let Some(j) = Journal::load(&ws.layout)? else {
         return Ok(());
     };
+    // The lock says no orch holds this repository, but a journal's orch is never declared dead
+    // while it lives (its lock file may have been deleted): the pid with the same start time.
+    if !j.session.is_empty() && process::session_of(j.pid as i32).as_deref() == Some(&j.session) {
+        return Err(Error::Locked {
+            lock: ws.layout.lock(),
+            pid: Some(j.pid),
+            state_dir: Some(ws.layout.dir.clone()),
+        });
+    }
     let killed = process::reap_orphan_groups(&j.process_groups, j.pid, ws.mission().grace());
     let escaped = process::reap_session(&j.session, &j.process_groups, ws.mission().grace());
     let mut what = format!(

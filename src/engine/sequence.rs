@@ -116,14 +116,12 @@ pub fn run(
             more_rounds: Some(left),
             ..opts.clone()
         };
+        // One lock per repository: the one taken for the first mission covers every state
+        // folder of the sequence.
         let (code, ran) = if left == 0 {
             (EXIT_OK, 0)
-        } else if ws.layout.dir == spaces[0].layout.dir {
-            runner::run_counted(ws, &step_opts, events, lock)?
         } else {
-            // A mission with a state folder of its own takes that folder's lock too.
-            let own = Lock::acquire(&ws.layout)?;
-            runner::run_counted(ws, &step_opts, events, &own)?
+            runner::run_counted(ws, &step_opts, events, lock)?
         };
         progress.rounds_done += ran;
         let finished = code == EXIT_FINISHED || progress.rounds_done >= step.rounds;

@@ -2,6 +2,13 @@
 //! rounds (`state.json`), the lock that keeps one orch per repository, the journal of the round
 //! in progress, and the one way orch writes a file there (temporary file, fsync, rename).
 //!
+//! What orch cannot rebuild from memory lives where an agent's `git clean -fdx` cannot reach
+//! it, under the repository's common git folder as git keeps its own rebase state: the lock
+//! (`<git-common-dir>/orch/lock`, one per repository whatever the state folder, shared by its
+//! linked worktrees) and the journal (`<git-common-dir>/orch/<state-id>/`). The rest of the
+//! state folder is rewritten from memory when it vanishes (state, tasks) or recreated empty
+//! (logs, prompts), with a warning saying what was lost.
+//!
 //! The tracking state is what the seed passed around as `ctx`: a named struct owned by the main
 //! thread. A state file that does not parse is an error that names it; it is never reset
 //! silently, because the streaks and costs in it steer the next rounds.
@@ -19,28 +26,52 @@ use crate::roundlog::RunStatus;
 /// How many recent run times an agent keeps for adaptive timeouts and longest-first ordering.
 pub const RECENT_RUNS: usize = 10;
 
-/// Paths inside the state folder.
+/// Paths inside the state folder, and orch's private folder under the git common directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dir: PathBuf,
+    /// `<git-common-dir>/orch/<state-id>`: the journal, out of reach of `git clean`.
+    pub private: PathBuf,
+    /// `<git-common-dir>/orch/lock`: one lock per repository.
+    lock: PathBuf,
 }
 
 impl Layout {
+    /// A state folder on its own (reading logs, unit tests): everything inside `dir`.
     pub fn new(dir: PathBuf) -> Layout {
-        Layout { dir }
+        Layout {
+            private: dir.clone(),
+            lock: dir.join("lock"),
+            dir,
+        }
     }
+
+    /// The state folder `dir` of a repository whose common git folder is `common`.
+    pub fn in_repo(dir: PathBuf, common: &Path) -> Layout {
+        let orch = common.join("orch");
+        Layout {
+            private: orch.join(state_id(&dir)),
+            lock: orch.join("lock"),
+            dir,
+        }
+    }
+
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }
     pub fn lock(&self) -> PathBuf {
-        self.dir.join("lock")
+        self.lock.clone()
     }
     pub fn journal(&self) -> PathBuf {
-        self.dir.join("journal.json")
+        self.private.join("journal.json")
     }
     /// The live process groups of the round in progress, beside the journal.
     pub fn journal_groups(&self) -> PathBuf {
-        self.dir.join("journal-groups.json")
+        self.private.join("journal-groups.json")
+    }
+    /// The user's uncommitted work set aside by `--allow-dirty` while rounds run.
+    pub fn user_stash(&self) -> PathBuf {
+        self.private.join("user-stash.json")
     }
     pub fn events(&self) -> PathBuf {
         self.dir.join("events.ndjson")
@@ -71,6 +102,24 @@ impl Layout {
             .display()
             .to_string()
     }
+}
+
+/// A name for a state folder, unique per absolute path (two worktrees' `.orch` differ) and
+/// readable: `orch-1f2e3d4c5b6a7980`.
+fn state_id(dir: &Path) -> String {
+    let name: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    // FNV-1a: stable across Rust releases, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}-{h:016x}", name.trim_matches('-'))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
@@ -235,18 +284,71 @@ impl State {
 // ---------------------------------------------------------------------------------------------
 // The lock.
 
-/// An advisory lock (flock) on `<state>/lock`, held for the life of the value. The kernel
-/// drops it when the process dies, so the lock of a dead orch never blocks the next one.
+/// Who holds the lock, written into the lock file: enough for a second orch to name the holder
+/// and to tell a live orch from a pid that was reused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Holder {
+    pid: u32,
+    /// `process::session()`: the pid and its start time.
+    #[serde(default)]
+    session: String,
+    #[serde(default)]
+    state_dir: String,
+}
+
+impl Holder {
+    fn me(layout: &Layout) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            session: crate::engine::process::session().to_owned(),
+            state_dir: layout.dir.display().to_string(),
+        }
+    }
+
+    /// What a lock file says; older ones held only the pid.
+    fn parse(text: &str) -> Option<Holder> {
+        serde_json::from_str(text).ok().or_else(|| {
+            text.trim().parse().ok().map(|pid| Holder {
+                pid,
+                ..Holder::default()
+            })
+        })
+    }
+
+    fn locked(self, lock: &Path) -> Error {
+        Error::Locked {
+            lock: lock.to_path_buf(),
+            pid: Some(self.pid),
+            state_dir: (!self.state_dir.is_empty()).then(|| PathBuf::from(self.state_dir)),
+        }
+    }
+}
+
+/// The repository's lock: an advisory lock (flock) on `<git-common-dir>/orch/lock`, held for
+/// the life of the value, whatever the state folder, so that two missions (or an orch started
+/// from a linked worktree) never drive one repository at once. The kernel drops it when the
+/// process dies, so the lock of a dead orch never blocks the next one.
+///
+/// A file can be deleted under its holder (`rm`, `rm -rf .git/orch`): a newcomer would then
+/// lock a new file at the same path. So a newcomer that gets the flock also looks in `/proc`
+/// for a live orch holding the path open (deleted or not) and checks it is that orch by the
+/// session token inside (pid and start time, so a reused pid is never taken for it); and the
+/// holder puts a deleted file back (`check`).
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
+    path: PathBuf,
+    holder: Holder,
+    /// Lock files made again after the first was deleted; held to the end.
+    remade: std::sync::Mutex<Vec<File>>,
 }
 
 impl Lock {
     pub fn acquire(layout: &Layout) -> Result<Lock> {
         let path = layout.lock();
-        std::fs::create_dir_all(&layout.dir)
-            .ctx(|| format!("creating the state folder {}", layout.dir.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -254,23 +356,104 @@ impl Lock {
             .truncate(false)
             .open(&path)
             .ctx(|| format!("opening the lock {}", path.display()))?;
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        if !try_flock(&file) {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
-            return Err(Error::Locked {
-                lock: path,
-                pid: s.trim().parse().ok(),
+            return Err(match Holder::parse(&s) {
+                Some(h) => h.locked(&path),
+                None => Error::Locked {
+                    lock: path,
+                    pid: None,
+                    state_dir: None,
+                },
             });
         }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = writeln!(file, "{}", std::process::id());
-        let _ = file.sync_all();
-        Ok(Lock { _file: file })
+        // The flock is ours; the path may still be someone else's if they hold a deleted file.
+        if let Some(h) = live_holder(&path) {
+            return Err(h.locked(&path));
+        }
+        let holder = Holder::me(layout);
+        write_holder(&mut file, &holder);
+        Ok(Lock {
+            file,
+            path,
+            holder,
+            remade: std::sync::Mutex::new(Vec::new()),
+        })
     }
+
+    /// Puts the lock file back if it was deleted (or replaced) under orch: a new file with
+    /// orch's name in it, locked, renamed into place. Returns a warning saying so.
+    pub fn check(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata().ok()?;
+        let mut remade = self.remade.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = vec![(ours.dev(), ours.ino())];
+        known.extend(
+            remade
+                .iter()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| (m.dev(), m.ino())),
+        );
+        if std::fs::metadata(&self.path).is_ok_and(|m| known.contains(&(m.dev(), m.ino()))) {
+            return None;
+        }
+        let dir = self.path.parent()?;
+        let tmp = dir.join(format!(".lock.tmp-{}", std::process::id()));
+        let made = std::fs::create_dir_all(dir).and_then(|_| {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            try_flock(&f);
+            write_holder(&mut f, &self.holder);
+            std::fs::rename(&tmp, &self.path)?;
+            Ok(f)
+        });
+        Some(match made {
+            Ok(f) => {
+                remade.push(f);
+                format!(
+                    "the lock file {} was deleted while orch held it; made it again",
+                    self.path.display()
+                )
+            }
+            Err(e) => format!(
+                "the lock file {} was deleted while orch held it and cannot be made again: {e}",
+                self.path.display()
+            ),
+        })
+    }
+}
+
+fn try_flock(file: &File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+fn write_holder(file: &mut File, holder: &Holder) {
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(
+        file,
+        "{}",
+        serde_json::to_string(holder).unwrap_or_default()
+    );
+    let _ = file.sync_all();
+}
+
+/// A live orch other than this one that holds `path` open (the file itself or one deleted
+/// from that path), identified by the session in its file matching the process's start time.
+fn live_holder(path: &Path) -> Option<Holder> {
+    use crate::engine::process;
+    process::holders_of(path).into_iter().find_map(|(pid, fd)| {
+        let h = Holder::parse(&std::fs::read_to_string(fd).ok()?)?;
+        (h.pid == pid as u32 && process::session_of(pid).as_deref() == Some(h.session.as_str()))
+            .then_some(h)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,7 +558,10 @@ mod tests {
         let l = Layout::new(d.path().to_path_buf());
         let _held = Lock::acquire(&l).unwrap();
         match Lock::acquire(&l) {
-            Err(Error::Locked { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            Err(Error::Locked { pid, state_dir, .. }) => {
+                assert_eq!(pid, Some(std::process::id()));
+                assert_eq!(state_dir.as_deref(), Some(d.path()));
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -262,13 +262,7 @@ impl<'e> Round<'e, '_> {
             self.log.status = RoundStatus::Skipped;
             return Ok(());
         }
-        for dir in [
-            layout.logs(self.round),
-            layout.prompts(self.round),
-            layout.scratch(self.round),
-        ] {
-            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        }
+        self.ensure_state_dir("the round started")?;
         let code: Vec<&Planned> = active
             .iter()
             .filter(|a| a.agent.phase == Phase::Code)
@@ -297,6 +291,7 @@ impl<'e> Round<'e, '_> {
         self.log.timing.pre_sim = pre.as_ref().map_or(0, |p| p.elapsed_ms);
         self.log.sims.pre = pre;
         self.take_inboxes(&names(Phase::Code));
+        self.ensure_state_dir("Phase A ended")?;
         if process::interrupted() {
             return self.interrupted();
         }
@@ -398,6 +393,7 @@ impl<'e> Round<'e, '_> {
                 self.note("Phase B skipped: the budget is reached");
                 self.decide_skipped(&review, "skipped: the budget is reached");
             } else {
+                self.ensure_state_dir("Phase B started")?;
                 let b_base = self.env.git.base()?;
                 self.set_journal_base(&b_base);
                 let b_start = Instant::now();
@@ -416,6 +412,41 @@ impl<'e> Round<'e, '_> {
         if reverted {
             self.log.status = RoundStatus::Reverted;
             self.log.reverted = true;
+        }
+        Ok(())
+    }
+
+    /// Makes the state folder's folders for this round, and puts back what an agent or the
+    /// tests deleted (a `git clean -fdx` in the main tree): the folders, the tracking state and
+    /// the task queue from memory, with a warning saying what was lost. The lock and the
+    /// journal live under the git common folder, out of reach.
+    fn ensure_state_dir(&mut self, when: &str) -> Result<()> {
+        let layout = self.env.layout;
+        // `rounds/` is made before the first round (`check_writable`) and never removed by orch.
+        let vanished = !layout.rounds().is_dir();
+        for dir in [
+            layout.rounds(),
+            layout.logs(self.round),
+            layout.prompts(self.round),
+            layout.scratch(self.round),
+        ] {
+            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        if vanished {
+            self.state.save(layout)?;
+            self.queue.save(layout)?;
+            let message = format!(
+                "round {}: the state folder {} was deleted before {when} (a `git clean -fdx` by an                  agent or the tests?); lost: the earlier round logs, agent logs, prompts and                  events.ndjson; state.json and tasks.json were written again from memory, and the                  lock and journal were safe under {}",
+                self.round,
+                layout.dir.display(),
+                layout.private.display()
+            );
+            log::warn!("{message}");
+            self.log.notes.push(message.clone());
+            self.env.events.emit(Event::Warning {
+                round: Some(self.round),
+                message,
+            });
         }
         Ok(())
     }
@@ -1204,6 +1235,9 @@ impl<'e> Round<'e, '_> {
     /// Timing, the round log, the state. Always runs, whatever happened before.
     fn finish(&mut self) -> Result<Outcome> {
         let env = self.env;
+        if let Err(e) = self.ensure_state_dir("the round log was written") {
+            log::warn!("{e}");
+        }
         if let Some(pre) = &mut self.log.sims.pre {
             pre.log = env
                 .layout

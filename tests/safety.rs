@@ -1,0 +1,311 @@
+//! The user's repository and orch's own records, against the built binary: one lock per
+//! repository whatever the state folder (and when its file is deleted), orch's files never
+//! committed whatever the `.gitignore` says, a `git clean -fdx` by an agent or the tests losing
+//! nothing orch needs, the user's uncommitted work kept through every outcome of a round
+//! (`--allow-dirty`), and nothing orch started outliving it, even a SIGKILL.
+//!
+//! Each test asserts what the user is left with: exit status, files byte for byte, refs, HEAD,
+//! and `/proc` for the processes carrying the test's marker.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{agent_cmd, processes_with, Repo};
+use serde_json::json;
+
+fn marker(test: &str) -> String {
+    format!("orch-safety-{test}-{}", std::process::id())
+}
+
+/// `orch ARGS` in the background, in `dir`, output to files.
+struct Orch {
+    child: Child,
+    out: tempfile::TempDir,
+}
+
+impl Orch {
+    fn start_in(dir: &Path, args: &[&str]) -> Orch {
+        let out = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(out.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(out.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Orch { child, out }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    fn wait(&mut self, limit: Duration) -> i32 {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                return s.code().unwrap_or(128 + s.signal().unwrap_or(0));
+            }
+            if t0.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("orch did not exit within {limit:?}\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Orch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_for(path: &Path, limit: Duration) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
+fn assert_none_left(marker: &str) {
+    let t0 = Instant::now();
+    while !processes_with(marker).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "processes left behind: {:#?}",
+            processes_with(marker)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One lock per repository.
+
+/// Two missions with different state folders, and an orch started from a linked worktree of
+/// the same repository: while the first runs, each other exits 4 naming the first one's pid and
+/// state folder, and the branch keeps what the first one does.
+#[test]
+fn a_second_orch_of_any_state_folder_or_worktree_exits_4() {
+    let m = marker("lock-repo");
+    let f = tempfile::tempdir().unwrap();
+    let started = f.path().join("started");
+    let repo = Repo::new();
+    repo.write(
+        "other.json",
+        &serde_json::to_string(&json!({
+            "name": "other", "rounds": 1, "stateDir": ".orch-other",
+            "agents": [{"name": "b", "phase": "code", "command": agent_cmd(&["--write", "src/b.txt=b"])}]
+        }))
+        .unwrap(),
+    );
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/a.txt=a",
+            "--write", &format!("{}=1", s(&started)), "--hang-once", &s(&f.path().join("hung"))])}]
+    }));
+    let base = repo.head();
+    let wt = f.path().join("linked");
+    repo.git(&["worktree", "add", "-q", "--detach", &s(&wt)]);
+    let mut first = Orch::start_in(repo.path(), &["run"]);
+    wait_for(&f.path().join("hung"), Duration::from_secs(10));
+    let pid = format!("pid {}", first.pid());
+    let other = repo.orch(&["run", "-m", "other.json"]).expect(4);
+    assert!(other.stderr().contains(&pid), "{}", other.stderr());
+    assert!(other.stderr().contains(".orch"), "{}", other.stderr());
+    let from_wt = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["run"])
+        .current_dir(&wt)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&from_wt.stderr);
+    assert_eq!(from_wt.status.code(), Some(4), "{err}");
+    assert!(err.contains(&pid), "{err}");
+    assert!(!repo.exists(".orch-other/rounds"), "the loser wrote state");
+    assert_eq!(repo.head(), base);
+    first.signal(libc::SIGINT);
+    assert_eq!(
+        first.wait(Duration::from_secs(10)),
+        130,
+        "{}",
+        first.stderr()
+    );
+    assert_none_left(&m);
+    // With the first one gone, the other mission runs; the branch has the first one's base.
+    repo.orch(&["run", "-m", "other.json"]).expect(0);
+    assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), base);
+}
+
+/// The lock file deleted under a running orch (`rm`): a second orch is not fooled. It finds
+/// the live holder in /proc (a process holding the deleted file, with orch's session token),
+/// exits 4 naming its pid, and neither says it died nor touches its agent. The holder puts the
+/// file back at its next round.
+#[test]
+fn a_deleted_lock_file_does_not_let_a_second_orch_in() {
+    let m = marker("lock-rm");
+    let f = tempfile::tempdir().unwrap();
+    let (hung, agent_pid) = (f.path().join("hung"), f.path().join("agent.pid"));
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "killGraceS": 0.5, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--pid", &s(&agent_pid), "--write", "src/a.txt=a",
+            "--sleep", "0.3", "--hang-once", &s(&hung)])}]
+    }));
+    let base = repo.head();
+    let lock = repo.pathbuf(".git/orch/lock");
+    let mut first = Orch::start_in(repo.path(), &["run"]);
+    wait_for(&hung, Duration::from_secs(10));
+    assert!(lock.exists());
+    std::fs::remove_file(&lock).unwrap();
+    let second = repo.orch(&["run"]).expect(4);
+    assert!(
+        second.stderr().contains(&format!("pid {}", first.pid())),
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        !second.stderr().contains("recovered"),
+        "{}",
+        second.stderr()
+    );
+    let pid = std::fs::read_to_string(&agent_pid).unwrap();
+    assert!(alive(&pid), "the second orch killed the first one's agent");
+    // The whole private folder gone (journal included) changes nothing either.
+    std::fs::remove_dir_all(repo.pathbuf(".git/orch")).unwrap();
+    repo.orch(&["run"]).expect(4);
+    assert!(alive(&pid));
+    assert_eq!(repo.head(), base);
+    first.signal(libc::SIGINT);
+    assert_eq!(
+        first.wait(Duration::from_secs(10)),
+        130,
+        "{}",
+        first.stderr()
+    );
+    assert_none_left(&m);
+    // The interrupted round runs again, and the lock file is made again at the next round.
+    let run = repo.orch(&["run"]).expect(0);
+    assert!(lock.exists(), "{}", run.stderr());
+    assert_eq!(repo.round_log(1)["status"], "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// orch's files never committed, never lost to `git clean`.
+
+/// A whitelist `.gitignore` (`*`, `!*/`, `!*.json`, `!*.md`) beats `.git/info/exclude`, and
+/// would have git commit orch's journal, state, tasks and a gitlink to each worktree. Over two
+/// rounds, in both isolation modes, no commit holds anything of the state folder, and the
+/// second round runs.
+#[test]
+fn a_whitelist_gitignore_never_gets_orchs_files_committed() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        repo.write(".gitignore", "*\n!*/\n!*.json\n!*.md\n");
+        repo.git(&["add", "-f", ".gitignore"]);
+        repo.mission(json!({
+            "name": "t", "rounds": 2, "git": {"isolation": isolation},
+            "agents": [
+                {"name": "a", "phase": "code", "command": agent_cmd(&[
+                    "--write", "src/a{round}.json=a", "--task", "more"])},
+                {"name": "r", "phase": "review", "command": agent_cmd(&["--write", "notes.md=r"])}
+            ]
+        }));
+        let run = repo.orch(&["run"]).expect(0);
+        assert_eq!(repo.round_log(2)["status"], "ok", "{}", run.stderr());
+        let files = repo.git(&["log", "--name-only", "--format=", "HEAD"]);
+        assert!(files.contains("src/a2.json"), "{isolation}: {files}");
+        assert!(!files.contains(".orch"), "{isolation}: {files}");
+        let tree = repo.git(&["ls-tree", "-r", "HEAD"]);
+        assert!(!tree.contains(" commit "), "a gitlink: {tree}");
+        // The user's own `git status` shows the folder (their whitelist wins over
+        // `.git/info/exclude`); nothing outside it is left over.
+        let outside = repo.git(&["status", "--porcelain", "-uall", "--", ".", ":!.orch"]);
+        assert_eq!(outside, "", "{isolation}");
+    }
+}
+
+/// A test command that runs `git clean -fdx` in the main tree, every round, and a review agent
+/// after it: the lock and the journal are out of its reach, orch recreates the folders it
+/// needs, writes the state and tasks again from memory, says what was lost, and goes on for
+/// both rounds (Phase B's prompt included).
+#[test]
+fn git_clean_by_the_tests_loses_nothing_orch_needs() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a{round}"])},
+            {"name": "r", "phase": "review", "command": agent_cmd(&["--write", "notes.md=seen"])}
+        ],
+        "tests": {"command": ["sh", "-c", "git clean -q -fdx; exit 0"]}
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(err.contains("was deleted"), "{err}");
+    assert_eq!(repo.round_log(2)["status"], "ok", "{err}");
+    assert_eq!(repo.state()["lastRound"], 2);
+    assert!(repo.exists(".orch/prompts/round-0002/r.md"));
+    assert!(repo.exists(".orch/events.ndjson"));
+    assert_eq!(
+        repo.git(&["log", "--format=%s", "-4"]),
+        "orch: round 2 review: r\norch: round 2 code: a\norch: round 1 review: r\norch: round 1 code: a"
+    );
+    // Round 1's log went with the clean; the warning in round 2's log says what was lost.
+    let notes = repo.round_log(2)["notes"].to_string();
+    assert!(notes.contains("lost"), "{notes}");
+    assert_eq!(repo.status(), "");
+}
+
+/// The same from a shared-tree code agent that cleans the tree before writing its file.
+#[test]
+fn git_clean_by_a_shared_tree_agent_loses_nothing_orch_needs() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "git": {"isolation": "shared"},
+        "agents": [{"name": "a", "phase": "code", "command":
+            ["sh", "-c", "git clean -q -fdx && echo \"$ORCH_ROUND\" >> src/a.txt"]}]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    assert_eq!(repo.round_log(2)["status"], "ok", "{}", run.stderr());
+    assert_eq!(repo.read("src/a.txt"), "1\n2\n");
+    assert_eq!(repo.state()["lastRound"], 2);
+    assert_eq!(repo.status(), "");
+    // A third run has its state: it does not run the two rounds again.
+    repo.orch(&["run"]).expect(0);
+    assert!(!repo.has_round_log(3));
+}
