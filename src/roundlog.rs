@@ -134,7 +134,7 @@ pub struct AgentEntry {
     pub elapsed_ms: u64,
     #[serde(default)]
     pub timeout_ms: u64,
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::units::ser_usd")]
     pub cost_usd: f64,
     #[serde(default = "yes")]
     pub cost_known: bool,
@@ -311,7 +311,9 @@ pub struct RoundLog {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_ref: Option<String>,
     pub timing: Timing,
+    #[serde(serialize_with = "crate::units::ser_usd")]
     pub cost_usd: f64,
+    #[serde(serialize_with = "crate::units::ser_usd")]
     pub total_cost_usd: f64,
     /// Why the round ended early or the run stopped after it (budget, interrupt, error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,16 +355,39 @@ pub struct RevertInfo {
     /// The agents whose changes were taken out.
     pub culprits: Vec<String>,
     /// Every extra test run made to find them: which agent was left out and the result.
+    /// Their time is part of `timing.tests`.
     #[serde(default)]
     pub test_runs: Vec<BisectRun>,
+    /// A per-agent revert: the tests of the tree that was committed (every change but the
+    /// culprits'), i.e. the extra run that left out exactly the culprits. `None` for a whole
+    /// round revert (the base is what stays) or in older logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<TreeTests>,
 }
 
+/// One extra test run of a per-agent revert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BisectRun {
     pub without: Vec<String>,
     pub status: StepStatus,
+    /// Milliseconds from the round's start; absent in older logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<u64>,
     pub elapsed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<u64>,
+    #[serde(default)]
+    pub failed: Option<u64>,
+}
+
+/// The test result of one tree, with the counts when the runner printed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeTests {
+    pub status: StepStatus,
+    #[serde(default)]
+    pub passed: Option<u64>,
     #[serde(default)]
     pub failed: Option<u64>,
 }

@@ -19,9 +19,41 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
-/// Money to the cent.
+/// Money to the cent; four decimals under a cent, so a $0.0013 run does not read as free.
 pub fn usd(v: f64) -> String {
-    format!("${v:.2}")
+    if v != 0.0 && v.abs() < 0.01 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+/// A dollar amount for a file: rounded to a millionth, so sums of floats do not write
+/// `0.036000000000000004`.
+pub fn round_usd(v: f64) -> f64 {
+    if !v.is_finite() {
+        return 0.0;
+    }
+    let r = (v * 1e6).round() / 1e6;
+    // `-0.0` would be written as `-0.0`.
+    if r == 0.0 {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// `serialize_with` for money fields: [`round_usd`].
+pub fn ser_usd<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round_usd(*v))
+}
+
+/// `serialize_with` for optional money fields.
+pub fn ser_opt_usd<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&round_usd(*v)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Now, as `2026-11-24T02:10:00Z`.
@@ -83,6 +115,13 @@ mod tests {
     fn money_is_rounded_to_the_cent() {
         assert_eq!(usd(1.934), "$1.93");
         assert_eq!(usd(0.0), "$0.00");
+        assert_eq!(usd(0.0013), "$0.0013");
+        assert_eq!(usd(0.01), "$0.01");
+        assert_eq!(round_usd(0.036000000000000004), 0.036);
+        assert_eq!(
+            serde_json::to_string(&round_usd(0.1 + 0.2)).unwrap(),
+            "0.3"
+        );
     }
 
     #[test]

@@ -28,6 +28,20 @@ fn only_the_agent_that_broke_the_tests_is_reverted_and_the_other_keeps_its_work(
     // bad merged last, so it was the first one left out, and that run passed.
     assert_eq!(revert["testRuns"][0]["without"], json!(["bad"]));
     assert_eq!(revert["testRuns"][0]["status"], "passed");
+    // The committed tree's result is the run without exactly the culprit; the extra run has
+    // its own start and its time is test time, not overhead.
+    assert_eq!(revert["committed"]["status"], "passed", "{revert:#}");
+    let run = &revert["testRuns"][0];
+    assert!(
+        run["startMs"].as_u64().unwrap() >= log["tests"]["startMs"].as_u64().unwrap(),
+        "{log:#}"
+    );
+    let t = &log["timing"];
+    assert!(
+        t["tests"].as_u64().unwrap()
+            >= log["tests"]["elapsedMs"].as_u64().unwrap() + run["elapsedMs"].as_u64().unwrap(),
+        "{log:#}"
+    );
     assert_eq!(
         log["sims"]["post"]["published"], false,
         "the post-sim saw the broken union"

@@ -193,7 +193,7 @@ pub struct State {
     /// The highest round that finished (0: none yet).
     #[serde(default)]
     pub last_round: u32,
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::units::ser_usd")]
     pub total_cost_usd: f64,
     /// Rounds in a row that committed nothing (the stall guard).
     #[serde(default)]
@@ -246,7 +246,7 @@ pub struct AgentState {
     pub recent_run_ms: Vec<u64>,
     #[serde(default)]
     pub runs: u32,
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::units::ser_usd")]
     pub cost_usd: f64,
     /// The last status the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]

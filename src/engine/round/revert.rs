@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::mission::RevertStrategy;
-use crate::roundlog::{BisectRun, RevertInfo};
+use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
 
 impl Round<'_, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
@@ -54,10 +54,12 @@ impl Round<'_, '_> {
             }
         }
         self.revert(base, failure)?;
+        self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
             strategy: "round".into(),
             culprits: code_agents.clone(),
             test_runs: runs,
+            committed: None,
         });
         Ok(code_agents)
     }
@@ -120,7 +122,9 @@ impl Round<'_, '_> {
         runs.push(BisectRun {
             without,
             status: t.status,
+            start_ms: Some(t.start_ms),
             elapsed_ms: t.elapsed_ms,
+            passed: t.passed,
             failed: t.failed,
         });
         Ok(Some(!t.regression))
@@ -186,12 +190,36 @@ impl Round<'_, '_> {
             if runs.len() == 1 { "" } else { "s" }
         ));
         self.log.kept_ref = refs.into_iter().next();
+        self.count_test_runs(&runs);
+        // The committed tree is the set the search tested last without exactly the culprits.
+        let committed = runs
+            .iter()
+            .rev()
+            .find(|r| {
+                let mut w = r.without.clone();
+                w.sort();
+                let mut c = names.clone();
+                c.sort();
+                w == c
+            })
+            .map(|r| TreeTests {
+                status: r.status,
+                passed: r.passed,
+                failed: r.failed,
+            });
         self.log.revert = Some(RevertInfo {
             strategy: "per-agent".into(),
             culprits: names.clone(),
             test_runs: runs,
+            committed,
         });
         Ok(names)
+    }
+
+    /// The extra test runs are test time, not orch's own: without this they would show as
+    /// overhead (`timing.tests` was measured around the first run only).
+    fn count_test_runs(&mut self, runs: &[BisectRun]) {
+        self.log.timing.tests += runs.iter().map(|r| r.elapsed_ms).sum::<u64>();
     }
 
     /// Runs the tests on the tree as it is now (a candidate of the per-agent revert).
