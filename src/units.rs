@@ -118,10 +118,7 @@ mod tests {
         assert_eq!(usd(0.0013), "$0.0013");
         assert_eq!(usd(0.01), "$0.01");
         assert_eq!(round_usd(0.036000000000000004), 0.036);
-        assert_eq!(
-            serde_json::to_string(&round_usd(0.1 + 0.2)).unwrap(),
-            "0.3"
-        );
+        assert_eq!(serde_json::to_string(&round_usd(0.1 + 0.2)).unwrap(), "0.3");
     }
 
     #[test]

@@ -45,6 +45,22 @@ fn md_row(md: &str, first: &str) -> Vec<String> {
         .collect()
 }
 
+/// The Markdown section under `## title`, up to the next section.
+fn section<'a>(md: &'a str, title: &str) -> &'a str {
+    let start = md
+        .find(&format!("## {title}\n"))
+        .unwrap_or_else(|| panic!("no section {title:?} in\n{md}"));
+    let rest = &md[start + 3..];
+    match rest.find("\n## ") {
+        Some(end) => &rest[..end],
+        None => rest,
+    }
+}
+
+fn timeline(md: &str) -> &str {
+    section(md, "Timeline")
+}
+
 fn assert_svg_is_xml(svg: &str) -> roxmltree::Document<'_> {
     roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("SVG is not XML: {e}\n{svg}"))
 }
@@ -66,11 +82,11 @@ fn assert_self_contained(html: &str) {
 #[test]
 fn v9_totals_timeline_agents_and_hidden_time() {
     let md = render("v9", Format::Markdown);
-    assert!(md.contains("- **Rounds:** 2 (2 ok)"), "{md}");
+    assert!(md.contains("- **Round statuses:** 2 (2 ok)"), "{md}");
     assert!(md.contains("- **Wall time:** 8m13s"), "{md}");
     assert!(md.contains("- **Cost:** $1.31 (cumulative $1.31)"), "{md}");
     assert!(
-        md.contains("900 passed, 0 failed in round 1 → 903 passed, 1 failed in round 2"),
+        md.contains("900 passed, 0 failed after round 1 → 903 passed, 1 failed after round 2 (committed trees)"),
         "{md}"
     );
     assert!(md.contains("- **Flaky tests in rounds:** 2"), "{md}");
@@ -78,7 +94,7 @@ fn v9_totals_timeline_agents_and_hidden_time() {
         "| Round | Status | Agents | Phase A | Phase B | Tests | Pre-Sim | Post-Sim | Overhead | Total | Cost |"
     ));
     assert_eq!(
-        md_row(&md, "1"),
+        md_row(timeline(&md), "1"),
         [
             "1",
             "ok",
@@ -93,7 +109,10 @@ fn v9_totals_timeline_agents_and_hidden_time() {
             "$1.01"
         ]
     );
-    assert_eq!(md_row(&md, "2")[5], "50.0s (903 passed, 1 failed, flaky)");
+    assert_eq!(
+        md_row(timeline(&md), "2")[5],
+        "50.0s (903 passed, 1 failed, flaky)"
+    );
     // Agents: ui-dev's model comes from state.json, api-dev's from its latest run.
     assert_eq!(
         md_row(&md, "ui-dev"),
@@ -105,16 +124,24 @@ fn v9_totals_timeline_agents_and_hidden_time() {
             "0",
             "0",
             "0",
+            "0",
+            "—",
             "2m26s",
-            "3m12s",
             "$0.71",
+            "$0.35",
             "opus-next",
             "2"
         ]
     );
-    assert_eq!(md_row(&md, "api-dev")[4], "1");
-    assert_eq!(md_row(&md, "api-dev")[10], "sonnet");
-    assert_eq!(md_row(&md, "producer")[10], "opus");
+    assert_eq!(md_row(&md, "api-dev")[5], "1");
+    assert_eq!(md_row(&md, "api-dev")[8], "failed 1");
+    assert_eq!(
+        md_row(&md, "api-dev")[11],
+        "—",
+        "no kept change: no cost per change"
+    );
+    assert_eq!(md_row(&md, "api-dev")[12], "sonnet");
+    assert_eq!(md_row(&md, "producer")[12], "opus");
 
     // Pre-sim 0..45012 under ui-dev 3..192007: 45009; post-sim 192105..236995 under the tests
     // from 192110: 44885. Round 2 has no start times for the post-sim: min(30000, 50000).
@@ -137,7 +164,7 @@ fn v9_totals_timeline_agents_and_hidden_time() {
     assert_eq!(v["rounds"][1]["hidden"]["estimated"], true);
     assert_eq!(v["totals"]["hiddenMs"], 159_894);
     assert_eq!(v["totals"]["serialEquivalentMs"], 493_460 + 159_894);
-    assert_eq!(md_row(&md, "2")[0], "2");
+    assert_eq!(md_row(timeline(&md), "2")[0], "2");
 }
 
 #[test]
@@ -165,7 +192,7 @@ fn v9_decisions_give_success_and_idle_rates() {
 fn v8_rows_show_serial_sims_under_pre_sim_and_hide_nothing() {
     let md = render("v8", Format::Markdown);
     assert_eq!(
-        md_row(&md, "1 (v8)"),
+        md_row(timeline(&md), "1 (v8)"),
         [
             "1 (v8)",
             "ok",
@@ -180,17 +207,17 @@ fn v8_rows_show_serial_sims_under_pre_sim_and_hide_nothing() {
             "$0.50"
         ]
     );
-    let r2 = md_row(&md, "2 (v8)");
+    let r2 = md_row(timeline(&md), "2 (v8)");
     assert_eq!(r2[2], "2 (1 ok, 1 failed)");
     assert_eq!(r2[5], "—");
     assert_eq!(r2[6], "2m10s");
     assert_eq!(r2[8], "10.0s");
     assert!(
-        md.contains("- **Rounds:** 2 (2 ok); 2 from v8 logs"),
+        md.contains("- **Round statuses:** 2 (2 ok); 2 from v8 logs"),
         "{md}"
     );
     assert!(md.contains("a serial loop would have taken 10m00s instead of 10m00s"));
-    assert_eq!(md_row(&md, "producer")[10], "—");
+    assert_eq!(md_row(&md, "producer")[12], "—");
 
     let v = json("v8");
     assert_eq!(v["totals"]["hiddenMs"], 0);
@@ -222,9 +249,11 @@ fn mixed_logs_render_together_and_aside_copies_are_ignored() {
     assert_eq!(s.totals.last_total_cost_usd, Some(1.81));
 
     let md = render("mixed", Format::Markdown);
-    assert_eq!(md_row(&md, "1 (v8)")[7], "—");
-    assert_eq!(md_row(&md, "2")[7], "44.9s");
-    assert!(md.contains("850 passed, 2 failed in round 1 → 903 passed, 1 failed in round 3"));
+    assert_eq!(md_row(timeline(&md), "1 (v8)")[7], "—");
+    assert_eq!(md_row(timeline(&md), "2")[7], "44.9s");
+    assert!(md.contains(
+        "850 passed, 2 failed after round 1 → 903 passed, 1 failed after round 3 (committed trees)"
+    ));
 }
 
 #[test]
@@ -239,19 +268,39 @@ fn a_round_range_selects_rounds_and_an_empty_one_is_a_usage_error() {
 
 #[test]
 fn a_corrupt_log_is_named_in_a_warning_and_the_rest_still_renders() {
+    // round-0002 is not JSON: skipped. round-0003 is a v9 log with an unknown status and most
+    // fields missing: read with defaults, each missing field named.
     let loaded = report::load(&fixture("corrupt"), None).expect("loads");
     let numbers: Vec<u32> = loaded.rounds.iter().map(|r| r.log.round).collect();
-    assert_eq!(numbers, [1, 4]);
+    assert_eq!(numbers, [1, 3, 4]);
     let files: Vec<String> = loaded
         .warnings
         .iter()
         .map(|w| w.file.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files, ["round-0002.json", "round-0003.json"]);
+    assert!(files
+        .iter()
+        .all(|f| f == "round-0002.json" || f == "round-0003.json"));
+    assert_eq!(files[0], "round-0002.json");
     assert!(loaded.warnings[0].message.contains("not valid JSON"));
-    assert!(loaded.warnings[1]
-        .message
-        .contains("not a valid v9 round log"));
+    assert!(loaded.warnings[0].message.ends_with("skipped"));
+    let three: Vec<&str> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.file.ends_with("round-0003.json"))
+        .map(|w| w.message.as_str())
+        .collect();
+    assert!(
+        three.iter().any(|m| m.contains("`base` is missing")),
+        "{three:?}"
+    );
+    assert!(
+        three
+            .iter()
+            .any(|m| m.contains("`status`") && m.contains("exploded")),
+        "{three:?}"
+    );
+    assert!(!three.iter().any(|m| m.ends_with("skipped")));
 
     for format in [Format::Markdown, Format::Html, Format::Svg, Format::Json] {
         let out = render("corrupt", format);
@@ -261,44 +310,95 @@ fn a_corrupt_log_is_named_in_a_warning_and_the_rest_still_renders() {
         }
     }
     let md = render("corrupt", Format::Markdown);
-    assert!(md.contains("- **Rounds:** 2 (2 ok)"));
+    assert!(md.contains("3 rounds"), "{md}");
+    assert_eq!(md_row(timeline(&md), "3")[1], "failed");
     assert!(md.contains("## Warnings"));
+    // One warning per file: the skipped one and the one read with defaults.
     assert_eq!(
         json("corrupt")["warnings"].as_array().map(Vec::len),
         Some(2)
     );
 }
 
+/// A v9 log that lacks only `base` (written by an orch that did not have it yet) is read, not
+/// dropped.
+#[test]
+fn a_v9_log_missing_one_field_is_read_and_the_warning_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = dir.path().join("rounds");
+    std::fs::create_dir_all(&rounds).unwrap();
+    let text = std::fs::read_to_string(fixture("reverted").join("rounds/round-0002.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("base");
+    std::fs::write(rounds.join("round-0002.json"), v.to_string()).unwrap();
+    let loaded = report::load(dir.path(), None).expect("loads");
+    assert_eq!(loaded.rounds.len(), 1);
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(
+        loaded.warnings[0].message.contains("`base` is missing"),
+        "{:?}",
+        loaded.warnings
+    );
+    let md = render_dir(dir.path(), Format::Markdown);
+    assert!(
+        md.contains("`base` is missing") || md.contains("\\`base\\` is missing"),
+        "{md}"
+    );
+}
+
 #[test]
 fn a_reverted_round_counts_as_reverted_with_its_failing_tests() {
     let md = render("reverted", Format::Markdown);
-    assert!(md.contains("- **Rounds:** 2 (1 ok, 1 reverted)"), "{md}");
-    let r1 = md_row(&md, "1");
+    assert!(
+        md.contains("- **Round statuses:** 2 (1 ok, 1 reverted)"),
+        "{md}"
+    );
+    let r1 = md_row(timeline(&md), "1");
     assert_eq!(r1[1], "reverted");
-    assert_eq!(r1[2], "2 (2 ok)");
+    // The agents finished, but the revert took their work out: rejected, not ok.
+    assert_eq!(r1[2], "2 (2 rejected)");
     assert_eq!(r1[5], "1m20s (897 passed, 3 failed)");
-    assert!(md.contains("897 passed, 3 failed in round 1 → 900 passed, 0 failed in round 2"));
+    // The committed trees: round 1's failing tree was reverted, so only round 2 counts.
+    assert!(
+        md.contains("- **Tests:** 900 passed, 0 failed after round 2 (committed tree)"),
+        "{md}"
+    );
+    assert_eq!(
+        md_row(section(&md, "What landed"), "1"),
+        [
+            "1",
+            "nothing: reverted",
+            "ui-dev, api-dev",
+            "897 passed, 3 failed",
+            "the base stays (round reverted)",
+            "—"
+        ]
+    );
+    assert!(
+        md.contains("**2 rounds: 1 landed work, 1 landed nothing: reverted**"),
+        "{md}"
+    );
     // Pre-sim 0..50000 under the agents (2..120004): 49998; post-sim under the tests: 69990.
     let v = json("reverted");
     assert_eq!(v["totals"]["byStatus"]["reverted"], 1);
     assert_eq!(v["rounds"][0]["hidden"]["preSimMs"], 49_998);
     assert_eq!(v["rounds"][0]["hidden"]["postSimMs"], 69_990);
     assert_eq!(v["rounds"][0]["tests"]["regression"], true);
-    assert_eq!(md_row(&md, "1")[0], "1");
+    assert_eq!(md_row(timeline(&md), "1")[0], "1");
     assert_eq!(md_row(&md, "ui-dev")[1], "2");
 
     let html = render("reverted", Format::Html);
-    assert!(html.contains("<tr class=\"st-reverted\"><td>1</td><td>reverted</td>"));
+    assert!(html.contains("<tr class=\"st-reverted nothing\"><td>1</td><td>reverted</td>"));
 }
 
 #[test]
 fn a_skipped_round_has_a_row_of_nothing() {
     let md = render("skipped", Format::Markdown);
     assert_eq!(
-        md_row(&md, "1"),
+        md_row(timeline(&md), "1"),
         ["1", "skipped", "0", "0ms", "0ms", "—", "—", "—", "12ms", "12ms", "$0.00"]
     );
-    assert!(md.contains("- **Rounds:** 2 (1 ok, 1 skipped)"));
+    assert!(md.contains("- **Round statuses:** 2 (1 ok, 1 skipped)"));
     let decisions = md.split("## Decisions").nth(1).expect("a decisions table");
     assert_eq!(md_row(decisions, "ui-dev")[5], "50%");
     let svg = render("skipped", Format::Svg);
@@ -309,9 +409,9 @@ fn a_skipped_round_has_a_row_of_nothing() {
 #[test]
 fn an_interrupted_round_shows_its_stop_reason_and_cancelled_runs() {
     let md = render("interrupted", Format::Markdown);
-    assert!(md.contains("- **Rounds:** 1 (1 interrupted)"));
+    assert!(md.contains("- **Round statuses:** 1 (1 interrupted)"));
     assert!(md.contains("- **Stopped:** interrupted by SIGINT"));
-    assert_eq!(md_row(&md, "1")[2], "2 (1 ok, 1 cancelled)");
+    assert_eq!(md_row(timeline(&md), "1")[2], "2 (1 ok, 1 cancelled)");
     let v = json("interrupted");
     assert_eq!(v["totals"]["stopReason"], "interrupted by SIGINT");
     assert_eq!(v["agents"][1]["cancelled"], 1);
@@ -329,7 +429,7 @@ fn hostile_names_are_escaped_in_every_format() {
     assert!(!md.contains("<script>"));
     assert!(!md.contains("<img"));
     assert!(md.contains("&lt;script&gt;a\\|b"), "{md}");
-    assert_eq!(md_row(&md, "&lt;script&gt;a\\|b").len(), 12);
+    assert_eq!(md_row(&md, "&lt;script&gt;a\\|b").len(), 14);
     assert!(
         md.contains("- **Stopped:** boom \\| \\`rm -rf\\` &lt;img"),
         "{md}"
@@ -474,7 +574,7 @@ fn many_rounds_and_lanes_keep_the_chart_bounded() {
     assert!(svg.contains("the last 60 shown"));
     assert!(svg.contains("29 more agent runs"));
     let md = render_dir(dir.path(), Format::Markdown);
-    assert_eq!(md_row(&md, "80")[2], "40 (40 ok)");
+    assert_eq!(md_row(timeline(&md), "80")[2], "40 (40 ok)");
 }
 
 /// The benchmark behind `scripts/bench-report`: loads, summarizes and renders the state folder
@@ -554,5 +654,226 @@ fn write_report_files() {
     ] {
         let text = render_dir(Path::new(&dir), format);
         std::fs::write(out.join(format!("report.{ext}")), text).unwrap();
+    }
+}
+
+/// A night like the issue's: round 1 had a per-agent revert (bad broke one test, the committed
+/// tree passes 194/0), a conflict, a failed agent with its partial work in a ref, a $0.0013
+/// Codex run and runs of unknown cost; rounds 2-8 every agent failed on API errors, one of them
+/// after a two-minute limit wait. No sims.
+#[test]
+fn a_night_of_failures_is_said_in_the_headline_with_causes() {
+    let md = render("night", Format::Markdown);
+    assert!(
+        md.contains(
+            "**8 rounds: 1 landed work, 7 landed nothing: every agent failed (rateLimited 5, auth 2)**"
+        ),
+        "{md}"
+    );
+    let v = json("night");
+    assert_eq!(v["totals"]["landedRounds"], 1);
+    assert_eq!(v["totals"]["nothingRounds"], 7);
+    assert_eq!(v["totals"]["nothingWhy"][0]["causes"]["rateLimited"], 5);
+    assert_eq!(v["rounds"][1]["nothingWhy"], "every agent failed");
+    assert_eq!(
+        md_row(section(&md, "Agents"), "good")[8],
+        "rateLimited 5, auth 2"
+    );
+    let html = render("night", Format::Html);
+    assert!(html.contains(
+        "8 rounds: 1 landed work, 7 landed nothing: every agent failed (rateLimited 5, auth 2)"
+    ));
+    // The repeated failure is one row of Needs attention, with its reason.
+    assert!(md.contains(
+        "- rounds 2–6 failed (good): failed (exit code 1), cause rateLimited: API Error: 429"
+    ));
+}
+
+#[test]
+fn the_tests_figure_is_the_committed_trees_not_the_first_attempt() {
+    let md = render("night", Format::Markdown);
+    assert!(
+        md.contains("- **Tests:** 194 passed, 0 failed after round 1 (committed tree)"),
+        "{md}"
+    );
+    assert_eq!(
+        md_row(section(&md, "What landed"), "1"),
+        [
+            "1",
+            "good (2 files)",
+            "bad",
+            "193 passed, 1 failed",
+            "194 passed, 0 failed",
+            "bbbbbbbbbbbb"
+        ]
+    );
+    let v = json("night");
+    assert_eq!(v["totals"]["testsLast"]["passed"], 194);
+    assert_eq!(v["totals"]["testsLast"]["failed"], 0);
+    assert_eq!(v["rounds"][0]["tests"]["passed"], 193);
+    assert_eq!(v["rounds"][0]["testsCommitted"]["passed"], 194);
+    let html = render("night", Format::Html);
+    assert!(html.contains("<td>194 passed, 0 failed</td>"));
+}
+
+#[test]
+fn the_culprit_of_a_revert_is_rejected_not_ok() {
+    let md = render("night", Format::Markdown);
+    assert_eq!(
+        md_row(timeline(&md), "1")[2],
+        "4 (1 ok, 1 rejected, 1 failed, 1 conflict)"
+    );
+    let bad = md_row(section(&md, "Agents"), "bad");
+    assert_eq!((bad[2].as_str(), bad[3].as_str()), ("0", "1"), "{bad:?}");
+    assert_eq!(md_row(section(&md, "Decisions"), "bad")[4], "0%");
+    let v = json("night");
+    assert_eq!(v["agents"][1]["kept"], 0);
+    assert_eq!(v["agents"][1]["rejected"], 1);
+    assert_eq!(v["rounds"][0]["agents"]["rejected"], 1);
+    assert_eq!(v["rounds"][0]["rejected"], serde_json::json!(["bad"]));
+    assert_eq!(v["decisions"][1]["successRate"], 0.0);
+}
+
+#[test]
+fn a_reverts_test_runs_are_test_time_and_their_own_gantt_bars() {
+    let md = render("night", Format::Markdown);
+    // 4.0 s first run + 4.2 s revert run; orch's own time is what is left.
+    assert_eq!(
+        md_row(timeline(&md), "1")[5],
+        "8.2s (193 passed, 1 failed) + 1 revert run"
+    );
+    assert_eq!(md_row(timeline(&md), "1")[7], "395ms");
+    let v = json("night");
+    let bars = v["rounds"][0]["bars"].as_array().unwrap();
+    let run = bars
+        .iter()
+        .find(|b| b["kind"] == "revertTests")
+        .expect("a bar for the revert's run");
+    assert_eq!(run["label"], "tests without bad");
+    assert_eq!(run["startMs"], 34_100);
+    assert_eq!(run["elapsedMs"], 4_200);
+    assert_eq!(run["status"], "passed");
+    let svg = render("night", Format::Svg);
+    let doc = assert_svg_is_xml(&svg);
+    assert!(doc.descendants().any(|n| n.has_tag_name("rect")
+        && n.children().any(|c| c.has_tag_name("title")
+            && c.text()
+                .unwrap_or("")
+                .starts_with("tests without bad (revert test run): passed, 4.2s"))));
+}
+
+#[test]
+fn money_says_unknown_at_least_and_fractions_of_a_cent() {
+    let md = render("night", Format::Markdown);
+    let agents = section(&md, "Agents");
+    assert_eq!(md_row(agents, "good")[10], "≥ $0.0013");
+    assert_eq!(md_row(agents, "clash")[10], "unknown");
+    assert_eq!(md_row(agents, "bad")[10], "$0.03");
+    assert_eq!(md_row(timeline(&md), "2")[9], "unknown");
+    assert_eq!(md_row(timeline(&md), "1")[9], "≥ $0.04");
+    assert!(
+        md.contains("- **Cost:** ≥ $0.04 (cumulative $0.04)"),
+        "{md}"
+    );
+    let text = render("night", Format::Json);
+    // The log says 0.036000000000000004; JSON amounts are rounded to 1e-6.
+    assert!(!text.contains("0.036000000000000004"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["totals"]["costUsd"], 0.036);
+    assert_eq!(v["totals"]["costKnown"], "part");
+    assert_eq!(v["rounds"][1]["costKnown"], "none");
+    assert_eq!(v["agents"][0]["costPerKeptUsd"], 0.0013);
+    let svg = render("night", Format::Svg);
+    assert!(svg.contains("Round 2 · ok · landed nothing (every agent failed) · 1.7s · unknown"));
+}
+
+#[test]
+fn a_v8_rounds_cost_comes_from_its_agents_when_the_round_says_zero() {
+    let md = render("v8-cost", Format::Markdown);
+    assert_eq!(md_row(timeline(&md), "1 (v8)").last().unwrap(), "$0.50");
+    let v = json("v8-cost");
+    assert_eq!(v["rounds"][0]["costUsd"], 0.5);
+    assert!(v["warnings"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`costUsd` is missing or 0"));
+}
+
+#[test]
+fn needs_attention_names_the_refs_of_failed_runs_and_how_to_review_shows_them() {
+    let md = render("night", Format::Markdown);
+    let attention = section(&md, "Needs attention");
+    assert!(
+        attention.contains("refs/orch/failed/round-1/flop"),
+        "{attention}"
+    );
+    assert!(attention.contains("refs/orch/conflicts/round-1/clash"));
+    let review = section(&md, "How to review");
+    for line in [
+        "git log --oneline aaaaaaaaaaaa..bbbbbbbbbbbb",
+        "git diff --stat aaaaaaaaaaaa..bbbbbbbbbbbb",
+        "git show --stat refs/orch/rejected/round-1/bad",
+        "git show --stat refs/orch/conflicts/round-1/clash",
+        "git show --stat refs/orch/failed/round-1/flop",
+    ] {
+        assert!(review.contains(line), "{line} not in\n{review}");
+    }
+    let v = json("night");
+    assert_eq!(v["review"]["base"], "a".repeat(40));
+    assert!(v["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["keptRef"] == "refs/orch/failed/round-1/flop"));
+    // One failed agent alone still gets the section.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rounds")).unwrap();
+    std::fs::copy(
+        fixture("night").join("rounds/round-0002.json"),
+        dir.path().join("rounds/round-0002.json"),
+    )
+    .unwrap();
+    let md = render_dir(dir.path(), Format::Markdown);
+    assert!(
+        section(&md, "Needs attention").contains("round 2 failed (good)"),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_mission_without_sims_has_no_pipelining_figures() {
+    let md = render("night", Format::Markdown);
+    assert!(!md.contains("Pipelining"), "{md}");
+    assert!(!md.contains("## Time pipelining hid"));
+    assert!(!timeline(&md).contains("Pre-Sim"));
+    let html = render("night", Format::Html);
+    assert!(!html.contains("Pipelining hid"));
+    assert!(!html.contains("Time pipelining hid"));
+    // With sims they are there.
+    assert!(render("v9", Format::Markdown).contains("## Time pipelining hid"));
+}
+
+#[test]
+fn the_html_report_parses_as_xml_with_its_tables_whole() {
+    for name in ["night", "v9", "reverted", "hostile"] {
+        let html = render(name, Format::Html);
+        // The page is written as well-formed XHTML-compatible markup: a strict XML parser
+        // reads it (after the doctype).
+        let body = html.trim_start_matches("<!DOCTYPE html>\n");
+        let doc = roxmltree::Document::parse(body)
+            .unwrap_or_else(|e| panic!("{name}: the HTML does not parse: {e}"));
+        for table in doc.descendants().filter(|n| n.has_tag_name("table")) {
+            let head = table.descendants().filter(|n| n.has_tag_name("th")).count();
+            for tr in table
+                .descendants()
+                .filter(|n| n.has_tag_name("tr") && n.children().any(|c| c.has_tag_name("td")))
+            {
+                let cells = tr.children().filter(|c| c.has_tag_name("td")).count();
+                assert_eq!(
+                    cells, head,
+                    "{name}: a row with {cells} cells under {head} headers"
+                );
+            }
+        }
     }
 }

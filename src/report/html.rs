@@ -1,7 +1,9 @@
 //! The HTML report: one self-contained page (inline CSS, the Gantt SVG inline, no script, no
 //! external asset) that can be mailed, attached to a CI run or opened from disk years later.
 //! It says what the Markdown report says, with the same wording ([`super::text`]), plus the
-//! chart.
+//! chart. The markup is also well-formed XML (void elements closed with `/>`), so the tests
+//! read it with an XML parser. The live page (`STATE/report.html`, [`super::write_live`]) adds
+//! when it was written and, while the run is going, a meta refresh.
 
 use std::fmt::Write;
 
@@ -39,12 +41,22 @@ p.note { color: #555; margin: 4px 0 8px; max-width: 900px; }
 .chart { overflow-x: auto; }
 .chart svg { max-width: 100%; height: auto; }
 ul.warnings li { color: #8a4b00; }
+p.headline { font-size: 16px; font-weight: bold; margin: 4px 0 12px; }
+p.headline.nothing { color: #a3312a; }
+p.live { color: #555; font-style: italic; margin: 0 0 8px; }
+p.live.running { color: #1d6b2a; }
+tr.nothing td:nth-child(2) { color: #a3312a; }
+ul.attention li { margin: 2px 0; }
+ul.attention li.k-revert, ul.attention li.k-failed, ul.attention li.k-timeout { color: #8a1f17; }
+pre.review { background: #f6f7f9; border: 1px solid #e3e5e8; padding: 8px 12px; font-size: 12.5px;
+             overflow-x: auto; }
+pre.review .c { color: #777; }
 ";
 
-fn table<const N: usize>(
+fn table<R: AsRef<[String]>>(
     out: &mut String,
-    header: &[&str; N],
-    rows: impl Iterator<Item = (String, [String; N])>,
+    header: &[&str],
+    rows: impl Iterator<Item = (String, R)>,
 ) {
     out.push_str("<table><thead><tr>");
     for (i, h) in header.iter().enumerate() {
@@ -62,7 +74,7 @@ fn table<const N: usize>(
         } else {
             let _ = write!(out, "<tr class=\"{}\">", escape_xml(&class));
         }
-        for (i, c) in cells.iter().enumerate() {
+        for (i, c) in cells.as_ref().iter().enumerate() {
             let cls = if text::is_numeric(header, i) {
                 " class=\"n\""
             } else {
@@ -82,12 +94,37 @@ fn render(s: &Summary) -> String {
     } else {
         format!("orch report: {}", s.mission)
     };
+    // The live page reloads itself while the run is going; the final one does not.
+    let refresh = match &s.live {
+        Some(l) if l.running => {
+            format!("<meta http-equiv=\"refresh\" content=\"{}\"/>", l.refresh_s)
+        }
+        _ => String::new(),
+    };
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>{refresh}\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\
          <title>{t}</title><style>{CSS}</style></head><body>\n<h1>{t}</h1>\n",
         t = escape_xml(&title)
+    );
+    if let Some(l) = &s.live {
+        let _ = writeln!(
+            out,
+            "<p class=\"live{}\">{}</p>",
+            if l.running { " running" } else { "" },
+            escape_xml(&text::live(l))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<p class=\"headline{}\">{}</p>",
+        if s.totals.nothing_rounds > 0 {
+            " nothing"
+        } else {
+            ""
+        },
+        escape_xml(&s.totals.headline)
     );
 
     let t = &s.totals;
@@ -95,30 +132,93 @@ fn render(s: &Summary) -> String {
     let mut item = |k: &str, v: &str| {
         let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", escape_xml(k), escape_xml(v));
     };
-    item("Rounds", &text::rounds_by_status(s));
+    item("Round statuses", &text::rounds_by_status(s));
     if let (Some(a), Some(b)) = (t.first_round, t.last_round) {
         item("Round range", &format!("{a}..{b}"));
     }
     item("Wall time", &duration_ms(t.wall_ms));
+    if t.waited_ms > 0 {
+        item("Waited on provider limits", &duration_ms(t.waited_ms));
+    }
     item("Cost", &text::cost(s));
     item("Tests", &text::tests_trend(s));
     item("Flaky tests in rounds", &round_list(&t.flaky_rounds));
-    item("Pipelining hid", &text::hidden(s));
+    if t.has_sims {
+        item("Pipelining hid", &text::hidden(s));
+    }
     if let Some(reason) = &t.stop_reason {
         item("Stopped", reason);
     }
     out.push_str("</dl>\n");
 
+    if !s.attention.is_empty() {
+        out.push_str("<h2>Needs attention</h2>\n<ul class=\"attention\">\n");
+        for a in &s.attention {
+            let _ = writeln!(
+                out,
+                "<li class=\"k-{}\">{} {}{}: {}</li>",
+                escape_xml(&a.kind),
+                text::rounds_of(&a.rounds),
+                escape_xml(&a.kind),
+                a.agent
+                    .as_deref()
+                    .map(|n| format!(" ({})", escape_xml(n)))
+                    .unwrap_or_default(),
+                escape_xml(&a.detail)
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+
+    if !s.rounds.is_empty() {
+        out.push_str(
+            "<h2>What landed</h2>\n<p class=\"note\">Per round: the agents whose change stayed, \
+             those a revert took out, and the tests of the first attempt and of the tree that was \
+             committed.</p>\n",
+        );
+        table(
+            &mut out,
+            &text::LANDED_HEADER,
+            s.rounds.iter().map(|r| {
+                (
+                    if r.landed {
+                        String::new()
+                    } else {
+                        "nothing".to_string()
+                    },
+                    text::landed_cells(r),
+                )
+            }),
+        );
+    }
+
+    if !s.review.commands.is_empty() {
+        out.push_str("<h2>How to review</h2>\n<pre class=\"review\">");
+        for c in &s.review.commands {
+            let _ = writeln!(
+                out,
+                "{}  <span class=\"c\"># {}</span>",
+                escape_xml(&c.command),
+                escape_xml(&c.what)
+            );
+        }
+        out.push_str("</pre>\n");
+    }
+
     out.push_str("<h2>Timeline</h2>\n");
+    let head = text::timeline_header(s);
     table(
         &mut out,
-        &text::TIMELINE_HEADER,
+        &head,
         s.rounds.iter().map(|r| {
             let mut class = format!("st-{}", r.status.as_str());
             if r.legacy {
                 class.push_str(" legacy");
             }
-            (class, text::timeline_cells(r))
+            if !r.landed {
+                class.push_str(" nothing");
+            }
+            (class, text::timeline_cells(s, r))
         }),
     );
 
@@ -127,7 +227,11 @@ fn render(s: &Summary) -> String {
     out.push_str("</div>\n");
 
     if !s.agents.is_empty() {
-        out.push_str("<h2>Agents</h2>\n");
+        out.push_str(
+            "<h2>Agents</h2>\n<p class=\"note\">Kept: runs whose change stayed; rejected: \
+             finished but taken out by a revert. Per kept change: the agent's cost over its kept \
+             changes.</p>\n",
+        );
         table(
             &mut out,
             &text::AGENT_HEADER,
@@ -142,8 +246,8 @@ fn render(s: &Summary) -> String {
         let _ = write!(
             out,
             "<h2>Decisions</h2>\n<p class=\"note\">Over the {rounds} rounds whose logs record the \
-             plan. Success is ok runs per inclusion; idle is the share of those rounds the agent \
-             was not included.</p>\n"
+             plan. Kept is the share of inclusions whose change stayed; idle is the share of those \
+             rounds the agent was not included.</p>\n"
         );
         table(
             &mut out,
@@ -154,40 +258,24 @@ fn render(s: &Summary) -> String {
         );
     }
 
-    out.push_str(
-        "<h2>Time pipelining hid</h2>\n<p class=\"note\">The pre-sim runs beside Phase A's agents \
-         and the post-sim beside the tests; this is the sim time that lay under that other work, \
-         which a serial (v8) loop would have added. v8 rounds hid nothing. (est.) marks rounds \
-         without start times.</p>\n",
-    );
-    table(
-        &mut out,
-        &text::HIDDEN_HEADER,
-        s.rounds
-            .iter()
-            .map(|r| (String::new(), text::hidden_cells(r)))
-            .chain(std::iter::once((
-                "total".to_string(),
-                text::hidden_total_cells(s),
-            ))),
-    );
-
-    if !s.attention.is_empty() {
-        out.push_str("<h2>Needs attention</h2>\n<ul class=\"attention\">\n");
-        for a in &s.attention {
-            let _ = writeln!(
-                out,
-                "<li>round {} {}{}: {}</li>",
-                a.round,
-                escape_xml(&a.kind),
-                a.agent
-                    .as_deref()
-                    .map(|n| format!(" ({})", escape_xml(n)))
-                    .unwrap_or_default(),
-                escape_xml(&a.detail)
-            );
-        }
-        out.push_str("</ul>\n");
+    if t.has_sims {
+        out.push_str(
+            "<h2>Time pipelining hid</h2>\n<p class=\"note\">The pre-sim runs beside Phase A's \
+             agents and the post-sim beside the tests; this is the sim time that lay under that \
+             other work, which a serial (v8) loop would have added. v8 rounds hid nothing. (est.) \
+             marks rounds without start times.</p>\n",
+        );
+        table(
+            &mut out,
+            &text::HIDDEN_HEADER,
+            s.rounds
+                .iter()
+                .map(|r| (String::new(), text::hidden_cells(r)))
+                .chain(std::iter::once((
+                    "total".to_string(),
+                    text::hidden_total_cells(s),
+                ))),
+        );
     }
 
     if !s.warnings.is_empty() {

@@ -15,8 +15,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::Deserialize;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use crate::error::{Error, IoContext, Result};
 use crate::roundlog::{
@@ -50,6 +50,43 @@ pub struct Round {
     pub serial_sims_ms: Option<u64>,
     pub log: RoundLog,
     pub starts: StartsKnown,
+    /// Fields the report reads from the file as written, whether or not this orch's
+    /// [`RoundLog`] has them yet (issue 17's failure causes and limit waits).
+    pub extra: Extra,
+}
+
+/// What the report reads leniently beside the typed log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    /// Each agent entry's `cause` (index-aligned with `log.agents`).
+    pub causes: Vec<Option<String>>,
+    /// `timing.waited`: milliseconds spent waiting on a provider limit.
+    pub waited_ms: u64,
+}
+
+impl Extra {
+    fn read(v: &Value) -> Extra {
+        Extra {
+            causes: v
+                .get("agents")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            e.get("cause")
+                                .and_then(Value::as_str)
+                                .filter(|c| !c.is_empty())
+                                .map(str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            waited_ms: v
+                .get("timing")
+                .and_then(|t| u64_at(t, "waited"))
+                .unwrap_or(0),
+        }
+    }
 }
 
 impl Round {
@@ -205,9 +242,16 @@ pub(crate) fn parse(
             .ok_or_else(|| format!("`schema` is {v}, not a version number"))?,
     };
     if schema >= 9 {
-        let log = RoundLog::deserialize(&value)
-            .map_err(|e| format!("not a valid v{schema} round log ({e})"))?;
+        let round = obj.get("round").and_then(Value::as_u64);
+        if round.and_then(|n| u32::try_from(n).ok()).is_none() {
+            return Err(format!(
+                "not a valid v{schema} round log (no `round` number)"
+            ));
+        }
         let mut notes = Vec::new();
+        let mut value = value.clone();
+        let log = conform(&mut value, &mut notes)
+            .map_err(|e| format!("not a valid v{schema} round log ({e})"))?;
         if schema > crate::roundlog::SCHEMA {
             notes.push(format!(
                 "schema {schema} is newer than this orch knows ({}); read as v{}",
@@ -229,6 +273,7 @@ pub(crate) fn parse(
                 file: path.to_path_buf(),
                 schema,
                 serial_sims_ms: None,
+                extra: Extra::read(&value),
                 log,
                 starts,
             },
@@ -236,6 +281,159 @@ pub(crate) fn parse(
         ));
     }
     legacy(number, path, schema, &value)
+}
+
+/// Reads a v9 log leniently: each field the typed parse stumbles on (missing, of the wrong
+/// type, an unknown status) is given its default, or dropped when it is optional, and a note
+/// names it. Gives up only on a field it has no default for.
+fn conform(value: &mut Value, out: &mut Vec<String>) -> std::result::Result<RoundLog, String> {
+    let mut notes = Vec::new();
+    let r = conform_notes(value, &mut notes);
+    // One warning per log, not one per field: a log written before a field existed misses it
+    // in every round.
+    if !notes.is_empty() {
+        out.push(format!("read with defaults: {}", notes.join("; ")));
+    }
+    r
+}
+
+fn conform_notes(
+    value: &mut Value,
+    notes: &mut Vec<String>,
+) -> std::result::Result<RoundLog, String> {
+    // Objects this repair put in whole: their own missing fields go unsaid.
+    let mut inserted: Vec<String> = Vec::new();
+    // Each pass fixes one field; a log has a few dozen fields at most that could be wrong.
+    for _ in 0..200 {
+        let err = match serde_path_to_error::deserialize::<_, RoundLog>(&*value) {
+            Ok(log) => return Ok(log),
+            Err(e) => e,
+        };
+        let path: Vec<Segment> = err.path().iter().cloned().collect();
+        let inner = err.inner().to_string();
+        if let Some(field) = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            let Some(default) = default_for(context(&path), field, true) else {
+                return Err(format!("{inner} at `{}`", show(&path)));
+            };
+            let Some(Value::Object(parent)) = at(value, &path) else {
+                return Err(format!("{inner} at `{}`", show(&path)));
+            };
+            let mut full = path.clone();
+            full.push(Segment::Map {
+                key: field.to_string(),
+            });
+            if !inserted.contains(&show(&path)) {
+                notes.push(format!("`{}` is missing, read as {default}", show(&full)));
+            }
+            parent.insert(field.to_string(), default);
+            inserted.push(show(&full));
+            continue;
+        }
+        // A value of the wrong type or an unknown name: the field's default, or without it.
+        let Some((last, parent_path)) = path.split_last() else {
+            return Err(inner);
+        };
+        let default = match last {
+            Segment::Map { key } => default_for(context(parent_path), key, false),
+            _ => None,
+        };
+        let shown = show(&path);
+        let Some(parent) = at(value, parent_path) else {
+            return Err(format!("{inner} at `{shown}`"));
+        };
+        match (parent, last, default) {
+            (Value::Object(m), Segment::Map { key }, Some(d)) => {
+                notes.push(format!("`{shown}`: {inner}, read as {d}"));
+                m.insert(key.clone(), d);
+            }
+            (Value::Object(m), Segment::Map { key }, None) => {
+                notes.push(format!("`{shown}`: {inner}, left out"));
+                m.remove(key);
+            }
+            (Value::Array(a), Segment::Seq { index }, _) if *index < a.len() => {
+                notes.push(format!("`{shown}`: {inner}, left out"));
+                a.remove(*index);
+            }
+            _ => return Err(format!("{inner} at `{shown}`")),
+        }
+    }
+    Err("too many fields that do not parse".to_string())
+}
+
+/// The value at `path`, for repair.
+fn at<'a>(v: &'a mut Value, path: &[Segment]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for seg in path {
+        cur = match seg {
+            Segment::Map { key } => cur.as_object_mut()?.get_mut(key)?,
+            Segment::Seq { index } => cur.as_array_mut()?.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn show(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            _ => out.push_str(".?"),
+        }
+    }
+    out
+}
+
+/// Which object of the log `path` (to an object) is: the name of the last key on it.
+fn context(path: &[Segment]) -> &str {
+    path.iter()
+        .rev()
+        .find_map(|s| match s {
+            Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .unwrap_or("")
+}
+
+/// The value a field is read as when it is missing (`missing`) or does not parse. `None`:
+/// an optional field (dropped when wrong) or one without a sensible default.
+fn default_for(ctx: &str, field: &str, missing: bool) -> Option<Value> {
+    use serde_json::json;
+    Some(match (ctx, field) {
+        ("", "schema") => json!(crate::roundlog::SCHEMA),
+        // A missing status is the usual case, one that is not a status says something broke.
+        ("", "status") => json!(if missing { "ok" } else { "failed" }),
+        ("", "mission" | "startedAt" | "finishedAt" | "base") => json!(""),
+        ("", "commit") => Value::Null,
+        ("", "agents") => json!([]),
+        ("", "timing") => json!({}),
+        ("", "costUsd" | "totalCostUsd") => json!(0.0),
+        ("timing", _) => json!(0),
+        ("agents", "name") | ("suiteRuns", "name") | ("decisions", "agent") => json!("?"),
+        ("agents", "phase") => json!("code"),
+        ("agents", "status") => json!("failed"),
+        ("agents", "costUsd") => json!(0.0),
+        ("agents", "startMs" | "elapsedMs" | "timeoutMs" | "changedFiles") => json!(0),
+        ("pre" | "post" | "tests" | "suiteRuns" | "testRuns" | "committed", "status") => {
+            json!("failed")
+        }
+        ("suiteRuns" | "decisions", "reason") => json!(""),
+        ("decisions", "decision") => json!("skipped"),
+        ("revert", "strategy") => json!("round"),
+        ("revert", "culprits") | ("testRuns", "without") => json!([]),
+        ("testRuns", "elapsedMs") => json!(0),
+        (_, "startMs" | "elapsedMs") => json!(0),
+        _ => return None,
+    })
 }
 
 fn has(v: &Value, keys: &[&str]) -> bool {
@@ -411,6 +609,19 @@ fn legacy(
         post: None,
     };
 
+    // Some v8 writers left the round's cost at 0 (or out) while its agents had theirs.
+    let agents_cost: f64 = agents.iter().map(|a| a.cost_usd).sum();
+    let round_cost = match v.get("costUsd").and_then(Value::as_f64) {
+        Some(c) if c > 0.0 || agents_cost <= 0.0 => c,
+        _ if agents_cost > 0.0 => {
+            notes.push(format!(
+                "`costUsd` is missing or 0 while its agents cost {}; the agents' sum is used",
+                crate::units::usd(agents_cost)
+            ));
+            agents_cost
+        }
+        _ => 0.0,
+    };
     let log = RoundLog {
         schema,
         round: u64_at(v, "round")
@@ -430,7 +641,7 @@ fn legacy(
         kept_ref: None,
         revert: None,
         timing,
-        cost_usd: f64_at(v, "costUsd"),
+        cost_usd: round_cost,
         total_cost_usd: f64_at(v, "totalCostUsd"),
         stop_reason: str_at(v, "stopReason").map(str::to_string),
         decisions: Vec::new(),
@@ -448,6 +659,7 @@ fn legacy(
             file: path.to_path_buf(),
             schema,
             serial_sims_ms: Some(sims_ms),
+            extra: Extra::read(v),
             log,
             starts,
         },
@@ -495,6 +707,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_v9_log_missing_fields_is_read_with_defaults_and_notes_naming_them() {
+        let text = br#"{"schema": 9, "round": 3, "status": "exploded",
+            "agents": [{"name": "a", "phase": "code", "status": "ok", "costUsd": "lots"},
+                       {"phase": "code", "status": "weird"}, 7],
+            "tests": {"status": "passed", "passed": 4},
+            "timing": {"total": 10}}"#;
+        let (r, notes) = parse(3, Path::new("round-0003.json"), text).expect("parses");
+        assert_eq!(r.log.status, RoundStatus::Failed);
+        assert_eq!(r.log.base, "");
+        assert_eq!(r.log.timing.total, 10);
+        assert_eq!(r.log.agents.len(), 2);
+        assert_eq!(r.log.agents[0].cost_usd, 0.0);
+        assert_eq!(r.log.agents[1].name, "?");
+        assert_eq!(r.log.agents[1].status, RunStatus::Failed);
+        let all = notes.join("\n");
+        for field in [
+            "`base` is missing",
+            "`status`: unknown variant",
+            "`agents[0].costUsd`",
+            "`agents[1].name` is missing",
+            "`agents[2]`",
+            "`timing.phaseA` is missing",
+        ] {
+            assert!(all.contains(field), "{field} not in\n{all}");
+        }
+    }
+
+    #[test]
     fn only_plain_round_files_count() {
         assert_eq!(round_number("round-0003.json"), Some(3));
         assert_eq!(round_number("round-12345.json"), Some(12345));
@@ -525,6 +765,7 @@ mod tests {
             b"[]",
             b"{\"schema\": \"nine\"}",
             b"{\"schema\": 9}",
+            b"{\"schema\": 9, \"round\": \"one\"}",
             b"{}",
         ] {
             assert!(parse(1, Path::new("x"), text).is_err(), "{:?}", text);

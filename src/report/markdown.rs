@@ -39,8 +39,8 @@ fn header(out: &mut String, cells: &[&str]) {
     out.push('\n');
 }
 
-fn escaped<const N: usize>(cells: [String; N]) -> Vec<String> {
-    cells.iter().map(|c| escape_md(c)).collect()
+fn escaped<I: IntoIterator<Item = String>>(cells: I) -> Vec<String> {
+    cells.into_iter().map(|c| escape_md(&c)).collect()
 }
 
 fn render(s: &Summary) -> String {
@@ -50,11 +50,15 @@ fn render(s: &Summary) -> String {
     } else {
         let _ = writeln!(out, "# orch report: {}\n", escape_md(&s.mission));
     }
+    if let Some(live) = &s.live {
+        let _ = writeln!(out, "_{}_\n", escape_md(&text::live(live)));
+    }
+    let _ = writeln!(out, "**{}**\n", escape_md(&s.totals.headline));
 
     let t = &s.totals;
     let _ = writeln!(
         out,
-        "- **Rounds:** {}",
+        "- **Round statuses:** {}",
         escape_md(&text::rounds_by_status(s))
     );
     if let (Some(a), Some(b)) = (t.first_round, t.last_round) {
@@ -65,26 +69,83 @@ fn render(s: &Summary) -> String {
         "- **Wall time:** {}",
         crate::units::duration_ms(t.wall_ms)
     );
-    let _ = writeln!(out, "- **Cost:** {}", text::cost(s));
+    if t.waited_ms > 0 {
+        let _ = writeln!(
+            out,
+            "- **Waited on provider limits:** {}",
+            crate::units::duration_ms(t.waited_ms)
+        );
+    }
+    let _ = writeln!(out, "- **Cost:** {}", escape_md(&text::cost(s)));
     let _ = writeln!(out, "- **Tests:** {}", text::tests_trend(s));
     let _ = writeln!(
         out,
         "- **Flaky tests in rounds:** {}",
         round_list(&t.flaky_rounds)
     );
-    let _ = writeln!(out, "- **Pipelining hid:** {}", text::hidden(s));
+    if t.has_sims {
+        let _ = writeln!(out, "- **Pipelining hid:** {}", text::hidden(s));
+    }
     if let Some(reason) = &t.stop_reason {
         let _ = writeln!(out, "- **Stopped:** {}", escape_md(reason));
     }
 
+    if !s.attention.is_empty() {
+        out.push_str("\n## Needs attention\n\n");
+        for a in &s.attention {
+            let _ = writeln!(
+                out,
+                "- {} {}{}: {}",
+                text::rounds_of(&a.rounds),
+                escape_md(&a.kind),
+                a.agent
+                    .as_deref()
+                    .map(|n| format!(" ({})", escape_md(n)))
+                    .unwrap_or_default(),
+                escape_md(&a.detail)
+            );
+        }
+    }
+
+    if !s.rounds.is_empty() {
+        out.push_str("\n## What landed\n\n");
+        out.push_str(
+            "Per round: the agents whose change stayed, those a revert took out, and the tests of \
+             the first attempt and of the tree that was committed.\n\n",
+        );
+        header(&mut out, &text::LANDED_HEADER);
+        for r in &s.rounds {
+            row(&mut out, &escaped(text::landed_cells(r)));
+        }
+    }
+
+    if !s.review.commands.is_empty() {
+        out.push_str("\n## How to review\n\n```sh\n");
+        for c in &s.review.commands {
+            // Inside a code block nothing is Markdown; a line break is all that could escape.
+            let _ = writeln!(
+                out,
+                "{}  # {}",
+                c.command.replace(['\n', '\r', '`'], " "),
+                c.what.replace(['\n', '\r', '`'], " ")
+            );
+        }
+        out.push_str("```\n");
+    }
+
     out.push_str("\n## Timeline\n\n");
-    header(&mut out, &text::TIMELINE_HEADER);
+    let head = text::timeline_header(s);
+    header(&mut out, &head);
     for r in &s.rounds {
-        row(&mut out, &escaped(text::timeline_cells(r)));
+        row(&mut out, &escaped(text::timeline_cells(s, r)));
     }
 
     if !s.agents.is_empty() {
         out.push_str("\n## Agents\n\n");
+        out.push_str(
+            "Kept: runs whose change stayed; rejected: finished but taken out by a revert. \
+             Per kept change: the agent's cost over its kept changes.\n\n",
+        );
         header(&mut out, &text::AGENT_HEADER);
         for a in &s.agents {
             row(&mut out, &escaped(text::agent_cells(a)));
@@ -96,8 +157,8 @@ fn render(s: &Summary) -> String {
         let rounds = s.decisions.first().map(|d| d.rounds).unwrap_or(0);
         let _ = writeln!(
             out,
-            "Over the {rounds} rounds whose logs record the plan. Success is ok runs per \
-             inclusion; idle is the share of those rounds the agent was not included.\n"
+            "Over the {rounds} rounds whose logs record the plan. Kept is the share of inclusions \
+             whose change stayed; idle is the share of those rounds the agent was not included.\n"
         );
         header(&mut out, &text::DECISION_HEADER);
         for d in &s.decisions {
@@ -105,41 +166,26 @@ fn render(s: &Summary) -> String {
         }
     }
 
-    if !s.attention.is_empty() {
-        out.push_str("\n## Needs attention\n\n");
-        for a in &s.attention {
-            let _ = writeln!(
-                out,
-                "- round {} {}{}: {}",
-                a.round,
-                escape_md(&a.kind),
-                a.agent
-                    .as_deref()
-                    .map(|n| format!(" ({})", escape_md(n)))
-                    .unwrap_or_default(),
-                escape_md(&a.detail)
-            );
+    if t.has_sims {
+        out.push_str("\n## Time pipelining hid\n\n");
+        let _ = writeln!(
+            out,
+            "The pre-sim runs beside Phase A's agents and the post-sim beside the tests; this is \
+             the sim time that lay under that other work, which a serial (v8) loop would have \
+             added. v8 rounds hid nothing. (est.) marks rounds without start times.\n"
+        );
+        header(&mut out, &text::HIDDEN_HEADER);
+        for r in &s.rounds {
+            row(&mut out, &escaped(text::hidden_cells(r)));
         }
+        row(
+            &mut out,
+            &text::hidden_total_cells(s)
+                .iter()
+                .map(|c| format!("**{}**", escape_md(c)))
+                .collect::<Vec<_>>(),
+        );
     }
-
-    out.push_str("\n## Time pipelining hid\n\n");
-    let _ = writeln!(
-        out,
-        "The pre-sim runs beside Phase A's agents and the post-sim beside the tests; this is the \
-         sim time that lay under that other work, which a serial (v8) loop would have added. \
-         v8 rounds hid nothing. (est.) marks rounds without start times.\n"
-    );
-    header(&mut out, &text::HIDDEN_HEADER);
-    for r in &s.rounds {
-        row(&mut out, &escaped(text::hidden_cells(r)));
-    }
-    row(
-        &mut out,
-        &text::hidden_total_cells(s)
-            .iter()
-            .map(|c| format!("**{}**", escape_md(c)))
-            .collect::<Vec<_>>(),
-    );
 
     if !s.warnings.is_empty() {
         out.push_str("\n## Warnings\n\n");

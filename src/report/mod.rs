@@ -20,10 +20,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use load::{read_round, round_number, Loaded, Round, StartsKnown, Warning};
+pub use load::{read_round, round_number, Extra, Loaded, Round, StartsKnown, Warning};
 pub use summary::{
-    hidden, overlap_ms, AgentRow, Bar, BarKind, DecisionRow, Hidden, RoundRow, RunCounts, Span,
-    StatusCounts, Summary, TestPoint, TestResult, Totals, WarningRow, REPORT_SCHEMA,
+    hidden, kept_ref_in, overlap_ms, AgentRow, AttentionRow, Bar, BarKind, DecisionRow, Hidden,
+    Known, LiveInfo, NothingGroup, Review, ReviewCommand, RoundRow, RunCounts, Span, StatusCounts,
+    Summary, TestPoint, TestResult, Totals, WarningRow, REPORT_SCHEMA,
 };
 
 use crate::error::{Error, Result};
@@ -191,7 +192,7 @@ fn round_list(rounds: &[u32]) -> String {
 
 /// Shared wording of the cells and totals, so Markdown and HTML say the same words.
 pub(crate) mod text {
-    use super::summary::{RoundRow, RunCounts, Summary, TestResult};
+    use super::summary::{AgentRow, Known, RoundRow, RunCounts, Summary, TestResult};
     use crate::units::{duration_ms, usd};
 
     pub const NONE: &str = "—";
@@ -200,7 +201,67 @@ pub(crate) mod text {
     pub fn is_numeric(header: &[&str], i: usize) -> bool {
         !matches!(
             header.get(i).copied(),
-            Some("Round" | "Status" | "Agents" | "Agent" | "Model now") | None
+            Some(
+                "Round"
+                    | "Status"
+                    | "Agents"
+                    | "Agent"
+                    | "Model now"
+                    | "Landed"
+                    | "Rejected agents"
+                    | "Failures by cause"
+                    | "Tests, first attempt"
+                    | "Tests, committed tree"
+                    | "Commit"
+            ) | None
+        )
+    }
+
+    /// An amount of money as far as it is known: `$0.0013`, `≥ $1.20` (some runs' costs were
+    /// not known), `unknown`.
+    pub fn money(v: f64, known: Known) -> String {
+        match known {
+            Known::All => usd(v),
+            Known::Part => format!("≥ {}", usd(v)),
+            Known::None => "unknown".to_string(),
+        }
+    }
+
+    /// The live page's line: when it was written and whether it reloads.
+    pub fn live(l: &super::summary::LiveInfo) -> String {
+        if l.running {
+            format!(
+                "Written {} while the run is going; this page reloads every {} s.",
+                l.written_at, l.refresh_s
+            )
+        } else {
+            format!("Written {}, after the run ended.", l.written_at)
+        }
+    }
+
+    /// `round 3`, `rounds 2–6, 9`.
+    pub fn rounds_of(rounds: &[u32]) -> String {
+        let mut spans: Vec<(u32, u32)> = Vec::new();
+        for &r in rounds {
+            match spans.last_mut() {
+                Some((_, end)) if *end + 1 == r => *end = r,
+                _ => spans.push((r, r)),
+            }
+        }
+        let parts: Vec<String> = spans
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}–{b}")
+                }
+            })
+            .collect();
+        format!(
+            "round{} {}",
+            if rounds.len() == 1 { "" } else { "s" },
+            parts.join(", ")
         )
     }
 
@@ -225,18 +286,31 @@ pub(crate) mod text {
         v.map(duration_ms).unwrap_or_else(|| NONE.to_string())
     }
 
-    /// The Tests cell: the stage's time, then the counts when the runner printed them.
+    /// The Tests cell: every test run's time, then the first attempt's counts.
     pub fn tests_cell(r: &RoundRow) -> String {
         let Some(ms) = r.tests_ms else {
             return NONE.to_string();
         };
-        match &r.tests {
+        let mut s = match &r.tests {
             Some(t) => format!("{}{}", duration_ms(ms), counts(t)),
             None => duration_ms(ms),
+        };
+        if r.revert_runs > 0 {
+            s.push_str(&format!(
+                " + {} revert run{}",
+                r.revert_runs,
+                if r.revert_runs == 1 { "" } else { "s" }
+            ));
         }
+        s
     }
 
     fn counts(t: &TestResult) -> String {
+        format!(" ({})", result(t))
+    }
+
+    /// `900 passed, 0 failed` (or the status when the runner printed no counts), `flaky`.
+    pub fn result(t: &TestResult) -> String {
         let mut parts = Vec::new();
         if t.passed.is_some() || t.failed.is_some() {
             parts.push(format!(
@@ -250,48 +324,121 @@ pub(crate) mod text {
         if t.flaky {
             parts.push("flaky".to_string());
         }
-        format!(" ({})", parts.join(", "))
+        parts.join(", ")
     }
 
-    /// One row of the timeline, unescaped, in the header's column order.
-    pub fn timeline_cells(r: &RoundRow) -> [String; 11] {
-        [
+    /// `ui-dev, api-dev (5 files)` or `nothing: every agent failed (rateLimited 1)`.
+    pub fn landed(r: &RoundRow) -> String {
+        if r.landed {
+            format!(
+                "{} ({} file{})",
+                r.kept.join(", "),
+                r.files,
+                if r.files == 1 { "" } else { "s" }
+            )
+        } else {
+            let why = r.nothing_why.as_deref().unwrap_or("nothing kept");
+            if r.causes.is_empty() {
+                format!("nothing: {why}")
+            } else {
+                let c: Vec<String> = r.causes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                format!("nothing: {why} ({})", c.join(", "))
+            }
+        }
+    }
+
+    /// The timeline's columns: the sim columns only when a round had sims, `Waited` only when
+    /// a round waited on a provider limit.
+    pub fn timeline_header(s: &Summary) -> Vec<&'static str> {
+        let mut h = vec!["Round", "Status", "Agents", "Phase A", "Phase B", "Tests"];
+        if s.totals.has_sims {
+            h.extend(["Pre-Sim", "Post-Sim"]);
+        }
+        if s.totals.waited_ms > 0 {
+            h.push("Waited");
+        }
+        h.extend(["Overhead", "Total", "Cost"]);
+        h
+    }
+
+    /// One row of the timeline, unescaped, in [`timeline_header`]'s column order.
+    pub fn timeline_cells(s: &Summary, r: &RoundRow) -> Vec<String> {
+        let mut c = vec![
             round(r),
             r.status.as_str().to_string(),
             agents(&r.agents),
             duration_ms(r.phase_a_ms),
             duration_ms(r.phase_b_ms),
             tests_cell(r),
-            opt_ms(r.pre_sim_ms),
-            opt_ms(r.post_sim_ms),
-            duration_ms(r.overhead_ms),
-            duration_ms(r.total_ms),
-            usd(r.cost_usd),
+        ];
+        if s.totals.has_sims {
+            c.push(opt_ms(r.pre_sim_ms));
+            c.push(opt_ms(r.post_sim_ms));
+        }
+        if s.totals.waited_ms > 0 {
+            c.push(duration_ms(r.waited_ms));
+        }
+        c.push(duration_ms(r.overhead_ms));
+        c.push(duration_ms(r.total_ms));
+        c.push(money(r.cost_usd, r.cost_known));
+        c
+    }
+
+    pub const LANDED_HEADER: [&str; 6] = [
+        "Round",
+        "Landed",
+        "Rejected agents",
+        "Tests, first attempt",
+        "Tests, committed tree",
+        "Commit",
+    ];
+
+    /// One row of "What landed": the round's kept work and its tests before and after.
+    pub fn landed_cells(r: &RoundRow) -> [String; 6] {
+        let first = r.tests.as_ref().map(result);
+        let committed = match &r.tests_committed {
+            _ if r.tests.is_none() => NONE.to_string(),
+            Some(t) => result(t),
+            // A per-agent revert in a log older than the committed tree's record.
+            None if r.landed => "not recorded".to_string(),
+            None => "the base stays (round reverted)".to_string(),
+        };
+        [
+            round(r),
+            landed(r),
+            if r.rejected.is_empty() {
+                NONE.to_string()
+            } else {
+                r.rejected.join(", ")
+            },
+            first.unwrap_or_else(|| NONE.to_string()),
+            committed,
+            r.commit
+                .as_deref()
+                .map(|c| c.chars().take(12).collect())
+                .unwrap_or_else(|| NONE.to_string()),
         ]
     }
 
-    pub const TIMELINE_HEADER: [&str; 11] = [
-        "Round", "Status", "Agents", "Phase A", "Phase B", "Tests", "Pre-Sim", "Post-Sim",
-        "Overhead", "Total", "Cost",
-    ];
-
-    pub const AGENT_HEADER: [&str; 12] = [
+    pub const AGENT_HEADER: [&str; 14] = [
         "Agent",
         "Runs",
-        "OK",
+        "Kept",
+        "Rejected",
         "Empty",
         "Failed",
         "Timeouts",
         "Conflicts",
+        "Failures by cause",
         "Mean",
-        "Longest",
         "Cost",
+        "Per kept change",
         "Model now",
         "Last round",
     ];
 
     pub const DECISION_HEADER: [&str; 6] =
-        ["Agent", "Included", "Skipped", "Blocked", "Success", "Idle"];
+        ["Agent", "Included", "Skipped", "Blocked", "Kept", "Idle"];
 
     pub const HIDDEN_HEADER: [&str; 6] = [
         "Round",
@@ -328,23 +475,28 @@ pub(crate) mod text {
     }
 
     pub fn cost(s: &Summary) -> String {
-        match s.totals.last_total_cost_usd {
-            Some(t) => format!("{} (cumulative {})", usd(s.totals.cost_usd), usd(t)),
-            None => usd(s.totals.cost_usd),
+        let t = &s.totals;
+        let now = money(t.cost_usd, t.cost_known);
+        match t.last_total_cost_usd {
+            Some(c) if t.cost_known == Known::None && c == 0.0 => now,
+            Some(c) => format!("{now} (cumulative {})", usd(c)),
+            None => now,
         }
     }
 
+    /// The committed trees' counts, first and last: what the branch passes, not what a first
+    /// attempt a revert undid passed.
     pub fn tests_trend(s: &Summary) -> String {
         match (&s.totals.tests_first, &s.totals.tests_last) {
             (Some(a), Some(b)) if a.round != b.round => format!(
-                "{} passed, {} failed in round {} → {} passed, {} failed in round {}",
+                "{} passed, {} failed after round {} → {} passed, {} failed after round {} (committed trees)",
                 a.passed, a.failed, a.round, b.passed, b.failed, b.round
             ),
             (Some(a), _) => format!(
-                "{} passed, {} failed in round {}",
+                "{} passed, {} failed after round {} (committed tree)",
                 a.passed, a.failed, a.round
             ),
-            _ => "no counts recorded".to_string(),
+            _ => "no counts recorded for a committed tree".to_string(),
         }
     }
 
@@ -361,18 +513,36 @@ pub(crate) mod text {
         format!("{v:.0}%")
     }
 
-    pub fn agent_cells(a: &super::AgentRow) -> [String; 12] {
+    pub fn causes(c: &std::collections::BTreeMap<String, u32>) -> String {
+        if c.is_empty() {
+            return NONE.to_string();
+        }
+        let mut v: Vec<(&String, &u32)> = c.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn agent_cells(a: &AgentRow) -> [String; 14] {
         [
             a.name.clone(),
             a.runs.to_string(),
-            a.ok.to_string(),
+            a.kept.to_string(),
+            a.rejected.to_string(),
             a.empty.to_string(),
             a.failed.to_string(),
             a.timeouts.to_string(),
             a.conflicts.to_string(),
+            causes(&a.failed_by_cause),
             duration_ms(a.mean_ms),
-            duration_ms(a.longest_ms),
-            usd(a.cost_usd),
+            money(a.cost_usd, a.cost_known),
+            match (a.cost_per_kept_usd, a.cost_known) {
+                (Some(v), Known::Part) => format!("≥ {}", usd(v)),
+                (Some(v), _) => usd(v),
+                (None, _) => NONE.to_string(),
+            },
             if a.model_now.is_empty() {
                 NONE.to_string()
             } else {

@@ -2,50 +2,70 @@
 //! exporter, so Markdown, JSON, HTML and SVG can never disagree on a figure.
 //!
 //! Everything here is plain numbers and strings; formatting (durations, money, escaping) is the
-//! exporters' business. The one computation worth its own name is the time pipelining hid
-//! ([`overlap_ms`]): the part of a sim's run that lay under other work, which a serial loop
-//! (v8) would have added to the round.
+//! exporters' business. The computations worth their own names: what each round *landed* (the
+//! agents' changes that stayed after any revert, and the committed tree's tests, which after a
+//! per-agent revert are not the first attempt's), the rounds that landed nothing and why (the
+//! headline), money that is only partly known, and the time pipelining hid ([`overlap_ms`]).
 //!
 //! The JSON exporter serializes this type as it is, so field names are a contract with scripts:
 //! rename nothing without bumping [`REPORT_SCHEMA`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::load::{Loaded, Round};
 use crate::roundlog::{Phase, RoundStatus, RunStatus, StepStatus};
+use crate::units::{ser_opt_usd, ser_usd};
 
-/// Version of the JSON report's shape (`reportSchema`).
-pub const REPORT_SCHEMA: u32 = 1;
+/// Version of the JSON report's shape (`reportSchema`). 2: outcomes with `rejected`, what
+/// landed, money with `costKnown`, the committed tree's tests, refs to review.
+pub const REPORT_SCHEMA: u32 = 2;
 
 /// Everything the report shows. Serialized (camelCase) as `orch report --format json`:
 ///
 /// - `reportSchema` (number), `mission` (string, the last round's), `stateDir` (string)
-/// - `totals`: `rounds`, `legacyRounds` (v8 logs), `byStatus` {`ok`, `skipped`, `reverted`,
-///   `failed`, `interrupted`}, `firstRound`/`lastRound` (null when no round parsed), `wallMs`
-///   (sum of `timing.total`), `costUsd` (sum of round costs), `lastTotalCostUsd` (the last
-///   round's cumulative `totalCostUsd`), `testsFirst`/`testsLast` ({`round`, `passed`, `failed`}
-///   or null), `flakyRounds` (round numbers), `stopReason` (the last round's, or null),
-///   `hiddenMs` (sim time that ran beside other work), `serialEquivalentMs` (`wallMs + hiddenMs`)
-/// - `rounds[]`: `round`, `schema`, `legacy`, `status`, `startedAt`, `agents` {`total`, `ok`,
-///   `empty`, `failed`, `timeout`, `conflict`, `cancelled`}, `phaseAMs`, `phaseBMs`, `testsMs`,
-///   `preSimMs` (a v8 round's serial sims), `postSimMs` (null for v8 or no post-sim),
-///   `overheadMs`, `totalMs`, `costUsd`, `tests` ({`status`, `passed`, `failed`, `flaky`,
-///   `regression`} or null), `hidden` {`preSimMs`, `postSimMs`, `totalMs`, `estimated`},
-///   `serialEquivalentMs`, `stopReason`, `bars[]` (the Gantt chart: {`label`, `kind` =
-///   `agent`|`preSim`|`postSim`|`sims`|`tests`, `status`, `startMs`, `elapsedMs`, `estimated`})
-/// - `agents[]`: `name`, `runs`, `ok`, `empty`, `failed`, `timeouts`, `conflicts`, `cancelled`,
-///   `meanMs`, `longestMs`, `costUsd`, `modelNow`, `lastRound`
+/// - `totals`: `rounds`, `headline` (the sentence that opens the report: "8 rounds: 1 landed
+///   work, 7 landed nothing: every agent failed (rateLimited 5, auth 2)"), `landedRounds`,
+///   `nothingRounds`, `nothingWhy` ([{`why`, `rounds`, `causes` {cause: runs}}]), `legacyRounds`
+///   (v8 logs), `byStatus` {`ok`, `skipped`, `reverted`, `failed`, `interrupted`} (the logs'
+///   round status), `firstRound`/`lastRound` (null when no round parsed), `wallMs` (sum of
+///   `timing.total`), `waitedMs` (time waiting on provider limits), `costUsd` (sum of round
+///   costs), `costKnown` (`all`, `part` or `none`: whether every run's cost was known),
+///   `lastTotalCostUsd` (the last round's cumulative `totalCostUsd`), `testsFirst`/`testsLast`
+///   ({`round`, `passed`, `failed`} of the *committed* tree, or null), `flakyRounds`, `hasSims`,
+///   `stopReason` (the last round's, or null), `hiddenMs` (sim time that ran beside other
+///   work), `serialEquivalentMs` (`wallMs + hiddenMs`)
+/// - `rounds[]`: `round`, `schema`, `legacy`, `status`, `startedAt`, `agents` {`total`, `ok`
+///   (kept), `rejected` (ok but taken out by a revert), `empty`, `failed`, `timeout`,
+///   `conflict`, `cancelled`}, `landed` (true when an agent's change stayed), `kept` and
+///   `rejected` (agent names), `files` (files changed by the kept agents), `nothingWhy` (null
+///   when it landed work), `causes` {cause: runs}, `phaseAMs`, `phaseBMs`, `testsMs` (every test
+///   run of the round, a revert's extra runs included), `preSimMs` (a v8 round's serial sims),
+///   `postSimMs`, `waitedMs`, `overheadMs` (orch's own time), `totalMs`, `costUsd`,
+///   `costKnown`, `tests` (the first attempt: {`status`, `passed`, `failed`, `flaky`,
+///   `regression`} or null), `testsCommitted` (the committed tree's result, same shape, or
+///   null when unknown; after a whole-round revert the base stays and this is null),
+///   `revertRuns`, `hidden` {`preSimMs`, `postSimMs`, `totalMs`, `estimated`},
+///   `serialEquivalentMs`, `commit`, `stopReason`, `bars[]` (the Gantt chart: {`label`, `kind`
+///   = `agent`|`preSim`|`postSim`|`sims`|`tests`|`revertTests`, `status`, `startMs`,
+///   `elapsedMs`, `estimated`})
+/// - `agents[]`: `name`, `runs`, `kept` (changes that stayed), `rejected`, `empty`, `failed`,
+///   `timeouts`, `conflicts`, `cancelled`, `failedByCause` {cause: runs}, `meanMs`,
+///   `longestMs`, `costUsd`, `costKnown`, `costPerKeptUsd` (null with nothing kept or no cost
+///   known), `modelNow`, `lastRound`
 /// - `decisions[]` (empty when no log has decisions): `agent`, `rounds`, `included`, `skipped`,
-///   `blocked`, `ok`, `successRate` (ok / included, null when never included), `idlePct`
+///   `blocked`, `kept`, `successRate` (kept / included, null when never included), `idlePct`
 /// - `attention[]`: what a person should look at in the morning, one entry per round and
-///   thing: {`round`, `kind` (`revert`, `conflict`, `ownership`), `agent` (null for a whole
-///   round), `detail`}
+///   thing: {`round`, `kind` (`revert`, `conflict`, `failed`, `timeout`, `cancelled`,
+///   `interrupted`, `ownership`), `agent` (null for a whole round), `detail`, `keptRef`}
+/// - `review`: {`base`, `head`, `commands` [{`command`, `what`}]}: the git commands that show
+///   the night's work and each kept ref
 /// - `warnings[]`: {`file`, `message`} for each log skipped or read with a caveat
+/// - `live` (only on the live page): {`writtenAt`, `running`, `refreshS`}
 ///
-/// Times are milliseconds, money is US dollars as a number.
+/// Times are milliseconds, money is US dollars as a number rounded to 1e-6.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -57,37 +77,106 @@ pub struct Summary {
     pub agents: Vec<AgentRow>,
     pub decisions: Vec<DecisionRow>,
     pub attention: Vec<AttentionRow>,
+    pub review: Review,
     pub warnings: Vec<WarningRow>,
+    /// Set for the live page orch rewrites after each round (`STATE/report.html`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveInfo>,
 }
 
-/// Something a person should look at: a revert (and its culprits), a merge conflict, a change
-/// outside an agent's files.
+/// When the live page was written and whether the run was still going.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveInfo {
+    pub written_at: String,
+    pub running: bool,
+    /// Seconds between reloads while the run is going.
+    pub refresh_s: u32,
+}
+
+/// Something a person should look at: a revert (and its culprits), a merge conflict, a failed
+/// or timed-out run whose partial work is kept, a change outside an agent's files.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttentionRow {
+    /// The first round it happened in.
     pub round: u32,
+    /// Every round it happened in, the same way (a failure repeated night-long is one row).
+    pub rounds: Vec<u32>,
     pub kind: String,
     pub agent: Option<String>,
     pub detail: String,
+    pub kept_ref: Option<String>,
+}
+
+/// How much of a sum of money is known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Known {
+    /// Every run's cost was known (or nothing ran).
+    #[default]
+    All,
+    /// Some runs' costs were unknown: the sum is a lower bound.
+    Part,
+    /// No run's cost was known.
+    None,
+}
+
+impl Known {
+    fn of(known: usize, unknown: usize) -> Known {
+        match (known, unknown) {
+            (_, 0) => Known::All,
+            (0, _) => Known::None,
+            _ => Known::Part,
+        }
+    }
+
+    fn and(self, other: Known) -> Known {
+        match (self, other) {
+            (Known::All, Known::All) => Known::All,
+            (Known::None, Known::None) => Known::None,
+            _ => Known::Part,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Totals {
     pub rounds: u32,
+    pub headline: String,
+    pub landed_rounds: u32,
+    pub nothing_rounds: u32,
+    pub nothing_why: Vec<NothingGroup>,
     pub legacy_rounds: u32,
     pub by_status: StatusCounts,
     pub first_round: Option<u32>,
     pub last_round: Option<u32>,
     pub wall_ms: u64,
+    pub waited_ms: u64,
+    #[serde(serialize_with = "ser_usd")]
     pub cost_usd: f64,
+    pub cost_known: Known,
+    #[serde(serialize_with = "ser_opt_usd")]
     pub last_total_cost_usd: Option<f64>,
     pub tests_first: Option<TestPoint>,
     pub tests_last: Option<TestPoint>,
     pub flaky_rounds: Vec<u32>,
+    pub has_sims: bool,
     pub stop_reason: Option<String>,
     pub hidden_ms: u64,
     pub serial_equivalent_ms: u64,
+}
+
+/// Rounds that landed nothing for one reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NothingGroup {
+    pub why: String,
+    pub rounds: u32,
+    /// Failure causes of the runs in those rounds (`rateLimited`, `auth`, ..., or the run's
+    /// status when the log names no cause).
+    pub causes: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -117,17 +206,29 @@ pub struct RoundRow {
     pub status: RoundStatus,
     pub started_at: String,
     pub agents: RunCounts,
+    pub landed: bool,
+    pub kept: Vec<String>,
+    pub rejected: Vec<String>,
+    pub files: u32,
+    pub nothing_why: Option<String>,
+    pub causes: BTreeMap<String, u32>,
     pub phase_a_ms: u64,
     pub phase_b_ms: u64,
     pub tests_ms: Option<u64>,
     pub pre_sim_ms: Option<u64>,
     pub post_sim_ms: Option<u64>,
+    pub waited_ms: u64,
     pub overhead_ms: u64,
     pub total_ms: u64,
+    #[serde(serialize_with = "ser_usd")]
     pub cost_usd: f64,
+    pub cost_known: Known,
     pub tests: Option<TestResult>,
+    pub tests_committed: Option<TestResult>,
+    pub revert_runs: u32,
     pub hidden: Hidden,
     pub serial_equivalent_ms: u64,
+    pub commit: Option<String>,
     pub stop_reason: Option<String>,
     pub bars: Vec<Bar>,
 }
@@ -137,6 +238,7 @@ pub struct RoundRow {
 pub struct RunCounts {
     pub total: u32,
     pub ok: u32,
+    pub rejected: u32,
     pub empty: u32,
     pub failed: u32,
     pub timeout: u32,
@@ -145,9 +247,10 @@ pub struct RunCounts {
 }
 
 impl RunCounts {
-    fn add(&mut self, s: RunStatus) {
+    fn add(&mut self, s: RunStatus, rejected: bool) {
         self.total += 1;
         *match s {
+            RunStatus::Ok if rejected => &mut self.rejected,
             RunStatus::Ok => &mut self.ok,
             RunStatus::Empty => &mut self.empty,
             RunStatus::Failed => &mut self.failed,
@@ -157,10 +260,11 @@ impl RunCounts {
         } += 1;
     }
 
-    /// The non-zero counts in status order, for "3 (2 ok, 1 failed)".
+    /// The non-zero counts in status order, for "3 (1 ok, 1 rejected, 1 failed)".
     pub fn parts(&self) -> Vec<(u32, &'static str)> {
         [
             (self.ok, "ok"),
+            (self.rejected, "rejected"),
             (self.empty, "empty"),
             (self.failed, "failed"),
             (self.timeout, "timeout"),
@@ -205,6 +309,8 @@ pub enum BarKind {
     /// A v8 round's serial sims run.
     Sims,
     Tests,
+    /// An extra test run of a per-agent revert.
+    RevertTests,
 }
 
 /// One bar of a round's Gantt chart, in milliseconds from the round's start.
@@ -225,15 +331,21 @@ pub struct Bar {
 pub struct AgentRow {
     pub name: String,
     pub runs: u32,
-    pub ok: u32,
+    pub kept: u32,
+    pub rejected: u32,
     pub empty: u32,
     pub failed: u32,
     pub timeouts: u32,
     pub conflicts: u32,
     pub cancelled: u32,
+    pub failed_by_cause: BTreeMap<String, u32>,
     pub mean_ms: u64,
     pub longest_ms: u64,
+    #[serde(serialize_with = "ser_usd")]
     pub cost_usd: f64,
+    pub cost_known: Known,
+    #[serde(serialize_with = "ser_opt_usd")]
+    pub cost_per_kept_usd: Option<f64>,
     pub model_now: String,
     pub last_round: u32,
 }
@@ -247,8 +359,8 @@ pub struct DecisionRow {
     pub included: u32,
     pub skipped: u32,
     pub blocked: u32,
-    /// Runs that ended `ok` in rounds where the agent was included.
-    pub ok: u32,
+    /// Runs whose change was kept in rounds where the agent was included.
+    pub kept: u32,
     pub success_rate: Option<f64>,
     pub idle_pct: f64,
 }
@@ -260,11 +372,30 @@ pub struct WarningRow {
     pub message: String,
 }
 
+/// The git commands a reviewer runs in the morning.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    /// The base of the first round shown; empty when the logs do not say.
+    pub base: String,
+    /// The last commit a round made, or `HEAD`.
+    pub head: String,
+    pub commands: Vec<ReviewCommand>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewCommand {
+    pub command: String,
+    pub what: String,
+}
+
 /// Builds the summary. `state_json` is the parsed `state.json`, used for each agent's current
 /// model (`agents.<name>.model`).
 pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
     let rounds: Vec<RoundRow> = loaded.rounds.iter().map(round_row).collect();
     let totals = totals(loaded, &rounds);
+    let attention = attention_rows(loaded);
     Summary {
         report_schema: REPORT_SCHEMA,
         mission: loaded
@@ -279,7 +410,8 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
         totals,
         agents: agent_rows(loaded, state_json),
         decisions: decision_rows(loaded),
-        attention: attention_rows(loaded),
+        review: review(loaded, &attention),
+        attention,
         warnings: loaded
             .warnings
             .iter()
@@ -289,7 +421,58 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
             })
             .collect(),
         rounds,
+        live: None,
     }
+}
+
+/// The names of the agents whose change a revert took out: the culprits of a per-agent revert,
+/// every code agent that finished `ok` on a whole-round revert.
+pub fn rejected_agents(r: &Round) -> Vec<String> {
+    let log = &r.log;
+    let ok_code =
+        |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && a.status == RunStatus::Ok;
+    match &log.revert {
+        Some(rv) if rv.strategy == "per-agent" => log
+            .agents
+            .iter()
+            .filter(ok_code)
+            .filter(|a| rv.culprits.contains(&a.name))
+            .map(|a| a.name.clone())
+            .collect(),
+        Some(_) => log
+            .agents
+            .iter()
+            .filter(ok_code)
+            .map(|a| a.name.clone())
+            .collect(),
+        None if log.reverted || log.status == RoundStatus::Reverted => log
+            .agents
+            .iter()
+            .filter(ok_code)
+            .map(|a| a.name.clone())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Why a failed run failed, in one word: the log's `cause` (issue 17), else its status.
+fn cause_of(r: &Round, i: usize) -> String {
+    r.extra
+        .causes
+        .get(i)
+        .cloned()
+        .flatten()
+        .unwrap_or_else(|| r.log.agents[i].status.as_str().to_string())
+}
+
+/// The `refs/orch/...` a message names (orch writes "kept in refs/orch/..." into `error`).
+pub fn kept_ref_in(text: &str) -> Option<String> {
+    let at = text.find("refs/orch/")?;
+    let r: String = text[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ';' | ',' | ')' | '"' | '\''))
+        .collect();
+    Some(r.trim_end_matches('.').to_string())
 }
 
 fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
@@ -318,13 +501,16 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
             };
             out.push(AttentionRow {
                 round,
+                rounds: vec![round],
                 kind: "revert".into(),
                 agent: None,
                 detail,
+                kept_ref: log.kept_ref.clone(),
             });
         } else if log.reverted {
             out.push(AttentionRow {
                 round,
+                rounds: vec![round],
                 kind: "revert".into(),
                 agent: None,
                 detail: format!(
@@ -334,34 +520,308 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
                         .map(|k| format!("; kept in {k}"))
                         .unwrap_or_default()
                 ),
+                kept_ref: log.kept_ref.clone(),
+            });
+        } else if log.status == RoundStatus::Interrupted {
+            out.push(AttentionRow {
+                round,
+                rounds: vec![round],
+                kind: "interrupted".into(),
+                agent: None,
+                detail: format!(
+                    "the round was interrupted{}{}",
+                    log.stop_reason
+                        .as_deref()
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default(),
+                    log.kept_ref
+                        .as_deref()
+                        .map(|k| format!("; its tree is kept in {k}"))
+                        .unwrap_or_default()
+                ),
+                kept_ref: log.kept_ref.clone(),
             });
         }
-        for a in &log.agents {
-            if a.status == RunStatus::Conflict {
-                out.push(AttentionRow {
+        for (i, a) in log.agents.iter().enumerate() {
+            let kept_ref = a.error.as_deref().and_then(kept_ref_in);
+            match a.status {
+                RunStatus::Conflict => out.push(AttentionRow {
                     round,
+                    rounds: vec![round],
                     kind: "conflict".into(),
                     agent: Some(a.name.clone()),
                     detail: a
                         .error
                         .clone()
                         .unwrap_or_else(|| "not merged: a conflict".into()),
-                });
+                    kept_ref,
+                }),
+                RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled => {
+                    let cause = r.extra.causes.get(i).cloned().flatten();
+                    let mut detail = match a.status {
+                        RunStatus::Timeout => format!(
+                            "timed out after {}",
+                            crate::units::duration_ms(a.elapsed_ms)
+                        ),
+                        RunStatus::Cancelled => "cancelled".to_string(),
+                        _ => match a.exit_code {
+                            Some(c) => format!("failed (exit code {c})"),
+                            None => "failed".to_string(),
+                        },
+                    };
+                    if let Some(c) = &cause {
+                        detail.push_str(&format!(", cause {c}"));
+                    }
+                    match &a.error {
+                        Some(e) => {
+                            detail.push_str(": ");
+                            detail.push_str(e);
+                        }
+                        None if cause.is_none() => detail.push_str("; the log records no reason"),
+                        None => {}
+                    }
+                    // A cancelled run of an interrupted round is said once, for the round,
+                    // unless it left work in a ref.
+                    if a.status != RunStatus::Cancelled || kept_ref.is_some() {
+                        out.push(AttentionRow {
+                            round,
+                            rounds: vec![round],
+                            kind: a.status.as_str().into(),
+                            agent: Some(a.name.clone()),
+                            detail,
+                            kept_ref,
+                        });
+                    }
+                }
+                _ => {}
             }
             if !a.ownership_violations.is_empty() {
                 out.push(AttentionRow {
                     round,
+                    rounds: vec![round],
                     kind: "ownership".into(),
                     agent: Some(a.name.clone()),
                     detail: format!(
                         "changed files it does not own: {}",
                         a.ownership_violations.join(", ")
                     ),
+                    kept_ref: None,
                 });
             }
         }
     }
-    out
+    // The same failure of the same agent, round after round, is one row.
+    let mut merged: Vec<AttentionRow> = Vec::with_capacity(out.len());
+    for row in out {
+        let same = merged.iter_mut().find(|m| {
+            m.kept_ref.is_none()
+                && row.kept_ref.is_none()
+                && m.kind == row.kind
+                && m.agent == row.agent
+                && m.detail == row.detail
+        });
+        match same {
+            Some(m) => m.rounds.push(row.round),
+            None => merged.push(row),
+        }
+    }
+    merged
+}
+
+fn review(loaded: &Loaded, attention: &[AttentionRow]) -> Review {
+    let base = loaded
+        .rounds
+        .iter()
+        .map(|r| r.log.base.as_str())
+        .find(|b| !b.is_empty())
+        .unwrap_or_default()
+        .to_string();
+    let head = loaded
+        .rounds
+        .iter()
+        .rev()
+        .find_map(|r| r.log.commit.clone())
+        .unwrap_or_else(|| "HEAD".to_string());
+    let short = |c: &str| {
+        if c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            c[..12].to_string()
+        } else {
+            c.to_string()
+        }
+    };
+    let mut commands = Vec::new();
+    if !base.is_empty() {
+        let range = format!("{}..{}", short(&base), short(&head));
+        commands.push(ReviewCommand {
+            command: format!("git log --oneline {range}"),
+            what: "the night's commits, one per round and phase".into(),
+        });
+        commands.push(ReviewCommand {
+            command: format!("git diff --stat {range}"),
+            what: "every file the night changed".into(),
+        });
+        commands.push(ReviewCommand {
+            command: format!("git diff {range}"),
+            what: "the whole change".into(),
+        });
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut show = |r: &str, what: String| {
+        if !seen.iter().any(|s| s == r) {
+            seen.push(r.to_string());
+            commands.push(ReviewCommand {
+                command: format!("git show --stat {r}"),
+                what,
+            });
+        }
+    };
+    for a in attention {
+        let Some(r) = &a.kept_ref else { continue };
+        let what = format!(
+            "round {} {}{}",
+            a.round,
+            a.kind,
+            a.agent
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+        show(r, what);
+    }
+    // Every other ref a log names: each culprit of a per-agent revert, say.
+    for r in &loaded.rounds {
+        for a in &r.log.agents {
+            if let Some(k) = a.error.as_deref().and_then(kept_ref_in) {
+                show(&k, format!("round {} {}", r.log.round, a.name));
+            }
+        }
+    }
+    Review {
+        base,
+        head,
+        commands,
+    }
+}
+
+/// Why round `r` landed nothing, or `None` when an agent's change stayed.
+fn nothing_why(r: &Round, row: &RoundRow) -> Option<String> {
+    if row.landed {
+        return None;
+    }
+    let c = &row.agents;
+    Some(
+        match r.log.status {
+            RoundStatus::Skipped => "skipped",
+            RoundStatus::Interrupted => "interrupted",
+            _ if c.total == 0 => "no agent ran",
+            _ if c.rejected > 0 => "reverted",
+            _ if c.failed + c.timeout + c.cancelled == c.total => "every agent failed",
+            _ if c.empty == c.total => "no agent changed anything",
+            _ if c.conflict > 0 => "conflicts",
+            _ if r.log.status == RoundStatus::Failed => "the round failed",
+            _ => "nothing kept",
+        }
+        .to_string(),
+    )
+}
+
+fn test_result(t: &crate::roundlog::TestsEntry) -> TestResult {
+    TestResult {
+        status: t.status,
+        passed: t.passed,
+        failed: t.failed,
+        flaky: t.flaky,
+        regression: t.regression,
+    }
+}
+
+fn round_row(r: &Round) -> RoundRow {
+    let log = &r.log;
+    let rejected = rejected_agents(r);
+    let mut agents = RunCounts::default();
+    let mut causes = BTreeMap::new();
+    let mut kept = Vec::new();
+    let mut files = 0;
+    let (mut known, mut unknown) = (0, 0);
+    for (i, a) in log.agents.iter().enumerate() {
+        let is_rejected = rejected.contains(&a.name);
+        agents.add(a.status, is_rejected);
+        if a.status == RunStatus::Ok && !is_rejected {
+            kept.push(a.name.clone());
+            files += a.changed_files;
+        }
+        if matches!(a.status, RunStatus::Failed | RunStatus::Timeout) {
+            *causes.entry(cause_of(r, i)).or_insert(0) += 1;
+        }
+        if a.cost_known {
+            known += 1;
+        } else {
+            unknown += 1;
+        }
+    }
+    let (pre_sim_ms, post_sim_ms) = match r.serial_sims_ms {
+        Some(serial) => (Some(serial), None),
+        None => (
+            (log.sims.pre.is_some() || log.timing.pre_sim > 0).then_some(log.timing.pre_sim),
+            (log.sims.post.is_some() || log.timing.post_sim > 0).then_some(log.timing.post_sim),
+        ),
+    };
+    let tests = log.tests.as_ref().map(test_result);
+    let tests_committed = match &log.revert {
+        Some(rv) if rv.strategy == "per-agent" => rv.committed.as_ref().map(|c| TestResult {
+            status: c.status,
+            passed: c.passed,
+            failed: c.failed,
+            flaky: false,
+            regression: false,
+        }),
+        Some(_) => None,
+        None if log.reverted => None,
+        None => tests.clone(),
+    };
+    let hidden = hidden(r);
+    let waited = r.extra.waited_ms;
+    let mut row = RoundRow {
+        round: log.round,
+        schema: r.schema,
+        legacy: r.is_legacy(),
+        status: log.status,
+        started_at: log.started_at.clone(),
+        landed: !kept.is_empty(),
+        kept,
+        rejected,
+        files,
+        nothing_why: None,
+        causes,
+        agents,
+        phase_a_ms: log.timing.phase_a,
+        phase_b_ms: log.timing.phase_b,
+        tests_ms: (log.tests.is_some() || log.timing.tests > 0).then_some(log.timing.tests),
+        pre_sim_ms,
+        post_sim_ms,
+        waited_ms: waited,
+        overhead_ms: log.timing.overhead,
+        total_ms: log.timing.total,
+        cost_usd: log.cost_usd,
+        cost_known: if log.agents.is_empty() {
+            Known::All
+        } else {
+            Known::of(known, unknown)
+        },
+        tests,
+        tests_committed,
+        revert_runs: log
+            .revert
+            .as_ref()
+            .map_or(0, |rv| rv.test_runs.len() as u32),
+        serial_equivalent_ms: log.timing.total + hidden.total_ms,
+        hidden,
+        commit: log.commit.clone(),
+        stop_reason: log.stop_reason.clone(),
+        bars: bars(r),
+    };
+    row.nothing_why = nothing_why(r, &row);
+    row
 }
 
 fn totals(loaded: &Loaded, rows: &[RoundRow]) -> Totals {
@@ -371,6 +831,7 @@ fn totals(loaded: &Loaded, rows: &[RoundRow]) -> Totals {
         last_round: rows.last().map(|r| r.round),
         ..Totals::default()
     };
+    let mut cost_known: Option<Known> = None;
     for r in rows {
         let c = &mut t.by_status;
         *match r.status {
@@ -383,13 +844,41 @@ fn totals(loaded: &Loaded, rows: &[RoundRow]) -> Totals {
         if r.legacy {
             t.legacy_rounds += 1;
         }
+        if r.pre_sim_ms.is_some() || r.post_sim_ms.is_some() {
+            t.has_sims = true;
+        }
         t.wall_ms += r.total_ms;
+        t.waited_ms += r.waited_ms;
         t.cost_usd += r.cost_usd;
+        if r.agents.total > 0 {
+            cost_known = Some(cost_known.map_or(r.cost_known, |k| k.and(r.cost_known)));
+        }
         t.hidden_ms += r.hidden.total_ms;
-        if let Some(tests) = &r.tests {
-            if tests.flaky {
-                t.flaky_rounds.push(r.round);
+        if r.landed {
+            t.landed_rounds += 1;
+        } else {
+            t.nothing_rounds += 1;
+            let why = r.nothing_why.clone().unwrap_or_default();
+            let at = match t.nothing_why.iter().position(|g| g.why == why) {
+                Some(i) => i,
+                None => {
+                    t.nothing_why.push(NothingGroup {
+                        why,
+                        ..NothingGroup::default()
+                    });
+                    t.nothing_why.len() - 1
+                }
+            };
+            let g = &mut t.nothing_why[at];
+            g.rounds += 1;
+            for (cause, n) in &r.causes {
+                *g.causes.entry(cause.clone()).or_insert(0) += n;
             }
+        }
+        if r.tests.as_ref().is_some_and(|x| x.flaky) {
+            t.flaky_rounds.push(r.round);
+        }
+        if let Some(tests) = &r.tests_committed {
             if tests.passed.is_some() || tests.failed.is_some() {
                 let point = TestPoint {
                     round: r.round,
@@ -403,55 +892,51 @@ fn totals(loaded: &Loaded, rows: &[RoundRow]) -> Totals {
             }
         }
     }
+    t.cost_known = cost_known.unwrap_or_default();
+    t.nothing_why.sort_by_key(|g| std::cmp::Reverse(g.rounds));
     t.serial_equivalent_ms = t.wall_ms + t.hidden_ms;
     if let Some(last) = loaded.rounds.last() {
         t.last_total_cost_usd = Some(last.log.total_cost_usd);
         t.stop_reason = last.log.stop_reason.clone();
     }
+    t.headline = headline(&t);
     t
 }
 
-fn round_row(r: &Round) -> RoundRow {
-    let log = &r.log;
-    let mut agents = RunCounts::default();
-    for a in &log.agents {
-        agents.add(a.status);
-    }
-    let (pre_sim_ms, post_sim_ms) = match r.serial_sims_ms {
-        Some(serial) => (Some(serial), None),
-        None => (
-            (log.sims.pre.is_some() || log.timing.pre_sim > 0).then_some(log.timing.pre_sim),
-            (log.sims.post.is_some() || log.timing.post_sim > 0).then_some(log.timing.post_sim),
-        ),
+/// "8 rounds: 1 landed work, 7 landed nothing: every agent failed (rateLimited 5, auth 2)".
+fn headline(t: &Totals) -> String {
+    let rounds = if t.rounds == 1 {
+        "1 round".to_string()
+    } else {
+        format!("{} rounds", t.rounds)
     };
-    let hidden = hidden(r);
-    RoundRow {
-        round: log.round,
-        schema: r.schema,
-        legacy: r.is_legacy(),
-        status: log.status,
-        started_at: log.started_at.clone(),
-        agents,
-        phase_a_ms: log.timing.phase_a,
-        phase_b_ms: log.timing.phase_b,
-        tests_ms: (log.tests.is_some() || log.timing.tests > 0).then_some(log.timing.tests),
-        pre_sim_ms,
-        post_sim_ms,
-        overhead_ms: log.timing.overhead,
-        total_ms: log.timing.total,
-        cost_usd: log.cost_usd,
-        tests: log.tests.as_ref().map(|t| TestResult {
-            status: t.status,
-            passed: t.passed,
-            failed: t.failed,
-            flaky: t.flaky,
-            regression: t.regression,
-        }),
-        serial_equivalent_ms: log.timing.total + hidden.total_ms,
-        hidden,
-        stop_reason: log.stop_reason.clone(),
-        bars: bars(r),
+    if t.rounds == 0 {
+        return "no rounds".to_string();
     }
+    let causes = |g: &NothingGroup| {
+        if g.causes.is_empty() {
+            return String::new();
+        }
+        let mut c: Vec<(&String, &u32)> = g.causes.iter().collect();
+        c.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!(" ({})", parts.join(", "))
+    };
+    let mut out = format!("{rounds}: {} landed work", t.landed_rounds);
+    if t.nothing_rounds > 0 {
+        out.push_str(&format!(", {} landed nothing", t.nothing_rounds));
+        match t.nothing_why.as_slice() {
+            [one] => out.push_str(&format!(": {}{}", one.why, causes(one))),
+            many => {
+                let parts: Vec<String> = many
+                    .iter()
+                    .map(|g| format!("{} in {}{}", g.why, g.rounds, causes(g)))
+                    .collect();
+                out.push_str(&format!(": {}", parts.join("; ")));
+            }
+        }
+    }
+    out
 }
 
 /// A half-open span of milliseconds from the round's start.
@@ -623,6 +1108,20 @@ fn bars(r: &Round) -> Vec<Bar> {
             elapsed_ms: tests.elapsed_ms,
             estimated: !r.starts.tests,
         });
+        // A revert's extra runs follow the first, one after another.
+        let mut next = out.last().map_or(tests_at, |b| b.start_ms + b.elapsed_ms);
+        for run in log.revert.iter().flat_map(|rv| &rv.test_runs) {
+            let start = run.start_ms.unwrap_or(next);
+            out.push(Bar {
+                label: format!("tests without {}", run.without.join(", ")),
+                kind: BarKind::RevertTests,
+                status: run.status.as_str().to_string(),
+                start_ms: start,
+                elapsed_ms: run.elapsed_ms,
+                estimated: run.start_ms.is_none(),
+            });
+            next = start + run.elapsed_ms;
+        }
     }
     if let Some(post) = &log.sims.post {
         out.push(Bar {
@@ -649,51 +1148,75 @@ fn bars(r: &Round) -> Vec<Bar> {
 }
 
 fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
+    struct Acc<'a> {
+        row: AgentRow,
+        total_ms: u64,
+        model: &'a str,
+        known: usize,
+        unknown: usize,
+    }
     let mut order: Vec<String> = Vec::new();
-    let mut rows: HashMap<&str, (AgentRow, u64, &str)> = HashMap::new();
+    let mut rows: HashMap<&str, Acc> = HashMap::new();
     for r in &loaded.rounds {
-        for a in &r.log.agents {
-            let (row, total_ms, model) = rows.entry(a.name.as_str()).or_insert_with(|| {
+        let rejected = rejected_agents(r);
+        for (i, a) in r.log.agents.iter().enumerate() {
+            let acc = rows.entry(a.name.as_str()).or_insert_with(|| {
                 order.push(a.name.clone());
-                (
-                    AgentRow {
+                Acc {
+                    row: AgentRow {
                         name: a.name.clone(),
                         ..AgentRow::default()
                     },
-                    0,
-                    "",
-                )
+                    total_ms: 0,
+                    model: "",
+                    known: 0,
+                    unknown: 0,
+                }
             });
+            let row = &mut acc.row;
             row.runs += 1;
             match a.status {
-                RunStatus::Ok => row.ok += 1,
+                RunStatus::Ok if rejected.contains(&a.name) => row.rejected += 1,
+                RunStatus::Ok => row.kept += 1,
                 RunStatus::Empty => row.empty += 1,
                 RunStatus::Failed => row.failed += 1,
                 RunStatus::Timeout => row.timeouts += 1,
                 RunStatus::Conflict => row.conflicts += 1,
                 RunStatus::Cancelled => row.cancelled += 1,
             }
-            *total_ms += a.elapsed_ms;
+            if matches!(a.status, RunStatus::Failed | RunStatus::Timeout) {
+                *row.failed_by_cause.entry(cause_of(r, i)).or_insert(0) += 1;
+            }
+            acc.total_ms += a.elapsed_ms;
             row.longest_ms = row.longest_ms.max(a.elapsed_ms);
             row.cost_usd += a.cost_usd;
+            if a.cost_known {
+                acc.known += 1;
+            } else {
+                acc.unknown += 1;
+            }
             row.last_round = r.log.round;
             if !a.model.is_empty() {
-                *model = a.model.as_str();
+                acc.model = a.model.as_str();
             }
         }
     }
     order
         .iter()
         .filter_map(|name| {
-            let (mut row, total_ms, model) = rows.remove(name.as_str())?;
-            row.mean_ms = total_ms / u64::from(row.runs.max(1));
+            let acc = rows.remove(name.as_str())?;
+            let mut row = acc.row;
+            row.mean_ms = acc.total_ms / u64::from(row.runs.max(1));
+            row.cost_known = Known::of(acc.known, acc.unknown);
+            row.cost_per_kept_usd = (row.kept > 0 && row.cost_known != Known::None)
+                .then(|| row.cost_usd / f64::from(row.kept));
             row.model_now = state_json
                 .and_then(|s| s.get("agents"))
                 .and_then(|a| a.get(name.as_str()))
                 .and_then(|a| a.get("model"))
                 .and_then(Value::as_str)
                 .filter(|m| !m.is_empty())
-                .unwrap_or(model)
+                .unwrap_or(acc.model)
                 .to_string();
             Some(row)
         })
@@ -709,6 +1232,7 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
             continue;
         }
         rounds += 1;
+        let rejected = rejected_agents(r);
         for d in &r.log.decisions {
             let row = rows.entry(d.agent.clone()).or_insert_with(|| {
                 order.push(d.agent.clone());
@@ -720,11 +1244,15 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
             match d.decision.as_str() {
                 "included" => {
                     row.included += 1;
-                    row.ok += r
+                    row.kept += r
                         .log
                         .agents
                         .iter()
-                        .filter(|a| a.name == d.agent && a.status == RunStatus::Ok)
+                        .filter(|a| {
+                            a.name == d.agent
+                                && a.status == RunStatus::Ok
+                                && !rejected.contains(&a.name)
+                        })
                         .count() as u32;
                 }
                 "blocked" => row.blocked += 1,
@@ -737,7 +1265,7 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
         .filter_map(|name| {
             let mut row = rows.remove(name)?;
             row.rounds = rounds;
-            row.success_rate = (row.included > 0).then(|| row.ok as f64 / row.included as f64);
+            row.success_rate = (row.included > 0).then(|| row.kept as f64 / row.included as f64);
             row.idle_pct = if rounds == 0 {
                 0.0
             } else {

@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use super::summary::{Bar, BarKind, RoundRow, Summary};
 use super::{escape_xml, Exporter};
-use crate::units::{duration_ms, usd};
+use crate::units::duration_ms;
 
 pub struct SvgExporter;
 
@@ -41,7 +41,7 @@ const BAR_H: f64 = 12.0;
 const ROUND_HEAD: f64 = 24.0;
 const AXIS_H: f64 = 18.0;
 const ROUND_GAP: f64 = 16.0;
-const TOP: f64 = 78.0;
+const TOP: f64 = 92.0;
 const FONT: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
 
 /// Fill colour of a bar: agents by run status; sims and tests have their own hues, with the
@@ -68,10 +68,18 @@ pub fn colour(kind: BarKind, status: &str) -> &'static str {
             "timeout" => "#b85f00",
             _ => "#c2e0e0",
         },
+        // A revert's extra runs: the tests' hues, lighter, so they read as the same step
+        // repeated.
+        BarKind::RevertTests => match status {
+            "ok" | "passed" => "#6cc3c4",
+            "failed" => "#d98b84",
+            "timeout" => "#e0a35c",
+            _ => "#c2e0e0",
+        },
     }
 }
 
-const LEGEND: [(&str, &str); 11] = [
+const LEGEND: [(&str, &str); 13] = [
     ("#2e9e44", "agent ok"),
     ("#9aa0a6", "empty"),
     ("#d64541", "failed"),
@@ -82,6 +90,8 @@ const LEGEND: [(&str, &str); 11] = [
     ("#14898a", "tests passed"),
     ("#a3312a", "sim/tests failed"),
     ("#b85f00", "sim/tests timeout"),
+    ("#6cc3c4", "revert run passed"),
+    ("#d98b84", "revert run failed"),
     ("", "no start time logged"),
 ];
 
@@ -225,7 +235,13 @@ pub fn chart(s: &Summary) -> String {
 fn legend(out: &mut String) {
     let mut x = 12.0;
     let y = 54.0;
+    let mut y = y;
     for (fill, label) in LEGEND {
+        let w = 22.0 + label.chars().count() as f64 * 6.2 + 12.0;
+        if x + w > WIDTH - 12.0 {
+            x = 12.0;
+            y += 15.0;
+        }
         if fill.is_empty() {
             let _ = write!(
                 out,
@@ -243,7 +259,7 @@ fn legend(out: &mut String) {
             x + 18.0,
             y + 9.0
         );
-        x += 22.0 + label.chars().count() as f64 * 6.2 + 12.0;
+        x += w;
     }
 }
 
@@ -266,11 +282,26 @@ fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
     }
     let _ = write!(
         head,
-        " · {} · {} · {}",
+        " · {} · {} · {} · {}",
         r.status.as_str(),
+        if r.landed {
+            format!(
+                "landed {} file{}",
+                r.files,
+                if r.files == 1 { "" } else { "s" }
+            )
+        } else {
+            format!(
+                "landed nothing ({})",
+                r.nothing_why.as_deref().unwrap_or("nothing kept")
+            )
+        },
         duration_ms(r.total_ms),
-        usd(r.cost_usd)
+        super::text::money(r.cost_usd, r.cost_known)
     );
+    if r.waited_ms > 0 {
+        let _ = write!(head, " · waited {}", duration_ms(r.waited_ms));
+    }
     if r.hidden.total_ms > 0 {
         let _ = write!(head, " · sims hid {}", duration_ms(r.hidden.total_ms));
     }
@@ -390,6 +421,7 @@ fn kind_name(k: BarKind) -> &'static str {
         BarKind::PostSim => "post-sim",
         BarKind::Sims => "serial sims",
         BarKind::Tests => "tests",
+        BarKind::RevertTests => "revert test run",
     }
 }
 
