@@ -309,3 +309,194 @@ fn git_clean_by_a_shared_tree_agent_loses_nothing_orch_needs() {
     repo.orch(&["run"]).expect(0);
     assert!(!repo.has_round_log(3));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `--allow-dirty`: the user's uncommitted work.
+
+/// The user's uncommitted work: a tracked edit, an untracked file in a new folder, a staged new
+/// file edited again after staging (index and working file differ), a deleted tracked file,
+/// an executable untracked script.
+fn make_dirty(repo: &Repo) {
+    repo.write("src/gone.txt", "to delete\n");
+    repo.git(&["add", "src/gone.txt"]);
+    repo.git(&["commit", "-qm", "gone"]);
+    repo.write("src/app.txt", "app\nmy edit\n");
+    repo.write("notes/todo.txt", "my notes\n");
+    repo.write("src/staged.txt", "staged\n");
+    repo.git(&["add", "src/staged.txt"]);
+    repo.write("src/staged.txt", "staged\nand edited after\n");
+    std::fs::remove_file(repo.pathbuf("src/gone.txt")).unwrap();
+    repo.write("run.sh", "#!/bin/sh\necho mine\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        repo.pathbuf("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// What the user sees of their work: the files byte for byte (and the script's mode), the
+/// staged and unstaged diffs, and the status.
+fn user_view(repo: &Repo) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(repo.pathbuf("run.sh"))
+        .map(|m| format!("{:o}", m.permissions().mode()))
+        .unwrap_or_default();
+    format!(
+        "app: {:?}\ntodo: {:?}\nstaged: {:?}\nrun.sh: {:?} {mode}\ngone exists: {}\n\
+         --- cached\n{}\n--- diff\n{}\n--- status\n{}",
+        repo.read("src/app.txt"),
+        repo.read("notes/todo.txt"),
+        repo.read("src/staged.txt"),
+        repo.read("run.sh"),
+        repo.exists("src/gone.txt"),
+        repo.git(&["diff", "--cached", "--", ".", ":!.orch"]),
+        repo.git(&["diff", "--", ".", ":!.orch"]),
+        repo.git(&["status", "--porcelain", "-uall", "--", ".", ":!.orch"]),
+    )
+}
+
+/// Whether orch's record of set-aside work (`.git/orch/<state-id>/user-stash.json`) exists.
+fn stash_recorded(repo: &Repo) -> bool {
+    std::fs::read_dir(repo.pathbuf(".git/orch"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|d| d.path().join("user-stash.json").exists())
+}
+
+/// Nothing of the user's is in orch's commits: each file of theirs is at HEAD as at the base.
+fn assert_nothing_of_theirs_committed(repo: &Repo, base: &str) {
+    let changed = repo.git(&["diff", "--name-only", base, "HEAD"]);
+    for theirs in [
+        "src/app.txt",
+        "notes/todo.txt",
+        "src/staged.txt",
+        "run.sh",
+        "src/gone.txt",
+    ] {
+        assert!(
+            !changed.lines().any(|l| l == theirs),
+            "{theirs} committed by orch: {changed}"
+        );
+    }
+}
+
+/// A passing round, a whole-round revert and a per-agent revert, each with the user's work in
+/// the tree: their work is back byte for byte (staged stays staged), none of it is in orch's
+/// commits, it is also kept in refs/orch/user/round-1, and a shared-tree agent saw the base,
+/// not their edits.
+#[test]
+fn allow_dirty_keeps_the_users_work_through_every_round_outcome() {
+    let f = tempfile::tempdir().unwrap();
+    let seen = f.path().join("seen");
+    let agent = |name: &str, file: &str| {
+        json!({"name": name, "phase": "code", "command":
+            ["sh", "-c", format!("cat src/app.txt > {}; echo {name} > {file}", s(&seen))]})
+    };
+    let cases = [
+        ("pass", "shared", vec![agent("a", "src/a.txt")], "ok"),
+        (
+            "round revert",
+            "shared",
+            vec![agent("a", "src/bad.txt")],
+            "reverted",
+        ),
+        (
+            "per-agent revert",
+            "worktree",
+            vec![agent("a", "src/a.txt"), agent("b", "src/bad.txt")],
+            "ok",
+        ),
+    ];
+    for (case, isolation, agents, status) in cases {
+        let repo = Repo::new();
+        repo.mission(json!({
+            "name": "t", "rounds": 1, "git": {"isolation": isolation},
+            "agents": agents,
+            "tests": {"command": ["sh", "-c", "test ! -e src/bad.txt"]}
+        }));
+        make_dirty(&repo);
+        let base = repo.head();
+        let before = user_view(&repo);
+        let run = repo.orch(&["run", "--allow-dirty"]).expect(0);
+        let log = repo.round_log(1);
+        assert_eq!(log["status"], status, "{case}: {}", run.stderr());
+        assert_eq!(user_view(&repo), before, "{case}: {}", run.stderr());
+        assert_nothing_of_theirs_committed(&repo, &base);
+        match case {
+            "pass" => assert_eq!(repo.git(&["show", "HEAD:src/a.txt"]), "a"),
+            "round revert" => assert_eq!(repo.head(), base),
+            _ => {
+                assert_eq!(log["revert"]["strategy"], "per-agent", "{log:#}");
+                assert_eq!(repo.git(&["show", "HEAD:src/a.txt"]), "a");
+                assert!(!repo.exists("src/bad.txt"));
+            }
+        }
+        assert_eq!(
+            repo.git(&["show", "refs/orch/user/round-1:notes/todo.txt"]),
+            "my notes"
+        );
+        assert_eq!(
+            repo.git(&["show", "refs/orch/user/round-1^2:src/staged.txt"]),
+            "staged",
+            "the ref's second parent keeps the index"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&seen).unwrap(),
+            "app\n",
+            "{case}: the agent saw the user's edit"
+        );
+        assert!(
+            !stash_recorded(&repo),
+            "{case}: the record outlived the run"
+        );
+    }
+}
+
+/// Ctrl-C mid-round, and SIGKILL mid-round followed by the next orch: the user's work is back
+/// exactly, by the interrupted orch itself or by the next one's recovery, before anything else.
+#[test]
+fn allow_dirty_keeps_the_users_work_through_sigint_and_sigkill() {
+    for sig in [libc::SIGINT, libc::SIGKILL] {
+        let m = marker(&format!("dirty-{sig}"));
+        let f = tempfile::tempdir().unwrap();
+        let hung = f.path().join("hung");
+        let repo = Repo::new();
+        repo.mission(json!({
+            "name": "t", "rounds": 1, "killGraceS": 0.5, "git": {"isolation": "shared"},
+            "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+                "--tag", &m, "--write", "src/app.txt=agent line", "--write", "src/wip.txt=half",
+                "--hang-once", &s(&hung)])}]
+        }));
+        make_dirty(&repo);
+        let base = repo.head();
+        let before = user_view(&repo);
+        let mut orch = Orch::start_in(repo.path(), &["run", "--allow-dirty"]);
+        wait_for(&hung, Duration::from_secs(10));
+        orch.signal(sig);
+        let code = orch.wait(Duration::from_secs(10));
+        assert_eq!(code, 128 + sig, "{}", orch.stderr());
+        if sig == libc::SIGKILL {
+            assert_none_left(&m);
+            // Until the next orch, the work is in its ref (and the record says so).
+            assert!(stash_recorded(&repo), "no record of the set-aside work");
+            let next = repo.orch(&["run", "--rounds", "0"]).expect(0);
+            assert!(next.stderr().contains("is back"), "{}", next.stderr());
+        }
+        assert_eq!(user_view(&repo), before, "signal {sig}");
+        assert_eq!(repo.head(), base);
+        assert_eq!(
+            repo.git(&["show", "refs/orch/interrupted/round-1:src/wip.txt"]),
+            "half"
+        );
+        // The agent's half-done edit to the user's file is in the interrupted ref, not theirs.
+        assert_eq!(
+            repo.git(&["show", "refs/orch/interrupted/round-1:src/app.txt"]),
+            "app\nagent line"
+        );
+        assert_none_left(&m);
+        // Without --allow-dirty the next run still refuses: the work is the user's again.
+        repo.orch(&["run"]).expect(2);
+    }
+}

@@ -144,7 +144,7 @@ impl Git {
     /// `git add -A`, then the state folder taken out of the index again. (`add` with an
     /// exclude pathspec fails when the excluded folder is also ignored, as `.git/info/exclude`
     /// makes it: "The following paths are ignored".)
-    fn add_all(&self, env: &[(&str, &str)]) -> Result<()> {
+    pub(crate) fn add_all(&self, env: &[(&str, &str)]) -> Result<()> {
         self.run_env(&["add", "-A"], env)?;
         if let Some(rel) = &self.keep_out {
             let spec = format!(":(top,literal){rel}");
@@ -169,17 +169,30 @@ impl Git {
         self.run_env(args, &[])
     }
 
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    /// Runs git with extra environment variables (a private index: `GIT_INDEX_FILE`).
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+        self.run_input(args, env, None)
+    }
+
+    /// Runs git with `input` on its standard input (path lists, `--index-info`).
+    pub(crate) fn run_input(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        input: Option<&[u8]>,
+    ) -> Result<String> {
         // Hooks off for everything orch itself runs (see the module comment).
         let argv = ["-c", "core.hooksPath=/dev/null"]
             .into_iter()
             .chain(args.iter().copied());
-        let mut expr = duct::cmd("git", argv)
-            .dir(&self.root)
-            .stdin_null()
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
+        let expr = duct::cmd("git", argv).dir(&self.root);
+        let mut expr = match input {
+            Some(bytes) => expr.stdin_bytes(bytes.to_vec()),
+            None => expr.stdin_null(),
+        }
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
         for (k, v) in &self.identity {
             expr = expr.env(k, v);
         }

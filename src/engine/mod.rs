@@ -20,3 +20,4 @@ pub mod tasks;
 pub mod testcounts;
 pub mod tests_run;
 pub mod tests_select;
+pub mod userwork;

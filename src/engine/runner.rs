@@ -13,6 +13,7 @@ use crate::engine::round::{self, Env};
 use crate::engine::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
 use crate::engine::tasks::Queue;
 use crate::engine::tests_run::TestRun;
+use crate::engine::userwork;
 use crate::error::{
     Error, Result, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED,
 };
@@ -84,6 +85,9 @@ pub fn run_counted(
     ws.git.base()?;
     check_writable(&ws.layout)?;
     recover(ws, events)?;
+    if let Some(back) = userwork::recover(&ws.git, &ws.layout, events)? {
+        warn(events, None, back);
+    }
     // Worktrees whose folders a crash or a cleanup removed would otherwise block re-adding.
     ws.git.prune_worktrees()?;
     let mut state = State::load(&ws.layout)?;
@@ -118,6 +122,9 @@ pub fn run_counted(
     launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
     // Before anything is spent: a config that asks for signed commits must be able to sign.
     ws.git.check_signing()?;
+    // `--allow-dirty`: the rounds run on the clean base; the user's work comes back when this
+    // value is dropped, however the run ends.
+    let _user_work = userwork::set_aside(&ws.git, &ws.layout, events, rounds[0], opts.allow_dirty)?;
     baseline(ws, &mut state, events)?;
     let env = Env {
         mission,
