@@ -436,6 +436,7 @@ fn every_command_is_quiet_when_its_stdout_is_closed() {
         &["run", "--dry-run"],
         &["run", "--dry-run", "--json"],
         &["round", "2", "--dry-run"],
+        &["round", "1", "--dry-run"],
         &["report"],
         &["report", "--format", "json"],
         &["show", "1"],

@@ -247,7 +247,7 @@ fn a_bad_mission_is_rejected_naming_the_key() {
 }
 
 #[test]
-fn run_resumes_after_the_last_round_and_round_n_keeps_the_earlier_log() {
+fn run_resumes_after_the_last_round_and_round_n_replays_beside_the_branch() {
     let repo = Repo::new();
     repo.mission(json!({
         "name": "t", "rounds": 2,
@@ -261,12 +261,19 @@ fn run_resumes_after_the_last_round_and_round_n_keeps_the_earlier_log() {
     repo.orch(&["run", "--rounds", "1"]).expect(0);
     assert!(repo.has_round_log(3));
     assert_eq!(repo.state()["lastRound"], 3);
-    // Re-running round 2 keeps its first log.
+    // `orch round 2` replays round 2 beside the branch: the branch, round 2's log and the
+    // state stay as they are (tests/replay.rs has the details).
+    let (head, log2) = (repo.head(), repo.read(".orch/rounds/round-0002.json"));
     repo.orch(&["round", "2"]).expect(0);
-    assert!(repo.exists(".orch/rounds/round-0002.prev-1.json"));
-    assert_eq!(repo.round_log(2)["round"], 2);
+    assert!(!repo.exists(".orch/rounds/round-0002.prev-1.json"));
+    assert_eq!(repo.read(".orch/rounds/round-0002.json"), log2);
+    assert_eq!(repo.head(), head);
     assert_eq!(repo.state()["lastRound"], 3);
-    assert_eq!(repo.read("src/a.txt"), "line 1\nline 2\nline 3\nline 2\n");
+    assert_eq!(repo.read("src/a.txt"), "line 1\nline 2\nline 3\n");
+    // `orch round 4` is the next round, on the branch.
+    repo.orch(&["round", "4"]).expect(0);
+    assert_eq!(repo.state()["lastRound"], 4);
+    assert_eq!(repo.read("src/a.txt"), "line 1\nline 2\nline 3\nline 4\n");
 }
 
 #[test]

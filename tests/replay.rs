@@ -161,3 +161,244 @@ fn each_round_records_what_it_started_from() {
 fn repo_round_commit(repo: &Repo, n: u32) -> Value {
     repo.round_log(n)["commit"].clone()
 }
+
+/// Every file under `dir` with its bytes (empty when `dir` does not exist).
+fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// What a replay must leave exactly as it was: the branch and HEAD, the working tree, every
+/// ref, the live state, queue and event log, and round 2's log, inputs, logs and prompts.
+#[derive(Debug, PartialEq)]
+struct Live {
+    branch: String,
+    head: String,
+    status: String,
+    refs: String,
+    state: String,
+    tasks: String,
+    events: String,
+    round_files: std::collections::BTreeMap<String, Vec<u8>>,
+    logs: std::collections::BTreeMap<String, Vec<u8>>,
+    prompts: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+fn live(repo: &Repo) -> Live {
+    Live {
+        branch: repo.git(&["symbolic-ref", "HEAD"]),
+        head: repo.head(),
+        status: repo.status(),
+        refs: repo
+            .git(&["for-each-ref", "--format=%(objectname) %(refname)"])
+            .lines()
+            .filter(|l| !l.contains("refs/orch/replay/"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        state: repo.read(".orch/state.json"),
+        tasks: repo.read(".orch/tasks.json"),
+        events: repo.read(".orch/events.ndjson"),
+        round_files: files(&repo.pathbuf(".orch/rounds")),
+        logs: files(&repo.pathbuf(".orch/logs")),
+        prompts: files(&repo.pathbuf(".orch/prompts")),
+    }
+}
+
+#[test]
+fn a_replay_runs_round_2_again_beside_the_branch_and_touches_nothing_live() {
+    let outside = tempfile::tempdir().unwrap();
+    let repo = three_rounds(&outside.path().join("flag"));
+    let before = live(&repo);
+    let run = repo.orch(&["round", "2"]).expect(0);
+    assert_eq!(live(&repo), before, "the replay changed something live");
+    let out = run.stdout();
+    assert!(out.contains("the same outcome"), "{out}\n{}", run.stderr());
+    assert!(out.contains("round 2 and its replay 1"), "{out}");
+    assert!(
+        !out.contains("taken from today"),
+        "everything came from the record: {out}"
+    );
+    assert!(
+        out.contains("culprits  b") && out.contains("failed (3 passed, 1 failed)"),
+        "{out}"
+    );
+    // The replay's record is in its own folder, its refs in their own namespace.
+    let dir = ".orch/replays/round-0002-1";
+    let log: Value =
+        serde_json::from_str(&repo.read(&format!("{dir}/rounds/round-0002.json"))).unwrap();
+    let original = repo.round_log(2);
+    assert_eq!(log["base"], original["base"]);
+    assert_eq!(log["round"], 2);
+    assert_eq!(log["revert"]["culprits"], json!(["b"]));
+    for name in ["a", "b", "rev"] {
+        assert_eq!(
+            Repo::agent(&log, name)["status"],
+            Repo::agent(&original, name)["status"]
+        );
+        assert!(repo.exists(&format!("{dir}/logs/round-0002/{name}.log")));
+        // The recorded prompt, byte for byte.
+        assert_eq!(
+            repo.read(&format!("{dir}/prompts/round-0002/{name}.md")),
+            repo.read(&format!(".orch/prompts/round-0002/{name}.md"))
+        );
+    }
+    let kept = repo.git(&["rev-parse", "refs/orch/replay/round-2-1/rejected/round-2/b"]);
+    assert!(repo
+        .git(&["show", &format!("{kept}:src/b.txt")])
+        .contains("BROKEN"));
+    // The replay's commit holds a's and rev's work on round 2's base, not on HEAD.
+    let commit = repo.git(&["rev-parse", "refs/orch/replay/round-2-1/commit"]);
+    assert_eq!(log["commit"].as_str().unwrap(), commit);
+    let parent = repo.git(&["rev-parse", &format!("{commit}~2")]);
+    assert_eq!(parent, original["base"].as_str().unwrap());
+    // Its scratch worktrees are gone.
+    assert!(!repo.exists(&format!("{dir}/tree")));
+    let worktrees = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(!worktrees.contains("replays"), "{worktrees}");
+
+    // Shown like any round.
+    let shown = repo
+        .orch(&["show", "2", "--replay", "1"])
+        .expect(0)
+        .stdout();
+    assert!(
+        shown.contains("round 2 (replay 1)")
+            && shown.contains("refs/orch/replay/round-2-1/rejected/round-2/b"),
+        "{shown}"
+    );
+    let v: Value = serde_json::from_str(
+        &repo
+            .orch(&["show", "2", "--replay", "1", "--json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(v["round"], log);
+    repo.orch(&["show", "2", "--replay", "2"]).expect(2);
+    // The live round 2 still shows no replay refs.
+    let shown = repo.orch(&["show", "2"]).expect(0).stdout();
+    assert!(!shown.contains("refs/orch/replay/"), "{shown}");
+}
+
+#[test]
+fn a_replay_whose_agent_behaves_differently_exits_1_naming_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let flag = outside.path().join("flag");
+    let repo = three_rounds(&flag);
+    let before = live(&repo);
+    // What a steers by, outside the repository, has changed since round 2.
+    std::fs::write(&flag, "fail\n").unwrap();
+    let run = repo.orch(&["round", "2"]).expect(1);
+    let out = run.stdout();
+    assert!(out.contains("the outcome differs"), "{out}");
+    assert!(out.contains("a: status ok -> failed"), "{out}");
+    assert!(out.contains("a: changed files 1 -> 0"), "{out}");
+    assert_eq!(live(&repo), before);
+
+    // --agent b replays b alone: b did as it did, so the outcome compared is the same.
+    let run = repo
+        .orch(&["round", "2", "--agent", "b", "--json"])
+        .expect(0);
+    let v: Value = serde_json::from_str(&run.stdout()).unwrap();
+    let c = &v["comparison"];
+    assert_eq!(c["replay"], 2);
+    assert_eq!(c["wholeRound"], false);
+    let agents: Vec<&str> = c["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["b"]);
+    let log: Value =
+        serde_json::from_str(&repo.read(".orch/replays/round-0002-2/rounds/round-0002.json"))
+            .unwrap();
+    let ran: Vec<&str> = log["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["b"]);
+    assert_eq!(live(&repo), before);
+    repo.orch(&["round", "2", "--agent", "nobody"]).expect(2);
+}
+
+#[test]
+fn a_replay_dry_run_prints_the_recorded_plan_and_keep_keeps_the_worktree() {
+    let outside = tempfile::tempdir().unwrap();
+    let repo = three_rounds(&outside.path().join("flag"));
+    let before = live(&repo);
+    let plan = repo.orch(&["round", "2", "--dry-run"]).expect(0).stdout();
+    assert!(
+        plan.contains("replay 1 of round 2") && plan.contains("prompts/round-0002/a.md"),
+        "{plan}"
+    );
+    assert!(plan.contains("m1") && plan.contains("30m00s"), "{plan}");
+    let fresh = repo
+        .orch(&["round", "2", "--dry-run", "--fresh"])
+        .expect(0)
+        .stdout();
+    assert!(
+        fresh.contains("the mission, the plan and the prompts are today's (--fresh)"),
+        "{fresh}"
+    );
+    assert!(!repo.exists(".orch/replays"), "a dry run leaves no trace");
+    assert_eq!(live(&repo), before);
+
+    let out = repo.orch(&["round", "3", "--keep"]).expect(0).stdout();
+    let tree = repo.pathbuf(".orch/replays/round-0003-1/tree");
+    assert!(
+        out.contains(&format!("worktree kept: {}", tree.display())),
+        "{out}"
+    );
+    // The kept tree is round 3 as the replay left it: its commit, a's and b's work in it.
+    let g = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&tree)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(
+        g(&["rev-parse", "HEAD"]),
+        repo.git(&["rev-parse", "refs/orch/replay/round-3-1/commit"])
+    );
+    assert!(std::fs::read_to_string(tree.join("src/b.txt"))
+        .unwrap()
+        .ends_with("b\n"));
+    assert_eq!(live(&repo), before);
+}
+
+#[test]
+fn a_round_logged_before_inputs_were_recorded_replays_saying_what_it_took_from_today() {
+    let outside = tempfile::tempdir().unwrap();
+    let repo = three_rounds(&outside.path().join("flag"));
+    std::fs::remove_file(repo.pathbuf(".orch/rounds/round-0002.inputs.json")).unwrap();
+    let run = repo.orch(&["round", "2"]).expect(0);
+    let out = run.stdout();
+    assert!(
+        out.contains("taken from today: the tracking state and the task queue are today's"),
+        "{out}"
+    );
+    assert!(
+        out.contains("taken from today: the mission is today's"),
+        "{out}"
+    );
+    assert!(out.contains("the same outcome"), "{out}");
+}

@@ -113,6 +113,8 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
         max_concurrency,
         budget: opts.budget.or(mission.budget_usd),
         only: &opts.agents,
+        refs: round::LIVE_REFS,
+        replay: None,
     };
     let mut agents = Vec::new();
     let mut order: Vec<(round::QueueKey, Phase, String)> = Vec::new();

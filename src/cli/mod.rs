@@ -8,6 +8,7 @@ pub mod import;
 pub mod init;
 pub mod live;
 pub mod out;
+pub mod replay;
 pub mod show;
 pub mod status;
 
@@ -48,9 +49,10 @@ pub enum Command {
         after_help = "Examples:\n  orch run                      # resume and run up to the mission's `rounds`\n  orch run --rounds 3           # three more rounds\n  orch run --dry-run            # what the next round would do; runs nothing\n  orch run --json | jq -c 'select(.event==\"agentEnd\")'"
     )]
     Run(RunArgs),
-    /// Run exactly one round, numbered N, with the current state (for debugging a round).
+    /// Replay round N as it ran, beside the branch (N <= the last round), or run the next round
+    /// (N = last + 1).
     #[command(
-        after_help = "Examples:\n  orch round 3                  # re-run round 3; its earlier log is kept, renamed\n  orch round 4 --agent ui-dev   # only the ui-dev agent\n  orch round 5 --dry-run        # the plan of round 5; runs nothing"
+        after_help = "Examples:\n  orch round 3                  # replay round 3 from its base in a scratch worktree; exit 0 same outcome, 1 differs\n  orch round 3 --agent ui-dev   # replay only the ui-dev agent\n  orch round 3 --dry-run        # the plan of round 3 as recorded; runs nothing\n  orch round 3 --fresh --keep   # re-plan from today's mission, keep the worktree\n  orch round 6                  # after round 5: the next round, on the branch\nA replay of real agents costs real money: --budget USD caps what it spends."
     )]
     Round(RoundArgs),
     /// One round for a person: status, agents, kept refs, tests, sims, decisions, log files.
@@ -175,11 +177,19 @@ pub struct RoundArgs {
     /// Run even though the working tree has uncommitted changes.
     #[arg(long)]
     pub allow_dirty: bool,
-    /// Print the round's plan and run nothing; leaves no trace.
+    /// Print the round's plan and run nothing; leaves no trace (a replay: the plan as recorded).
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub output: OutputArgs,
+    /// A replay: plan and render the prompts from today's mission instead of the record.
+    #[arg(long)]
+    pub fresh: bool,
+    /// A replay: keep its scratch worktree and print its path.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print every event as one JSON object a line on stdout; a replay prints its comparison
+    /// as one JSON object instead (its events go to its folder's events.ndjson).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -319,7 +329,31 @@ pub fn run(cli: Cli) -> Result<i32> {
             if a.n == 0 {
                 return Err(Error::Usage("rounds are numbered from 1".into()));
             }
-            check_round_number(&cwd, &a.mission.mission, a.n)?;
+            let last = check_round_number(&cwd, &a.mission.mission, a.n)?;
+            if a.n <= last {
+                return crate::cli::replay::run(
+                    crate::cli::replay::Args {
+                        dir: &cwd,
+                        mission: &a.mission.mission,
+                        opts: crate::engine::replay::ReplayOptions {
+                            round: a.n,
+                            agents: a.agents,
+                            fresh: a.fresh,
+                            keep: a.keep,
+                            budget: a.budget,
+                        },
+                        dry_run: a.dry_run,
+                        json: a.json,
+                    },
+                    verbosity,
+                );
+            }
+            if a.fresh || a.keep {
+                return Err(Error::Usage(format!(
+                    "--fresh and --keep are for a replay: round {} has not run yet (the last round is {last})",
+                    a.n
+                )));
+            }
             let opts = RunOptions {
                 dir: cwd,
                 mission: a.mission.mission,
@@ -330,9 +364,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ..RunOptions::default()
             };
             if a.dry_run {
-                return dry_run(&opts, a.output.json);
+                return dry_run(&opts, a.json);
             }
-            drive(&opts, a.output.json, verbosity)
+            drive(&opts, a.json, verbosity)
         }
         Command::Show(a) => {
             let layout = layout_for(&cwd, &a.mission.mission)?;
@@ -372,7 +406,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 /// `orch round N` runs the next round (N = last + 1) or replays one that ran (N <= last);
 /// a round further ahead would count rounds that never ran as done.
-fn check_round_number(cwd: &std::path::Path, mission: &std::path::Path, n: u32) -> Result<()> {
+fn check_round_number(cwd: &std::path::Path, mission: &std::path::Path, n: u32) -> Result<u32> {
     let layout = layout_for(cwd, mission)?;
     let last = crate::engine::state::State::load(&layout)?.last_round;
     if n > last + 1 {
@@ -386,7 +420,7 @@ fn check_round_number(cwd: &std::path::Path, mission: &std::path::Path, n: u32) 
             last + 1
         )));
     }
-    Ok(())
+    Ok(last)
 }
 
 /// `--dry-run`: the plan on stdout (JSON with `--json`). Opens the mission and the repository
@@ -440,7 +474,7 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
     result
 }
 
-fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
+pub(crate) fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
     let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if json {
@@ -498,7 +532,7 @@ fn append_step_summary(layout: &Layout) {
 
 /// First SIGINT/SIGTERM: stop starting jobs, terminate children with a grace period. Second:
 /// kill them at once and exit shortly after, even if the round cannot be recorded in time.
-fn install_signal_handler() {
+pub(crate) fn install_signal_handler() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::git::Git;
+use crate::engine::replay::{replay_dir, replay_refs};
 use crate::engine::state::{Layout, State};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::roundlog::{AgentEntry, RoundLog};
@@ -74,19 +75,6 @@ impl Where {
             replay: Some(k),
         }
     }
-}
-
-/// `replays/round-NNNN-K/` under the state folder: a replay's own state folder.
-pub fn replay_dir(state: &Layout, round: u32, k: u32) -> PathBuf {
-    state
-        .dir
-        .join("replays")
-        .join(format!("round-{round:04}-{k}"))
-}
-
-/// `refs/orch/replay/round-N-K/`: the ref namespace of a replay.
-pub fn replay_refs(round: u32, k: u32) -> String {
-    format!("refs/orch/replay/round-{round}-{k}/")
 }
 
 /// Prints round `n` (of the live run or of replay `replay`); exit 2 when it has no log.

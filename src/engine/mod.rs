@@ -1,8 +1,8 @@
 //! The engine: the round pipeline ([`round`], driven round after round by [`runner`]) and what
 //! it stands on. [`process`] is the only module that spawns or signals children; [`pool`] runs
 //! agent jobs on worker threads; [`git`] wraps every git call; [`state`] owns the files of the
-//! state folder (atomic JSON, the lock, the journal); [`inputs`] records what each round started from, so that it can be
-//! run again. The engine emits events and never prints.
+//! state folder (atomic JSON, the lock, the journal); [`inputs`] records what each round started from, so that
+//! [`replay`] can run it again beside the branch. The engine emits events and never prints.
 
 pub mod git;
 pub mod inputs;
@@ -10,6 +10,7 @@ pub mod launcher;
 pub mod pool;
 pub mod process;
 pub mod prompt;
+pub mod replay;
 pub mod results;
 pub mod round;
 pub mod runner;

@@ -138,6 +138,8 @@ pub fn run_counted(
             .max(1),
         budget: opts.budget.or(mission.budget_usd),
         only: &opts.agents,
+        refs: round::LIVE_REFS,
+        replay: None,
     };
     events.emit(Event::RunStart {
         mission: mission.name.clone(),

@@ -45,6 +45,9 @@ pub use plan::{
     QueueKey,
 };
 
+/// The live run's ref namespace.
+pub const LIVE_REFS: &str = "refs/orch/";
+
 /// What every round of a run shares.
 pub struct Env<'a> {
     pub mission: &'a Mission,
@@ -57,6 +60,24 @@ pub struct Env<'a> {
     pub budget: Option<f64>,
     /// `--agent NAME`: only these agents (forced in, whatever their `when`).
     pub only: &'a [String],
+    /// The namespace of the refs the round keeps work under: `refs/orch/` for the live run, a
+    /// replay's own (`refs/orch/replay/round-N-K/`) for a replay. With `git` (the tree the
+    /// round works in: the repository, or a replay's scratch worktree at the recorded base)
+    /// and `layout` (the state folder, or the replay's folder) it is where the round runs.
+    pub refs: &'a str,
+    /// A replay: the plan and the prompts come from what the round recorded.
+    pub replay: Option<&'a Replaying>,
+}
+
+/// What a replay of a round gives the pipeline in place of planning from today's mission.
+#[derive(Debug, Clone, Default)]
+pub struct Replaying {
+    /// The recorded inputs to plan from; `None` re-plans (`--fresh`) with the mission's rules.
+    pub recorded: Option<RoundInputs>,
+    /// The live state folder: the recorded prompt files are relative to it.
+    pub prompts_from: PathBuf,
+    /// `--agent NAME`: replay only these of the recorded agents.
+    pub agents: Vec<String>,
 }
 
 /// What a round hands back to the run loop.
@@ -94,6 +115,14 @@ struct Job<'a> {
 }
 
 impl Env<'_> {
+    /// `refs/orch/<kind>/round-N[/AGENT]`, under the round's ref namespace.
+    pub fn kept_ref(&self, kind: &str, round: u32, agent: Option<&str>) -> String {
+        match agent {
+            Some(a) => format!("{}{kind}/round-{round}/{a}", self.refs),
+            None => format!("{}{kind}/round-{round}", self.refs),
+        }
+    }
+
     fn root(&self) -> &Path {
         self.git.root()
     }
@@ -455,16 +484,20 @@ impl<'e> Round<'e, '_> {
     fn plan(&mut self) -> Vec<Planned<'e>> {
         let env: &'e Env<'e> = self.env;
         let mut active = Vec::new();
+        let recorded = env.replay.and_then(|r| r.recorded.as_ref());
         for (index, agent) in env.mission.agents.iter().enumerate() {
-            let (decision, reason) = match gate(agent, self.round, self.queue, env.only, self.state)
-            {
-                Gate::Decided(true, why) => ("included", why),
-                Gate::Decided(false, why) => ("skipped", why),
-                Gate::Blocked(why) => ("blocked", why),
-                Gate::Command(argv) => match self.when_command(agent, argv) {
-                    (true, why) => ("included", why),
-                    (false, why) => ("skipped", why),
-                },
+            let (decision, reason) = if let Some(rec) = recorded {
+                replayed_decision(rec, env.replay.map_or(&[], |r| &r.agents), &agent.name)
+            } else {
+                match gate(agent, self.round, self.queue, env.only, self.state) {
+                    Gate::Decided(true, why) => ("included", why),
+                    Gate::Decided(false, why) => ("skipped", why),
+                    Gate::Blocked(why) => ("blocked", why),
+                    Gate::Command(argv) => match self.when_command(agent, argv) {
+                        (true, why) => ("included", why),
+                        (false, why) => ("skipped", why),
+                    },
+                }
             };
             let included = decision == "included";
             self.log.decisions.push(Decision {
@@ -523,7 +556,26 @@ impl<'e> Round<'e, '_> {
         let mut jobs = Vec::new();
         for p in planned {
             let agent = p.agent;
-            let plan = job_plan(agent, self.state, self.queue);
+            let mut plan = job_plan(agent, self.state, self.queue);
+            // A replay gives the agent what the round gave it: model, timeout, task, place.
+            let recorded = self
+                .env
+                .replay
+                .and_then(|r| r.recorded.as_ref())
+                .and_then(|r| r.job(&agent.name));
+            if let Some(r) = recorded {
+                plan = JobPlan {
+                    model: r.model.clone(),
+                    task: r
+                        .task
+                        .as_ref()
+                        .map(|t| self.queue.get(&t.id).cloned().unwrap_or_else(|| t.clone())),
+                    timeout: Duration::from_millis(r.timeout_ms),
+                    adaptive: r.adaptive_timeout,
+                    priority: r.priority,
+                    expected_ms: r.expected_ms,
+                };
+            }
             let task = plan.task;
             let recorded_task = task.clone();
             if let Some(t) = &task {
@@ -532,7 +584,17 @@ impl<'e> Round<'e, '_> {
                     q.attempts += 1;
                 }
             }
-            let (prompt_file, text) = self.write_prompt(agent, &plan.model, task.as_ref())?;
+            let (prompt_file, text) = match recorded.map(|r| self.recorded_prompt(r)) {
+                Some(Ok(done)) => done,
+                Some(Err(why)) => {
+                    self.note(&format!(
+                        "{}: the recorded prompt cannot be used ({why}); rendered from today's templates",
+                        agent.name
+                    ));
+                    self.write_prompt(agent, &plan.model, task.as_ref())?
+                }
+                None => self.write_prompt(agent, &plan.model, task.as_ref())?,
+            };
             self.inputs.jobs.push(RecordedJob {
                 agent: agent.name.clone(),
                 phase: agent.phase,
@@ -610,6 +672,24 @@ impl<'e> Round<'e, '_> {
             .join(format!("{}.md", agent.name));
         std::fs::write(&path, &text).ctx(|| format!("writing prompt {}", path.display()))?;
         Ok((path, text))
+    }
+
+    /// A replay: the prompt the round gave the agent, copied into the replay's prompts folder
+    /// when the recorded file still holds it; `Err(why)` when it does not.
+    fn recorded_prompt(&self, job: &RecordedJob) -> std::result::Result<(PathBuf, String), String> {
+        let from = self
+            .env
+            .replay
+            .map(|r| r.prompts_from.join(&job.prompt))
+            .unwrap_or_default();
+        let bytes = crate::engine::inputs::recorded_prompt(&from, job)?;
+        let path = self
+            .env
+            .layout
+            .prompts(self.round)
+            .join(format!("{}.md", job.agent));
+        std::fs::write(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok((path, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// A round whose inputs cannot be recorded still runs: the record serves a later replay,
@@ -832,7 +912,7 @@ impl<'e> Round<'e, '_> {
                 },
                 Err(e) => {
                     // Whatever it is, the files it left are kept before the worktree is reused.
-                    let r = format!("refs/orch/failed/round-{}/{}", self.round, entry.name);
+                    let r = self.env.kept_ref("failed", self.round, Some(&entry.name));
                     let kept = git
                         .save_tree(
                             base,
@@ -845,8 +925,7 @@ impl<'e> Round<'e, '_> {
                 }
             };
             if let Some(commit) = commit {
-                let keep =
-                    |kind: &str| format!("refs/orch/{kind}/round-{}/{}", self.round, entry.name);
+                let keep = |kind: &str| self.env.kept_ref(kind, self.round, Some(&entry.name));
                 match entry.status {
                     RunStatus::Ok => match self.env.git.merge(&commit, &msg)? {
                         Merge::Merged => self.merged.push((entry.name.clone(), commit.clone())),
@@ -886,7 +965,7 @@ impl<'e> Round<'e, '_> {
     /// Keeps what is in a worktree (its files and any commits of the agent's) under
     /// `refs/orch/<kind>/round-N/AGENT`; the text to append to the run's error.
     fn keep_worktree(&self, wt: &Path, base: &str, kind: &str, agent: &str) -> String {
-        let r = format!("refs/orch/{kind}/round-{}/{agent}", self.round);
+        let r = self.env.kept_ref(kind, self.round, Some(agent));
         let msg = format!("orch: round {} {agent}: not merged", self.round);
         match self.env.git.at(wt).save_tree(base, &r, &msg) {
             Ok(_) => format!("; its files are kept in {r}"),
@@ -1176,7 +1255,7 @@ impl<'e> Round<'e, '_> {
         if !moved && self.env.git.changed_since(&base)?.is_empty() {
             return Ok(());
         }
-        let kept = format!("refs/orch/{kind}/round-{}", self.round);
+        let kept = self.env.kept_ref(kind, self.round, None);
         self.env.git.save_tree(
             &base,
             &kept,
@@ -1321,6 +1400,21 @@ fn keep_earlier_log(layout: &Layout, round: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
+fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (&'static str, String) {
+    let Some(d) = rec.decisions.iter().find(|d| d.agent == agent) else {
+        return ("skipped", "not in the recorded round".into());
+    };
+    match d.decision.as_str() {
+        "included" if !only.is_empty() && !only.iter().any(|n| n == agent) => {
+            ("skipped", "not replayed (--agent)".into())
+        }
+        "included" => ("included", d.reason.clone()),
+        "blocked" => ("blocked", d.reason.clone()),
+        _ => ("skipped", d.reason.clone()),
+    }
 }
 
 /// A round that runs again (an interrupted one, resumed) keeps the inputs of its earlier run

@@ -48,7 +48,7 @@ impl Round<'_, '_> {
             // merge, each agent's change is kept under its own ref instead.
             if !self.build(base, &merged, &(0..merged.len()).collect::<Vec<_>>())? {
                 for (name, commit) in &merged {
-                    let kept = format!("refs/orch/rejected/round-{}/{name}", self.round);
+                    let kept = self.env.kept_ref("rejected", self.round, Some(name));
                     env.git.set_ref(&kept, commit)?;
                 }
             }
@@ -167,7 +167,7 @@ impl Round<'_, '_> {
         let mut refs = Vec::new();
         for &i in &culprits {
             let (name, commit) = &merged[i];
-            let kept = format!("refs/orch/rejected/round-{}/{name}", self.round);
+            let kept = self.env.kept_ref("rejected", self.round, Some(name));
             self.env.git.set_ref(&kept, commit)?;
             if let Some(e) = self.log.agents.iter_mut().find(|e| &e.name == name) {
                 e.error = Some(format!(
@@ -256,7 +256,7 @@ impl Round<'_, '_> {
     }
 
     fn revert(&mut self, base: &str, failure: &str) -> Result<()> {
-        let kept = format!("refs/orch/rejected/round-{}", self.round);
+        let kept = self.env.kept_ref("rejected", self.round, None);
         self.env.git.save_tree(
             base,
             &kept,

@@ -1,0 +1,549 @@
+//! `orch round N` on a round that ran: round N again, as it was, beside the branch.
+//!
+//! The replay runs the same round pipeline as the live run (`round::run`), pointed elsewhere
+//! through its [`Env`]: the tree is a scratch worktree detached at the recorded base
+//! (`replays/round-NNNN-K/tree`), the state folder is the replay's own (`replays/round-NNNN-K/`,
+//! where its round log, logs, prompts, journal, state and queue go), and the refs it keeps work
+//! under are `refs/orch/replay/round-N-K/…`. The plan and the prompts come from the round's
+//! recorded inputs ([`RoundInputs`]); the state and the queue it starts from are the recorded
+//! copies. So it never moves the branch nor touches the live state, the task queue, round N's
+//! log, logs or refs.
+//!
+//! A round logged before inputs were recorded still replays: the base, the agents, their
+//! models, timeouts and tasks come from its log, the rest from today (the mission, the state,
+//! the queue), and [`Prepared::from_today`] says which. `--fresh` re-plans and re-renders the
+//! prompts from today's mission, from the recorded state and queue.
+//!
+//! [`compare`] then sets the original and the replay side by side.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::engine::git::Git;
+use crate::engine::inputs::{RecordedJob, RoundInputs};
+use crate::engine::round::{self, Env, Replaying};
+use crate::engine::runner::Workspace;
+use crate::engine::state::{Layout, State};
+use crate::engine::tasks::Queue;
+use crate::error::{Error, IoContext, Result};
+use crate::events::Events;
+use crate::mission::Mission;
+use crate::roundlog::{AgentEntry, Decision, RoundLog};
+
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    pub round: u32,
+    /// `--agent NAME`: replay only these agents.
+    pub agents: Vec<String>,
+    /// `--fresh`: re-plan and re-render prompts from today's mission.
+    pub fresh: bool,
+    /// `--keep`: keep the scratch worktree.
+    pub keep: bool,
+    /// `--budget USD`: what the replay may spend.
+    pub budget: Option<f64>,
+}
+
+/// What a replay will run from, worked out before anything runs (`--dry-run` prints it).
+pub struct Prepared {
+    pub round: u32,
+    /// The live state folder (the recorded prompt files are relative to it).
+    pub state_dir: PathBuf,
+    /// Which replay of the round this is (`replays/round-NNNN-K`).
+    pub k: u32,
+    pub dir: PathBuf,
+    pub refs: String,
+    pub base: String,
+    pub mission: Mission,
+    pub mission_dir: PathBuf,
+    pub state: State,
+    pub queue: Queue,
+    /// The plan to replay; `None` with `--fresh`.
+    pub recorded: Option<RoundInputs>,
+    /// The jobs as recorded (or as the log has them), for `--dry-run`.
+    pub jobs: Vec<RecordedJob>,
+    pub decisions: Vec<Decision>,
+    pub max_concurrency: usize,
+    pub budget: Option<f64>,
+    /// What had to be taken from today rather than from the record.
+    pub from_today: Vec<String>,
+    pub opts: ReplayOptions,
+}
+
+/// What a replay left.
+pub struct Replayed {
+    pub log: RoundLog,
+    pub interrupted: bool,
+    /// The scratch worktree, when `--keep` kept it.
+    pub tree: Option<PathBuf>,
+}
+
+/// Works out what replaying round `original.round` runs from.
+pub fn prepare(ws: &Workspace, original: &RoundLog, opts: &ReplayOptions) -> Result<Prepared> {
+    let n = opts.round;
+    let mut from_today = Vec::new();
+    let recorded = RoundInputs::load(&ws.layout, n)?;
+    let (state, queue) = match &recorded {
+        Some(r) => (r.state.clone(), r.queue.clone()),
+        None => {
+            from_today.push(format!(
+                "the tracking state and the task queue are today's: round {n} was logged before orch recorded what rounds start from"
+            ));
+            (State::load(&ws.layout)?, Queue::load(&ws.layout)?)
+        }
+    };
+    let mut mission = ws.mission().clone();
+    let mut mission_dir = ws.loaded.dir.clone();
+    match (&recorded, opts.fresh) {
+        (_, true) => from_today.push("the mission, the plan and the prompts are today's (--fresh)".into()),
+        (None, false) => from_today.push(format!(
+            "the mission is today's ({}); the agents, models, timeouts and tasks are the round log's",
+            ws.loaded.file.display()
+        )),
+        (Some(r), false) => {
+            match Mission::parse(&r.mission.to_string(), &ws.layout.round_inputs(n)) {
+                Ok(m) => {
+                    mission = m;
+                    mission_dir = PathBuf::from(&r.mission_dir);
+                }
+                Err(e) => from_today.push(format!(
+                    "the mission is today's: the recorded one does not load ({e})"
+                )),
+            }
+        }
+    }
+    // A log without recorded inputs: the plan is what its log says ran.
+    let recorded = match recorded {
+        Some(r) => Some(r),
+        None if !opts.fresh => Some(from_log(original, ws, &mission, &queue)),
+        None => None,
+    };
+    for a in &opts.agents {
+        let known = match (&recorded, opts.fresh) {
+            (Some(r), false) => r.job(a).is_some(),
+            _ => mission.agent(a).is_some(),
+        };
+        if !known {
+            return Err(Error::Usage(format!(
+                "--agent {a}: round {n} ran no agent of that name (it ran: {})",
+                original
+                    .agents
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let k = next_replay(&ws.layout, n);
+    let (jobs, decisions) = match &recorded {
+        Some(r) => (r.jobs.clone(), r.decisions.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let max_concurrency = recorded
+        .as_ref()
+        .map_or(mission.max_concurrency, |r| r.max_concurrency)
+        .max(1);
+    // The engine's budget is cumulative; a replay's --budget is what the replay may spend.
+    let budget = match opts.budget {
+        Some(b) => Some(state.total_cost_usd + b),
+        None => match &recorded {
+            Some(r) if !opts.fresh => r.budget_usd,
+            _ => mission.budget_usd,
+        },
+    };
+    Ok(Prepared {
+        round: n,
+        state_dir: ws.layout.dir.clone(),
+        k,
+        dir: replay_dir(&ws.layout, n, k),
+        refs: replay_refs(n, k),
+        base: original.base.clone(),
+        mission,
+        mission_dir,
+        state,
+        queue,
+        recorded: if opts.fresh { None } else { recorded },
+        jobs,
+        decisions,
+        max_concurrency,
+        budget,
+        from_today,
+        opts: opts.clone(),
+    })
+}
+
+/// The plan of a round logged before inputs were recorded, from its log: the agents that ran,
+/// with their models, timeouts and tasks; their prompts from `prompts/round-NNNN/` (with no
+/// hash to check them by).
+fn from_log(log: &RoundLog, ws: &Workspace, mission: &Mission, queue: &Queue) -> RoundInputs {
+    let ran = |name: &str| log.agents.iter().any(|e| e.name == name);
+    let mut decisions: Vec<Decision> = log
+        .decisions
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            // Included at planning, then skipped by what happened in the round.
+            if ran(&d.agent) || d.reason.starts_with("skipped: ") {
+                d.decision = "included".into();
+            }
+            d
+        })
+        .collect();
+    for e in &log.agents {
+        if !decisions.iter().any(|d| d.agent == e.name) {
+            decisions.push(Decision {
+                agent: e.name.clone(),
+                decision: "included".into(),
+                reason: "it ran in the round".into(),
+                model: None,
+                escalated: false,
+                outcome: None,
+                elapsed_ms: None,
+            });
+        }
+    }
+    let jobs = log
+        .agents
+        .iter()
+        .map(|e: &AgentEntry| {
+            let task = e.task.as_ref().and_then(|id| queue.get(id).cloned());
+            RecordedJob {
+                agent: e.name.clone(),
+                phase: e.phase,
+                model: e.model.clone(),
+                timeout_ms: e.timeout_ms,
+                adaptive_timeout: false,
+                priority: task.as_ref().map_or_else(
+                    || mission.agent(&e.name).map_or(2, |a| a.priority),
+                    |t| t.priority,
+                ),
+                task,
+                expected_ms: 0,
+                prompt: ws
+                    .layout
+                    .relative(&ws.layout.prompts(log.round).join(format!("{}.md", e.name))),
+                prompt_bytes: 0,
+                prompt_hash: String::new(),
+            }
+        })
+        .collect();
+    RoundInputs {
+        version: 0,
+        round: log.round,
+        base: log.base.clone(),
+        started_at: log.started_at.clone(),
+        mission_dir: ws.loaded.dir.display().to_string(),
+        mission: serde_json::Value::Null,
+        max_concurrency: mission.max_concurrency,
+        budget_usd: mission.budget_usd,
+        only: Vec::new(),
+        state: State::default(),
+        queue: Queue::default(),
+        decisions,
+        jobs,
+    }
+}
+
+/// `replays/round-NNNN-K/` under the state folder: a replay's own state folder.
+pub fn replay_dir(state: &Layout, round: u32, k: u32) -> PathBuf {
+    state
+        .dir
+        .join("replays")
+        .join(format!("round-{round:04}-{k}"))
+}
+
+/// `refs/orch/replay/round-N-K/`: the ref namespace of a replay.
+pub fn replay_refs(round: u32, k: u32) -> String {
+    format!("refs/orch/replay/round-{round}-{k}/")
+}
+
+/// The first K with no `replays/round-NNNN-K/` yet.
+fn next_replay(layout: &Layout, round: u32) -> u32 {
+    (1..)
+        .find(|k| !replay_dir(layout, round, *k).exists())
+        .unwrap_or(1)
+}
+
+/// Runs the replay: the round pipeline in a scratch worktree at the base, with the replay's
+/// own state folder and ref namespace. The replay's final HEAD is kept under
+/// `<refs>commit` (its worktree goes, unless `--keep`).
+pub fn run(ws: &Workspace, p: &Prepared, events: &Events) -> Result<Replayed> {
+    let layout = Layout::new(p.dir.clone());
+    std::fs::create_dir_all(&p.dir).ctx(|| format!("creating {}", p.dir.display()))?;
+    let tree_path = p.dir.join("tree");
+    let tree = ws.git.prepare_worktree(&tree_path, &p.base).map_err(|e| {
+        Error::Other(format!(
+            "cannot check out round {}'s base {} for the replay: {e}",
+            p.round, p.base
+        ))
+    })?;
+    let replaying = Replaying {
+        recorded: p.recorded.clone(),
+        prompts_from: p.state_dir.clone(),
+        agents: p.opts.agents.clone(),
+    };
+    // With --fresh the mission's own rules plan, and --agent forces its agents in as it does
+    // for a live `orch round N`.
+    let only: Vec<String> = if p.recorded.is_none() {
+        p.opts.agents.clone()
+    } else {
+        Vec::new()
+    };
+    let env = Env {
+        mission: &p.mission,
+        mission_dir: &p.mission_dir,
+        git: &tree,
+        layout: &layout,
+        events,
+        max_concurrency: p.max_concurrency,
+        budget: p.budget,
+        only: &only,
+        refs: &p.refs,
+        replay: Some(&replaying),
+    };
+    let mut state = p.state.clone();
+    let mut queue = p.queue.clone();
+    let outcome = round::run(&env, &mut state, &mut queue, p.round);
+    if let Ok(Some(head)) = tree.head() {
+        if head != p.base {
+            ws.git.set_ref(&format!("{}commit", p.refs), &head)?;
+        }
+    }
+    let kept = if p.opts.keep {
+        Some(tree_path)
+    } else {
+        remove_worktrees(&ws.git, &p.dir);
+        None
+    };
+    let outcome = outcome?;
+    Ok(Replayed {
+        interrupted: outcome.interrupted,
+        log: outcome.log,
+        tree: kept,
+    })
+}
+
+/// Removes the replay's scratch worktree and its agents' worktrees (their work is in refs).
+fn remove_worktrees(git: &Git, dir: &Path) {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("worktrees"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.push(dir.join("tree"));
+    for p in paths {
+        let s = p.to_string_lossy().into_owned();
+        if let Err(e) = git.run(&["worktree", "remove", "--force", &s]) {
+            log::warn!("cannot remove the replay's worktree {s}: {e}");
+        }
+    }
+    let _ = std::fs::remove_dir(dir.join("worktrees"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison.
+
+/// One agent's run, as compared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSide {
+    pub status: String,
+    pub cause: Option<String>,
+    pub changed_files: u32,
+    pub cost_usd: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRow {
+    pub agent: String,
+    pub original: Option<AgentSide>,
+    pub replay: Option<AgentSide>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestsSide {
+    pub status: String,
+    pub passed: Option<u64>,
+    pub failed: Option<u64>,
+}
+
+/// The round and its replay side by side, and what differs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    pub round: u32,
+    pub replay: u32,
+    pub status: (String, String),
+    pub commit: (Option<String>, Option<String>),
+    pub agents: Vec<AgentRow>,
+    pub tests: (Option<TestsSide>, Option<TestsSide>),
+    pub culprits: (Vec<String>, Vec<String>),
+    pub cost_usd: (f64, f64),
+    /// Whether the whole round was replayed; with `--agent` the round's status, tests and
+    /// culprits are shown, not compared.
+    pub whole_round: bool,
+    pub differences: Vec<String>,
+    pub from_today: Vec<String>,
+}
+
+impl Comparison {
+    pub fn same(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+fn side(e: &AgentEntry) -> AgentSide {
+    // `cause` is written by orchs that classify failures; read it from the entry as written.
+    let cause = serde_json::to_value(e)
+        .ok()
+        .and_then(|v| v.get("cause").and_then(|c| c.as_str()).map(str::to_owned));
+    AgentSide {
+        status: e.status.as_str().into(),
+        cause,
+        changed_files: e.changed_files,
+        cost_usd: e.cost_usd,
+        error: e.error.clone(),
+    }
+}
+
+fn tests_side(log: &RoundLog) -> Option<TestsSide> {
+    log.tests.as_ref().map(|t| TestsSide {
+        status: t.status.as_str().into(),
+        passed: t.passed,
+        failed: t.failed,
+    })
+}
+
+fn culprits(log: &RoundLog) -> Vec<String> {
+    let mut c = log
+        .revert
+        .as_ref()
+        .map(|r| r.culprits.clone())
+        .unwrap_or_default();
+    c.sort();
+    c
+}
+
+pub fn describe_tests(t: &Option<TestsSide>) -> String {
+    match t {
+        None => "none ran".into(),
+        Some(t) => {
+            let mut s = t.status.clone();
+            if let (Some(p), Some(f)) = (t.passed, t.failed) {
+                s.push_str(&format!(" ({p} passed, {f} failed)"));
+            }
+            s
+        }
+    }
+}
+
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Sets round `original` and its replay side by side. Compared: the round's status, each
+/// replayed agent's status, cause and number of changed files, the tests' status and counts,
+/// the revert's culprits. Cost is shown, not compared (a real agent's cost varies run to run).
+pub fn compare(
+    original: &RoundLog,
+    replay: &RoundLog,
+    k: u32,
+    agents: &[String],
+    from_today: &[String],
+) -> Comparison {
+    let whole_round = agents.is_empty();
+    let mut names: Vec<String> = original.agents.iter().map(|e| e.name.clone()).collect();
+    for e in &replay.agents {
+        if !names.contains(&e.name) {
+            names.push(e.name.clone());
+        }
+    }
+    names.retain(|n| whole_round || agents.contains(n));
+    let mut differences = Vec::new();
+    let rows: Vec<AgentRow> = names
+        .iter()
+        .map(|n| {
+            let o = original.agents.iter().find(|e| &e.name == n).map(side);
+            let r = replay.agents.iter().find(|e| &e.name == n).map(side);
+            match (&o, &r) {
+                (Some(o), Some(r)) => {
+                    if o.status != r.status {
+                        differences.push(format!("{n}: status {} -> {}", o.status, r.status));
+                    }
+                    if o.cause != r.cause {
+                        differences.push(format!(
+                            "{n}: cause {} -> {}",
+                            o.cause.as_deref().unwrap_or("none"),
+                            r.cause.as_deref().unwrap_or("none")
+                        ));
+                    }
+                    if o.changed_files != r.changed_files {
+                        differences.push(format!(
+                            "{n}: changed files {} -> {}",
+                            o.changed_files, r.changed_files
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    differences.push(format!("{n}: ran in the round, not in the replay"))
+                }
+                (None, Some(_)) => {
+                    differences.push(format!("{n}: ran in the replay, not in the round"))
+                }
+                (None, None) => {}
+            }
+            AgentRow {
+                agent: n.clone(),
+                original: o,
+                replay: r,
+            }
+        })
+        .collect();
+    let tests = (tests_side(original), tests_side(replay));
+    let cul = (culprits(original), culprits(replay));
+    if whole_round {
+        if original.status != replay.status {
+            differences.push(format!(
+                "round status {} -> {}",
+                original.status.as_str(),
+                replay.status.as_str()
+            ));
+        }
+        if tests.0 != tests.1 {
+            differences.push(format!(
+                "tests {} -> {}",
+                describe_tests(&tests.0),
+                describe_tests(&tests.1)
+            ));
+        }
+        if cul.0 != cul.1 {
+            differences.push(format!(
+                "revert culprits {} -> {}",
+                or_none(&cul.0),
+                or_none(&cul.1)
+            ));
+        }
+    }
+    Comparison {
+        round: original.round,
+        replay: k,
+        status: (
+            original.status.as_str().into(),
+            replay.status.as_str().into(),
+        ),
+        commit: (original.commit.clone(), replay.commit.clone()),
+        agents: rows,
+        tests,
+        culprits: cul,
+        cost_usd: (original.cost_usd, replay.cost_usd),
+        whole_round,
+        differences,
+        from_today: from_today.to_vec(),
+    }
+}
