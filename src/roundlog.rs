@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: u32 = 9;
 
+/// How many changed paths an agent entry lists (`changedFiles` counts them all).
+pub const MAX_FILES: usize = 200;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum RoundStatus {
@@ -142,6 +145,10 @@ pub struct AgentEntry {
     pub tokens: Option<Tokens>,
     #[serde(default)]
     pub changed_files: u32,
+    /// The changed files' paths (at most [`MAX_FILES`]); empty in logs written before they
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
     /// The stdout log, relative to the state folder.
     #[serde(default)]
     pub log: String,

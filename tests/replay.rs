@@ -38,6 +38,7 @@ fn show_prints_one_round_for_a_person_and_as_json() {
     for want in [
         "round 2 of mission t: ok",
         "a (code): ok",
+        "files: src/a.txt",
         "model m1",
         "b (code): ok",
         "its change broke the tests and was taken out",
@@ -401,4 +402,39 @@ fn a_round_logged_before_inputs_were_recorded_replays_saying_what_it_took_from_t
         "{out}"
     );
     assert!(out.contains("the same outcome"), "{out}");
+}
+
+#[test]
+fn budget_caps_what_a_replay_spends_and_fresh_replans_from_todays_mission() {
+    let outside = tempfile::tempdir().unwrap();
+    let repo = three_rounds(&outside.path().join("flag"));
+    let before = live(&repo);
+    // a costs $0.10 and b $0.05, side by side: past $0.01, Phase B does not start.
+    let run = repo.orch(&["round", "2", "--budget", "0.01"]).expect(1);
+    let out = run.stdout();
+    assert!(
+        out.contains("rev: ran in the round, not in the replay"),
+        "{out}"
+    );
+    let log: Value =
+        serde_json::from_str(&repo.read(".orch/replays/round-0002-1/rounds/round-0002.json"))
+            .unwrap();
+    assert!(
+        log["stopReason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("budget reached"),
+        "{log:#}"
+    );
+    assert_eq!(live(&repo), before);
+
+    // --fresh: today's mission plans and renders; the same mission, so the same outcome.
+    let run = repo.orch(&["round", "2", "--fresh"]).expect(0);
+    assert!(run.stdout().contains("(--fresh)"), "{}", run.stdout());
+    assert!(
+        run.stdout().contains("the same outcome"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(live(&repo), before);
 }

@@ -411,6 +411,19 @@ fn agent_block(
         facts.push(format!("handoff {h}"));
     }
     let _ = writeln!(s, "      {}", facts.join(", "));
+    if !a.files.is_empty() {
+        let more = (a.changed_files as usize).saturating_sub(a.files.len());
+        let _ = writeln!(
+            s,
+            "      files: {}{}",
+            a.files.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(e) = &a.error {
         let _ = writeln!(s, "      error: {e}");
     }

@@ -349,6 +349,8 @@ pub struct AgentSide {
     pub status: String,
     pub cause: Option<String>,
     pub changed_files: u32,
+    /// Their paths, when the log lists them.
+    pub files: Vec<String>,
     pub cost_usd: f64,
     pub error: Option<String>,
 }
@@ -403,6 +405,7 @@ fn side(e: &AgentEntry) -> AgentSide {
         status: e.status.as_str().into(),
         cause,
         changed_files: e.changed_files,
+        files: e.files.clone(),
         cost_usd: e.cost_usd,
         error: e.error.clone(),
     }
@@ -488,6 +491,13 @@ pub fn compare(
                             "{n}: changed files {} -> {}",
                             o.changed_files, r.changed_files
                         ));
+                    } else if !o.files.is_empty() && !r.files.is_empty() && o.files != r.files {
+                        // The same number of files, not the same files (older logs list none).
+                        differences.push(format!(
+                            "{n}: changed files {} -> {}",
+                            o.files.join(", "),
+                            r.files.join(", ")
+                        ));
                     }
                 }
                 (Some(_), None) => {
@@ -545,5 +555,108 @@ pub fn compare(
         whole_round,
         differences,
         from_today: from_today.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roundlog::{Phase, RoundStatus, RunStatus, Sims, Timing};
+
+    fn entry(name: &str, status: RunStatus, files: &[&str]) -> AgentEntry {
+        AgentEntry {
+            name: name.into(),
+            phase: Phase::Code,
+            model: String::new(),
+            task: None,
+            status,
+            exit_code: Some(0),
+            start_ms: 0,
+            elapsed_ms: 10,
+            timeout_ms: 1000,
+            cost_usd: 0.1,
+            cost_known: true,
+            tokens: None,
+            changed_files: files.len() as u32,
+            files: files.iter().map(|f| f.to_string()).collect(),
+            log: String::new(),
+            error: None,
+            summary: None,
+            escalated_to: None,
+            ownership_violations: Vec::new(),
+            handoff: None,
+        }
+    }
+
+    fn log(agents: Vec<AgentEntry>) -> RoundLog {
+        RoundLog {
+            schema: 9,
+            round: 2,
+            mission: "t".into(),
+            status: RoundStatus::Ok,
+            started_at: String::new(),
+            finished_at: String::new(),
+            base: "b".into(),
+            commit: None,
+            agents,
+            sims: Sims::default(),
+            tests: None,
+            reverted: false,
+            revert: None,
+            kept_ref: None,
+            timing: Timing::default(),
+            cost_usd: 0.0,
+            total_cost_usd: 0.0,
+            stop_reason: None,
+            decisions: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_same_runs_compare_the_same_whatever_they_cost() {
+        let a = log(vec![entry("a", RunStatus::Ok, &["x"])]);
+        let mut b = a.clone();
+        b.agents[0].cost_usd = 0.7;
+        b.agents[0].elapsed_ms = 999;
+        let c = compare(&a, &b, 1, &[], &[]);
+        assert!(c.same(), "{:?}", c.differences);
+    }
+
+    #[test]
+    fn differences_name_the_agent_and_what_changed() {
+        let a = log(vec![
+            entry("a", RunStatus::Ok, &["x"]),
+            entry("b", RunStatus::Ok, &["y"]),
+        ]);
+        let b = log(vec![
+            entry("a", RunStatus::Failed, &[]),
+            entry("b", RunStatus::Ok, &["z"]),
+        ]);
+        let c = compare(&a, &b, 1, &[], &[]);
+        assert_eq!(
+            c.differences,
+            [
+                "a: status ok -> failed",
+                "a: changed files 1 -> 0",
+                "b: changed files y -> z"
+            ]
+        );
+        // --agent b: only b is compared.
+        let c = compare(&a, &b, 1, &["b".into()], &[]);
+        assert_eq!(c.differences, ["b: changed files y -> z"]);
+        assert!(!c.whole_round);
+    }
+
+    #[test]
+    fn an_agent_missing_on_one_side_differs_and_old_logs_without_paths_compare_by_count() {
+        let a = log(vec![entry("a", RunStatus::Ok, &["x"])]);
+        let mut old = a.clone();
+        old.agents[0].files.clear();
+        let mut b = log(vec![entry("a", RunStatus::Ok, &["w"])]);
+        assert!(compare(&old, &b, 1, &[], &[]).same());
+        b.agents.push(entry("r", RunStatus::Ok, &[]));
+        let c = compare(&old, &b, 1, &[], &[]);
+        assert_eq!(c.differences, ["r: ran in the replay, not in the round"]);
     }
 }

@@ -112,6 +112,12 @@ pub fn settle(
         cost_known: cost.known,
         tokens: cost.tokens.clone(),
         changed_files: changed,
+        files: raw
+            .changed
+            .iter()
+            .take(crate::roundlog::MAX_FILES)
+            .cloned()
+            .collect(),
         log: raw.log_rel.clone(),
         error,
         summary: cost.summary.clone(),

@@ -550,6 +550,7 @@ fn legacy(
             changed_files: u64_at(a, "changedFiles")
                 .and_then(|c| u32::try_from(c).ok())
                 .unwrap_or(0),
+            files: Vec::new(),
             log: str_at(a, "log").unwrap_or_default().to_string(),
             error: str_at(a, "error").map(str::to_string),
             summary: None,

@@ -872,6 +872,7 @@ impl<'e> Round<'e, '_> {
                     }
                 }
                 entry.changed_files = entry.changed_files.saturating_sub(outside.len() as u32);
+                entry.files.retain(|f| !outside.contains(f));
                 if entry.changed_files == 0 && entry.status == RunStatus::Ok {
                     entry.status = RunStatus::Empty;
                 }
