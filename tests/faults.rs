@@ -216,6 +216,63 @@ fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     assert_none_left(&m);
 }
 
+/// SIGINT during a replay (`orch round 1` after round 1): the replay stops as a round does, its
+/// agent's partial work is kept under the replay's own refs, and nothing live moves: not the
+/// branch, the tree (a file the user has not committed included), the live refs, the state or
+/// round 1's log.
+#[test]
+fn sigint_during_a_replay_keeps_its_work_in_its_own_refs_and_touches_nothing_live() {
+    let m = marker("replay-sigint");
+    let f = flags();
+    let hung = f.path().join("hung");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/wip.txt=half done", "--hang-once", &path_str(&hung)])}]
+    }));
+    // The round itself does not hang (the file is there); its replay will.
+    std::fs::write(&hung, "").unwrap();
+    repo.orch(&["run"]).expect(0);
+    std::fs::remove_file(&hung).unwrap();
+    repo.write("notes.txt", "mine, not committed\n");
+    let (head, status) = (repo.head(), repo.status());
+    let refs = repo.git(&["for-each-ref"]);
+    let (state, log1) = (
+        repo.read(".orch/state.json"),
+        repo.read(".orch/rounds/round-0001.json"),
+    );
+    let mut orch = Orch::start(&repo, &["round", "1"]);
+    wait_for(&hung, Duration::from_secs(10));
+    orch.signal(libc::SIGINT);
+    let code = orch.wait(Duration::from_secs(10));
+    assert_eq!(code, 130, "{}", orch.stderr());
+    assert_none_left(&m);
+    assert_eq!(repo.head(), head);
+    assert_eq!(repo.status(), status);
+    assert_eq!(repo.read("notes.txt"), "mine, not committed\n");
+    assert_eq!(repo.read(".orch/state.json"), state);
+    assert_eq!(repo.read(".orch/rounds/round-0001.json"), log1);
+    let after: Vec<String> = repo
+        .git(&["for-each-ref"])
+        .lines()
+        .filter(|l| !l.contains("refs/orch/replay/"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(after.join("\n"), refs);
+    let log: serde_json::Value =
+        serde_json::from_str(&repo.read(".orch/replays/round-0001-1/rounds/round-0001.json"))
+            .unwrap();
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    let kept = "refs/orch/replay/round-1-1/cancelled/round-1/a";
+    assert_eq!(
+        repo.git(&["show", &format!("{kept}:src/wip.txt")]),
+        "half done"
+    );
+    let worktrees = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(!worktrees.contains("replays"), "{worktrees}");
+}
+
 /// The same with worktree isolation and SIGTERM: the agent's partial work, in its own
 /// worktree, is kept under refs/orch/cancelled/round-1/AGENT; the main tree never moved.
 #[test]
