@@ -103,6 +103,18 @@ fn a_round_past_the_next_one_is_refused_naming_the_last_round() {
     assert_eq!(repo.read(".orch/state.json"), state);
     assert!(!repo.has_round_log(9));
     repo.orch(&["round", "9", "--dry-run"]).expect(2);
+
+    // A sequence has no one round N: the message says so rather than misreading the file.
+    repo.write(
+        "seq.json",
+        r#"{"name": "s", "sequence": [{"mission": "orch.json", "rounds": 1}]}"#,
+    );
+    let run = repo.orch(&["round", "2", "-m", "seq.json"]).expect(2);
+    assert!(
+        run.stderr().contains("is a sequence of missions"),
+        "{}",
+        run.stderr()
+    );
 }
 
 /// FNV-1a 64, the hash `round-NNNN.inputs.json` gives each prompt.

@@ -407,6 +407,13 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// `orch round N` runs the next round (N = last + 1) or replays one that ran (N <= last);
 /// a round further ahead would count rounds that never ran as done.
 fn check_round_number(cwd: &std::path::Path, mission: &std::path::Path, n: u32) -> Result<u32> {
+    let file = crate::mission::locate(cwd, mission);
+    if crate::engine::sequence::detect(&file)?.is_some() {
+        return Err(Error::Usage(format!(
+            "{} is a sequence of missions; `orch round N` needs one mission (-m FILE)",
+            file.display()
+        )));
+    }
     let layout = layout_for(cwd, mission)?;
     let last = crate::engine::state::State::load(&layout)?.last_round;
     if n > last + 1 {

@@ -593,7 +593,17 @@ impl<'e> Round<'e, '_> {
                     ));
                     self.write_prompt(agent, &plan.model, task.as_ref())?
                 }
-                None => self.write_prompt(agent, &plan.model, task.as_ref())?,
+                None => {
+                    if self.env.replay.is_some_and(|r| r.recorded.is_some()) {
+                        // Included in the recorded plan but never started in the round (a
+                        // Phase B skipped after a revert): nothing recorded to give it.
+                        self.note(&format!(
+                            "{}: no job was recorded for it (it did not start in the round); planned and rendered now",
+                            agent.name
+                        ));
+                    }
+                    self.write_prompt(agent, &plan.model, task.as_ref())?
+                }
             };
             self.inputs.jobs.push(RecordedJob {
                 agent: agent.name.clone(),
