@@ -395,14 +395,22 @@ fn rate_limit_is_waited_out(cli: &str) {
         1,
         json!({"limits": {"backoffS": 1, "maxWaitS": 120}}),
     );
+    // One unproductive run would be enough to escalate: the limited runs must not count.
+    let mut m: Value =
+        serde_json::from_str(&orch::mission::strip_comments(&s.repo.read("orch.json"))).unwrap();
+    m["agents"][0]["escalateAfter"] = json!(1);
+    s.repo.mission(m);
     let model = s.first_model();
+    let commits = |s: &Setup| -> u32 {
+        s.repo
+            .git(&["rev-list", "--count", "HEAD"])
+            .parse()
+            .unwrap()
+    };
+    let before = commits(&s);
     s.run(&["run"]).expect(0);
     assert_committed(&s);
-    assert_eq!(
-        s.repo.git(&["rev-list", "--count", "HEAD"]),
-        "3",
-        "init, mission and one round commit"
-    );
+    assert_eq!(commits(&s), before + 1, "one round commit");
 
     let log = s.repo.round_log(1);
     let agent = Repo::agent(&log, "coder");
@@ -418,6 +426,13 @@ fn rate_limit_is_waited_out(cli: &str) {
     assert!(
         !events.iter().any(|e| e["event"] == "escalation"),
         "an escalation: {events:#?}"
+    );
+    let state = s.repo.state();
+    let st = &state["agents"]["coder"];
+    assert!(
+        st["modelIndex"].as_u64().unwrap_or(0) == 0
+            && st["model"].as_str().is_none_or(|m| m == model),
+        "the coder moved on its ladder: {st}"
     );
     assert!(
         mock.model_requests() >= 3,
@@ -453,13 +468,19 @@ fn invalid_key_stops_the_run(cli: &str, words: &str) {
         err.contains(words),
         "the CLI's words {words:?} are not in:\n{err}"
     );
-    assert!(err.contains("coder"), "the agent is not named in:\n{err}");
-
-    let starts = s
-        .events()
+    // The stop names the agent and carries the CLI's words.
+    let events = s.events();
+    let stop = events
         .iter()
-        .filter(|e| e["event"] == "agentStart")
-        .count();
+        .find(|e| e["event"] == "stop")
+        .unwrap_or_else(|| panic!("no stop event: {events:#?}"));
+    assert_eq!(stop["exitCode"], 6, "{stop}");
+    let reason = stop["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("coder") && reason.contains(words),
+        "the stop reason does not name the agent and the CLI's words: {stop}"
+    );
+    let starts = events.iter().filter(|e| e["event"] == "agentStart").count();
     assert_eq!(starts, 1, "only the first agent ran");
     let log = s.repo.round_log(1);
     let agent = Repo::agent(&log, "coder");
