@@ -507,6 +507,7 @@ impl Mission {
         if !(self.kill_grace_s.is_finite() && self.kill_grace_s >= 0.0) {
             return err("killGraceS".into(), "must be a non-negative number".into());
         }
+        check_state_dir_shape(file, &self.state_dir)?;
         check_relative(file, "stateDir", &self.state_dir)?;
         if let Some(l) = &self.launcher {
             check_argv(file, "launcher", l, AGENT_PLACEHOLDERS)?;
@@ -716,6 +717,8 @@ impl Mission {
                 }
             }
         }
+        self.check_bounds(file)?;
+        self.check_dependency_cycles(file)?;
         Ok(())
     }
 
@@ -726,6 +729,229 @@ impl Mission {
     pub fn grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.kill_grace_s)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds and the dependency graph: every number in a mission has a range, so no value (a
+// `killGraceS` of 1e300, four billion rounds) reaches a `Duration`, an allocation or an addition
+// that would panic or overflow; and `dependsOn` is checked as a graph, not key by key.
+
+/// The most rounds a mission (or `--rounds N`) may ask for.
+pub const MAX_ROUNDS: u32 = 1_000_000;
+/// The most agents that may run at once (each is a worker thread and a process group).
+pub const MAX_CONCURRENCY: usize = 1024;
+/// The longest kill grace: an hour between SIGTERM and SIGKILL.
+pub const MAX_GRACE_S: f64 = 3600.0;
+/// The most test retries (each is a full test run).
+pub const MAX_RETRIES: u32 = 100;
+/// The largest prompt (and prompt section) orch renders.
+pub const MAX_PROMPT_BYTES: usize = 64 << 20;
+/// The largest adaptive-timeout factor.
+pub const MAX_FACTOR: f64 = 1000.0;
+/// The most past runs an adaptive timeout may wait for, and the most of any "N in a row"
+/// counter (`escalateAfter`, `stop.afterTestFailures`, ...).
+pub const MAX_COUNT: u32 = 10_000;
+
+impl Mission {
+    fn check_bounds(&self, file: &Path) -> Result<()> {
+        let out_of = |at: String, range: String, v: String| {
+            Err(Error::mission(
+                file,
+                at,
+                format!("must be {range}, not {v}"),
+            ))
+        };
+        let count = |at: String, v: u32, min: u32, max: u32| -> Result<()> {
+            if (min..=max).contains(&v) {
+                Ok(())
+            } else {
+                out_of(at, format!("from {min} to {max}"), v.to_string())
+            }
+        };
+        count("rounds".into(), self.rounds, 1, MAX_ROUNDS)?;
+        if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {
+            return out_of(
+                "maxConcurrency".into(),
+                format!("from 1 to {MAX_CONCURRENCY}"),
+                self.max_concurrency.to_string(),
+            );
+        }
+        if !(self.kill_grace_s.is_finite() && (0.0..=MAX_GRACE_S).contains(&self.kill_grace_s)) {
+            return out_of(
+                "killGraceS".into(),
+                format!("a number of seconds from 0 to {MAX_GRACE_S}"),
+                self.kill_grace_s.to_string(),
+            );
+        }
+        if !(1024..=MAX_PROMPT_BYTES).contains(&self.max_prompt_bytes) {
+            return out_of(
+                "maxPromptBytes".into(),
+                format!("from 1024 to {MAX_PROMPT_BYTES}"),
+                self.max_prompt_bytes.to_string(),
+            );
+        }
+        for (name, sec) in &self.sections {
+            if let Some(b) = sec.max_bytes {
+                if !(1..=MAX_PROMPT_BYTES).contains(&b) {
+                    return out_of(
+                        format!("sections.{name}.maxBytes"),
+                        format!("from 1 to {MAX_PROMPT_BYTES}"),
+                        b.to_string(),
+                    );
+                }
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = |k: &str| format!("agents[{i}].{k}");
+            count(at("escalateAfter"), a.escalate_after, 1, MAX_COUNT)?;
+            if let Some(d) = a.deescalate_after {
+                count(at("deescalateAfter"), d, 1, MAX_COUNT)?;
+            }
+            if let When::Every { every } = a.when {
+                count(at("when.every"), every, 1, MAX_ROUNDS)?;
+            }
+            if let Some(t) = &a.adaptive_timeout {
+                if !(t.factor.is_finite() && t.factor > 0.0 && t.factor <= MAX_FACTOR) {
+                    return out_of(
+                        at("adaptiveTimeout.factor"),
+                        format!("above 0 and at most {MAX_FACTOR}"),
+                        t.factor.to_string(),
+                    );
+                }
+                if !(1..=MAX_COUNT as usize).contains(&t.min_samples) {
+                    return out_of(
+                        at("adaptiveTimeout.minSamples"),
+                        format!("from 1 to {MAX_COUNT}"),
+                        t.min_samples.to_string(),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &self.tests {
+            count("tests.retries".into(), t.retries, 0, MAX_RETRIES)?;
+        }
+        if let Some(t) = &self.tasks {
+            count("tasks.splitAfter".into(), t.split_after, 1, MAX_COUNT)?;
+        }
+        count(
+            "stop.afterTestFailures".into(),
+            self.stop.after_test_failures,
+            1,
+            MAX_COUNT,
+        )?;
+        if let Some(n) = self.stop.after_empty_rounds {
+            count("stop.afterEmptyRounds".into(), n, 1, MAX_ROUNDS)?;
+        }
+        if let Some(b) = self.budget_usd {
+            if !(b.is_finite() && (0.0..=1e9).contains(&b)) {
+                return out_of(
+                    "budgetUsd".into(),
+                    "a number of dollars from 0 to 1e9".into(),
+                    b.to_string(),
+                );
+            }
+        }
+        for (model, p) in &self.pricing {
+            for (k, v) in [
+                ("inputPerMTok", p.input_per_m_tok),
+                ("outputPerMTok", p.output_per_m_tok),
+            ] {
+                if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                    return out_of(
+                        format!("pricing.{model}.{k}"),
+                        "a number of dollars from 0 to 1e6".into(),
+                        v.to_string(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `dependsOn` must not loop: agents in a cycle would each wait for the other until the
+    /// stall guard ended the run. The error names the cycle (`a -> b -> a`).
+    fn check_dependency_cycles(&self, file: &Path) -> Result<()> {
+        // 0: not seen, 1: on the current path, 2: done (no cycle through it).
+        let mut mark = vec![0u8; self.agents.len()];
+        let index = |name: &str| self.agents.iter().position(|a| a.name == name);
+        fn visit(
+            m: &Mission,
+            i: usize,
+            mark: &mut [u8],
+            path: &mut Vec<usize>,
+            index: &dyn Fn(&str) -> Option<usize>,
+        ) -> Option<Vec<usize>> {
+            mark[i] = 1;
+            path.push(i);
+            for d in &m.agents[i].depends_on {
+                let Some(j) = index(d) else { continue };
+                if mark[j] == 1 {
+                    let from = path.iter().position(|&k| k == j).unwrap_or(0);
+                    let mut cycle = path[from..].to_vec();
+                    cycle.push(j);
+                    return Some(cycle);
+                }
+                if mark[j] == 0 {
+                    if let Some(c) = visit(m, j, mark, path, index) {
+                        return Some(c);
+                    }
+                }
+            }
+            path.pop();
+            mark[i] = 2;
+            None
+        }
+        for i in 0..self.agents.len() {
+            if mark[i] != 0 {
+                continue;
+            }
+            if let Some(cycle) = visit(self, i, &mut mark, &mut Vec::new(), &index) {
+                let names: Vec<&str> = cycle
+                    .iter()
+                    .map(|&k| self.agents[k].name.as_str())
+                    .collect();
+                return Err(Error::mission(
+                    file,
+                    format!("agents[{}].dependsOn", cycle[0]),
+                    format!(
+                        "a dependency cycle: {} (each would wait for the other forever)",
+                        names.join(" -> ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The repository root itself (`.`, `./`, `""`) cannot be the state folder: orch would write its
+/// journal, worktrees and logs among the user's files. (The checks that need the repository,
+/// git's own folders and tracked files, are `engine::preflight`'s.)
+fn check_state_dir_shape(file: &Path, p: &Path) -> Result<()> {
+    use std::path::Component;
+    if p.components().all(|c| matches!(c, Component::CurDir)) {
+        return Err(Error::mission(
+            file,
+            "stateDir",
+            format!(
+                "{:?} is the repository root; orch needs a folder of its own there (the default is \".orch\")",
+                p.display().to_string()
+            ),
+        ));
+    }
+    if p.components().any(|c| {
+        matches!(c, Component::Normal(n) if n.to_str().is_some_and(|n| n.eq_ignore_ascii_case(".git")))
+    }) {
+        return Err(Error::mission(
+            file,
+            "stateDir",
+            format!(
+                "{:?} is inside git's own folder; orch's state would corrupt the repository (the default is \".orch\")",
+                p.display().to_string()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Agent {

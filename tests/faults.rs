@@ -945,3 +945,331 @@ fn every_file_orch_names_to_an_agent_can_be_written_with_a_plain_redirect() {
     let tasks = repo.orch(&["task", "list", "--json"]).expect(0);
     assert!(tasks.stdout().contains("follow up"), "{}", tasks.stdout());
 }
+
+/// Writes `hostile.json` (not committed: validate and run read it from the tree) and expects
+/// exit 2 from both `validate` and `run`, with every one of `words` in the message.
+fn refused(repo: &Repo, mission: serde_json::Value, words: &[&str]) {
+    repo.write("hostile.json", &mission.to_string());
+    for cmd in [
+        &["validate", "-m", "hostile.json"][..],
+        &["run", "-m", "hostile.json", "--allow-dirty"],
+    ] {
+        let run = repo.orch(cmd).expect(2);
+        for w in words {
+            assert!(
+                run.stderr().contains(w),
+                "{cmd:?}: {w:?} not in {}",
+                run.stderr()
+            );
+        }
+        assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
+    }
+}
+
+#[test]
+fn a_state_dir_in_gits_folders_the_root_or_a_tracked_folder_is_refused() {
+    let repo = Repo::new();
+    let with = |dir: &str| {
+        json!({"name": "t", "stateDir": dir,
+               "agents": [{"name": "a", "phase": "code", "command": "true"}]})
+    };
+    for dir in [".git", ".git/orch", "./.git/x", "sub/.GIT"] {
+        refused(&repo, with(dir), &["stateDir", dir, "git"]);
+    }
+    for dir in [".", "./", ""] {
+        refused(&repo, with(dir), &["stateDir", "repository root"]);
+    }
+    // src/ holds src/app.txt, which git tracks.
+    refused(&repo, with("src"), &["stateDir", "\"src\"", "src/app.txt"]);
+    refused(&repo, with("src/app.txt"), &["stateDir", "tracks"]);
+    // A symlink into git's folder is git's folder.
+    std::os::unix::fs::symlink(repo.pathbuf(".git"), repo.pathbuf("gitlink")).unwrap();
+    refused(
+        &repo,
+        with("gitlink/orch"),
+        &["stateDir", "inside git's folder"],
+    );
+    // git's folders were not touched, nothing ran.
+    assert!(!repo.exists(".git/orch") && !repo.exists(".git/rounds"));
+    assert!(!repo.exists(".orch/rounds"));
+    repo.git(&["fsck", "--no-progress"]);
+
+    // A linked worktree: its git dir and the common dir (the main repository's .git) are both
+    // git's folders, wherever they are.
+    let wt = repo.pathbuf("wt");
+    repo.git(&["worktree", "add", "-q", wt.to_str().unwrap()]);
+    let common = repo.pathbuf(".git");
+    let in_wt = |args: &[&str], mission: &serde_json::Value| {
+        std::fs::write(wt.join("hostile.json"), mission.to_string()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(&wt)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Inside the worktree, `.git` is a file; a state folder in the common dir is reached by a
+    // relative path out of the worktree, which is refused for leaving the repository, so the
+    // case to prove is the symlink.
+    std::os::unix::fs::symlink(&common, wt.join("common")).unwrap();
+    for dir in ["common/orch", ".git"] {
+        let (code, err) = in_wt(&["validate", "-m", "hostile.json"], &with(dir));
+        assert_eq!(code, Some(2), "{dir}: {err}");
+        assert!(
+            err.contains("stateDir") && err.contains("git"),
+            "{dir}: {err}"
+        );
+    }
+    let (code, err) = in_wt(&["validate", "-m", "hostile.json"], &with(".orch"));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn every_number_in_a_mission_is_bounded() {
+    let repo = Repo::new();
+    let agent = json!({"name": "a", "phase": "code", "command": "true"});
+    let base = || json!({"name": "t", "agents": [agent.clone()]});
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (json!({"killGraceS": 1e300}), "killGraceS"),
+        (json!({"killGraceS": -1}), "killGraceS"),
+        (json!({"rounds": 4294967295u32}), "rounds"),
+        (json!({"rounds": 0}), "rounds"),
+        (json!({"maxConcurrency": 1e15 as u64}), "maxConcurrency"),
+        (json!({"budgetUsd": 1e300}), "budgetUsd"),
+        (json!({"budgetUsd": -0.5}), "budgetUsd"),
+        (json!({"maxPromptBytes": 1u64 << 62}), "maxPromptBytes"),
+        (
+            json!({"tests": {"command": "true", "retries": 4294967295u32}}),
+            "tests.retries",
+        ),
+        (
+            json!({"tests": {"command": "true", "timeoutS": 1e300}}),
+            "tests.timeoutS",
+        ),
+        (
+            json!({"stop": {"afterTestFailures": 4294967295u32}}),
+            "stop.afterTestFailures",
+        ),
+        (
+            json!({"pricing": {"m": {"inputPerMTok": 1e300, "outputPerMTok": 1}}}),
+            "pricing.m.inputPerMTok",
+        ),
+        (
+            json!({"sections": {"s": {"text": "x", "maxBytes": 1u64 << 62}}}),
+            "sections.s.maxBytes",
+        ),
+        (
+            json!({"sims": {"pre": {"command": "true", "timeoutS": -1}}}),
+            "sims.pre.timeoutS",
+        ),
+    ];
+    for (extra, key) in cases {
+        let mut m = base();
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        refused(&repo, m, &[key]);
+    }
+    let agent_cases: Vec<(serde_json::Value, &str)> = vec![
+        (json!({"timeoutS": 1e300}), "agents[0].timeoutS"),
+        (json!({"timeoutS": 0}), "agents[0].timeoutS"),
+        (
+            json!({"escalateAfter": 4294967295u32}),
+            "agents[0].escalateAfter",
+        ),
+        (
+            json!({"adaptiveTimeout": {"factor": 1e300}}),
+            "agents[0].adaptiveTimeout.factor",
+        ),
+        (
+            json!({"adaptiveTimeout": {"minSamples": 1u64 << 62}}),
+            "agents[0].adaptiveTimeout.minSamples",
+        ),
+        (
+            json!({"adaptiveTimeout": {"maxS": 1e300}}),
+            "agents[0].adaptiveTimeout.maxS",
+        ),
+        (json!({"priority": 200}), "agents[0].priority"),
+        (
+            json!({"when": {"every": 4294967295u32}}),
+            "agents[0].when.every",
+        ),
+    ];
+    for (extra, key) in agent_cases {
+        let mut a = agent.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        refused(&repo, json!({"name": "t", "agents": [a]}), &[key]);
+    }
+    // Out of any number's range in the file itself: a parse error naming the key, not a panic.
+    refused(
+        &repo,
+        json!({"name": "t", "rounds": -1, "agents": [agent.clone()]}),
+        &["rounds"],
+    );
+    // The flags are bounded too.
+    repo.mission(base());
+    for args in [
+        &["run", "--rounds", "4294967296"][..],
+        &["run", "--max-concurrency", "100000000"],
+        &["run", "--budget", "NaN"],
+        &["run", "--budget", "-1"],
+        &["run", "--budget", "1e400"],
+    ] {
+        let run = repo.orch(args).expect(2);
+        assert!(
+            !run.stderr().contains("panicked"),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+}
+
+#[test]
+fn a_depends_on_cycle_is_a_validation_error_naming_it() {
+    let repo = Repo::new();
+    let a = |name: &str, deps: &[&str]| json!({"name": name, "phase": "code", "command": "true", "dependsOn": deps});
+    refused(
+        &repo,
+        json!({"name": "t", "agents": [a("a", &["b"]), a("b", &["a"])]}),
+        &["agents[0].dependsOn", "a -> b -> a"],
+    );
+    refused(
+        &repo,
+        json!({"name": "t", "agents": [a("x", &[]), a("a", &["b"]), a("b", &["c"]), a("c", &["a", "x"])]}),
+        &["agents[1].dependsOn", "a -> b -> c -> a"],
+    );
+    refused(
+        &repo,
+        json!({"name": "t", "agents": [a("a", &["ghost"])]}),
+        &["agents[0].dependsOn[0]", "ghost"],
+    );
+    // A chain and a diamond are fine.
+    repo.write(
+        "ok.json",
+        &json!({"name": "t", "agents": [a("a", &[]), a("b", &["a"]), a("c", &["a"]), a("d", &["b", "c"])]}).to_string(),
+    );
+    repo.orch(&["validate", "-m", "ok.json"]).expect(0);
+}
+
+#[test]
+fn a_program_that_cannot_start_is_refused_before_anything_runs() {
+    let repo = Repo::new();
+    repo.write("tools/not-exec.sh", "#!/bin/sh\n");
+    repo.write("tools/ok.sh", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(
+        repo.pathbuf("tools/ok.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "tools"]);
+    let ok_agent = json!({"name": "a", "phase": "code", "command": "true"});
+    let with = |extra: serde_json::Value| {
+        let mut m = json!({"name": "t", "agents": [ok_agent.clone()]});
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        m
+    };
+    let cases: Vec<(serde_json::Value, &[&str])> = vec![
+        (
+            json!({"tests": {"command": "pytestt -q"}}),
+            &["tests.command", "`pytestt`", "PATH"],
+        ),
+        (
+            json!({"tests": {"command": ["pytestt"]}}),
+            &["tests.command", "`pytestt`"],
+        ),
+        (
+            json!({"tests": {"command": "true", "suites": [{"name": "u", "always": true, "command": "nosuchtool x"}]}}),
+            &["tests.suites[0].command", "`nosuchtool`"],
+        ),
+        (
+            json!({"agents": [{"name": "coder", "phase": "code", "command": ["claudee", "-p"]}]}),
+            &["agents[0].command", "`claudee`"],
+        ),
+        (
+            json!({"agents": [{"name": "a", "phase": "code", "command": "true", "when": {"command": "chekc-it"}}]}),
+            &["agents[0].when.command", "`chekc-it`"],
+        ),
+        (
+            json!({"sims": {"pre": {"command": ["./sim/nope"]}}}),
+            &["sims.pre.command", "./sim/nope", "does not exist"],
+        ),
+        (
+            json!({"sims": {"post": {"command": "true", "launcher": ["srunn", "--"]}}}),
+            &["sims.post.launcher", "`srunn`"],
+        ),
+        (
+            json!({"launcher": ["srunn", "--"]}),
+            &["launcher", "`srunn`"],
+        ),
+        (
+            json!({"sections": {"s": {"command": "gti log"}}}),
+            &["sections.s.command", "`gti`"],
+        ),
+        (
+            json!({"tests": {"command": ["tools/not-exec.sh"]}}),
+            &["tests.command", "not executable"],
+        ),
+        (
+            json!({"tests": {"command": ["tools"]}}),
+            &["tests.command", "is not found on PATH"],
+        ),
+        (
+            json!({"tests": {"command": ["./tools"]}}),
+            &["tests.command", "is a folder"],
+        ),
+    ];
+    for (extra, words) in cases {
+        refused(&repo, with(extra), words);
+    }
+    // Two at once: both named.
+    refused(
+        &repo,
+        with(
+            json!({"tests": {"command": "pytestt"}, "agents": [{"name": "a", "phase": "code", "command": ["claudee"]}]}),
+        ),
+        &[
+            "2 programs cannot start",
+            "agents[0].command",
+            "tests.command",
+        ],
+    );
+    // An untracked script cannot reach a worktree agent; committed, it can.
+    repo.write("local/agent.sh", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(
+        repo.pathbuf("local/agent.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    refused(
+        &repo,
+        with(json!({"agents": [{"name": "a", "phase": "code", "command": ["./local/agent.sh"]}]})),
+        &["agents[0].command", "not tracked"],
+    );
+    std::fs::remove_file(repo.pathbuf("hostile.json")).unwrap();
+    // What is fine: shell syntax, builtins, an agent's own PATH, a relative path that exists,
+    // a launcher's command (it runs on the node).
+    repo.mission(with(json!({
+        "agents": [
+            {"name": "a", "phase": "code", "command": "cd src && nosuchtool-behind-cd"},
+            {"name": "b", "phase": "code", "command": ["only-on-my-path"], "env": {"PATH": repo.pathbuf("tools").display().to_string()}, "when": "tasks"},
+            {"name": "c", "phase": "code", "command": ["claude-on-the-node"], "launcher": ["env", "--"], "when": "tasks"}
+        ],
+        "tests": {"command": ["./tools/ok.sh"]}
+    })));
+    std::fs::copy(
+        repo.pathbuf("tools/ok.sh"),
+        repo.pathbuf("tools/only-on-my-path"),
+    )
+    .unwrap();
+    repo.orch(&["validate"]).expect(0);
+    // No round ran for any refused mission.
+    assert!(!repo.exists(".orch/rounds/round-0001.json"));
+}

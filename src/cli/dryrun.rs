@@ -72,9 +72,9 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
     let round = match opts.only_round {
         Some(n) => n,
         None => {
-            let next = state.last_round + 1;
+            let next = state.last_round.saturating_add(1);
             let last = match opts.more_rounds {
-                Some(n) => state.last_round + n,
+                Some(n) => state.last_round.saturating_add(n),
                 None => mission.rounds,
             };
             if next > last {

@@ -140,13 +140,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub mission: MissionArg,
     /// Run N more rounds (instead of up to the mission's `rounds`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=crate::mission::MAX_ROUNDS as i64))]
     pub rounds: Option<u32>,
     /// At most N agents at once (overrides maxConcurrency).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::mission::MAX_CONCURRENCY as i64))]
     pub max_concurrency: Option<u32>,
     /// Stop once the cumulative cost reaches USD (overrides budgetUsd).
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub budget: Option<f64>,
     /// Run even though the working tree has uncommitted changes.
     #[arg(long)]
@@ -172,7 +172,7 @@ pub struct RoundArgs {
     #[arg(long = "agent", value_name = "NAME")]
     pub agents: Vec<String>,
     /// Stop once the cumulative cost reaches USD (overrides budgetUsd).
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub budget: Option<f64>,
     /// Run even though the working tree has uncommitted changes.
     #[arg(long)]
@@ -595,6 +595,14 @@ fn report(cwd: &std::path::Path, a: ReportArgs) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// `--budget USD`: a finite number of dollars, 0 or more (never NaN, which no cost reaches).
+fn parse_usd(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not an amount of dollars from 0 to 1e9")),
+    }
+}
+
 /// `A..B`, `A..`, `..B` or `N`.
 pub fn parse_range(s: &str) -> Result<(u32, u32)> {
     let bad = || Error::Usage(format!("--rounds {s}: expected A..B, A.., ..B or N"));
@@ -650,7 +658,9 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             let _lock = Lock::acquire(&ws.layout)?;
             ws.git.exclude(&ws.layout.dir)?;
             let mut q = Queue::load(&ws.layout)?;
-            let round = crate::engine::state::State::load(&ws.layout)?.last_round + 1;
+            let round = crate::engine::state::State::load(&ws.layout)?
+                .last_round
+                .saturating_add(1);
             let id = q.add(&agent, priority, &title, &body, None, round);
             q.save(&ws.layout)?;
             crate::outln!("{id}")?;
@@ -693,6 +703,23 @@ fn set_task(
     Ok(EXIT_OK)
 }
 
+/// What `orch run` checks before a round spends anything, for `orch validate`: the state folder
+/// against git's folders and tracked files, and every program the mission starts. Outside a
+/// repository there is nothing to check them against.
+fn check_against_repository(cwd: &std::path::Path, loaded: &crate::mission::Loaded) -> Result<()> {
+    use crate::engine::preflight;
+    match crate::engine::git::Git::open(cwd) {
+        Ok(git) => {
+            preflight::check_state_dir(&loaded.mission, &loaded.file, &git)?;
+            preflight::check_programs(&loaded.mission, &loaded.file, &git)
+        }
+        Err(e) => {
+            log::warn!("{e}: the state folder and the programs are not checked");
+            Ok(())
+        }
+    }
+}
+
 fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
     let file = crate::mission::locate(cwd, &m.mission);
     if let Some(seq) = crate::engine::sequence::detect(&file)? {
@@ -707,6 +734,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
             let path = dir.join(&step.mission);
             let loaded = crate::mission::Loaded::from_path(&path)?;
             crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+            check_against_repository(cwd, &loaded)?;
             crate::outln!(
                 "  {} ({:?}): up to {} rounds",
                 path.display(),
@@ -718,6 +746,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
     }
     let loaded = crate::mission::Loaded::from_path(&file)?;
     crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
+    check_against_repository(cwd, &loaded)?;
     let mission = &loaded.mission;
     crate::outln!(
         "{}: mission {:?} is valid",

@@ -8,6 +8,7 @@ pub mod git;
 pub mod inputs;
 pub mod launcher;
 pub mod pool;
+pub mod preflight;
 pub mod process;
 pub mod prompt;
 pub mod replay;

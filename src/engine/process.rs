@@ -426,6 +426,14 @@ pub fn run(spec: &Spec) -> Finished {
     let Some((program, args)) = spec.argv.split_first() else {
         return done(Ending::SpawnFailed("empty command".into()));
     };
+    // A relative path (`./run.sh`, `tools/agent`) names a file in the folder the command runs
+    // in, as a shell there would find it; duct would resolve it from orch's own folder.
+    let program = if program.contains('/') && !program.starts_with('/') {
+        spec.cwd.join(program).display().to_string()
+    } else {
+        program.clone()
+    };
+    let program = &program;
     let signal = if spec.launched {
         libc::SIGTERM
     } else {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::git::Git;
 use crate::engine::launcher;
+use crate::engine::preflight;
 use crate::engine::process;
 use crate::engine::prompt;
 use crate::engine::round::{self, Env};
@@ -50,6 +51,7 @@ impl Workspace {
         let loaded = mission::Loaded::from_path(&mission::locate(dir, mission_path))?;
         prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
         let git = Git::open(dir)?;
+        preflight::check_state_dir(&loaded.mission, &loaded.file, &git)?;
         let layout = Layout::in_repo(git.root().join(&loaded.mission.state_dir), git.common_dir());
         let git = git.keep_out(&layout.dir);
         Ok(Workspace {
@@ -104,10 +106,10 @@ pub fn run_counted(
         Some(n) => vec![n],
         None => {
             let last = match opts.more_rounds {
-                Some(n) => state.last_round + n,
+                Some(n) => state.last_round.saturating_add(n),
                 None => mission.rounds,
             };
-            (state.last_round + 1..=last).collect()
+            (state.last_round.saturating_add(1)..=last).collect()
         }
     };
     if rounds.is_empty() {
@@ -119,6 +121,8 @@ pub fn run_counted(
         return Ok((EXIT_OK, 0));
     }
     check_clean(&ws.git, opts.allow_dirty)?;
+    // A program that cannot start would fail every round, or read as a regression: refuse now.
+    preflight::check_programs(mission, &ws.loaded.file, &ws.git)?;
     launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
     // Before anything is spent: a config that asks for signed commits must be able to sign.
     ws.git.check_signing()?;
