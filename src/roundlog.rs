@@ -237,6 +237,10 @@ pub struct TestsEntry {
     /// Each suite that ran, when suites ran instead of the full command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suite_runs: Vec<SuiteEntry>,
+    /// The test command could not start (no such program, not executable, exit 126 or 127):
+    /// why. Not a regression: the round's change was set aside untested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_start: Option<String>,
 }
 
 /// One test suite's run within a round's tests stage.
@@ -262,6 +266,9 @@ pub struct SuiteEntry {
     pub flaky: bool,
     #[serde(default)]
     pub log: String,
+    /// The suite's command could not start: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_start: Option<String>,
 }
 
 fn one() -> u32 {

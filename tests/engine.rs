@@ -169,7 +169,7 @@ fn a_timeout_kills_the_agent_and_its_grandchild() {
 }
 
 #[test]
-fn a_missing_program_is_a_failed_run_not_a_crash() {
+fn a_missing_program_is_refused_up_front_and_a_vanished_one_is_a_failed_run() {
     let repo = Repo::new();
     repo.mission(json!({
         "name": "t", "rounds": 1,
@@ -178,20 +178,82 @@ fn a_missing_program_is_a_failed_run_not_a_crash() {
             {"name": "real", "phase": "code", "command": agent_cmd(&["--write", "src/r.txt=r"])}
         ]
     }));
-    repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    let ghost = Repo::agent(&log, "ghost");
-    assert_eq!(ghost["status"], "failed");
+    let run = repo.orch(&["run"]).expect(2);
     assert!(
-        ghost["error"]
+        run.stderr().contains("agents[0].command")
+            && run.stderr().contains("/no/such/agent-binary"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!repo.has_round_log(1));
+
+    // A program there at the start-up check and gone when the agent starts (its when-command
+    // removes it): the run is `failed` with the OS's words, not a crash, and said so.
+    let bin = tempfile::tempdir().unwrap();
+    let ghost = bin.path().join("ghost-agent");
+    std::fs::write(&ghost, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&ghost, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let g = ghost.display().to_string();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [
+            {"name": "ghost", "phase": "code", "command": [g, "--flag"],
+             "when": {"command": ["rm", "-f", g]}},
+            {"name": "real", "phase": "code", "command": agent_cmd(&["--write", "src/r.txt=r"])}
+        ]
+    }));
+    let run = repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert!(
+        run.stderr().contains("ghost could not start"),
+        "{}",
+        run.stderr()
+    );
+    let log = repo.round_log(1);
+    let ghost_entry = Repo::agent(&log, "ghost");
+    assert_eq!(ghost_entry["status"], "failed");
+    assert!(
+        ghost_entry["error"]
             .as_str()
             .unwrap()
-            .contains("/no/such/agent-binary"),
-        "{ghost}"
+            .contains("ghost-agent"),
+        "{ghost_entry}"
     );
     let err_log = repo.read(".orch/logs/round-0001/ghost.stderr.log");
     assert!(err_log.contains("not found"), "{err_log}");
     assert_eq!(Repo::agent(&log, "real")["status"], "ok");
+    // The other agent's work is committed; the round says what went wrong.
+    assert_eq!(log["status"], "ok");
+    assert!(
+        log["notes"].to_string().contains("ghost could not start"),
+        "{log:#}"
+    );
+}
+
+#[test]
+fn a_round_whose_only_code_agent_cannot_start_is_failed() {
+    let repo = Repo::new();
+    let bin = tempfile::tempdir().unwrap();
+    let ghost = bin.path().join("ghost-agent");
+    std::fs::write(&ghost, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&ghost, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let g = ghost.display().to_string();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "ghost", "phase": "code", "command": [g], "when": {"command": ["rm", "-f", g]}}]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "failed", "{log:#}");
+    assert!(
+        log["notes"]
+            .to_string()
+            .contains("no code agent could start"),
+        "{log:#}"
+    );
+    // `orch round N` says so through its exit status.
+    std::fs::write(&ghost, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&ghost, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    repo.orch(&["round", "1"]).expect(1);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, gone, processes_with, Repo};
+use common::{agent_cmd, gone, processes_with, tests_cmd, Repo};
 use serde_json::json;
 
 /// A marker unique to one test, put on every agent's command line (`--tag`).
@@ -1272,4 +1272,107 @@ fn a_program_that_cannot_start_is_refused_before_anything_runs() {
     repo.orch(&["validate"]).expect(0);
     // No round ran for any refused mission.
     assert!(!repo.exists(".orch/rounds/round-0001.json"));
+}
+
+#[test]
+fn a_test_command_that_cannot_start_is_not_a_regression() {
+    // `exec` is a shell builtin, so the start-up check cannot see past it: the command fails
+    // with 127 (not found) or 126 (not executable) only when the round runs it.
+    for (tests, code) in [("exec pytestt -q", "127"), ("exec ./tools/t.sh", "126")] {
+        let repo = Repo::new();
+        repo.write("tools/t.sh", "#!/bin/sh\nexit 0\n"); // not executable
+        repo.mission(json!({
+            "name": "t", "rounds": 5,
+            "agents": [
+                {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])},
+                {"name": "b", "phase": "code", "command": agent_cmd(&["--write", "src/b.txt=b"])},
+                {"name": "rev", "phase": "review", "command": agent_cmd(&["--write", "review.md=r"])}
+            ],
+            "tests": {"command": tests, "retries": 2}
+        }));
+        let base = repo.head();
+        let run = repo.orch(&["run"]).expect(3);
+        assert!(
+            run.stderr().contains("test command could not start") && run.stderr().contains(code),
+            "{tests}: {}",
+            run.stderr()
+        );
+        // One round, then the run stops: every later round would fail the same way.
+        assert!(!repo.has_round_log(2));
+        let log = repo.round_log(1);
+        assert_eq!(log["status"], "failed", "{log:#}");
+        assert_eq!(log["tests"]["regression"], false);
+        assert_eq!(
+            log["tests"]["attempts"], 1,
+            "no retries of a command that cannot start"
+        );
+        assert!(
+            log["tests"]["cannotStart"].as_str().unwrap().contains(code),
+            "{log:#}"
+        );
+        assert!(
+            log["revert"].is_null(),
+            "no agent's work was taken out: {log:#}"
+        );
+        for a in ["a", "b"] {
+            assert_eq!(Repo::agent(&log, a)["status"], "ok", "{log:#}");
+        }
+        // The tree is back at the base, the agents' work kept in a ref.
+        assert_eq!(repo.head(), base);
+        assert_eq!(repo.status(), "");
+        let kept = log["keptRef"].as_str().unwrap();
+        assert_eq!(kept, "refs/orch/untested/round-1");
+        let files = repo.git(&["ls-tree", "-r", "--name-only", kept]);
+        assert!(
+            files.contains("src/a.txt") && files.contains("src/b.txt"),
+            "{files}"
+        );
+        // Phase B did not run on an untested tree; nothing counted against anyone.
+        assert!(!repo.exists("review.md"));
+        let state = repo.state();
+        assert_eq!(state["testFailuresInARow"], 0, "{state:#}");
+        assert_eq!(state["agents"]["a"]["consecutiveFailures"], 0, "{state:#}");
+    }
+}
+
+#[test]
+fn the_circuit_breaker_counts_rounds_that_fail_for_good_not_rescued_ones() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 4, "stop": {"afterTestFailures": 2},
+        "agents": [
+            {"name": "good", "phase": "code", "command": agent_cmd(&["--write", "src/good.txt={round}"])},
+            {"name": "bad", "phase": "code", "command": agent_cmd(&["--write", "src/bad.txt=BROKEN"])}
+        ],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    // Every round the per-agent revert takes `bad` out and commits `good`: four healthy rounds,
+    // though every first test run failed.
+    repo.orch(&["run"]).expect(0);
+    for n in 1..=4 {
+        let log = repo.round_log(n);
+        assert_eq!(log["revert"]["strategy"], "per-agent", "{log:#}");
+        assert!(log["commit"].is_string(), "round {n} committed good work");
+    }
+    let state = repo.state();
+    assert_eq!(state["testFailuresInARow"], 0, "{state:#}");
+    assert_eq!(state["testFailedRoundsInARow"], 4, "{state:#}");
+    let status = repo.orch(&["status", "--json"]).expect(0).stdout();
+    let s: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(s["testFailuresInARow"], 0);
+    assert_eq!(s["testFailedRoundsInARow"], 4);
+    assert_eq!(s["breakerLimit"], 2);
+    let text = repo.orch(&["status"]).expect(0).stdout();
+    assert!(text.contains("circuit breaker"), "{text}");
+
+    // A lone bad agent: each round is wholly reverted; that is what stops the run.
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 4, "stop": {"afterTestFailures": 2},
+        "agents": [{"name": "bad", "phase": "code", "command": agent_cmd(&["--write", "src/bad.txt=BROKEN {round}"])}],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    let run = repo.orch(&["run"]).expect(3);
+    assert!(run.stderr().contains("circuit breaker"), "{}", run.stderr());
+    assert!(!repo.has_round_log(3));
 }

@@ -25,6 +25,13 @@ pub struct Status {
     pub budget_usd: Option<f64>,
     pub budget_left_usd: Option<f64>,
     pub empty_rounds_in_a_row: u32,
+    /// The circuit breaker's count: rounds in a row whose committed tree failed the tests, or
+    /// that were wholly reverted.
+    pub test_failures_in_a_row: u32,
+    /// Rounds in a row whose first test run failed, rescued by a per-agent revert or not.
+    pub test_failed_rounds_in_a_row: u32,
+    /// `stop.afterTestFailures`: where the breaker stops the run.
+    pub breaker_limit: u32,
     pub agents: Vec<AgentStatus>,
 }
 
@@ -83,6 +90,9 @@ pub fn collect(ws: &Workspace) -> Result<Status> {
         budget_usd: m.budget_usd,
         budget_left_usd: m.budget_usd.map(|b| (b - state.total_cost_usd).max(0.0)),
         empty_rounds_in_a_row: state.empty_rounds_in_a_row,
+        test_failures_in_a_row: state.test_failures_in_a_row,
+        test_failed_rounds_in_a_row: state.test_failed_rounds_in_a_row,
+        breaker_limit: m.stop.after_test_failures,
         agents,
     })
 }
@@ -115,6 +125,12 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
             (Some(b), Some(l)) => format!(" of {} budget, {} left", units::usd(b), units::usd(l)),
             _ => String::new(),
         }
+    )?;
+    crate::outln!(
+        "tests: {} round(s) in a row failed for good (circuit breaker, stops at {}); {} in a row failed a first run (a per-agent revert may have rescued them)",
+        s.test_failures_in_a_row,
+        s.breaker_limit,
+        s.test_failed_rounds_in_a_row
     )?;
     let mut rows = vec![[
         "agent",

@@ -198,9 +198,14 @@ pub struct State {
     /// Rounds in a row that committed nothing (the stall guard).
     #[serde(default)]
     pub empty_rounds_in_a_row: u32,
-    /// Rounds in a row whose tests failed (the circuit breaker).
+    /// Rounds in a row that failed the tests for good (the circuit breaker's count): their
+    /// committed tree fails the tests, or the whole round was reverted.
     #[serde(default)]
     pub test_failures_in_a_row: u32,
+    /// Rounds in a row whose first test run failed, a per-agent revert's rescue included (shown
+    /// by `orch status`; stops nothing).
+    #[serde(default)]
+    pub test_failed_rounds_in_a_row: u32,
     /// Test results at the base, when known: what a regression is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_baseline: Option<TestBaseline>,

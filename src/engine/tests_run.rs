@@ -100,7 +100,10 @@ impl<'a> TestRun<'a> {
                 Ending::Cancelled => StepStatus::Cancelled,
                 _ => StepStatus::Failed,
             };
-            let retry = status == StepStatus::Failed || status == StepStatus::Timeout;
+            let cannot_start = cannot_start(&finished.ending, &output);
+            // Retrying a command that cannot start only burns the retries.
+            let retry = (status == StepStatus::Failed || status == StepStatus::Timeout)
+                && cannot_start.is_none();
             if retry && attempts <= self.retries && !process::interrupted() {
                 first_failed = true;
                 continue;
@@ -124,8 +127,33 @@ impl<'a> TestRun<'a> {
                 tail,
                 reason: None,
                 suite_runs: Vec::new(),
+                cannot_start,
             };
         }
+    }
+}
+
+/// Why a test command could not start, or `None` when it ran (whatever its verdict): it could
+/// not be spawned, or its shell said 126 (found, not executable) or 127 (not found). A test
+/// suite does not use those statuses for failing tests; a shell uses them for a command it
+/// could not run.
+pub fn cannot_start(ending: &Ending, output: &[u8]) -> Option<String> {
+    let last_line = || {
+        String::from_utf8_lossy(output)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!(": {}", crate::engine::prompt::trim(l.trim(), 300)))
+            .unwrap_or_default()
+    };
+    match ending {
+        Ending::SpawnFailed(e) => Some(e.clone()),
+        Ending::Exited(126) => Some(format!(
+            "exit 126, a program was found but cannot be executed{}",
+            last_line()
+        )),
+        Ending::Exited(127) => Some(format!("exit 127, a program was not found{}", last_line())),
+        _ => None,
     }
 }
 
@@ -202,6 +230,7 @@ impl Stage<'_> {
                         attempts: e.attempts,
                         flaky: e.flaky,
                         log,
+                        cannot_start: e.cannot_start,
                     });
                 }
             },
@@ -252,6 +281,11 @@ fn union(
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
+        cannot_start: runs.iter().find_map(|r| {
+            r.cannot_start
+                .as_ref()
+                .map(|why| format!("suite {}: {why}", r.name))
+        }),
         suite_runs: runs,
     }
 }
@@ -293,6 +327,7 @@ mod tests {
             tail: String::new(),
             reason: None,
             suite_runs: vec![],
+            cannot_start: None,
         }
     }
 
@@ -337,6 +372,7 @@ mod tests {
             attempts: 1,
             flaky: false,
             log: String::new(),
+            cannot_start: None,
         };
         let now = Instant::now();
         let u = union(

@@ -585,6 +585,7 @@ fn legacy(
             tail: String::new(),
             reason: None,
             suite_runs: Vec::new(),
+            cannot_start: str_at(t, "cannotStart").map(str::to_string),
         });
     let tests_start = v
         .get("tests")

@@ -215,6 +215,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         merged: Vec::new(),
         converged: false,
         breaker: false,
+        could_not_start: Vec::new(),
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -257,6 +258,8 @@ struct Round<'e, 's> {
     merged: Vec<(String, String)>,
     converged: bool,
     breaker: bool,
+    /// Agents whose program could not start this round.
+    could_not_start: Vec<String>,
 }
 
 impl<'e> Round<'e, '_> {
@@ -329,6 +332,8 @@ impl<'e> Round<'e, '_> {
         let changed = env.git.changed_since(base)?;
         let mut reverted = false;
         let mut regressed = false;
+        // The test command could not start: the change is set aside, untested.
+        let mut untested = false;
         // Code agents whose work was taken out (all of them on a whole-round revert).
         let mut rejected: Vec<String> = Vec::new();
         if !changed.is_empty() {
@@ -365,8 +370,9 @@ impl<'e> Round<'e, '_> {
                 return self.interrupted();
             }
             if let Some(mut tests) = tests {
-                tests.regression =
-                    tests_run::is_regression(&tests, self.state.test_baseline.as_ref());
+                let cannot_start = tests.cannot_start.clone();
+                tests.regression = cannot_start.is_none()
+                    && tests_run::is_regression(&tests, self.state.test_baseline.as_ref());
                 self.env.events.emit(Event::TestsEnd {
                     round: self.round,
                     status: tests.status.as_str().into(),
@@ -377,10 +383,14 @@ impl<'e> Round<'e, '_> {
                     flaky: tests.flaky,
                     without: Vec::new(),
                 });
-                if tests.status != StepStatus::Passed {
+                if tests.status != StepStatus::Passed && cannot_start.is_none() {
                     self.state.last_test_failure = tests.tail.clone();
                 }
-                if tests.regression {
+                if let Some(why) = cannot_start {
+                    // Not the agents' doing, and nothing was tested: set the change aside.
+                    rejected = self.set_aside_untested(base, &why)?;
+                    untested = true;
+                } else if tests.regression {
                     regressed = true;
                     rejected = self.undo_regression(base, &tests.tail)?;
                     reverted = self
@@ -402,8 +412,8 @@ impl<'e> Round<'e, '_> {
             }
         }
         self.settle_tasks(Phase::Code, &rejected);
-        self.publish(regressed)?;
-        let what = if reverted {
+        self.publish(regressed || untested)?;
+        let what = if reverted || untested {
             "sim data".to_string()
         } else {
             // With no agent's change, what changed is the published sims' data (or files the
@@ -415,7 +425,10 @@ impl<'e> Round<'e, '_> {
         // 4. Phase B.
         let after_revert_skip = reverted && !env.mission.phase_b_after_revert;
         if !review.is_empty() {
-            if after_revert_skip {
+            if untested {
+                self.note("Phase B skipped: the tests could not start, so nothing was tested");
+                self.decide_skipped(&review, "skipped: the tests could not start");
+            } else if after_revert_skip {
                 self.note("Phase B skipped: the round was reverted (phaseBAfterRevert is off)");
                 self.decide_skipped(&review, "skipped: the round was reverted");
             } else if self.budget_reached {
@@ -441,6 +454,28 @@ impl<'e> Round<'e, '_> {
         if reverted {
             self.log.status = RoundStatus::Reverted;
             self.log.reverted = true;
+        }
+        if untested {
+            self.log.status = RoundStatus::Failed;
+        }
+        // Code agents were meant to work and none could even start: the round did nothing
+        // for a reason that is not the agents', so it does not read as `ok`.
+        let code_ran_ok = self
+            .log
+            .agents
+            .iter()
+            .any(|e| e.phase == Phase::Code && e.status == RunStatus::Ok);
+        let code_unstartable = self
+            .could_not_start
+            .iter()
+            .any(|n| env.mission.agent(n).is_some_and(|a| a.phase == Phase::Code));
+        if code_unstartable && !code_ran_ok && self.log.status == RoundStatus::Ok {
+            self.log.status = RoundStatus::Failed;
+            let why = format!(
+                "round failed: no code agent could start ({})",
+                self.could_not_start.join(", ")
+            );
+            self.note(&why);
         }
         Ok(())
     }
@@ -478,6 +513,44 @@ impl<'e> Round<'e, '_> {
             });
         }
         Ok(())
+    }
+
+    /// The test command could not start (exit 126/127, or no such program): the round's change
+    /// is kept under `refs/orch/untested/round-N`, the tree goes back to the base, and the run
+    /// stops, since every later round would fail the same way after its agents had spent.
+    /// Nothing is counted against the agents (no revert, no test failure, no breaker count).
+    /// Returns the code agents whose work was set aside.
+    fn set_aside_untested(&mut self, base: &str, why: &str) -> Result<Vec<String>> {
+        let kept = format!("refs/orch/untested/round-{}", self.round);
+        self.env.git.save_tree(
+            base,
+            &kept,
+            &format!(
+                "orch: round {} set aside untested (the test command could not start)\n\n{why}",
+                self.round
+            ),
+        )?;
+        self.env.git.restore(base)?;
+        let reason = format!(
+            "the test command could not start ({why}); the round's change is kept in {kept}, \
+             the base restored; fix the command, then `orch run` goes on"
+        );
+        self.env.events.emit(Event::Warning {
+            round: Some(self.round),
+            message: reason.clone(),
+        });
+        log::error!("round {}: {reason}", self.round);
+        self.note(&reason);
+        self.log.kept_ref = Some(kept);
+        self.log.stop_reason = Some(reason);
+        self.breaker = true;
+        Ok(self
+            .log
+            .agents
+            .iter()
+            .filter(|e| e.phase == Phase::Code)
+            .map(|e| e.name.clone())
+            .collect())
     }
 
     /// Decides which agents take part and why the others do not.
@@ -744,6 +817,18 @@ impl<'e> Round<'e, '_> {
         let st_before = st.clone();
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
         let first_status = settled.entry.status;
+        if let Ending::SpawnFailed(why) = &raw.finished.ending {
+            // Not a bad change but a broken setup (the program went missing after the start-up
+            // check, or behind shell syntax): say so where a person looks.
+            let msg = format!("agent {} could not start: {why}", agent.name);
+            log::error!("round {}: {msg}", self.round);
+            self.env.events.emit(Event::Warning {
+                round: Some(self.round),
+                message: msg.clone(),
+            });
+            self.note(&msg);
+            self.could_not_start.push(agent.name.clone());
+        }
         self.log.cost_usd += settled.entry.cost_usd;
         self.state.total_cost_usd += settled.entry.cost_usd;
         if let Some(b) = env.budget {
@@ -991,6 +1076,7 @@ impl<'e> Round<'e, '_> {
     /// otherwise.
     fn settle_tasks(&mut self, phase: Phase, rejected: &[String]) {
         let failure = self.state.last_test_failure.clone();
+        let untested = self.log.tests.as_ref().and_then(|t| t.cannot_start.clone());
         let runs: Vec<_> = self
             .log
             .agents
@@ -1012,14 +1098,17 @@ impl<'e> Round<'e, '_> {
                     let _ = self.queue.set_status(id, TaskStatus::Done);
                 }
                 (_, true) if matches!(status, RunStatus::Ok | RunStatus::Empty) => {
-                    self.queue.requeue(
-                        id,
-                        Some(1),
-                        Some(&format!(
+                    let note = match &untested {
+                        Some(why) => format!(
+                            "Round {}: this work was set aside untested (the test command could not start: {why})",
+                            self.round
+                        ),
+                        None => format!(
                             "Round {}: this work was reverted because the tests regressed:\n{failure}",
                             self.round
-                        )),
-                    );
+                        ),
+                    };
+                    self.queue.requeue(id, Some(1), Some(&note));
                 }
                 (RunStatus::Timeout | RunStatus::Failed, _) if self.should_split(id, status) => {
                     self.split(id, status);
@@ -1342,19 +1431,38 @@ impl<'e> Round<'e, '_> {
         self.log.timing = std::mem::take(&mut self.log.timing).with_overhead();
         self.log.finished_at = units::now_rfc3339();
         self.log.total_cost_usd = self.state.total_cost_usd;
-        // The circuit breaker counts rounds in a row whose tests failed.
-        if let Some(t) = &self.log.tests {
-            if t.status == StepStatus::Passed {
-                self.state.test_failures_in_a_row = 0;
-            } else if t.status != StepStatus::Cancelled {
-                self.state.test_failures_in_a_row += 1;
-                let limit = env.mission.stop.after_test_failures;
-                if self.state.test_failures_in_a_row >= limit {
-                    self.breaker = true;
-                    self.log.stop_reason = Some(format!(
-                        "circuit breaker: the tests failed in {} rounds in a row (stop.afterTestFailures {limit})",
-                        self.state.test_failures_in_a_row
-                    ));
+        // The circuit breaker counts rounds in a row that failed the tests for good: the tree
+        // they committed fails (a red base, no revert), or the whole round was reverted. A
+        // round whose per-agent revert took the bad change out committed a tree that passes:
+        // healthy, though its first test run failed (that count is kept too, for `orch status`).
+        // Tests that could not start count as neither: they tested nothing.
+        if let Some(t) = self.log.tests.as_ref().filter(|t| t.cannot_start.is_none()) {
+            if t.status != StepStatus::Cancelled {
+                let first_failed = t.status != StepStatus::Passed;
+                let strategy = self.log.revert.as_ref().map(|r| r.strategy.as_str());
+                let for_good = match strategy {
+                    Some("round") => true,
+                    Some(_) => false,
+                    None => first_failed,
+                };
+                self.state.test_failed_rounds_in_a_row = if first_failed {
+                    self.state.test_failed_rounds_in_a_row.saturating_add(1)
+                } else {
+                    0
+                };
+                if for_good {
+                    self.state.test_failures_in_a_row =
+                        self.state.test_failures_in_a_row.saturating_add(1);
+                    let limit = env.mission.stop.after_test_failures;
+                    if self.state.test_failures_in_a_row >= limit {
+                        self.breaker = true;
+                        self.log.stop_reason = Some(format!(
+                            "circuit breaker: {} rounds in a row failed the tests (their committed tree failed, or the whole round was reverted; stop.afterTestFailures {limit})",
+                            self.state.test_failures_in_a_row
+                        ));
+                    }
+                } else {
+                    self.state.test_failures_in_a_row = 0;
                 }
             }
         }
