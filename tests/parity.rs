@@ -323,10 +323,17 @@ fn an_imported_mission_validates_and_runs() {
     assert_eq!(m["agents"][2]["phase"], "review");
     assert_eq!(m["agents"][2]["dependsOn"], json!(["ui-dev"]));
     assert_eq!(m["sims"]["pre"]["timeoutS"], 300.0);
-    repo.orch(&["validate"]).expect(0);
+    // `claude` is not installed here: validate says so, naming each agent.
+    let run = repo.orch(&["validate"]).expect(2);
+    assert!(
+        run.stderr().contains("`claude` is not found on PATH"),
+        "{}",
+        run.stderr()
+    );
+    let path = fake_claude(&repo);
+    repo.orch_env(&["validate"], &[("PATH", &path)]).expect(0);
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-qm", "imported mission"]);
-    let path = fake_claude(&repo);
     repo.orch_env(&["run"], &[("PATH", &path)]).expect(0);
     let log = repo.round_log(1);
     assert_eq!(Repo::agent(&log, "ui-dev")["status"], "ok");
@@ -350,10 +357,11 @@ fn a_two_mission_sequence_moves_on_when_the_first_runs_out_of_rounds() {
     assert!(repo.exists("seq-1.json") && repo.exists("seq-2.json"));
     let seq: serde_json::Value = serde_json::from_str(&repo.read("seq.json")).unwrap();
     assert_eq!(seq["sequence"][0]["rounds"], 1);
-    repo.orch(&["validate", "-m", "seq.json"]).expect(0);
+    let path = fake_claude(&repo);
+    repo.orch_env(&["validate", "-m", "seq.json"], &[("PATH", &path)])
+        .expect(0);
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-qm", "sequence"]);
-    let path = fake_claude(&repo);
     repo.orch_env(&["run", "-m", "seq.json"], &[("PATH", &path)])
         .expect(0);
     // Build ran its one round, then Polish its one round; numbering continues.
