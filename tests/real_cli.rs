@@ -90,6 +90,9 @@ impl Mock {
                 mock.port = text.trim().parse().unwrap();
                 return mock;
             }
+            if let Ok(Some(status)) = mock.child.try_wait() {
+                panic!("the mock model API exited at start ({status}); its stderr is above");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the mock model API did not start within 20 s");
