@@ -82,6 +82,10 @@ pub struct Mission {
     /// Seconds between SIGTERM and SIGKILL when a process group must go.
     #[serde(default = "default_grace")]
     pub kill_grace_s: f64,
+    /// Commands told about the run as it goes (a round ended, something needs a person, the
+    /// run ended); they run beside the rounds, never holding one up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,6 +304,29 @@ pub enum RevertStrategy {
     #[default]
     PerAgent,
     Round,
+}
+
+/// `hooks`: each command gets the event as one JSON line on standard input and `ORCH_*`
+/// variables, in the repository root, with `timeoutS` to finish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hooks {
+    /// After every round (`roundEnd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_end: Option<Command>,
+    /// When something needs a person: a revert, a merge conflict, a failed or timed-out agent,
+    /// a stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Command>,
+    /// Once the run ends (`runEnd`, with its exit status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_end: Option<Command>,
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_s: f64,
+}
+
+fn default_hook_timeout() -> f64 {
+    30.0
 }
 
 /// Task decomposition: a task that timed out, or failed `splitAfter` times, is handed to the
@@ -695,6 +722,18 @@ impl Mission {
                 }
             }
         }
+        if let Some(h) = &self.hooks {
+            for (k, c) in [
+                ("roundEnd", &h.round_end),
+                ("attention", &h.attention),
+                ("runEnd", &h.run_end),
+            ] {
+                if let Some(c) = c {
+                    check_hook(file, &format!("hooks.{k}"), c)?;
+                }
+            }
+            check_seconds(file, "hooks.timeoutS", h.timeout_s)?;
+        }
         if self.stop.after_test_failures == 0 {
             return err("stop.afterTestFailures".into(), "must be at least 1".into());
         }
@@ -986,6 +1025,19 @@ fn check_command(file: &Path, at: &str, cmd: &Command, allowed: &[&str]) -> Resu
         }
         Command::Shell(s) => check_placeholders(file, at, s, allowed),
     }
+}
+
+/// A hook's command gets no placeholders (the event comes on stdin and in `ORCH_*`), so braces
+/// in it (a JSON body for curl) are the user's own text.
+fn check_hook(file: &Path, at: &str, cmd: &Command) -> Result<()> {
+    let empty = match cmd {
+        Command::Argv(v) => v.first().is_none_or(|p| p.is_empty()),
+        Command::Shell(s) => s.trim().is_empty(),
+    };
+    if empty {
+        return Err(Error::mission(file, at, "the command is empty"));
+    }
+    Ok(())
 }
 
 fn check_argv(file: &Path, at: &str, argv: &[String], allowed: &[&str]) -> Result<()> {

@@ -469,7 +469,7 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
     };
     // The lock comes first: a second orch must not even append to the event log.
     let lock = Lock::acquire(&ws.layout)?;
-    let events = sinks(&ws.layout, json, verbosity);
+    let events = run_sinks(&ws, json, verbosity);
     let result = match &sequence {
         Some(seq) => crate::engine::sequence::run(seq, &file, opts, &events, &lock),
         None => runner::run(&ws, opts, &events, &lock),
@@ -482,6 +482,30 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
 }
 
 pub(crate) fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
+    Events::new(sink_list(layout, json, verbosity))
+}
+
+/// The sinks of a run: [`sinks`] and the mission's hooks.
+fn run_sinks(ws: &Workspace, json: bool, verbosity: Verbosity) -> Events {
+    let mut sinks = sink_list(&ws.layout, json, verbosity);
+    // In a sequence, the first mission's hooks serve the whole sequence.
+    let hooks = crate::engine::hooks::HookSink::new(
+        ws.mission().hooks.as_ref(),
+        crate::engine::hooks::Context {
+            mission: ws.mission().name.clone(),
+            repo: ws.git.root().to_path_buf(),
+            state_dir: ws.layout.dir.clone(),
+            grace: ws.mission().grace(),
+            env: Vec::new(),
+        },
+    );
+    if let Some(h) = hooks {
+        sinks.push(Box::new(h));
+    }
+    Events::new(sinks)
+}
+
+fn sink_list(layout: &Layout, json: bool, verbosity: Verbosity) -> Vec<Box<dyn Sink>> {
     let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if json {
@@ -510,7 +534,7 @@ pub(crate) fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events
         Ok(f) => sinks.push(Box::new(f)),
         Err(e) => log::warn!("cannot append to {}: {e}", layout.events().display()),
     }
-    Events::new(sinks)
+    sinks
 }
 
 /// Under GitHub Actions, the report goes to the job summary.

@@ -1,10 +1,13 @@
 //! The engine: the round pipeline ([`round`], driven round after round by [`runner`]) and what
 //! it stands on. [`process`] is the only module that spawns or signals children; [`pool`] runs
 //! agent jobs on worker threads; [`git`] wraps every git call; [`state`] owns the files of the
-//! state folder (atomic JSON, the lock, the journal); [`inputs`] records what each round started from, so that
-//! [`replay`] can run it again beside the branch. The engine emits events and never prints.
+//! state folder (atomic JSON, the lock, the journal); [`inputs`] records what each round started
+//! from, so that [`replay`] can run it again beside the branch. The engine emits events and never
+//! prints; [`hooks`] is the one sink that lives here, since it runs the mission's hook commands
+//! as children.
 
 pub mod git;
+pub mod hooks;
 pub mod inputs;
 pub mod launcher;
 pub mod pool;

@@ -410,13 +410,25 @@ pub fn reap_orphan_groups(groups: &[i32], orch_pid: u32, grace: Duration) -> usi
 /// Runs `spec` to its end, whatever that end is. Never panics on a bad command: a program that
 /// cannot start is `Ending::SpawnFailed`, with the OS error also written to its stderr log.
 pub fn run(spec: &Spec) -> Finished {
+    run_with(spec, true)
+}
+
+/// Like [`run`], for a process that reports on the run rather than doing its work (a hook): it
+/// starts even after an interrupt and the first signal leaves it alone, so "orch was stopped"
+/// still reaches a person. Its own timeout and a second signal still end it, and it is killed
+/// with its group and descendants like any child: nothing outlives orch.
+pub fn run_past_interrupt(spec: &Spec) -> Finished {
+    run_with(spec, false)
+}
+
+fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     let started = Instant::now();
     let done = |ending: Ending| Finished {
         ending,
         started,
         elapsed: started.elapsed(),
     };
-    if interrupted() {
+    if interruptible && interrupted() {
         return done(Ending::Cancelled);
     }
     let (stdout, stderr) = match open_logs(spec) {
@@ -476,7 +488,7 @@ pub fn run(spec: &Spec) -> Finished {
     };
     let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
     registry_change(Some(pgid), None);
-    let ending = supervise(&handle, pgid, spec);
+    let ending = supervise(&handle, pgid, spec, interruptible);
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
@@ -492,7 +504,7 @@ pub fn run(spec: &Spec) -> Finished {
     done(ending)
 }
 
-fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec) -> Ending {
+fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec, interruptible: bool) -> Ending {
     let deadline = Instant::now().checked_add(spec.timeout);
     loop {
         // Short slices keep the reaction to a timeout or an interrupt within tens of ms.
@@ -511,7 +523,12 @@ fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec) -> Ending {
             terminate(handle, pgid, spec.grace);
             return Ending::TimedOut;
         }
-        if interrupted() {
+        let stop = if interruptible {
+            interrupted()
+        } else {
+            INTERRUPT.load(Ordering::SeqCst) == KILL
+        };
+        if stop {
             terminate(handle, pgid, spec.grace);
             return Ending::Cancelled;
         }
