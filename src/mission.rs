@@ -277,6 +277,10 @@ pub struct GitConfig {
     /// starts from a dirty tree, so this is for `orch round N` experiments).
     #[serde(default = "yes")]
     pub commit: bool,
+    /// A branch of the run's own (`{mission}`, `{date}` allowed): created from HEAD, checked
+    /// out for the run, and the user's branch checked out again at its end. `--branch` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 impl Default for GitConfig {
@@ -284,6 +288,7 @@ impl Default for GitConfig {
         GitConfig {
             isolation: Isolation::default(),
             commit: true,
+            branch: None,
         }
     }
 }
@@ -721,6 +726,12 @@ impl Mission {
                     );
                 }
             }
+        }
+        if let Some(b) = &self.git.branch {
+            if b.trim().is_empty() {
+                return err("git.branch".into(), "must not be empty".into());
+            }
+            check_placeholders(file, "git.branch", b, &["mission", "date"])?;
         }
         if let Some(h) = &self.hooks {
             for (k, c) in [

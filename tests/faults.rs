@@ -1376,3 +1376,57 @@ fn the_circuit_breaker_counts_rounds_that_fail_for_good_not_rescued_ones() {
     assert!(run.stderr().contains("circuit breaker"), "{}", run.stderr());
     assert!(!repo.has_round_log(3));
 }
+
+#[test]
+fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_kill() {
+    let m = marker("branch");
+    let f = flags();
+    let (hung1, hung2) = (f.path().join("hung1"), f.path().join("hung2"));
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/a.txt=round {round}",
+            "--round", "1", "--hang-once", &path_str(&hung1), "--hang-once", &path_str(&hung2)])}]
+    }));
+    let mine = repo.git(&["symbolic-ref", "--short", "HEAD"]);
+    let base = repo.head();
+
+    // Ctrl-C mid-round: the round is interrupted on the branch, the user's branch comes back.
+    let mut orch = Orch::start(&repo, &["run", "--branch", "orch/n"]);
+    wait_for(&hung1, Duration::from_secs(10));
+    orch.signal(libc::SIGINT);
+    assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
+    assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]), mine);
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.git(&["rev-parse", "orch/n"]), base);
+    assert_eq!(repo.status(), "");
+
+    // SIGKILL mid-round: orch dies on the branch; the next run (no --branch) recovers, goes on
+    // on that branch and returns the user's branch at its end.
+    let mut orch = Orch::start(&repo, &["run", "--branch", "orch/n"]);
+    wait_for(&hung2, Duration::from_secs(10));
+    orch.signal(libc::SIGKILL);
+    assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
+    assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]), "orch/n");
+    let run = repo.orch(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(err.contains("going on there"), "{err}");
+    assert_eq!(
+        repo.git(&["symbolic-ref", "--short", "HEAD"]),
+        mine,
+        "{err}"
+    );
+    assert_eq!(repo.head(), base);
+    assert_eq!(repo.git(&["rev-parse", &mine]), base);
+    let on_branch = repo.git(&["rev-list", "--count", &format!("{base}..orch/n")]);
+    assert_eq!(on_branch, "2", "{err}");
+    assert!(
+        std::fs::read_dir(repo.pathbuf(".git/orch"))
+            .unwrap()
+            .flatten()
+            .all(|d| !d.path().join("branch.json").exists()),
+        "the branch record outlived the run"
+    );
+    assert_none_left(&m);
+}

@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Exit 1 when any agent failed or timed out.
     #[arg(long)]
     pub strict: bool,
+    /// Commit on a branch of the run's own, created from HEAD ({mission} and {date} allowed;
+    /// overrides git.branch); your branch is checked out again at the end.
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
     /// Print the next round's plan (agents and why, models, timeouts, queue order, prompt
     /// sizes, sims, tests) and run nothing; leaves no trace.
     #[arg(long)]
@@ -319,6 +323,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 allow_dirty: a.allow_dirty,
                 strict: a.strict,
                 agents: Vec::new(),
+                branch: a.branch,
             };
             if a.dry_run {
                 return dry_run(&opts, a.output.json);
@@ -469,7 +474,12 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
     };
     // The lock comes first: a second orch must not even append to the event log.
     let lock = Lock::acquire(&ws.layout)?;
-    let events = run_sinks(&ws, json, verbosity);
+    let branch = branch_name(&ws, opts)?;
+    let events = run_sinks(&ws, json, verbosity, branch.as_deref());
+    let opts = &RunOptions {
+        branch,
+        ..opts.clone()
+    };
     let result = match &sequence {
         Some(seq) => crate::engine::sequence::run(seq, &file, opts, &events, &lock),
         None => runner::run(&ws, opts, &events, &lock),
@@ -481,12 +491,28 @@ pub fn drive(opts: &RunOptions, json: bool, verbosity: Verbosity) -> Result<i32>
     result
 }
 
+/// `--branch` / `git.branch`, its placeholders filled in and the name checked, before anything
+/// runs; the runner checks the branch out once the tree is clean.
+fn branch_name(ws: &Workspace, opts: &RunOptions) -> Result<Option<String>> {
+    let (template, from) = match (&opts.branch, &ws.mission().git.branch) {
+        (Some(b), _) => (b, "--branch"),
+        (None, Some(b)) => (b, "git.branch"),
+        (None, None) => return Ok(None),
+    };
+    crate::engine::branch::resolve(&ws.git, template, &ws.mission().name, from).map(Some)
+}
+
 pub(crate) fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
     Events::new(sink_list(layout, json, verbosity))
 }
 
 /// The sinks of a run: [`sinks`] and the mission's hooks.
-fn run_sinks(ws: &Workspace, json: bool, verbosity: Verbosity) -> Events {
+fn run_sinks(
+    ws: &Workspace,
+    json: bool,
+    verbosity: Verbosity,
+    branch: Option<&str>,
+) -> Events {
     let mut sinks = sink_list(&ws.layout, json, verbosity);
     // In a sequence, the first mission's hooks serve the whole sequence.
     let hooks = crate::engine::hooks::HookSink::new(
@@ -496,7 +522,9 @@ fn run_sinks(ws: &Workspace, json: bool, verbosity: Verbosity) -> Events {
             repo: ws.git.root().to_path_buf(),
             state_dir: ws.layout.dir.clone(),
             grace: ws.mission().grace(),
-            env: Vec::new(),
+            env: branch
+                .map(|b| vec![("ORCH_BRANCH".to_string(), b.to_string())])
+                .unwrap_or_default(),
         },
     );
     if let Some(h) = hooks {

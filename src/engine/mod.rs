@@ -6,6 +6,7 @@
 //! prints; [`hooks`] is the one sink that lives here, since it runs the mission's hook commands
 //! as children.
 
+pub mod branch;
 pub mod git;
 pub mod hooks;
 pub mod inputs;

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::engine::branch;
 use crate::engine::git::Git;
 use crate::engine::launcher;
 use crate::engine::preflight;
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub allow_dirty: bool,
     pub strict: bool,
     pub agents: Vec<String>,
+    /// `--branch NAME` or `git.branch`, placeholders filled in: the run's own branch.
+    pub branch: Option<String>,
 }
 
 /// What the repository and mission look like once opened and locked.
@@ -129,6 +132,9 @@ pub fn run_counted(
     // `--allow-dirty`: the rounds run on the clean base; the user's work comes back when this
     // value is dropped, however the run ends.
     let _user_work = userwork::set_aside(&ws.git, &ws.layout, events, rounds[0], opts.allow_dirty)?;
+    // `--branch`: on the clean tree, the run's branch; the user's branch comes back when this
+    // value is dropped (before `_user_work`, so their work comes back on their branch).
+    let _branch = branch::enter(&ws.git, &ws.layout, opts.branch.as_deref())?;
     baseline(ws, &mut state, events)?;
     let env = Env {
         mission,
