@@ -284,12 +284,7 @@ impl<W: Write + Send> Human<W> {
     }
 
     fn line(&mut self, text: &str) {
-        if self.timestamps {
-            let ts = units::now_rfc3339();
-            let _ = writeln!(self.out, "{} {text}", &ts[11..19]);
-        } else {
-            let _ = writeln!(self.out, "{text}");
-        }
+        let _ = writeln!(self.out, "{}", stamp(text, self.timestamps));
     }
 
     /// A GitHub Actions workflow command; the value's special characters escaped as the
@@ -391,6 +386,30 @@ impl<W: Write + Send> Human<W> {
             _ => {}
         }
     }
+}
+
+/// A line for stderr in the one format events and log lines share: the time (`HH:MM:SS`, UTC)
+/// first when `timestamps` (off a terminal), then the text.
+pub fn stamp(text: &str, timestamps: bool) -> String {
+    if timestamps {
+        let ts = units::now_rfc3339();
+        format!("{} {text}", &ts[11..19])
+    } else {
+        text.to_string()
+    }
+}
+
+/// A log record's text as an event line would read: `warning: ` and `error: ` as the
+/// `warning` event and orch's errors say it, no tag for information.
+pub fn log_text(level: log::Level, message: &std::fmt::Arguments) -> String {
+    let tag = match level {
+        log::Level::Error => "error: ",
+        log::Level::Warn => "warning: ",
+        log::Level::Info => "",
+        log::Level::Debug => "debug: ",
+        log::Level::Trace => "trace: ",
+    };
+    format!("{tag}{message}")
 }
 
 /// The one-line description of an event for people; `None` when the verbosity hides it.

@@ -1,6 +1,8 @@
 //! The `orch` binary: parse the command line, set up logging, run, map the result to an exit
 //! status. Everything else lives in the library.
 
+use std::io::{IsTerminal, Write};
+
 use clap::Parser;
 
 fn main() {
@@ -10,9 +12,13 @@ fn main() {
         (_, 0 | 1) => "info",
         _ => "debug",
     };
+    // Log lines read like event lines (orch::events::stamp): timestamped off a terminal.
+    let timestamps = !std::io::stderr().is_terminal();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
+        .format(move |buf, r| {
+            let text = orch::events::log_text(r.level(), r.args());
+            writeln!(buf, "{}", orch::events::stamp(&text, timestamps))
+        })
         // Through the live view when there is one, so a log line never tears its block.
         .target(env_logger::Target::Pipe(Box::new(
             orch::cli::live::LogWriter,

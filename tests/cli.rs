@@ -217,6 +217,47 @@ fn the_demo_runs_in_an_empty_folder() {
     );
     assert!(stdout.contains("| Round |"), "no report in\n{stdout}");
     assert!(stdout.contains(&dir.display().to_string()), "{stdout}");
+    // Log lines and event lines on stderr share one format: off a terminal, each starts with
+    // the time.
+    for line in stderr.lines() {
+        let b = line.as_bytes();
+        assert!(
+            b.len() > 9 && b[2] == b':' && b[5] == b':' && b[8] == b' ',
+            "a stderr line not in the common format: {line:?}\n{stderr}"
+        );
+    }
+    // The hints name commands that work from there, without `orch` on PATH, and the HTML
+    // report goes outside the working tree, so the next run finds it clean.
+    let hints: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("Try, there:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert!(hints.len() >= 5, "{stdout}");
+    assert!(!hints.iter().any(|h| h.trim_start().starts_with("orch ")), "{hints:?}");
+    let script = hints.join("\n");
+    let ran = std::process::Command::new("sh")
+        .args(["-ec", &script])
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let html = hints.iter().find(|h| h.contains("--format html")).unwrap();
+    let html = html.rsplit(' ').next().unwrap().trim_matches('\'');
+    assert!(!html.starts_with(&dir.display().to_string()), "{html}");
+    assert!(std::fs::read_to_string(html).unwrap().contains("<html"));
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(status.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&status.stdout));
     // A folder that is not empty is refused with the reason.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(["demo", "--dir"])

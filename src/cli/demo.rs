@@ -82,12 +82,53 @@ pub fn run(dir: Option<PathBuf>, rounds: u32, json: bool, verbosity: Verbosity) 
     if !json {
         let report = crate::report::markdown(&dir.join(".orch"))?;
         crate::outln!("{report}")?;
+        let orch = self_command();
+        let html = std::env::temp_dir().join("orch-demo-report.html");
         crate::outln!(
-            "The demo repository is {}: try `git log --oneline`, `git show-ref | grep orch`, `orch status` and `orch report --format html -o report.html` there.",
-            dir.display()
+            "The demo repository is {dir}. Try, there:
+  cd {dir}
+  git log --oneline
+  git show-ref | grep orch
+  {orch} status
+  {orch} report --format html -o {html}
+(the report goes outside the repository: a file in its working tree would make the next `{orch} run` refuse the dirty tree)",
+            dir = shell_word(&dir.display().to_string()),
+            html = shell_word(&html.display().to_string()),
         )?;
     }
     Ok(code)
+}
+
+/// How to run this very orch from the demo's folder: `orch` when that is what PATH finds, else
+/// the binary's full path (`cargo run --release -- demo` leaves no `orch` on PATH).
+fn self_command() -> String {
+    let Ok(me) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "orch".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("orch"))
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+            .is_some_and(|p| p == me)
+    });
+    if on_path {
+        "orch".into()
+    } else {
+        shell_word(&me.display().to_string())
+    }
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn scratch_dir() -> Result<PathBuf> {
