@@ -235,7 +235,10 @@ fn the_demo_runs_in_an_empty_folder() {
         .take_while(|l| l.starts_with("  "))
         .collect();
     assert!(hints.len() >= 5, "{stdout}");
-    assert!(!hints.iter().any(|h| h.trim_start().starts_with("orch ")), "{hints:?}");
+    assert!(
+        !hints.iter().any(|h| h.trim_start().starts_with("orch ")),
+        "{hints:?}"
+    );
     let script = hints.join("\n");
     let ran = std::process::Command::new("sh")
         .args(["-ec", &script])
@@ -257,7 +260,11 @@ fn the_demo_runs_in_an_empty_folder() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(status.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     // A folder that is not empty is refused with the reason.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(["demo", "--dir"])

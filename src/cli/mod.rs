@@ -507,12 +507,7 @@ pub(crate) fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events
 }
 
 /// The sinks of a run: [`sinks`] and the mission's hooks.
-fn run_sinks(
-    ws: &Workspace,
-    json: bool,
-    verbosity: Verbosity,
-    branch: Option<&str>,
-) -> Events {
+fn run_sinks(ws: &Workspace, json: bool, verbosity: Verbosity, branch: Option<&str>) -> Events {
     let mut sinks = sink_list(&ws.layout, json, verbosity);
     // In a sequence, the first mission's hooks serve the whole sequence.
     let hooks = crate::engine::hooks::HookSink::new(
