@@ -500,3 +500,64 @@ fn allow_dirty_keeps_the_users_work_through_sigint_and_sigkill() {
         repo.orch(&["run"]).expect(2);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Nothing outlives orch.
+
+/// The processes whose command line holds `text`, zombies left out.
+fn running_with(text: &str) -> Vec<String> {
+    processes_with(text)
+}
+
+/// orch SIGKILLed mid-round (as the OOM killer would) while its agents have a grandchild and a
+/// daemon in a session of its own, in both isolation modes: within one second of the kill,
+/// the agent, the grandchild, the daemon and orch's own watchdog are all gone, with no orch
+/// started afterwards.
+#[test]
+fn nothing_orch_started_outlives_a_sigkill() {
+    for isolation in ["worktree", "shared"] {
+        let m = marker(&format!("sigkill-{isolation}"));
+        let f = tempfile::tempdir().unwrap();
+        let (started, gc, daemon) = (
+            f.path().join("started"),
+            f.path().join("gc.pid"),
+            f.path().join("daemon.pid"),
+        );
+        let repo = Repo::new();
+        repo.mission(json!({
+            "name": "t", "rounds": 1, "killGraceS": 5, "git": {"isolation": isolation},
+            "agents": [
+                {"name": "a", "phase": "code", "command": agent_cmd(&[
+                    "--tag", &m, "--grandchild", &s(&gc), "--setsid-daemon", &s(&daemon),
+                    "--write", &format!("{}=1", s(&started)), "--ignore-term", "--hang"])},
+                {"name": "b", "phase": "code", "command": agent_cmd(&["--tag", &m, "--hang"])}
+            ]
+        }));
+        let mut orch = Orch::start_in(repo.path(), &["run"]);
+        wait_for(&started, Duration::from_secs(10));
+        let watchdog = format!("__watchdog {}.", orch.pid());
+        assert_eq!(
+            running_with(&watchdog).len(),
+            1,
+            "no watchdog: {}",
+            orch.stderr()
+        );
+        let t0 = Instant::now();
+        orch.signal(libc::SIGKILL);
+        assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
+        let pids = [
+            std::fs::read_to_string(&gc).unwrap(),
+            std::fs::read_to_string(&daemon).unwrap(),
+        ];
+        while (!processes_with(&m).is_empty() || !running_with(&watchdog).is_empty())
+            && t0.elapsed() < Duration::from_secs(1)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(processes_with(&m), Vec::<String>::new(), "{isolation}");
+        assert!(!alive(&pids[0]), "{isolation}: the grandchild survived");
+        assert!(!alive(&pids[1]), "{isolation}: the setsid daemon survived");
+        assert_eq!(running_with(&watchdog), Vec::<String>::new(), "{isolation}");
+        eprintln!("{isolation}: all gone {:?} after the kill", t0.elapsed());
+    }
+}

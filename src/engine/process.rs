@@ -405,6 +405,212 @@ pub fn reap_orphan_groups(groups: &[i32], orch_pid: u32, grace: Duration) -> usi
 }
 
 // ---------------------------------------------------------------------------------------------
+// The watchdog: what kills orch's children when orch itself is killed.
+
+/// The hidden subcommand (`orch __watchdog SESSION`) that runs the watchdog.
+pub const WATCHDOG_ARG: &str = "__watchdog";
+
+/// A SIGKILLed orch can clean up nothing, and `PR_SET_PDEATHSIG` reaches only its direct
+/// children: an agent's grandchildren, and daemons that left its group, would run on until the
+/// next orch. So orch re-executes itself once, the first time it starts a child, as a small
+/// watchdog in a session of its own, holding the read end of a pipe only orch writes to (the
+/// write end is close-on-exec: no child holds it). orch tells it each process group it starts
+/// and ends. When the pipe closes (orch died, however) or its parent changes, the watchdog
+/// SIGKILLs every group still listed and every process carrying orch's session in `ORCH_RUN`
+/// (any group), then exits. A launcher's group (srun) first gets the grace period: the kernel
+/// already sent its leader SIGTERM (its parent-death signal), so that it can cancel its job
+/// step. On a normal exit the list is empty and the watchdog only sweeps once.
+///
+/// Cost: one process per orch, one short write per child started or ended.
+mod watchdog {
+    use super::*;
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::AtomicBool;
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+
+    fn pipe() -> &'static Mutex<Option<std::process::ChildStdin>> {
+        static PIPE: OnceLock<Mutex<Option<std::process::ChildStdin>>> = OnceLock::new();
+        PIPE.get_or_init(|| Mutex::new(None))
+    }
+
+    pub fn enable() {
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+
+    pub fn started(pgid: i32, launched: bool, grace: Duration, token: &str) {
+        let grace_ms = grace.as_millis().min(u128::from(u32::MAX));
+        tell(&format!(
+            "+ {pgid} {} {grace_ms} {token}\n",
+            u8::from(launched)
+        ));
+    }
+
+    pub fn ended(pgid: i32) {
+        tell(&format!("- {pgid}\n"));
+    }
+
+    fn tell(line: &str) {
+        if !ENABLED.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut pipe = pipe().lock().unwrap_or_else(|e| e.into_inner());
+        if pipe.is_none() {
+            *pipe = start();
+        }
+        if let Some(p) = pipe.as_mut() {
+            if let Err(e) = p.write_all(line.as_bytes()) {
+                log::warn!("the watchdog is gone ({e}); if orch is killed now, what its agents started may run on until the next orch");
+                *pipe = None;
+                ENABLED.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn start() -> Option<std::process::ChildStdin> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().ok()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args([WATCHDOG_ARG, session()])
+            // Nothing of orch's: no marker a sweep would match, no terminal, no folder held.
+            .env_clear()
+            .current_dir("/")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: setsid is async-signal-safe. A session of its own: the terminal's Ctrl-C
+        // (sent to orch's group) and a kill of orch's group do not reach it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(mut child) => child.stdin.take(),
+            Err(e) => {
+                log::warn!("cannot start the watchdog ({e}); if orch is killed, what its agents started may run on until the next orch");
+                None
+            }
+        }
+    }
+
+    struct Group {
+        launched: bool,
+        grace: Duration,
+        token: String,
+    }
+
+    /// The watchdog itself: reads orch's messages until the pipe closes or orch is no longer
+    /// its parent, then kills what orch left.
+    pub fn main(session: &str) -> i32 {
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut groups: std::collections::BTreeMap<i32, Group> = Default::default();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let f: Vec<&str> = line.split(' ').collect();
+                    match f.as_slice() {
+                        ["+", pgid, launched, grace, token] => {
+                            if let (Ok(pgid), Ok(grace)) = (pgid.parse(), grace.parse()) {
+                                groups.insert(
+                                    pgid,
+                                    Group {
+                                        launched: *launched == "1",
+                                        grace: Duration::from_millis(grace),
+                                        token: token.to_string(),
+                                    },
+                                );
+                            }
+                        }
+                        ["-", pgid] => {
+                            if let Ok(pgid) = pgid.parse::<i32>() {
+                                groups.remove(&pgid);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // SAFETY: as above.
+                    if unsafe { libc::getppid() } != parent {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        clean_up(session, &groups);
+        0
+    }
+
+    fn clean_up(session: &str, groups: &std::collections::BTreeMap<i32, Group>) {
+        if session.is_empty() {
+            return;
+        }
+        let prefix = format!("{session}-");
+        let launched: Vec<(i32, &Group)> = groups
+            .iter()
+            .filter(|(_, g)| g.launched)
+            .map(|(&p, g)| (p, g))
+            .collect();
+        for (&pgid, g) in groups {
+            if !g.launched {
+                signal_group(pgid, libc::SIGKILL);
+            }
+        }
+        let spared: Vec<i32> = launched.iter().map(|(p, _)| *p).collect();
+        let is_launched = |v: &[u8]| launched.iter().any(|(_, g)| v == g.token.as_bytes());
+        kill_carriers(
+            &|v: &[u8]| v.starts_with(prefix.as_bytes()) && !is_launched(v),
+            &spared,
+        );
+        if !launched.is_empty() {
+            let grace = launched
+                .iter()
+                .map(|(_, g)| g.grace)
+                .max()
+                .unwrap_or_default();
+            wait_while(grace, || spared.iter().any(|&g| group_alive(g)));
+            for &g in &spared {
+                signal_group(g, libc::SIGKILL);
+            }
+        }
+        kill_carriers(&|v: &[u8]| v.starts_with(prefix.as_bytes()), &[]);
+    }
+}
+
+/// From `main`: lets orch start its watchdog (see `watchdog`) when it first starts a child.
+/// Off in library tests, whose executable is not orch.
+pub fn enable_watchdog() {
+    watchdog::enable();
+}
+
+/// From `main`: when orch was started as its own watchdog (`orch __watchdog SESSION`), runs
+/// it and returns its exit status.
+pub fn run_watchdog_if_asked() -> Option<i32> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some(WATCHDOG_ARG) {
+        return None;
+    }
+    Some(watchdog::main(&args.next().unwrap_or_default()))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Running one process.
 
 /// Runs `spec` to its end, whatever that end is. Never panics on a bad command: a program that
@@ -488,6 +694,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     };
     let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
     registry_change(Some(pgid), None);
+    watchdog::started(pgid, spec.launched, spec.grace, &token);
     let ending = supervise(&handle, pgid, spec, interruptible);
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
@@ -501,6 +708,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         );
     }
     registry_change(None, Some(pgid));
+    watchdog::ended(pgid);
     done(ending)
 }
 
