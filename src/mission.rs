@@ -86,6 +86,10 @@ pub struct Mission {
     /// run ended); they run beside the rounds, never holding one up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
+    /// Which of orch's environment variables agents get (besides `ORCH_*` and their `env`):
+    /// `"all"` (the default) or a list of names and globs (`"LC_*"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit_env: Option<InheritEnv>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +131,35 @@ pub struct Agent {
     /// Globs of the files this agent owns; a change outside them is a violation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owns: Vec<String>,
+    /// This agent's `inheritEnv`, instead of the mission's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit_env: Option<InheritEnv>,
+}
+
+/// `inheritEnv`: `"all"`, or the names (and `*`/`?` globs) of the variables passed through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InheritEnv {
+    All(InheritAll),
+    Only(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InheritAll {
+    All,
+}
+
+impl InheritEnv {
+    /// Whether variable `name` passes; `ORCH_*` always does (orch sets its own anyway).
+    pub fn passes(&self, name: &str) -> bool {
+        match self {
+            InheritEnv::All(_) => true,
+            InheritEnv::Only(list) => {
+                name.starts_with("ORCH_") || list.iter().any(|p| crate::glob::matches(p, name))
+            }
+        }
+    }
 }
 
 /// A prompt section: exactly one of `file` (relative to the mission's folder), `text`, or
@@ -769,6 +802,14 @@ impl Mission {
         }
         self.check_bounds(file)?;
         self.check_dependency_cycles(file)?;
+        check_inherit_env(file, "inheritEnv", self.inherit_env.as_ref())?;
+        for (i, a) in self.agents.iter().enumerate() {
+            check_inherit_env(
+                file,
+                &format!("agents[{i}].inheritEnv"),
+                a.inherit_env.as_ref(),
+            )?;
+        }
         Ok(())
     }
 
@@ -1004,6 +1045,27 @@ fn check_state_dir_shape(file: &Path, p: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Variable names and globs: letters, digits, `_`, and `*`/`?`.
+fn check_inherit_env(file: &Path, at: &str, v: Option<&InheritEnv>) -> Result<()> {
+    if let Some(InheritEnv::Only(list)) = v {
+        for (j, p) in list.iter().enumerate() {
+            let ok = !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '*' || c == '?');
+            if !ok {
+                return Err(Error::mission(
+                    file,
+                    format!("{at}[{j}]"),
+                    format!(
+                        "{p:?} is not a variable name or glob (letters, digits, `_`, `*`, `?`)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Agent {
     /// The model ladder: `models`, or the single `model`, or one empty rung.
     pub fn ladder(&self) -> Vec<String> {
@@ -1011,6 +1073,15 @@ impl Agent {
             self.models.clone()
         } else {
             vec![self.model.clone().unwrap_or_default()]
+        }
+    }
+
+    /// What this agent inherits of orch's environment: its own `inheritEnv`, else the
+    /// mission's; `None` is everything.
+    pub fn inherit_env<'m>(&'m self, mission: &'m Mission) -> Option<&'m [String]> {
+        match self.inherit_env.as_ref().or(mission.inherit_env.as_ref()) {
+            Some(InheritEnv::Only(list)) => Some(list),
+            _ => None,
         }
     }
 

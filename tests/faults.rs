@@ -1419,4 +1419,72 @@ fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_k
         "the branch record outlived the run"
     );
     assert_none_left(&m);
+fn inherit_env_keeps_orchs_credentials_from_the_agents() {
+    let repo = Repo::new();
+    let env_file = |n: &str| repo.pathbuf(&format!("../env-{n}-{}.txt", std::process::id()));
+    let (a, b, c) = (env_file("a"), env_file("b"), env_file("c"));
+    let cmd = |f: &PathBuf| {
+        agent_cmd(&[
+            "--env-all",
+            f.to_str().unwrap(),
+            "--write",
+            "src/x.txt={agent}",
+        ])
+    };
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "inheritEnv": ["PATH", "HOME", "LC_*"],
+        "agents": [
+            {"name": "a", "phase": "code", "command": cmd(&a), "env": {"MINE": "1"}},
+            {"name": "b", "phase": "code", "command": cmd(&b), "inheritEnv": "all"},
+            {"name": "c", "phase": "review", "command": cmd(&c), "inheritEnv": ["GITHUB_*", "PATH"]}
+        ]
+    }));
+    repo.orch_env(
+        &["run"],
+        &[
+            ("GITHUB_TOKEN", "ghp_secret"),
+            ("AWS_SECRET_ACCESS_KEY", "aws_secret"),
+            ("LC_TEST_X", "kept"),
+        ],
+    )
+    .expect(0);
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+    let (ea, eb, ec) = (read(&a), read(&b), read(&c));
+    // The mission's list: only what it names, ORCH_* and the agent's own env.
+    assert!(
+        !ea.contains("ghp_secret") && !ea.contains("aws_secret"),
+        "{ea}"
+    );
+    assert!(
+        ea.contains("LC_TEST_X=kept") && ea.contains("MINE=1"),
+        "{ea}"
+    );
+    assert!(
+        ea.contains("PATH=") && ea.contains("ORCH_AGENT=a") && ea.contains("ORCH_RUN="),
+        "{ea}"
+    );
+    assert!(
+        ea.lines().all(|l| {
+            let k = l.split('=').next().unwrap();
+            ["PATH", "HOME", "MINE", "PWD", "SHLVL", "_", "OLDPWD"].contains(&k)
+                || k.starts_with("ORCH_")
+                || k.starts_with("LC_")
+        }),
+        "nothing else reaches the agent: {ea}"
+    );
+    // "all": today's behaviour.
+    assert!(eb.contains("GITHUB_TOKEN=ghp_secret"), "{eb}");
+    // Its own list instead of the mission's.
+    assert!(
+        ec.contains("GITHUB_TOKEN=ghp_secret") && !ec.contains("LC_TEST_X"),
+        "{ec}"
+    );
+    for p in [a, b, c] {
+        let _ = std::fs::remove_file(p);
+    }
+    // A bad name is exit 2 naming the key.
+    repo.write("bad.json", &json!({"name": "t", "inheritEnv": ["A=B"], "agents": [{"name": "a", "phase": "code", "command": "true"}]}).to_string());
+    let run = repo.orch(&["validate", "-m", "bad.json"]).expect(2);
+    assert!(run.stderr().contains("inheritEnv[0]"), "{}", run.stderr());
 }

@@ -15,6 +15,8 @@ pub const FAKE_SIM: &str = include_str!("../../fixtures/agents/fake-sim.sh");
 /// How one agent CLI is called unattended.
 struct Flavor {
     command: &'static str,
+    /// The variables, beyond the common ones, this CLI needs (its API keys and settings).
+    env: &'static str,
     stdin: bool,
     models: &'static str,
     note: &'static str,
@@ -26,24 +28,28 @@ fn flavor(agent: &str) -> Result<Flavor> {
             command: r#"["claude", "-p", "--model", "{model}", "--output-format", "json", "--permission-mode", "acceptEdits"]"#,
             stdin: true,
             models: r#"["sonnet", "opus"]"#,
+            env: r#""ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE""#,
             note: "Claude Code in print mode: the prompt on stdin, a JSON result with total_cost_usd on stdout.",
         },
         "codex" => Flavor {
             command: r#"["codex", "exec", "--json", "--model", "{model}", "--sandbox", "workspace-write", "-"]"#,
             stdin: true,
             models: r#"["gpt-5-mini", "gpt-5"]"#,
+            env: r#""OPENAI_*", "CODEX_*""#,
             note: "Codex exec: the prompt on stdin (`-`), JSON events with token usage on stdout; costs come from `pricing`.",
         },
         "aider" => Flavor {
             command: r#"["aider", "--model", "{model}", "--yes-always", "--no-auto-commits", "--no-stream", "--no-pretty", "--message-file", "{prompt_file}"]"#,
             stdin: false,
             models: r#"["sonnet", "opus"]"#,
+            env: r#""ANTHROPIC_*", "OPENAI_*", "AIDER_*""#,
             note: "aider: one message from the prompt file, no questions, no commits of its own (orch commits).",
         },
         "script" => Flavor {
             command: r#"["sh", "agents/fake-agent.sh", "--sleep", "1", "--write", "notes/{agent}.md=round {round}", "--cost", "0.02"]"#,
             stdin: false,
             models: r#"["small", "large"]"#,
+            env: "",
             note: "A bundled fake agent (agents/fake-agent.sh): replace it with your own script or CLI.",
         },
         other => {
@@ -75,6 +81,13 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "maxConcurrency": 2,           // agents at once in a phase
   "budgetUsd": 20,               // no new agent starts once this much is spent (exit 3)
   "stateDir": ".orch",           // logs, round logs, state; kept out of git by orch itself{pricing}
+  // What agents get of orch's environment (besides ORCH_* and their own `env`): the CLI's own
+  // keys and settings, where to find programs and its login (PATH, HOME), the terminal and
+  // locale, proxies and CA certificates. Nothing else: a GITHUB_TOKEN or cloud key in your
+  // shell does not reach an unattended agent. "all" passes everything.
+  "inheritEnv": [{cli_env}"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_*", "TZ", "TMPDIR",
+                 "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+                 "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS"],
   "agents": [
     {{
       "name": "coder",
@@ -101,6 +114,11 @@ pub fn mission_text(agent: &str) -> Result<String> {
 }}
 "#,
         note = f.note,
+        cli_env = if f.env.is_empty() {
+            String::new()
+        } else {
+            format!("{}, ", f.env)
+        },
         command = f.command,
         models = f.models,
     ))

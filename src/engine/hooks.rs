@@ -265,6 +265,7 @@ fn run_one(ctx: &Context, job: &Job, timeout: Duration) {
         timeout,
         grace: ctx.grace,
         launched: false,
+        env_clear: false,
     };
     let f = process::run_past_interrupt(&spec);
     let what = match &f.ending {

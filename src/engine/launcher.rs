@@ -135,6 +135,7 @@ pub fn probe(launcher: &Use, site: &ProbeSite<'_>) -> Result<()> {
         timeout: site.timeout,
         grace: site.grace,
         launched: true,
+        env_clear: false,
     });
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&token_file);

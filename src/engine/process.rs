@@ -47,6 +47,9 @@ pub struct Spec {
     /// elsewhere (srun cancels its job step; a SIGKILLed docker client leaves its container
     /// running). Every other child gets SIGKILL, which nothing can ignore.
     pub launched: bool,
+    /// Start from an empty environment: the child gets `env` (and orch's markers) only. Off,
+    /// it inherits orch's whole environment with `env` on top.
+    pub env_clear: bool,
 }
 
 /// How a process ended.
@@ -676,13 +679,20 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         Some(p) => expr.stdin_path(p),
         None => expr.stdin_null(),
     };
-    for (k, v) in &spec.env {
-        expr = expr.env(k, v);
-    }
     let token = next_run_token();
-    expr = expr
-        .env(PID_VAR, std::process::id().to_string())
-        .env(RUN_VAR, &token);
+    if spec.env_clear {
+        let mut all: Vec<(String, String)> = spec.env.clone();
+        all.push((PID_VAR.into(), std::process::id().to_string()));
+        all.push((RUN_VAR.into(), token.clone()));
+        expr = expr.full_env(all);
+    } else {
+        for (k, v) in &spec.env {
+            expr = expr.env(k, v);
+        }
+        expr = expr
+            .env(PID_VAR, std::process::id().to_string())
+            .env(RUN_VAR, &token);
+    }
     let handle = match expr.start() {
         Ok(h) => h,
         Err(e) => {
@@ -839,6 +849,7 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             grace: Duration::from_millis(500),
             launched: false,
+            env_clear: false,
         }
     }
 

@@ -244,6 +244,7 @@ fn compute(name: &str, def: &Section, ctx: &Context) -> std::result::Result<Stri
         timeout: Duration::from_secs(120),
         grace: ctx.grace,
         launched: false,
+        env_clear: false,
     });
     let text = std::fs::read(&out)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

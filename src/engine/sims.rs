@@ -85,6 +85,7 @@ impl SimRun<'_> {
                     timeout: Duration::from_secs_f64(self.sim.timeout_s),
                     grace: self.grace,
                     launched: self.sim.launcher.is_some(),
+                    env_clear: false,
                 })
                 .ending
             }

@@ -90,6 +90,7 @@ impl<'a> TestRun<'a> {
                 timeout: self.timeout,
                 grace: self.grace,
                 launched: false,
+                env_clear: false,
             });
             let output = crate::engine::results::read_tail(&log, READ_BYTES);
             let text = String::from_utf8_lossy(&output);

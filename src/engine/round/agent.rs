@@ -86,6 +86,20 @@ pub(super) fn run_agent(
         vars.push(("ORCH_TASK_ID".into(), t.id.clone()));
         vars.push(("ORCH_TASK_FILE".into(), disp(f)));
     }
+    // `inheritEnv` as a list: the agent starts from an empty environment holding only the
+    // variables it names (a `GITHUB_TOKEN` or cloud key of orch's never reaches it), then
+    // orch's `ORCH_*` and the agent's own `env` on top. Variables that are not UTF-8 are left
+    // out.
+    let inherit = agent.inherit_env(env.mission);
+    if let Some(list) = inherit {
+        let pass = crate::mission::InheritEnv::Only(list.to_vec());
+        let mut inherited: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| !k.starts_with("ORCH_") && pass.passes(k))
+            .collect();
+        inherited.append(&mut vars);
+        vars = inherited;
+    }
     vars.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let _ = std::fs::remove_file(&result_file);
     // Every file orch names to the agent (result, inbox, handoff, task) must be writable with a
@@ -129,6 +143,7 @@ pub(super) fn run_agent(
         timeout: job.timeout,
         grace: env.mission.grace(),
         launched: launcher.is_some(),
+        env_clear: inherit.is_some(),
     });
     // An agent may commit its own work (aider does by default, Claude Code when asked): in a
     // worktree its HEAD then moved, and what it changed is everything since the base.

@@ -610,6 +610,7 @@ impl<'e> Round<'e, '_> {
             timeout: Duration::from_secs(120),
             grace: self.env.mission.grace(),
             launched: false,
+            env_clear: false,
         });
         match f.ending {
             Ending::Exited(0) => (true, "its when-command exited 0".into()),
@@ -1279,6 +1280,7 @@ impl<'e> Round<'e, '_> {
             timeout: Duration::from_secs(300),
             grace: self.env.mission.grace(),
             launched: false,
+            env_clear: false,
         });
         if f.ending.success() {
             self.converged = true;
