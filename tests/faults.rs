@@ -1419,6 +1419,9 @@ fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_k
         "the branch record outlived the run"
     );
     assert_none_left(&m);
+}
+
+#[test]
 fn inherit_env_keeps_orchs_credentials_from_the_agents() {
     let repo = Repo::new();
     let env_file = |n: &str| repo.pathbuf(&format!("../env-{n}-{}.txt", std::process::id()));
