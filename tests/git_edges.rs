@@ -190,3 +190,242 @@ fn commit_gpgsign_without_a_usable_key_stops_before_agents_run() {
     let raw = repo.git(&["cat-file", "commit", "HEAD"]);
     assert!(raw.contains("gpgsig"), "{raw}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 6: HEAD and the branch are checked after every agent, in every mode.
+
+#[test]
+fn a_review_agent_that_resets_the_branch_fails_and_the_tested_work_stays() {
+    let repo = Repo::new();
+    repo.mission(mission(
+        vec![
+            sh_agent("a", "code", "echo a > a.txt"),
+            sh_agent(
+                "r",
+                "review",
+                "echo review > r.txt; git reset -q --hard HEAD~1",
+            ),
+        ],
+        json!({}),
+    ));
+    let on = branch(&repo);
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let r = Repo::agent(&log, "r");
+    assert_eq!(r["status"], "failed", "{log:#}");
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains("does not descend") && err.contains("refs/orch/moved-head/round-1/r"),
+        "{err}"
+    );
+    // Phase A's tested work is still on the branch, the branch is where it was.
+    assert_eq!(branch(&repo), on);
+    assert_eq!(
+        log["commit"].as_str(),
+        Some(repo.head().as_str()),
+        "{log:#}"
+    );
+    assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
+    // The review agent's file is kept, not committed.
+    assert!(ref_exists(&repo, "refs/orch/moved-head/round-1/r"));
+    assert_eq!(
+        show(&repo, "refs/orch/failed/round-1/r", "r.txt"),
+        "review\n"
+    );
+    assert!(!repo.exists("r.txt"));
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    assert_eq!(repo.state()["agents"]["r"]["lastStatus"], "failed");
+}
+
+#[test]
+fn a_review_agent_that_checks_out_a_branch_fails_and_head_comes_back() {
+    let repo = Repo::new();
+    repo.mission(mission(
+        vec![
+            sh_agent("a", "code", "echo a >> a.txt"),
+            sh_agent(
+                "r",
+                "review",
+                "git checkout -q -b elsewhere && echo r > r.txt && git add -A && \
+                 git -c user.name=r -c user.email=r@r commit -qm 'r on its branch'",
+            ),
+        ],
+        json!({"rounds": 2}),
+    ));
+    let on = branch(&repo);
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let r = Repo::agent(&log, "r");
+    assert_eq!(r["status"], "failed", "{log:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("branch elsewhere"),
+        "{}",
+        r["error"]
+    );
+    assert_eq!(branch(&repo), on, "HEAD back on the user's branch");
+    // Round 2 committed on the user's branch, not on the agent's.
+    let log2 = repo.round_log(2);
+    assert_eq!(
+        log2["commit"].as_str(),
+        Some(repo.head().as_str()),
+        "{log2:#}"
+    );
+    assert_eq!(show(&repo, "HEAD", "a.txt"), "a\na\n");
+    assert!(!repo
+        .git(&["log", "--format=%s", "HEAD"])
+        .contains("r on its branch"));
+    // The agent's own commit stays reachable (its branch, and the ref on top of it).
+    let kept = "refs/orch/moved-head/round-1/r";
+    assert_eq!(show(&repo, kept, "r.txt"), "r\n");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+#[test]
+fn a_shared_tree_agent_that_resets_away_the_users_commit_fails_and_the_commit_stays() {
+    let repo = Repo::new();
+    repo.mission(mission(
+        vec![sh_agent(
+            "a",
+            "code",
+            "echo more >> src/app.txt; git reset -q --hard HEAD~1; echo a > a.txt",
+        )],
+        json!({"git": {"isolation": "shared"}}),
+    ));
+    let head = repo.head();
+    let on = branch(&repo);
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "failed", "{log:#}");
+    // The user's last commit (the mission) is still the branch's tip; nothing of the failed
+    // agent's was committed.
+    assert_eq!(branch(&repo), on);
+    assert_eq!(repo.head(), head);
+    assert!(repo.exists("orch.json"));
+    assert!(!repo.exists("a.txt"));
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    assert_eq!(
+        show(&repo, "refs/orch/moved-head/round-1/a", "a.txt"),
+        "a\n"
+    );
+    assert_eq!(repo.state()["agents"]["a"]["lastStatus"], "failed");
+}
+
+#[test]
+fn a_worktree_agent_that_resets_the_main_tree_fails_and_the_branch_comes_back() {
+    let repo = Repo::new();
+    let main = repo.path().display().to_string();
+    repo.mission(mission(
+        vec![sh_agent(
+            "a",
+            "code",
+            &format!("echo a > a.txt; git -C '{main}' reset -q --hard HEAD~1"),
+        )],
+        json!({}),
+    ));
+    let head = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "failed", "{log:#}");
+    assert!(
+        a["error"].as_str().unwrap().contains("in the main tree"),
+        "{}",
+        a["error"]
+    );
+    assert_eq!(repo.head(), head);
+    assert!(repo.exists("orch.json"));
+    assert_eq!(show(&repo, "refs/orch/failed/round-1/a", "a.txt"), "a\n");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 12: a review agent that failed or timed out is kept in a ref, never committed.
+
+#[test]
+fn a_failed_or_timed_out_review_agents_files_are_kept_not_committed() {
+    let repo = Repo::new();
+    let mut slow = sh_agent("slow", "review", "echo half > slow.txt; sleep 30");
+    slow["timeoutS"] = json!(1);
+    repo.mission(mission(
+        vec![
+            sh_agent("a", "code", "echo a > a.txt"),
+            sh_agent(
+                "broken",
+                "review",
+                "echo half > broken.txt; echo more >> a.txt; exit 3",
+            ),
+            slow,
+            sh_agent("good", "review", "echo fine > good.txt"),
+        ],
+        json!({"maxConcurrency": 1, "killGraceS": 1}),
+    ));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(Repo::agent(&log, "broken")["status"], "failed", "{log:#}");
+    assert_eq!(Repo::agent(&log, "slow")["status"], "timeout", "{log:#}");
+    assert_eq!(Repo::agent(&log, "good")["status"], "ok", "{log:#}");
+    let subject = repo.git(&["log", "-1", "--format=%s"]);
+    assert_eq!(subject, "orch: round 1 review: good");
+    let files = repo.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert!(
+        files.contains("good.txt") && !files.contains("broken.txt") && !files.contains("slow.txt"),
+        "{files}"
+    );
+    assert_eq!(
+        show(&repo, "HEAD", "a.txt"),
+        "a\n",
+        "the failed agent's edit of a tested file is out"
+    );
+    assert_eq!(
+        show(&repo, "refs/orch/failed/round-1/broken", "broken.txt"),
+        "half\n"
+    );
+    assert_eq!(
+        show(&repo, "refs/orch/failed/round-1/broken", "a.txt"),
+        "a\nmore\n"
+    );
+    assert_eq!(
+        show(&repo, "refs/orch/timeout/round-1/slow", "slow.txt"),
+        "half\n"
+    );
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 13: enforceOwnership keeps what it takes out, in both modes.
+
+#[test]
+fn enforce_ownership_keeps_what_it_takes_out_in_both_modes() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        let mut a = sh_agent(
+            "a",
+            "code",
+            "echo mine > src/a.txt; echo theirs > other.txt; echo x >> src/app.txt",
+        );
+        a["owns"] = json!(["src/a.txt"]);
+        repo.mission(mission(
+            vec![a],
+            json!({"enforceOwnership": true, "git": {"isolation": isolation}}),
+        ));
+        repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        let a = Repo::agent(&log, "a");
+        assert_eq!(a["status"], "ok", "{isolation}: {log:#}");
+        let kept = "refs/orch/ownership/round-1/a";
+        assert_eq!(show(&repo, kept, "other.txt"), "theirs\n", "{isolation}");
+        assert_eq!(show(&repo, kept, "src/app.txt"), "app\nx\n", "{isolation}");
+        let files = repo.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
+        assert!(
+            files.contains("src/a.txt") && !files.contains("other.txt"),
+            "{isolation}: {files}"
+        );
+        assert_eq!(show(&repo, "HEAD", "src/app.txt"), "app\n", "{isolation}");
+        assert!(
+            log["notes"].to_string().contains(kept),
+            "{isolation}: {log:#}"
+        );
+        assert!(repo.status().is_empty(), "{isolation}: {}", repo.status());
+    }
+}

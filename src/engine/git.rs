@@ -370,6 +370,167 @@ impl Git {
         result
     }
 
+    /// Saves the files `paths` as they are in the working tree (deleted ones as deletions) as a
+    /// commit on `parent` under `refname`, without touching HEAD, the index or the files: what
+    /// one agent of a shared tree wrote, by its own fingerprint.
+    pub fn save_paths(
+        &self,
+        parent: &str,
+        refname: &str,
+        message: &str,
+        paths: &[String],
+    ) -> Result<String> {
+        let index = self
+            .run(&["rev-parse", "--git-path", "orch-paths.index"])
+            .map(|p| self.root.join(p.trim()))?;
+        let index_s = index.to_string_lossy().into_owned();
+        let env = [("GIT_INDEX_FILE", index_s.as_str())];
+        let result = (|| {
+            self.run_env(&["read-tree", parent], &env)?;
+            for chunk in paths.chunks(500) {
+                let mut args = vec!["add".to_string(), "-A".into(), "--".into()];
+                args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.run_env(&args, &env)?;
+            }
+            let tree = self.run_env(&["write-tree"], &env)?;
+            let commit = self.commit_tree(tree.trim(), parent, message)?;
+            self.run(&["update-ref", refname, &commit])?;
+            Ok(commit)
+        })();
+        let _ = std::fs::remove_file(&index);
+        result
+    }
+
+    /// Puts `paths` back as they are in HEAD: tracked ones checked out, new ones removed.
+    pub fn take_out(&self, paths: &[String]) -> Result<()> {
+        for chunk in paths.chunks(500) {
+            let mut args = vec![
+                "ls-tree".to_string(),
+                "-r".into(),
+                "-z".into(),
+                "--name-only".into(),
+                "HEAD".into(),
+                "--".into(),
+            ];
+            args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let tracked: Vec<String> = self
+                .run(&a)?
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !tracked.is_empty() {
+                let mut args = vec![
+                    "checkout".to_string(),
+                    "-q".into(),
+                    "HEAD".into(),
+                    "--".into(),
+                ];
+                args.extend(tracked.iter().map(|p| format!(":(literal){p}")));
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.run(&a)?;
+            }
+            for p in chunk.iter().filter(|p| !tracked.contains(p)) {
+                let full = self.root.join(p);
+                match std::fs::symlink_metadata(&full) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
+                    Ok(_) => std::fs::remove_file(&full),
+                    Err(_) => Ok(()),
+                }
+                .map_err(|e| Error::io(format!("taking out {}", full.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The branch HEAD is on (`refs/heads/main`), `None` when it is detached. Read from the
+    /// HEAD file when it can be (checked after every agent, so no git process in the common
+    /// case), else from git.
+    pub fn branch(&self) -> Option<String> {
+        let dir = linked_git_dir(&self.root).unwrap_or_else(|| self.root.join(".git"));
+        if let Ok(head) = std::fs::read_to_string(dir.join("HEAD")) {
+            let head = head.trim();
+            if let Some(r) = head.strip_prefix("ref: ") {
+                return Some(r.trim().to_string());
+            }
+            if head.len() >= 40 && head.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+        }
+        self.run(&["symbolic-ref", "-q", "HEAD"])
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Why HEAD is not where an agent must leave it: on `branch` (or detached, when `branch`
+    /// is `None`), at a commit that descends from `base`. `None` when it is.
+    pub fn head_moved(&self, branch: Option<&str>, base: &str) -> Option<String> {
+        let now = self.branch();
+        if now.as_deref() != branch {
+            let name = |b: Option<&str>| match b {
+                Some(b) => format!("branch {}", b.trim_start_matches("refs/heads/")),
+                None => "a detached HEAD".to_string(),
+            };
+            return Some(format!(
+                "it moved HEAD from {} to {}",
+                name(branch),
+                name(now.as_deref())
+            ));
+        }
+        match self.head_fast() {
+            None => Some("it left HEAD on a branch with no commits".into()),
+            Some(h) if h == base => None,
+            Some(h) => match self.is_ancestor(base, &h) {
+                Ok(true) => None,
+                _ => Some(format!(
+                    "it moved {} to {}, which does not descend from the base {}",
+                    branch.map_or("HEAD".into(), |b| b
+                        .trim_start_matches("refs/heads/")
+                        .to_string()),
+                    short(&h),
+                    short(base)
+                )),
+            },
+        }
+    }
+
+    /// After an agent moved HEAD (`head_moved`) and its work was kept: HEAD back on `branch`
+    /// (or detached at `good`), the branch back at `good` unless it still descends from
+    /// `base`, and the files moved from the agent's HEAD to the restored one carrying what is
+    /// uncommitted (as `git checkout` does); when that cannot be done, the tree is reset there.
+    pub fn put_back(&self, branch: Option<&str>, base: &str, good: &str) -> Result<()> {
+        let from = self.head()?;
+        match branch {
+            Some(b) => {
+                self.run(&["symbolic-ref", "HEAD", b])?;
+                let tip = self.head()?;
+                let keeps = match &tip {
+                    Some(t) => self.is_ancestor(base, t)?,
+                    None => false,
+                };
+                if !keeps {
+                    self.run(&["update-ref", b, good])?;
+                }
+            }
+            None => {
+                self.run(&["update-ref", "--no-deref", "HEAD", good])?;
+            }
+        }
+        let now = self.base()?;
+        let carried = match &from {
+            Some(f) if *f == now => Ok(String::new()),
+            Some(f) => self.run(&["read-tree", "-m", "-u", f, &now]),
+            None => Err(Error::Other("no HEAD to move from".into())),
+        };
+        if carried.is_err() {
+            self.run(&["reset", "-q", "--hard", &now])?;
+        }
+        Ok(())
+    }
+
     /// Puts the working tree and HEAD back exactly at `base`: tracked files reset, untracked
     /// non-ignored files removed (ignored files, orch's state folder among them, stay).
     pub fn restore(&self, base: &str) -> Result<()> {
@@ -528,6 +689,11 @@ impl Git {
     pub fn set_ref(&self, refname: &str, commit: &str) -> Result<()> {
         self.run(&["update-ref", refname, commit]).map(|_| ())
     }
+}
+
+/// The first ten digits of a commit id, for messages.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(10)]
 }
 
 /// git's message on one line, bounded: the lines that say what went wrong (`error:`/`fatal:`

@@ -37,6 +37,9 @@ pub struct RawRun {
     /// The worktree it ran in (worktree isolation), made from `base`.
     pub worktree: Option<PathBuf>,
     pub base: String,
+    /// Why git's checks after the run reject it whatever its exit said (it moved HEAD or the
+    /// branch, ...), naming the ref its work is kept in: the run is `failed` with this reason.
+    pub rejected: Option<String>,
     /// Worktree isolation: the commit of its change, made in its worktree on the worker thread
     /// (`Ok(None)`: not made there, the main thread commits), or why committing failed.
     pub commit: std::result::Result<Option<String>, String>,

@@ -148,6 +148,7 @@ pub(super) fn run_agent(
     // An agent may commit its own work (aider does by default, Claude Code when asked): in a
     // worktree its HEAD then moved, and what it changed is everything since the base.
     let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
+    let mut rejected = None;
     let changed: Vec<String> = match (&isolated, &moved) {
         (Some(g), Some(_)) => g.changed_since(&job.base).unwrap_or_default(),
         (Some(g), None) => g
@@ -157,10 +158,11 @@ pub(super) fn run_agent(
             .map(|e| e.path)
             .collect(),
         (None, _) => {
-            let after = shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .after(env.git);
+            let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
+            // In the shared tree (and the review agents' main tree) an agent that moved HEAD or
+            // the branch is caught here, before the next agent's fingerprint is taken.
+            rejected = tree.check_head(env.git, round, &agent.name);
+            let after = tree.after(env.git);
             changed_between(env.git, &before, &after)
         }
     };
@@ -191,6 +193,7 @@ pub(super) fn run_agent(
         worktree: job.worktree,
         base: job.base,
         commit,
+        rejected,
         log_rel: layout.relative(&stdout),
         stdout,
         result_file,
@@ -244,6 +247,7 @@ pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         worktree: None,
         base: job.base,
         commit: Ok(None),
+        rejected: None,
         stdout: PathBuf::new(),
         log_rel: String::new(),
         result_file: layout.scratch(round).join("none"),
@@ -284,13 +288,68 @@ fn fingerprint(git: &Git) -> Fingerprint {
 /// The agents of one pool run in the shared tree. The fingerprint taken when the last of them
 /// ended is still the tree's when the next one starts (nothing else writes the tree during a
 /// phase), so it serves as that agent's "before": one `git status` per agent instead of two.
-#[derive(Default)]
 pub(super) struct SharedTree {
     last: Option<Fingerprint>,
     running: usize,
+    /// The branch HEAD was on when the phase started (`None`: detached) and the phase's base:
+    /// every agent must leave HEAD on that branch at a commit that descends from the base.
+    branch: Option<String>,
+    base: String,
+    /// The last HEAD seen where it should be: where a moved HEAD is put back.
+    good: String,
 }
 
 impl SharedTree {
+    pub(super) fn new(git: &Git, base: &str) -> SharedTree {
+        SharedTree {
+            last: None,
+            running: 0,
+            branch: git.branch(),
+            base: base.to_string(),
+            good: base.to_string(),
+        }
+    }
+
+    /// An agent that left HEAD off its branch or its branch off the phase's base (`git reset
+    /// --hard HEAD~1`, `git checkout -b x`): the tree as it left it is kept under
+    /// `refs/orch/moved-head/round-N/AGENT` (on the agent's HEAD, so its own commits stay
+    /// reachable), HEAD and the branch are put back where they were, and the reason returned.
+    pub(super) fn check_head(&mut self, git: &Git, round: u32, agent: &str) -> Option<String> {
+        let Some(why) = git.head_moved(self.branch.as_deref(), &self.base) else {
+            if let Some(h) = git.head_fast() {
+                self.good = h;
+            }
+            return None;
+        };
+        // Whatever is there now must be rebuilt: no fingerprint from before the move is valid.
+        self.last = None;
+        let r = format!("refs/orch/moved-head/round-{round}/{agent}");
+        let parent = git
+            .head()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.good.clone());
+        let kept = git
+            .save_tree(&parent, &r, &format!("orch: round {round} {agent}: {why}"))
+            .map(|_| format!("the tree it left is kept in {r}"))
+            .unwrap_or_else(|e| format!("its tree could not be kept ({e})"));
+        let back = match git.put_back(self.branch.as_deref(), &self.base, &self.good) {
+            Ok(()) => format!(
+                "HEAD is put back at {}",
+                crate::engine::git::short(&self.good)
+            ),
+            Err(e) => format!("HEAD could not be put back ({e})"),
+        };
+        log::warn!("agent {agent}: {why}; {kept}; {back}");
+        Some(format!("{why}; {kept}; {back}"))
+    }
+
+    /// After the main thread changed the tree between runs (a failed agent's files taken out):
+    /// the next agent's "before" is taken afresh.
+    pub(super) fn forget(&mut self) {
+        self.last = None;
+    }
+
     fn before(&mut self, git: &Git) -> Fingerprint {
         let fp = match (self.running, self.last.take()) {
             (0, Some(fp)) => fp,

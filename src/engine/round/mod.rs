@@ -788,7 +788,8 @@ impl<'e> Round<'e, '_> {
     fn run_pool(&mut self, jobs: Vec<Job<'_>>) {
         let env = self.env;
         let (round, t0) = (self.round, self.t0);
-        let shared = Mutex::new(SharedTree::default());
+        let base = jobs.first().map_or_else(String::new, |j| j.base.clone());
+        let shared = Mutex::new(SharedTree::new(env.git, &base));
         pool::run(
             env.max_concurrency,
             jobs,
@@ -799,7 +800,7 @@ impl<'e> Round<'e, '_> {
                     Done::Finished(raw) => raw,
                     Done::NotStarted(job) => not_started(env, round, job),
                 };
-                self.settle(raw, control);
+                self.settle(raw, control, &shared);
             },
         );
     }
@@ -807,7 +808,7 @@ impl<'e> Round<'e, '_> {
     /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
     /// is counted against the budget, the pool may start the next job: the git work that follows
     /// (merging a worktree) does not hold a free slot idle.
-    fn settle(&mut self, raw: RawRun, control: &pool::Control) {
+    fn settle(&mut self, raw: RawRun, control: &pool::Control, shared: &Mutex<SharedTree>) {
         let env = self.env;
         let Some(agent) = env.mission.agent(&raw.agent) else {
             return;
@@ -830,6 +831,27 @@ impl<'e> Round<'e, '_> {
             self.note(&msg);
             self.could_not_start.push(agent.name.clone());
         }
+        // Worktree isolation: the main tree is orch's alone during Phase A, so a HEAD or branch
+        // that moved there was moved by an agent (through an absolute path): the one that just
+        // ended is the first to answer for it.
+        let main_moved = raw
+            .worktree
+            .as_ref()
+            .and_then(|_| {
+                shared.lock().unwrap_or_else(|e| e.into_inner()).check_head(
+                    env.git,
+                    self.round,
+                    &agent.name,
+                )
+            })
+            .map(|why| format!("in the main tree, {why}"));
+        if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
+            settled.entry.status = RunStatus::Failed;
+            settled.entry.error = Some(match settled.entry.error.take() {
+                Some(e) => format!("{why}; {e}"),
+                None => why.clone(),
+            });
+        }
         self.log.cost_usd += settled.entry.cost_usd;
         self.state.total_cost_usd += settled.entry.cost_usd;
         if let Some(b) = env.budget {
@@ -851,7 +873,7 @@ impl<'e> Round<'e, '_> {
         }
         settled.entry.handoff = self.read_handoff(agent);
         if !agent.owns.is_empty() {
-            self.check_ownership(agent, &raw, &mut settled.entry);
+            self.check_ownership(agent, &raw, &mut settled.entry, shared);
         }
         if let Some(wt) = &raw.worktree {
             if let Err(e) = self.integrate(wt, &raw.base, &raw.commit, &mut settled.entry) {
@@ -863,6 +885,9 @@ impl<'e> Round<'e, '_> {
                 settled.entry.error = Some(format!("merging its worktree failed: {e}{kept}"));
                 settled.entry.status = RunStatus::Failed;
             }
+        }
+        if raw.worktree.is_none() {
+            self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
         }
         if settled.entry.status != first_status {
             // Counted as what it ended as, not as what the process's exit said (a run whose
@@ -936,13 +961,15 @@ impl<'e> Round<'e, '_> {
         Some(status.to_string())
     }
 
-    /// Changes outside the agent's `owns` globs: reported, and with `enforceOwnership` (in a
-    /// worktree, where they are surely this agent's) taken out before the merge.
+    /// Changes outside the agent's `owns` globs: reported, and with `enforceOwnership` kept
+    /// under `refs/orch/ownership/round-N/AGENT` and taken out (before the merge, in a
+    /// worktree; from the shared tree by the agent's own fingerprint).
     fn check_ownership(
         &mut self,
         agent: &Agent,
         raw: &RawRun,
         entry: &mut crate::roundlog::AgentEntry,
+        shared: &Mutex<SharedTree>,
     ) {
         let outside: Vec<String> = raw
             .changed
@@ -959,24 +986,57 @@ impl<'e> Round<'e, '_> {
             outside.join(", ")
         );
         if self.env.mission.enforce_ownership {
-            if let Some(wt) = &raw.worktree {
-                let git = self.env.git.at(wt);
-                for f in &outside {
-                    // Tracked at the base: put it back; new: remove it.
-                    if git.run(&["checkout", &raw.base, "--", f]).is_err() {
-                        let _ = std::fs::remove_file(wt.join(f));
+            // What is taken out is kept first, in both modes: in a worktree its files there; in
+            // the shared tree the files its own fingerprint says it changed (under the tree's
+            // lock, so no other agent's fingerprint is taken meanwhile).
+            let r = format!("refs/orch/ownership/round-{}/{}", self.round, agent.name);
+            let msg = format!(
+                "orch: round {} {}: changes outside its owns globs",
+                self.round, agent.name
+            );
+            let taken = match &raw.worktree {
+                Some(wt) => {
+                    let git = self.env.git.at(wt);
+                    git.save_paths(&raw.base, &r, &msg, &outside).map(|_| {
+                        for f in &outside {
+                            // Tracked at the base: put it back; new: remove it.
+                            if git.run(&["checkout", &raw.base, "--", f]).is_err() {
+                                let _ = std::fs::remove_file(wt.join(f));
+                            }
+                        }
+                    })
+                }
+                None => {
+                    let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    let git = self.env.git;
+                    let done = git.base().and_then(|head| {
+                        git.save_paths(&head, &r, &msg, &outside)?;
+                        git.take_out(&outside)
+                    });
+                    tree.forget();
+                    done
+                }
+            };
+            match taken {
+                Ok(()) => {
+                    entry.changed_files = entry.changed_files.saturating_sub(outside.len() as u32);
+                    entry.files.retain(|f| !outside.contains(f));
+                    if entry.changed_files == 0 && entry.status == RunStatus::Ok {
+                        entry.status = RunStatus::Empty;
                     }
+                    self.note(&format!(
+                        "{}: changes outside its owns globs were taken out and kept in {r}: {}",
+                        agent.name,
+                        outside.join(", ")
+                    ));
                 }
-                entry.changed_files = entry.changed_files.saturating_sub(outside.len() as u32);
-                entry.files.retain(|f| !outside.contains(f));
-                if entry.changed_files == 0 && entry.status == RunStatus::Ok {
-                    entry.status = RunStatus::Empty;
+                Err(e) => {
+                    // Not kept, so not taken out: the work stays where it is.
+                    log::warn!(
+                        "agent {}: its changes outside its owns globs could not be kept in {r} ({e}); left in place",
+                        agent.name
+                    );
                 }
-                self.note(&format!(
-                    "{}: changes outside its owns globs were taken out: {}",
-                    agent.name,
-                    outside.join(", ")
-                ));
             }
         }
         entry.ownership_violations = outside;
@@ -1057,6 +1117,57 @@ impl<'e> Round<'e, '_> {
             }
         }
         Ok(())
+    }
+
+    /// In the shared tree: a review agent that failed or timed out, or any agent git's checks
+    /// rejected (it moved HEAD), has the files it changed (by its fingerprint) kept under
+    /// `refs/orch/<status>/round-N/AGENT` and taken out of the tree, so its half-work is never
+    /// committed nor named in a commit. Under the shared tree's lock: no agent's fingerprint is
+    /// taken while the files change.
+    fn keep_failed_shared_run(
+        &mut self,
+        raw: &RawRun,
+        entry: &mut crate::roundlog::AgentEntry,
+        shared: &Mutex<SharedTree>,
+    ) {
+        let failed = matches!(entry.status, RunStatus::Failed | RunStatus::Timeout);
+        if !failed
+            || raw.changed.is_empty()
+            || !(raw.phase == Phase::Review || raw.rejected.is_some())
+        {
+            return;
+        }
+        let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let git = self.env.git;
+        let r = format!(
+            "refs/orch/{}/round-{}/{}",
+            entry.status.as_str(),
+            self.round,
+            entry.name
+        );
+        let Ok(Some(head)) = git.head() else { return };
+        let msg = format!(
+            "orch: round {} {}: {}, not committed",
+            self.round,
+            entry.name,
+            entry.status.as_str()
+        );
+        let note = match git
+            .save_paths(&head, &r, &msg, &raw.changed)
+            .and_then(|_| git.take_out(&raw.changed))
+        {
+            Ok(()) => format!("its files are kept in {r} and taken out of the tree, not committed"),
+            Err(e) => format!("its files could not be kept and taken out ({e})"),
+        };
+        tree.forget();
+        drop(tree);
+        log::warn!("agent {}: {note}", entry.name);
+        entry.changed_files = 0;
+        entry.files.clear();
+        entry.error = Some(match entry.error.take() {
+            Some(e) => format!("{e}; {note}"),
+            None => note,
+        });
     }
 
     /// Keeps what is in a worktree (its files and any commits of the agent's) under
