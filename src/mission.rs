@@ -278,9 +278,9 @@ pub struct Tests {
     /// How many times a failing run is retried before it counts (flaky tests).
     #[serde(default)]
     pub retries: u32,
-    /// Run the tests at the base before the first round, so an already-failing suite is not
-    /// blamed on the agents.
-    #[serde(default)]
+    /// Run the tests at the base before the first round when no result for the base is known,
+    /// so an already-failing suite is not blamed on the agents. On unless turned off.
+    #[serde(default = "yes")]
     pub baseline: bool,
     /// Incremental testing: the suites whose `paths` match the round's changed files run
     /// instead of `command`; a changed file no suite covers makes `command` run.

@@ -429,3 +429,76 @@ fn enforce_ownership_keeps_what_it_takes_out_in_both_modes() {
         assert!(repo.status().is_empty(), "{isolation}: {}", repo.status());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 11: only what was tested is committed.
+
+#[test]
+fn what_the_test_command_writes_is_not_committed() {
+    let repo = Repo::new();
+    repo.write(
+        "tools/test.sh",
+        "echo cov > coverage.out; mkdir -p .cache && echo c > .cache/x; \
+         echo 'formatted by the tests' >> src/app.txt; rm -f gone.txt; exit 0\n",
+    );
+    repo.write("gone.txt", "tracked\n");
+    repo.mission(mission(
+        vec![sh_agent("a", "code", "echo a > a.txt")],
+        json!({"tests": {"command": ["sh", "tools/test.sh"]}}),
+    ));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["tests"]["status"], "passed", "{log:#}");
+    let files = repo.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert!(files.contains("a.txt"), "{files}");
+    assert!(
+        !files.contains("coverage.out") && !files.contains(".cache"),
+        "{files}"
+    );
+    assert!(files.contains("gone.txt"), "{files}");
+    assert_eq!(show(&repo, "HEAD", "src/app.txt"), "app\n");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    assert!(
+        log["notes"].to_string().contains("the tests changed"),
+        "{log:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 14: a red base blames nobody (tests.baseline on by default).
+
+#[test]
+fn tests_that_fail_on_the_base_blame_nobody_by_default() {
+    let repo = Repo::new();
+    let count = tempfile::tempdir().unwrap();
+    let runs = count.path().join("runs");
+    repo.write(
+        "tools/test.sh",
+        &format!(
+            "echo run >> '{}'; echo '3 passed, 1 failed'; exit 1\n",
+            runs.display()
+        ),
+    );
+    let agents = ["a", "b", "c"]
+        .iter()
+        .map(|n| sh_agent(n, "code", &format!("echo {n} > {n}.txt")))
+        .collect();
+    repo.mission(mission(
+        agents,
+        json!({"tests": {"command": ["sh", "tools/test.sh"], "retries": 3}}),
+    ));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    assert_eq!(log["tests"]["regression"], false, "{log:#}");
+    assert!(log["revert"].is_null(), "{log:#}");
+    for n in ["a", "b", "c"] {
+        assert_eq!(Repo::agent(&log, n)["status"], "ok");
+        assert_eq!(show(&repo, "HEAD", &format!("{n}.txt")), format!("{n}\n"));
+    }
+    let st = repo.state();
+    assert_eq!(st["testBaseline"]["passed"], false, "{st:#}");
+    // The base once (with its retries) and the round once (with its): no bisection.
+    let n = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert!(n <= 8, "{n} test runs");
+}

@@ -179,7 +179,7 @@ fn without_a_baseline_the_same_failure_is_a_regression() {
     repo.mission(json!({
         "name": "t", "rounds": 1,
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=x"])}],
-        "tests": {"command": tests_cmd("0")}
+        "tests": {"command": tests_cmd("0"), "baseline": false}
     }));
     repo.orch(&["run"]).expect(0);
     assert_eq!(repo.round_log(1)["status"], "reverted");

@@ -353,21 +353,81 @@ impl Git {
     /// Saves the working tree as it is (tracked and untracked, not ignored) as a commit whose
     /// parent is `base`, under `refname`, without touching HEAD, the index or the files.
     pub fn save_tree(&self, base: &str, refname: &str, message: &str) -> Result<String> {
-        let index = self
-            .run(&["rev-parse", "--git-path", "orch-save.index"])
-            .map(|p| self.root.join(p.trim()))?;
+        let commit = self.commit_tree(&self.tree_of_files(base)?, base, message)?;
+        self.run(&["update-ref", refname, &commit])?;
+        Ok(commit)
+    }
+
+    /// The working tree as it is (tracked and untracked, not ignored) as a tree object, made
+    /// with a private index: a copy of the repository's own (whose file stats let git hash only
+    /// what changed), or read from `base` when there is none.
+    pub fn tree_of_files(&self, base: &str) -> Result<String> {
+        let paths = self.run(&[
+            "rev-parse",
+            "--git-path",
+            "orch-save.index",
+            "--git-path",
+            "index",
+        ])?;
+        let mut paths = paths.lines().map(|p| self.root.join(p.trim()));
+        let (Some(index), Some(real)) = (paths.next(), paths.next()) else {
+            return Err(Error::Other(
+                "git rev-parse --git-path printed nothing".into(),
+            ));
+        };
         let index_s = index.to_string_lossy().into_owned();
         let env = [("GIT_INDEX_FILE", index_s.as_str())];
         let result = (|| {
-            self.run_env(&["read-tree", base], &env)?;
+            if std::fs::copy(&real, &index).is_err() {
+                self.run_env(&["read-tree", base], &env)?;
+            }
             self.add_all(&env)?;
             let tree = self.run_env(&["write-tree"], &env)?;
-            let commit = self.commit_tree(tree.trim(), base, message)?;
-            self.run(&["update-ref", refname, &commit])?;
-            Ok(commit)
+            Ok(tree.trim().to_string())
         })();
         let _ = std::fs::remove_file(&index);
         result
+    }
+
+    /// Puts the files back as they were in `tree` (a `tree_of_files`), leaving HEAD and the
+    /// index as they are: what changed since is undone, what was added since is removed.
+    /// Returns the paths it put back (none: nothing had changed).
+    pub fn put_files_back(&self, base: &str, tree: &str) -> Result<Vec<String>> {
+        let now = self.tree_of_files(base)?;
+        if now == tree {
+            return Ok(Vec::new());
+        }
+        let changed: Vec<String> = self
+            .run(&["diff", "--name-only", "--no-renames", "-z", tree, &now])?
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let added: Vec<String> = self
+            .run(&[
+                "diff",
+                "--name-only",
+                "--no-renames",
+                "--diff-filter=A",
+                "-z",
+                tree,
+                &now,
+            ])?
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        // The index as it is now, so that it can be put back after the files are.
+        let index_tree = self.run(&["write-tree"]).ok();
+        self.run(&["read-tree", "--reset", "-u", tree])?;
+        for p in &added {
+            let _ = std::fs::remove_file(self.root.join(p));
+        }
+        match index_tree {
+            Some(t) => self.run(&["read-tree", t.trim()])?,
+            None => self.run(&["reset", "-q"])?,
+        };
+        Ok(changed)
     }
 
     /// Saves the files `paths` as they are in the working tree (deleted ones as deletions) as a

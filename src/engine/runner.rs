@@ -507,7 +507,18 @@ fn baseline(ws: &Workspace, state: &mut State, events: &Events) -> Result<()> {
         return Ok(());
     }
     let log = ws.layout.dir.join("logs").join("baseline-tests.log");
+    // What the tests write in the tree (coverage, caches, formatting) is put back after them,
+    // as after a round's tests: it would otherwise ride along with the first round's change.
+    let before = ws.git.tree_of_files(&head)?;
     let entry = TestRun::full(tests, ws.git.root(), log, 0, ws.mission().grace()).run(events);
+    let undone = ws.git.put_files_back(&head, &before)?;
+    if !undone.is_empty() {
+        log::info!(
+            "the baseline tests changed {} file(s) in the tree; put back: {}",
+            undone.len(),
+            undone.join(", ")
+        );
+    }
     log::info!(
         "test baseline at {}: {}{}",
         &head[..head.len().min(10)],

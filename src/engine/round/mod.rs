@@ -337,6 +337,10 @@ impl<'e> Round<'e, '_> {
         // Code agents whose work was taken out (all of them on a whole-round revert).
         let mut rejected: Vec<String> = Vec::new();
         if !changed.is_empty() {
+            // Only what was tested is committed: the tree as the tests found it is put back
+            // after them (coverage files, caches, edits to tracked files are the tests', not
+            // the agents').
+            let tested = env.git.tree_of_files(base)?;
             let t_start = Instant::now();
             let post_sim = env.mission.sims.as_ref().and_then(|s| s.post.as_ref());
             let (tests, post) = std::thread::scope(|s| {
@@ -363,6 +367,7 @@ impl<'e> Round<'e, '_> {
                 )
             });
             self.log.timing.tests = t_start.elapsed().as_millis() as u64;
+            self.discard_test_writes(base, &tested)?;
             self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
             self.log.sims.post = post;
             if process::interrupted() {
@@ -421,6 +426,13 @@ impl<'e> Round<'e, '_> {
             self.commit_label(Phase::Code, &rejected, "sim data")
         };
         self.commit(&what)?;
+        // The tests just passed (or failed no worse than the base) on what was committed: that
+        // is the known result for the next round's base, so the next run need not measure it.
+        if let (Some(b), Some(c)) = (self.state.test_baseline.as_mut(), &self.log.commit) {
+            if b.commit.is_empty() {
+                b.commit = c.clone();
+            }
+        }
 
         // 4. Phase B.
         let after_revert_skip = reverted && !env.mission.phase_b_after_revert;
@@ -1168,6 +1180,29 @@ impl<'e> Round<'e, '_> {
             Some(e) => format!("{e}; {note}"),
             None => note,
         });
+    }
+
+    /// What the test command (or the post-sim beside it) wrote in the tree is put back as it
+    /// was before them, with a note naming the files: it was not tested, and is nobody's change.
+    fn discard_test_writes(&mut self, base: &str, tested: &str) -> Result<()> {
+        let undone = self.env.git.put_files_back(base, tested)?;
+        if !undone.is_empty() {
+            let mut names = undone
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if undone.len() > 10 {
+                names.push_str(&format!(" and {} more", undone.len() - 10));
+            }
+            self.note(&format!(
+                "the tests changed {} file{} in the tree, put back as the tests found them: {names}",
+                undone.len(),
+                if undone.len() == 1 { "" } else { "s" }
+            ));
+        }
+        Ok(())
     }
 
     /// Keeps what is in a worktree (its files and any commits of the agent's) under
