@@ -502,3 +502,59 @@ fn tests_that_fail_on_the_base_blame_nobody_by_default() {
     let n = std::fs::read_to_string(&runs).unwrap().lines().count();
     assert!(n <= 8, "{n} test runs");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 7: a worktree whose `.git` link is gone or wrong is never used.
+
+#[test]
+fn a_worktree_whose_git_link_is_gone_or_wrong_is_never_used_and_is_made_again() {
+    let repo = Repo::new();
+    let main = repo.path().display().to_string();
+    repo.mission(mission(
+        vec![
+            sh_agent("a", "code", "echo a >> a.txt; [ \"$ORCH_ROUND\" = 1 ] && rm .git; true"),
+            sh_agent(
+                "b",
+                "code",
+                &format!("echo b >> b.txt; [ \"$ORCH_ROUND\" = 1 ] && echo 'gitdir: {main}/.git' > .git; true"),
+            ),
+        ],
+        json!({"rounds": 2,
+               "sims": {"pre": {"command": ["sh", "-c", "echo sim > sim.txt; echo '{}' > \"$ORCH_SIM_OUT/x.json\""]}}}),
+    ));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    for (name, file) in [("a", "a.txt"), ("b", "b.txt")] {
+        let e = Repo::agent(&log, name);
+        assert_eq!(e["status"], "failed", "{log:#}");
+        assert!(
+            e["error"].as_str().unwrap().contains(".git link"),
+            "{}",
+            e["error"]
+        );
+        let kept = format!("refs/orch/failed/round-1/{name}");
+        assert_eq!(show(&repo, &kept, file), format!("{name}\n"));
+        assert_eq!(
+            show(&repo, &kept, "sim.txt"),
+            "",
+            "the main tree's files are not the agent's"
+        );
+    }
+    let r1 = log["commit"].as_str().unwrap();
+    let files = repo.git(&["ls-tree", "-r", "--name-only", r1]);
+    assert!(
+        files.contains("sim.txt") && !files.contains("a.txt") && !files.contains("b.txt"),
+        "{files}"
+    );
+    // Round 2: both worktrees were made again and used.
+    let log2 = repo.round_log(2);
+    for name in ["a", "b"] {
+        assert_eq!(Repo::agent(&log2, name)["status"], "ok", "{log2:#}");
+        assert_eq!(
+            show(&repo, "HEAD", &format!("{name}.txt")),
+            format!("{name}\n")
+        );
+    }
+    assert_eq!(repo.state()["agents"]["a"]["lastStatus"], "ok");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}

@@ -64,7 +64,9 @@ fn suites_mission(repo: &Repo, agent_write: &str, extra: serde_json::Value) {
             format!("sleep 0.8; echo {name} >> ran.txt; echo '2 passed, 0 failed'")
         ])
     };
+    // The baseline (on by default) would add a run of the full command at the base.
     let mut tests = json!({
+        "baseline": false,
         "command": ["sh", "-c", "echo full >> ran.txt; echo '9 passed, 0 failed'"],
         "suites": [
             {"name": "ui", "paths": ["src/ui/**"], "command": marker("ui")},
@@ -138,7 +140,7 @@ fn a_flaky_test_passing_on_retry_is_flagged_not_reverted() {
     repo.mission(json!({
         "name": "t", "rounds": 1,
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=x"])}],
-        "tests": {"retries": 2, "command": ["sh", "-c",
+        "tests": {"retries": 2, "baseline": false, "command": ["sh", "-c",
             format!("n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; if [ $n -lt 2 ]; then echo '0 passed, 1 failed'; exit 1; fi; echo '1 passed, 0 failed'")]}
     }));
     repo.orch(&["run"]).expect(0);

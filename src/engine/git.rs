@@ -617,10 +617,11 @@ impl Git {
     pub fn prepare_worktree(&self, path: &Path, base: &str) -> Result<Git> {
         let wt = self.at(path);
         // A worktree's `.git` is a file naming its folder under the repository's `.git`; when
-        // that folder is there, the worktree is reused (reading a file costs less than a git
-        // process, and this runs once per agent per round). If git then disagrees, it is made
-        // again.
-        if linked_git_dir(path).is_some_and(|d| d.join("HEAD").is_file()) {
+        // that link is intact both ways, the worktree is reused (reading files costs less than
+        // a git process, and this runs once per agent per round). If git then disagrees, it is
+        // made again. A link an agent deleted or rewrote is never followed: git would work on
+        // whatever repository it names (the main one, once the file is gone).
+        if self.worktree_intact(path) {
             // Detached again, whatever branch the agent may have checked out there last time.
             match wt.run(&["checkout", "-q", "-f", "--detach", base]) {
                 Ok(_) => {
@@ -647,6 +648,51 @@ impl Git {
         let p = path.to_string_lossy();
         self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
         Ok(wt)
+    }
+
+    /// Whether `path` is a linked worktree of this repository with its link intact: its `.git`
+    /// file names a folder under this repository's `worktrees/`, which has a HEAD and whose
+    /// `gitdir` names `path/.git` back.
+    pub fn worktree_intact(&self, path: &Path) -> bool {
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        let Some(dir) = linked_git_dir(path) else {
+            return false;
+        };
+        let under = canon(&dir).and_then(|d| d.parent().map(Path::to_path_buf));
+        if under.is_none() || under != canon(&self.common_dir.join("worktrees")) {
+            return false;
+        }
+        let back = std::fs::read_to_string(dir.join("gitdir")).unwrap_or_default();
+        dir.join("HEAD").is_file()
+            && canon(Path::new(back.trim())).is_some()
+            && canon(Path::new(back.trim())) == canon(&path.join(".git"))
+    }
+
+    /// The files of a folder whose git link cannot be trusted (a worktree whose `.git` an
+    /// agent deleted), as a commit on `parent` under `refname`: hashed by this repository
+    /// with the folder as its work tree and a private index, so no git call follows the
+    /// folder's own `.git`.
+    pub fn save_folder(
+        &self,
+        dir: &Path,
+        parent: &str,
+        refname: &str,
+        message: &str,
+    ) -> Result<String> {
+        let index = self.common_dir.join("orch-folder.index");
+        let index_s = index.to_string_lossy().into_owned();
+        let work = format!("--work-tree={}", dir.display());
+        let env = [("GIT_INDEX_FILE", index_s.as_str())];
+        let result = (|| {
+            self.run_env(&["read-tree", parent], &env)?;
+            self.run_env(&[&work, "add", "-A"], &env)?;
+            let tree = self.run_env(&["write-tree"], &env)?;
+            let commit = self.commit_tree(tree.trim(), parent, message)?;
+            self.run(&["update-ref", refname, &commit])?;
+            Ok(commit)
+        })();
+        let _ = std::fs::remove_file(&index);
+        result
     }
 
     /// Drops the metadata of worktrees whose folders are gone.

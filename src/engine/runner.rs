@@ -135,7 +135,6 @@ pub fn run_counted(
     // `--branch`: on the clean tree, the run's branch; the user's branch comes back when this
     // value is dropped (before `_user_work`, so their work comes back on their branch).
     let _branch = branch::enter(&ws.git, &ws.layout, opts.branch.as_deref())?;
-    baseline(ws, &mut state, events)?;
     let env = Env {
         mission,
         mission_dir: &ws.loaded.dir,
@@ -157,6 +156,8 @@ pub fn run_counted(
         last_round: *rounds.last().unwrap_or(&rounds[0]),
         agents: mission.agents.len(),
     });
+    // The tests at the base (round 0 in the events), once a run has started.
+    baseline(ws, &mut state, events)?;
     let mut code = EXIT_OK;
     let mut ran = 0;
     let mut agent_failed = false;
@@ -422,7 +423,9 @@ fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
     };
     for e in entries.flatten() {
         let path = e.path();
-        if !path.join(".git").exists() {
+        // A worktree whose link is gone or wrong is never used (git would follow it elsewhere);
+        // it is made again before its agent's next run.
+        if !ws.git.worktree_intact(&path) {
             continue;
         }
         let wt = ws.git.at(&path);

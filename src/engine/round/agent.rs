@@ -147,9 +147,32 @@ pub(super) fn run_agent(
     });
     // An agent may commit its own work (aider does by default, Claude Code when asked): in a
     // worktree its HEAD then moved, and what it changed is everything since the base.
-    let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
+    // An agent that deleted or rewrote its worktree's `.git` link: no git call may run there
+    // (git would follow the link, or fall through to the main repository). Its files are kept
+    // by the main repository itself; the worktree is made again before it is next used.
     let mut rejected = None;
+    let isolated = match isolated {
+        Some(g) if !env.git.worktree_intact(g.root()) => {
+            let r = format!("refs/orch/failed/round-{round}/{}", agent.name);
+            let msg = format!("orch: round {round} {}: its worktree's files", agent.name);
+            let kept = match env.git.save_folder(g.root(), &job.base, &r, &msg) {
+                Ok(_) => format!("its files are kept in {r}"),
+                Err(e) => format!("its files could not be kept ({e})"),
+            };
+            let why = format!(
+                "its worktree's .git link is gone or names another repository, so orch did not \
+                 use it; {kept}; the worktree is made again before its next run"
+            );
+            log::warn!("agent {}: {why}", agent.name);
+            rejected = Some(why);
+            None
+        }
+        other => other,
+    };
+    let broken_link = rejected.is_some();
+    let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
     let changed: Vec<String> = match (&isolated, &moved) {
+        _ if broken_link => Vec::new(),
         (Some(g), Some(_)) => g.changed_since(&job.base).unwrap_or_default(),
         (Some(g), None) => g
             .status()
@@ -159,6 +182,7 @@ pub(super) fn run_agent(
             .collect(),
         (None, _) => {
             let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
+            // (A worktree agent never gets here: its broken link is handled above.)
             // In the shared tree (and the review agents' main tree) an agent that moved HEAD or
             // the branch is caught here, before the next agent's fingerprint is taken.
             rejected = tree.check_head(env.git, round, &agent.name);
