@@ -314,6 +314,16 @@ pub struct GitConfig {
     /// out for the run, and the user's branch checked out again at its end. `--branch` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// A file an agent (or anything else in a round) wrote that is larger than this is left
+    /// out of the commit and kept aside in `refs/orch/too-big/...`, with a warning.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+/// 50 MB: past GitHub's warning size; a file that big in an agent's change is nearly always a
+/// build artefact, a dump or a sparse file.
+fn default_max_file_bytes() -> u64 {
+    50_000_000
 }
 
 impl Default for GitConfig {
@@ -322,6 +332,7 @@ impl Default for GitConfig {
             isolation: Isolation::default(),
             commit: true,
             branch: None,
+            max_file_bytes: default_max_file_bytes(),
         }
     }
 }

@@ -19,6 +19,16 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
+/// A size for people, in decimal units: `512 B`, `3.4 kB`, `50.0 MB`, `1.1 GB`.
+pub fn bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.1} GB", n as f64 / 1e9),
+    }
+}
+
 /// Money to the cent; four decimals under a cent, so a $0.0013 run does not read as free.
 pub fn usd(v: f64) -> String {
     if v != 0.0 && v.abs() < 0.01 {

@@ -558,3 +558,113 @@ fn a_worktree_whose_git_link_is_gone_or_wrong_is_never_used_and_is_made_again() 
     assert_eq!(repo.state()["agents"]["a"]["lastStatus"], "ok");
     assert!(repo.status().is_empty(), "{}", repo.status());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 16: warnings, not silence; run times from the process's own end.
+
+#[test]
+fn a_stopped_orch_does_not_inflate_an_agents_recorded_time() {
+    let repo = Repo::new();
+    let flags = tempfile::tempdir().unwrap();
+    let (started, ended) = (flags.path().join("started"), flags.path().join("ended"));
+    repo.mission(mission(
+        vec![sh_agent(
+            "a",
+            "code",
+            &format!(
+                "touch '{}'; sleep 1; echo a > a.txt; echo 'finished'; touch '{}'",
+                started.display(),
+                ended.display()
+            ),
+        )],
+        json!({}),
+    ));
+    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("run")
+        .current_dir(repo.path())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |p: &std::path::Path| {
+        let t0 = std::time::Instant::now();
+        while !p.exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "{} never appeared",
+                p.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(&started);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
+    wait_for(&ended);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
+    assert!(orch.wait().unwrap().success());
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok", "{log:#}");
+    // It ran about 1 s; orch slept 5 s more before it could see the exit.
+    let ms = a["elapsedMs"].as_u64().unwrap();
+    assert!((900..4000).contains(&ms), "recorded {ms} ms for a 1 s run");
+}
+
+#[test]
+fn a_detached_head_and_two_writers_of_one_file_are_warned_about() {
+    let repo = Repo::new();
+    repo.mission(mission(
+        vec![
+            sh_agent("a", "code", "echo a > a.txt"),
+            sh_agent("r1", "review", "echo one > same.txt"),
+            sh_agent("r2", "review", "echo two > same.txt"),
+        ],
+        json!({"maxConcurrency": 1}),
+    ));
+    repo.git(&["checkout", "-q", "--detach"]);
+    let run = repo.orch(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(err.contains("HEAD is detached"), "{err}");
+    assert!(
+        err.contains("agents r1 and r2 both wrote same.txt"),
+        "{err}"
+    );
+    assert_eq!(repo.read("same.txt"), "two\n");
+}
+
+#[test]
+fn a_file_over_max_file_bytes_is_left_out_and_kept_aside() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        repo.mission(mission(
+            vec![sh_agent(
+                "a",
+                "code",
+                "echo a > a.txt; head -c 5000 /dev/zero > dump.bin",
+            )],
+            json!({"git": {"isolation": isolation, "maxFileBytes": 1000}}),
+        ));
+        let run = repo.orch(&["run"]).expect(0);
+        assert!(
+            run.stderr().contains("over git.maxFileBytes"),
+            "{isolation}: {}",
+            run.stderr()
+        );
+        let files = repo.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
+        assert!(
+            files.contains("a.txt") && !files.contains("dump.bin"),
+            "{isolation}: {files}"
+        );
+        let kept = match isolation {
+            "worktree" => "refs/orch/too-big/round-1/a",
+            _ => "refs/orch/too-big/round-1",
+        };
+        let size = repo.git(&["cat-file", "-s", &format!("{kept}:dump.bin")]);
+        assert_eq!(size, "5000", "{isolation}");
+        assert!(repo.status().is_empty(), "{isolation}: {}", repo.status());
+    }
+}

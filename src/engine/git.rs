@@ -350,6 +350,32 @@ impl Git {
         self.head()
     }
 
+    /// Files of the tree's change (new or modified, not ignored) larger than `max` bytes.
+    pub fn oversized(&self, max: u64) -> Result<Vec<(String, u64)>> {
+        let paths: Vec<String> = self.status()?.into_iter().map(|e| e.path).collect();
+        Ok(self.oversized_among(&paths, max))
+    }
+
+    /// Those of `paths` (relative to the tree) that are files larger than `max` bytes.
+    pub fn oversized_among(&self, paths: &[String], max: u64) -> Vec<(String, u64)> {
+        paths
+            .iter()
+            .filter_map(|p| {
+                let m = std::fs::symlink_metadata(self.root.join(p)).ok()?;
+                (m.is_file() && m.len() > max).then(|| (p.clone(), m.len()))
+            })
+            .collect()
+    }
+
+    /// Keeps the files of `big` (from `oversized`) under `refname` (a commit on HEAD) and
+    /// takes them out of the tree, so no commit of orch's holds them.
+    pub fn set_aside(&self, big: &[(String, u64)], refname: &str, message: &str) -> Result<()> {
+        let paths: Vec<String> = big.iter().map(|(p, _)| p.clone()).collect();
+        let head = self.base()?;
+        self.save_paths(&head, refname, message, &paths)?;
+        self.take_out(&paths)
+    }
+
     /// Saves the working tree as it is (tracked and untracked, not ignored) as a commit whose
     /// parent is `base`, under `refname`, without touching HEAD, the index or the files.
     pub fn save_tree(&self, base: &str, refname: &str, message: &str) -> Result<String> {

@@ -705,7 +705,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
     registry_change(Some(pgid), None);
     watchdog::started(pgid, spec.launched, spec.grace, &token);
-    let ending = supervise(&handle, pgid, spec, interruptible);
+    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible);
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
@@ -719,18 +719,41 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     }
     registry_change(None, Some(pgid));
     watchdog::ended(pgid);
-    done(ending)
+    Finished {
+        ending,
+        started,
+        elapsed: ended_at.saturating_duration_since(started),
+    }
 }
 
-fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec, interruptible: bool) -> Ending {
+/// Waits for the process, enforcing the timeout and interrupts; returns how it ended and
+/// when. The end is the moment the wait returned, unless orch itself was not running for a
+/// while just before (SIGSTOP, a suspended machine): then the process ended somewhere in
+/// that gap, and the end taken is the later of the last moment it was seen running and its
+/// last write to its logs (a kernel timestamp; agents print their result as they finish), so
+/// a stopped orch does not inflate the run time that adaptive timeouts learn from.
+fn supervise(
+    handle: &duct::Handle,
+    pgid: i32,
+    spec: &Spec,
+    interruptible: bool,
+) -> (Ending, Instant) {
     let deadline = Instant::now().checked_add(spec.timeout);
+    let mut seen_running = Instant::now();
     loop {
         // Short slices keep the reaction to a timeout or an interrupt within tens of ms.
         let slice = Duration::from_millis(25);
         match handle.wait_timeout(slice) {
-            Ok(Some(out)) => return ending_of(&out.status),
-            Ok(None) => {}
-            Err(e) => return Ending::SpawnFailed(format!("waiting for the process: {e}")),
+            Ok(Some(out)) => {
+                return (ending_of(&out.status), end_time(seen_running, spec));
+            }
+            Ok(None) => seen_running = Instant::now(),
+            Err(e) => {
+                return (
+                    Ending::SpawnFailed(format!("waiting for the process: {e}")),
+                    Instant::now(),
+                )
+            }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             log::info!(
@@ -739,7 +762,7 @@ fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec, interruptible: bool)
                 spec.timeout.as_secs_f64()
             );
             terminate(handle, pgid, spec.grace);
-            return Ending::TimedOut;
+            return (Ending::TimedOut, Instant::now());
         }
         let stop = if interruptible {
             interrupted()
@@ -748,8 +771,27 @@ fn supervise(handle: &duct::Handle, pgid: i32, spec: &Spec, interruptible: bool)
         };
         if stop {
             terminate(handle, pgid, spec.grace);
-            return Ending::Cancelled;
+            return (Ending::Cancelled, Instant::now());
         }
+    }
+}
+
+/// When a process that was seen running at `seen_running` ended (see `supervise`).
+fn end_time(seen_running: Instant, spec: &Spec) -> Instant {
+    let now = Instant::now();
+    // A wait slice is 25 ms; a gap far beyond it means orch was not running.
+    if now.saturating_duration_since(seen_running) < Duration::from_secs(1) {
+        return now;
+    }
+    let last_write = [&spec.stdout, &spec.stderr]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+        .and_then(|age| now.checked_sub(age));
+    match last_write {
+        Some(w) => w.clamp(seen_running, now),
+        None => seen_running,
     }
 }
 

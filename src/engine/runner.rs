@@ -156,6 +156,19 @@ pub fn run_counted(
         last_round: *rounds.last().unwrap_or(&rounds[0]),
         agents: mission.agents.len(),
     });
+    if ws.git.branch().is_none() {
+        let head = ws.git.base()?;
+        let message = format!(
+            "HEAD is detached at {}: orch's commits will be on no branch; to keep them, create \
+             one now or afterwards (git switch -c NAME)",
+            crate::engine::git::short(&head)
+        );
+        log::warn!("{message}");
+        events.emit(Event::Warning {
+            round: None,
+            message,
+        });
+    }
     // The tests at the base (round 0 in the events), once a run has started.
     baseline(ws, &mut state, events)?;
     let mut code = EXIT_OK;

@@ -187,9 +187,32 @@ pub(super) fn run_agent(
             // the branch is caught here, before the next agent's fingerprint is taken.
             rejected = tree.check_head(env.git, round, &agent.name);
             let after = tree.after(env.git);
-            changed_between(env.git, &before, &after)
+            let changed = changed_between(env.git, &before, &after);
+            let twice = tree.note_writers(&agent.name, &changed);
+            drop(tree);
+            for (file, other) in twice {
+                let message = format!(
+                    "agents {other} and {} both wrote {file} in the {} phase of round {round}: \
+                     the tree holds the last writer's version",
+                    agent.name,
+                    agent.phase.as_str()
+                );
+                log::warn!("{message}");
+                env.events.emit(Event::Warning {
+                    round: Some(round),
+                    message,
+                });
+            }
+            changed
         }
     };
+    // A file over `git.maxFileBytes` (a dump, a 1 GB sparse file) is kept aside and left out.
+    let mut changed = changed;
+    if let Some(g) = &isolated {
+        if let Some(set_aside) = set_aside_oversized(env, g, &changed, round, &agent.name) {
+            changed.retain(|f| !set_aside.contains(f));
+        }
+    }
     // The change is committed here, on the worker, where commits in separate worktrees run side
     // by side; the main thread only merges, one merge after another. Under `enforceOwnership`
     // the main thread first takes out what the agent does not own, then commits.
@@ -223,6 +246,43 @@ pub(super) fn run_agent(
         result_file,
         filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
     }
+}
+
+/// Files over `git.maxFileBytes` in an agent's worktree: kept under
+/// `refs/orch/too-big/round-N/AGENT`, taken out, and a warning; the paths set aside.
+fn set_aside_oversized(
+    env: &Env,
+    g: &Git,
+    changed: &[String],
+    round: u32,
+    agent: &str,
+) -> Option<Vec<String>> {
+    let max = env.mission.git.max_file_bytes;
+    let big = Some(g.oversized_among(changed, max)).filter(|b| !b.is_empty())?;
+    let r = format!("refs/orch/too-big/round-{round}/{agent}");
+    let names: Vec<String> = big
+        .iter()
+        .map(|(p, n)| format!("{p} ({})", units::bytes(*n)))
+        .collect();
+    let msg = format!("orch: round {round} {agent}: files over git.maxFileBytes");
+    let message = match g.set_aside(&big, &r, &msg) {
+        Ok(()) => format!(
+            "agent {agent}: left out of its change, over git.maxFileBytes ({}), kept in {r}: {}",
+            units::bytes(max),
+            names.join(", ")
+        ),
+        Err(e) => format!(
+            "agent {agent}: over git.maxFileBytes ({}) but could not be set aside ({e}): {}",
+            units::bytes(max),
+            names.join(", ")
+        ),
+    };
+    log::warn!("{message}");
+    env.events.emit(Event::Warning {
+        round: Some(round),
+        message,
+    });
+    Some(big.into_iter().map(|(p, _)| p).collect())
 }
 
 /// Commits what the agent left in its worktree. `Ok(None)`: nothing to commit, or the main
@@ -321,6 +381,8 @@ pub(super) struct SharedTree {
     base: String,
     /// The last HEAD seen where it should be: where a moved HEAD is put back.
     good: String,
+    /// Who wrote each file so far this phase: a second writer is warned about.
+    writers: BTreeMap<String, String>,
 }
 
 impl SharedTree {
@@ -331,7 +393,22 @@ impl SharedTree {
             branch: git.branch(),
             base: base.to_string(),
             good: base.to_string(),
+            writers: BTreeMap::new(),
         }
+    }
+
+    /// Records `agent` as the writer of `files`; returns the files another agent wrote
+    /// before it this phase, with that agent.
+    fn note_writers(&mut self, agent: &str, files: &[String]) -> Vec<(String, String)> {
+        let mut twice = Vec::new();
+        for f in files {
+            if let Some(other) = self.writers.insert(f.clone(), agent.to_string()) {
+                if other != agent {
+                    twice.push((f.clone(), other));
+                }
+            }
+        }
+        twice
     }
 
     /// An agent that left HEAD off its branch or its branch off the phase's base (`git reset

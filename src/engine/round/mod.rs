@@ -1182,6 +1182,40 @@ impl<'e> Round<'e, '_> {
         });
     }
 
+    /// Files over `git.maxFileBytes` in `git`'s tree are kept under `refs/orch/too-big/WHAT`
+    /// and taken out, with a warning naming them: never committed, never lost.
+    fn set_aside_oversized(&mut self, git: &Git, what: &str) {
+        let max = self.env.mission.git.max_file_bytes;
+        let big = match git.oversized(max) {
+            Ok(b) if !b.is_empty() => b,
+            _ => return,
+        };
+        let r = format!("refs/orch/too-big/{what}");
+        let names: Vec<String> = big
+            .iter()
+            .map(|(p, n)| format!("{p} ({})", units::bytes(*n)))
+            .collect();
+        let msg = format!("orch: {what}: files over git.maxFileBytes");
+        let message = match git.set_aside(&big, &r, &msg) {
+            Ok(()) => format!(
+                "left out of the commit, over git.maxFileBytes ({}), kept in {r}: {}",
+                units::bytes(max),
+                names.join(", ")
+            ),
+            Err(e) => format!(
+                "over git.maxFileBytes ({}) but could not be set aside ({e}): {}",
+                units::bytes(max),
+                names.join(", ")
+            ),
+        };
+        log::warn!("{message}");
+        self.log.notes.push(message.clone());
+        self.env.events.emit(Event::Warning {
+            round: Some(self.round),
+            message,
+        });
+    }
+
     /// What the test command (or the post-sim beside it) wrote in the tree is put back as it
     /// was before them, with a note naming the files: it was not tested, and is nobody's change.
     fn discard_test_writes(&mut self, base: &str, tested: &str) -> Result<()> {
@@ -1442,6 +1476,7 @@ impl<'e> Round<'e, '_> {
             "orch: round {} {what}\n\nmission: {}",
             self.round, self.env.mission.name
         );
+        self.set_aside_oversized(self.env.git, &format!("round-{}", self.round));
         // Worktree merges moved HEAD along the round; the round lands as one commit on the base.
         let base = self.journal.base.clone();
         if self.env.git.head()?.as_deref() != Some(base.as_str()) {
