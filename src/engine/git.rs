@@ -705,7 +705,12 @@ impl Git {
         refname: &str,
         message: &str,
     ) -> Result<String> {
-        let index = self.common_dir.join("orch-folder.index");
+        // One index per call: several workers may keep broken worktrees at once.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = self
+            .common_dir
+            .join(format!("orch-folder-{}-{n}.index", std::process::id()));
         let index_s = index.to_string_lossy().into_owned();
         let work = format!("--work-tree={}", dir.display());
         let env = [("GIT_INDEX_FILE", index_s.as_str())];
