@@ -94,6 +94,59 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Seconds since the epoch of an RFC 3339 time in UTC as orch writes it (`2026-11-24T02:10:00Z`,
+/// fractions of a second and a `+00:00` offset accepted); `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset: i64 = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let t = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    u64::try_from(t).ok()
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -126,6 +179,11 @@ mod tests {
         assert_eq!(usd(1.934), "$1.93");
         assert_eq!(usd(0.0), "$0.00");
         assert_eq!(usd(0.0013), "$0.0013");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_123);
+        assert_eq!(parse_rfc3339(&rfc3339(t)), Some(1_795_000_123));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00.250+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(usd(0.01), "$0.01");
         assert_eq!(round_usd(0.036000000000000004), 0.036);
         assert_eq!(serde_json::to_string(&round_usd(0.1 + 0.2)).unwrap(), "0.3");

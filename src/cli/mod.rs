@@ -66,7 +66,9 @@ pub enum Command {
     )]
     Report(ReportArgs),
     /// Where the run stands: last round, cost and budget, each agent's model and streaks.
-    #[command(after_help = "Examples:\n  orch status\n  orch status --json | jq .totalCostUsd")]
+    #[command(
+        after_help = "Examples:\n  orch status\n  orch status --watch           # redraw every second while a run is going\n  orch status --json | jq .running"
+    )]
     Status(StatusArgs),
     /// Manage the task queue.
     #[command(
@@ -231,6 +233,9 @@ pub struct StatusArgs {
     pub mission: MissionArg,
     #[arg(long)]
     pub json: bool,
+    /// Redraw every second until the run in progress ends.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,7 +384,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::cli::show::print(&git, &layout, a.n, a.replay, a.json)
         }
         Command::Report(a) => report(&cwd, a),
-        Command::Status(a) => crate::cli::status::print(&cwd, &a.mission.mission, a.json),
+        Command::Status(a) => crate::cli::status::print(&cwd, &a.mission.mission, a.json, a.watch),
         Command::Task(t) => task(&cwd, t),
         Command::Validate(a) => validate(&cwd, &a),
         Command::Init(a) => crate::cli::init::init(&cwd, &a.agent, a.force).map(|_| EXIT_OK),
@@ -557,6 +562,8 @@ fn sink_list(layout: &Layout, json: bool, verbosity: Verbosity) -> Vec<Box<dyn S
         Ok(f) => sinks.push(Box::new(f)),
         Err(e) => log::warn!("cannot append to {}: {e}", layout.events().display()),
     }
+    // After every round, STATE/report.html for a browser.
+    sinks.push(Box::new(crate::report::LiveReport::new(&layout.dir)));
     sinks
 }
 

@@ -1,4 +1,6 @@
-//! `orch status`: where a run stands, from the state file, the last round log and the task
+//! `orch status`: whether a run is going (the lock's holder, and from `events.ndjson` its
+//! round, phase, running agents with their time and timeout, a wait on a provider limit and
+//! the cost so far), then where the mission stands, from the state file, the last round log and the task
 //! queue: last round and its status, rounds done and left, cost and budget left, and per agent
 //! the model now, its streaks, last run, mean time, cost and pending tasks.
 
@@ -17,6 +19,8 @@ use crate::units;
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub mission: String,
+    /// The run going on now, when an orch holds the lock; `null` otherwise.
+    pub running: Option<Running>,
     pub last_round: u32,
     pub last_round_status: Option<String>,
     pub rounds_done: u32,
@@ -82,6 +86,7 @@ pub fn collect(ws: &Workspace) -> Result<Status> {
         .collect();
     Ok(Status {
         mission: m.name.clone(),
+        running: running(ws, state.total_cost_usd),
         last_round: state.last_round,
         last_round_status: last.map(|l| l.status.as_str().to_string()),
         rounds_done: state.last_round,
@@ -97,17 +102,55 @@ pub fn collect(ws: &Workspace) -> Result<Status> {
     })
 }
 
-pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
+pub fn print(cwd: &Path, mission: &Path, json: bool, watch: bool) -> Result<i32> {
     let ws = Workspace::open(cwd, mission)?;
-    let s = collect(&ws)?;
-    if json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&s).unwrap_or_else(|_| "{}".into())
-        )?;
+    if !watch {
+        let s = collect(&ws)?;
+        crate::cli::out::write(render(&s, json).as_bytes())?;
         return Ok(EXIT_OK);
     }
-    crate::outln!(
+    // Redraw every second until the run ends, then once more with the final figures.
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let s = collect(&ws)?;
+        let done = s.running.is_none();
+        let text = render(&s, json);
+        if tty && !json {
+            crate::cli::out::write(format!("\x1b[H\x1b[2J{text}").as_bytes())?;
+        } else {
+            crate::cli::out::write(text.as_bytes())?;
+        }
+        if done {
+            return Ok(EXIT_OK);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The status as text for a person, or as JSON (pretty; one line when watching would not
+/// matter to a pretty-printer, so it stays pretty).
+fn render(s: &Status, json: bool) -> String {
+    if json {
+        return format!(
+            "{}\n",
+            serde_json::to_string_pretty(s).unwrap_or_else(|_| "{}".into())
+        );
+    }
+    let mut out = String::new();
+    match &s.running {
+        Some(r) => out.push_str(&running_lines(r)),
+        None => out.push_str("no run in progress\n"),
+    }
+    out.push_str(&summary_text(s));
+    out
+}
+
+fn summary_text(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "mission {}: round {} of {} done{}, {} left",
         s.mission,
         s.rounds_done,
@@ -117,21 +160,23 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
             .map(|st| format!(" (last: {st})"))
             .unwrap_or_default(),
         s.rounds_left
-    )?;
-    crate::outln!(
+    );
+    let _ = writeln!(
+        out,
         "cost {}{}",
         units::usd(s.total_cost_usd),
         match (s.budget_usd, s.budget_left_usd) {
             (Some(b), Some(l)) => format!(" of {} budget, {} left", units::usd(b), units::usd(l)),
             _ => String::new(),
         }
-    )?;
-    crate::outln!(
+    );
+    let _ = writeln!(
+        out,
         "tests: {} round(s) in a row failed for good (circuit breaker, stops at {}); {} in a row failed a first run (a per-agent revert may have rescued them)",
         s.test_failures_in_a_row,
         s.breaker_limit,
         s.test_failed_rounds_in_a_row
-    )?;
+    );
     let mut rows = vec![[
         "agent",
         "phase",
@@ -169,8 +214,8 @@ pub fn print(cwd: &Path, mission: &Path, json: bool) -> Result<i32> {
             a.pending_tasks.to_string(),
         ]);
     }
-    crate::out!("{}", table(&rows))?;
-    Ok(EXIT_OK)
+    out.push_str(&table(&rows));
+    out
 }
 
 /// The task list as a table, children indented under their parent.
@@ -227,5 +272,259 @@ pub fn table(rows: &[Vec<String>]) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    out
+}
+
+/// A run in progress, from the repository's lock (who holds it) and the tail of
+/// `events.ndjson` (what it is doing).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Running {
+    pub pid: u32,
+    /// False when the orch holding the lock runs another state folder of this repository.
+    pub this_state_dir: bool,
+    pub state_dir: Option<String>,
+    pub round: Option<u32>,
+    pub last_round: Option<u32>,
+    pub round_started_at: Option<String>,
+    pub round_elapsed_ms: Option<u64>,
+    /// `starting`, `code`, `tests`, `revert tests`, `review`, `between rounds`.
+    pub phase: Option<String>,
+    pub agents: Vec<RunningAgent>,
+    pub limit_wait: Option<LimitWait>,
+    #[serde(serialize_with = "crate::units::ser_usd")]
+    pub cost_so_far_usd: f64,
+    /// False when a finished run's cost was not known: the figure is a lower bound.
+    pub cost_known: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningAgent {
+    pub name: String,
+    pub phase: String,
+    pub model: String,
+    pub task: Option<String>,
+    pub elapsed_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitWait {
+    pub provider: String,
+    pub agents: Vec<String>,
+    pub cause: String,
+    pub error: String,
+    pub until: Option<String>,
+    pub left_ms: Option<u64>,
+}
+
+/// The events of the latest run: the lines after the last `runStart` in the last few MiB.
+fn latest_events(path: &Path) -> Vec<serde_json::Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4 << 20;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+    let mut bytes = Vec::new();
+    let _ = f.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for line in text.lines() {
+        // A line cut by the seek or being written now does not parse and is left out.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["event"] == "runStart" {
+            out.clear();
+        }
+        out.push(v);
+    }
+    out
+}
+
+fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
+    let holder = crate::engine::state::Lock::holder(&ws.layout)?;
+    let this = holder.state_dir.as_ref().is_none_or(|d| {
+        d == &ws.layout.dir
+            || std::fs::canonicalize(d).ok() == std::fs::canonicalize(&ws.layout.dir).ok()
+    });
+    let mut r = Running {
+        pid: holder.pid,
+        this_state_dir: this,
+        state_dir: holder.state_dir.map(|d| d.display().to_string()),
+        cost_so_far_usd: state_total,
+        cost_known: true,
+        ..Running::default()
+    };
+    if !this {
+        return Some(r);
+    }
+    let now = units::now_ms() / 1000;
+    let ago = |v: &serde_json::Value| {
+        v["ts"]
+            .as_str()
+            .and_then(units::parse_rfc3339)
+            .map(|t| now.saturating_sub(t) * 1000)
+    };
+    let mut round_cost = 0.0;
+    let mut base_cost = state_total;
+    let mut regressed = false;
+    for e in latest_events(&ws.layout.events()) {
+        let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+        match e["event"].as_str().unwrap_or_default() {
+            "runStart" => r.last_round = e["lastRound"].as_u64().map(|n| n as u32),
+            "roundStart" => {
+                r.round = e["round"].as_u64().map(|n| n as u32);
+                r.round_started_at = e["ts"].as_str().map(str::to_string);
+                r.phase = Some("starting".into());
+                r.agents.clear();
+                r.limit_wait = None;
+                regressed = false;
+                round_cost = 0.0;
+            }
+            "phaseStart" => r.phase = Some(s("phase")),
+            "testsStart" => r.phase = Some(if regressed { "revert tests" } else { "tests" }.into()),
+            "testsEnd" => regressed |= e["regression"].as_bool().unwrap_or(false),
+            "agentStart" => {
+                let name = s("agent");
+                r.agents.retain(|a| a.name != name);
+                r.agents.push(RunningAgent {
+                    elapsed_ms: ago(&e).unwrap_or(0),
+                    name,
+                    phase: s("phase"),
+                    model: s("model"),
+                    task: e["task"].as_str().map(str::to_string),
+                    timeout_ms: e["timeoutMs"].as_u64().unwrap_or(0),
+                });
+            }
+            "agentEnd" => {
+                let name = s("agent");
+                r.agents.retain(|a| a.name != name);
+                round_cost += e["costUsd"].as_f64().unwrap_or(0.0);
+                if e["costKnown"] == false {
+                    r.cost_known = false;
+                }
+            }
+            "limitWait" => {
+                let until = e["until"].as_str().map(str::to_string);
+                r.limit_wait = Some(LimitWait {
+                    provider: s("provider"),
+                    agents: e["agents"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    cause: s("cause"),
+                    error: s("error"),
+                    left_ms: until
+                        .as_deref()
+                        .and_then(units::parse_rfc3339)
+                        .map(|t| t.saturating_sub(now) * 1000),
+                    until,
+                });
+            }
+            "limitResume" => r.limit_wait = None,
+            "roundEnd" => {
+                r.phase = Some("between rounds".into());
+                r.agents.clear();
+                base_cost = e["totalCostUsd"].as_f64().unwrap_or(base_cost);
+                round_cost = 0.0;
+            }
+            _ => {}
+        }
+    }
+    if let Some(w) = &r.limit_wait {
+        if w.until.is_some() {
+            r.phase = Some("waiting on a provider limit".into());
+        }
+    }
+    r.round_elapsed_ms = r
+        .round_started_at
+        .as_deref()
+        .and_then(units::parse_rfc3339)
+        .map(|t| now.saturating_sub(t) * 1000);
+    // The state file holds the cost of finished rounds; this round's runs come from the events.
+    r.cost_so_far_usd = base_cost.max(state_total) + round_cost;
+    Some(r)
+}
+
+/// The lines that say a run is going, for the human view.
+fn running_lines(r: &Running) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if !r.this_state_dir {
+        let _ = writeln!(
+            out,
+            "an orch (pid {}) is running on another state folder of this repository: {}",
+            r.pid,
+            r.state_dir.as_deref().unwrap_or("?")
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "RUNNING: orch pid {}{}{}{}",
+        r.pid,
+        match (r.round, r.last_round) {
+            (Some(n), Some(l)) => format!(", round {n} (of ..{l})"),
+            (Some(n), None) => format!(", round {n}"),
+            _ => String::new(),
+        },
+        r.phase
+            .as_deref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default(),
+        r.round_elapsed_ms
+            .map(|ms| format!(", {} into the round", units::duration_ms(ms)))
+            .unwrap_or_default()
+    );
+    for a in &r.agents {
+        let _ = writeln!(
+            out,
+            "  agent {} ({}{}): {} of {} timeout",
+            a.name,
+            a.phase,
+            if a.model.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", a.model)
+            },
+            units::duration_ms(a.elapsed_ms),
+            units::duration_ms(a.timeout_ms)
+        );
+    }
+    if let Some(w) = &r.limit_wait {
+        let _ = writeln!(
+            out,
+            "  waiting on a provider limit: {} ({}){}{}{}",
+            w.provider,
+            w.cause,
+            w.until
+                .as_deref()
+                .map(|u| format!(" until {u}"))
+                .unwrap_or_default(),
+            w.left_ms
+                .map(|ms| format!(", {} left", units::duration_ms(ms)))
+                .unwrap_or_default(),
+            if w.agents.is_empty() {
+                String::new()
+            } else {
+                format!("; agents {}", w.agents.join(", "))
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  cost so far: {}{}",
+        if r.cost_known { "" } else { "≥ " },
+        units::usd(r.cost_so_far_usd)
+    );
     out
 }

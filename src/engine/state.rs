@@ -433,6 +433,45 @@ impl Lock {
     }
 }
 
+/// The orch that holds a repository's lock now, as its lock file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// The state folder it runs on; `None` in lock files from before it was written.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Lock {
+    /// The live orch holding the repository's lock, if any, for `orch status`. Reads the lock
+    /// file and checks its holder is alive and is that orch (its session: pid and start time,
+    /// so a reused pid is not taken for it); never takes the lock itself, so it cannot get in
+    /// the way of an orch starting at the same moment.
+    pub fn holder(layout: &Layout) -> Option<LockHolder> {
+        let path = layout.lock();
+        let from_file = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| Holder::parse(&t))
+            .filter(|h| h.pid != std::process::id() && is_live(h));
+        // A deleted lock file is still held by the orch that has it open.
+        let h = from_file.or_else(|| live_holder(&path))?;
+        Some(LockHolder {
+            pid: h.pid,
+            state_dir: (!h.state_dir.is_empty()).then(|| PathBuf::from(h.state_dir)),
+        })
+    }
+}
+
+fn is_live(h: &Holder) -> bool {
+    let Ok(pid) = i32::try_from(h.pid) else {
+        return false;
+    };
+    if h.session.is_empty() {
+        // SAFETY: signal 0 only checks that the process exists.
+        return pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+    }
+    crate::engine::process::session_of(pid).as_deref() == Some(h.session.as_str())
+}
+
 fn try_flock(file: &File) -> bool {
     use std::os::unix::io::AsRawFd;
     // SAFETY: flock on a descriptor we own.

@@ -11,6 +11,7 @@
 
 mod html;
 mod json;
+mod live;
 mod load;
 mod markdown;
 mod summary;
@@ -20,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use live::{write_live, LiveReport, REFRESH_S};
 pub use load::{read_round, round_number, Extra, Loaded, Round, StartsKnown, Warning};
 pub use summary::{
     hidden, kept_ref_in, overlap_ms, AgentRow, AttentionRow, Bar, BarKind, DecisionRow, Hidden,
