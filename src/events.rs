@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::roundlog::Cause;
 use crate::units;
 
 /// One thing that happened. Serialized with `"event"` as the tag, camelCase fields.
@@ -63,6 +64,12 @@ pub enum Event {
         cost_known: bool,
         changed_files: u32,
         error: Option<String>,
+        /// Why it failed (`rateLimited`, `auth`, ...; see `roundlog::Cause`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cause: Option<Cause>,
+        /// When the usage limit it hit opens again (RFC 3339), when the CLI said.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resets_at: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     SimStart { round: u32, sim: String },
@@ -362,15 +369,13 @@ impl<W: Write + Send> Human<W> {
                 agent,
                 status,
                 error,
+                cause,
                 ..
             } if matches!(status.as_str(), "failed" | "timeout" | "conflict") => self.workflow(
                 "warning",
                 &format!(
                     "round {round}: agent {agent} {status}{}",
-                    error
-                        .as_deref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
+                    because(*cause, error.as_deref())
                 ),
             ),
             Event::Stop { reason, exit_code } if *exit_code != 0 => {
@@ -481,9 +486,11 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             cost_known,
             changed_files,
             error,
+            cause,
+            resets_at,
             ..
         } if normal => format!(
-            "round {round}: {agent} {status} in {}, {} file{} changed, {}{}",
+            "round {round}: {agent} {status} in {}, {} file{} changed, {}{}{}",
             units::duration_ms(*elapsed_ms),
             changed_files,
             if *changed_files == 1 { "" } else { "s" },
@@ -492,9 +499,15 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             } else {
                 "cost unknown".into()
             },
-            error
+            match (cause, error) {
+                (Some(c), Some(e)) => format!(" ({}: {e})", c.as_str()),
+                (Some(c), None) => format!(" ({})", c.as_str()),
+                (None, Some(e)) => format!(" ({e})"),
+                (None, None) => String::new(),
+            },
+            resets_at
                 .as_deref()
-                .map(|e| format!(" ({e})"))
+                .map(|t| format!(", resets at {t}"))
                 .unwrap_or_default()
         ),
         Event::SimStart { round, sim } if verbose => format!("round {round}: {sim}-sim started"),
@@ -605,6 +618,16 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
     })
 }
 
+/// ": rateLimited: API Error: ..." for an annotation.
+fn because(cause: Option<Cause>, error: Option<&str>) -> String {
+    match (cause, error) {
+        (Some(c), Some(e)) => format!(" ({}): {e}", c.as_str()),
+        (Some(c), None) => format!(" ({})", c.as_str()),
+        (None, Some(e)) => format!(": {e}"),
+        (None, None) => String::new(),
+    }
+}
+
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
 }
@@ -627,6 +650,8 @@ mod tests {
             cost_known: true,
             changed_files: 1,
             error: None,
+            cause: None,
+            resets_at: None,
         });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "agentEnd");

@@ -90,6 +90,44 @@ pub struct Mission {
     /// `"all"` (the default) or a list of names and globs (`"LC_*"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherit_env: Option<InheritEnv>,
+    /// Provider limits: how to wait out rate and usage limits, and how to space agent starts.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Waiting out provider limits (rate limits, overload, a subscription's usage window) instead
+/// of failing the runs that hit them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// The first wait when the CLI says neither when the limit resets nor how long to wait; it
+    /// doubles with each limited run of the provider in a row (with jitter), up to 30 minutes.
+    #[serde(default = "default_backoff_s")]
+    pub backoff_s: f64,
+    /// The longest orch waits: a longer wait ends the run (exit 75, state saved) for a later
+    /// `orch run` to pick up.
+    #[serde(default = "default_max_wait_s")]
+    pub max_wait_s: f64,
+    /// The least time between two agent starts on one provider.
+    #[serde(default)]
+    pub start_spacing_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            backoff_s: default_backoff_s(),
+            max_wait_s: default_max_wait_s(),
+            start_spacing_ms: 0,
+        }
+    }
+}
+
+fn default_backoff_s() -> f64 {
+    60.0
+}
+fn default_max_wait_s() -> f64 {
+    6.0 * 3600.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +172,10 @@ pub struct Agent {
     /// This agent's `inheritEnv`, instead of the mission's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherit_env: Option<InheritEnv>,
+    /// Which agent-CLI adapter reads its runs (`claude`, `codex`, `gemini`, `aider`, `plain`);
+    /// by default the one its command's program names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<crate::agents::CliKind>,
 }
 
 /// `inheritEnv`: `"all"`, or the names (and `*`/`?` globs) of the variables passed through.
@@ -794,6 +836,18 @@ impl Mission {
         }
         if let Some(c) = self.sims.as_ref().and_then(|s| s.stop_when.as_ref()) {
             check_command(file, "sims.stopWhen", c, &["round"])?;
+        }
+        if !(self.limits.backoff_s.is_finite() && self.limits.backoff_s > 0.0) {
+            return err(
+                "limits.backoffS".into(),
+                "must be a positive number of seconds".into(),
+            );
+        }
+        if !(self.limits.max_wait_s.is_finite() && self.limits.max_wait_s >= 0.0) {
+            return err(
+                "limits.maxWaitS".into(),
+                "must be a non-negative number of seconds".into(),
+            );
         }
         if self.stop.after_empty_rounds == Some(0) {
             return err("stop.afterEmptyRounds".into(), "must be at least 1".into());

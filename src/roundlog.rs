@@ -67,6 +67,85 @@ impl RunStatus {
     }
 }
 
+/// Why a run failed, as the agent CLI's output (or orch) tells it. The transient causes wait
+/// for the provider instead of counting against the agent; the permanent ones stop the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Cause {
+    /// HTTP 429 / "rate limit": the provider asks to slow down.
+    RateLimited,
+    /// HTTP 529, 5xx, "overloaded": the provider cannot serve now.
+    Overloaded,
+    /// A subscription's usage window is used up; `resetsAt` says when it opens again when the
+    /// CLI says so.
+    UsageLimit,
+    /// An invalid or missing key, an expired login, a plan or billing problem.
+    Auth,
+    /// The provider rejected the request itself (HTTP 400, unknown model).
+    BadRequest,
+    /// The CLI denied the tools the agent needed and the run changed nothing.
+    PermissionDenied,
+    /// orch killed the run at its timeout.
+    Timeout,
+    /// Anything else: a non-zero exit, a signal, a spawn failure, an error result.
+    Exit,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::RateLimited => "rateLimited",
+            Cause::Overloaded => "overloaded",
+            Cause::UsageLimit => "usageLimit",
+            Cause::Auth => "auth",
+            Cause::BadRequest => "badRequest",
+            Cause::PermissionDenied => "permissionDenied",
+            Cause::Timeout => "timeout",
+            Cause::Exit => "exit",
+        }
+    }
+
+    /// Heals by waiting: the run is retried once the provider takes requests again.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Cause::RateLimited | Cause::Overloaded | Cause::UsageLimit
+        )
+    }
+
+    /// Cannot heal by itself: the run stops (exit 6) until a person fixes it.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Cause::Auth | Cause::BadRequest)
+    }
+}
+
+/// A tool call the agent CLI refused to run (Claude Code's `permission_denials`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionDenial {
+    pub tool: String,
+    /// The command or path it was refused for, when the CLI says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// An earlier run of the agent in the same round that hit a provider limit and was run again
+/// after the wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitedRun {
+    pub cause: Cause,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+    #[serde(default)]
+    pub start_ms: u64,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -155,6 +234,18 @@ pub struct AgentEntry {
     /// Why the run failed when orch knows (spawn error, `is_error` result, conflict files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure it was (set on every failed or timed-out run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// When a usage limit opens again, as the CLI said (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+    /// Tool calls the CLI refused to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permission_denials: Vec<PermissionDenial>,
+    /// Earlier runs this round that hit a provider limit and were run again after the wait.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limited_runs: Vec<LimitedRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// Set when the model changed after this run: the model the agent moves to.
@@ -275,8 +366,9 @@ fn one() -> u32 {
     1
 }
 
-/// The v9 timing block. `overhead = total - phaseA - phaseB - tests`; the sims run beside
-/// other work and are not in the formula.
+/// The v9 timing block. `overhead = total - phaseA - phaseB - tests - waited`; the sims run
+/// beside other work and are not in the formula. `waited` is the time spent waiting out provider
+/// limits (rate, usage), which is in none of the phases.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timing {
@@ -287,6 +379,13 @@ pub struct Timing {
     pub pre_sim: u64,
     pub post_sim: u64,
     pub overhead: u64,
+    /// Milliseconds spent waiting for a provider's limit to pass (not overhead, not a phase).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waited: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Timing {
@@ -295,7 +394,7 @@ impl Timing {
     pub fn with_overhead(mut self) -> Timing {
         self.overhead = self
             .total
-            .saturating_sub(self.phase_a + self.phase_b + self.tests);
+            .saturating_sub(self.phase_a + self.phase_b + self.tests + self.waited);
         self
     }
 }

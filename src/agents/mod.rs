@@ -1,5 +1,338 @@
-//! The agent CLIs: what an agent's output says about its run (cost from Claude Code's JSON
-//! result, Codex's token usage, the `ORCH_RESULT_FILE` an agent writes). The engine asks this
-//! layer; it never parses a CLI's text itself.
+//! The agent CLIs: one adapter per CLI (Claude Code, Codex, Gemini CLI, aider, and a plain
+//! command) behind the small [`AgentCli`] trait. An adapter knows how its CLI is called
+//! unattended (what `orch init --agent X` writes) and what its output says about a run: the
+//! cost or the tokens, the session id, the final message, and when the run failed, why
+//! ([`Failure`]: a [`Cause`] and the CLI's own words). The round engine asks the adapter; it
+//! never parses a CLI's text itself.
+//!
+//! Which adapter reads an agent: its `cli` key, else the program its command runs (argv[0]'s
+//! name, looking through `env VAR=x`, `npx pkg` and `sh -c "..."`), else the plain one, which
+//! recognises any of the known output formats (a shell script that wraps `claude` still gets
+//! its cost read) and otherwise only the exit status.
+//!
+//! Beside the adapters: `cost` (the generic part of a run's bill: pricing, the
+//! `ORCH_RESULT_FILE`, which source wins), `scan` (finding JSON objects in a log tail),
+//! `classify` (an error message or HTTP status to a cause) and `resets` (when a usage limit
+//! opens again, with its time zone).
 
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mission::Agent;
+use crate::roundlog::{Cause, PermissionDenial, Tokens};
+
+pub mod aider;
+pub mod classify;
+pub mod claude;
+pub mod codex;
 pub mod cost;
+pub mod gemini;
+pub mod plain;
+pub mod resets;
+pub mod scan;
+
+use cost::CostSource;
+
+/// The agent CLIs orch has an adapter for (the mission's `agents[].cli`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CliKind {
+    Claude,
+    Codex,
+    Gemini,
+    Aider,
+    Plain,
+}
+
+impl CliKind {
+    pub const ALL: [CliKind; 5] = [
+        CliKind::Claude,
+        CliKind::Codex,
+        CliKind::Gemini,
+        CliKind::Aider,
+        CliKind::Plain,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CliKind::Claude => "claude",
+            CliKind::Codex => "codex",
+            CliKind::Gemini => "gemini",
+            CliKind::Aider => "aider",
+            CliKind::Plain => "plain",
+        }
+    }
+
+    pub fn adapter(self) -> &'static dyn AgentCli {
+        match self {
+            CliKind::Claude => &claude::Claude,
+            CliKind::Codex => &codex::Codex,
+            CliKind::Gemini => &gemini::Gemini,
+            CliKind::Aider => &aider::Aider,
+            CliKind::Plain => &plain::Plain,
+        }
+    }
+}
+
+/// How a CLI is called unattended: what `orch init --agent X` writes.
+pub struct Invocation {
+    /// The agent's `command`, a JSON argv array.
+    pub command: &'static str,
+    /// The prompt goes on standard input (`"stdin": "prompt"`).
+    pub stdin: bool,
+    /// The model ladder, a JSON array.
+    pub models: &'static str,
+    /// `//` comment lines written above the agents: what the command does, what it allows.
+    pub comments: &'static [&'static str],
+    /// A `pricing` table (JSON object) for CLIs that print tokens but no cost.
+    pub pricing: Option<&'static str>,
+}
+
+/// What orch hands an adapter to read: the tails of the run's stdout and stderr logs and how it
+/// exited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output<'a> {
+    pub stdout: &'a [u8],
+    pub stderr: &'a [u8],
+    /// `None` when it was killed by a signal or never started.
+    pub exit_code: Option<i32>,
+}
+
+/// Why a run failed, as its CLI said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub cause: Cause,
+    /// The CLI's own words: one line, bounded ([`classify::one_line`]).
+    pub error: String,
+    /// When a usage limit opens again, when the CLI said so.
+    pub resets_at: Option<jiff::Timestamp>,
+    /// How long the CLI asked to wait (a retry-after), when it said so.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure of `cause` with the CLI's `words`; reset time and retry-after are read from the
+    /// words themselves.
+    pub fn from_words(cause: Cause, words: &str) -> Failure {
+        let now = jiff::ZonedDateTime::now();
+        Failure {
+            cause,
+            error: classify::one_line(words),
+            resets_at: resets::resets_at(words, &now),
+            retry_after: resets::retry_after(words),
+        }
+    }
+
+    /// Classifies `words` (and an HTTP status, when the CLI gave one); `None` when nothing in
+    /// them names a known cause.
+    pub fn classify(words: &str, status: Option<u16>) -> Option<Failure> {
+        classify::cause(words, status).map(|c| Failure::from_words(c, words))
+    }
+
+    /// Classifies `words`, falling back to `exit` for anything unknown.
+    pub fn classify_or_exit(words: &str, status: Option<u16>) -> Failure {
+        Failure::classify(words, status).unwrap_or_else(|| Failure::from_words(Cause::Exit, words))
+    }
+}
+
+/// What a CLI's output says about one run. Every field is optional: a CLI that crashed before
+/// printing anything says nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    /// The cost the CLI printed itself (Claude's `total_cost_usd`, aider's session cost).
+    pub cost_usd: Option<f64>,
+    /// Every prompt token read (cached or not) and every token written.
+    pub tokens: Option<Tokens>,
+    /// Tokens per model, when the CLI splits them (Gemini's `stats.models`): each is priced at
+    /// its own model's price.
+    pub tokens_by_model: Vec<(String, Tokens)>,
+    /// The CLI's session, for resuming it (issue 20).
+    pub session_id: Option<String>,
+    /// The final message, or why the run failed.
+    pub summary: Option<String>,
+    pub num_turns: Option<u64>,
+    /// The CLI said the run failed, and why.
+    pub failure: Option<Failure>,
+    /// Tool calls the CLI refused to run.
+    pub permission_denials: Vec<PermissionDenial>,
+    pub source: CostSource,
+}
+
+/// A session to start or resume (issue 20; not built yet): the trait has the room for it.
+pub struct Session<'a> {
+    pub id: &'a str,
+    pub resume: bool,
+}
+
+/// One agent CLI: how to call it, and how to read what it printed.
+pub trait AgentCli: Sync {
+    fn kind(&self) -> CliKind;
+
+    /// Who serves the model: agents of one provider share its limits, so when one is told to
+    /// wait, orch starts no other agent of that provider until the wait is over. `None`: the
+    /// provider is not known from the CLI (aider, a plain command), and only that agent waits.
+    fn provider(&self) -> Option<&'static str>;
+
+    /// What `orch init --agent X` writes for this CLI.
+    fn invocation(&self) -> Invocation;
+
+    /// What the run's output says; `None` when nothing in it is this CLI's.
+    fn read(&self, out: &Output) -> Option<Reading>;
+
+    /// For a permanent failure: what to fix, naming the variable or the flag.
+    fn fix(&self, cause: Cause) -> String;
+
+    /// The arguments that start (`resume: false`) or resume a CLI session. Issue 20 builds
+    /// this; until then no adapter offers sessions.
+    fn session_args(&self, _session: &Session) -> Option<Vec<String>> {
+        None
+    }
+
+    /// The arguments that cap one run's spend (Claude's `--max-budget-usd`). Issue 20 builds
+    /// per-agent budgets on it; not used yet.
+    fn budget_args(&self, _usd: f64) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// The adapter that reads `agent`'s runs.
+pub fn for_agent(agent: &Agent) -> &'static dyn AgentCli {
+    kind_of(agent).adapter()
+}
+
+/// The agent's CLI: its `cli` key, else detected from its command.
+pub fn kind_of(agent: &Agent) -> CliKind {
+    agent.cli.unwrap_or_else(|| detect(&agent.command.argv()))
+}
+
+/// The provider whose limits `agent` shares: the CLI's, else the agent's own (`agent:NAME`).
+pub fn provider_of(agent: &Agent) -> String {
+    match for_agent(agent).provider() {
+        Some(p) => p.to_string(),
+        None => format!("agent:{}", agent.name),
+    }
+}
+
+/// The CLI an argv runs, from its program's name. Looks through the usual wrappers: `env` (with
+/// its `VAR=value` and flags), `npx`/`bunx`/`pnpm dlx` with a package name, `nice`, `nohup`,
+/// `stdbuf`, `timeout N`, and `sh -c "..."` (the first word of the script).
+pub fn detect(argv: &[String]) -> CliKind {
+    let mut words: Vec<&str> = argv.iter().map(String::as_str).collect();
+    for _ in 0..8 {
+        let Some(first) = words.first().copied() else {
+            return CliKind::Plain;
+        };
+        let name = first.rsplit('/').next().unwrap_or(first);
+        match name {
+            "env" | "nice" | "nohup" | "stdbuf" | "npx" | "bunx" | "exec" => {
+                words.remove(0);
+                while let Some(w) = words.first() {
+                    if w.starts_with('-') || (name == "env" && w.contains('=')) {
+                        words.remove(0);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            "pnpm" | "yarn" if words.get(1).is_some_and(|w| *w == "dlx") => {
+                words.drain(..2);
+            }
+            "timeout" => {
+                words.remove(0);
+                while words.first().is_some_and(|w| w.starts_with('-')) {
+                    words.remove(0);
+                }
+                if !words.is_empty() {
+                    words.remove(0); // the duration
+                }
+            }
+            "sh" | "bash" | "zsh" | "dash" => {
+                let Some(i) = words.iter().position(|w| *w == "-c" || *w == "-lc") else {
+                    return CliKind::Plain;
+                };
+                let Some(script) = words.get(i + 1) else {
+                    return CliKind::Plain;
+                };
+                words = script.split_whitespace().collect();
+            }
+            // A leading `VAR=value` of a shell script.
+            _ if name.contains('=') => {
+                words.remove(0);
+            }
+            _ => return by_name(name),
+        }
+    }
+    CliKind::Plain
+}
+
+fn by_name(name: &str) -> CliKind {
+    // npm package names (`@anthropic-ai/claude-code@2.1`) as well as the programs.
+    let base = name.split('@').find(|s| !s.is_empty()).unwrap_or(name);
+    match base {
+        "claude" | "claude-code" | "anthropic-ai/claude-code" => CliKind::Claude,
+        "codex" | "openai/codex" => CliKind::Codex,
+        "gemini" | "gemini-cli" | "google/gemini-cli" => CliKind::Gemini,
+        "aider" | "aider-chat" => CliKind::Aider,
+        _ => CliKind::Plain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn detects_the_cli_from_the_program_name() {
+        assert_eq!(detect(&argv(&["claude", "-p"])), CliKind::Claude);
+        assert_eq!(
+            detect(&argv(&["/usr/local/bin/codex", "exec"])),
+            CliKind::Codex
+        );
+        assert_eq!(detect(&argv(&["gemini", "-p", ""])), CliKind::Gemini);
+        assert_eq!(detect(&argv(&["aider", "--yes-always"])), CliKind::Aider);
+        assert_eq!(detect(&argv(&["sh", "agent.sh"])), CliKind::Plain);
+        assert_eq!(detect(&argv(&["python3", "x.py"])), CliKind::Plain);
+        assert_eq!(detect(&[]), CliKind::Plain);
+    }
+
+    #[test]
+    fn detects_through_wrappers() {
+        assert_eq!(
+            detect(&argv(&["env", "A=1", "B=2", "claude", "-p"])),
+            CliKind::Claude
+        );
+        assert_eq!(
+            detect(&argv(&["npx", "-y", "@openai/codex@0.171", "exec"])),
+            CliKind::Codex
+        );
+        assert_eq!(
+            detect(&argv(&["pnpm", "dlx", "@google/gemini-cli"])),
+            CliKind::Gemini
+        );
+        assert_eq!(
+            detect(&argv(&["timeout", "600", "claude", "-p"])),
+            CliKind::Claude
+        );
+        assert_eq!(
+            detect(&argv(&["sh", "-c", "IS_SANDBOX=1 exec claude -p"])),
+            CliKind::Claude
+        );
+        assert_eq!(
+            detect(&argv(&["bash", "-lc", "exec claude -p --model x"])),
+            CliKind::Claude
+        );
+        assert_eq!(detect(&argv(&["sh", "-c"])), CliKind::Plain);
+    }
+
+    #[test]
+    fn every_kind_has_its_own_adapter() {
+        for k in CliKind::ALL {
+            assert_eq!(k.adapter().kind(), k);
+        }
+    }
+}

@@ -1,10 +1,12 @@
 //! `orch init`: writes a commented example mission (`orch.json`) and a prompt template per
 //! role, for the agent CLI the user names. Each real CLI is called the way it must be called
 //! unattended: non-interactive mode, the model from `{model}`, the prompt on standard input,
-//! and machine-readable output where the CLI has one so that `cost` can read what a run cost.
+//! and machine-readable output where the CLI has one so that its adapter (`agents/`) can read
+//! what a run cost and why it failed. The invocation itself is the adapter's (`AgentCli::invocation`).
 
 use std::path::Path;
 
+use crate::agents::{AgentCli, CliKind};
 use crate::error::{Error, IoContext, Result};
 
 /// The bundled fake agent; `orch init --agent script` and `orch demo` write it out.
@@ -12,65 +14,58 @@ pub const FAKE_AGENT: &str = include_str!("../../fixtures/agents/fake-agent.sh")
 pub const FAKE_TESTS: &str = include_str!("../../fixtures/agents/fake-tests.sh");
 pub const FAKE_SIM: &str = include_str!("../../fixtures/agents/fake-sim.sh");
 
-/// How one agent CLI is called unattended.
-struct Flavor {
-    command: &'static str,
-    /// The variables, beyond the common ones, this CLI needs (its API keys and settings).
-    env: &'static str,
-    stdin: bool,
-    models: &'static str,
-    note: &'static str,
+/// The variables, beyond the common ones, a CLI needs (its API keys and settings).
+fn cli_env(agent: &str) -> &'static str {
+    match agent {
+        "claude" => r#""ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE""#,
+        "codex" => r#""OPENAI_*", "CODEX_*""#,
+        "gemini" => r#""GEMINI_*", "GOOGLE_*""#,
+        "aider" => r#""ANTHROPIC_*", "OPENAI_*", "GEMINI_*", "AIDER_*""#,
+        _ => "",
+    }
 }
 
-fn flavor(agent: &str) -> Result<Flavor> {
+/// The adapter whose unattended invocation `--agent NAME` writes (`script`: the bundled fake
+/// agent, read by the plain adapter).
+fn adapter(agent: &str) -> Result<&'static dyn AgentCli> {
     Ok(match agent {
-        "claude" => Flavor {
-            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "json", "--permission-mode", "acceptEdits"]"#,
-            stdin: true,
-            models: r#"["sonnet", "opus"]"#,
-            env: r#""ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE""#,
-            note: "Claude Code in print mode: the prompt on stdin, a JSON result with total_cost_usd on stdout.",
-        },
-        "codex" => Flavor {
-            command: r#"["codex", "exec", "--json", "--model", "{model}", "--sandbox", "workspace-write", "-"]"#,
-            stdin: true,
-            models: r#"["gpt-5-mini", "gpt-5"]"#,
-            env: r#""OPENAI_*", "CODEX_*""#,
-            note: "Codex exec: the prompt on stdin (`-`), JSON events with token usage on stdout; costs come from `pricing`.",
-        },
-        "aider" => Flavor {
-            command: r#"["aider", "--model", "{model}", "--yes-always", "--no-auto-commits", "--no-stream", "--no-pretty", "--message-file", "{prompt_file}"]"#,
-            stdin: false,
-            models: r#"["sonnet", "opus"]"#,
-            env: r#""ANTHROPIC_*", "OPENAI_*", "AIDER_*""#,
-            note: "aider: one message from the prompt file, no questions, no commits of its own (orch commits).",
-        },
-        "script" => Flavor {
-            command: r#"["sh", "agents/fake-agent.sh", "--sleep", "1", "--write", "notes/{agent}.md=round {round}", "--cost", "0.02"]"#,
-            stdin: false,
-            models: r#"["small", "large"]"#,
-            env: "",
-            note: "A bundled fake agent (agents/fake-agent.sh): replace it with your own script or CLI.",
-        },
+        "claude" => CliKind::Claude.adapter(),
+        "codex" => CliKind::Codex.adapter(),
+        "gemini" => CliKind::Gemini.adapter(),
+        "aider" => CliKind::Aider.adapter(),
+        "script" => CliKind::Plain.adapter(),
         other => {
             return Err(Error::Usage(format!(
-                "--agent {other}: expected claude, codex, aider or script"
+                "--agent {other}: expected claude, codex, gemini, aider or script"
             )))
         }
     })
 }
 
 pub fn mission_text(agent: &str) -> Result<String> {
-    let f = flavor(agent)?;
+    let f = adapter(agent)?.invocation();
     let stdin = if f.stdin {
         "\n      \"stdin\": \"prompt\","
     } else {
         ""
     };
-    let pricing = if agent == "codex" {
-        "\n  // USD per million tokens, for CLIs that print tokens but no cost.\n  \"pricing\": { \"gpt-5-mini\": { \"inputPerMTok\": 0.25, \"outputPerMTok\": 2.0 }, \"gpt-5\": { \"inputPerMTok\": 1.25, \"outputPerMTok\": 10.0 } },"
-    } else {
+    let pricing = match f.pricing {
+        Some(p) => format!(
+            "\n  // USD per million tokens, for CLIs that print tokens but no cost (check your provider's prices).\n  \"pricing\": {p},"
+        ),
+        None => String::new(),
+    };
+    let note = f.comments.join("\n  // ");
+    // The real CLIs wait out rate and usage limits; the fake agent never hits one.
+    let limits = if agent == "script" {
         ""
+    } else {
+        "\n  // Rate and usage limits: wait (until the reset time the CLI gives, else backing off from\n  // backoffS) and run the agent again; a wait beyond maxWaitS ends the run with exit 75.\n  \"limits\": { \"backoffS\": 60, \"maxWaitS\": 21600, \"startSpacingMs\": 2000 },"
+    };
+    let tests = if agent == "script" {
+        r#"["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"],"#
+    } else {
+        r#"["npm", "test"],           // your test command (claude: allow it in --allowedTools too)"#
     };
     Ok(format!(
         r#"{{
@@ -80,7 +75,7 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "rounds": 10,                  // `orch run` resumes after the last finished round
   "maxConcurrency": 2,           // agents at once in a phase
   "budgetUsd": 20,               // no new agent starts once this much is spent (exit 3)
-  "stateDir": ".orch",           // logs, round logs, state; kept out of git by orch itself{pricing}
+  "stateDir": ".orch",           // logs, round logs, state; kept out of git by orch itself{pricing}{limits}
   // What agents get of orch's environment (besides ORCH_* and their own `env`): the CLI's own
   // keys and settings, where to find programs and its login (PATH, HOME), the terminal and
   // locale, proxies and CA certificates. Nothing else: a GITHUB_TOKEN or cloud key in your
@@ -108,16 +103,19 @@ pub fn mission_text(agent: &str) -> Result<String> {
     }}
   ],
   // The command that decides whether a round's code is kept: a regression is reverted.
-  "tests": {{ "command": ["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"], "timeoutS": 900, "retries": 1 }},
+  "tests": {{
+    "command": {tests}
+    "timeoutS": 900,
+    "retries": 1
+  }},
   "git": {{ "isolation": "shared", "commit": true }},
   "stop": {{ "afterEmptyRounds": 3 }}
 }}
 "#,
-        note = f.note,
-        cli_env = if f.env.is_empty() {
+        cli_env = if cli_env(agent).is_empty() {
             String::new()
         } else {
-            format!("{}, ", f.env)
+            format!("{}, ", cli_env(agent))
         },
         command = f.command,
         models = f.models,
@@ -167,12 +165,18 @@ mod tests {
 
     #[test]
     fn every_flavor_writes_a_valid_mission() {
-        for a in ["claude", "codex", "aider", "script"] {
+        for a in ["claude", "codex", "gemini", "aider", "script"] {
             let text = mission_text(a).unwrap();
             let m = Mission::parse(&text, Path::new("orch.json"))
                 .unwrap_or_else(|e| panic!("{a}: {e}\n{text}"));
             assert_eq!(m.agents.len(), 2);
+            // The command it writes is read by the adapter it was written from.
+            let want = adapter(a).unwrap().kind();
+            assert_eq!(crate::agents::kind_of(&m.agents[0]), want, "{a}");
         }
+        let claude = mission_text("claude").unwrap();
+        assert!(claude.contains("--allowedTools"), "{claude}");
+        assert!(claude.contains("IS_SANDBOX=1"), "{claude}");
         assert!(mission_text("gpt").is_err());
     }
 }

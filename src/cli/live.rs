@@ -619,6 +619,8 @@ mod tests {
             cost_known: true,
             changed_files: 1,
             error: None,
+            cause: None,
+            resets_at: None,
         }
     }
 

@@ -279,7 +279,7 @@ pub enum TaskCommand {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// What the agents call: script (fake agents that run as is), claude, codex or aider.
+    /// What the agents call: script (fake agents that run as is), claude, codex, gemini or aider.
     #[arg(long, default_value = "script")]
     pub agent: String,
     /// Overwrite existing files.

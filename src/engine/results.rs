@@ -1,21 +1,25 @@
 //! The bookkeeping after every agent run (the seed's `processAgentResult()`), done once per
 //! result on the main thread as it arrives from the pool: the run's status (ok, empty, failed,
-//! timeout, cancelled), its cost, and the agent's tracking state (streaks, recent run times,
-//! model escalation) carried across rounds.
+//! timeout, cancelled) and, for a failed one, its cause and the CLI's words (asked of the agent's
+//! CLI adapter, `agents::for_agent`: this module never reads CLI text itself), its cost, and the
+//! agent's tracking state (streaks, recent run times, model escalation) carried across rounds.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::agents::cost::{self, Pricing};
+use crate::agents::{self, Failure, Output};
 use crate::engine::process::{Ending, Finished};
 use crate::engine::state::{AgentState, RECENT_RUNS};
 use crate::mission::Agent;
-use crate::roundlog::{AgentEntry, Phase, RunStatus};
+use crate::roundlog::{AgentEntry, Cause, Phase, RunStatus};
 
 /// How much of the end of an agent's stdout the cost parser reads: result objects come last.
 const STDOUT_TAIL: u64 = 4 * 1024 * 1024;
 /// How much of `ORCH_RESULT_FILE` is read.
 const RESULT_FILE_MAX: u64 = 1024 * 1024;
+/// How much of the end of an agent's stderr its adapter reads (error objects, last words).
+const STDERR_TAIL: u64 = 256 * 1024;
 
 /// What a worker hands back for one agent run.
 #[derive(Debug)]
@@ -30,6 +34,7 @@ pub struct RawRun {
     /// Files this run changed.
     pub changed: Vec<String>,
     pub stdout: PathBuf,
+    pub stderr: PathBuf,
     pub log_rel: String,
     pub result_file: PathBuf,
     /// Whether the agent filed tasks through its inbox (review agents' work counts).
@@ -51,6 +56,9 @@ pub struct Settled {
     pub entry: AgentEntry,
     /// `(from, to, why)` when the agent's model changed.
     pub model_change: Option<(String, String, String)>,
+    /// Why the run failed, with what the CLI said about waiting (reset time, retry-after): the
+    /// round engine waits on a transient cause and stops on a permanent one.
+    pub failure: Option<Failure>,
 }
 
 pub fn settle(
@@ -63,21 +71,43 @@ pub fn settle(
     // An agent writes this file: read a bounded amount, so garbage cannot flood orch's memory
     // (a result is a small JSON object; a cut-off one simply does not parse).
     let result_text = read_head(&raw.result_file, RESULT_FILE_MAX);
-    let tail = read_tail(&raw.stdout, STDOUT_TAIL);
-    let cost = cost::assess(result_text.as_deref(), &tail, &raw.model, pricing);
+    let ran = !matches!(
+        raw.finished.ending,
+        Ending::SpawnFailed(_) | Ending::Cancelled
+    );
+    let reading = if ran {
+        let stdout = read_tail(&raw.stdout, STDOUT_TAIL);
+        let stderr = read_tail(&raw.stderr, STDERR_TAIL);
+        agents::for_agent(agent).read(&Output {
+            stdout: &stdout,
+            stderr: &stderr,
+            exit_code: raw.finished.ending.exit_code(),
+        })
+    } else {
+        None
+    };
+    let cost = cost::assess(result_text.as_deref(), reading, &raw.model, pricing);
     let changed = raw.changed.len() as u32;
-    let mut error = None;
-    let status = match &raw.finished.ending {
-        Ending::SpawnFailed(e) => {
-            error = Some(e.clone());
-            RunStatus::Failed
-        }
-        Ending::TimedOut => RunStatus::Timeout,
-        Ending::Cancelled => RunStatus::Cancelled,
-        Ending::Exited(0) if cost.is_error => {
-            error = Some("the agent reported an error (is_error) although it exited 0".into());
-            RunStatus::Failed
-        }
+    let words = |cause: Cause, text: String| Failure {
+        cause,
+        error: text,
+        resets_at: None,
+        retry_after: None,
+    };
+    let (status, failure) = match &raw.finished.ending {
+        Ending::SpawnFailed(e) => (RunStatus::Failed, Some(words(Cause::Exit, e.clone()))),
+        Ending::TimedOut => (
+            RunStatus::Timeout,
+            Some(words(
+                Cause::Timeout,
+                format!(
+                    "timed out after {}",
+                    crate::units::duration_ms(raw.timeout_ms)
+                ),
+            )),
+        ),
+        Ending::Cancelled => (RunStatus::Cancelled, None),
+        Ending::Exited(0) if cost.failure.is_some() => (RunStatus::Failed, cost.failure.clone()),
         Ending::Exited(0) => {
             let wrote_result = result_text.is_some() || raw.filed_tasks;
             let worked = match raw.phase {
@@ -85,22 +115,47 @@ pub fn settle(
                 Phase::Review => changed > 0 || wrote_result,
             };
             if worked {
-                RunStatus::Ok
+                (RunStatus::Ok, None)
+            } else if !cost.permission_denials.is_empty() {
+                // It changed nothing because it was not allowed to: a failure of the setup,
+                // not an empty run.
+                let list = denial_list(&cost.permission_denials);
+                (
+                    RunStatus::Failed,
+                    Some(words(
+                        Cause::PermissionDenied,
+                        crate::agents::classify::one_line(&format!(
+                            "the CLI denied {list} and the run changed nothing"
+                        )),
+                    )),
+                )
             } else {
-                RunStatus::Empty
+                (RunStatus::Empty, None)
             }
         }
-        Ending::Exited(c) => {
-            error = Some(format!("exited with status {c}"));
-            RunStatus::Failed
-        }
-        Ending::Signalled(s) => {
-            error = Some(format!("killed by signal {s}"));
-            RunStatus::Failed
-        }
+        Ending::Exited(c) => (
+            RunStatus::Failed,
+            Some(
+                cost.failure
+                    .clone()
+                    .unwrap_or_else(|| words(Cause::Exit, format!("exited with status {c}"))),
+            ),
+        ),
+        Ending::Signalled(s) => (
+            RunStatus::Failed,
+            Some(words(Cause::Exit, format!("killed by signal {s}"))),
+        ),
     };
+    if !cost.permission_denials.is_empty() {
+        log::warn!(
+            "agent {}: its CLI denied {} (see permissionDenials in round {round}'s log; widen the permissions in its command)",
+            agent.name,
+            denial_list(&cost.permission_denials)
+        );
+    }
     let elapsed_ms = raw.finished.elapsed.as_millis() as u64;
-    let model_change = track(st, agent, status, elapsed_ms, cost.cost_usd, round);
+    let cause = failure.as_ref().map(|f| f.cause);
+    let model_change = track(st, agent, status, cause, elapsed_ms, cost.cost_usd, round);
     let entry = AgentEntry {
         name: raw.agent.clone(),
         phase: raw.phase,
@@ -122,7 +177,14 @@ pub fn settle(
             .cloned()
             .collect(),
         log: raw.log_rel.clone(),
-        error,
+        error: failure.as_ref().map(|f| f.error.clone()),
+        cause,
+        resets_at: failure
+            .as_ref()
+            .and_then(|f| f.resets_at)
+            .map(|t| t.to_string()),
+        permission_denials: cost.permission_denials.clone(),
+        limited_runs: Vec::new(),
         summary: cost.summary.clone(),
         escalated_to: model_change.as_ref().map(|(_, to, _)| to.clone()),
         ownership_violations: Vec::new(),
@@ -131,14 +193,32 @@ pub fn settle(
     Settled {
         entry,
         model_change,
+        failure,
     }
 }
 
+/// "Bash(npm test), Write(/etc/x)".
+fn denial_list(denials: &[crate::roundlog::PermissionDenial]) -> String {
+    denials
+        .iter()
+        .map(|d| match &d.command {
+            Some(c) => format!("{}({c})", d.tool),
+            None => d.tool.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Updates the agent's streaks and model; returns the model change, if any.
+///
+/// A run that failed for its provider's sake (a rate, usage or overload limit, which orch waits
+/// out) or for its setup's (a bad key or request, which stops the run) says nothing about the
+/// agent or its model: it is counted and billed, but moves no streak and escalates nothing.
 pub fn track(
     st: &mut AgentState,
     agent: &Agent,
     status: RunStatus,
+    cause: Option<Cause>,
     elapsed_ms: u64,
     cost_usd: f64,
     round: u32,
@@ -147,6 +227,9 @@ pub fn track(
     st.last_run_round = Some(round);
     st.last_status = Some(status);
     st.cost_usd += cost_usd;
+    if cause.is_some_and(|c| c.is_transient() || c.is_permanent()) {
+        return None;
+    }
     if matches!(status, RunStatus::Ok | RunStatus::Empty) {
         st.recent_run_ms.push(elapsed_ms);
         let excess = st.recent_run_ms.len().saturating_sub(RECENT_RUNS);
@@ -236,24 +319,55 @@ mod tests {
     fn escalates_after_n_unproductive_runs_and_stops_at_the_top() {
         let a = agent(r#","models":["small","big"],"escalateAfter":2"#);
         let mut st = AgentState::default();
-        assert!(track(&mut st, &a, RunStatus::Failed, 10, 0.0, 1).is_none());
-        let change = track(&mut st, &a, RunStatus::Timeout, 10, 0.0, 2).unwrap();
+        assert!(track(&mut st, &a, RunStatus::Failed, None, 10, 0.0, 1).is_none());
+        let change = track(&mut st, &a, RunStatus::Timeout, None, 10, 0.0, 2).unwrap();
         assert_eq!((change.0.as_str(), change.1.as_str()), ("small", "big"));
         assert_eq!(st.model, "big");
         for r in 3..8 {
-            assert!(track(&mut st, &a, RunStatus::Empty, 10, 0.0, r).is_none());
+            assert!(track(&mut st, &a, RunStatus::Empty, None, 10, 0.0, r).is_none());
         }
         assert_eq!(st.model_index, 1);
         assert_eq!(st.consecutive_empty_rounds, 5);
     }
 
     #[test]
+    fn limits_and_bad_keys_move_no_streak() {
+        let a = agent(r#","models":["small","big"],"escalateAfter":1"#);
+        let mut st = AgentState::default();
+        for cause in [
+            Cause::RateLimited,
+            Cause::Overloaded,
+            Cause::UsageLimit,
+            Cause::Auth,
+            Cause::BadRequest,
+        ] {
+            assert!(track(&mut st, &a, RunStatus::Failed, Some(cause), 10, 0.01, 1).is_none());
+        }
+        assert_eq!(
+            (st.model_index, st.consecutive_failures, st.runs),
+            (0, 0, 5)
+        );
+        assert!((st.cost_usd - 0.05).abs() < 1e-9);
+        // An ordinary failure still escalates.
+        assert!(track(
+            &mut st,
+            &a,
+            RunStatus::Failed,
+            Some(Cause::Exit),
+            10,
+            0.0,
+            2
+        )
+        .is_some());
+    }
+
+    #[test]
     fn deescalates_after_successes_when_asked() {
         let a = agent(r#","models":["small","big"],"escalateAfter":1,"deescalateAfter":2"#);
         let mut st = AgentState::default();
-        track(&mut st, &a, RunStatus::Failed, 10, 0.0, 1).unwrap();
-        assert!(track(&mut st, &a, RunStatus::Ok, 10, 0.0, 2).is_none());
-        let back = track(&mut st, &a, RunStatus::Ok, 10, 0.0, 3).unwrap();
+        track(&mut st, &a, RunStatus::Failed, None, 10, 0.0, 1).unwrap();
+        assert!(track(&mut st, &a, RunStatus::Ok, None, 10, 0.0, 2).is_none());
+        let back = track(&mut st, &a, RunStatus::Ok, None, 10, 0.0, 3).unwrap();
         assert_eq!(back.1, "small");
     }
 
@@ -262,9 +376,9 @@ mod tests {
         let a = agent("");
         let mut st = AgentState::default();
         for r in 0..15 {
-            track(&mut st, &a, RunStatus::Ok, r, 0.1, r as u32);
+            track(&mut st, &a, RunStatus::Ok, None, r, 0.1, r as u32);
         }
-        track(&mut st, &a, RunStatus::Failed, 99_999, 0.0, 16);
+        track(&mut st, &a, RunStatus::Failed, None, 99_999, 0.0, 16);
         assert_eq!(st.recent_run_ms.len(), RECENT_RUNS);
         assert_eq!(*st.recent_run_ms.last().unwrap(), 14);
         assert!((st.cost_usd - 1.5).abs() < 1e-9);

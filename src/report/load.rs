@@ -491,6 +491,7 @@ fn legacy(
         pre_sim: 0,
         post_sim: 0,
         overhead: 0,
+        waited: 0,
     };
     let overhead = u64_at(t, "overhead").unwrap_or_else(|| {
         timing
@@ -553,6 +554,10 @@ fn legacy(
             files: Vec::new(),
             log: str_at(a, "log").unwrap_or_default().to_string(),
             error: str_at(a, "error").map(str::to_string),
+            cause: None,
+            resets_at: None,
+            permission_denials: Vec::new(),
+            limited_runs: Vec::new(),
             summary: None,
             escalated_to: str_at(a, "escalatedTo").map(str::to_string),
             ownership_violations: Vec::new(),

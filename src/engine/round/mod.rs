@@ -926,6 +926,8 @@ impl<'e> Round<'e, '_> {
             cost_known: e.cost_known,
             changed_files: e.changed_files,
             error: e.error.clone(),
+            cause: e.cause,
+            resets_at: e.resets_at.clone(),
         });
         if let Some((from, to, why)) = &settled.model_change {
             log::info!("agent {}: model {from:?} -> {to:?}: {why}", agent.name);

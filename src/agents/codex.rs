@@ -1,0 +1,317 @@
+//! Codex (`codex exec --json`): JSON events on stdout, one a line. It prints no cost, only
+//! token usage per turn (`turn.completed.usage`, its `cached_input_tokens` a subset of
+//! `input_tokens`), so a run is priced with the mission's `pricing`. The final message is the
+//! last `agent_message` item; the session is `thread.started.thread_id`. A failed run ends
+//! with `turn.failed` (`error.message`, e.g. "exceeded retry limit, last status: 429 Too Many
+//! Requests") or an `error` event, and exit 1. The older protocol printed
+//! `{"id":..,"msg":{"type":"token_count",..}}` lines; they are still read.
+
+use serde_json::{Map, Value};
+
+use super::scan::{for_each_json_object, non_empty, str_of};
+use super::{AgentCli, CliKind, Failure, Invocation, Output, Reading};
+use crate::agents::cost::CostSource;
+use crate::roundlog::{Cause, Tokens};
+
+pub struct Codex;
+
+impl AgentCli for Codex {
+    fn kind(&self) -> CliKind {
+        CliKind::Codex
+    }
+
+    fn provider(&self) -> Option<&'static str> {
+        Some("openai")
+    }
+
+    fn invocation(&self) -> Invocation {
+        Invocation {
+            command: r#"["codex", "exec", "--json", "--model", "{model}", "--sandbox", "workspace-write", "--skip-git-repo-check", "-"]"#,
+            stdin: true,
+            models: r#"["gpt-5-mini", "gpt-5"]"#,
+            comments: &[
+                "Codex exec: the prompt on stdin (`-`), JSON events with token usage on stdout; costs come from `pricing`.",
+                "--sandbox workspace-write lets it edit its folder and run commands there (no network).",
+                "To widen it: --sandbox danger-full-access. Limits: 429s wait and run again (limits.*).",
+            ],
+            pricing: Some(
+                r#"{ "gpt-5-mini": { "inputPerMTok": 0.25, "outputPerMTok": 2.0 }, "gpt-5": { "inputPerMTok": 1.25, "outputPerMTok": 10.0 } }"#,
+            ),
+        }
+    }
+
+    fn read(&self, out: &Output) -> Option<Reading> {
+        parse(out).or_else(|| super::plain::from_words(out))
+    }
+
+    fn fix(&self, cause: Cause) -> String {
+        match cause {
+            Cause::Auth => "set OPENAI_API_KEY (or run `codex login`) as the user orch runs as; a custom model provider reads the variable its env_key names in ~/.codex/config.toml; \"Quota exceeded\" means the account's plan or billing".into(),
+            Cause::BadRequest => "check the agent's --model (a model your account can use) and the other flags of its `command`".into(),
+            _ => "check the agent's command".into(),
+        }
+    }
+}
+
+/// The run as this CLI's own output format tells it; `None` when none of it is there.
+pub(super) fn parse(out: &Output) -> Option<Reading> {
+    let text = String::from_utf8_lossy(out.stdout);
+    let mut tally = Tally::default();
+    for_each_json_object(&text, |event| tally.observe(&event));
+    tally.finish()
+}
+
+/// Running totals over Codex events.
+#[derive(Default)]
+pub(super) struct Tally {
+    seen: bool,
+    input: u64,
+    output: u64,
+    has_tokens: bool,
+    /// The latest cumulative total from the newer `token_count` shape (`info.total_token_usage`),
+    /// which replaces rather than adds.
+    cumulative: Option<(u64, u64)>,
+    failed: bool,
+    summary: Option<String>,
+    error: Option<String>,
+    session_id: Option<String>,
+}
+
+impl Tally {
+    pub(super) fn observe(&mut self, event: &Map<String, Value>) {
+        match str_of(event, "type") {
+            Some("thread.started") => {
+                self.seen = true;
+                self.session_id = str_of(event, "thread_id").and_then(non_empty);
+            }
+            Some("turn.started" | "item.started" | "item.updated") => self.seen = true,
+            Some("turn.completed") => {
+                self.seen = true;
+                if let Some(usage) = event.get("usage").and_then(Value::as_object) {
+                    self.add(usage);
+                }
+                // A turn that completed after an `error` event (a stream retry) recovered.
+                self.failed = false;
+            }
+            Some("turn.failed") => {
+                self.seen = true;
+                self.failed = true;
+                self.error = event
+                    .get("error")
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .and_then(non_empty);
+            }
+            Some("error") => {
+                self.seen = true;
+                self.failed = true;
+                self.error = str_of(event, "message").and_then(non_empty);
+            }
+            Some("item.completed") => {
+                self.seen = true;
+                let item = event.get("item");
+                let kind = item.and_then(|i| i.get("type")).and_then(Value::as_str);
+                if kind == Some("agent_message") {
+                    let text = item.and_then(|i| i.get("text")).and_then(Value::as_str);
+                    if let Some(text) = text.and_then(non_empty) {
+                        self.summary = Some(text);
+                    }
+                }
+            }
+            _ => {
+                // The older protocol, on stdout as `msg`; the session file calls it `payload`.
+                if let Some(msg) = event
+                    .get("msg")
+                    .or_else(|| event.get("payload"))
+                    .and_then(Value::as_object)
+                {
+                    self.observe_legacy(msg);
+                }
+            }
+        }
+    }
+
+    fn observe_legacy(&mut self, msg: &Map<String, Value>) {
+        match str_of(msg, "type") {
+            Some("token_count") => {
+                self.seen = true;
+                let total = msg
+                    .get("info")
+                    .and_then(|i| i.get("total_token_usage"))
+                    .and_then(Value::as_object);
+                match total {
+                    Some(total) => {
+                        let n = |key: &str| total.get(key).and_then(Value::as_u64).unwrap_or(0);
+                        self.cumulative = Some((n("input_tokens"), n("output_tokens")));
+                    }
+                    // The first shape: flat counts, one event per model response.
+                    None if msg.contains_key("input_tokens") => self.add(msg),
+                    None => {}
+                }
+            }
+            Some("task_complete") => {
+                self.seen = true;
+                if let Some(text) = str_of(msg, "last_agent_message") {
+                    self.summary = non_empty(text).or(self.summary.take());
+                }
+            }
+            Some("agent_message") => {
+                self.seen = true;
+                if let Some(text) = str_of(msg, "message") {
+                    self.summary = non_empty(text).or(self.summary.take());
+                }
+            }
+            Some("error") => {
+                self.seen = true;
+                self.failed = true;
+                self.error = str_of(msg, "message").and_then(non_empty);
+            }
+            Some("task_started" | "session_configured" | "agent_reasoning") => self.seen = true,
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, usage: &Map<String, Value>) {
+        let n = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+        self.input = self.input.saturating_add(n("input_tokens"));
+        self.output = self.output.saturating_add(n("output_tokens"));
+        self.has_tokens = true;
+    }
+
+    pub(super) fn finish(self) -> Option<Reading> {
+        if !self.seen {
+            return None;
+        }
+        let tokens = match self.cumulative {
+            Some((input, output)) => Some(Tokens { input, output }),
+            None if self.has_tokens => Some(Tokens {
+                input: self.input,
+                output: self.output,
+            }),
+            None => None,
+        };
+        let failure = self.failed.then(|| {
+            Failure::classify_or_exit(self.error.as_deref().unwrap_or("the turn failed"), None)
+        });
+        // A failed run's most useful line is why it failed.
+        let summary = if self.failed {
+            self.error.or(self.summary)
+        } else {
+            self.summary
+        };
+        Some(Reading {
+            tokens,
+            summary,
+            failure,
+            session_id: self.session_id,
+            source: CostSource::CodexJson,
+            ..Reading::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXEC: &str = include_str!("../../fixtures/cli-output/codex-exec.ndjson");
+    const FAILED: &str = include_str!("../../fixtures/cli-output/codex-failed.ndjson");
+    const LEGACY: &str = include_str!("../../fixtures/cli-output/codex-legacy.ndjson");
+
+    fn read(stdout: &str) -> Option<Reading> {
+        Codex.read(&Output {
+            stdout: stdout.as_bytes(),
+            stderr: b"",
+            exit_code: Some(0),
+        })
+    }
+
+    fn tokens(input: u64, output: u64) -> Option<Tokens> {
+        Some(Tokens { input, output })
+    }
+
+    #[test]
+    fn exec_sums_turns() {
+        let run = read(EXEC).unwrap();
+        assert_eq!(run.source, CostSource::CodexJson);
+        assert_eq!(run.cost_usd, None);
+        assert!(run.failure.is_none());
+        assert_eq!(run.tokens, tokens(26_549 + 8120, 1590 + 210));
+        assert_eq!(run.summary.as_deref(), Some("Also updated the changelog."));
+    }
+
+    #[test]
+    fn failed_turn_is_a_failure_with_its_cause() {
+        let run = read(FAILED).unwrap();
+        let f = run.failure.unwrap();
+        assert_eq!(f.cause, Cause::RateLimited);
+        assert_eq!(run.tokens, None);
+        assert_eq!(
+            f.error,
+            "stream disconnected before completion: Rate limit reached for gpt-5-codex"
+        );
+    }
+
+    /// The messages issue 17 quotes for Codex 0.171 (a 429 after its retries; a usage limit
+    /// with a local reset time; a spent quota).
+    #[test]
+    fn turn_failed_messages() {
+        let failed = |msg: &str| {
+            let text = format!(
+                "{}\n{}\n",
+                r#"{"type":"thread.started","thread_id":"0199-t"}"#,
+                serde_json::json!({"type": "turn.failed", "error": {"message": msg}})
+            );
+            read(&text).unwrap()
+        };
+        let run = failed("exceeded retry limit, last status: 429 Too Many Requests");
+        assert_eq!(run.failure.unwrap().cause, Cause::RateLimited);
+        assert_eq!(run.session_id.as_deref(), Some("0199-t"));
+        let f = failed("You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing), or try again at Apr 16th, 2026 12:04 AM.").failure.unwrap();
+        assert_eq!(f.cause, Cause::UsageLimit);
+        assert!(f.resets_at.is_some());
+        let f = failed("Quota exceeded. Check your plan and billing details.")
+            .failure
+            .unwrap();
+        assert_eq!(f.cause, Cause::Auth);
+    }
+
+    #[test]
+    fn error_then_completed_turn_recovered() {
+        let text = concat!(
+            r#"{"type":"turn.started"}"#,
+            "\n",
+            r#"{"type":"error","message":"Reconnecting... 1/5"}"#,
+            "\n",
+            r#"{"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":2}}"#,
+            "\n"
+        );
+        let run = read(text).unwrap();
+        assert!(run.failure.is_none());
+        assert_eq!(run.tokens, tokens(10, 2));
+
+        let ends_in_error = format!("{text}{}\n", r#"{"type":"error","message":"boom"}"#);
+        let run = read(&ends_in_error).unwrap();
+        assert_eq!(run.failure.unwrap().cause, Cause::Exit);
+        assert_eq!(run.summary.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn legacy_protocol() {
+        let run = read(LEGACY).unwrap();
+        assert_eq!(run.source, CostSource::CodexJson);
+        assert_eq!(run.tokens, tokens(3804 + 4210, 95 + 402));
+        assert_eq!(
+            run.summary.as_deref(),
+            Some("The loader now rejects unknown keys.")
+        );
+        // The later shape carries a running total: the last one replaces, never adds.
+        let text = concat!(
+            r#"{"id":"1","msg":{"type":"token_count","info":{"total_token_usage":{"input_tokens":100,"output_tokens":7},"last_token_usage":{"input_tokens":100,"output_tokens":7}}}}"#,
+            "\n",
+            r#"{"id":"1","msg":{"type":"token_count","info":{"total_token_usage":{"input_tokens":250,"output_tokens":19},"last_token_usage":{"input_tokens":150,"output_tokens":12}}}}"#,
+            "\n"
+        );
+        assert_eq!(read(text).unwrap().tokens, tokens(250, 19));
+    }
+}
