@@ -22,6 +22,13 @@ pub const EXIT_LOCKED: i32 = 4;
 /// or `sims.stopWhen` said the run converged. Distinct from 0 so a sequence (or a script) can
 /// tell "done" from "out of rounds".
 pub const EXIT_FINISHED: i32 = 5;
+/// Exit status: an agent CLI failed in a way no retry heals (an invalid key, a rejected
+/// request): orch stopped starting agents; the message names the agent, the CLI's words and the
+/// fix.
+pub const EXIT_AGENT_CLI: i32 = 6;
+/// Exit status (EX_TEMPFAIL): a provider's limit would outlast `limits.maxWaitS`, or `--no-wait`
+/// was given; the state is saved and a later `orch run` picks up.
+pub const EXIT_TEMPFAIL: i32 = 75;
 /// Exit status: interrupted by SIGINT/SIGTERM.
 pub const EXIT_INTERRUPTED: i32 = 130;
 /// Exit status: standard output was closed (`orch status | head -1`): what a shell reports for

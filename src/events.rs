@@ -71,6 +71,25 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         resets_at: Option<String>,
     },
+    /// A provider's limit: none of its agents starts until `until`; then `agents` run again.
+    #[serde(rename_all = "camelCase")]
+    LimitWait {
+        round: u32,
+        provider: String,
+        agents: Vec<String>,
+        cause: Cause,
+        error: String,
+        /// RFC 3339.
+        until: String,
+        wait_ms: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    LimitResume {
+        round: u32,
+        provider: String,
+        agents: Vec<String>,
+        waited_ms: u64,
+    },
     #[serde(rename_all = "camelCase")]
     SimStart { round: u32, sim: String },
     #[serde(rename_all = "camelCase")]
@@ -378,6 +397,22 @@ impl<W: Write + Send> Human<W> {
                     because(*cause, error.as_deref())
                 ),
             ),
+            Event::LimitWait {
+                round,
+                provider,
+                cause,
+                error,
+                until,
+                wait_ms,
+                ..
+            } => self.workflow(
+                "warning",
+                &format!(
+                    "round {round}: waiting {} for {provider} ({}: {error}), until {until}",
+                    units::duration_ms(*wait_ms),
+                    cause.as_str()
+                ),
+            ),
             Event::Stop { reason, exit_code } if *exit_code != 0 => {
                 self.workflow("error", &format!("orch stopped: {reason}"))
             }
@@ -509,6 +544,31 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
                 .as_deref()
                 .map(|t| format!(", resets at {t}"))
                 .unwrap_or_default()
+        ),
+        Event::LimitWait {
+            round,
+            provider,
+            agents,
+            cause,
+            error,
+            until,
+            wait_ms,
+        } => format!(
+            "round {round}: waiting {} for {provider}'s limit ({}: {error}), until {until}; then {} run{} again",
+            units::duration_ms(*wait_ms),
+            cause.as_str(),
+            agents.join(", "),
+            if agents.len() == 1 { "s" } else { "" }
+        ),
+        Event::LimitResume {
+            round,
+            provider,
+            agents,
+            waited_ms,
+        } if normal => format!(
+            "round {round}: waited {} for {provider}; running {} again",
+            units::duration_ms(*waited_ms),
+            agents.join(", ")
         ),
         Event::SimStart { round, sim } if verbose => format!("round {round}: {sim}-sim started"),
         Event::SimEnd {

@@ -104,6 +104,11 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
         .max_concurrency
         .unwrap_or(mission.max_concurrency)
         .max(1);
+    let limits = crate::engine::limits::Limits::new(
+        &mission.limits,
+        false,
+        &std::collections::BTreeMap::new(),
+    );
     let env = Env {
         mission,
         mission_dir: &ws.loaded.dir,
@@ -115,6 +120,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
         only: &opts.agents,
         refs: round::LIVE_REFS,
         replay: None,
+        limits: &limits,
     };
     let mut agents = Vec::new();
     let mut order: Vec<(round::QueueKey, Phase, String)> = Vec::new();

@@ -174,6 +174,8 @@ struct RoundView {
     finished: usize,
     sims: Vec<(String, Instant)>,
     tests: Option<(Instant, u32)>,
+    /// Providers being waited out: (provider, its agents, cause, when the wait ends).
+    waits: Vec<(String, Vec<String>, String, Instant)>,
 }
 
 struct Running {
@@ -230,6 +232,7 @@ impl Screen {
                     finished: 0,
                     sims: Vec::new(),
                     tests: None,
+                    waits: Vec::new(),
                 })
             }
             Event::RoundEnd { total_cost_usd, .. } => {
@@ -296,6 +299,22 @@ impl Screen {
             } => r.stage = format!("took out {agent}'s change"),
             Event::Revert { .. } => r.stage = "reverted".into(),
             Event::Commit { .. } => r.stage = "committed".into(),
+            Event::LimitWait {
+                provider,
+                agents,
+                cause,
+                wait_ms,
+                ..
+            } => {
+                r.waits.retain(|w| &w.0 != provider);
+                r.waits.push((
+                    provider.clone(),
+                    agents.clone(),
+                    cause.as_str().to_string(),
+                    Instant::now() + Duration::from_millis(*wait_ms),
+                ));
+            }
+            Event::LimitResume { provider, .. } => r.waits.retain(|w| &w.0 != provider),
             _ => {}
         }
     }
@@ -477,6 +496,18 @@ fn block(r: &RoundView, total_before: f64, now: Instant) -> Vec<(Style, String)>
                 "  > {:<width$}  running {:>7}",
                 format!("{sim}-sim"),
                 ticking(since(*t))
+            ),
+        ));
+    }
+    for (provider, agents, cause, until) in &r.waits {
+        // A countdown: the time left until the provider takes requests again.
+        let left = until.saturating_duration_since(now).as_millis() as u64;
+        lines.push((
+            Style::Dim,
+            format!(
+                "  ~ {provider} limited ({cause}): {} left, then {}",
+                ticking(left),
+                agents.join(", ")
             ),
         ));
     }
@@ -680,6 +711,49 @@ mod tests {
                 "round 1: ok in 2.0s, cost $0.25 (total $0.25)".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn a_limit_wait_shows_a_countdown_until_it_resumes() {
+        let term = Term::default();
+        let mut live = Live::new(Box::new(term.clone()), Verbosity::Normal, false, size);
+        live.event(&Event::RoundStart {
+            round: 1,
+            base: "abcdef1234567".into(),
+            active: vec!["a".into()],
+            idle: vec![],
+        });
+        live.event(&Event::LimitWait {
+            round: 1,
+            provider: "anthropic".into(),
+            agents: vec!["a".into()],
+            cause: crate::roundlog::Cause::RateLimited,
+            error: "API Error: 429".into(),
+            until: "2026-01-01T00:00:00Z".into(),
+            wait_ms: 90_000,
+        });
+        live.lock().draw();
+        let mid = play(&term.0.lock().unwrap()).join("\n");
+        assert!(
+            mid.contains("~ anthropic limited (rateLimited): 1m") && mid.contains("s left, then a"),
+            "{mid}"
+        );
+        assert!(
+            mid.contains(
+                "round 1: waiting 1m30s for anthropic's limit (rateLimited: API Error: 429)"
+            ),
+            "{mid}"
+        );
+        live.event(&Event::LimitResume {
+            round: 1,
+            provider: "anthropic".into(),
+            agents: vec!["a".into()],
+            waited_ms: 90_000,
+        });
+        live.lock().draw();
+        let after = play(&term.0.lock().unwrap()).join("\n");
+        assert!(!after.contains("left, then a"), "{after}");
+        live.finish();
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::events::{self, Events, Sink, Verbosity};
     version,
     about = "Runs teams of autonomous coding agents against a git repository, round after round, unattended.",
     long_about = None,
-    after_help = "Start with `orch demo` (a real run on a scratch repository, no API key needed), then `orch init` in your own repository.\nExit status: 0 ok, 1 a round failed or was reverted (orch round), 2 bad usage or mission, 3 stopped by budget or stall guard, 4 another orch holds the lock, 130 interrupted."
+    after_help = "Start with `orch demo` (a real run on a scratch repository, no API key needed), then `orch init` in your own repository.\nExit status: 0 ok, 1 a round failed or was reverted (orch round), 2 bad usage or mission, 3 stopped by budget or stall guard, 4 another orch holds the lock, 5 finished early, 6 an agent CLI cannot run (bad key or request), 75 a provider limit outlasts limits.maxWaitS (run again later), 130 interrupted."
 )]
 pub struct Cli {
     /// More output (-v: every agent start; -vv: debug logs).
@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// overrides git.branch); your branch is checked out again at the end.
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
+    /// Do not wait out a provider's rate or usage limit: end the run at once (exit 75), the
+    /// state saved for a later `orch run` (for CI).
+    #[arg(long)]
+    pub no_wait: bool,
     /// Print the next round's plan (agents and why, models, timeouts, queue order, prompt
     /// sizes, sims, tests) and run nothing; leaves no trace.
     #[arg(long)]
@@ -183,6 +187,9 @@ pub struct RoundArgs {
     /// Run even though the working tree has uncommitted changes.
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Do not wait out a provider's rate or usage limit: end the run at once (exit 75).
+    #[arg(long)]
+    pub no_wait: bool,
     /// Print the round's plan and run nothing; leaves no trace (a replay: the plan as recorded).
     #[arg(long)]
     pub dry_run: bool,
@@ -329,6 +336,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 strict: a.strict,
                 agents: Vec::new(),
                 branch: a.branch,
+                no_wait: a.no_wait,
             };
             if a.dry_run {
                 return dry_run(&opts, a.output.json);
@@ -371,6 +379,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 budget: a.budget,
                 allow_dirty: a.allow_dirty,
                 agents: a.agents,
+                no_wait: a.no_wait,
                 ..RunOptions::default()
             };
             if a.dry_run {

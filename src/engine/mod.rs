@@ -4,13 +4,14 @@
 //! state folder (atomic JSON, the lock, the journal); [`inputs`] records what each round started
 //! from, so that [`replay`] can run it again beside the branch. The engine emits events and never
 //! prints; [`hooks`] is the one sink that lives here, since it runs the mission's hook commands
-//! as children.
+//! as children; [`limits`] holds off providers whose limits were hit.
 
 pub mod branch;
 pub mod git;
 pub mod hooks;
 pub mod inputs;
 pub mod launcher;
+pub mod limits;
 pub mod pool;
 pub mod preflight;
 pub mod process;

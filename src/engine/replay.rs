@@ -295,6 +295,13 @@ pub fn run(ws: &Workspace, p: &Prepared, events: &Events) -> Result<Replayed> {
     } else {
         Vec::new()
     };
+    // A replay waits out limits as a run does, from no holds of its own: the live run's are
+    // not the replay's business.
+    let limits = crate::engine::limits::Limits::new(
+        &p.mission.limits,
+        false,
+        &std::collections::BTreeMap::new(),
+    );
     let env = Env {
         mission: &p.mission,
         mission_dir: &p.mission_dir,
@@ -306,6 +313,7 @@ pub fn run(ws: &Workspace, p: &Prepared, events: &Events) -> Result<Replayed> {
         only: &only,
         refs: &p.refs,
         replay: Some(&replaying),
+        limits: &limits,
     };
     let mut state = p.state.clone();
     let mut queue = p.queue.clone();

@@ -39,6 +39,8 @@ pub struct RawRun {
     pub result_file: PathBuf,
     /// Whether the agent filed tasks through its inbox (review agents' work counts).
     pub filed_tasks: bool,
+    /// Not started because its provider is held off by a limit: it runs once the hold ends.
+    pub deferred: bool,
     /// The worktree it ran in (worktree isolation), made from `base`.
     pub worktree: Option<PathBuf>,
     pub base: String,
@@ -107,7 +109,20 @@ pub fn settle(
             )),
         ),
         Ending::Cancelled => (RunStatus::Cancelled, None),
-        Ending::Exited(0) if cost.failure.is_some() => (RunStatus::Failed, cost.failure.clone()),
+        Ending::Exited(0) if cost.failure.is_some() => {
+            let mut f = cost
+                .failure
+                .clone()
+                .unwrap_or_else(|| words(Cause::Exit, String::new()));
+            if f.cause == Cause::Exit {
+                // No known cause: say why an exit 0 counts as a failure.
+                f.error = crate::agents::classify::one_line(&format!(
+                    "the CLI reported an error (is_error) although it exited 0: {}",
+                    f.error
+                ));
+            }
+            (RunStatus::Failed, Some(f))
+        }
         Ending::Exited(0) => {
             let wrote_result = result_text.is_some() || raw.filed_tasks;
             let worked = match raw.phase {

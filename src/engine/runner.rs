@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::engine::branch;
 use crate::engine::git::Git;
 use crate::engine::launcher;
+use crate::engine::limits::Limits;
 use crate::engine::preflight;
 use crate::engine::process;
 use crate::engine::prompt;
@@ -17,7 +18,8 @@ use crate::engine::tasks::Queue;
 use crate::engine::tests_run::TestRun;
 use crate::engine::userwork;
 use crate::error::{
-    Error, Result, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED, EXIT_STOPPED,
+    Error, Result, EXIT_AGENT_CLI, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED,
+    EXIT_STOPPED, EXIT_TEMPFAIL,
 };
 use crate::events::{Event, Events};
 use crate::mission::{self, Mission};
@@ -39,6 +41,8 @@ pub struct RunOptions {
     pub agents: Vec<String>,
     /// `--branch NAME` or `git.branch`, placeholders filled in: the run's own branch.
     pub branch: Option<String>,
+    /// `--no-wait`: a provider limit ends the run at once (exit 75) instead of waiting.
+    pub no_wait: bool,
 }
 
 /// What the repository and mission look like once opened and locked.
@@ -135,6 +139,7 @@ pub fn run_counted(
     // `--branch`: on the clean tree, the run's branch; the user's branch comes back when this
     // value is dropped (before `_user_work`, so their work comes back on their branch).
     let _branch = branch::enter(&ws.git, &ws.layout, opts.branch.as_deref())?;
+    let limits = Limits::new(&mission.limits, opts.no_wait, &state.limits);
     let env = Env {
         mission,
         mission_dir: &ws.loaded.dir,
@@ -149,6 +154,7 @@ pub fn run_counted(
         only: &opts.agents,
         refs: round::LIVE_REFS,
         replay: None,
+        limits: &limits,
     };
     events.emit(Event::RunStart {
         mission: mission.name.clone(),
@@ -199,6 +205,14 @@ pub fn run_counted(
             .any(|a| matches!(a.status, RunStatus::Failed | RunStatus::Timeout));
         if outcome.interrupted {
             code = stop(events, "interrupted by a signal".into(), EXIT_INTERRUPTED);
+            break;
+        }
+        if let Some(why) = outcome.cli_stop {
+            code = stop(events, why, EXIT_AGENT_CLI);
+            break;
+        }
+        if let Some(why) = outcome.limit_stop {
+            code = stop(events, why, EXIT_TEMPFAIL);
             break;
         }
         if outcome.converged {

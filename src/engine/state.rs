@@ -214,6 +214,10 @@ pub struct State {
     pub last_test_failure: String,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentState>,
+    /// Providers held off by a limit that outlasted the last run (exit 75): the next run waits
+    /// for them (or exits 75 again) before starting their agents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, crate::engine::limits::Hold>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -520,6 +524,23 @@ pub struct Journal {
     /// children's descendants carry even after leaving their groups. Empty in older journals.
     #[serde(default)]
     pub session: String,
+    /// Set while the round waits out a provider's limit, for `orch status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_wait: Option<LimitWait>,
+}
+
+/// The wait in progress: whose limit, which agents wait for it, until when.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitWait {
+    pub provider: String,
+    pub agents: Vec<String>,
+    pub cause: String,
+    pub error: String,
+    /// RFC 3339.
+    pub until: String,
+    /// RFC 3339: when the wait began.
+    pub since: String,
 }
 
 impl Journal {

@@ -16,6 +16,18 @@ pub(super) fn run_agent(
 ) -> RawRun {
     let agent = job.agent;
     let layout = env.layout;
+    // A provider held off by a limit starts none of its agents; start spacing keeps the rest
+    // from arriving at once.
+    let provider = crate::agents::provider_of(agent);
+    if env.limits.held(&provider).is_some() {
+        let mut raw = not_started(env, round, job);
+        raw.deferred = true;
+        return raw;
+    }
+    let spacing = env.limits.reserve_start(&provider);
+    if !spacing.is_zero() && !crate::engine::limits::sleep_interruptibly(spacing) {
+        return not_started(env, round, job);
+    }
     // Worktree isolation: the agent's own checkout of the base, made here on the worker so that
     // preparing several worktrees overlaps.
     let isolated = match &job.worktree {
@@ -246,6 +258,7 @@ pub(super) fn run_agent(
         stderr,
         result_file,
         filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
+        deferred: false,
     }
 }
 
@@ -338,6 +351,7 @@ pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         log_rel: String::new(),
         result_file: layout.scratch(round).join("none"),
         filed_tasks: false,
+        deferred: false,
     }
 }
 

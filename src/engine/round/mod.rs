@@ -7,6 +7,13 @@
 //! or beside the test process; the pool's results are handled here, on the calling thread, in
 //! completion order, so the tracking state, the task queue and git need no locks.
 //!
+//! Provider limits: a run that hit a rate, usage or overload limit is not the agent's failure.
+//! Its provider is held off (`engine::limits`: no agent of it starts, the others go on), and
+//! around each phase's pool (`run_phase`) orch waits until the hold ends and runs the limited
+//! agents again in the same round; the wait is `timing.waited`. A wait beyond `limits.maxWaitS`
+//! (or any wait under `--no-wait`) ends the run after this round (exit 75); an invalid key or a
+//! rejected request stops it too (exit 6): no new agent starts, running ones finish.
+//!
 //! Beside this file: `plan` (who runs and how: gates, jobs, pool order, prompts), `agent` (one
 //! agent run on a worker and what it changed) and `revert` (a regression: find the culprits or
 //! revert the round).
@@ -16,14 +23,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::agents;
 use crate::engine::git::{Git, Merge};
 use crate::engine::inputs::{prompt_hash, RecordedJob, RoundInputs, INPUTS_VERSION};
+use crate::engine::limits::{self, Hold, Limits};
 use crate::engine::pool::{self, Done};
 use crate::engine::process::{self, Ending, Spec};
 use crate::engine::prompt;
 use crate::engine::results::{self, RawRun};
 use crate::engine::sims::{self, SimRun, Which};
-use crate::engine::state::{write_json, Journal, Layout, State, TestBaseline};
+use crate::engine::state::{write_json, Journal, Layout, LimitWait, State, TestBaseline};
 use crate::engine::tasks::{Queue, Task, TaskStatus};
 use crate::engine::tests_run::{self, Stage};
 use crate::engine::tests_select;
@@ -31,7 +40,8 @@ use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::{Agent, Isolation, Mission, When, WhenKeyword};
 use crate::roundlog::{
-    Decision, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
+    AgentEntry, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus,
+    Timing, SCHEMA,
 };
 use crate::units;
 
@@ -67,6 +77,8 @@ pub struct Env<'a> {
     pub refs: &'a str,
     /// A replay: the plan and the prompts come from what the round recorded.
     pub replay: Option<&'a Replaying>,
+    /// The providers held off by a limit, and start spacing.
+    pub limits: &'a Limits,
 }
 
 /// What a replay of a round gives the pipeline in place of planning from today's mission.
@@ -91,6 +103,10 @@ pub struct Outcome {
     pub converged: bool,
     /// The circuit breaker tripped: too many rounds in a row with failing tests.
     pub breaker: bool,
+    /// An agent CLI failed for good (auth, bad request): why, naming the agent and the fix.
+    pub cli_stop: Option<String>,
+    /// A provider's limit would outlast `limits.maxWaitS` (or `--no-wait`): why.
+    pub limit_stop: Option<String>,
 }
 
 /// The plan for one agent this round.
@@ -100,6 +116,7 @@ struct Planned<'a> {
 }
 
 /// One agent run queued in the pool.
+#[derive(Clone)]
 struct Job<'a> {
     agent: &'a Agent,
     index: usize,
@@ -152,6 +169,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         started_at: started_at.clone(),
         process_groups: Vec::new(),
         session: process::session().to_owned(),
+        limit_wait: None,
     };
     journal.save(env.layout)?;
     keep_earlier_inputs(env.layout, round)?;
@@ -216,6 +234,10 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         converged: false,
         breaker: false,
         could_not_start: Vec::new(),
+        limited: BTreeMap::new(),
+        again: Vec::new(),
+        cli_stop: None,
+        limit_stop: None,
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -260,6 +282,13 @@ struct Round<'e, 's> {
     breaker: bool,
     /// Agents whose program could not start this round.
     could_not_start: Vec<String>,
+    /// Agents whose runs hit a provider limit this round: those runs, and the last one's entry
+    /// (the agent's entry if it is not run again).
+    limited: BTreeMap<String, (Vec<LimitedRun>, AgentEntry)>,
+    /// Agents to run again once their provider's hold ends (filled while a pool runs).
+    again: Vec<String>,
+    cli_stop: Option<String>,
+    limit_stop: Option<String>,
 }
 
 impl<'e> Round<'e, '_> {
@@ -306,6 +335,7 @@ impl<'e> Round<'e, '_> {
 
         // 2. Phase A ‖ pre-sim.
         let a_start = Instant::now();
+        let waited_before = self.log.timing.waited;
         let jobs = self.jobs(&code, base)?;
         let pre_sim = env.mission.sims.as_ref().and_then(|s| s.pre.as_ref());
         let pre = std::thread::scope(|s| {
@@ -316,10 +346,12 @@ impl<'e> Round<'e, '_> {
                     .spawn_scoped(s, move || run.run(env.events))
                     .expect("spawning the pre-sim thread")
             });
-            self.run_pool(jobs);
+            self.run_phase(jobs);
             handle.map(|h| h.join().expect("the pre-sim thread panicked"))
         });
-        self.log.timing.phase_a = a_start.elapsed().as_millis() as u64;
+        // A limit's wait is its own figure, not Phase A's.
+        self.log.timing.phase_a = (a_start.elapsed().as_millis() as u64)
+            .saturating_sub(self.log.timing.waited - waited_before);
         self.log.timing.pre_sim = pre.as_ref().map_or(0, |p| p.elapsed_ms);
         self.log.sims.pre = pre;
         self.take_inboxes(&names(Phase::Code));
@@ -446,14 +478,19 @@ impl<'e> Round<'e, '_> {
             } else if self.budget_reached {
                 self.note("Phase B skipped: the budget is reached");
                 self.decide_skipped(&review, "skipped: the budget is reached");
+            } else if self.cli_stop.is_some() || self.limit_stop.is_some() {
+                self.note("Phase B skipped: the run is stopping (see stopReason)");
+                self.decide_skipped(&review, "skipped: the run is stopping");
             } else {
                 self.ensure_state_dir("Phase B started")?;
                 let b_base = self.env.git.base()?;
                 self.set_journal_base(&b_base);
                 let b_start = Instant::now();
+                let waited_before = self.log.timing.waited;
                 let jobs = self.jobs(&review, &b_base)?;
-                self.run_pool(jobs);
-                self.log.timing.phase_b = b_start.elapsed().as_millis() as u64;
+                self.run_phase(jobs);
+                self.log.timing.phase_b = (b_start.elapsed().as_millis() as u64)
+                    .saturating_sub(self.log.timing.waited - waited_before);
                 self.take_inboxes(&names(Phase::Review));
                 if process::interrupted() {
                     return self.interrupted();
@@ -796,6 +833,148 @@ impl<'e> Round<'e, '_> {
         }
     }
 
+    /// Runs a phase's jobs in the pool; then, while some of them hit a provider's limit, waits
+    /// until the first hold among theirs ends and runs them again (the others' holds may end
+    /// meanwhile; an agent whose provider is still held is handed back at once). A wait beyond
+    /// `limits.maxWaitS`, `--no-wait`, an interrupt, the budget or a permanent CLI error ends
+    /// the retries: the limited runs keep their last entry.
+    fn run_phase(&mut self, jobs: Vec<Job<'_>>) {
+        let env = self.env;
+        let mut jobs = jobs;
+        loop {
+            let mut by_name: BTreeMap<String, Job> = jobs
+                .iter()
+                .map(|j| (j.agent.name.clone(), j.clone()))
+                .collect();
+            self.again.clear();
+            self.run_pool(jobs);
+            let names = std::mem::take(&mut self.again);
+            let again: Vec<Job> = names.iter().filter_map(|n| by_name.remove(n)).collect();
+            if again.is_empty() {
+                return;
+            }
+            if process::interrupted()
+                || self.budget_reached
+                || self.cli_stop.is_some()
+                || self.limit_stop.is_some()
+            {
+                self.give_up(again);
+                return;
+            }
+            // The hold that ends first among the waiting agents' providers.
+            let mut holds: BTreeMap<String, (Hold, Vec<String>)> = BTreeMap::new();
+            for j in &again {
+                let p = agents::provider_of(j.agent);
+                if let Some(h) = env.limits.held(&p) {
+                    holds
+                        .entry(p)
+                        .or_insert_with(|| (h, Vec::new()))
+                        .1
+                        .push(j.agent.name.clone());
+                }
+            }
+            let Some((provider, (hold, waiting))) =
+                holds.into_iter().min_by_key(|(_, (h, _))| h.remaining())
+            else {
+                // Every hold has ended already: run them now.
+                jobs = again;
+                continue;
+            };
+            let wait = hold.remaining();
+            if env.limits.no_wait || wait > env.limits.max_wait() {
+                let why = if env.limits.no_wait {
+                    format!(
+                        "{provider} is limited ({}: {}) until {}, and --no-wait is set; the state is saved: run `orch run` again later",
+                        hold.cause.as_str(),
+                        hold.error,
+                        hold.until
+                    )
+                } else {
+                    format!(
+                        "{provider} is limited ({}: {}) until {}, {} away: longer than limits.maxWaitS ({}); the state is saved: run `orch run` again then",
+                        hold.cause.as_str(),
+                        hold.error,
+                        hold.until,
+                        units::duration_ms(wait.as_millis() as u64),
+                        units::duration_ms(env.limits.max_wait().as_millis() as u64)
+                    )
+                };
+                log::warn!("round {}: {why}", self.round);
+                self.log.stop_reason = Some(why.clone());
+                self.limit_stop = Some(why);
+                self.give_up(again);
+                return;
+            }
+            self.wait_out(&provider, &hold, &waiting, wait);
+            if process::interrupted() {
+                self.give_up(again);
+                return;
+            }
+            jobs = again;
+        }
+    }
+
+    /// Waits `wait` for `provider`'s hold to end, interruptibly, telling the sinks and the
+    /// journal (for `orch status`) while it does.
+    fn wait_out(&mut self, provider: &str, hold: &Hold, waiting: &[String], wait: Duration) {
+        let env = self.env;
+        env.events.emit(Event::LimitWait {
+            round: self.round,
+            provider: provider.to_string(),
+            agents: waiting.to_vec(),
+            cause: hold.cause,
+            error: hold.error.clone(),
+            until: hold.until.clone(),
+            wait_ms: wait.as_millis() as u64,
+        });
+        self.journal.limit_wait = Some(LimitWait {
+            provider: provider.to_string(),
+            agents: waiting.to_vec(),
+            cause: hold.cause.as_str().to_string(),
+            error: hold.error.clone(),
+            until: hold.until.clone(),
+            since: units::now_rfc3339(),
+        });
+        if let Err(e) = self.journal.save(env.layout) {
+            log::warn!("cannot update the journal: {e}");
+        }
+        let t = Instant::now();
+        limits::sleep_interruptibly(wait);
+        let waited = t.elapsed().as_millis() as u64;
+        self.log.timing.waited += waited;
+        self.journal.limit_wait = None;
+        if let Err(e) = self.journal.save(env.layout) {
+            log::warn!("cannot update the journal: {e}");
+        }
+        env.events.emit(Event::LimitResume {
+            round: self.round,
+            provider: provider.to_string(),
+            agents: waiting.to_vec(),
+            waited_ms: waited,
+        });
+    }
+
+    /// The jobs that will not run again this round: a limited one keeps its last run as its
+    /// entry; one that never started is `cancelled`.
+    fn give_up(&mut self, jobs: Vec<Job<'_>>) {
+        let env = self.env;
+        for job in jobs {
+            let name = job.agent.name.clone();
+            match self.limited.remove(&name) {
+                Some((mut runs, mut entry)) => {
+                    runs.pop();
+                    entry.limited_runs = runs;
+                    self.record(entry, false);
+                }
+                None => {
+                    let shared = Mutex::new(SharedTree::new(env.git, &job.base));
+                    let raw = not_started(env, self.round, job);
+                    self.settle(raw, None, &shared);
+                }
+            }
+        }
+    }
+
     /// Runs jobs in the pool and settles each result as it arrives.
     fn run_pool(&mut self, jobs: Vec<Job<'_>>) {
         let env = self.env;
@@ -812,7 +991,7 @@ impl<'e> Round<'e, '_> {
                     Done::Finished(raw) => raw,
                     Done::NotStarted(job) => not_started(env, round, job),
                 };
-                self.settle(raw, control, &shared);
+                self.settle(raw, Some(control), &shared);
             },
         );
     }
@@ -820,11 +999,16 @@ impl<'e> Round<'e, '_> {
     /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
     /// is counted against the budget, the pool may start the next job: the git work that follows
     /// (merging a worktree) does not hold a free slot idle.
-    fn settle(&mut self, raw: RawRun, control: &pool::Control, shared: &Mutex<SharedTree>) {
+    fn settle(&mut self, raw: RawRun, control: Option<&pool::Control>, shared: &Mutex<SharedTree>) {
         let env = self.env;
         let Some(agent) = env.mission.agent(&raw.agent) else {
             return;
         };
+        if raw.deferred {
+            // Its provider is held off: it did not start, and runs once the hold ends.
+            self.again.push(raw.agent.clone());
+            return;
+        }
         let st = self.state.agent_mut(&agent.name);
         // What the agent's state was before this run: should git's checks below turn the run
         // into a failure, it is tracked again from here with the status it ends with.
@@ -878,10 +1062,33 @@ impl<'e> Round<'e, '_> {
                 self.log.stop_reason = Some(why);
             }
         }
-        if self.budget_reached {
-            control.stop_starting();
-        } else {
-            control.start_next();
+        let permanent = settled
+            .failure
+            .as_ref()
+            .filter(|f| f.cause.is_permanent())
+            .cloned();
+        if let Some(f) = &permanent {
+            if self.cli_stop.is_none() {
+                let cli = agents::for_agent(agent);
+                let why = format!(
+                    "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
+                    agent.name,
+                    cli.kind().as_str(),
+                    f.cause.as_str(),
+                    f.error,
+                    cli.fix(f.cause)
+                );
+                log::error!("{why}");
+                self.log.stop_reason = Some(why.clone());
+                self.cli_stop = Some(why);
+            }
+        }
+        if let Some(c) = control {
+            if self.budget_reached || self.cli_stop.is_some() {
+                c.stop_starting();
+            } else {
+                c.start_next();
+            }
         }
         settled.entry.handoff = self.read_handoff(agent);
         if !agent.owns.is_empty() {
@@ -896,6 +1103,10 @@ impl<'e> Round<'e, '_> {
                 let kept = self.keep_worktree(wt, &raw.base, "unmerged", &agent.name);
                 settled.entry.error = Some(format!("merging its worktree failed: {e}{kept}"));
                 settled.entry.status = RunStatus::Failed;
+                settled
+                    .entry
+                    .cause
+                    .get_or_insert(crate::roundlog::Cause::Exit);
             }
         }
         if raw.worktree.is_none() {
@@ -909,9 +1120,25 @@ impl<'e> Round<'e, '_> {
             *st = st_before;
             st.handoff = handoff;
             let e = &settled.entry;
-            settled.model_change =
-                results::track(st, agent, e.status, e.elapsed_ms, e.cost_usd, self.round);
+            settled.model_change = results::track(
+                st,
+                agent,
+                e.status,
+                e.cause,
+                e.elapsed_ms,
+                e.cost_usd,
+                self.round,
+            );
             settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
+        }
+        let provider = agents::provider_of(agent);
+        let transient = settled
+            .failure
+            .as_ref()
+            .filter(|f| f.cause.is_transient())
+            .cloned();
+        if matches!(settled.entry.status, RunStatus::Ok | RunStatus::Empty) {
+            env.limits.clear(&provider);
         }
         let e = &settled.entry;
         env.events.emit(Event::AgentEnd {
@@ -939,13 +1166,55 @@ impl<'e> Round<'e, '_> {
                 reason: why.clone(),
             });
         }
-        if let Some(d) = self.log.decisions.iter_mut().find(|d| d.agent == e.name) {
-            d.model = Some(e.model.clone());
-            d.escalated = settled.model_change.is_some();
-            d.outcome = Some(e.status);
-            d.elapsed_ms = Some(e.elapsed_ms);
+        if let Some(f) = transient {
+            // Not the agent's failure: hold its provider off and run it again after the wait.
+            let hold = env.limits.hold(&provider, &f);
+            log::info!(
+                "agent {}: {} ({}); {provider} is held until {}",
+                agent.name,
+                f.cause.as_str(),
+                f.error,
+                hold.until
+            );
+            let e = settled.entry;
+            let slot = self
+                .limited
+                .entry(e.name.clone())
+                .or_insert_with(|| (Vec::new(), e.clone()));
+            slot.0.push(LimitedRun {
+                cause: f.cause,
+                error: f.error.clone(),
+                resets_at: e.resets_at.clone(),
+                start_ms: e.start_ms,
+                elapsed_ms: e.elapsed_ms,
+                cost_usd: e.cost_usd,
+            });
+            slot.1 = e;
+            self.again.push(agent.name.clone());
+            return;
         }
-        self.log.agents.push(settled.entry);
+        let escalated = settled.model_change.is_some();
+        let mut entry = settled.entry;
+        if let Some((runs, _)) = self.limited.remove(&entry.name) {
+            entry.limited_runs = runs;
+        }
+        self.record(entry, escalated);
+    }
+
+    /// An agent's final entry for the round: its decision's outcome, and the log.
+    fn record(&mut self, entry: AgentEntry, escalated: bool) {
+        if let Some(d) = self
+            .log
+            .decisions
+            .iter_mut()
+            .find(|d| d.agent == entry.name)
+        {
+            d.model = Some(entry.model.clone());
+            d.escalated = escalated;
+            d.outcome = Some(entry.status);
+            d.elapsed_ms = Some(entry.elapsed_ms);
+        }
+        self.log.agents.push(entry);
     }
 
     /// What the agent reported in its handoff file, kept in the state for `dependsOn`.
@@ -1119,7 +1388,15 @@ impl<'e> Round<'e, '_> {
                         }
                     },
                     other => {
-                        let r = keep(other.as_str());
+                        // A limited run is run again: each of its partial trees gets a ref.
+                        let r = match entry.cause.filter(|c| c.is_transient()) {
+                            Some(_) => format!(
+                                "{}-{}",
+                                keep("limited"),
+                                self.limited.get(&entry.name).map_or(0, |l| l.0.len()) + 1
+                            ),
+                            None => keep(other.as_str()),
+                        };
                         self.env.git.set_ref(&r, &commit)?;
                         let note = format!("its partial work is kept in {r}");
                         entry.error = Some(match entry.error.take() {
@@ -1271,11 +1548,22 @@ impl<'e> Round<'e, '_> {
                     e.status,
                     e.error.clone(),
                     rejected.contains(&e.name),
+                    e.cause
+                        .is_some_and(|c| c.is_transient() || c.is_permanent()),
                 ))
             })
             .collect();
-        for (id, status, error, reverted) in runs {
+        for (id, status, error, reverted, not_its_fault) in runs {
             let id = id.as_str();
+            if not_its_fault && status != RunStatus::Ok {
+                // A limit or a bad key: the task did not get its try. It stays pending, its
+                // attempts as they were (no split, no failure counted).
+                self.queue.requeue(id, None, None);
+                if let Some(t) = self.queue.get_mut(id) {
+                    t.attempts = t.attempts.saturating_sub(1);
+                }
+                continue;
+            }
             match (status, reverted) {
                 (RunStatus::Ok, false) => {
                     let _ = self.queue.set_status(id, TaskStatus::Done);
@@ -1651,12 +1939,19 @@ impl<'e> Round<'e, '_> {
                 }
             }
         }
-        // The stall guard counts rounds that committed nothing, skipped ones included.
+        // The stall guard counts rounds that committed nothing, skipped ones included, but not
+        // a round that a provider's limit kept from working.
+        let limited = self
+            .log
+            .agents
+            .iter()
+            .any(|e| e.cause.is_some_and(|c| c.is_transient()));
         if self.committed {
             self.state.empty_rounds_in_a_row = 0;
-        } else {
+        } else if !limited {
             self.state.empty_rounds_in_a_row += 1;
         }
+        self.state.limits = env.limits.snapshot();
         // An interrupted round did not finish: `orch run` resumes by running it again.
         if self.log.status != RoundStatus::Interrupted {
             self.state.last_round = self.state.last_round.max(self.round);
@@ -1680,6 +1975,8 @@ impl<'e> Round<'e, '_> {
             committed: self.committed,
             converged: self.converged,
             breaker: self.breaker,
+            cli_stop: self.cli_stop.clone(),
+            limit_stop: self.limit_stop.clone(),
         })
     }
 }
