@@ -109,6 +109,8 @@ pub fn cause(words: &str, status: Option<u16>) -> Option<Cause> {
     }
     if has(&[
         "overloaded",
+        "high demand",
+        "temporarily unavailable",
         "service unavailable",
         "internal server error",
         "internalservererror",

@@ -32,6 +32,9 @@ pub mod plain;
 pub mod resets;
 pub mod scan;
 
+#[cfg(test)]
+mod recorded;
+
 use cost::CostSource;
 
 /// The agent CLIs orch has an adapter for (the mission's `agents[].cli`).

@@ -24,10 +24,6 @@ pub(super) fn run_agent(
         raw.deferred = true;
         return raw;
     }
-    let spacing = env.limits.reserve_start(&provider);
-    if !spacing.is_zero() && !crate::engine::limits::sleep_interruptibly(spacing) {
-        return not_started(env, round, job);
-    }
     // Worktree isolation: the agent's own checkout of the base, made here on the worker so that
     // preparing several worktrees overlaps.
     let isolated = match &job.worktree {
@@ -126,6 +122,12 @@ pub(super) fn run_agent(
                 return raw;
             }
         }
+    }
+    // Start spacing: taken last, right before the start, so that preparing a worktree does not
+    // eat into it.
+    let spacing = env.limits.reserve_start(&provider);
+    if !spacing.is_zero() && !crate::engine::limits::sleep_interruptibly(spacing) {
+        return not_started(env, round, job);
     }
     env.events.emit(Event::AgentStart {
         round,

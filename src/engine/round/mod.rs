@@ -1952,6 +1952,12 @@ impl<'e> Round<'e, '_> {
             self.state.empty_rounds_in_a_row += 1;
         }
         self.state.limits = env.limits.snapshot();
+        // A run that stops for a provider's limit or a bad key leaves the round unfinished
+        // (its limited agents did not get their run, Phase B was skipped): the next `orch run`
+        // runs it again, from what this one committed.
+        if self.limit_stop.is_some() || self.cli_stop.is_some() {
+            self.log.status = RoundStatus::Interrupted;
+        }
         // An interrupted round did not finish: `orch run` resumes by running it again.
         if self.log.status != RoundStatus::Interrupted {
             self.state.last_round = self.state.last_round.max(self.round);
@@ -1971,7 +1977,9 @@ impl<'e> Round<'e, '_> {
         Ok(Outcome {
             log: self.log.clone(),
             budget_reached: self.budget_reached,
-            interrupted: self.log.status == RoundStatus::Interrupted,
+            interrupted: self.log.status == RoundStatus::Interrupted
+                && self.limit_stop.is_none()
+                && self.cli_stop.is_none(),
             committed: self.committed,
             converged: self.converged,
             breaker: self.breaker,

@@ -1,0 +1,177 @@
+//! Every recording of the real CLIs in `fixtures/cli-output/real/` (Claude Code 2.1.332, Codex
+//! 0.171.0, Gemini CLI 0.61.0 against the mock model API, recorded by
+//! `scripts/record-cli-output`: stdout, stderr and exit status exactly as the CLI printed them),
+//! read by its adapter: the cause each failure gets, and that a run that went well has none.
+
+use super::*;
+use crate::roundlog::Cause;
+
+enum Expect {
+    /// No failure.
+    Ok,
+    /// No failure, and the CLI listed denied tools.
+    Denied,
+    Cause(Cause),
+}
+
+struct Case {
+    kind: CliKind,
+    name: &'static str,
+    stdout: &'static [u8],
+    stderr: &'static [u8],
+    exit: &'static str,
+    expect: Expect,
+}
+
+macro_rules! case {
+    ($kind:ident, $name:literal, $expect:expr) => {
+        Case {
+            kind: CliKind::$kind,
+            name: $name,
+            stdout: include_bytes!(concat!("../../fixtures/cli-output/real/", $name, ".stdout")),
+            stderr: include_bytes!(concat!("../../fixtures/cli-output/real/", $name, ".stderr")),
+            exit: include_str!(concat!("../../fixtures/cli-output/real/", $name, ".exit")),
+            expect: $expect,
+        }
+    };
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case!(Claude, "claude-ok", Expect::Ok),
+        case!(Claude, "claude-denied", Expect::Denied),
+        case!(Claude, "claude-allowed", Expect::Ok),
+        case!(Claude, "claude-429", Expect::Cause(Cause::RateLimited)),
+        case!(
+            Claude,
+            "claude-429-retry-after",
+            Expect::Cause(Cause::RateLimited)
+        ),
+        case!(Claude, "claude-429-recovered", Expect::Ok),
+        case!(Claude, "claude-529", Expect::Cause(Cause::Overloaded)),
+        case!(Claude, "claude-500", Expect::Cause(Cause::Overloaded)),
+        case!(Claude, "claude-401", Expect::Cause(Cause::Auth)),
+        case!(Claude, "claude-400", Expect::Cause(Cause::BadRequest)),
+        case!(Claude, "claude-stream-ok", Expect::Ok),
+        case!(Claude, "claude-stream-denied", Expect::Denied),
+        case!(
+            Claude,
+            "claude-stream-429",
+            Expect::Cause(Cause::RateLimited)
+        ),
+        case!(Claude, "claude-stream-401", Expect::Cause(Cause::Auth)),
+        case!(Codex, "codex-ok", Expect::Ok),
+        case!(Codex, "codex-denied", Expect::Ok),
+        case!(Codex, "codex-denied-escalation", Expect::Ok),
+        case!(Codex, "codex-429", Expect::Cause(Cause::RateLimited)),
+        case!(
+            Codex,
+            "codex-429-retry-after",
+            Expect::Cause(Cause::RateLimited)
+        ),
+        case!(Codex, "codex-429-once", Expect::Cause(Cause::RateLimited)),
+        case!(Codex, "codex-529", Expect::Cause(Cause::Overloaded)),
+        case!(Codex, "codex-500", Expect::Cause(Cause::Overloaded)),
+        case!(Codex, "codex-401", Expect::Cause(Cause::Auth)),
+        case!(Codex, "codex-400", Expect::Cause(Cause::BadRequest)),
+        case!(Gemini, "gemini-ok", Expect::Ok),
+        case!(Gemini, "gemini-denied", Expect::Ok),
+        case!(Gemini, "gemini-auto-edit-denied", Expect::Ok),
+        case!(Gemini, "gemini-429", Expect::Cause(Cause::RateLimited)),
+        case!(
+            Gemini,
+            "gemini-429-retry-after",
+            Expect::Cause(Cause::RateLimited)
+        ),
+        case!(Gemini, "gemini-429-recovered", Expect::Ok),
+        case!(Gemini, "gemini-503", Expect::Cause(Cause::Overloaded)),
+        case!(Gemini, "gemini-500", Expect::Cause(Cause::Overloaded)),
+        case!(Gemini, "gemini-401", Expect::Cause(Cause::Auth)),
+        case!(Gemini, "gemini-400", Expect::Cause(Cause::BadRequest)),
+        case!(Gemini, "gemini-bad-key", Expect::Cause(Cause::Auth)),
+        case!(Gemini, "gemini-no-auth", Expect::Cause(Cause::Auth)),
+        case!(Gemini, "gemini-untrusted", Expect::Cause(Cause::Exit)),
+    ]
+}
+
+#[test]
+fn every_recorded_run_gets_its_cause() {
+    let mut wrong = Vec::new();
+    for c in cases() {
+        let exit: i32 = c.exit.trim().parse().unwrap();
+        let out = Output {
+            stdout: c.stdout,
+            stderr: c.stderr,
+            exit_code: Some(exit),
+        };
+        let got = c.kind.adapter().read(&out);
+        // The plain adapter reads them the same way (a wrapper script around the CLI).
+        let plain = CliKind::Plain.adapter().read(&out);
+        let failure = got.as_ref().and_then(|r| r.failure.clone());
+        let ok = match &c.expect {
+            Expect::Ok => failure.is_none(),
+            Expect::Denied => {
+                failure.is_none()
+                    && got
+                        .as_ref()
+                        .is_some_and(|r| !r.permission_denials.is_empty())
+            }
+            Expect::Cause(want) => failure.as_ref().is_some_and(|f| {
+                f.cause == *want && !f.error.is_empty() && f.error.chars().count() <= 300
+            }),
+        };
+        let same = plain
+            .as_ref()
+            .and_then(|r| r.failure.as_ref().map(|f| f.cause))
+            == failure.as_ref().map(|f| f.cause);
+        if !ok || !same {
+            wrong.push(format!(
+                "{}: exit {exit}: got {:?} (plain: {:?})",
+                c.name,
+                failure.map(|f| (f.cause, f.error)),
+                plain.and_then(|r| r.failure).map(|f| f.cause)
+            ));
+        }
+        // A failure of exit 0 would be a run orch calls failed although the CLI succeeded.
+        if exit == 0 {
+            assert!(
+                matches!(c.expect, Expect::Ok | Expect::Denied),
+                "{}: exit 0 expected to fail",
+                c.name
+            );
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn recorded_successes_say_what_they_cost() {
+    for c in cases()
+        .into_iter()
+        .filter(|c| matches!(c.expect, Expect::Ok))
+    {
+        let exit: i32 = c.exit.trim().parse().unwrap();
+        let r = c
+            .kind
+            .adapter()
+            .read(&Output {
+                stdout: c.stdout,
+                stderr: c.stderr,
+                exit_code: Some(exit),
+            })
+            .unwrap_or_else(|| panic!("{}: nothing read", c.name));
+        match c.kind {
+            // Claude prints its cost; the mock's usage is 1200 in, 80 out per request.
+            CliKind::Claude => assert!(r.cost_usd.is_some(), "{}", c.name),
+            _ => assert!(
+                r.tokens
+                    .as_ref()
+                    .is_some_and(|t| t.input > 0 && t.output > 0),
+                "{}: {:?}",
+                c.name,
+                r.tokens
+            ),
+        }
+        assert!(r.session_id.is_some(), "{}: no session id", c.name);
+    }
+}
