@@ -313,6 +313,8 @@ mod tests {
             cost_known: false,
             changed_files: 0,
             error: None,
+            cause: None,
+            resets_at: None,
         };
         for s in ["failed", "timeout", "conflict"] {
             assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s}");
