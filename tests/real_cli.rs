@@ -356,7 +356,6 @@ fn codex_edit_is_committed_with_its_tokens_priced() {
 }
 
 #[test]
-#[ignore = "needs `orch init --agent gemini` and the Gemini adapter (issue 17, i17's part)"]
 fn gemini_edit_is_committed_with_its_tokens_priced() {
     if !available("gemini") {
         return;
@@ -444,19 +443,16 @@ fn rate_limit_is_waited_out(cli: &str) {
 }
 
 #[test]
-#[ignore = "needs issue 17's limit-wait engine (i17's part: limits.backoffS, timing.waited, limitWait)"]
 fn claude_rate_limit_is_waited_out() {
     rate_limit_is_waited_out("claude");
 }
 
 #[test]
-#[ignore = "needs issue 17's limit-wait engine (i17's part: limits.backoffS, timing.waited, limitWait)"]
 fn codex_rate_limit_is_waited_out() {
     rate_limit_is_waited_out("codex");
 }
 
 #[test]
-#[ignore = "needs issue 17's limit-wait engine and the Gemini adapter (i17's part)"]
 fn gemini_rate_limit_is_waited_out() {
     rate_limit_is_waited_out("gemini");
 }
@@ -507,20 +503,17 @@ fn invalid_key_stops_the_run_with(cli: &str, scenario: &str, words: &str) {
 }
 
 #[test]
-#[ignore = "needs issue 17's causes and exit 6 (i17's part)"]
 fn claude_invalid_key_stops_the_run() {
     invalid_key_stops_the_run("claude", "Invalid API key");
 }
 
 #[test]
-#[ignore = "needs issue 17's causes and exit 6 (i17's part)"]
 fn codex_invalid_key_stops_the_run() {
     invalid_key_stops_the_run("codex", "401 Unauthorized");
 }
 
 /// Google answers a wrong key with 400 INVALID_ARGUMENT / API_KEY_INVALID, not 401.
 #[test]
-#[ignore = "needs issue 17's causes, exit 6 and the Gemini adapter (i17's part)"]
 fn gemini_invalid_key_stops_the_run() {
     invalid_key_stops_the_run_with("gemini", "badkey", "API key not valid");
 }
@@ -528,7 +521,6 @@ fn gemini_invalid_key_stops_the_run() {
 // --------------------------------------------------- (d) a denied Bash command is recorded
 
 #[test]
-#[ignore = "needs issue 17's permissionDenials (i17's part)"]
 fn claude_denied_bash_command_is_in_the_round_log() {
     if !available("claude") {
         return;
