@@ -33,6 +33,10 @@ pub struct Hold {
     /// Limited runs of this provider in a row: the backoff's exponent.
     #[serde(default)]
     pub attempts: u32,
+    /// When this run set the hold (not kept in the state): only a run that started after it
+    /// shows the limit has lifted.
+    #[serde(skip)]
+    pub set_at: Option<Instant>,
 }
 
 impl Hold {
@@ -129,14 +133,25 @@ impl Limits {
             cause: failure.cause,
             error: failure.error.clone(),
             attempts,
+            set_at: Some(Instant::now()),
         };
         inner.holds.insert(provider.to_string(), hold.clone());
         hold
     }
 
-    /// A run of `provider` got through: its backoff starts over.
-    pub fn clear(&self, provider: &str) {
-        self.lock().holds.remove(provider);
+    /// A run of `provider` that started at `started` got through: if it started after the
+    /// hold was set, the limit has lifted and the backoff starts over. A run that was already
+    /// going when another hit the limit proves nothing (it got in before), so it leaves the
+    /// hold alone: clearing it then let the provider's queued agents start into the limit.
+    pub fn clear(&self, provider: &str, started: Instant) {
+        let mut inner = self.lock();
+        let lifted = inner
+            .holds
+            .get(provider)
+            .is_some_and(|h| h.set_at.is_none_or(|at| started >= at));
+        if lifted {
+            inner.holds.remove(provider);
+        }
     }
 
     /// The holds to keep in the state: those still in force.
@@ -273,7 +288,12 @@ mod tests {
         assert_eq!(h2.attempts, 2);
         assert!(h2.remaining().as_secs() >= 4990);
 
-        l.clear("anthropic");
+        // A run that was already going when the limit was hit got in before it: it proves
+        // nothing and leaves the hold; one started after the hold was set lifts it.
+        let before = Instant::now() - Duration::from_secs(60);
+        l.clear("anthropic", before);
+        assert!(l.held("anthropic").is_some());
+        l.clear("anthropic", Instant::now());
         assert!(l.held("anthropic").is_none());
         assert_eq!(
             l.snapshot().keys().cloned().collect::<Vec<_>>(),
@@ -292,6 +312,7 @@ mod tests {
                 cause: Cause::UsageLimit,
                 error: "x".into(),
                 attempts: 1,
+                set_at: None,
             },
         );
         saved.insert(
@@ -301,6 +322,7 @@ mod tests {
                 cause: Cause::RateLimited,
                 error: "x".into(),
                 attempts: 3,
+                set_at: None,
             },
         );
         let l = Limits::new(&cfg(1.0, 0), true, &saved);

@@ -1138,7 +1138,8 @@ impl<'e> Round<'e, '_> {
             .filter(|f| f.cause.is_transient())
             .cloned();
         if matches!(settled.entry.status, RunStatus::Ok | RunStatus::Empty) {
-            env.limits.clear(&provider);
+            let started = self.t0 + Duration::from_millis(settled.entry.start_ms);
+            env.limits.clear(&provider, started);
         }
         let e = &settled.entry;
         env.events.emit(Event::AgentEnd {
