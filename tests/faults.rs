@@ -11,82 +11,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, gone, processes_with, tests_cmd, Repo};
+use common::{agent_cmd, gone, processes_with, tests_cmd, Orch, Repo};
 use serde_json::json;
 
 /// A marker unique to one test, put on every agent's command line (`--tag`).
 fn marker(test: &str) -> String {
     format!("orch-fault-{test}-{}", std::process::id())
-}
-
-/// `orch ARGS` started in the background (stdout and stderr to files in `out`).
-struct Orch {
-    child: Child,
-    out: tempfile::TempDir,
-}
-
-impl Orch {
-    fn start(repo: &Repo, args: &[&str]) -> Orch {
-        let out = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_orch"))
-            .args(args)
-            .current_dir(repo.path())
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(out.path().join("stdout")).unwrap())
-            .stderr(std::fs::File::create(out.path().join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        Orch { child, out }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// Waits up to `limit` for the exit status; kills orch and fails the test past it.
-    fn wait(&mut self, limit: Duration) -> i32 {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                use std::os::unix::process::ExitStatusExt;
-                return s.code().unwrap_or(128 + s.signal().unwrap_or(0));
-            }
-            if t0.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!(
-                    "orch did not exit within {limit:?}\n--- stderr\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
-    }
-}
-
-impl Drop for Orch {
-    fn drop(&mut self) {
-        // A failed assertion must not leave orch running behind the test.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Polls until `path` exists (an agent wrote it); fails the test after `limit`.

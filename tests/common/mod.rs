@@ -255,3 +255,76 @@ impl Repo {
         Run(child.wait_with_output().unwrap())
     }
 }
+
+/// `orch ARGS` started in the background (stdout and stderr to files in `out`), for the tests
+/// that signal or kill it mid-round.
+pub struct Orch {
+    pub child: std::process::Child,
+    pub out: tempfile::TempDir,
+}
+
+impl Drop for Orch {
+    fn drop(&mut self) {
+        // A failed assertion must not leave orch running behind the test.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Orch {
+    pub fn start(repo: &Repo, args: &[&str]) -> Orch {
+        Orch::start_in(repo.path(), args)
+    }
+
+    /// `orch ARGS` started in the background in `dir`.
+    pub fn start_in(dir: &Path, args: &[&str]) -> Orch {
+        let out = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(out.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(out.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Orch { child, out }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits up to `limit` for the exit status; kills orch and fails the test past it.
+    pub fn wait(&mut self, limit: std::time::Duration) -> i32 {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                return s.code().unwrap_or(128 + s.signal().unwrap_or(0));
+            }
+            if t0.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "orch did not exit within {limit:?}\n--- stderr\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
+    }
+}
