@@ -176,6 +176,16 @@ pub struct Agent {
     /// by default the one its command's program names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<crate::agents::CliKind>,
+    /// What this agent may spend over the whole state's life (`state.json` keeps its spend):
+    /// once spent it is not started again (decision `over budget`), and a CLI that can cap one
+    /// run (Claude Code) is given the rest. The original orchestrator's `maxBudgetUsd` is read
+    /// as this.
+    #[serde(
+        default,
+        alias = "maxBudgetUsd",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub budget_usd: Option<f64>,
 }
 
 /// `inheritEnv`: `"all"`, or the names (and `*`/`?` globs) of the variables passed through.
@@ -666,6 +676,17 @@ impl Mission {
                 return err(at("deescalateAfter"), "must be at least 1".into());
             }
             check_seconds(file, &at("timeoutS"), a.timeout_s)?;
+            if let Some(b) = a.budget_usd {
+                if !(b.is_finite() && b > 0.0 && b <= 1e9) {
+                    return err(
+                        at("budgetUsd"),
+                        format!(
+                            "agent {}: must be a number of dollars above 0 and at most 1e9, not {b}",
+                            a.name
+                        ),
+                    );
+                }
+            }
             if let Some(t) = &a.adaptive_timeout {
                 if !(t.factor.is_finite() && t.factor > 0.0) {
                     return err(at("adaptiveTimeout.factor"), "must be positive".into());

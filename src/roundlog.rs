@@ -87,6 +87,10 @@ pub enum Cause {
     PermissionDenied,
     /// orch killed the run at its timeout.
     Timeout,
+    /// The CLI stopped the run at the spending cap orch passed it (the rest of the agent's
+    /// `budgetUsd`; Claude Code's `--max-budget-usd`): not the agent's fault, and it is not
+    /// started again until its budget is raised.
+    OverBudget,
     /// Anything else: a non-zero exit, a signal, a spawn failure, an error result.
     Exit,
 }
@@ -101,6 +105,7 @@ impl Cause {
             Cause::BadRequest => "badRequest",
             Cause::PermissionDenied => "permissionDenied",
             Cause::Timeout => "timeout",
+            Cause::OverBudget => "overBudget",
             Cause::Exit => "exit",
         }
     }
@@ -444,7 +449,7 @@ pub struct RoundLog {
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub agent: String,
-    /// `included`, `skipped` or `blocked`.
+    /// `included`, `skipped`, `blocked` or `over budget` (its `budgetUsd` is spent).
     pub decision: String,
     pub reason: String,
     /// For included agents: the model, whether it changed after the run, how the run ended
@@ -457,6 +462,20 @@ pub struct Decision {
     pub outcome: Option<RunStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// The agent's `budgetUsd`, when it has one, and what it had spent before the round (every
+    /// round since the state began, from `state.json`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::units::ser_opt_usd"
+    )]
+    pub budget_usd: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::units::ser_opt_usd"
+    )]
+    pub spent_usd: Option<f64>,
 }
 
 /// How a regression was undone.

@@ -59,8 +59,8 @@ impl AgentCli for Claude {
     }
 
     fn budget_args(&self, usd: f64) -> Option<Vec<String>> {
-        // Room for issue 20's per-run caps; not used by the engine yet.
-        Some(vec!["--max-budget-usd".into(), format!("{usd}")])
+        // `--max-budget-usd <amount>` (`claude --help`, 2.1.332: "only works with --print").
+        Some(vec!["--max-budget-usd".into(), super::cap_amount(usd)])
     }
 }
 
@@ -127,11 +127,26 @@ fn reading(event: &Map<String, Value>) -> Reading {
         None if is_error => subtype.and_then(non_empty),
         None => None,
     };
+    // `--max-budget-usd` spent (recorded from 2.1.332: exit 1, `subtype:
+    // "error_max_budget_usd"`, `terminal_reason: "budget_exhausted"`, the words in `errors`,
+    // the cost so far in `total_cost_usd`): the cap orch passed, not a failure of the agent.
+    let over_budget = subtype == Some("error_max_budget_usd")
+        || str_of(event, "terminal_reason") == Some("budget_exhausted");
+    let errors = event.get("errors").and_then(Value::as_array).map(|list| {
+        list.iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
     let failure = is_error.then(|| {
         let words = result_text
             .clone()
+            .or_else(|| errors.as_deref().and_then(non_empty))
             .or_else(|| subtype.map(str::to_string))
             .unwrap_or_else(|| "the result says is_error".into());
+        if over_budget {
+            return Failure::from_words(Cause::OverBudget, &words);
+        }
         let status = event
             .get("api_error_status")
             .and_then(Value::as_u64)
@@ -340,6 +355,41 @@ mod tests {
                 tool: "Bash".into(),
                 command: Some("cargo test --quiet".into())
             }]
+        );
+    }
+
+    /// Recorded from Claude Code 2.1.332 with `--max-budget-usd 0.001` against the mock API,
+    /// whose one turn costs $0.0032: exit 1, `error_max_budget_usd`, the cost it did spend.
+    #[test]
+    fn max_budget_reached_is_over_budget_with_its_cost() {
+        for (name, stdout, source) in [
+            (
+                "json",
+                &include_bytes!("../../fixtures/cli-output/real/claude-max-budget.stdout")[..],
+                CostSource::ClaudeJson,
+            ),
+            (
+                "stream",
+                &include_bytes!("../../fixtures/cli-output/real/claude-stream-max-budget.stdout")[..],
+                CostSource::ClaudeStream,
+            ),
+        ] {
+            let run = Claude
+                .read(&Output {
+                    stdout,
+                    stderr: b"",
+                    exit_code: Some(1),
+                })
+                .unwrap();
+            assert_eq!(run.source, source, "{name}");
+            assert!(close(run.cost_usd, 0.0032), "{name}: {:?}", run.cost_usd);
+            let f = run.failure.unwrap();
+            assert_eq!(f.cause, Cause::OverBudget, "{name}");
+            assert_eq!(f.error, "Reached maximum budget ($0.001)", "{name}");
+        }
+        assert_eq!(
+            Claude.budget_args(0.25),
+            Some(vec!["--max-budget-usd".to_string(), "0.25".to_string()])
         );
     }
 

@@ -192,11 +192,45 @@ pub trait AgentCli: Sync {
         None
     }
 
-    /// The arguments that cap one run's spend (Claude's `--max-budget-usd`). Issue 20 builds
-    /// per-agent budgets on it; not used yet.
+    /// The arguments that cap one run's spend at `usd` (Claude's `--max-budget-usd`): what is
+    /// left of the agent's `budgetUsd`. `None`: the CLI has no such cap, and the budget is only
+    /// checked between runs.
     fn budget_args(&self, _usd: f64) -> Option<Vec<String>> {
         None
     }
+}
+
+/// The arguments that cap `agent`'s next run at `usd`, appended to its command; `None` when its
+/// CLI has no cap or its command cannot take more arguments: a shell script (`sh -c "..."`, a
+/// command string) or a program that is not the CLI itself (a wrapper named by `cli`), which
+/// would get arguments it may not pass on.
+pub fn cap_args(agent: &Agent, usd: f64) -> Option<Vec<String>> {
+    let argv = agent.command.argv();
+    if matches!(agent.command, crate::mission::Command::Shell(_)) || through_shell(&argv) {
+        return None;
+    }
+    let kind = detect(&argv);
+    if kind != kind_of(agent) {
+        return None;
+    }
+    kind.adapter().budget_args(usd)
+}
+
+/// Whether `detect` reads `argv`'s CLI out of a `sh -c` script.
+fn through_shell(argv: &[String]) -> bool {
+    argv.iter().any(|w| {
+        let name = w.rsplit('/').next().unwrap_or(w);
+        matches!(name, "sh" | "bash" | "zsh" | "dash")
+    }) && argv.iter().any(|w| w == "-c" || w == "-lc")
+}
+
+/// A dollar amount for a CLI flag: rounded down to a hundredth of a cent (a cap never above what
+/// is left), at least that, without trailing zeros (`0.3`, `2`, `0.0001`).
+pub fn cap_amount(usd: f64) -> String {
+    // The epsilon keeps a float difference such as 0.25 - 0.2 (0.04999999999999999) at 0.05.
+    let tenths_of_mils = (usd * 10_000.0 + 1e-6).floor().max(1.0);
+    let s = format!("{:.4}", tenths_of_mils / 10_000.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The adapter that reads `agent`'s runs.
@@ -330,6 +364,37 @@ mod tests {
             CliKind::Claude
         );
         assert_eq!(detect(&argv(&["sh", "-c"])), CliKind::Plain);
+    }
+
+    #[test]
+    fn cap_amounts_round_down() {
+        assert_eq!(cap_amount(0.3), "0.3");
+        assert_eq!(cap_amount(2.0), "2");
+        assert_eq!(cap_amount(0.1 + 0.2), "0.3");
+        assert_eq!(cap_amount(0.25 - (0.1 + 0.1)), "0.05");
+        assert_eq!(cap_amount(1.23456), "1.2345");
+        assert_eq!(cap_amount(0.000_01), "0.0001");
+    }
+
+    #[test]
+    fn caps_only_a_command_that_runs_the_cli_itself() {
+        let agent = |command: &str, cli: Option<&str>| -> Agent {
+            let cli = cli
+                .map(|c| format!(r#", "cli": "{c}""#))
+                .unwrap_or_default();
+            serde_json::from_str(&format!(
+                r#"{{"name": "a", "phase": "code", "command": {command}{cli}}}"#
+            ))
+            .unwrap()
+        };
+        let cap = |a: &Agent| cap_args(a, 1.5);
+        let want = Some(vec!["--max-budget-usd".to_string(), "1.5".to_string()]);
+        assert_eq!(cap(&agent(r#"["claude", "-p"]"#, None)), want);
+        assert_eq!(cap(&agent(r#"["env", "A=1", "claude", "-p"]"#, None)), want);
+        assert_eq!(cap(&agent(r#"["codex", "exec"]"#, None)), None);
+        assert_eq!(cap(&agent(r#""claude -p""#, None)), None);
+        assert_eq!(cap(&agent(r#"["sh", "-c", "claude -p"]"#, None)), None);
+        assert_eq!(cap(&agent(r#"["./my-claude.sh"]"#, Some("claude"))), None);
     }
 
     #[test]

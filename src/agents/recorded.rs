@@ -52,6 +52,16 @@ fn cases() -> Vec<Case> {
         case!(Claude, "claude-500", Expect::Cause(Cause::Overloaded)),
         case!(Claude, "claude-401", Expect::Cause(Cause::Auth)),
         case!(Claude, "claude-400", Expect::Cause(Cause::BadRequest)),
+        case!(
+            Claude,
+            "claude-max-budget",
+            Expect::Cause(Cause::OverBudget)
+        ),
+        case!(
+            Claude,
+            "claude-stream-max-budget",
+            Expect::Cause(Cause::OverBudget)
+        ),
         case!(Claude, "claude-stream-ok", Expect::Ok),
         case!(Claude, "claude-stream-denied", Expect::Denied),
         case!(

@@ -60,6 +60,14 @@ pub struct AgentPlan {
     pub prompt_error: Option<String>,
     /// Prompt sections that were cut to fit, as `name (-N bytes)`.
     pub trimmed: Vec<String>,
+    /// Its `budgetUsd`, what it has spent (`state.json`) and the arguments that cap its run
+    /// at the rest (empty when its CLI cannot be capped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_args: Vec<String>,
 }
 
 /// Works out the plan of the round `opts` would run next.
@@ -122,12 +130,18 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
         replay: None,
         limits: &limits,
     };
+    if let Some(why) = crate::engine::runner::stop_before(&env, &state) {
+        notes.push(format!(
+            "a real run would stop before this round (exit 3): {why}"
+        ));
+    }
     let mut agents = Vec::new();
     let mut order: Vec<(round::QueueKey, Phase, String)> = Vec::new();
     for (index, agent) in mission.agents.iter().enumerate() {
         let (active, reason) = match round::gate(agent, round, &queue, &opts.agents, &state) {
             Gate::Decided(a, why) => (Some(a), why),
             Gate::Blocked(why) => (Some(false), format!("blocked: {why}")),
+            Gate::OverBudget(why) => (Some(false), format!("over budget: {why}")),
             Gate::Command(argv) => (
                 None,
                 format!(
@@ -187,6 +201,12 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             prompt_bytes,
             prompt_error,
             trimmed,
+            budget_usd: agent.budget_usd,
+            spent_usd: agent.budget_usd.map(|_| state.agent(&agent.name).cost_usd),
+            cap_args: round::budget_left(agent, &state)
+                .filter(|left| *left > 0.0)
+                .and_then(|left| crate::agents::cap_args(agent, left))
+                .unwrap_or_default(),
         });
     }
     order.sort_by_key(|o| o.0);
@@ -292,6 +312,19 @@ pub fn text(p: &Plan) -> String {
         }
         if !a.trimmed.is_empty() {
             why.push_str(&format!("; trimmed: {}", a.trimmed.join(", ")));
+        }
+        let said = a.reason.starts_with("over budget");
+        if let (Some(b), Some(spent), false) = (a.budget_usd, a.spent_usd, said) {
+            why.push_str(&format!(
+                "; budget {} of {} spent{}",
+                units::usd(spent),
+                units::usd(b),
+                if a.cap_args.is_empty() {
+                    String::new()
+                } else {
+                    format!(", run capped with {}", a.cap_args.join(" "))
+                }
+            ));
         }
         out.push_str(&format!(
             "  {:<w$}  {:<6}  {:<4}  {:<10}  {:<16}  {:>4}  {:>8}  {why}\n",

@@ -347,7 +347,20 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
     if !log.decisions.is_empty() {
         let _ = writeln!(s, "\ndecisions");
         for d in &log.decisions {
-            let _ = writeln!(s, "  {:<16} {:<9} {}", d.agent, d.decision, d.reason);
+            let budget = match (d.budget_usd, d.spent_usd) {
+                // An `over budget` reason says it already.
+                (Some(b), Some(spent)) if d.decision != "over budget" => format!(
+                    " (budget: {} of {} spent before the round)",
+                    units::usd(spent),
+                    units::usd(b)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<11} {}{budget}",
+                d.agent, d.decision, d.reason
+            );
         }
     }
 

@@ -52,6 +52,13 @@ pub struct AgentStatus {
     pub consecutive_empty_rounds: u32,
     pub mean_ms: Option<u64>,
     pub cost_usd: f64,
+    /// Its `budgetUsd`, what is left of it, and whether it is spent (the agent is not started
+    /// again). `null`/false without a budget.
+    pub budget_usd: Option<f64>,
+    pub budget_left_usd: Option<f64>,
+    pub over_budget: bool,
+    /// Runs whose cost its CLI did not tell: counted as $0, so the budget cannot hold them back.
+    pub unknown_cost_runs: u32,
     pub pending_tasks: usize,
 }
 
@@ -80,6 +87,10 @@ pub fn collect(ws: &Workspace) -> Result<Status> {
                 consecutive_empty_rounds: st.consecutive_empty_rounds,
                 mean_ms: st.mean_run_ms(),
                 cost_usd: st.cost_usd,
+                budget_usd: a.budget_usd,
+                budget_left_usd: crate::engine::round::budget_left(a, &state),
+                over_budget: crate::engine::round::over_budget(a, &state).is_some(),
+                unknown_cost_runs: st.unknown_cost_runs,
                 pending_tasks: queue.pending_count(&a.name),
             }
         })
@@ -210,11 +221,30 @@ fn summary_text(s: &Status) -> String {
             a.mean_ms
                 .map(units::duration_ms)
                 .unwrap_or_else(|| "-".into()),
-            units::usd(a.cost_usd),
+            match a.budget_usd {
+                Some(b) => format!(
+                    "{} of {}{}",
+                    units::usd(a.cost_usd),
+                    units::usd(b),
+                    if a.over_budget { " (over budget)" } else { "" }
+                ),
+                None => units::usd(a.cost_usd),
+            },
             a.pending_tasks.to_string(),
         ]);
     }
     out.push_str(&table(&rows));
+    for a in s
+        .agents
+        .iter()
+        .filter(|a| a.budget_usd.is_some() && a.unknown_cost_runs > 0)
+    {
+        let _ = writeln!(
+            out,
+            "{}: {} run(s) of unknown cost counted as $0: its budgetUsd cannot hold them back",
+            a.name, a.unknown_cost_runs
+        );
+    }
     out
 }
 

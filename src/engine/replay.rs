@@ -205,6 +205,8 @@ fn from_log(log: &RoundLog, ws: &Workspace, mission: &Mission, queue: &Queue) ->
                 escalated: false,
                 outcome: None,
                 elapsed_ms: None,
+                budget_usd: None,
+                spent_usd: None,
             });
         }
     }

@@ -227,8 +227,9 @@ fn denial_list(denials: &[crate::roundlog::PermissionDenial]) -> String {
 /// Updates the agent's streaks and model; returns the model change, if any.
 ///
 /// A run that failed for its provider's sake (a rate, usage or overload limit, which orch waits
-/// out) or for its setup's (a bad key or request, which stops the run) says nothing about the
-/// agent or its model: it is counted and billed, but moves no streak and escalates nothing.
+/// out), for its setup's (a bad key or request, which stops the run) or at the spending cap orch
+/// gave it (`budgetUsd`) says nothing about the agent or its model: it is counted and billed,
+/// but moves no streak and escalates nothing (a dearer model would only spend faster).
 pub fn track(
     st: &mut AgentState,
     agent: &Agent,
@@ -242,7 +243,7 @@ pub fn track(
     st.last_run_round = Some(round);
     st.last_status = Some(status);
     st.cost_usd += cost_usd;
-    if cause.is_some_and(|c| c.is_transient() || c.is_permanent()) {
+    if cause.is_some_and(|c| c.is_transient() || c.is_permanent() || c == Cause::OverBudget) {
         return None;
     }
     if matches!(status, RunStatus::Ok | RunStatus::Empty) {
@@ -355,14 +356,15 @@ mod tests {
             Cause::UsageLimit,
             Cause::Auth,
             Cause::BadRequest,
+            Cause::OverBudget,
         ] {
             assert!(track(&mut st, &a, RunStatus::Failed, Some(cause), 10, 0.01, 1).is_none());
         }
         assert_eq!(
             (st.model_index, st.consecutive_failures, st.runs),
-            (0, 0, 5)
+            (0, 0, 6)
         );
-        assert!((st.cost_usd - 0.05).abs() < 1e-9);
+        assert!((st.cost_usd - 0.06).abs() < 1e-9);
         // An ordinary failure still escalates.
         assert!(track(
             &mut st,

@@ -309,16 +309,34 @@ pub fn check_agents(mission: &Mission, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A reason to stop before starting the next round.
-fn stop_before(env: &Env, state: &State) -> Option<String> {
-    match env.budget {
-        Some(b) if state.total_cost_usd >= b => Some(format!(
-            "budget reached: {} spent of {}",
-            crate::units::usd(state.total_cost_usd),
-            crate::units::usd(b)
-        )),
-        _ => None,
+/// A reason to stop before starting the next round: the mission's budget is spent, or every
+/// agent's own (`--agent`: every agent named) is.
+pub fn stop_before(env: &Env, state: &State) -> Option<String> {
+    if let Some(b) = env.budget {
+        if state.total_cost_usd >= b {
+            return Some(format!(
+                "budget reached: {} spent of {}",
+                crate::units::usd(state.total_cost_usd),
+                crate::units::usd(b)
+            ));
+        }
     }
+    let agents: Vec<&crate::mission::Agent> = env
+        .mission
+        .agents
+        .iter()
+        .filter(|a| env.only.is_empty() || env.only.contains(&a.name))
+        .collect();
+    let spent: Vec<String> = agents
+        .iter()
+        .filter_map(|a| round::over_budget(a, state).map(|why| format!("{} ({why})", a.name)))
+        .collect();
+    (!agents.is_empty() && spent.len() == agents.len()).then(|| {
+        format!(
+            "every agent is over its budget: {}; raise an agent's budgetUsd to go on",
+            spent.join(", ")
+        )
+    })
 }
 
 fn stop(events: &Events, reason: String, code: i32) -> i32 {

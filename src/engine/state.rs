@@ -257,9 +257,17 @@ pub struct AgentState {
     pub runs: u32,
     #[serde(default, serialize_with = "crate::units::ser_usd")]
     pub cost_usd: f64,
+    /// Runs whose cost its CLI did not tell (counted as $0 in `costUsd`): the agent's
+    /// `budgetUsd` cannot hold them back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unknown_cost_runs: u32,
     /// The last status the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl AgentState {

@@ -539,7 +539,16 @@ pub(crate) mod text {
             a.conflicts.to_string(),
             causes(&a.failed_by_cause),
             duration_ms(a.mean_ms),
-            money(a.cost_usd, a.cost_known),
+            match (a.budget_usd, a.spent_usd) {
+                (Some(b), Some(spent)) => format!(
+                    "{} ({} of {} budget{})",
+                    money(a.cost_usd, a.cost_known),
+                    usd(spent),
+                    usd(b),
+                    if spent >= b { ", over" } else { "" }
+                ),
+                _ => money(a.cost_usd, a.cost_known),
+            },
             match (a.cost_per_kept_usd, a.cost_known) {
                 (Some(v), Known::Part) => format!("≥ {}", usd(v)),
                 (Some(v), _) => usd(v),
@@ -558,7 +567,11 @@ pub(crate) mod text {
         [
             d.agent.clone(),
             d.included.to_string(),
-            d.skipped.to_string(),
+            if d.over_budget > 0 {
+                format!("{} + {} over budget", d.skipped, d.over_budget)
+            } else {
+                d.skipped.to_string()
+            },
             d.blocked.to_string(),
             d.success_rate
                 .map(|r| pct(100.0 * r))

@@ -54,9 +54,10 @@ pub const REPORT_SCHEMA: u32 = 2;
 /// - `agents[]`: `name`, `runs`, `kept` (changes that stayed), `rejected`, `empty`, `failed`,
 ///   `timeouts`, `conflicts`, `cancelled`, `failedByCause` {cause: runs}, `meanMs`,
 ///   `longestMs`, `costUsd`, `costKnown`, `costPerKeptUsd` (null with nothing kept or no cost
-///   known), `modelNow`, `lastRound`
+///   known), `modelNow`, `lastRound`, `budgetUsd` and `spentUsd` (null without a budget)
 /// - `decisions[]` (empty when no log has decisions): `agent`, `rounds`, `included`, `skipped`,
-///   `blocked`, `kept`, `successRate` (kept / included, null when never included), `idlePct`
+///   `blocked`, `overBudget`, `kept`, `successRate` (kept / included, null when never
+///   included), `idlePct`
 /// - `attention[]`: what a person should look at in the morning, one entry per round and
 ///   thing: {`round`, `kind` (`revert`, `conflict`, `failed`, `timeout`, `cancelled`,
 ///   `interrupted`, `ownership`), `agent` (null for a whole round), `detail`, `keptRef`}
@@ -348,6 +349,13 @@ pub struct AgentRow {
     pub cost_per_kept_usd: Option<f64>,
     pub model_now: String,
     pub last_round: u32,
+    /// Its `budgetUsd` (from the last round log whose plan recorded one) and what it has spent
+    /// (`state.json`'s `costUsd`, every run of the state; the round logs' sum when the state
+    /// file is not there); `null` without a budget.
+    #[serde(serialize_with = "ser_opt_usd")]
+    pub budget_usd: Option<f64>,
+    #[serde(serialize_with = "ser_opt_usd")]
+    pub spent_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -359,6 +367,8 @@ pub struct DecisionRow {
     pub included: u32,
     pub skipped: u32,
     pub blocked: u32,
+    /// Rounds it was not started in because its `budgetUsd` was spent.
+    pub over_budget: u32,
     /// Runs whose change was kept in rounds where the agent was included.
     pub kept: u32,
     pub success_rate: Option<f64>,
@@ -1218,6 +1228,21 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
                 .filter(|m| !m.is_empty())
                 .unwrap_or(acc.model)
                 .to_string();
+            row.budget_usd = loaded
+                .rounds
+                .iter()
+                .rev()
+                .flat_map(|r| &r.log.decisions)
+                .find(|d| d.agent == *name && d.budget_usd.is_some())
+                .and_then(|d| d.budget_usd);
+            row.spent_usd = row.budget_usd.map(|_| {
+                state_json
+                    .and_then(|s| s.get("agents"))
+                    .and_then(|a| a.get(name.as_str()))
+                    .and_then(|a| a.get("costUsd"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(row.cost_usd)
+            });
             Some(row)
         })
         .collect()
@@ -1256,6 +1281,7 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                         .count() as u32;
                 }
                 "blocked" => row.blocked += 1,
+                "over budget" => row.over_budget += 1,
                 _ => row.skipped += 1,
             }
         }

@@ -72,6 +72,7 @@ pub(super) fn run_agent(
         .cloned()
         .chain(agent.command.argv())
         .map(|a| fill(&a))
+        .chain(job.cap_args.iter().cloned())
         .collect();
     let mut vars: Vec<(String, String)> = vec![
         ("ORCH_ROUND".into(), round.to_string()),

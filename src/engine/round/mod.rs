@@ -51,8 +51,8 @@ mod revert;
 
 use agent::{describe_ending, not_started, run_agent, SharedTree};
 pub use plan::{
-    adaptive_timeout, gate, job_plan, queue_key, render_prompt, timeout_for, Gate, JobPlan,
-    QueueKey,
+    adaptive_timeout, budget_left, gate, job_plan, over_budget, queue_key, render_prompt,
+    timeout_for, Gate, JobPlan, QueueKey,
 };
 
 /// The live run's ref namespace.
@@ -129,6 +129,9 @@ struct Job<'a> {
     /// The agent's own worktree (worktree isolation), made from `base` before it starts.
     worktree: Option<PathBuf>,
     base: String,
+    /// The arguments that cap this run at what is left of the agent's `budgetUsd`
+    /// (`agents::cap_args`), appended to its command.
+    cap_args: Vec<String>,
 }
 
 impl Env<'_> {
@@ -615,6 +618,7 @@ impl<'e> Round<'e, '_> {
                     Gate::Decided(true, why) => ("included", why),
                     Gate::Decided(false, why) => ("skipped", why),
                     Gate::Blocked(why) => ("blocked", why),
+                    Gate::OverBudget(why) => ("over budget", why),
                     Gate::Command(argv) => match self.when_command(agent, argv) {
                         (true, why) => ("included", why),
                         (false, why) => ("skipped", why),
@@ -630,6 +634,10 @@ impl<'e> Round<'e, '_> {
                 escalated: false,
                 outcome: None,
                 elapsed_ms: None,
+                budget_usd: agent.budget_usd,
+                spent_usd: agent
+                    .budget_usd
+                    .map(|_| self.state.agent(&agent.name).cost_usd),
             });
             if included {
                 active.push(Planned { agent, index });
@@ -752,6 +760,9 @@ impl<'e> Round<'e, '_> {
                 timeout: plan.timeout,
                 prompt_file,
                 expected_ms: plan.expected_ms,
+                cap_args: budget_left(agent, self.state)
+                    .and_then(|left| agents::cap_args(agent, left))
+                    .unwrap_or_default(),
             });
         }
         if !jobs.is_empty() {
@@ -850,6 +861,17 @@ impl<'e> Round<'e, '_> {
             self.run_pool(jobs);
             let names = std::mem::take(&mut self.again);
             let again: Vec<Job> = names.iter().filter_map(|n| by_name.remove(n)).collect();
+            // A limited run may have cost something: one whose budget it spent does not run
+            // again, and the others' caps are what is left now.
+            let (spent, mut again): (Vec<Job>, Vec<Job>) = again
+                .into_iter()
+                .partition(|j| over_budget(j.agent, self.state).is_some());
+            self.give_up(spent);
+            for j in &mut again {
+                j.cap_args = budget_left(j.agent, self.state)
+                    .and_then(|left| agents::cap_args(j.agent, left))
+                    .unwrap_or_default();
+            }
             if again.is_empty() {
                 return;
             }
@@ -975,6 +997,62 @@ impl<'e> Round<'e, '_> {
         }
     }
 
+    /// An agent with a `budgetUsd`: a run of unknown cost is counted (it spent $0 as far as
+    /// the budget can tell, so the budget cannot hold it back), and the run that spends the
+    /// budget says that the agent will not start again.
+    fn count_against_budget(&mut self, agent: &Agent, raw: &RawRun, e: &AgentEntry, before: f64) {
+        let Some(budget) = agent.budget_usd else {
+            return;
+        };
+        let ran = !matches!(
+            raw.finished.ending,
+            Ending::SpawnFailed(_) | Ending::Cancelled
+        );
+        let st = self.state.agent_mut(&agent.name);
+        let (message, warn) = if ran && !e.cost_known {
+            st.unknown_cost_runs += 1;
+            let first = st.unknown_cost_runs == 1;
+            (
+                Some(format!(
+                "agent {}: its CLI did not say what this run cost, so it counts $0 against its \
+                 budgetUsd {} (print a cost, give `pricing`, or write ORCH_RESULT_FILE)",
+                agent.name,
+                units::usd(budget)
+            )),
+                first,
+            )
+        } else if before < budget && st.cost_usd >= budget {
+            (
+                Some(format!(
+                "agent {} is over budget: {} spent of its budgetUsd {}; it is not started again",
+                agent.name,
+                units::usd(st.cost_usd),
+                units::usd(budget)
+            )),
+                true,
+            )
+        } else {
+            (None, false)
+        };
+        let Some(message) = message else {
+            return;
+        };
+        // Every such run is noted in the round log; a person is told the first time
+        // (`orch status` counts them).
+        if warn {
+            self.log.notes.push(message.clone());
+        } else {
+            self.note(&message);
+        }
+        if warn {
+            log::warn!("round {}: {message}", self.round);
+            self.env.events.emit(Event::Warning {
+                round: Some(self.round),
+                message,
+            });
+        }
+    }
+
     /// Runs jobs in the pool and settles each result as it arrives.
     fn run_pool(&mut self, jobs: Vec<Job<'_>>) {
         let env = self.env;
@@ -1013,6 +1091,7 @@ impl<'e> Round<'e, '_> {
         // What the agent's state was before this run: should git's checks below turn the run
         // into a failure, it is tracked again from here with the status it ends with.
         let st_before = st.clone();
+        let spent_before = st.cost_usd;
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
         let first_status = settled.entry.status;
         if let Ending::SpawnFailed(why) = &raw.finished.ending {
@@ -1131,6 +1210,7 @@ impl<'e> Round<'e, '_> {
             );
             settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
         }
+        self.count_against_budget(agent, &raw, &settled.entry, spent_before);
         let provider = agents::provider_of(agent);
         let transient = settled
             .failure
@@ -1549,16 +1629,19 @@ impl<'e> Round<'e, '_> {
                     e.status,
                     e.error.clone(),
                     rejected.contains(&e.name),
-                    e.cause
-                        .is_some_and(|c| c.is_transient() || c.is_permanent()),
+                    e.cause.is_some_and(|c| {
+                        c.is_transient()
+                            || c.is_permanent()
+                            || c == crate::roundlog::Cause::OverBudget
+                    }),
                 ))
             })
             .collect();
         for (id, status, error, reverted, not_its_fault) in runs {
             let id = id.as_str();
             if not_its_fault && status != RunStatus::Ok {
-                // A limit or a bad key: the task did not get its try. It stays pending, its
-                // attempts as they were (no split, no failure counted).
+                // A limit, a bad key or the agent's budget cap: the task did not get its try. It
+                // stays pending, its attempts as they were (no split, no failure counted).
                 self.queue.requeue(id, None, None);
                 if let Some(t) = self.queue.get_mut(id) {
                     t.attempts = t.attempts.saturating_sub(1);

@@ -31,12 +31,39 @@ pub enum Gate {
     Blocked(String),
     /// Run this argv in the main tree; the agent takes part when it exits 0.
     Command(Vec<String>),
+    /// Its `budgetUsd` is spent: it is not started again (whatever `--agent` says) until the
+    /// budget is raised.
+    OverBudget(String),
 }
 
-/// The rules that decide whether an agent takes part in round `round`: `--agent NAME` first
-/// (forced in, whatever its `when`), then a reported `all-done`, then `dependsOn` (blocked
-/// until each dependency reports `complete` in its handoff file), then its `when`.
+/// Why `agent` may not start again: what it has spent (`state.json`, across every run of the
+/// state) has reached its `budgetUsd`.
+pub fn over_budget(agent: &Agent, state: &State) -> Option<String> {
+    let budget = agent.budget_usd?;
+    let spent = state.agent(&agent.name).cost_usd;
+    (spent >= budget).then(|| {
+        format!(
+            "{} spent of its budgetUsd {}",
+            crate::units::usd(spent),
+            crate::units::usd(budget)
+        )
+    })
+}
+
+/// What is left of `agent`'s `budgetUsd`: the cap of its next run (`None` without a budget).
+pub fn budget_left(agent: &Agent, state: &State) -> Option<f64> {
+    let budget = agent.budget_usd?;
+    Some((budget - state.agent(&agent.name).cost_usd).max(0.0))
+}
+
+/// The rules that decide whether an agent takes part in round `round`: its `budgetUsd` first
+/// (a spending cap is not lifted by naming the agent), then `--agent NAME` (forced in,
+/// whatever its `when`), then a reported `all-done`, then `dependsOn` (blocked until each
+/// dependency reports `complete` in its handoff file), then its `when`.
 pub fn gate(agent: &Agent, round: u32, queue: &Queue, only: &[String], state: &State) -> Gate {
+    if let Some(why) = over_budget(agent, state) {
+        return Gate::OverBudget(why);
+    }
     if !only.is_empty() {
         return if only.contains(&agent.name) {
             Gate::Decided(true, "selected with --agent".into())

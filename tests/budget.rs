@@ -1,0 +1,304 @@
+//! Per-agent budgets (`agents[].budgetUsd`) against the built binary: an agent whose spend
+//! reaches its budget is `over budget` in later rounds' plans and is not started again (across
+//! `orch run` restarts), the others go on; a Claude Code agent is given what is left as
+//! `--max-budget-usd`; the run that hits that cap is read as `overBudget` with its cost; when
+//! every agent is over budget the run stops (exit 3); bad budgets are refused (exit 2).
+
+mod common;
+
+use common::{agent_cmd, fixture, Repo};
+use serde_json::json;
+
+/// A `claude` program (so orch detects Claude Code by its name) in a folder of its own: it
+/// appends its arguments to `argv.log` beside it, then runs the fake agent with `args` (`{dir}`:
+/// that folder).
+fn fake_claude(args: &str) -> (tempfile::TempDir, String, std::path::PathBuf) {
+    let bin = tempfile::tempdir().unwrap();
+    let log = bin.path().join("argv.log");
+    let args = args.replace("{dir}", &bin.path().display().to_string());
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec sh '{}' {args}\n",
+        log.display(),
+        fixture("fake-agent.sh")
+    );
+    let path = bin.path().join("claude");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = path.display().to_string();
+    (bin, program, log)
+}
+
+fn decision<'a>(log: &'a serde_json::Value, agent: &str) -> &'a serde_json::Value {
+    log["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["agent"] == agent)
+        .unwrap_or_else(|| panic!("no decision for {agent} in {log:#}"))
+}
+
+fn ran(log: &serde_json::Value, agent: &str) -> bool {
+    log["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == agent)
+}
+
+#[test]
+fn an_agent_over_its_budget_is_not_started_again_and_the_others_go_on() {
+    let repo = Repo::new();
+    let (_bin, claude, argv_log) =
+        fake_claude("--cost 0.1 --write \"src/capped.txt=round $ORCH_ROUND\"");
+    repo.mission(json!({
+        "name": "t", "rounds": 4, "maxConcurrency": 3,
+        "agents": [
+            // $0.10 a run against $0.25: rounds 1-3 run (capped at 0.25, 0.15, 0.05), then it
+            // has spent $0.30.
+            {"name": "capped", "phase": "code", "budgetUsd": 0.25,
+             "command": [claude, "-p", "--output-format", "json"]},
+            // A plain command cannot be capped per run (the fake agent exits 64 on an option it
+            // does not know, so a flag passed to it would fail the run): only between runs.
+            {"name": "plain", "phase": "code", "budgetUsd": 0.15,
+             "command": agent_cmd(&["--cost", "0.1", "--write", "src/plain.txt=x"])},
+            {"name": "free", "phase": "code",
+             "command": agent_cmd(&["--cost", "0.1", "--write", "src/free.txt=x"])},
+        ]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(
+        err.contains("agent capped is over budget") && err.contains("agent plain is over budget"),
+        "{err}"
+    );
+
+    // The remainder, each run: what is left of $0.25 after $0.10 a run.
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(lines.len(), 3, "{argv}");
+    for (line, cap) in lines.iter().zip(["0.25", "0.15", "0.05"]) {
+        assert!(
+            line.ends_with(&format!("--output-format json --max-budget-usd {cap}")),
+            "{line}"
+        );
+    }
+
+    for n in 1..=4 {
+        let log = repo.round_log(n);
+        assert!(ran(&log, "free"), "round {n}: {log:#}");
+        assert_eq!(Repo::agent(&log, "free")["status"], "ok");
+        let (want_capped, want_plain) = (n <= 3, n <= 2);
+        for (agent, want, budget) in [("capped", want_capped, 0.25), ("plain", want_plain, 0.15)] {
+            let d = decision(&log, agent);
+            assert_eq!(d["budgetUsd"], budget, "round {n}: {d}");
+            if want {
+                assert_eq!(d["decision"], "included", "round {n} {agent}: {d}");
+                assert_eq!(
+                    Repo::agent(&log, agent)["status"],
+                    "ok",
+                    "round {n}: {log:#}"
+                );
+            } else {
+                assert_eq!(d["decision"], "over budget", "round {n} {agent}: {d}");
+                assert!(
+                    d["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("spent of its budgetUsd"),
+                    "{d}"
+                );
+                assert!(!ran(&log, agent), "round {n}: {agent} ran: {log:#}");
+            }
+        }
+    }
+    assert_eq!(decision(&repo.round_log(4), "capped")["spentUsd"], 0.3);
+    let state = repo.state();
+    assert_eq!(state["agents"]["capped"]["costUsd"], 0.3);
+    assert_eq!(state["agents"]["capped"]["runs"], 3);
+    assert_eq!(state["agents"]["plain"]["runs"], 2);
+
+    // Status, text and JSON.
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let capped = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "capped")
+        .unwrap();
+    assert_eq!(capped["budgetUsd"], 0.25);
+    assert_eq!(capped["budgetLeftUsd"], 0.0);
+    assert_eq!(capped["overBudget"], true);
+    let free = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "free")
+        .unwrap();
+    assert_eq!(free["overBudget"], false);
+    assert!(free["budgetUsd"].is_null());
+    let text = repo.orch(&["status"]).expect(0).stdout();
+    assert!(text.contains("of $0.25 (over budget)"), "{text}");
+
+    // `orch show` and the report.
+    let show = repo.orch(&["show", "4"]).expect(0).stdout();
+    assert!(
+        show.lines().any(|l| l.contains("capped")
+            && l.contains("over budget")
+            && l.contains("$0.30 spent of its budgetUsd $0.25")),
+        "{show}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    let row = |table: &str, name: &str| -> serde_json::Value {
+        report[table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["agent"] == name || r["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {table}: {report:#}"))
+            .clone()
+    };
+    assert_eq!(row("agents", "capped")["budgetUsd"], 0.25);
+    assert_eq!(row("agents", "capped")["spentUsd"], 0.3);
+    assert_eq!(row("decisions", "capped")["overBudget"], 1);
+    assert_eq!(row("decisions", "plain")["overBudget"], 2);
+    assert_eq!(row("decisions", "free")["overBudget"], 0);
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(md.contains("of $0.25 budget, over"), "{md}");
+
+    // The spend survives a restart: the next run still leaves both out, even when named.
+    let plan = repo
+        .orch(&["run", "--rounds", "1", "--dry-run"])
+        .expect(0)
+        .stdout();
+    assert!(
+        plan.lines()
+            .any(|l| l.contains("capped") && l.contains("over budget:")),
+        "{plan}"
+    );
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    let log = repo.round_log(5);
+    assert!(ran(&log, "free") && !ran(&log, "capped") && !ran(&log, "plain"));
+    assert_eq!(decision(&log, "capped")["decision"], "over budget");
+    let run = repo.orch(&["round", "6", "--agent", "capped"]).expect(3);
+    assert!(
+        run.stderr()
+            .contains("every agent is over its budget: capped"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!repo.has_round_log(6));
+    assert_eq!(
+        std::fs::read_to_string(&argv_log).unwrap().lines().count(),
+        3
+    );
+}
+
+/// The run Claude Code ends at `--max-budget-usd`: its recorded output (Claude Code 2.1.332
+/// against the mock API, `fixtures/cli-output/real/claude-max-budget.stdout`) is an error result
+/// with the cost it did spend. orch reads it as `overBudget` (no failure streak), counts the
+/// cost, and with every agent over budget stops before the next round (exit 3).
+#[test]
+fn the_run_that_hits_the_cap_is_over_budget_and_a_run_with_every_agent_spent_stops() {
+    let repo = Repo::new();
+    let recorded = format!(
+        "{}/fixtures/cli-output/real/claude-max-budget.stdout",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (_bin, claude, argv_log) = fake_claude(&format!(
+        "--first '{{dir}}/runs' 1 --cost 0.1 --write src/c.txt=one --later --no-json --cat '{recorded}' --exit 1"
+    ));
+    repo.mission(json!({
+        "name": "t", "rounds": 5, "maxConcurrency": 1,
+        "agents": [{"name": "capped", "phase": "code", "budgetUsd": 0.101,
+                    "command": [claude, "-p", "--output-format", "json"]}]
+    }));
+    let run = repo.orch(&["run"]).expect(3);
+    let err = run.stderr();
+    assert!(
+        err.contains("every agent is over its budget: capped"),
+        "{err}"
+    );
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(lines.len(), 2, "{argv}");
+    assert!(lines[0].ends_with("--max-budget-usd 0.101"), "{argv}");
+    assert!(lines[1].ends_with("--max-budget-usd 0.001"), "{argv}");
+
+    let log = repo.round_log(2);
+    let a = Repo::agent(&log, "capped");
+    assert_eq!(a["status"], "failed", "{a}");
+    assert_eq!(a["cause"], "overBudget", "{a}");
+    assert_eq!(a["costUsd"], 0.0032, "{a}");
+    assert_eq!(a["costKnown"], true, "{a}");
+    assert_eq!(a["error"], "Reached maximum budget ($0.001)", "{a}");
+    assert!(!repo.has_round_log(3));
+    let state = repo.state();
+    assert_eq!(state["agents"]["capped"]["costUsd"], 0.1032);
+    // The cap is not the agent's fault: no failure streak, no escalation.
+    assert_eq!(state["agents"]["capped"]["consecutiveFailures"], 0);
+    let plan = repo.orch(&["run", "--dry-run"]).expect(0).stdout();
+    assert!(
+        plan.contains(
+            "a real run would stop before this round (exit 3): every agent is over its budget"
+        ),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_budget_that_is_not_a_positive_number_is_refused_naming_agent_and_key() {
+    let repo = Repo::new();
+    let ok = json!({"name": "a", "phase": "code", "command": "true"});
+    for (budget, words) in [
+        (
+            json!(0),
+            &["agents[1].budgetUsd", "agent api", "above 0"][..],
+        ),
+        (
+            json!(-2.5),
+            &["agents[1].budgetUsd", "agent api", "-2.5"][..],
+        ),
+        (
+            json!(1e12),
+            &["agents[1].budgetUsd", "agent api", "at most 1e9"][..],
+        ),
+        (json!("5"), &["agents[1].budgetUsd"][..]),
+    ] {
+        repo.write(
+            "bad.json",
+            &json!({"name": "t", "agents": [ok.clone(),
+                {"name": "api", "phase": "code", "command": "true", "budgetUsd": budget}]})
+            .to_string(),
+        );
+        for cmd in [
+            &["validate", "-m", "bad.json"][..],
+            &["run", "-m", "bad.json", "--allow-dirty"],
+        ] {
+            let run = repo.orch(cmd).expect(2);
+            for w in words {
+                assert!(
+                    run.stderr().contains(w),
+                    "{cmd:?} {budget}: {w:?} not in {}",
+                    run.stderr()
+                );
+            }
+            assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
+        }
+    }
+    // The original orchestrator's spelling is read as the same key.
+    repo.write(
+        "orig.json",
+        &json!({"name": "t", "agents": [
+            {"name": "api", "phase": "code", "command": "true", "maxBudgetUsd": 2}]})
+        .to_string(),
+    );
+    repo.orch(&["validate", "-m", "orig.json"]).expect(0);
+}
