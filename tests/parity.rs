@@ -300,19 +300,18 @@ fn an_imported_mission_validates_and_runs() {
     let repo = Repo::new();
     let run = repo.orch(&["import", &original("mission.json")]).expect(0);
     let err = run.stderr();
-    for gap in [
-        "verboseLogs",
-        "systemPrompt",
-        "maxBudgetUsd",
-        "ghost",
-        "no test command",
-    ] {
+    for gap in ["verboseLogs", "systemPrompt", "ghost", "no test command"] {
         assert!(err.contains(gap), "the notes should mention {gap}: {err}");
     }
     let m: serde_json::Value = serde_json::from_str(&repo.read("orch.json")).unwrap();
     assert_eq!(m["name"], "Balance Overnight");
     assert_eq!(m["rounds"], 2);
-    assert_eq!(m["budgetUsd"], 8.0);
+    // Each agent's maxBudgetUsd is its own budgetUsd; the mission has none.
+    assert_eq!(m.get("budgetUsd"), None);
+    assert_eq!(m["agents"][0]["budgetUsd"], 5.0);
+    assert_eq!(m["agents"][1]["budgetUsd"], 3.0);
+    assert_eq!(m["agents"][2].get("budgetUsd"), None);
+    assert!(!err.contains("maxBudgetUsd"), "{err}");
     let ui = &m["agents"][0];
     assert_eq!(ui["name"], "ui-dev");
     assert_eq!(ui["models"], json!(["sonnet", "opus"]));

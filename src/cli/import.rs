@@ -3,7 +3,8 @@
 //!
 //! The original's mission: top-level `name`, `description`, `config` (`maxRounds`,
 //! `maxConcurrency`, `agentTimeoutMs`), `agents[]` (`id`, `name`, `type`, `role`, `model`,
-//! `maxModel`, `timeoutMs`, `fileOwnership`, `dependsOn`, `maxBudgetUsd`), `balanceConfig`
+//! `maxModel`, `timeoutMs`, `fileOwnership`, `dependsOn`, `maxBudgetUsd`: the agent's
+//! `budgetUsd`), `balanceConfig`
 //! (`runPreSim`, `runPostSim`, `simTimeoutMs`), and sequences
 //! `{"type": "sequence", "missions": [...]}` whose entries are missions or paths to them.
 //! Its agents were Claude Code sessions, so imported agents call Claude Code the way `orch init
@@ -181,7 +182,6 @@ fn convert(v: &Value, from: &str) -> Result<(Value, Vec<String>)> {
         }
         names.insert(id, n);
     }
-    let mut budget = 0.0;
     let mut out_agents = Vec::new();
     for a in &agents {
         let id = a
@@ -268,18 +268,18 @@ fn convert(v: &Value, from: &str) -> Result<(Value, Vec<String>)> {
                 ag.insert("dependsOn".into(), json!(mapped));
             }
         }
-        if let Some(b) = a.get("maxBudgetUsd").and_then(Value::as_f64) {
-            budget += b;
+        match a.get("maxBudgetUsd").map(|v| (v, v.as_f64())) {
+            Some((_, Some(b))) if b > 0.0 && b <= 1e9 => {
+                ag.insert("budgetUsd".into(), json!(b));
+            }
+            Some((v, _)) => notes.push(format!(
+                "{at}: maxBudgetUsd {v} is not a number of dollars above 0; dropped"
+            )),
+            None => {}
         }
         out_agents.push(Value::Object(ag));
     }
     m.insert("agents".into(), Value::Array(out_agents));
-    if budget > 0.0 {
-        m.insert("budgetUsd".into(), json!(budget));
-        notes.push(format!(
-            "per-agent maxBudgetUsd has no orch equivalent; the mission's budgetUsd is their sum, ${budget:.2}"
-        ));
-    }
     if let Some(b) = obj.get("balanceConfig") {
         note_unknown(
             b,
