@@ -542,3 +542,51 @@ fn claude_denied_bash_command_is_in_the_round_log() {
     assert_eq!(agent["status"], "failed", "{agent:#}");
     assert_eq!(agent["cause"], "permissionDenied", "{agent:#}");
 }
+
+// ------------------------------------------------------------------ a per-agent budget's cap
+
+/// The coder `orch init --agent claude` writes, with `budgetUsd` $0.001: orch appends
+/// `--max-budget-usd 0.001` to its command; the real Claude Code accepts it after the init
+/// command's flags and stops after the mock's first turn ($0.0032); orch reads that run as
+/// `overBudget` with Claude's cost, and with its only agent over budget stops before round 2
+/// (exit 3).
+#[test]
+fn claude_is_capped_at_the_rest_of_its_budget() {
+    if !available("claude") {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("claude", &mock, 1, json!({"rounds": 3}));
+    let mut m: Value =
+        serde_json::from_str(&orch::mission::strip_comments(&s.repo.read("orch.json"))).unwrap();
+    m["agents"][0]["budgetUsd"] = json!(0.001);
+    s.repo.mission(m);
+    let run = s.run(&["run"]).expect(3);
+    assert!(
+        run.stderr()
+            .contains("every agent is over its budget: coder"),
+        "{}",
+        run.stderr()
+    );
+    // One model request: without the cap Claude Code makes two (the edit, then its answer).
+    assert_eq!(mock.model_requests(), 1, "{:#?}", mock.requests());
+    let log = s.repo.round_log(1);
+    let agent = Repo::agent(&log, "coder");
+    assert_eq!(agent["status"], "failed", "{agent:#}");
+    assert_eq!(agent["cause"], "overBudget", "{agent:#}");
+    assert_eq!(
+        agent["error"], "Reached maximum budget ($0.001)",
+        "{agent:#}"
+    );
+    let result: Value = s
+        .agent_log("coder")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "result")
+        .expect("a Claude result in the agent's log");
+    let cost = agent["costUsd"].as_f64().unwrap();
+    assert!(cost > 0.001, "{agent:#}");
+    assert!(close(cost, result["total_cost_usd"].as_f64().unwrap()));
+    assert!(!s.repo.has_round_log(2));
+    assert_eq!(s.repo.state()["agents"]["coder"]["consecutiveFailures"], 0);
+}
