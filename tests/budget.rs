@@ -302,3 +302,44 @@ fn a_budget_that_is_not_a_positive_number_is_refused_naming_agent_and_key() {
     );
     repo.orch(&["validate", "-m", "orig.json"]).expect(0);
 }
+
+/// A run whose cost its CLI does not tell counts $0: the budget cannot hold the agent back, and
+/// orch says so (a warning the first time, a round note each time, the count in `orch status`).
+#[test]
+fn runs_of_unknown_cost_count_zero_and_are_said() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [{"name": "quiet", "phase": "code", "budgetUsd": 0.01,
+                    "command": agent_cmd(&["--no-json", "--write", "src/q.txt=x"])}]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let warned = run
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("warning") && l.contains("did not say what this run cost"))
+        .count();
+    assert!(warned >= 1, "{}", run.stderr());
+    for n in 1..=2 {
+        let log = repo.round_log(n);
+        assert_eq!(Repo::agent(&log, "quiet")["costKnown"], false);
+        assert_eq!(decision(&log, "quiet")["decision"], "included");
+        assert!(
+            log["notes"].as_array().unwrap().iter().any(|n| n
+                .as_str()
+                .unwrap()
+                .contains("counts $0 against its budgetUsd")),
+            "round {n}: {log:#}"
+        );
+    }
+    assert_eq!(repo.state()["agents"]["quiet"]["unknownCostRuns"], 2);
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(status["agents"][0]["unknownCostRuns"], 2);
+    assert_eq!(status["agents"][0]["overBudget"], false);
+    let text = repo.orch(&["status"]).expect(0).stdout();
+    assert!(
+        text.contains("quiet: 2 run(s) of unknown cost counted as $0"),
+        "{text}"
+    );
+}
