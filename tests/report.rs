@@ -877,3 +877,134 @@ fn the_html_report_parses_as_xml_with_its_tables_whole() {
         }
     }
 }
+
+#[test]
+fn all_files_modified_lists_the_kept_changes_files_by_path_with_rounds_and_agents() {
+    // Round 1 of the night: good kept, bad taken out by the per-agent revert, clash conflicted,
+    // flop failed; round 2: good again, this time kept. Only kept changes' files are listed.
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = dir.path().join("rounds");
+    std::fs::create_dir(&rounds).unwrap();
+    let read = |n: u32| -> serde_json::Value {
+        let p = fixture("night").join(format!("rounds/round-{n:04}.json"));
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let files = |log: &mut serde_json::Value, agent: &str, files: &[&str]| {
+        let a = log["agents"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|a| a["name"] == agent)
+            .unwrap();
+        a["files"] = serde_json::json!(files);
+    };
+    let mut one = read(1);
+    files(&mut one, "good", &["src/a.py", "src/util.py"]);
+    files(&mut one, "bad", &["src/bad.py", "src/util.py"]);
+    files(&mut one, "clash", &["src/clash.py", "src/a.py"]);
+    let mut two = read(1);
+    two["round"] = 2.into();
+    two["revert"] = serde_json::Value::Null;
+    two["agents"] = serde_json::json!([one["agents"][0].clone()]);
+    files(&mut two, "good", &["src/a.py", "README.md"]);
+    for (n, log) in [(1, &one), (2, &two)] {
+        std::fs::write(
+            rounds.join(format!("round-{n:04}.json")),
+            serde_json::to_vec(log).unwrap(),
+        )
+        .unwrap();
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&render_dir(dir.path(), Format::Json)).unwrap();
+    assert_eq!(
+        json["files"],
+        serde_json::json!([
+            {"path": "README.md", "rounds": [2], "agents": ["good"]},
+            {"path": "src/a.py", "rounds": [1, 2], "agents": ["good"]},
+            {"path": "src/util.py", "rounds": [1], "agents": ["good"]},
+        ]),
+        "{:#}",
+        json["files"]
+    );
+    let md = render_dir(dir.path(), Format::Markdown);
+    let files_md = section(&md, "All files modified");
+    assert_eq!(
+        md_row(files_md, "src/a.py"),
+        ["src/a.py", "rounds 1–2", "good"]
+    );
+    for absent in ["src/bad.py", "src/clash.py"] {
+        assert!(!files_md.contains(absent), "{absent} listed:\n{files_md}");
+    }
+    let html = render_dir(dir.path(), Format::Html);
+    let doc = roxmltree::Document::parse(html.trim_start_matches("<!DOCTYPE html>\n"))
+        .expect("the HTML report parses");
+    let h2 = doc
+        .descendants()
+        .find(|n| n.has_tag_name("h2") && n.text() == Some("All files modified"))
+        .expect("an All files modified heading");
+    let table = h2
+        .next_siblings()
+        .find(|n| n.has_tag_name("table"))
+        .expect("its table");
+    let cells: Vec<String> = table
+        .descendants()
+        .filter(|n| n.has_tag_name("td"))
+        .map(|n| n.text().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(cells[..3], ["README.md", "round 2", "good"]);
+    // A night whose logs have no file lists has no such section.
+    assert!(!render("night", Format::Markdown).contains("All files modified"));
+}
+
+#[test]
+fn the_generated_logs_carry_the_later_fields_and_read_without_a_warning() {
+    // scripts/gen-round-logs feeds the report benchmark: its logs must look like today's
+    // writer's (files, causes, unknown costs, limit waits, per-agent reverts), spelled so the
+    // reader takes every field (a misspelt one would be a warning naming it).
+    let dir = tempfile::tempdir().unwrap();
+    let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-round-logs");
+    let out = std::process::Command::new("python3")
+        .arg(&gen)
+        .arg(dir.path())
+        .arg("300")
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&render_dir(dir.path(), Format::Json)).unwrap();
+    assert_eq!(
+        json["warnings"],
+        serde_json::json!([]),
+        "{:#}",
+        json["warnings"]
+    );
+    let rounds = json["rounds"].as_array().unwrap();
+    assert!(
+        rounds.iter().any(|r| r["revertRuns"].as_u64() > Some(0)
+            && r["landed"] == true
+            && r["testsCommitted"]["status"] == "passed"),
+        "no per-agent revert"
+    );
+    assert!(
+        json["totals"]["waitedMs"].as_u64() > Some(0),
+        "no limit wait"
+    );
+    assert!(
+        json["files"].as_array().unwrap().len() > 10,
+        "no file lists"
+    );
+    let causes: Vec<&str> = json["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["failedByCause"].as_object().unwrap().keys())
+        .map(String::as_str)
+        .collect();
+    for c in ["rateLimited", "auth", "timeout"] {
+        assert!(causes.contains(&c), "no {c} failure among {causes:?}");
+    }
+    assert!(
+        rounds.iter().any(|r| r["costKnown"] == "part"),
+        "no round with an unknown cost"
+    );
+}

@@ -258,6 +258,19 @@ fn render(s: &Summary) -> String {
         );
     }
 
+    if !s.files.is_empty() {
+        out.push_str(
+            "<h2>All files modified</h2>\n<p class=\"note\">Every file a kept change touched, \
+             with the rounds and agents that changed it (a rejected, failed or conflicting run's \
+             files are in its kept ref, not here).</p>\n",
+        );
+        table(
+            &mut out,
+            &text::FILES_HEADER,
+            s.files.iter().map(|f| (String::new(), text::file_cells(f))),
+        );
+    }
+
     if t.has_sims {
         out.push_str(
             "<h2>Time pipelining hid</h2>\n<p class=\"note\">The pre-sim runs beside Phase A's \

@@ -166,6 +166,18 @@ fn render(s: &Summary) -> String {
         }
     }
 
+    if !s.files.is_empty() {
+        out.push_str("\n## All files modified\n\n");
+        out.push_str(
+            "Every file a kept change touched, with the rounds and agents that changed it (a \
+             rejected, failed or conflicting run's files are in its kept ref, not here).\n\n",
+        );
+        header(&mut out, &text::FILES_HEADER);
+        for f in &s.files {
+            row(&mut out, &escaped(text::file_cells(f)));
+        }
+    }
+
     if t.has_sims {
         out.push_str("\n## Time pipelining hid\n\n");
         let _ = writeln!(

@@ -215,6 +215,8 @@ pub(crate) mod text {
                     | "Tests, first attempt"
                     | "Tests, committed tree"
                     | "Commit"
+                    | "File"
+                    | "Rounds"
             ) | None
         )
     }
@@ -420,6 +422,13 @@ pub(crate) mod text {
                 .map(|c| c.chars().take(12).collect())
                 .unwrap_or_else(|| NONE.to_string()),
         ]
+    }
+
+    pub const FILES_HEADER: [&str; 3] = ["File", "Rounds", "Agents"];
+
+    /// One row of "All files modified".
+    pub fn file_cells(f: &super::summary::FileRow) -> [String; 3] {
+        [f.path.clone(), rounds_of(&f.rounds), f.agents.join(", ")]
     }
 
     pub const AGENT_HEADER: [&str; 14] = [

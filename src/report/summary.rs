@@ -63,6 +63,9 @@ pub const REPORT_SCHEMA: u32 = 2;
 ///   `interrupted`, `ownership`), `agent` (null for a whole round), `detail`, `keptRef`}
 /// - `review`: {`base`, `head`, `commands` [{`command`, `what`}]}: the git commands that show
 ///   the night's work and each kept ref
+/// - `files[]` ("All files modified"): every file a kept change touched, by path: {`path`,
+///   `rounds` (the rounds whose kept work changed it), `agents` (who changed it, in the order
+///   they first did)}; from the agents' `files` lists, so empty for logs without them
 /// - `warnings[]`: {`file`, `message`} for each log skipped or read with a caveat
 /// - `live` (only on the live page): {`writtenAt`, `running`, `refreshS`}
 ///
@@ -79,6 +82,7 @@ pub struct Summary {
     pub decisions: Vec<DecisionRow>,
     pub attention: Vec<AttentionRow>,
     pub review: Review,
+    pub files: Vec<FileRow>,
     pub warnings: Vec<WarningRow>,
     /// Set for the live page orch rewrites after each round (`STATE/report.html`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,6 +200,15 @@ pub struct TestPoint {
     pub round: u32,
     pub passed: u64,
     pub failed: u64,
+}
+
+/// One file of "All files modified": the rounds and agents whose kept change touched it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRow {
+    pub path: String,
+    pub rounds: Vec<u32>,
+    pub agents: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -422,6 +435,7 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
         decisions: decision_rows(loaded),
         review: review(loaded, &attention),
         attention,
+        files: file_rows(loaded),
         warnings: loaded
             .warnings
             .iter()
@@ -433,6 +447,35 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
         rounds,
         live: None,
     }
+}
+
+/// Every file a kept change touched (an agent that finished `ok` and no revert took out), with
+/// its rounds and agents, sorted by path. A rejected, failed or conflicting run's files are not
+/// in the night's work: they are in its kept ref.
+fn file_rows(loaded: &Loaded) -> Vec<FileRow> {
+    let mut by_path: BTreeMap<&str, FileRow> = BTreeMap::new();
+    for r in &loaded.rounds {
+        let rejected = rejected_agents(r);
+        for a in &r.log.agents {
+            if a.status != RunStatus::Ok || rejected.contains(&a.name) {
+                continue;
+            }
+            for f in &a.files {
+                let row = by_path.entry(f.as_str()).or_insert_with(|| FileRow {
+                    path: f.clone(),
+                    rounds: Vec::new(),
+                    agents: Vec::new(),
+                });
+                if row.rounds.last() != Some(&r.log.round) {
+                    row.rounds.push(r.log.round);
+                }
+                if !row.agents.contains(&a.name) {
+                    row.agents.push(a.name.clone());
+                }
+            }
+        }
+    }
+    by_path.into_values().collect()
 }
 
 /// The names of the agents whose change a revert took out: the culprits of a per-agent revert,
