@@ -55,6 +55,18 @@ fn only_the_agent_that_broke_the_tests_is_reverted_and_the_other_keeps_its_work(
         "BROKEN"
     );
     assert!(repo.status().is_empty(), "{}", repo.status());
+    // The committed tree's result is the known one for the next base: the next run does not
+    // measure the tests at HEAD again.
+    let st = repo.state();
+    assert_eq!(st["testBaseline"]["commit"], repo.head(), "{st:#}");
+    assert_eq!(st["testBaseline"]["passed"], true, "{st:#}");
+    assert_eq!(st["testBaseline"]["failedCount"], 0, "{st:#}");
+    let again = repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert!(
+        !again.stderr().contains("test baseline at"),
+        "{}",
+        again.stderr()
+    );
 }
 
 /// Six code agents merged in mission order (one slot), two of which break the tests: the

@@ -438,6 +438,18 @@ impl<'e> Round<'e, '_> {
                         .revert
                         .as_ref()
                         .is_some_and(|r| r.strategy == "round");
+                    // After a per-agent revert the tree committed is the one tested without the
+                    // culprits: its result is the next base's known one (filled in with the
+                    // commit below), as after a round that passed. Otherwise the old baseline
+                    // stays, naming a commit that is no longer HEAD, and the next `orch run`
+                    // measures the tests again for nothing.
+                    if let Some(c) = self.log.revert.as_ref().and_then(|r| r.committed.as_ref()) {
+                        self.state.test_baseline = Some(TestBaseline {
+                            passed: c.status == StepStatus::Passed,
+                            failed_count: c.failed,
+                            commit: String::new(),
+                        });
+                    }
                 } else {
                     self.state.test_baseline = Some(TestBaseline {
                         passed: tests.status == StepStatus::Passed,
