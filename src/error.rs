@@ -68,6 +68,15 @@ pub enum Error {
     /// Standard output was closed under a command writing its result (`| head -1`). Exit 141,
     /// and nothing on stderr: the reader chose to stop reading.
     StdoutClosed,
+    /// A folder orch must write in to put files back (a revert, a take-out) is not writable by
+    /// orch's user and cannot be made so (not its folder): nothing was reset. Exit 1.
+    Unwritable {
+        path: PathBuf,
+        /// What orch was doing ("reverting round 3").
+        doing: String,
+        /// The folder's owner (uid).
+        owner: u32,
+    },
     /// Anything else, with a message that already names what failed.
     Other(String),
 }
@@ -84,7 +93,9 @@ impl Error {
             // A corrupt state or an unwritable state folder is something the user must fix
             // before orch can go on, like a bad mission.
             Error::CorruptState { .. } => EXIT_USAGE,
-            Error::Io { .. } | Error::Git { .. } | Error::Other(_) => EXIT_ROUND_FAILED,
+            Error::Io { .. } | Error::Git { .. } | Error::Unwritable { .. } | Error::Other(_) => {
+                EXIT_ROUND_FAILED
+            }
         }
     }
 
@@ -150,6 +161,13 @@ impl fmt::Display for Error {
             ),
             Error::Interrupted => write!(f, "interrupted"),
             Error::StdoutClosed => write!(f, "standard output was closed"),
+            Error::Unwritable { path, doing, owner } => write!(
+                f,
+                "{doing}: cannot write in {} (owned by uid {owner}, not writable by orch's user, \
+                 so orch cannot give it its write bit back); nothing was reset. Make it writable \
+                 (chmod u+w, or as its owner) and run orch again",
+                path.display()
+            ),
             Error::Other(m) => write!(f, "{m}"),
         }
     }

@@ -259,6 +259,10 @@ pub struct AgentEntry {
     /// Changed files outside the agent's `owns` globs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ownership_violations: Vec<String>,
+    /// What was kept aside from the run's change instead of committed, and why, naming the ref
+    /// that keeps it (a git repository it made, its edits inside a submodule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_aside: Vec<String>,
     /// What the agent reported in its handoff file (`in-progress`, `complete`, `all-done`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,

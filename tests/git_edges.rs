@@ -560,6 +560,220 @@ fn a_worktree_whose_git_link_is_gone_or_wrong_is_never_used_and_is_made_again() 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 8: submodules are checked out in worktrees; a repository an agent made is not committed.
+
+/// A library repository (one commit, `l.txt`) beside `repo`, added to it as the submodule
+/// `vendor/lib` and committed; the library's own folder is then deleted, so that nothing but
+/// the main tree's checkout of it can serve as a source (no network, no URL that works).
+fn with_submodule(repo: &Repo) -> tempfile::TempDir {
+    let lib = tempfile::tempdir().unwrap();
+    let sh = |dir: &std::path::Path, script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(
+        lib.path(),
+        "git init -q src && cd src && echo l > l.txt && git add l.txt && \
+         git -c user.name=t -c user.email=t@t commit -qm lib",
+    );
+    let src = lib.path().join("src");
+    sh(
+        repo.path(),
+        &format!(
+            "git -c protocol.file.allow=always submodule add -q '{}' vendor/lib && git commit -qm lib",
+            src.display()
+        ),
+    );
+    std::fs::remove_dir_all(&src).unwrap();
+    lib
+}
+
+fn gitlink(repo: &Repo, rev: &str, path: &str) -> String {
+    repo.git(&["ls-tree", rev, "--", path])
+}
+
+#[test]
+fn submodules_are_checked_out_in_worktrees_and_edits_inside_them_are_kept() {
+    let repo = Repo::new();
+    let _lib = with_submodule(&repo);
+    let linked = gitlink(&repo, "HEAD", "vendor/lib");
+    assert!(linked.starts_with("160000 commit"), "{linked}");
+    repo.mission(mission(
+        vec![
+            // Reads the submodule (empty in a bare worktree) and edits inside it.
+            sh_agent(
+                "a",
+                "code",
+                "cat vendor/lib/l.txt >> seen.txt; echo \"edit $ORCH_ROUND\" >> vendor/lib/l.txt; \
+                 echo new > vendor/lib/new.txt",
+            ),
+            // Makes a repository of its own, with a commit, next to a plain change.
+            sh_agent(
+                "b",
+                "code",
+                "echo b >> b.txt; git init -q nested && echo n > nested/n.txt && cd nested && \
+                 git add n.txt && git -c user.name=x -c user.email=x@x commit -qm n",
+            ),
+        ],
+        json!({"rounds": 2}),
+    ));
+    repo.orch(&["run"]).expect(0);
+    // The submodule was there for the agent, both rounds (round 2 reuses the worktree, reset).
+    assert_eq!(repo.read("seen.txt"), "l\nl\n");
+    assert_eq!(
+        gitlink(&repo, "HEAD", "vendor/lib"),
+        linked,
+        "the gitlink never moved"
+    );
+    for round in [1, 2] {
+        let log = repo.round_log(round);
+        for name in ["a", "b"] {
+            let e = Repo::agent(&log, name);
+            assert_eq!(e["status"], "ok", "{log:#}");
+            let kept = format!("refs/orch/nested/round-{round}/{name}");
+            assert!(
+                e["keptAside"].to_string().contains(&kept),
+                "{}",
+                e["keptAside"]
+            );
+            assert!(log["notes"].to_string().contains(&kept), "{}", log["notes"]);
+            assert!(ref_exists(&repo, &kept));
+        }
+        // The edits inside the submodule, as plain files (a tree, not a gitlink); each round's
+        // edit starts from the submodule's own commit.
+        let a = format!("refs/orch/nested/round-{round}/a");
+        assert_eq!(
+            show(&repo, &a, "vendor/lib/l.txt"),
+            format!("l\nedit {round}\n")
+        );
+        assert_eq!(show(&repo, &a, "vendor/lib/new.txt"), "new\n");
+        assert!(gitlink(&repo, &a, "vendor/lib").starts_with("040000 tree"));
+        let b = format!("refs/orch/nested/round-{round}/b");
+        assert_eq!(show(&repo, &b, "nested/n.txt"), "n\n");
+        assert!(gitlink(&repo, &b, "nested").starts_with("040000 tree"));
+    }
+    // The branch holds b's plain change and no gitlink but the user's submodule.
+    assert_eq!(show(&repo, "HEAD", "b.txt"), "b\nb\n");
+    let links: Vec<String> = repo
+        .git(&["ls-tree", "-r", "HEAD"])
+        .lines()
+        .filter(|l| l.starts_with("160000"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(links, vec![linked.clone()], "{links:?}");
+    assert!(repo
+        .read(".orch/events.ndjson")
+        .contains("is not committed"));
+    assert_eq!(repo.state()["lastRound"], 2);
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    let fsck = std::process::Command::new("git")
+        .args(["fsck", "--no-progress"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}
+
+#[test]
+fn a_submodule_that_cannot_be_checked_out_offline_refuses_the_mission() {
+    let repo = Repo::new();
+    let _lib = with_submodule(&repo);
+    repo.mission(mission(
+        vec![sh_agent("a", "code", "echo a > a.txt")],
+        json!({}),
+    ));
+    // Not initialised in the main tree: orch has nothing to check it out from.
+    repo.git(&["submodule", "deinit", "-q", "-f", "vendor/lib"]);
+    std::fs::remove_dir_all(repo.pathbuf(".git/modules")).unwrap();
+    let head = repo.head();
+    let run = repo.orch(&["run"]).expect(2);
+    assert!(
+        run.stderr().contains("submodule vendor/lib") && run.stderr().contains("not initialised"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!repo.has_round_log(1), "no round ran");
+    assert!(!repo.exists("a.txt"));
+    assert_eq!(repo.head(), head);
+    // The shared tree needs no worktree: the same mission runs there.
+    repo.mission(mission(
+        vec![sh_agent("a", "code", "echo a > a.txt")],
+        json!({"git": {"isolation": "shared"}}),
+    ));
+    repo.orch(&["run"]).expect(0);
+    assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
+}
+
+#[test]
+fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
+    let repo = Repo::new();
+    let _lib = with_submodule(&repo);
+    // Something to clone, outside the repository.
+    let upstream = tempfile::tempdir().unwrap();
+    let up = upstream.path().display().to_string();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "git init -q . && echo u > u.txt && git add u.txt && \
+             git -c user.name=t -c user.email=t@t commit -qm u",
+        ])
+        .current_dir(upstream.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    repo.mission(mission(
+        vec![sh_agent(
+            "a",
+            "code",
+            &format!(
+                "echo a > a.txt; git clone -q '{up}' deps/cloned; git init -q empty; \
+                 echo edit >> vendor/lib/l.txt"
+            ),
+        )],
+        json!({"git": {"isolation": "shared"}}),
+    ));
+    let linked = gitlink(&repo, "HEAD", "vendor/lib");
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let e = Repo::agent(&log, "a");
+    assert_eq!(e["status"], "ok", "{log:#}");
+    let kept = "refs/orch/nested/round-1/a";
+    let why = e["keptAside"].to_string();
+    for path in ["deps/cloned", "empty", "vendor/lib"] {
+        assert!(why.contains(path), "{why}");
+    }
+    assert_eq!(show(&repo, kept, "deps/cloned/u.txt"), "u\n");
+    assert_eq!(show(&repo, kept, "vendor/lib/l.txt"), "l\nedit\n");
+    // Committed: the plain change only; the clone and the empty repository are gone from the
+    // tree, the user's submodule is back at its commit, clean.
+    assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
+    let files = repo.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert!(
+        !files.contains("deps") && !files.contains("empty"),
+        "{files}"
+    );
+    assert_eq!(gitlink(&repo, "HEAD", "vendor/lib"), linked);
+    assert!(!repo.exists("deps/cloned") && !repo.exists("empty"));
+    assert_eq!(repo.read("vendor/lib/l.txt"), "l\n");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    // The next run does not find a dirty tree.
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert!(repo.has_round_log(2));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 16: warnings, not silence; run times from the process's own end.
 
 #[test]

@@ -453,6 +453,9 @@ fn agent_block(
             a.ownership_violations.join(", ")
         );
     }
+    for k in &a.kept_aside {
+        let _ = writeln!(s, "      kept aside: {k}");
+    }
     if !a.log.is_empty() {
         let _ = writeln!(s, "      log: {}", in_state(&a.log));
     }

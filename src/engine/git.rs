@@ -648,10 +648,14 @@ impl Git {
         // made again. A link an agent deleted or rewrote is never followed: git would work on
         // whatever repository it names (the main one, once the file is gone).
         if self.worktree_intact(path) {
+            // The worktree is orch's: a folder the agent left read-only (`chmod a-w`) gets its
+            // write bits back, else git could neither replace nor clean files in it.
+            crate::engine::perms::unlock_tree(path);
             // Detached again, whatever branch the agent may have checked out there last time.
             match wt.run(&["checkout", "-q", "-f", "--detach", base]) {
                 Ok(_) => {
                     wt.run(&["clean", "-q", "-f", "-d"])?;
+                    crate::engine::nested::init_submodules(&wt, &self.root)?;
                     return Ok(wt);
                 }
                 Err(e) => log::info!(
@@ -661,6 +665,7 @@ impl Git {
             }
         }
         if path.exists() {
+            crate::engine::perms::unlock_tree(path);
             std::fs::remove_dir_all(path).map_err(|e| {
                 Error::io(format!("removing broken worktree {}", path.display()), e)
             })?;
@@ -673,6 +678,9 @@ impl Git {
         let _ = self.run(&["worktree", "prune"]);
         let p = path.to_string_lossy();
         self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
+        drop(_admin);
+        // A worktree gets an empty folder for each submodule: checked out from the main tree's.
+        crate::engine::nested::init_submodules(&wt, &self.root)?;
         Ok(wt)
     }
 
@@ -723,6 +731,61 @@ impl Git {
             Ok(commit)
         })();
         let _ = std::fs::remove_file(&index);
+        result
+    }
+
+    /// A commit on `parent` under `refname` whose tree is `parent`'s with each of `folders`
+    /// (repositories inside this tree: a submodule, a repository an agent made) replaced by
+    /// the folder's files as plain files, hashed with the folder as the work tree and private
+    /// indexes, so the folder's own `.git` is neither followed nor recorded as a gitlink.
+    pub fn save_folders_as_files(
+        &self,
+        parent: &str,
+        refname: &str,
+        message: &str,
+        folders: &[String],
+    ) -> Result<String> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let index = self.common_dir.join(format!("orch-nested-{pid}-{n}.index"));
+        let scratch = self
+            .common_dir
+            .join(format!("orch-nested-{pid}-{n}.files.index"));
+        let index_s = index.to_string_lossy().into_owned();
+        let scratch_s = scratch.to_string_lossy().into_owned();
+        let env = [("GIT_INDEX_FILE", index_s.as_str())];
+        let result = (|| {
+            self.run_env(&["read-tree", parent], &env)?;
+            for folder in folders {
+                let spec = format!(":(literal){folder}");
+                self.run_env(
+                    &[
+                        "rm",
+                        "-r",
+                        "-q",
+                        "--cached",
+                        "--ignore-unmatch",
+                        "--",
+                        &spec,
+                    ],
+                    &env,
+                )?;
+                let _ = std::fs::remove_file(&scratch);
+                let work = format!("--work-tree={}", self.root.join(folder).display());
+                let files = [("GIT_INDEX_FILE", scratch_s.as_str())];
+                self.run_env(&[&work, "add", "-A"], &files)?;
+                let tree = self.run_env(&["write-tree"], &files)?;
+                let prefix = format!("--prefix={folder}/");
+                self.run_env(&["read-tree", &prefix, tree.trim()], &env)?;
+            }
+            let tree = self.run_env(&["write-tree"], &env)?;
+            let commit = self.commit_tree(tree.trim(), parent, message)?;
+            self.run(&["update-ref", refname, &commit])?;
+            Ok(commit)
+        })();
+        let _ = std::fs::remove_file(&index);
+        let _ = std::fs::remove_file(&scratch);
         result
     }
 

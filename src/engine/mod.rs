@@ -12,6 +12,8 @@ pub mod hooks;
 pub mod inputs;
 pub mod launcher;
 pub mod limits;
+pub mod nested;
+pub mod perms;
 pub mod pool;
 pub mod preflight;
 pub mod process;

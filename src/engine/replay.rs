@@ -347,6 +347,8 @@ fn remove_worktrees(git: &Git, dir: &Path) {
     paths.push(dir.join("tree"));
     for p in paths {
         let s = p.to_string_lossy().into_owned();
+        // A folder an agent left read-only would stop the removal half-way.
+        crate::engine::perms::unlock_tree(&p);
         if let Err(e) = git.run(&["worktree", "remove", "--force", &s]) {
             log::warn!("cannot remove the replay's worktree {s}: {e}");
         }
@@ -603,6 +605,7 @@ mod tests {
             summary: None,
             escalated_to: None,
             ownership_violations: Vec::new(),
+            kept_aside: Vec::new(),
             handoff: None,
         }
     }

@@ -50,6 +50,9 @@ pub struct RawRun {
     /// Worktree isolation: the commit of its change, made in its worktree on the worker thread
     /// (`Ok(None)`: not made there, the main thread commits), or why committing failed.
     pub commit: std::result::Result<Option<String>, String>,
+    /// What was kept aside from its change and why (a repository it made, its edits inside a
+    /// submodule), each naming the ref that keeps it.
+    pub kept_aside: Vec<String>,
 }
 
 /// The outcome of settling one run.
@@ -203,6 +206,7 @@ pub fn settle(
         summary: cost.summary.clone(),
         escalated_to: model_change.as_ref().map(|(_, to, _)| to.clone()),
         ownership_violations: Vec::new(),
+        kept_aside: raw.kept_aside.clone(),
         handoff: None,
     };
     Settled {

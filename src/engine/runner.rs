@@ -133,6 +133,11 @@ pub fn run_counted(
     launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
     // Before anything is spent: a config that asks for signed commits must be able to sign.
     ws.git.check_signing()?;
+    // Worktrees get an empty folder for each submodule: each must be checkable out from the
+    // main tree's own checkout of it, else the mission is refused before anything is spent.
+    if mission.git.isolation == crate::mission::Isolation::Worktree {
+        crate::engine::nested::check_submodules(&ws.git)?;
+    }
     // `--allow-dirty`: the rounds run on the clean base; the user's work comes back when this
     // value is dropped, however the run ends.
     let _user_work = userwork::set_aside(&ws.git, &ws.layout, events, rounds[0], opts.allow_dirty)?;

@@ -561,6 +561,7 @@ fn legacy(
             summary: None,
             escalated_to: str_at(a, "escalatedTo").map(str::to_string),
             ownership_violations: Vec::new(),
+            kept_aside: Vec::new(),
             handoff: None,
         });
     }

@@ -185,6 +185,7 @@ pub(super) fn run_agent(
         other => other,
     };
     let broken_link = rejected.is_some();
+    let mut kept_aside = Vec::new();
     let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
     let changed: Vec<String> = match (&isolated, &moved) {
         _ if broken_link => Vec::new(),
@@ -202,7 +203,16 @@ pub(super) fn run_agent(
             // the branch is caught here, before the next agent's fingerprint is taken.
             rejected = tree.check_head(env.git, round, &agent.name);
             let after = tree.after(env.git);
-            let changed = changed_between(env.git, &before, &after);
+            let mut changed = changed_between(env.git, &before, &after);
+            // A repository folder it made or a submodule it edited: kept aside under the tree's
+            // lock (no other agent's fingerprint is taken meanwhile), then taken afresh.
+            let parent = env.git.head_fast().unwrap_or_else(|| job.base.clone());
+            let (out, why) = set_aside_repositories(env, env.git, &parent, &changed, round, agent);
+            if !out.is_empty() {
+                changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
+                tree.forget();
+            }
+            kept_aside = why;
             let twice = tree.note_writers(&agent.name, &changed);
             drop(tree);
             for (file, other) in twice {
@@ -224,6 +234,9 @@ pub(super) fn run_agent(
     // A file over `git.maxFileBytes` (a dump, a 1 GB sparse file) is kept aside and left out.
     let mut changed = changed;
     if let Some(g) = &isolated {
+        let (out, why) = set_aside_repositories(env, g, &job.base, &changed, round, agent);
+        changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
+        kept_aside = why;
         if let Some(set_aside) = set_aside_oversized(env, g, &changed, round, &agent.name) {
             changed.retain(|f| !set_aside.contains(f));
         }
@@ -262,7 +275,55 @@ pub(super) fn run_agent(
         result_file,
         filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
         deferred: false,
+        kept_aside,
     }
+}
+
+/// Repositories among an agent's change (`nested`): a submodule it edited, a repository it
+/// made with `git init` or `git clone`. Their files are kept as plain files under
+/// `refs/orch/nested/round-N/AGENT` (a commit on `parent`), the folders put back, and a warning
+/// for each; returns the folders set aside and the sentence for each (the run's `keptAside`).
+fn set_aside_repositories(
+    env: &Env,
+    g: &Git,
+    parent: &str,
+    changed: &[String],
+    round: u32,
+    agent: &Agent,
+) -> (Vec<String>, Vec<String>) {
+    let folders = crate::engine::nested::repository_folders(g.root(), changed);
+    if folders.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let r = env.kept_ref("nested", round, Some(&agent.name));
+    let msg = format!(
+        "orch: round {round} {}: repositories inside the tree, as plain files",
+        agent.name
+    );
+    let why: Vec<String> =
+        match crate::engine::nested::keep_and_put_back(g, parent, &r, &msg, &folders) {
+            Ok(done) => done
+                .iter()
+                .map(|k| crate::engine::nested::describe(k, &r))
+                .collect(),
+            Err(e) => {
+                // Not kept: left where they are and out of the commit all the same.
+                vec![format!(
+                "{}: git repositories inside the tree are not committed, and keeping their files \
+                 in {r} failed ({e}); they are left in place",
+                folders.join(", ")
+            )]
+            }
+        };
+    for w in &why {
+        let message = format!("agent {}: {w}", agent.name);
+        log::warn!("{message}");
+        env.events.emit(Event::Warning {
+            round: Some(round),
+            message,
+        });
+    }
+    (folders, why)
 }
 
 /// Files over `git.maxFileBytes` in an agent's worktree: kept under
@@ -355,6 +416,7 @@ pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         result_file: layout.scratch(round).join("none"),
         filed_tasks: false,
         deferred: false,
+        kept_aside: Vec::new(),
     }
 }
 

@@ -1106,6 +1106,9 @@ impl<'e> Round<'e, '_> {
         let spent_before = st.cost_usd;
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
         let first_status = settled.entry.status;
+        for why in &raw.kept_aside {
+            self.note(&format!("agent {}: {why}", agent.name));
+        }
         if let Ending::SpawnFailed(why) = &raw.finished.ending {
             // Not a bad change but a broken setup (the program went missing after the start-up
             // check, or behind shell syntax): say so where a person looks.
