@@ -774,6 +774,314 @@ fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 9: read-only folders an agent leaves, as a user for whom chmod bites (not root).
+
+/// A scratch repository owned by an unprivileged user, and a way to run commands as that
+/// user: root ignores folder modes, so these tests run orch and the agents' `chmod a-w` as
+/// uid 65534 through `setpriv` (util-linux) when the tests run as root, and as themselves
+/// otherwise. `None` (a loud skip) only when that cannot be done; `ORCH_REQUIRE_UNPRIVILEGED=1`
+/// (`.ci/run`) makes it a failure.
+struct Unprivileged {
+    dir: tempfile::TempDir,
+    /// `setpriv ...` to put before a command, empty when the tests are not root.
+    prefix: Vec<String>,
+    orch: String,
+}
+
+impl Unprivileged {
+    fn new(test: &str) -> Option<Unprivileged> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let prefix: Vec<String> = if root {
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut u = Unprivileged {
+            dir: tempfile::tempdir().unwrap(),
+            prefix,
+            orch: env!("CARGO_BIN_EXE_orch").to_string(),
+        };
+        if root {
+            let setpriv = std::process::Command::new("setpriv")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !setpriv || !u.sh_ok("[ \"$(id -u)\" = 65534 ]") {
+                let why =
+                    "running as root, and `setpriv --reuid=65534` (util-linux) does not work here";
+                if std::env::var("ORCH_REQUIRE_UNPRIVILEGED").as_deref() == Ok("1") {
+                    panic!("{test}: ORCH_REQUIRE_UNPRIVILEGED=1 but {why}");
+                }
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** {test}: SKIPPED: {why}; folder modes do not bind root ***\n\
+                     *** (set ORCH_REQUIRE_UNPRIVILEGED=1 to make this a failure) ***"
+                );
+                return None;
+            }
+            u.chown(u.dir.path());
+            // The built binary, where the user can run it (a clone under /root is not).
+            if !u.sh_ok(&format!("test -x '{}'", u.orch)) {
+                let copy = u.dir.path().join("orch-bin");
+                std::fs::copy(&u.orch, &copy).unwrap();
+                u.chown(&copy);
+                u.orch = copy.display().to_string();
+            }
+        }
+        u.sh(
+            "git init -q repo && cd repo && git config user.name Test && \
+             git config user.email test@example.com && mkdir src && echo app > src/app.txt && \
+             git add -A && git commit -qm init",
+        );
+        Some(u)
+    }
+
+    fn chown(&self, p: &std::path::Path) {
+        assert!(std::process::Command::new("chown")
+            .arg("65534:65534")
+            .arg(p)
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn repo(&self) -> std::path::PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    /// Runs `script` with `sh -c` as the unprivileged user, in the repository (or the scratch
+    /// folder before it exists), with HOME in the scratch folder.
+    fn run(&self, script: &str) -> std::process::Output {
+        let cwd = if self.repo().is_dir() {
+            self.repo()
+        } else {
+            self.dir.path().to_path_buf()
+        };
+        let mut argv = self.prefix.clone();
+        argv.extend(["sh", "-c", script].map(String::from));
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(cwd)
+            .env("HOME", self.dir.path())
+            .env("ORCH", &self.orch)
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn sh_ok(&self, script: &str) -> bool {
+        self.run(script).status.success()
+    }
+
+    /// Runs `script` and returns its stdout, trimmed; panics when it fails.
+    fn sh(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `orch ARGS` as the user: exit status and stderr.
+    fn orch(&self, args: &str) -> (i32, String) {
+        let out = self.run(&format!("\"$ORCH\" {args}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn mission(&self, m: Value) {
+        std::fs::write(
+            self.repo().join("orch.json"),
+            serde_json::to_string_pretty(&m).unwrap(),
+        )
+        .unwrap();
+        self.chown(&self.repo().join("orch.json"));
+        self.sh("git add orch.json && git commit -qm mission");
+    }
+
+    fn round_log(&self, n: u32) -> Value {
+        let p = self.repo().join(format!(".orch/rounds/round-{n:04}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    }
+
+    fn mode(&self, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.repo().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+}
+
+#[test]
+fn a_worktree_agent_that_leaves_read_only_folders_runs_again_next_round() {
+    let Some(u) =
+        Unprivileged::new("a_worktree_agent_that_leaves_read_only_folders_runs_again_next_round")
+    else {
+        return;
+    };
+    u.mission(mission(
+        vec![
+            // Changes a file in a folder it then makes read-only, every round: the next round's
+            // reset of its worktree must replace that file.
+            sh_agent(
+                "a",
+                "code",
+                "chmod u+w src; echo \"r$ORCH_ROUND\" >> src/app.txt; chmod a-w src",
+            ),
+            // Round 1: leaves an untracked file in a read-only folder and fails; its worktree
+            // must be cleaned for round 2.
+            sh_agent(
+                "b",
+                "code",
+                "if [ \"$ORCH_ROUND\" = 1 ]; then mkdir -p tmp && echo x > tmp/x && \
+                 chmod a-w tmp && exit 1; fi; echo \"b$ORCH_ROUND\" >> b.txt",
+            ),
+        ],
+        json!({"rounds": 3}),
+    ));
+    let (code, err) = u.orch("run");
+    assert_eq!(code, 0, "{err}");
+    let log1 = u.round_log(1);
+    assert_eq!(Repo::agent(&log1, "a")["status"], "ok", "{log1:#}");
+    assert_eq!(Repo::agent(&log1, "b")["status"], "failed", "{log1:#}");
+    assert_eq!(
+        u.sh("git show refs/orch/failed/round-1/b:tmp/x"),
+        "x",
+        "b's partial work is kept"
+    );
+    for round in [2, 3] {
+        let log = u.round_log(round);
+        for name in ["a", "b"] {
+            assert_eq!(
+                Repo::agent(&log, name)["status"],
+                "ok",
+                "round {round}: {log:#}"
+            );
+        }
+    }
+    assert_eq!(u.sh("git show HEAD:src/app.txt"), "app\nr1\nr2\nr3");
+    assert_eq!(u.sh("git show HEAD:b.txt"), "b2\nb3");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(u.repo().join(".orch/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["lastRound"], 3);
+    assert_eq!(state["agents"]["a"]["lastStatus"], "ok");
+    assert_eq!(u.sh("git status --porcelain --untracked-files=all"), "");
+}
+
+#[test]
+fn a_shared_tree_revert_restores_the_write_bits_of_the_agents_folders_only() {
+    let Some(u) = Unprivileged::new(
+        "a_shared_tree_revert_restores_the_write_bits_of_the_agents_folders_only",
+    ) else {
+        return;
+    };
+    // The user's own read-only folder, which no agent touches: left as it is.
+    u.sh("mkdir docs && echo d > docs/d.txt && git add docs && git commit -qm docs && chmod 555 docs");
+    u.mission(mission(
+        vec![sh_agent(
+            "a",
+            "code",
+            "echo bad >> src/app.txt; mkdir -p gen/deep && echo g > gen/deep/g.txt; \
+             chmod a-w src gen/deep gen",
+        )],
+        json!({"git": {"isolation": "shared"},
+               "tests": {"command": ["sh", "-c", "! grep -q bad src/app.txt"]}}),
+    ));
+    let base = u.sh("git rev-parse HEAD");
+    let (code, err) = u.orch("run");
+    assert_eq!(code, 0, "{err}");
+    let log = u.round_log(1);
+    assert_eq!(log["status"], "reverted", "{log:#}");
+    assert_eq!(u.sh("git rev-parse HEAD"), base);
+    assert_eq!(
+        u.sh("git show refs/orch/rejected/round-1:src/app.txt"),
+        "app\nbad"
+    );
+    assert_eq!(
+        u.sh("git show refs/orch/rejected/round-1:gen/deep/g.txt"),
+        "g"
+    );
+    // The tree is back at the base: the agent's file replaced, its new folders gone.
+    assert_eq!(u.sh("cat src/app.txt"), "app");
+    assert!(!u.repo().join("gen").exists());
+    assert_eq!(u.sh("git status --porcelain --untracked-files=all"), "");
+    assert_eq!(
+        u.mode("src") & 0o200,
+        0o200,
+        "the agent's folder is writable again"
+    );
+    assert_eq!(u.mode("docs"), 0o555, "the user's folder is untouched");
+    // The next run does not find a dirty tree.
+    let (code, err) = u.orch("run --rounds 1");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(u.round_log(2)["status"], "reverted");
+}
+
+#[test]
+fn a_revert_that_cannot_write_names_the_folder() {
+    let Some(u) = Unprivileged::new("a_revert_that_cannot_write_names_the_folder") else {
+        return;
+    };
+    if u.prefix.is_empty() {
+        // Needs a folder of another user's; only root can make one.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** a_revert_that_cannot_write_names_the_folder: SKIPPED: not root, cannot make a folder of another user's ***"
+        );
+        return;
+    }
+    // A folder of root's holding a file anyone may write: the agent can change the file, but
+    // orch (as the agent's user) can neither replace it nor give the folder its write bit.
+    u.sh("mkdir locked && echo l > locked/f && git add locked && git commit -qm locked");
+    let locked = u.repo().join("locked");
+    assert!(std::process::Command::new("sh")
+        .args([
+            "-c",
+            "chown 0:0 locked locked/f && chmod 755 locked && chmod 666 locked/f"
+        ])
+        .current_dir(u.repo())
+        .status()
+        .unwrap()
+        .success());
+    u.mission(mission(
+        vec![sh_agent("a", "code", "echo bad >> locked/f")],
+        json!({"git": {"isolation": "shared"},
+               "tests": {"command": ["sh", "-c", "! grep -q bad locked/f"]}}),
+    ));
+    let (code, err) = u.orch("run");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot write in {}", locked.display())),
+        "{err}"
+    );
+    // The agent's change is kept before the revert was tried.
+    assert_eq!(
+        u.sh("git show refs/orch/rejected/round-1:locked/f"),
+        "l\nbad"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 16: warnings, not silence; run times from the process's own end.
 
 #[test]

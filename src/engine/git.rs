@@ -443,6 +443,7 @@ impl Git {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
+        crate::engine::perms::unlock_for(&self.root, &changed, "putting files back")?;
         // The index as it is now, so that it can be put back after the files are.
         let index_tree = self.run(&["write-tree"]).ok();
         self.run(&["read-tree", "--reset", "-u", tree])?;
@@ -490,6 +491,7 @@ impl Git {
 
     /// Puts `paths` back as they are in HEAD: tracked ones checked out, new ones removed.
     pub fn take_out(&self, paths: &[String]) -> Result<()> {
+        crate::engine::perms::unlock_for(&self.root, paths, "taking files out of the tree")?;
         for chunk in paths.chunks(500) {
             let mut args = vec![
                 "ls-tree".to_string(),
@@ -620,6 +622,15 @@ impl Git {
     /// Puts the working tree and HEAD back exactly at `base`: tracked files reset, untracked
     /// non-ignored files removed (ignored files, orch's state folder among them, stay).
     pub fn restore(&self, base: &str) -> Result<()> {
+        // A folder an agent left read-only would stop the reset half-way (as a non-root user):
+        // the folders holding what is put back get their write bits again, the others are left
+        // as they are; one that cannot be made writable is named before anything is reset.
+        let changed = self.changed_since(base)?;
+        crate::engine::perms::unlock_for(
+            &self.root,
+            &changed,
+            &format!("putting the tree back at {}", short(base)),
+        )?;
         self.run(&["reset", "-q", "--hard", base])?;
         self.run_outside_state(&["clean", "-q", "-f", "-d"], &[])?;
         Ok(())
