@@ -615,12 +615,14 @@ fn submodules_are_checked_out_in_worktrees_and_edits_inside_them_are_kept() {
                 "cat vendor/lib/l.txt >> seen.txt; echo \"edit $ORCH_ROUND\" >> vendor/lib/l.txt; \
                  echo new > vendor/lib/new.txt",
             ),
-            // Makes a repository of its own, with a commit, next to a plain change.
+            // Makes a repository of its own, with a commit, next to a plain change, and commits
+            // both itself (the repository as a gitlink).
             sh_agent(
                 "b",
                 "code",
                 "echo b >> b.txt; git init -q nested && echo n > nested/n.txt && cd nested && \
-                 git add n.txt && git -c user.name=x -c user.email=x@x commit -qm n",
+                 git add n.txt && git -c user.name=x -c user.email=x@x commit -qm n && cd .. && \
+                 git add b.txt nested 2>/dev/null; git -c user.name=x -c user.email=x@x commit -qm own",
             ),
         ],
         json!({"rounds": 2}),
@@ -739,7 +741,9 @@ fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
             "code",
             &format!(
                 "echo a > a.txt; git clone -q '{up}' deps/cloned; git init -q empty; \
-                 echo edit >> vendor/lib/l.txt"
+                 echo edit >> vendor/lib/l.txt; git init -q own && echo o > own/o.txt && \
+                 cd own && git add o.txt && git -c user.name=x -c user.email=x@x commit -qm o && \
+                 cd .. && git add own 2>/dev/null; git -c user.name=x -c user.email=x@x commit -qm own"
             ),
         )],
         json!({"git": {"isolation": "shared"}}),
@@ -751,21 +755,25 @@ fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
     assert_eq!(e["status"], "ok", "{log:#}");
     let kept = "refs/orch/nested/round-1/a";
     let why = e["keptAside"].to_string();
-    for path in ["deps/cloned", "empty", "vendor/lib"] {
+    for path in ["deps/cloned", "empty", "vendor/lib", "own"] {
         assert!(why.contains(path), "{why}");
     }
     assert_eq!(show(&repo, kept, "deps/cloned/u.txt"), "u\n");
+    // The repository it committed itself as a gitlink: kept as files, and the round's commit
+    // holds no gitlink for it.
+    assert_eq!(show(&repo, kept, "own/o.txt"), "o\n");
+    assert_eq!(gitlink(&repo, "HEAD", "own"), "");
     assert_eq!(show(&repo, kept, "vendor/lib/l.txt"), "l\nedit\n");
     // Committed: the plain change only; the clone and the empty repository are gone from the
     // tree, the user's submodule is back at its commit, clean.
     assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
     let files = repo.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
     assert!(
-        !files.contains("deps") && !files.contains("empty"),
+        !files.contains("deps") && !files.contains("empty") && !files.contains("own"),
         "{files}"
     );
     assert_eq!(gitlink(&repo, "HEAD", "vendor/lib"), linked);
-    assert!(!repo.exists("deps/cloned") && !repo.exists("empty"));
+    assert!(!repo.exists("deps/cloned") && !repo.exists("empty") && !repo.exists("own"));
     assert_eq!(repo.read("vendor/lib/l.txt"), "l\n");
     assert!(repo.status().is_empty(), "{}", repo.status());
     // The next run does not find a dirty tree.

@@ -178,17 +178,19 @@ pub struct KeptFolder {
 }
 
 /// Keeps the files of `folders` (repositories inside `git`'s tree) as plain files in a commit
-/// on `parent` under `refname`, then puts each folder back: a submodule of `parent` reset to
-/// the commit `parent` names and cleaned, a repository the agent made removed. What it did per
-/// folder, or the error that stopped it (then nothing was put back).
+/// on `parent` under `refname`, then puts each folder back: a submodule of `base` (the tree
+/// before the agent ran) reset to the commit `base` names and cleaned, any other repository
+/// removed (one the agent made, also when it committed it as a gitlink itself). What it did
+/// per folder, or the error that stopped it (then nothing was put back).
 pub fn keep_and_put_back(
     git: &Git,
+    base: &str,
     parent: &str,
     refname: &str,
     message: &str,
     folders: &[String],
 ) -> Result<Vec<KeptFolder>> {
-    let links = gitlinks(git, parent)?;
+    let links = gitlinks(git, base)?;
     git.save_folders_as_files(parent, refname, message, folders)?;
     let mut done = Vec::new();
     for path in folders {

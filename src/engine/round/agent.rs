@@ -207,7 +207,15 @@ pub(super) fn run_agent(
             // A repository folder it made or a submodule it edited: kept aside under the tree's
             // lock (no other agent's fingerprint is taken meanwhile), then taken afresh.
             let parent = env.git.head_fast().unwrap_or_else(|| job.base.clone());
-            let (out, why) = set_aside_repositories(env, env.git, &parent, &changed, round, agent);
+            let phase_base = tree.base.clone();
+            let (out, why) = set_aside_repositories(
+                env,
+                env.git,
+                (&phase_base, &parent),
+                &changed,
+                round,
+                agent,
+            );
             if !out.is_empty() {
                 changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
                 tree.forget();
@@ -234,7 +242,8 @@ pub(super) fn run_agent(
     // A file over `git.maxFileBytes` (a dump, a 1 GB sparse file) is kept aside and left out.
     let mut changed = changed;
     if let Some(g) = &isolated {
-        let (out, why) = set_aside_repositories(env, g, &job.base, &changed, round, agent);
+        let (out, why) =
+            set_aside_repositories(env, g, (&job.base, &job.base), &changed, round, agent);
         changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
         kept_aside = why;
         if let Some(set_aside) = set_aside_oversized(env, g, &changed, round, &agent.name) {
@@ -281,12 +290,13 @@ pub(super) fn run_agent(
 
 /// Repositories among an agent's change (`nested`): a submodule it edited, a repository it
 /// made with `git init` or `git clone`. Their files are kept as plain files under
-/// `refs/orch/nested/round-N/AGENT` (a commit on `parent`), the folders put back, and a warning
-/// for each; returns the folders set aside and the sentence for each (the run's `keptAside`).
+/// `refs/orch/nested/round-N/AGENT` (a commit on `parent`, the agent's HEAD), the folders put
+/// back (a submodule as `base`, the tree before the agent ran, has it), and a warning for each;
+/// returns the folders set aside and the sentence for each (the run's `keptAside`).
 fn set_aside_repositories(
     env: &Env,
     g: &Git,
-    parent: &str,
+    (base, parent): (&str, &str),
     changed: &[String],
     round: u32,
     agent: &Agent,
@@ -301,7 +311,7 @@ fn set_aside_repositories(
         agent.name
     );
     let why: Vec<String> =
-        match crate::engine::nested::keep_and_put_back(g, parent, &r, &msg, &folders) {
+        match crate::engine::nested::keep_and_put_back(g, base, parent, &r, &msg, &folders) {
             Ok(done) => done
                 .iter()
                 .map(|k| crate::engine::nested::describe(k, &r))
@@ -316,8 +326,8 @@ fn set_aside_repositories(
             }
         };
     for w in &why {
+        // The event is the warning (the human reporter prints it); the round note follows.
         let message = format!("agent {}: {w}", agent.name);
-        log::warn!("{message}");
         env.events.emit(Event::Warning {
             round: Some(round),
             message,
