@@ -948,11 +948,11 @@ fn a_worktree_agent_that_leaves_read_only_folders_runs_again_next_round() {
     u.mission(mission(
         vec![
             // Changes a file in a folder it then makes read-only, every round: the next round's
-            // reset of its worktree must replace that file.
+            // reset of its worktree must replace that file, and the agent write there again.
             sh_agent(
                 "a",
                 "code",
-                "chmod u+w src; echo \"r$ORCH_ROUND\" >> src/app.txt; chmod a-w src",
+                "echo \"r$ORCH_ROUND\" >> src/app.txt; chmod a-w src",
             ),
             // Round 1: leaves an untracked file in a read-only folder and fails; its worktree
             // must be cleaned for round 2.

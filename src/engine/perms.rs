@@ -134,6 +134,31 @@ mod tests {
         }
     }
 
+    /// What giving the write bits back costs on every worktree reuse when nothing needs it:
+    /// `cargo test --release --lib unlock_tree_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn unlock_tree_cost() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..2_000 {
+            let dir = d.path().join(format!("d{}/e{i}", i % 50));
+            std::fs::create_dir_all(&dir).unwrap();
+            for j in 0..10 {
+                std::fs::write(dir.join(format!("f{j}")), "x").unwrap();
+            }
+        }
+        unlock_tree(d.path());
+        let t = std::time::Instant::now();
+        let n = 20;
+        for _ in 0..n {
+            unlock_tree(d.path());
+        }
+        eprintln!(
+            "unlock_tree over 2,051 folders and 20,000 files: {:.2} ms",
+            t.elapsed().as_secs_f64() * 1000.0 / n as f64
+        );
+    }
+
     #[test]
     fn unlock_for_touches_only_the_folders_of_the_paths() {
         let d = tempfile::tempdir().unwrap();
