@@ -26,6 +26,11 @@ const AGENT_PLACEHOLDERS: &[&str] = &[
     "task_file",
     "workdir",
 ];
+/// How many runs one session serves when `sessionMaxRounds` is not given: past this, a long
+/// conversation costs more to resume (its context is re-read) than a fresh full prompt.
+pub const DEFAULT_SESSION_ROUNDS: u32 = 8;
+/// The bound on `sessionMaxRounds`.
+pub const MAX_SESSION_ROUNDS: u32 = 1000;
 /// Placeholders allowed inside a sim's argv.
 const SIM_PLACEHOLDERS: &[&str] = &["out", "round"];
 
@@ -172,6 +177,13 @@ pub struct Agent {
     /// This agent's `inheritEnv`, instead of the mission's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherit_env: Option<InheritEnv>,
+    /// Keep the CLI's session from run to run (Claude Code `--session-id`/`--resume`, Codex
+    /// `exec resume`): a resumed run's prompt is the `{{changes}}` section alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session: bool,
+    /// The most runs one session serves; the next run starts a new one with the full prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_max_rounds: Option<u32>,
     /// Which agent-CLI adapter reads its runs (`claude`, `codex`, `gemini`, `aider`, `plain`);
     /// by default the one its command's program names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -745,6 +757,32 @@ impl Mission {
                     return err(at("env"), format!("{k:?} is not a valid variable name"));
                 }
             }
+            if a.session {
+                if let Err(why) = crate::agents::session_support(a) {
+                    return err(
+                        at("session"),
+                        format!("agent {:?} cannot keep a session: {why}", a.name),
+                    );
+                }
+            }
+            match a.session_max_rounds {
+                Some(_) if !a.session => {
+                    return err(
+                        at("sessionMaxRounds"),
+                        format!(
+                            "agent {:?} has no session (set `session: true`, or remove this key)",
+                            a.name
+                        ),
+                    )
+                }
+                Some(n) if !(1..=MAX_SESSION_ROUNDS).contains(&n) => {
+                    return err(
+                        at("sessionMaxRounds"),
+                        format!("must be 1 to {MAX_SESSION_ROUNDS}, not {n}"),
+                    )
+                }
+                _ => {}
+            }
         }
         if self.max_prompt_bytes < 1024 {
             return err("maxPromptBytes".into(), "must be at least 1024".into());
@@ -1154,6 +1192,11 @@ fn check_inherit_env(file: &Path, at: &str, v: Option<&InheritEnv>) -> Result<()
 
 impl Agent {
     /// The model ladder: `models`, or the single `model`, or one empty rung.
+    /// The most runs one session of this agent serves.
+    pub fn session_rounds(&self) -> u32 {
+        self.session_max_rounds.unwrap_or(DEFAULT_SESSION_ROUNDS)
+    }
+
     pub fn ladder(&self) -> Vec<String> {
         if !self.models.is_empty() {
             self.models.clone()

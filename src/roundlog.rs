@@ -266,6 +266,16 @@ pub struct AgentEntry {
     /// What the agent reported in its handoff file (`in-progress`, `complete`, `all-done`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// The CLI session of this run (as the CLI reported it, else the id orch gave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// This run resumed the agent's session (`session: true`) with the short `{{changes}}`
+    /// prompt; false for a new session, which got the full prompt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_resumed: bool,
+    /// For a new session: why the agent's previous one was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_dropped: Option<String>,
 }
 
 fn yes() -> bool {

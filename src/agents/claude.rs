@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 
 use super::scan::{for_each_json_object, non_empty, str_of, usd};
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Reading};
+use super::{AgentCli, CliKind, Failure, Invocation, Output, Place, Reading, Session, SessionArgs};
 use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, PermissionDenial, Tokens};
 
@@ -56,6 +56,21 @@ impl AgentCli for Claude {
             Cause::BadRequest => "check the agent's --model (a model name Claude Code knows, such as sonnet or opus) and the other flags of its `command`".into(),
             _ => "check the agent's command".into(),
         }
+    }
+
+    /// `--session-id UUID` names a new session (it must be a UUID); `--resume UUID` goes on
+    /// with it (the same id: without `--fork-session` Claude Code keeps it).
+    fn session_args(&self, session: &Session) -> Option<SessionArgs> {
+        let flag = if session.resume {
+            "--resume"
+        } else {
+            "--session-id"
+        };
+        Some(SessionArgs {
+            args: vec![flag.into(), session.id.into()],
+            place: Place::AfterProgram,
+            takes_id: true,
+        })
     }
 
     fn budget_args(&self, usd: f64) -> Option<Vec<String>> {

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::scan::{for_each_json_object, non_empty, str_of};
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Reading};
+use super::{AgentCli, CliKind, Failure, Invocation, Output, Place, Reading, Session, SessionArgs};
 use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, Tokens};
 
@@ -42,6 +42,21 @@ impl AgentCli for Codex {
 
     fn read(&self, out: &Output) -> Option<Reading> {
         parse(out).or_else(|| super::plain::from_words(out))
+    }
+
+    /// Codex names its own session (`thread.started.thread_id`); resuming is the `resume ID`
+    /// subcommand of `exec`, after `exec`'s options (`exec resume` refuses `--sandbox`) and
+    /// before the `-` that reads the prompt from stdin.
+    fn session_args(&self, session: &Session) -> Option<SessionArgs> {
+        Some(SessionArgs {
+            args: if session.resume {
+                vec!["resume".into(), session.id.into()]
+            } else {
+                Vec::new()
+            },
+            place: Place::End,
+            takes_id: session.resume,
+        })
     }
 
     fn fix(&self, cause: Cause) -> String {

@@ -162,10 +162,32 @@ pub struct Reading {
     pub source: CostSource,
 }
 
-/// A session to start or resume (issue 20; not built yet): the trait has the room for it.
+/// A CLI session to start or resume (`session: true`): orch names a new one with `id` when the
+/// CLI takes a name (Claude Code's `--session-id`); a CLI that names its own (Codex) ignores
+/// it, and the id comes from its output.
 pub struct Session<'a> {
     pub id: &'a str,
     pub resume: bool,
+}
+
+/// Where the session arguments go in the agent's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Right after the program's word (`claude --resume ID -p ...`): options parsed anywhere.
+    AfterProgram,
+    /// After the options, before a trailing `-` (the prompt from stdin) or at the end: a
+    /// subcommand (`codex exec --json ... resume ID -`), whose own options are fewer.
+    End,
+}
+
+/// What a CLI needs to start or resume a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionArgs {
+    pub args: Vec<String>,
+    pub place: Place,
+    /// The CLI uses the id orch gave (so it can be resumed even when the output does not say
+    /// it); false when the CLI names the session itself.
+    pub takes_id: bool,
 }
 
 /// One agent CLI: how to call it, and how to read what it printed.
@@ -186,9 +208,9 @@ pub trait AgentCli: Sync {
     /// For a permanent failure: what to fix, naming the variable or the flag.
     fn fix(&self, cause: Cause) -> String;
 
-    /// The arguments that start (`resume: false`) or resume a CLI session. Issue 20 builds
-    /// this; until then no adapter offers sessions.
-    fn session_args(&self, _session: &Session) -> Option<Vec<String>> {
+    /// The arguments that start (`resume: false`) or resume a CLI session; `None` when the CLI
+    /// has no sessions orch can resume (then `session: true` is refused by validation).
+    fn session_args(&self, _session: &Session) -> Option<SessionArgs> {
         None
     }
 
@@ -255,52 +277,123 @@ pub fn provider_of(agent: &Agent) -> String {
 /// its `VAR=value` and flags), `npx`/`bunx`/`pnpm dlx` with a package name, `nice`, `nohup`,
 /// `stdbuf`, `timeout N`, and `sh -c "..."` (the first word of the script).
 pub fn detect(argv: &[String]) -> CliKind {
+    program(argv).0
+}
+
+/// The CLI an argv runs and the index of its program's word in `argv`; `None` for the index
+/// when the program is inside a `sh -c` script (no argument can be added to it there).
+pub fn program(argv: &[String]) -> (CliKind, Option<usize>) {
     let mut words: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut i = 0;
+    let mut in_script = false;
     for _ in 0..8 {
-        let Some(first) = words.first().copied() else {
-            return CliKind::Plain;
+        let Some(first) = words.get(i).copied() else {
+            return (CliKind::Plain, None);
         };
         let name = first.rsplit('/').next().unwrap_or(first);
         match name {
             "env" | "nice" | "nohup" | "stdbuf" | "npx" | "bunx" | "exec" => {
-                words.remove(0);
-                while let Some(w) = words.first() {
+                i += 1;
+                while let Some(w) = words.get(i) {
                     if w.starts_with('-') || (name == "env" && w.contains('=')) {
-                        words.remove(0);
+                        i += 1;
                     } else {
                         break;
                     }
                 }
             }
-            "pnpm" | "yarn" if words.get(1).is_some_and(|w| *w == "dlx") => {
-                words.drain(..2);
+            "pnpm" | "yarn" if words.get(i + 1).is_some_and(|w| *w == "dlx") => {
+                i += 2;
             }
             "timeout" => {
-                words.remove(0);
-                while words.first().is_some_and(|w| w.starts_with('-')) {
-                    words.remove(0);
+                i += 1;
+                while words.get(i).is_some_and(|w| w.starts_with('-')) {
+                    i += 1;
                 }
-                if !words.is_empty() {
-                    words.remove(0); // the duration
+                if i < words.len() {
+                    i += 1; // the duration
                 }
             }
             "sh" | "bash" | "zsh" | "dash" => {
-                let Some(i) = words.iter().position(|w| *w == "-c" || *w == "-lc") else {
-                    return CliKind::Plain;
+                let Some(j) = words[i..].iter().position(|w| *w == "-c" || *w == "-lc") else {
+                    return (CliKind::Plain, None);
                 };
-                let Some(script) = words.get(i + 1) else {
-                    return CliKind::Plain;
+                let Some(script) = words.get(i + j + 1).copied() else {
+                    return (CliKind::Plain, None);
                 };
                 words = script.split_whitespace().collect();
+                i = 0;
+                in_script = true;
             }
             // A leading `VAR=value` of a shell script.
             _ if name.contains('=') => {
-                words.remove(0);
+                i += 1;
             }
-            _ => return by_name(name),
+            _ => return (by_name(name), (!in_script).then_some(i)),
         }
     }
-    CliKind::Plain
+    (CliKind::Plain, None)
+}
+
+/// Whether `agent`'s command can carry a session (`session: true`): its CLI has sessions orch
+/// can resume, and its program is a word of the argv. `Err` says why not.
+pub fn session_support(agent: &Agent) -> Result<(), String> {
+    let kind = kind_of(agent);
+    let probe = Session {
+        id: "00000000-0000-4000-8000-000000000000",
+        resume: true,
+    };
+    if kind.adapter().session_args(&probe).is_none() {
+        return Err(format!(
+            "its CLI ({}) has no session orch can resume; sessions work with Claude Code \
+             (--session-id, --resume) and Codex (exec resume)",
+            kind.as_str()
+        ));
+    }
+    if kind == CliKind::Codex && agent.stdin != crate::mission::StdinMode::Prompt {
+        // `exec resume ID [PROMPT]`: a prompt in the argv would take the id's place.
+        return Err(
+            "a Codex session needs the prompt on standard input (`\"stdin\": \"prompt\"`, \
+             the command ending in `-`)"
+                .into(),
+        );
+    }
+    with_session(agent, &agent.command.argv(), &probe).map(|_| ())
+}
+
+/// `argv` (the agent's command) with the arguments that start or resume `session` put in
+/// place; `Err` when they cannot go in (the program is inside a `sh -c` script, a Codex
+/// command without `exec`, a CLI without sessions).
+pub fn with_session(
+    agent: &Agent,
+    argv: &[String],
+    session: &Session,
+) -> Result<Vec<String>, String> {
+    let kind = kind_of(agent);
+    let Some(sa) = kind.adapter().session_args(session) else {
+        return Err(format!("its CLI ({}) has no sessions", kind.as_str()));
+    };
+    let at = match program(argv) {
+        (_, Some(at)) => at,
+        (_, None) => {
+            return Err(
+                "its program is not a word of its command (it runs inside `sh -c`), so orch \
+                 cannot add the session arguments; give the command as an argv array"
+                    .into(),
+            )
+        }
+    };
+    if kind == CliKind::Codex && argv.get(at + 1).map(String::as_str) != Some("exec") {
+        return Err("a Codex session needs `codex exec ...` (its `exec resume` subcommand)".into());
+    }
+    let mut out = argv.to_vec();
+    let pos = match sa.place {
+        Place::AfterProgram => at + 1,
+        Place::End if out.last().is_some_and(|w| w == "-") && out.len() > at + 2 => out.len() - 1,
+        Place::End => out.len(),
+    };
+    out.splice(pos..pos, sa.args);
+    Ok(out)
 }
 
 fn by_name(name: &str) -> CliKind {
@@ -364,6 +457,83 @@ mod tests {
             CliKind::Claude
         );
         assert_eq!(detect(&argv(&["sh", "-c"])), CliKind::Plain);
+    }
+
+    fn agent(cmd: &[&str]) -> Agent {
+        let m = crate::mission::Mission::parse(
+            &serde_json::json!({"name": "n", "agents": [
+                {"name": "a", "phase": "code", "command": cmd, "stdin": "prompt"}]})
+            .to_string(),
+            std::path::Path::new("orch.json"),
+        )
+        .unwrap();
+        m.agents[0].clone()
+    }
+
+    #[test]
+    fn session_arguments_go_where_each_cli_reads_them() {
+        let start = Session {
+            id: "u-1",
+            resume: false,
+        };
+        let resume = Session {
+            id: "u-1",
+            resume: true,
+        };
+        let a = agent(&["env", "A=1", "claude", "-p", "--model", "m"]);
+        let cmd = a.command.argv();
+        assert_eq!(
+            with_session(&a, &cmd, &start).unwrap(),
+            argv(&[
+                "env",
+                "A=1",
+                "claude",
+                "--session-id",
+                "u-1",
+                "-p",
+                "--model",
+                "m"
+            ])
+        );
+        assert_eq!(
+            with_session(&a, &cmd, &resume).unwrap(),
+            argv(&["env", "A=1", "claude", "--resume", "u-1", "-p", "--model", "m"])
+        );
+        let c = agent(&[
+            "codex",
+            "exec",
+            "--json",
+            "--sandbox",
+            "workspace-write",
+            "-",
+        ]);
+        let cmd = c.command.argv();
+        assert_eq!(
+            with_session(&c, &cmd, &start).unwrap(),
+            cmd.clone(),
+            "codex names its own session"
+        );
+        assert_eq!(
+            with_session(&c, &cmd, &resume).unwrap(),
+            argv(&[
+                "codex",
+                "exec",
+                "--json",
+                "--sandbox",
+                "workspace-write",
+                "resume",
+                "u-1",
+                "-"
+            ])
+        );
+        assert!(session_support(&a).is_ok());
+        assert!(session_support(&c).is_ok());
+        let e = session_support(&agent(&["sh", "-c", "exec claude -p"])).unwrap_err();
+        assert!(e.contains("sh -c"), "{e}");
+        let e = session_support(&agent(&["gemini", "-p", ""])).unwrap_err();
+        assert!(e.contains("gemini"), "{e}");
+        let e = session_support(&agent(&["codex", "--json"])).unwrap_err();
+        assert!(e.contains("exec"), "{e}");
     }
 
     #[test]

@@ -151,6 +151,14 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             ),
         };
         let job = round::job_plan(agent, &state, &queue);
+        // A session the next run would resume gets the short `{{changes}}` prompt.
+        let resumed = crate::engine::prompt::load_template(env.mission_dir, agent)
+            .ok()
+            .and_then(|t| {
+                let hash = crate::engine::sessions::mission_hash(env.mission, &t);
+                crate::engine::sessions::plan(agent, &state.agent(&agent.name), &job.model, &hash)
+            })
+            .is_some_and(|p| p.resume);
         let (prompt_bytes, prompt_error, trimmed) = match round::render_prompt(
             &env,
             agent,
@@ -159,6 +167,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             job.task.as_ref(),
             &state,
             None,
+            resumed,
         ) {
             Ok(r) => (
                 Some(r.text.len()),

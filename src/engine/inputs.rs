@@ -73,6 +73,10 @@ pub struct RecordedJob {
     pub prompt: String,
     pub prompt_bytes: u64,
     pub prompt_hash: String,
+    /// The run resumed a CLI session: its prompt was the short `{{changes}}` one, which a
+    /// replay (that resumes no session) cannot use.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 impl RoundInputs {

@@ -23,6 +23,7 @@ pub mod results;
 pub mod round;
 pub mod runner;
 pub mod sequence;
+pub mod sessions;
 pub mod sims;
 pub mod state;
 pub mod tasks;

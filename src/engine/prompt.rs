@@ -3,7 +3,8 @@
 //! (`{prompt_file}`, `ORCH_PROMPT_FILE`, or standard input).
 //!
 //! Sections are the built-ins (`agent`, `round`, `model`, `task`, `testFailures`, `sims`,
-//! `history`) and the mission's own (`sections`: a file, a text, or a command's stdout). Only
+//! `history`, `changes`: what changed since the agent's last run, the whole prompt of a resumed
+//! session) and the mission's own (`sections`: a file, a text, or a command's stdout). Only
 //! the sections a template names are read or computed, so an agent pays only for the context it
 //! asked for. Each section is cut to its `maxBytes` (head and tail kept, the cut said); then the
 //! whole prompt is held to `maxPromptBytes` by cutting the largest sections first. An unknown
@@ -29,6 +30,7 @@ pub const BUILTIN: &[&str] = &[
     "testFailures",
     "sims",
     "history",
+    "changes",
 ];
 
 /// The most of a section or a prompt that orch keeps when a value is larger: the head and the
@@ -54,6 +56,8 @@ pub struct Context<'a> {
     pub sim_data: Option<PathBuf>,
     pub mission: &'a Mission,
     pub mission_dir: &'a Path,
+    /// The repository, for `{{changes}}`' history (`None`: not read, as in `--dry-run`).
+    pub git: Option<&'a crate::engine::git::Git>,
     /// Where section commands run: the repository root.
     pub root: &'a Path,
     pub grace: Duration,
@@ -191,6 +195,13 @@ fn builtin(name: &str, ctx: &Context) -> String {
             }
         }
         "sims" => ctx.sim_data.as_deref().map(read_folder).unwrap_or_default(),
+        "changes" => crate::engine::sessions::changes(
+            ctx.git,
+            ctx.state,
+            &ctx.agent.name,
+            ctx.round,
+            &builtin("task", ctx),
+        ),
         "history" => {
             let st = ctx.state.agent(&ctx.agent.name);
             format!(
@@ -324,6 +335,10 @@ pub fn default_template(agent: &Agent) -> String {
         agent.phase.as_str()
     )
 }
+
+/// The template of a resumed session's run: what changed, and its task, nothing else (the
+/// session holds the rest).
+pub const RESUMED_TEMPLATE: &str = "{{changes}}";
 
 /// Reads an agent's template (relative to the mission's folder).
 pub fn load_template(mission_dir: &Path, agent: &Agent) -> Result<String> {

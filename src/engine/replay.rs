@@ -232,6 +232,7 @@ fn from_log(log: &RoundLog, ws: &Workspace, mission: &Mission, queue: &Queue) ->
                     .relative(&ws.layout.prompts(log.round).join(format!("{}.md", e.name))),
                 prompt_bytes: 0,
                 prompt_hash: String::new(),
+                resumed: e.session_resumed,
             }
         })
         .collect();
@@ -607,6 +608,9 @@ mod tests {
             ownership_violations: Vec::new(),
             kept_aside: Vec::new(),
             handoff: None,
+            session_id: None,
+            session_resumed: false,
+            session_dropped: None,
         }
     }
 

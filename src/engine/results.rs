@@ -53,6 +53,8 @@ pub struct RawRun {
     /// What was kept aside from its change and why (a repository it made, its edits inside a
     /// submodule), each naming the ref that keeps it.
     pub kept_aside: Vec<String>,
+    /// The CLI session it started or resumed (`session: true`).
+    pub session: Option<crate::engine::sessions::Plan>,
 }
 
 /// The outcome of settling one run.
@@ -64,6 +66,8 @@ pub struct Settled {
     /// Why the run failed, with what the CLI said about waiting (reset time, retry-after): the
     /// round engine waits on a transient cause and stops on a permanent one.
     pub failure: Option<Failure>,
+    /// The session id the CLI reported.
+    pub session_id: Option<String>,
 }
 
 pub fn settle(
@@ -208,11 +212,15 @@ pub fn settle(
         ownership_violations: Vec::new(),
         kept_aside: raw.kept_aside.clone(),
         handoff: None,
+        session_id: None,
+        session_resumed: false,
+        session_dropped: None,
     };
     Settled {
         entry,
         model_change,
         failure,
+        session_id: cost.session_id.clone(),
     }
 }
 

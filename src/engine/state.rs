@@ -264,6 +264,15 @@ pub struct AgentState {
     /// The last status the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// The round's base commit when the agent last ran: `{{changes}}` tells what changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_base: Option<String>,
+    /// The CLI session its next run resumes (`session: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<crate::engine::sessions::AgentSession>,
+    /// Why its last session was dropped, until the next run starts a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_dropped: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -563,6 +563,12 @@ fn legacy(
             ownership_violations: Vec::new(),
             kept_aside: Vec::new(),
             handoff: None,
+            session_id: str_at(a, "sessionId").map(str::to_string),
+            session_resumed: a
+                .get("sessionResumed")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            session_dropped: str_at(a, "sessionDropped").map(str::to_string),
         });
     }
 

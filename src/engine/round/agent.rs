@@ -66,11 +66,30 @@ pub(super) fn run_agent(
             .replace("{workdir}", &disp(root))
     };
     let launcher = agent.launcher.as_ref().or(env.mission.launcher.as_ref());
+    // A session's arguments go where its CLI reads them (the adapter says where).
+    let command = match &job.session {
+        None => agent.command.argv(),
+        Some(s) => {
+            let session = crate::agents::Session {
+                id: &s.id,
+                resume: s.resume,
+            };
+            match crate::agents::with_session(agent, &agent.command.argv(), &session) {
+                Ok(argv) => argv,
+                Err(why) => {
+                    let mut raw = not_started(env, round, job);
+                    raw.finished.ending =
+                        Ending::SpawnFailed(format!("its session cannot be passed: {why}"));
+                    return raw;
+                }
+            }
+        }
+    };
     let argv: Vec<String> = launcher
         .into_iter()
         .flatten()
         .cloned()
-        .chain(agent.command.argv())
+        .chain(command)
         .map(|a| fill(&a))
         .chain(job.cap_args.iter().cloned())
         .collect();
@@ -285,6 +304,7 @@ pub(super) fn run_agent(
         filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
         deferred: false,
         kept_aside,
+        session: job.session,
     }
 }
 
@@ -427,6 +447,7 @@ pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         filed_tasks: false,
         deferred: false,
         kept_aside: Vec::new(),
+        session: job.session,
     }
 }
 

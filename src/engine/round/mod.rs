@@ -31,6 +31,7 @@ use crate::engine::pool::{self, Done};
 use crate::engine::process::{self, Ending, Spec};
 use crate::engine::prompt;
 use crate::engine::results::{self, RawRun};
+use crate::engine::sessions;
 use crate::engine::sims::{self, SimRun, Which};
 use crate::engine::state::{write_json, Journal, Layout, LimitWait, State, TestBaseline};
 use crate::engine::tasks::{Queue, Task, TaskStatus};
@@ -132,6 +133,8 @@ struct Job<'a> {
     /// The arguments that cap this run at what is left of the agent's `budgetUsd`
     /// (`agents::cap_args`), appended to its command.
     cap_args: Vec<String>,
+    /// The CLI session it starts or resumes (`session: true`).
+    session: Option<sessions::Plan>,
 }
 
 impl Env<'_> {
@@ -463,6 +466,7 @@ impl<'e> Round<'e, '_> {
                 self.log.tests = Some(tests);
             }
         }
+        self.drop_sessions(&rejected, untested);
         self.settle_tasks(Phase::Code, &rejected);
         self.publish(regressed || untested)?;
         let what = if reverted || untested {
@@ -727,14 +731,33 @@ impl<'e> Round<'e, '_> {
                     q.attempts += 1;
                 }
             }
-            let (prompt_file, text) = match recorded.map(|r| self.recorded_prompt(r)) {
+            // A session is the live run's: a replay resumes none (it would add to the live
+            // conversation), so it starts none either.
+            let session = match agent.session && self.env.replay.is_none() {
+                true => {
+                    let template = prompt::load_template(self.env.mission_dir, agent)?;
+                    let hash = sessions::mission_hash(self.env.mission, &template);
+                    sessions::plan(agent, &self.state.agent(&agent.name), &plan.model, &hash)
+                }
+                false => None,
+            };
+            let resumed = session.as_ref().is_some_and(|s| s.resume);
+            let recorded_prompt = |r: &RecordedJob| match r.resumed {
+                true => Err(
+                    "it was a resumed session's short prompt, and a replay resumes no \
+                             session"
+                        .to_string(),
+                ),
+                false => self.recorded_prompt(r),
+            };
+            let (prompt_file, text) = match recorded.map(recorded_prompt) {
                 Some(Ok(done)) => done,
                 Some(Err(why)) => {
                     self.note(&format!(
                         "{}: the recorded prompt cannot be used ({why}); rendered from today's templates",
                         agent.name
                     ));
-                    self.write_prompt(agent, &plan.model, task.as_ref())?
+                    self.write_prompt(agent, &plan.model, task.as_ref(), false)?
                 }
                 None => {
                     if self.env.replay.is_some_and(|r| r.recorded.is_some()) {
@@ -745,7 +768,7 @@ impl<'e> Round<'e, '_> {
                             agent.name
                         ));
                     }
-                    self.write_prompt(agent, &plan.model, task.as_ref())?
+                    self.write_prompt(agent, &plan.model, task.as_ref(), resumed)?
                 }
             };
             self.inputs.jobs.push(RecordedJob {
@@ -760,6 +783,7 @@ impl<'e> Round<'e, '_> {
                 prompt: self.env.layout.relative(&prompt_file),
                 prompt_bytes: text.len() as u64,
                 prompt_hash: prompt_hash(text.as_bytes()),
+                resumed,
             });
             jobs.push(Job {
                 worktree: self.env.worktree_for(agent),
@@ -775,6 +799,7 @@ impl<'e> Round<'e, '_> {
                 cap_args: budget_left(agent, self.state)
                     .and_then(|left| agents::cap_args(agent, left))
                     .unwrap_or_default(),
+                session,
             });
         }
         if !jobs.is_empty() {
@@ -799,6 +824,7 @@ impl<'e> Round<'e, '_> {
         agent: &Agent,
         model: &str,
         task: Option<&Task>,
+        resumed: bool,
     ) -> Result<(PathBuf, String)> {
         let rendered = render_prompt(
             self.env,
@@ -808,6 +834,7 @@ impl<'e> Round<'e, '_> {
             task,
             self.state,
             Some(&mut self.sections),
+            resumed,
         )?;
         for w in &rendered.warnings {
             log::warn!("agent {}: {w}", agent.name);
@@ -883,6 +910,11 @@ impl<'e> Round<'e, '_> {
                 j.cap_args = budget_left(j.agent, self.state)
                     .and_then(|left| agents::cap_args(j.agent, left))
                     .unwrap_or_default();
+                // A new session that hit a limit may exist already under its id: the run again
+                // starts another (a resumed one is resumed again).
+                if let Some(s) = j.session.as_mut().filter(|s| !s.resume) {
+                    s.id = sessions::new_id();
+                }
             }
             if again.is_empty() {
                 return;
@@ -1226,6 +1258,22 @@ impl<'e> Round<'e, '_> {
             settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
         }
         self.count_against_budget(agent, &raw, &settled.entry, spent_before);
+        match &raw.session {
+            Some(plan) => {
+                let e = &mut settled.entry;
+                e.session_id = sessions::run_id(agent, plan, settled.session_id.as_deref());
+                e.session_resumed = plan.resume;
+                e.session_dropped = plan.dropped.clone();
+            }
+            None => settled.entry.session_id = settled.session_id.clone(),
+        }
+        if !matches!(
+            raw.finished.ending,
+            Ending::SpawnFailed(_) | Ending::Cancelled
+        ) || raw.finished.elapsed > Duration::ZERO
+        {
+            self.state.agent_mut(&agent.name).last_base = Some(raw.base.clone());
+        }
         let provider = agents::provider_of(agent);
         let transient = settled
             .failure
@@ -1289,12 +1337,82 @@ impl<'e> Round<'e, '_> {
             self.again.push(agent.name.clone());
             return;
         }
+        if let Some(plan) = &raw.session {
+            self.carry_session(agent, &raw, plan, &settled.entry);
+        }
         let escalated = settled.model_change.is_some();
         let mut entry = settled.entry;
         if let Some((runs, _)) = self.limited.remove(&entry.name) {
             entry.limited_runs = runs;
         }
         self.record(entry, escalated);
+    }
+
+    /// After a run with a session: kept for the next run when its change went in whole (or it
+    /// had none), dropped otherwise. A run that never started leaves the session as it was.
+    fn carry_session(
+        &mut self,
+        agent: &Agent,
+        raw: &RawRun,
+        plan: &sessions::Plan,
+        entry: &AgentEntry,
+    ) {
+        let never_ran = match raw.finished.ending {
+            Ending::SpawnFailed(_) => true,
+            Ending::Cancelled => raw.finished.elapsed.is_zero(),
+            _ => false,
+        };
+        if never_ran {
+            return;
+        }
+        let round = self.round;
+        let kept = match entry.status {
+            RunStatus::Ok | RunStatus::Empty
+                if self.env.mission.enforce_ownership && !entry.ownership_violations.is_empty() =>
+            {
+                Err(format!(
+                    "part of its change in round {round} was taken out (outside its owns globs)"
+                ))
+            }
+            RunStatus::Ok | RunStatus::Empty => Ok(()),
+            other => Err(format!(
+                "its run in round {round} ended {}, so its change was not kept",
+                other.as_str()
+            )),
+        };
+        let st = self.state.agent_mut(&agent.name);
+        sessions::after_run(
+            st,
+            agent,
+            plan,
+            entry.session_id.as_deref(),
+            &entry.model,
+            round,
+            kept,
+        );
+    }
+
+    /// Code agents whose work was taken out after the tests: their sessions remember a change
+    /// that is not on the branch, so each is dropped.
+    fn drop_sessions(&mut self, rejected: &[String], untested: bool) {
+        let round = self.round;
+        let why = if untested {
+            format!("its change from round {round} was set aside untested")
+        } else if self
+            .log
+            .revert
+            .as_ref()
+            .is_some_and(|r| r.strategy == "round")
+        {
+            format!("its change from round {round} was taken out (the round was reverted)")
+        } else {
+            format!("its change from round {round} broke the tests and was taken out")
+        };
+        for name in rejected {
+            if self.env.mission.agent(name).is_some_and(|a| a.session) {
+                sessions::forget(self.state.agent_mut(name), why.clone());
+            }
+        }
     }
 
     /// An agent's final entry for the round: its decision's outcome, and the log.

@@ -159,7 +159,8 @@ pub fn queue_key(priority: u8, expected_ms: u64, index: usize) -> QueueKey {
 }
 
 /// An agent's prompt for a round, rendered in memory: the round writes it to the state folder,
-/// `--dry-run` only measures it.
+/// `--dry-run` only measures it. A resumed session's prompt is `{{changes}}` alone.
+#[allow(clippy::too_many_arguments)]
 pub fn render_prompt(
     env: &Env,
     agent: &Agent,
@@ -168,8 +169,13 @@ pub fn render_prompt(
     task: Option<&Task>,
     state: &State,
     cache: Option<&mut BTreeMap<String, String>>,
+    resumed: bool,
 ) -> Result<prompt::Rendered> {
-    let template = prompt::load_template(env.mission_dir, agent)?;
+    let template = if resumed {
+        prompt::RESUMED_TEMPLATE.to_string()
+    } else {
+        prompt::load_template(env.mission_dir, agent)?
+    };
     let ctx = prompt::Context {
         agent,
         round,
@@ -179,6 +185,7 @@ pub fn render_prompt(
         sim_data: env.sim_data(),
         mission: env.mission,
         mission_dir: env.mission_dir,
+        git: cache.is_some().then_some(env.git),
         root: env.root(),
         grace: env.mission.grace(),
         run_commands: cache.is_some(),

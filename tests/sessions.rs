@@ -1,0 +1,268 @@
+//! Sessions that carry over (`session: true`): the built binary against a stand-in for Claude
+//! Code, a script named `claude` (so orch reads it with the Claude adapter) that records each
+//! run's argv and prompt and prints a Claude-shaped JSON result with the session it was given.
+//! The stand-in does no session work of its own: which id, which flag and which prompt it gets
+//! are orch's.
+
+mod common;
+
+use common::Repo;
+use serde_json::json;
+
+/// The stand-in CLI. What it does in a round comes from `do.N` beside its logs: `work` (the
+/// default) appends a line to work.txt, `break` writes what the tests reject, `nothing` leaves
+/// the tree alone.
+const FAKE_CLAUDE: &str = r#"#!/bin/sh
+log="$FAKE_LOG"
+n=$(( $(cat "$log/count" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$log/count"
+printf '%s\n' "$*" > "$log/argv.$n"
+cat > "$log/prompt.$n"
+sid=""
+while [ $# -gt 0 ]; do
+  case "$1" in --session-id|--resume) sid="$2"; shift ;; esac
+  shift
+done
+act=$(cat "$log/do.$ORCH_ROUND" 2>/dev/null || echo work)
+case "$act" in
+  work) echo "round $ORCH_ROUND" >> work.txt ;;
+  break) echo "break" >> work.txt ;;
+esac
+printf '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"did %s","session_id":"%s","total_cost_usd":0.01}\n' "$act" "$sid"
+"#;
+
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let bin = dir.path().join("bin/claude");
+        std::fs::write(&bin, FAKE_CLAUDE).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Fake { dir }
+    }
+
+    fn bin(&self) -> String {
+        self.dir.path().join("bin/claude").display().to_string()
+    }
+
+    fn log(&self) -> String {
+        self.dir.path().join("log").display().to_string()
+    }
+
+    /// What it does in round `round`.
+    fn will(&self, round: u32, act: &str) {
+        std::fs::write(self.dir.path().join(format!("log/do.{round}")), act).unwrap();
+    }
+
+    /// The argv of its `n`th run (1-based), as words.
+    fn argv(&self, n: u32) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join(format!("log/argv.{n}")))
+            .unwrap_or_else(|e| panic!("run {n} of the fake CLI: {e}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn prompt(&self, n: u32) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("log/prompt.{n}"))).unwrap()
+    }
+
+    /// The value after `flag` in run `n`'s argv.
+    fn flag(&self, n: u32, flag: &str) -> Option<String> {
+        let argv = self.argv(n);
+        let i = argv.iter().position(|w| w == flag)?;
+        argv.get(i + 1).cloned()
+    }
+}
+
+const TEMPLATE: &str = "FULL TEMPLATE: you are {{agent}}, round {{round}}.\n{{task}}\n";
+
+fn mission(repo: &Repo, fake: &Fake, extra: serde_json::Value) {
+    repo.write("prompt.md", TEMPLATE);
+    let mut agent = json!({
+        "name": "coder",
+        "phase": "code",
+        "command": [fake.bin(), "-p", "--model", "{model}", "--output-format", "json"],
+        "stdin": "prompt",
+        "prompt": "prompt.md",
+        "model": "sonnet",
+        "session": true,
+        "env": {"FAKE_LOG": fake.log()},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        agent[k] = v.clone();
+    }
+    repo.mission(json!({
+        "name": "sessions",
+        "rounds": 3,
+        "agents": [agent],
+        "tests": {"command": ["sh", "-c", "! grep -q break work.txt"], "timeoutS": 30},
+    }));
+}
+
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+#[test]
+fn a_session_is_resumed_with_the_changes_prompt_and_dropped_after_a_revert() {
+    let repo = Repo::new();
+    let fake = Fake::new();
+    mission(&repo, &fake, json!({}));
+    fake.will(2, "break");
+    // Round 1 in one `orch run`, rounds 2 and 3 in another: the session is in the state.
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    let first = fake
+        .flag(1, "--session-id")
+        .expect("round 1 starts a session");
+    assert!(is_uuid(&first), "{first}");
+    assert_eq!(fake.flag(1, "--resume"), None);
+    assert!(
+        fake.prompt(1).contains("FULL TEMPLATE"),
+        "{}",
+        fake.prompt(1)
+    );
+    assert_eq!(repo.state()["agents"]["coder"]["session"]["id"], first);
+    let r1 = repo.round_log(1);
+    let e1 = Repo::agent(&r1, "coder");
+    assert_eq!(e1["sessionId"], first);
+    assert!(e1.get("sessionResumed").is_none(), "{e1}");
+
+    repo.orch(&["run", "--rounds", "2"]).expect(0);
+    // Round 2: the same session resumed, with what changed instead of the template.
+    assert_eq!(fake.flag(2, "--resume").as_deref(), Some(first.as_str()));
+    assert_eq!(fake.flag(2, "--session-id"), None);
+    let short = fake.prompt(2);
+    assert!(!short.contains("FULL TEMPLATE"), "{short}");
+    assert!(
+        short.contains("What changed since your last run (round 1"),
+        "{short}"
+    );
+    assert!(short.contains("orch: round 1 code: coder"), "{short}");
+    assert!(short.contains("work.txt"), "{short}");
+    let r2 = repo.round_log(2);
+    assert_eq!(r2["status"], "reverted", "{r2}");
+    let e2 = Repo::agent(&r2, "coder");
+    assert_eq!(e2["sessionId"], first);
+    assert_eq!(e2["sessionResumed"], true);
+    // Round 3: its change was taken out, so a new session and the full prompt again.
+    let second = fake
+        .flag(3, "--session-id")
+        .expect("round 3 starts a new session");
+    assert_ne!(second, first);
+    assert!(is_uuid(&second), "{second}");
+    assert_eq!(fake.flag(3, "--resume"), None);
+    assert!(
+        fake.prompt(3).contains("FULL TEMPLATE"),
+        "{}",
+        fake.prompt(3)
+    );
+    let r3 = repo.round_log(3);
+    let e3 = Repo::agent(&r3, "coder");
+    assert_eq!(e3["sessionId"], second);
+    assert!(e3.get("sessionResumed").is_none(), "{e3}");
+    let why = e3["sessionDropped"].as_str().unwrap_or_default();
+    assert!(why.contains("round 2") && why.contains("taken out"), "{e3}");
+    // The prompt the round recorded is what the CLI got.
+    let recorded = repo.read(".orch/prompts/round-0002/coder.md");
+    assert_eq!(recorded, short);
+}
+
+#[test]
+fn a_model_change_drops_the_session() {
+    let repo = Repo::new();
+    let fake = Fake::new();
+    // An empty run escalates at once: the next run has another model.
+    mission(
+        &repo,
+        &fake,
+        json!({"model": null, "models": ["sonnet", "opus"], "escalateAfter": 1}),
+    );
+    fake.will(2, "nothing");
+    repo.orch(&["run"]).expect(0);
+    let first = fake.flag(1, "--session-id").unwrap();
+    assert_eq!(fake.flag(2, "--resume").as_deref(), Some(first.as_str()));
+    assert_eq!(fake.flag(2, "--model").as_deref(), Some("sonnet"));
+    assert_eq!(Repo::agent(&repo.round_log(2), "coder")["status"], "empty");
+    // Round 3 runs opus: a new session, with the full prompt.
+    assert_eq!(fake.flag(3, "--model").as_deref(), Some("opus"));
+    let second = fake
+        .flag(3, "--session-id")
+        .expect("a new session for the new model");
+    assert_ne!(second, first);
+    assert!(fake.prompt(3).contains("FULL TEMPLATE"));
+    let e3 = Repo::agent(&repo.round_log(3), "coder").clone();
+    let why = e3["sessionDropped"].as_str().unwrap_or_default();
+    assert!(why.contains("model") && why.contains("opus"), "{e3}");
+}
+
+#[test]
+fn a_mission_change_and_session_max_rounds_drop_the_session() {
+    let repo = Repo::new();
+    let fake = Fake::new();
+    mission(&repo, &fake, json!({"sessionMaxRounds": 2}));
+    repo.orch(&["run", "--rounds", "3"]).expect(0);
+    // Runs 1 and 2 in one session; the third starts another (sessionMaxRounds 2).
+    let first = fake.flag(1, "--session-id").unwrap();
+    assert_eq!(fake.flag(2, "--resume").as_deref(), Some(first.as_str()));
+    let third = fake
+        .flag(3, "--session-id")
+        .expect("sessionMaxRounds ends the session");
+    assert_ne!(third, first);
+    let e3 = Repo::agent(&repo.round_log(3), "coder").clone();
+    assert!(
+        e3["sessionDropped"]
+            .as_str()
+            .is_some_and(|w| w.contains("sessionMaxRounds 2")),
+        "{e3}"
+    );
+    // The template changes between two `orch run`s: the kept session is dropped.
+    repo.write("prompt.md", &format!("{TEMPLATE}Be brief.\n"));
+    repo.git(&["commit", "-qam", "a new template"]);
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert_ne!(fake.flag(4, "--session-id"), None, "{:?}", fake.argv(4));
+    assert!(fake.prompt(4).contains("Be brief."));
+    let e4 = Repo::agent(&repo.round_log(4), "coder").clone();
+    assert!(
+        e4["sessionDropped"]
+            .as_str()
+            .is_some_and(|w| w.contains("mission")),
+        "{e4}"
+    );
+}
+
+#[test]
+fn session_is_refused_for_a_cli_without_sessions() {
+    let repo = Repo::new();
+    for (cmd, says) in [
+        (json!(["gemini", "-p", ""]), "gemini"),
+        (json!(["sh", "-c", "exec claude -p"]), "sh -c"),
+    ] {
+        repo.write(
+            "orch.json",
+            &json!({"name": "n", "agents": [
+                {"name": "gem", "phase": "code", "command": cmd, "session": true}]})
+            .to_string(),
+        );
+        let run = repo.orch(&["validate"]).expect(2);
+        let err = run.stderr();
+        assert!(err.contains("agents[0].session"), "{err}");
+        assert!(err.contains("gem") && err.contains(says), "{err}");
+    }
+    repo.write(
+        "orch.json",
+        &json!({"name": "n", "agents": [
+            {"name": "a", "phase": "code", "command": ["claude"], "sessionMaxRounds": 3}]})
+        .to_string(),
+    );
+    let err = repo.orch(&["validate"]).expect(2).stderr();
+    assert!(err.contains("agents[0].sessionMaxRounds"), "{err}");
+}
