@@ -171,6 +171,11 @@ fn a_session_is_resumed_with_the_changes_prompt_and_dropped_after_a_revert() {
     assert!(e3.get("sessionResumed").is_none(), "{e3}");
     let why = e3["sessionDropped"].as_str().unwrap_or_default();
     assert!(why.contains("round 2") && why.contains("taken out"), "{e3}");
+    let shown = repo.orch(&["show", "2"]).expect(0).stdout();
+    assert!(
+        shown.contains(&format!("session {first} resumed")),
+        "{shown}"
+    );
     // The prompt the round recorded is what the CLI got.
     let recorded = repo.read(".orch/prompts/round-0002/coder.md");
     assert_eq!(recorded, short);

@@ -423,6 +423,13 @@ fn agent_block(
     if let Some(h) = &a.handoff {
         facts.push(format!("handoff {h}"));
     }
+    if let Some(id) = &a.session_id {
+        facts.push(match (a.session_resumed, &a.session_dropped) {
+            (true, _) => format!("session {id} resumed"),
+            (false, Some(why)) => format!("new session {id} (the last one was dropped: {why})"),
+            (false, None) => format!("session {id}"),
+        });
+    }
     let _ = writeln!(s, "      {}", facts.join(", "));
     if !a.files.is_empty() {
         let more = (a.changed_files as usize).saturating_sub(a.files.len());
