@@ -590,3 +590,66 @@ fn claude_is_capped_at_the_rest_of_its_budget() {
     assert!(!s.repo.has_round_log(2));
     assert_eq!(s.repo.state()["agents"]["coder"]["consecutiveFailures"], 0);
 }
+
+// ------------------------------------------------------------------ sessions that carry over
+
+/// `session: true` with the real Claude Code: round 1 starts the session orch names
+/// (`--session-id`), round 2 resumes it (`--resume`, with `-p --output-format json`) and sends
+/// only the `{{changes}}` prompt; the model request of round 2 carries round 1's conversation.
+#[test]
+fn claude_session_is_resumed_with_the_changes_prompt() {
+    if !available("claude") {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("claude", &mock, 1, json!({"rounds": 2}));
+    let mut m: Value =
+        serde_json::from_str(&orch::mission::strip_comments(&s.repo.read("orch.json"))).unwrap();
+    m["agents"][0]["session"] = json!(true);
+    s.repo.mission(m);
+    s.run(&["run"]).expect(0);
+
+    let r1 = s.repo.round_log(1);
+    let e1 = Repo::agent(&r1, "coder");
+    assert_eq!(e1["status"], "ok", "{e1:#}");
+    let id = e1["sessionId"]
+        .as_str()
+        .expect("round 1 has a session")
+        .to_string();
+    assert!(e1.get("sessionResumed").is_none(), "{e1:#}");
+    let r2 = s.repo.round_log(2);
+    let e2 = Repo::agent(&r2, "coder");
+    assert!(
+        matches!(e2["status"].as_str(), Some("ok" | "empty")),
+        "round 2 resumed and ran: {e2:#}"
+    );
+    assert_eq!(e2["sessionResumed"], true, "{e2:#}");
+    assert_eq!(
+        e2["sessionId"],
+        id.as_str(),
+        "Claude Code kept the session id"
+    );
+
+    // What the model saw in round 2: the short prompt, after round 1's conversation.
+    let first_prompt = s.repo.read(".orch/prompts/round-0001/coder.md");
+    let second_prompt = s.repo.read(".orch/prompts/round-0002/coder.md");
+    assert!(second_prompt.contains("What changed since your last run (round 1"));
+    assert!(second_prompt.len() < first_prompt.len(), "{second_prompt}");
+    let probe = first_prompt
+        .lines()
+        .find(|l| l.len() > 20)
+        .expect("round 1's prompt has a line to look for")
+        .to_string();
+    let resumed = mock
+        .requests()
+        .into_iter()
+        .map(|r| r["body"].to_string())
+        .find(|b| b.contains("What changed since your last run"))
+        .expect("a model request carries round 2's prompt");
+    let probe_json = serde_json::to_string(&probe).unwrap();
+    let probe_json = probe_json.trim_matches('"');
+    assert!(
+        resumed.contains(probe_json),
+        "round 2's request does not carry round 1's prompt ({probe:?}): the session was not resumed"
+    );
+}
