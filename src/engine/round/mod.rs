@@ -1367,6 +1367,10 @@ impl<'e> Round<'e, '_> {
         }
         let round = self.round;
         let kept = match entry.status {
+            RunStatus::Ok | RunStatus::Empty if !raw.kept_aside.is_empty() => Err(format!(
+                "part of its change in round {round} was kept aside: {}",
+                raw.kept_aside.join("; ")
+            )),
             RunStatus::Ok | RunStatus::Empty
                 if self.env.mission.enforce_ownership && !entry.ownership_violations.is_empty() =>
             {
