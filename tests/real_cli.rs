@@ -598,11 +598,22 @@ fn claude_is_capped_at_the_rest_of_its_budget() {
 /// only the `{{changes}}` prompt; the model request of round 2 carries round 1's conversation.
 #[test]
 fn claude_session_is_resumed_with_the_changes_prompt() {
-    if !available("claude") {
+    session_is_resumed("claude");
+}
+
+/// The same with the real Codex: it names the session itself (`thread.started.thread_id`, read
+/// from round 1's output) and round 2 runs `codex exec ... resume ID -`.
+#[test]
+fn codex_session_is_resumed_with_the_changes_prompt() {
+    session_is_resumed("codex");
+}
+
+fn session_is_resumed(cli: &str) {
+    if !available(cli) {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
-    let s = Setup::new("claude", &mock, 1, json!({"rounds": 2}));
+    let s = Setup::new(cli, &mock, 1, json!({"rounds": 2}));
     let mut m: Value =
         serde_json::from_str(&orch::mission::strip_comments(&s.repo.read("orch.json"))).unwrap();
     m["agents"][0]["session"] = json!(true);
@@ -624,11 +635,7 @@ fn claude_session_is_resumed_with_the_changes_prompt() {
         "round 2 resumed and ran: {e2:#}"
     );
     assert_eq!(e2["sessionResumed"], true, "{e2:#}");
-    assert_eq!(
-        e2["sessionId"],
-        id.as_str(),
-        "Claude Code kept the session id"
-    );
+    assert_eq!(e2["sessionId"], id.as_str(), "the CLI kept the session id");
 
     // What the model saw in round 2: the short prompt, after round 1's conversation.
     let first_prompt = s.repo.read(".orch/prompts/round-0001/coder.md");
