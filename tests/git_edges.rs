@@ -741,7 +741,8 @@ fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
             "code",
             &format!(
                 "echo a > a.txt; git clone -q '{up}' deps/cloned; git init -q empty; \
-                 echo edit >> vendor/lib/l.txt; git init -q own && echo o > own/o.txt && \
+                 echo edit >> vendor/lib/l.txt; git init -q vendor/lib/inner && \
+                 echo i > vendor/lib/inner/i.txt; git init -q own && echo o > own/o.txt && \
                  cd own && git add o.txt && git -c user.name=x -c user.email=x@x commit -qm o && \
                  cd .. && git add own 2>/dev/null; git -c user.name=x -c user.email=x@x commit -qm own"
             ),
@@ -764,6 +765,8 @@ fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
     assert_eq!(show(&repo, kept, "own/o.txt"), "o\n");
     assert_eq!(gitlink(&repo, "HEAD", "own"), "");
     assert_eq!(show(&repo, kept, "vendor/lib/l.txt"), "l\nedit\n");
+    // A repository (no commit yet) the agent made inside the submodule: its files too.
+    assert_eq!(show(&repo, kept, "vendor/lib/inner/i.txt"), "i\n");
     // Committed: the plain change only; the clone and the empty repository are gone from the
     // tree, the user's submodule is back at its commit, clean.
     assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
@@ -774,6 +777,7 @@ fn a_repository_a_shared_tree_agent_clones_or_makes_is_kept_not_committed() {
     );
     assert_eq!(gitlink(&repo, "HEAD", "vendor/lib"), linked);
     assert!(!repo.exists("deps/cloned") && !repo.exists("empty") && !repo.exists("own"));
+    assert!(!repo.exists("vendor/lib/inner"));
     assert_eq!(repo.read("vendor/lib/l.txt"), "l\n");
     assert!(repo.status().is_empty(), "{}", repo.status());
     // The next run does not find a dirty tree.

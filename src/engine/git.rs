@@ -764,7 +764,6 @@ impl Git {
             .common_dir
             .join(format!("orch-nested-{pid}-{n}.files.index"));
         let index_s = index.to_string_lossy().into_owned();
-        let scratch_s = scratch.to_string_lossy().into_owned();
         let env = [("GIT_INDEX_FILE", index_s.as_str())];
         let result = (|| {
             self.run_env(&["read-tree", parent], &env)?;
@@ -782,11 +781,7 @@ impl Git {
                     ],
                     &env,
                 )?;
-                let _ = std::fs::remove_file(&scratch);
-                let work = format!("--work-tree={}", self.root.join(folder).display());
-                let files = [("GIT_INDEX_FILE", scratch_s.as_str())];
-                self.run_env(&[&work, "add", "-A"], &files)?;
-                let tree = self.run_env(&["write-tree"], &files)?;
+                let tree = self.folder_tree(&self.root.join(folder), &scratch)?;
                 let prefix = format!("--prefix={folder}/");
                 self.run_env(&["read-tree", &prefix, tree.trim()], &env)?;
             }
@@ -797,6 +792,38 @@ impl Git {
         })();
         let _ = std::fs::remove_file(&index);
         let _ = std::fs::remove_file(&scratch);
+        result
+    }
+
+    /// The files of the folder `dir` as a tree object, its own `.git` left out and each
+    /// repository inside it (a submodule of a submodule, a repository with no commit yet) taken
+    /// in as plain files too, level by level, with the private index `scratch` (one per level).
+    fn folder_tree(&self, dir: &Path, scratch: &Path) -> Result<String> {
+        let inner = crate::engine::nested::repositories_under(dir);
+        let _ = std::fs::remove_file(scratch);
+        let scratch_s = scratch.to_string_lossy().into_owned();
+        let files = [("GIT_INDEX_FILE", scratch_s.as_str())];
+        let work = format!("--work-tree={}", dir.display());
+        let result = (|| {
+            let mut args = vec![
+                work.clone(),
+                "add".into(),
+                "-A".into(),
+                "--".into(),
+                ".".into(),
+            ];
+            args.extend(inner.iter().map(|p| format!(":(exclude,literal){p}")));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.run_env(&args, &files)?;
+            for p in &inner {
+                let deeper = scratch.with_extension("sub.index");
+                let sub = self.folder_tree(&dir.join(p), &deeper)?;
+                let prefix = format!("--prefix={p}/");
+                self.run_env(&["read-tree", &prefix, &sub], &files)?;
+            }
+            Ok(self.run_env(&["write-tree"], &files)?.trim().to_string())
+        })();
+        let _ = std::fs::remove_file(scratch);
         result
     }
 

@@ -169,6 +169,33 @@ pub fn repository_folders(root: &Path, changed: &[String]) -> Vec<String> {
     found
 }
 
+/// The repositories inside the folder `dir` (folders below it holding a `.git`), relative to
+/// it, not looked into further (each is a level of its own); `dir`'s own `.git` is not one.
+pub fn repositories_under(dir: &Path) -> Vec<String> {
+    fn walk(top: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name() == ".git" || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let p = e.path();
+            if is_repository(&p) {
+                if let Ok(rel) = p.strip_prefix(top) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            } else {
+                walk(top, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 /// What was done with one repository folder of an agent's change.
 pub struct KeptFolder {
     pub path: String,
@@ -201,13 +228,8 @@ pub fn keep_and_put_back(
             .map(|(_, c)| c.clone());
         crate::engine::perms::unlock_tree(&full);
         match &submodule {
-            Some(commit) => {
-                let sub = git.at(&full);
-                sub.run(&["checkout", "-q", "-f", "--detach", commit])?;
-                sub.run(&["clean", "-q", "-f", "-d"])?;
-            }
-            None => std::fs::remove_dir_all(&full)
-                .map_err(|e| Error::io(format!("removing {}", full.display()), e))?,
+            Some(commit) => put_back_submodule(&git.at(&full), commit)?,
+            None => remove(&full)?,
         }
         done.push(KeptFolder {
             path: path.clone(),
@@ -226,6 +248,28 @@ pub fn keep_and_put_back(
         let _ = git.run(&args);
     }
     Ok(done)
+}
+
+/// A submodule's checkout put back at `commit`, clean, and the same inside it: its own
+/// submodules at the commits `commit` names, any other repository in it removed (`git clean`
+/// leaves those alone).
+fn put_back_submodule(sub: &Git, commit: &str) -> Result<()> {
+    sub.run(&["checkout", "-q", "-f", "--detach", commit])?;
+    sub.run(&["clean", "-q", "-f", "-d"])?;
+    let links = gitlinks(sub, commit)?;
+    for inner in repositories_under(sub.root()) {
+        let full = sub.root().join(&inner);
+        match links.iter().find(|(p, _)| *p == inner) {
+            Some((_, c)) => put_back_submodule(&sub.at(&full), c)?,
+            None => remove(&full)?,
+        }
+    }
+    Ok(())
+}
+
+fn remove(dir: &Path) -> Result<()> {
+    crate::engine::perms::unlock_tree(dir);
+    std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 
 /// The sentence the run, the round log and the warning carry for one kept folder.
