@@ -148,6 +148,11 @@ fn a_session_is_resumed_with_the_changes_prompt_and_dropped_after_a_revert() {
     );
     assert!(short.contains("orch: round 1 code: coder"), "{short}");
     assert!(short.contains("work.txt"), "{short}");
+    assert!(
+        short.contains("Tests at the branch's head: passed"),
+        "{short}"
+    );
+    assert!(short.contains("Go on with your instructions"), "{short}");
     let r2 = repo.round_log(2);
     assert_eq!(r2["status"], "reverted", "{r2}");
     let e2 = Repo::agent(&r2, "coder");

@@ -203,7 +203,7 @@ const MAX_LISTED: usize = 40;
 
 /// The `{{changes}}` section: what changed since the agent's last run (its outcome, the commits
 /// on the branch and the files they changed, the tests), then its task (`task`, the `{{task}}`
-/// text).
+/// text), and a line telling it to go on.
 pub fn changes(git: Option<&Git>, state: &State, agent: &str, round: u32, task: &str) -> String {
     let st = state.agent(agent);
     let mut out = String::new();
@@ -229,6 +229,8 @@ pub fn changes(git: Option<&Git>, state: &State, agent: &str, round: u32, task: 
         out.push_str(task);
         out.push('\n');
     }
+    // A resumed session gets nothing else: say what to do with it.
+    out.push_str("\nGo on with your instructions from this session, on the tree as it is now.\n");
     out
 }
 
