@@ -10,7 +10,7 @@ use common::Repo;
 use serde_json::json;
 
 /// The stand-in CLI. What it does in a round comes from `do.N` beside its logs: `work` (the
-/// default) appends a line to work.txt, `break` writes what the tests reject, `nothing` leaves
+/// default) appends a line to work-AGENT.txt, `break` writes what the tests reject, `nothing` leaves
 /// the tree alone.
 const FAKE_CLAUDE: &str = r#"#!/bin/sh
 log="$FAKE_LOG"
@@ -25,8 +25,8 @@ while [ $# -gt 0 ]; do
 done
 act=$(cat "$log/do.$ORCH_ROUND" 2>/dev/null || echo work)
 case "$act" in
-  work) echo "round $ORCH_ROUND" >> work.txt ;;
-  break) echo "break" >> work.txt ;;
+  work) echo "round $ORCH_ROUND" >> "work-$ORCH_AGENT.txt" ;;
+  break) echo "break" >> "work-$ORCH_AGENT.txt" ;;
 esac
 printf '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"did %s","session_id":"%s","total_cost_usd":0.01}\n' "$act" "$sid"
 "#;
@@ -81,12 +81,14 @@ impl Fake {
     }
 }
 
+/// Fails when any agent's file says `break`.
+const TESTS: &str = "! cat work-*.txt 2>/dev/null | grep -q break";
+
 const TEMPLATE: &str = "FULL TEMPLATE: you are {{agent}}, round {{round}}.\n{{task}}\n";
 
-fn mission(repo: &Repo, fake: &Fake, extra: serde_json::Value) {
-    repo.write("prompt.md", TEMPLATE);
+fn agent(name: &str, fake: &Fake, extra: serde_json::Value) -> serde_json::Value {
     let mut agent = json!({
-        "name": "coder",
+        "name": name,
         "phase": "code",
         "command": [fake.bin(), "-p", "--model", "{model}", "--output-format", "json"],
         "stdin": "prompt",
@@ -98,11 +100,16 @@ fn mission(repo: &Repo, fake: &Fake, extra: serde_json::Value) {
     for (k, v) in extra.as_object().unwrap() {
         agent[k] = v.clone();
     }
+    agent
+}
+
+fn mission(repo: &Repo, fake: &Fake, extra: serde_json::Value) {
+    repo.write("prompt.md", TEMPLATE);
     repo.mission(json!({
         "name": "sessions",
         "rounds": 3,
-        "agents": [agent],
-        "tests": {"command": ["sh", "-c", "! grep -q break work.txt"], "timeoutS": 30},
+        "agents": [agent("coder", fake, extra)],
+        "tests": {"command": ["sh", "-c", TESTS], "timeoutS": 30},
     }));
 }
 
@@ -147,7 +154,7 @@ fn a_session_is_resumed_with_the_changes_prompt_and_dropped_after_a_revert() {
         "{short}"
     );
     assert!(short.contains("orch: round 1 code: coder"), "{short}");
-    assert!(short.contains("work.txt"), "{short}");
+    assert!(short.contains("work-coder.txt"), "{short}");
     assert!(
         short.contains("Tests at the branch's head: passed"),
         "{short}"
@@ -184,6 +191,42 @@ fn a_session_is_resumed_with_the_changes_prompt_and_dropped_after_a_revert() {
     // The prompt the round recorded is what the CLI got.
     let recorded = repo.read(".orch/prompts/round-0002/coder.md");
     assert_eq!(recorded, short);
+}
+
+#[test]
+fn a_per_agent_revert_drops_only_the_culprits_session() {
+    let repo = Repo::new();
+    let (good, bad) = (Fake::new(), Fake::new());
+    bad.will(2, "break");
+    repo.write("prompt.md", TEMPLATE);
+    repo.mission(json!({
+        "name": "sessions",
+        "rounds": 3,
+        "revertStrategy": "per-agent",
+        "agents": [agent("good", &good, json!({})), agent("bad", &bad, json!({}))],
+        "tests": {"command": ["sh", "-c", TESTS], "timeoutS": 30},
+    }));
+    repo.orch(&["run"]).expect(0);
+    let r2 = repo.round_log(2);
+    assert_eq!(r2["revert"]["strategy"], "per-agent", "{r2:#}");
+    assert_eq!(r2["revert"]["culprits"], json!(["bad"]), "{r2:#}");
+    // The agent whose change stayed goes on in its session; the culprit starts a new one.
+    let g1 = good.flag(1, "--session-id").unwrap();
+    assert_eq!(good.flag(2, "--resume").as_deref(), Some(g1.as_str()));
+    assert_eq!(good.flag(3, "--resume").as_deref(), Some(g1.as_str()));
+    let b1 = bad.flag(1, "--session-id").unwrap();
+    assert_eq!(bad.flag(2, "--resume").as_deref(), Some(b1.as_str()));
+    let b3 = bad
+        .flag(3, "--session-id")
+        .expect("the culprit starts a new session");
+    assert_ne!(b3, b1);
+    assert!(bad.prompt(3).contains("FULL TEMPLATE"));
+    assert!(!good.prompt(3).contains("FULL TEMPLATE"));
+    let why = Repo::agent(&repo.round_log(3), "bad")["sessionDropped"].clone();
+    assert!(
+        why.as_str().is_some_and(|w| w.contains("broke the tests")),
+        "{why}"
+    );
 }
 
 #[test]
