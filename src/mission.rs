@@ -84,6 +84,11 @@ pub struct Mission {
     /// exists).
     #[serde(default)]
     pub phase_b_after_revert: bool,
+    /// When Phase B (the review agents) runs: beside the tests and the post-sim, in a worktree
+    /// of Phase A's merged tree, its work landing after the code commit (`besideTests`), or
+    /// after them on the committed tree (`afterTests`).
+    #[serde(default)]
+    pub phase_b: PhaseB,
     /// Seconds between SIGTERM and SIGKILL when a process group must go.
     #[serde(default = "default_grace")]
     pub kill_grace_s: f64,
@@ -409,6 +414,19 @@ pub enum Isolation {
     Worktree,
     /// Every agent in the main working tree at once.
     Shared,
+}
+
+/// `phaseB`: when the review agents run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PhaseB {
+    /// While the tests and the post-sim run, in orch's own worktree of Phase A's merged tree;
+    /// their work is merged after the code commit when the tests pass, kept in a ref when the
+    /// round is reverted.
+    #[default]
+    BesideTests,
+    /// After the tests, on the committed tree (the spec's order).
+    AfterTests,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

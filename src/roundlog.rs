@@ -276,6 +276,27 @@ pub struct AgentEntry {
     /// For a new session: why the agent's previous one was dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_dropped: Option<String>,
+    /// A review agent that ran beside the tests (`phaseB: "besideTests"`) in a round that was
+    /// then reverted (or whose tests could not start): its work was not merged, and is kept in
+    /// a ref when it changed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aside: Option<Aside>,
+    /// With `phaseBAfterRevert`: this entry is the run after the revert, and this its run
+    /// beside the tests, whose work was kept aside (its cost is in the round's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beside_run: Option<Box<AgentEntry>>,
+}
+
+/// Review work done beside the tests and not merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Aside {
+    /// Where its change is kept (`refs/orch/review-aside/round-N/AGENT`); `None` when it
+    /// changed nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_ref: Option<String>,
+    /// Why it was not merged.
+    pub reason: String,
 }
 
 fn yes() -> bool {
@@ -385,8 +406,9 @@ fn one() -> u32 {
     1
 }
 
-/// The v9 timing block. `overhead = total - phaseA - phaseB - tests - waited`; the sims run
-/// beside other work and are not in the formula. `waited` is the time spent waiting out provider
+/// The v9 timing block. `overhead = total - phaseA - phaseB - tests - waited + beside`; the sims
+/// run beside other work and are not in the formula, and `beside` (Phase B beside the tests) is
+/// the time counted in both `phaseB` and `tests`. `waited` is the time spent waiting out provider
 /// limits (rate, usage), which is in none of the phases.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -401,6 +423,21 @@ pub struct Timing {
     /// Milliseconds spent waiting for a provider's limit to pass (not overhead, not a phase).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub waited: u64,
+    /// Where the tests stage (the tests and the post-sim) ran, in milliseconds from the round's
+    /// start: its start and its end (the first test run's; a revert's extra runs follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_start_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_end_ms: Option<u64>,
+    /// Where Phase B ran: its start and its end (after a revert's rerun, the rerun's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_b_start_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_b_end_ms: Option<u64>,
+    /// `phaseB: "besideTests"`: the milliseconds Phase B and the tests stage ran at the same
+    /// time, counted once in `overhead`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub beside: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -411,8 +448,7 @@ impl Timing {
     /// Fills `overhead` from the other figures (saturating: clocks of different stages can
     /// disagree by a millisecond).
     pub fn with_overhead(mut self) -> Timing {
-        self.overhead = self
-            .total
+        self.overhead = (self.total + self.beside)
             .saturating_sub(self.phase_a + self.phase_b + self.tests + self.waited);
         self
     }

@@ -80,8 +80,10 @@ fn post_sim_runs_beside_the_tests_and_is_published_when_they_pass() {
 #[test]
 fn a_regression_reverts_the_round_keeps_it_in_a_ref_and_discards_the_post_sim() {
     let repo = Repo::new();
+    // Phase B after the tests, so that it is skipped after the revert (beside the tests it
+    // runs and its work is kept aside: tests/beside.rs).
     repo.mission(json!({
-        "name": "t", "rounds": 1,
+        "name": "t", "rounds": 1, "phaseB": "afterTests",
         "agents": [
             {"name": "breaker", "phase": "code",
              "command": agent_cmd(&["--write", "src/app.txt=BROKEN", "--write", "src/new.txt=new file"])},

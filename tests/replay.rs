@@ -66,7 +66,15 @@ fn show_prints_one_round_for_a_person_and_as_json() {
         .iter()
         .map(|r| r["ref"].as_str().unwrap())
         .collect();
-    assert_eq!(refs, ["refs/orch/rejected/round-2/b"]);
+    // rev ran beside the tests (the default), and the per-agent revert took b out of the tree
+    // it reviewed: its work is kept aside.
+    assert_eq!(
+        refs,
+        [
+            "refs/orch/rejected/round-2/b",
+            "refs/orch/review-aside/round-2/rev"
+        ]
+    );
     assert_eq!(
         v["refs"][0]["commit"].as_str().unwrap(),
         repo.git(&["rev-parse", "refs/orch/rejected/round-2/b"])
@@ -273,10 +281,16 @@ fn a_replay_runs_round_2_again_beside_the_branch_and_touches_nothing_live() {
     assert!(repo
         .git(&["show", &format!("{kept}:src/b.txt")])
         .contains("BROKEN"));
-    // The replay's commit holds a's and rev's work on round 2's base, not on HEAD.
+    // The replay's commit holds a's work on round 2's base, not on HEAD; rev's, made beside
+    // the tests of a round whose per-agent revert took b out, is kept aside in the replay's
+    // refs, as in the round.
     let commit = repo.git(&["rev-parse", "refs/orch/replay/round-2-1/commit"]);
     assert_eq!(log["commit"].as_str().unwrap(), commit);
-    let parent = repo.git(&["rev-parse", &format!("{commit}~2")]);
+    let parent = repo.git(&["rev-parse", &format!("{commit}~1")]);
+    repo.git(&[
+        "rev-parse",
+        "refs/orch/replay/round-2-1/review-aside/round-2/rev",
+    ]);
     assert_eq!(parent, original["base"].as_str().unwrap());
     // Its scratch worktrees are gone.
     assert!(!repo.exists(&format!("{dir}/tree")));

@@ -21,8 +21,9 @@ fn the_round_time_follows_the_critical_path() {
         json!({"name": n, "phase": "review",
         "command": agent_cmd(&["--sleep", "1", "--result", "done"])})
     };
+    // Phase B after the tests, the spec's order (beside them: tests/timing_beside.rs).
     repo.mission(json!({
-        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "name": "t", "rounds": 1, "maxConcurrency": 2, "phaseB": "afterTests",
         "agents": [code("a", "2.0"), code("b", "1.5"), code("c", "1.0"), review("r1"), review("r2")],
         "sims": {"pre": {"command": sim_cmd("2.5")}, "post": {"command": sim_cmd("1.5")}},
         "tests": {"command": tests_cmd("1")}

@@ -467,26 +467,9 @@ impl Git {
         message: &str,
         paths: &[String],
     ) -> Result<String> {
-        let index = self
-            .run(&["rev-parse", "--git-path", "orch-paths.index"])
-            .map(|p| self.root.join(p.trim()))?;
-        let index_s = index.to_string_lossy().into_owned();
-        let env = [("GIT_INDEX_FILE", index_s.as_str())];
-        let result = (|| {
-            self.run_env(&["read-tree", parent], &env)?;
-            for chunk in paths.chunks(500) {
-                let mut args = vec!["add".to_string(), "-A".into(), "--".into()];
-                args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                self.run_env(&args, &env)?;
-            }
-            let tree = self.run_env(&["write-tree"], &env)?;
-            let commit = self.commit_tree(tree.trim(), parent, message)?;
-            self.run(&["update-ref", refname, &commit])?;
-            Ok(commit)
-        })();
-        let _ = std::fs::remove_file(&index);
-        result
+        let commit = self.commit_paths(parent, message, paths)?;
+        self.run(&["update-ref", refname, &commit])?;
+        Ok(commit)
     }
 
     /// Puts `paths` back as they are in HEAD: tracked ones checked out, new ones removed.
@@ -926,6 +909,93 @@ impl Git {
     /// Points `refname` at `commit`.
     pub fn set_ref(&self, refname: &str, commit: &str) -> Result<()> {
         self.run(&["update-ref", refname, commit]).map(|_| ())
+    }
+
+    /// Applies what `commit` changed on top of `parent` to HEAD, as `git cherry-pick` would,
+    /// and moves HEAD's branch (and the files) there by a fast-forward to a commit of the
+    /// result on HEAD with `message`. The three-way merge is computed by `git merge-tree`
+    /// without touching the tree, so a conflict leaves the tree and HEAD exactly as they were
+    /// (`Conflict` with the paths); a fast-forward git refuses (an untracked file in the way) is
+    /// `Refused` with git's words. Review agents that worked beside the tests, on a commit of
+    /// Phase A's tree, land this way on the round's code commit.
+    pub fn pick(&self, parent: &str, commit: &str, message: &str) -> Result<Merge> {
+        let head = self.base()?;
+        let merge_base = format!("--merge-base={parent}");
+        let args = [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            "-z",
+            merge_base.as_str(),
+            head.as_str(),
+            commit,
+        ];
+        // Exit 0: merged, the tree's id first; exit 1: conflicts, the paths after it.
+        let argv: Vec<&str> = ["-c", "core.hooksPath=/dev/null"]
+            .into_iter()
+            .chain(args)
+            .collect();
+        let out = duct::cmd("git", argv)
+            .dir(&self.root)
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|e| Error::io("running git merge-tree", e))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut fields = text.split('\0').filter(|s| !s.is_empty());
+        let tree = fields.next().unwrap_or_default().trim().to_string();
+        let conflicts = match out.status.code() {
+            Some(0) => None,
+            Some(1) => Some(fields.map(str::to_string).collect::<Vec<_>>()),
+            _ => {
+                return Err(Error::Git {
+                    command: format!("git {}", args.join(" ")),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                })
+            }
+        };
+        if let Some(mut files) = conflicts {
+            files.dedup();
+            return Ok(Merge::Conflict(files));
+        }
+        let made = self.commit_tree(&tree, &head, message)?;
+        match self.run(&["merge", "--ff-only", "--no-verify", "-q", &made]) {
+            Ok(_) => Ok(Merge::Merged),
+            Err(Error::Git { stderr, .. }) => Ok(Merge::Refused(one_line(&stderr))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A commit of `tree` on `parent` (not on any branch, no ref): the snapshot a worktree is
+    /// made from.
+    pub fn commit_of_tree(&self, tree: &str, parent: &str, message: &str) -> Result<String> {
+        self.commit_tree(tree, parent, message)
+    }
+
+    /// The files `paths` as they are in the working tree (deleted ones as deletions) as a
+    /// commit on `parent`, without a ref and without touching HEAD, the index or the files.
+    pub fn commit_paths(&self, parent: &str, message: &str, paths: &[String]) -> Result<String> {
+        let index = self
+            .run(&["rev-parse", "--git-path", "orch-paths.index"])
+            .map(|p| self.root.join(p.trim()))?;
+        let index_s = index.to_string_lossy().into_owned();
+        let env = [("GIT_INDEX_FILE", index_s.as_str())];
+        let result = (|| {
+            self.run_env(&["read-tree", parent], &env)?;
+            for chunk in paths.chunks(500) {
+                let mut args = vec!["add".to_string(), "-A".into(), "--".into()];
+                args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.run_env(&args, &env)?;
+            }
+            let tree = self.run_env(&["write-tree"], &env)?;
+            self.commit_tree(tree.trim(), parent, message)
+        })();
+        let _ = std::fs::remove_file(&index);
+        result
     }
 }
 

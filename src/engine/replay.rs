@@ -611,6 +611,8 @@ mod tests {
             session_id: None,
             session_resumed: false,
             session_dropped: None,
+            aside: None,
+            beside_run: None,
         }
     }
 

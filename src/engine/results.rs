@@ -215,6 +215,8 @@ pub fn settle(
         session_id: None,
         session_resumed: false,
         session_dropped: None,
+        aside: None,
+        beside_run: None,
     };
     Settled {
         entry,

@@ -491,7 +491,7 @@ fn legacy(
         pre_sim: 0,
         post_sim: 0,
         overhead: 0,
-        waited: 0,
+        ..Timing::default()
     };
     let overhead = u64_at(t, "overhead").unwrap_or_else(|| {
         timing
@@ -569,6 +569,8 @@ fn legacy(
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
             session_dropped: str_at(a, "sessionDropped").map(str::to_string),
+            aside: None,
+            beside_run: None,
         });
     }
 

@@ -479,8 +479,21 @@ fn file_rows(loaded: &Loaded) -> Vec<FileRow> {
 }
 
 /// The names of the agents whose change a revert took out: the culprits of a per-agent revert,
-/// every code agent that finished `ok` on a whole-round revert.
+/// every code agent that finished `ok` on a whole-round revert, and the review agents that ran
+/// beside the tests of a reverted round, their work kept aside (`aside`).
 pub fn rejected_agents(r: &Round) -> Vec<String> {
+    let log = &r.log;
+    let mut out = code_rejected(r);
+    out.extend(
+        log.agents
+            .iter()
+            .filter(|a| a.status == RunStatus::Ok && a.aside.is_some())
+            .map(|a| a.name.clone()),
+    );
+    out
+}
+
+fn code_rejected(r: &Round) -> Vec<String> {
     let log = &r.log;
     let ok_code =
         |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && a.status == RunStatus::Ok;
@@ -593,6 +606,58 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
                         .unwrap_or_default()
                 ),
                 kept_ref: log.kept_ref.clone(),
+            });
+        }
+        // Review work done beside the tests of a round that was then reverted: kept aside.
+        let aside: Vec<(&crate::roundlog::AgentEntry, bool)> = log
+            .agents
+            .iter()
+            .filter_map(|a| match (&a.aside, &a.beside_run) {
+                (Some(_), _) => Some((a, false)),
+                (None, Some(b)) if b.aside.is_some() => Some((b.as_ref(), true)),
+                _ => None,
+            })
+            .collect();
+        if !aside.is_empty() {
+            let names: Vec<String> = aside
+                .iter()
+                .map(
+                    |(a, _)| match a.aside.as_ref().and_then(|x| x.kept_ref.as_deref()) {
+                        Some(r) => format!("{} ({r})", a.name),
+                        None => format!("{} (no file changed)", a.name),
+                    },
+                )
+                .collect();
+            let reason = aside[0]
+                .0
+                .aside
+                .as_ref()
+                .map(|x| x.reason.as_str())
+                .unwrap_or("");
+            let why = reason
+                .split(": its work")
+                .next()
+                .unwrap_or(reason)
+                .trim_start_matches("ran beside the tests, and ");
+            let refs: Vec<&str> = aside
+                .iter()
+                .filter_map(|(a, _)| a.aside.as_ref()?.kept_ref.as_deref())
+                .collect();
+            out.push(AttentionRow {
+                round,
+                rounds: vec![round],
+                kind: "kept aside".into(),
+                agent: None,
+                detail: format!(
+                    "review work kept aside: Phase B ran beside the tests and {why}, so it was not merged: {}{}",
+                    names.join(", "),
+                    if aside.iter().any(|(_, again)| *again) {
+                        "; they ran again after the revert (phaseBAfterRevert)"
+                    } else {
+                        ""
+                    }
+                ),
+                kept_ref: (refs.len() == 1).then(|| refs[0].to_string()),
             });
         }
         for (i, a) in log.agents.iter().enumerate() {
@@ -1089,8 +1154,8 @@ pub fn hidden(r: &Round) -> Hidden {
 }
 
 /// The Gantt bars of one round. Code agents and the pre-sim start with the round; the tests and
-/// the post-sim start when Phase A ends; review agents when the tests stage ends. A log without
-/// a start time gets that place, marked `estimated`. v8 ran sims after Phase A, then tests.
+/// the post-sim start when Phase A ends; review agents when the tests stage ends, or beside it
+/// (their logged start says). A log without a start time gets that place, marked `estimated`. v8 ran sims after Phase A, then tests.
 fn bars(r: &Round) -> Vec<Bar> {
     let log = &r.log;
     let t = &log.timing;
@@ -1133,7 +1198,11 @@ fn bars(r: &Round) -> Vec<Bar> {
         let a = &log.agents[i];
         let known = r.starts.agents.get(i).copied().unwrap_or(false);
         Bar {
-            label: a.name.clone(),
+            label: if a.aside.is_some() {
+                format!("{} (kept aside)", a.name)
+            } else {
+                a.name.clone()
+            },
             kind: BarKind::Agent,
             status: a.status.as_str().to_string(),
             start_ms: if known { a.start_ms } else { fallback },
@@ -1191,10 +1260,24 @@ fn bars(r: &Round) -> Vec<Bar> {
         });
     }
 
+    // Review agents where they ran: beside the tests (`phaseB: "besideTests"`) or after them;
+    // a run beside the tests that a revert kept aside, before the agent ran again, has its own
+    // bar.
     let mut review: Vec<Bar> = (0..log.agents.len())
         .filter(|i| log.agents[*i].phase == Phase::Review)
         .map(|i| agent_bar(i, review_at))
         .collect();
+    review.extend(log.agents.iter().filter_map(|a| {
+        let b = a.beside_run.as_ref()?;
+        Some(Bar {
+            label: format!("{} (beside the tests, kept aside)", b.name),
+            kind: BarKind::Agent,
+            status: b.status.as_str().to_string(),
+            start_ms: b.start_ms,
+            elapsed_ms: b.elapsed_ms,
+            estimated: false,
+        })
+    }));
     review.sort_by_key(|b| b.start_ms);
     out.extend(review);
     out
@@ -1251,6 +1334,26 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
             row.last_round = r.log.round;
             if !a.model.is_empty() {
                 acc.model = a.model.as_str();
+            }
+            // Its run beside the tests, kept aside by a revert before it ran again.
+            if let Some(b) = &a.beside_run {
+                row.runs += 1;
+                match b.status {
+                    RunStatus::Ok => row.rejected += 1,
+                    RunStatus::Empty => row.empty += 1,
+                    RunStatus::Failed => row.failed += 1,
+                    RunStatus::Timeout => row.timeouts += 1,
+                    RunStatus::Conflict => row.conflicts += 1,
+                    RunStatus::Cancelled => row.cancelled += 1,
+                }
+                acc.total_ms += b.elapsed_ms;
+                row.longest_ms = row.longest_ms.max(b.elapsed_ms);
+                row.cost_usd += b.cost_usd;
+                if b.cost_known {
+                    acc.known += 1;
+                } else {
+                    acc.unknown += 1;
+                }
             }
         }
     }

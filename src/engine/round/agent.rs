@@ -38,7 +38,16 @@ pub(super) fn run_agent(
         },
         None => None,
     };
-    let root = isolated.as_ref().map_or(env.root(), |g| g.root());
+    // The tree the phase shares when the agent has no worktree of its own: the main tree, or
+    // orch's Phase B worktree when the review agents run beside the tests.
+    let tree_git = match &isolated {
+        Some(_) => None,
+        None => Some(shared.lock().unwrap_or_else(|e| e.into_inner()).git.clone()),
+    };
+    let root = isolated
+        .as_ref()
+        .or(tree_git.as_ref())
+        .map_or(env.root(), |g| g.root());
     let scratch = layout.scratch(round);
     let stdout = layout.logs(round).join(format!("{}.log", agent.name));
     let stderr = layout
@@ -107,7 +116,13 @@ pub(super) fn run_agent(
             disp(&handoff_path(layout, &agent.name)),
         ),
     ];
-    if let Some(d) = env.sim_data() {
+    // The published sim data of the tree the agent reads: a review agent beside the tests
+    // reads its own worktree's copy (this round's pre-sim in it).
+    let sim_data = match (&tree_git, &env.mission.sims) {
+        (Some(g), Some(s)) => Some(g.root().join(&s.publish_to)),
+        _ => env.sim_data(),
+    };
+    if let Some(d) = sim_data {
         vars.push(("ORCH_SIM_DATA".into(), disp(&d)));
     }
     if let (Some(t), Some(f)) = (&job.task, &task_file) {
@@ -158,10 +173,7 @@ pub(super) fn run_agent(
         timeout_ms: job.timeout.as_millis() as u64,
     });
     let before = if isolated.is_none() {
-        shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .before(env.git)
+        shared.lock().unwrap_or_else(|e| e.into_inner()).before()
     } else {
         Fingerprint::default()
     };
@@ -220,21 +232,16 @@ pub(super) fn run_agent(
             // (A worktree agent never gets here: its broken link is handled above.)
             // In the shared tree (and the review agents' main tree) an agent that moved HEAD or
             // the branch is caught here, before the next agent's fingerprint is taken.
-            rejected = tree.check_head(env.git, round, &agent.name);
-            let after = tree.after(env.git);
-            let mut changed = changed_between(env.git, &before, &after);
+            let git = tree.git.clone();
+            rejected = tree.check_head(&git, round, &agent.name);
+            let after = tree.after();
+            let mut changed = changed_between(&git, &before, &after);
             // A repository folder it made or a submodule it edited: kept aside under the tree's
             // lock (no other agent's fingerprint is taken meanwhile), then taken afresh.
-            let parent = env.git.head_fast().unwrap_or_else(|| job.base.clone());
+            let parent = git.head_fast().unwrap_or_else(|| job.base.clone());
             let phase_base = tree.base.clone();
-            let (out, why) = set_aside_repositories(
-                env,
-                env.git,
-                (&phase_base, &parent),
-                &changed,
-                round,
-                agent,
-            );
+            let (out, why) =
+                set_aside_repositories(env, &git, (&phase_base, &parent), &changed, round, agent);
             if !out.is_empty() {
                 changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
                 tree.forget();
@@ -485,6 +492,8 @@ fn fingerprint(git: &Git) -> Fingerprint {
 /// ended is still the tree's when the next one starts (nothing else writes the tree during a
 /// phase), so it serves as that agent's "before": one `git status` per agent instead of two.
 pub(super) struct SharedTree {
+    /// The tree itself: the main tree, or orch's Phase B worktree beside the tests.
+    pub(super) git: Git,
     last: Option<Fingerprint>,
     running: usize,
     /// The branch HEAD was on when the phase started (`None`: detached) and the phase's base:
@@ -500,6 +509,7 @@ pub(super) struct SharedTree {
 impl SharedTree {
     pub(super) fn new(git: &Git, base: &str) -> SharedTree {
         SharedTree {
+            git: git.clone(),
             last: None,
             running: 0,
             branch: git.branch(),
@@ -563,17 +573,17 @@ impl SharedTree {
         self.last = None;
     }
 
-    fn before(&mut self, git: &Git) -> Fingerprint {
+    fn before(&mut self) -> Fingerprint {
         let fp = match (self.running, self.last.take()) {
             (0, Some(fp)) => fp,
-            _ => fingerprint(git),
+            _ => fingerprint(&self.git),
         };
         self.running += 1;
         fp
     }
 
-    fn after(&mut self, git: &Git) -> Fingerprint {
-        let fp = fingerprint(git);
+    fn after(&mut self) -> Fingerprint {
+        let fp = fingerprint(&self.git);
         self.running = self.running.saturating_sub(1);
         self.last = (self.running == 0).then(|| fp.clone());
         fp

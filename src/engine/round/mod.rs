@@ -33,16 +33,18 @@ use crate::engine::prompt;
 use crate::engine::results::{self, RawRun};
 use crate::engine::sessions;
 use crate::engine::sims::{self, SimRun, Which};
-use crate::engine::state::{write_json, Journal, Layout, LimitWait, State, TestBaseline};
+use crate::engine::state::{
+    write_json, AgentState, Journal, Layout, LimitWait, State, TestBaseline,
+};
 use crate::engine::tasks::{Queue, Task, TaskStatus};
 use crate::engine::tests_run::{self, Stage};
 use crate::engine::tests_select;
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
-use crate::mission::{Agent, Isolation, Mission, When, WhenKeyword};
+use crate::mission::{Agent, Isolation, Mission, PhaseB, When, WhenKeyword};
 use crate::roundlog::{
-    AgentEntry, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims, StepStatus,
-    Timing, SCHEMA,
+    AgentEntry, Aside, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims,
+    StepStatus, Timing, SCHEMA,
 };
 use crate::units;
 
@@ -244,6 +246,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         again: Vec::new(),
         cli_stop: None,
         limit_stop: None,
+        beside: None,
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -295,6 +298,32 @@ struct Round<'e, 's> {
     again: Vec<String>,
     cli_stop: Option<String>,
     limit_stop: Option<String>,
+    /// Phase B beside the tests (`phaseB: "besideTests"`), while it is to be resolved.
+    beside: Option<Beside>,
+}
+
+/// One review agent's change beside the tests: (agent, parent, commit).
+type Link = (String, String, String);
+
+/// Phase B running beside the tests: orch's worktree of Phase A's merged tree, and what each
+/// review agent changed there.
+struct Beside {
+    /// The worktree (`<stateDir>/worktrees/.phase-b`: no agent name starts with a dot).
+    git: Git,
+    /// The commit it was made from: Phase A's tree on the round's base, plus this round's
+    /// pre-sim data when the pre-sim succeeded.
+    base: String,
+    /// Each review agent that changed files, in completion order, with the files.
+    changed: Vec<(String, Vec<String>)>,
+    /// Their work as a chain of commits on `base` (`review_chain`), made when the pool is done,
+    /// while the tests may still run.
+    chain: Option<std::result::Result<Vec<Link>, String>>,
+    /// Each review agent's tracking state before its run: a change that then cannot land is
+    /// tracked as what it ends as.
+    before: BTreeMap<String, AgentState>,
+    /// The main tree's HEAD and branch while the tests run there: a review agent that moved
+    /// them (through an absolute path) answers for it.
+    main: SharedTree,
 }
 
 impl<'e> Round<'e, '_> {
@@ -366,7 +395,8 @@ impl<'e> Round<'e, '_> {
             return self.interrupted();
         }
 
-        // 3. Tests ‖ post-sim, only when Phase A changed the tree.
+        // 3. Tests ‖ post-sim, only when Phase A changed the tree (‖ Phase B with
+        // `phaseB: "besideTests"`).
         let changed = env.git.changed_since(base)?;
         let mut reverted = false;
         let mut regressed = false;
@@ -374,37 +404,87 @@ impl<'e> Round<'e, '_> {
         let mut untested = false;
         // Code agents whose work was taken out (all of them on a whole-round revert).
         let mut rejected: Vec<String> = Vec::new();
+        let beside = !changed.is_empty() && self.beside_tests(&review);
         if !changed.is_empty() {
             // Only what was tested is committed: the tree as the tests found it is put back
             // after them (coverage files, caches, edits to tracked files are the tests', not
             // the agents').
             let tested = env.git.tree_of_files(base)?;
             let t_start = Instant::now();
+            let tests_start_ms = self.t0.elapsed().as_millis() as u64;
             let post_sim = env.mission.sims.as_ref().and_then(|s| s.post.as_ref());
-            let (tests, post) = std::thread::scope(|s| {
-                let handle = post_sim.map(|sim| {
-                    let run = self.sim_run(Which::Post, sim);
+            let post_run = post_sim.map(|sim| self.sim_run(Which::Post, sim));
+            let (round, t0) = (self.round, self.t0);
+            let log_dir = layout.logs(round);
+            let tests_cfg = env.mission.tests.as_ref();
+            let changed_ref = &changed;
+            let log_dir_ref = &log_dir;
+            let run_the_tests = move || {
+                let t = tests_cfg.map(|t| run_tests(env, t, log_dir_ref, changed_ref, round, t0));
+                (t, t0.elapsed().as_millis() as u64)
+            };
+            let (tests, tests_done_ms, post, beside_failed) = std::thread::scope(|s| {
+                let handle = post_run.map(|run| {
                     std::thread::Builder::new()
                         .name("orch-post-sim".into())
                         .spawn_scoped(s, move || run.run(env.events))
                         .expect("spawning the post-sim thread")
                 });
-                let tests = env.mission.tests.as_ref().map(|t| {
-                    run_tests(
-                        env,
-                        t,
-                        &layout.logs(self.round),
-                        &changed,
-                        self.round,
-                        self.t0,
-                    )
-                });
+                let mut beside_failed = None;
+                let (tests, done) = if beside {
+                    // The tests on a thread of their own; the review agents' pool here, where
+                    // their results are settled as always.
+                    let tests = std::thread::Builder::new()
+                        .name("orch-tests".into())
+                        .spawn_scoped(s, run_the_tests)
+                        .expect("spawning the tests thread");
+                    if let Err(e) = self.run_beside(base, &tested, &review) {
+                        beside_failed = Some(e);
+                    }
+                    tests.join().expect("the tests thread panicked")
+                } else {
+                    run_the_tests()
+                };
                 (
                     tests,
+                    done,
                     handle.map(|h| h.join().expect("the post-sim thread panicked")),
+                    beside_failed,
                 )
             });
-            self.log.timing.tests = t_start.elapsed().as_millis() as u64;
+            if let Some(e) = beside_failed {
+                // Its worktree could not be made: Phase B runs after the tests, as it would
+                // with `afterTests`. (An agent that ran there is kept by `abandon` if the round
+                // fails later.)
+                let why =
+                    format!("Phase B could not run beside the tests ({e}); it runs after them");
+                log::warn!("round {}: {why}", self.round);
+                self.note(&why);
+                if self.log.agents.iter().any(|a| a.phase == Phase::Review) {
+                    self.keep_beside_unsorted();
+                }
+                self.beside = None;
+            }
+            let post_end = post.as_ref().map(|p| p.start_ms + p.elapsed_ms);
+            let tests_end_ms = if self.beside.is_some() {
+                tests_done_ms.max(post_end.unwrap_or(0))
+            } else {
+                self.t0.elapsed().as_millis() as u64
+            };
+            self.log.timing.tests = if self.beside.is_some() {
+                tests_end_ms.saturating_sub(tests_start_ms)
+            } else {
+                t_start.elapsed().as_millis() as u64
+            };
+            self.log.timing.tests_start_ms = Some(tests_start_ms);
+            self.log.timing.tests_end_ms = Some(tests_end_ms);
+            if let (Some(b0), Some(b1)) = (
+                self.log.timing.phase_b_start_ms,
+                self.log.timing.phase_b_end_ms,
+            ) {
+                self.log.timing.beside =
+                    tests_end_ms.min(b1).saturating_sub(tests_start_ms.max(b0));
+            }
             self.discard_test_writes(base, &tested)?;
             self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
             self.log.sims.post = post;
@@ -485,9 +565,29 @@ impl<'e> Round<'e, '_> {
             }
         }
 
-        // 4. Phase B.
+        // 4. Phase B. Beside the tests it has run already: its work lands after the code
+        // commit, or, after a revert or untested tests, is kept in refs (and with
+        // `phaseBAfterRevert` the review agents run again, here, on the tree that stays).
+        let ran_beside = self.beside.is_some();
+        let mut rerun = false;
+        if let Some(b) = self.beside.take() {
+            if untested || regressed {
+                let why = if untested {
+                    "the tests could not start, so nothing was tested"
+                } else if reverted {
+                    "the round was reverted"
+                } else {
+                    "a per-agent revert took code changes out of the tree they reviewed"
+                };
+                rerun = regressed && env.mission.phase_b_after_revert;
+                self.keep_review_aside(b, why, rerun);
+            } else {
+                self.take_inboxes(&names(Phase::Review));
+                self.land_review(b)?;
+            }
+        }
         let after_revert_skip = reverted && !env.mission.phase_b_after_revert;
-        if !review.is_empty() {
+        if !review.is_empty() && (!ran_beside || rerun) {
             if untested {
                 self.note("Phase B skipped: the tests could not start, so nothing was tested");
                 self.decide_skipped(&review, "skipped: the tests could not start");
@@ -504,12 +604,27 @@ impl<'e> Round<'e, '_> {
                 self.ensure_state_dir("Phase B started")?;
                 let b_base = self.env.git.base()?;
                 self.set_journal_base(&b_base);
+                // The runs beside the tests, whose work was kept aside: each is folded into
+                // the entry of its run again.
+                let earlier: Vec<AgentEntry> = if rerun {
+                    let (b, keep) = std::mem::take(&mut self.log.agents)
+                        .into_iter()
+                        .partition(|e| e.phase == Phase::Review);
+                    self.log.agents = keep;
+                    b
+                } else {
+                    Vec::new()
+                };
                 let b_start = Instant::now();
+                let start_ms = self.t0.elapsed().as_millis() as u64;
+                self.log.timing.phase_b_start_ms.get_or_insert(start_ms);
                 let waited_before = self.log.timing.waited;
                 let jobs = self.jobs(&review, &b_base)?;
                 self.run_phase(jobs);
-                self.log.timing.phase_b = (b_start.elapsed().as_millis() as u64)
+                self.log.timing.phase_b += (b_start.elapsed().as_millis() as u64)
                     .saturating_sub(self.log.timing.waited - waited_before);
+                self.log.timing.phase_b_end_ms = Some(self.t0.elapsed().as_millis() as u64);
+                self.fold_beside_runs(earlier);
                 self.take_inboxes(&names(Phase::Review));
                 if process::interrupted() {
                     return self.interrupted();
@@ -546,6 +661,380 @@ impl<'e> Round<'e, '_> {
             self.note(&why);
         }
         Ok(())
+    }
+
+    /// The tree the phase's agents share: orch's Phase B worktree while the review agents run
+    /// beside the tests, else the main tree.
+    fn phase_git(&self) -> &Git {
+        self.beside.as_ref().map_or(self.env.git, |b| &b.git)
+    }
+
+    /// Whether Phase B runs beside the tests this round (`phaseB: "besideTests"`, review agents
+    /// planned, a tests stage to run beside, nothing that would skip Phase B anyway).
+    fn beside_tests(&mut self, review: &[&Planned]) -> bool {
+        let m = self.env.mission;
+        let post = m.sims.as_ref().is_some_and(|s| s.post.is_some());
+        if m.phase_b != PhaseB::BesideTests || review.is_empty() || !(m.tests.is_some() || post) {
+            return false;
+        }
+        if self.budget_reached
+            || self.cli_stop.is_some()
+            || self.limit_stop.is_some()
+            || process::interrupted()
+        {
+            return false;
+        }
+        if !m.git.commit {
+            self.note(
+                "Phase B runs after the tests: besideTests lands the review agents' work as a \
+                 commit after the code commit, and git.commit is off",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Phase B beside the tests: a commit of Phase A's merged tree (`tested`, on `base`), orch's
+    /// worktree of it (with this round's pre-sim data published in it, as the review agents
+    /// would find it after the tests), and the review agents' pool there, on this thread, while
+    /// the tests and the post-sim run in the main tree.
+    fn run_beside(&mut self, base: &str, tested: &str, review: &[&Planned]) -> Result<()> {
+        let env = self.env;
+        self.ensure_state_dir("Phase B started")?;
+        let start_ms = self.t0.elapsed().as_millis() as u64;
+        let b_start = Instant::now();
+        let snapshot = env.git.commit_of_tree(
+            tested,
+            base,
+            &format!(
+                "orch: round {}: Phase A's tree, for Phase B beside the tests",
+                self.round
+            ),
+        )?;
+        let path = env.layout.dir.join("worktrees").join(".phase-b");
+        let git = env.git.prepare_worktree(&path, &snapshot)?;
+        let mut b_base = snapshot;
+        if let (Some(sims), Some(pre)) = (&env.mission.sims, &self.log.sims.pre) {
+            if pre.status == StepStatus::Ok {
+                let staging = env.layout.scratch(self.round).join(Which::Pre.as_str());
+                sims::publish(&staging, &git.root().join(&sims.publish_to))?;
+                if let Some(c) = git.commit_all(&format!(
+                    "orch: round {}: the pre-sim's data, for Phase B",
+                    self.round
+                ))? {
+                    b_base = c;
+                }
+            }
+        }
+        let main = SharedTree::new(env.git, &env.git.base()?);
+        self.beside = Some(Beside {
+            git,
+            base: b_base.clone(),
+            changed: Vec::new(),
+            chain: None,
+            before: BTreeMap::new(),
+            main,
+        });
+        self.log.timing.phase_b_start_ms = Some(start_ms);
+        let waited_before = self.log.timing.waited;
+        let jobs = self.jobs(review, &b_base)?;
+        self.run_phase(jobs);
+        self.log.timing.phase_b = (b_start.elapsed().as_millis() as u64)
+            .saturating_sub(self.log.timing.waited - waited_before);
+        self.log.timing.phase_b_end_ms = Some(self.t0.elapsed().as_millis() as u64);
+        // Sorted into commits now, off the critical path when the tests are still running.
+        if let Some(b) = self.beside.take() {
+            let wt = b.git.clone();
+            self.set_aside_oversized(&wt, &format!("round-{}-review", self.round));
+            let chain = self.review_chain(&b).map_err(|e| e.to_string());
+            self.beside = Some(Beside {
+                chain: Some(chain),
+                ..b
+            });
+        }
+        Ok(())
+    }
+
+    /// The review agents' work beside the tests as a chain of commits on the worktree's base,
+    /// one per agent that changed files, in completion order: (agent, parent, commit). Files
+    /// two agents wrote go with the first (the tree holds the last writer's version).
+    fn review_chain(&self, b: &Beside) -> Result<Vec<Link>> {
+        let mut parent = b.base.clone();
+        let mut chain = Vec::new();
+        for (name, files) in &b.changed {
+            let msg = format!("orch: round {} {name} (beside the tests)", self.round);
+            let commit = b.git.commit_paths(&parent, &msg, files)?;
+            let trees = b.git.run(&[
+                "rev-parse",
+                &format!("{commit}^{{tree}}"),
+                &format!("{parent}^{{tree}}"),
+            ])?;
+            let mut t = trees.lines();
+            if t.next() == t.next() {
+                continue;
+            }
+            chain.push((name.clone(), parent.clone(), commit.clone()));
+            parent = commit;
+        }
+        Ok(chain)
+    }
+
+    /// When the chain cannot be made: the worktree as it is, whole, under
+    /// `refs/orch/review-unsorted/round-N`, so nothing of the review agents' is lost when it is
+    /// reset next round.
+    fn keep_beside_unsorted(&mut self) {
+        let Some(b) = &self.beside else { return };
+        let r = self.env.kept_ref("review-unsorted", self.round, None);
+        let msg = format!(
+            "orch: round {}: Phase B's worktree as it was (beside the tests)",
+            self.round
+        );
+        let note = match b.git.save_tree(&b.base, &r, &msg) {
+            Ok(_) => format!("Phase B's worktree is kept whole in {r}"),
+            Err(e) => format!("Phase B's worktree could not be kept ({e})"),
+        };
+        log::warn!("round {}: {note}", self.round);
+        self.note(&note);
+    }
+
+    /// The tests passed: each review agent's change is applied on the code commit in turn
+    /// (`Git::pick`); one that conflicts is kept under `refs/orch/conflicts/round-N/AGENT`
+    /// (one git refuses, under `refs/orch/unmerged/...`) and its run becomes `conflict`
+    /// (`failed`); the rest land as the round's review commit.
+    fn land_review(&mut self, mut b: Beside) -> Result<()> {
+        let env = self.env;
+        let chain = match b.chain.take() {
+            Some(c) => c,
+            None => self.review_chain(&b).map_err(|e| e.to_string()),
+        };
+        let chain = match chain {
+            Ok(c) => c,
+            Err(e) => {
+                self.beside = Some(b);
+                self.keep_beside_unsorted();
+                self.beside = None;
+                self.note(&format!(
+                    "Phase B's work could not be sorted by agent ({e}); not merged"
+                ));
+                return Ok(());
+            }
+        };
+        self.settle_tasks(Phase::Review, &[]);
+        // Usually it all applies at once: the whole chain on the code commit, as the round's
+        // review commit (one three-way merge, no commit of the tree to make afterwards).
+        if let Some((_, _, tip)) = chain.last() {
+            let what = self.commit_label(Phase::Review, &[], "review");
+            let msg = format!(
+                "orch: round {} {what}\n\nmission: {}",
+                self.round, env.mission.name
+            );
+            if env.git.pick(&b.base, tip, &msg)? == crate::engine::git::Merge::Merged {
+                if let Some(c) = env.git.head()? {
+                    env.events.emit(Event::Commit {
+                        round: self.round,
+                        commit: c.clone(),
+                        what,
+                    });
+                    self.set_journal_base(&c);
+                    self.log.commit = Some(c);
+                    self.committed = true;
+                }
+                return Ok(());
+            }
+        }
+        // Something does not apply: agent by agent, to find whose change it is.
+        for (name, parent, commit) in chain {
+            let msg = format!("orch: round {} {name}", self.round);
+            let (status, kind, error) = match env.git.pick(&parent, &commit, &msg)? {
+                crate::engine::git::Merge::Merged => continue,
+                crate::engine::git::Merge::Conflict(files) => (
+                    RunStatus::Conflict,
+                    "conflicts",
+                    format!(
+                        "its change (made beside the tests) conflicts with the round's code commit in {}",
+                        files.join(", ")
+                    ),
+                ),
+                crate::engine::git::Merge::Refused(why) => (
+                    RunStatus::Failed,
+                    "unmerged",
+                    format!("its change (made beside the tests) could not be merged ({why})"),
+                ),
+            };
+            let r = env.kept_ref(kind, self.round, Some(&name));
+            env.git.set_ref(&r, &commit)?;
+            log::warn!("agent {name}: {error}; kept in {r}");
+            let Some(i) = self.log.agents.iter().position(|e| e.name == name) else {
+                continue;
+            };
+            let e = &mut self.log.agents[i];
+            e.status = status;
+            e.error = Some(match e.error.take() {
+                Some(old) => format!("{old}; {error}; kept in {r}"),
+                None => format!("{error}; kept in {r}"),
+            });
+            if status == RunStatus::Failed {
+                e.cause.get_or_insert(crate::roundlog::Cause::Exit);
+            }
+            let e = e.clone();
+            // Tracked as what it ended as: a change that did not land is no success.
+            if let (Some(agent), Some(before)) = (env.mission.agent(&name), b.before.get(&name)) {
+                let st = self.state.agent_mut(&name);
+                let handoff = st.handoff.take();
+                *st = before.clone();
+                st.handoff = handoff;
+                let change = results::track(
+                    st,
+                    agent,
+                    e.status,
+                    e.cause,
+                    e.elapsed_ms,
+                    e.cost_usd,
+                    self.round,
+                );
+                self.log.agents[i].escalated_to = change.as_ref().map(|(_, to, _)| to.clone());
+                if agent.session {
+                    // Its conversation remembers a change that is not on the branch.
+                    let why = format!(
+                        "its change from round {} (beside the tests) did not land",
+                        self.round
+                    );
+                    sessions::forget(self.state.agent_mut(&name), why);
+                }
+            }
+            if let Some(d) = self.log.decisions.iter_mut().find(|d| d.agent == name) {
+                d.outcome = Some(status);
+            }
+            env.events.emit(Event::Warning {
+                round: Some(self.round),
+                message: format!("agent {name}: {error}; kept in {r}"),
+            });
+        }
+        let what = self.commit_label(Phase::Review, &[], "review");
+        self.commit(&what)
+    }
+
+    /// The round was reverted (or its tests could not start) while Phase B ran beside them:
+    /// each review agent's change is kept under `refs/orch/review-aside/round-N/AGENT`, not
+    /// merged, and its entry says so. With `rerun` (phaseBAfterRevert) the agents run again on
+    /// the tree that stays: their tasks go back to pending for that run and the tasks they
+    /// filed beside the tests are set aside (the rerun files its own); otherwise the tasks
+    /// they filed reach the queue and their own tasks come back with a note.
+    fn keep_review_aside(&mut self, mut b: Beside, why: &str, rerun: bool) {
+        let env = self.env;
+        let mut kept: BTreeMap<String, String> = BTreeMap::new();
+        let chain = match b.chain.take() {
+            Some(c) => c,
+            None => self.review_chain(&b).map_err(|e| e.to_string()),
+        };
+        match chain {
+            Ok(chain) => {
+                for (name, _, commit) in chain {
+                    let r = env.kept_ref("review-aside", self.round, Some(&name));
+                    match env.git.set_ref(&r, &commit) {
+                        Ok(()) => {
+                            kept.insert(name, r);
+                        }
+                        Err(e) => {
+                            log::warn!("agent {name}: its work could not be kept in {r}: {e}")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.beside = Some(b);
+                self.keep_beside_unsorted();
+                self.beside = None;
+                log::warn!(
+                    "round {}: Phase B's work could not be sorted by agent: {e}",
+                    self.round
+                );
+            }
+        }
+        let reason = format!(
+            "ran beside the tests, and {why}: its work is not merged{}",
+            if rerun {
+                "; it ran again after the revert (phaseBAfterRevert)"
+            } else {
+                ""
+            }
+        );
+        let mut names = Vec::new();
+        for e in self
+            .log
+            .agents
+            .iter_mut()
+            .filter(|e| e.phase == Phase::Review)
+        {
+            e.aside = Some(Aside {
+                kept_ref: kept.get(&e.name).cloned(),
+                reason: reason.clone(),
+            });
+            names.push(e.name.clone());
+        }
+        for name in kept.keys() {
+            if env.mission.agent(name).is_some_and(|a| a.session) {
+                let why = format!(
+                    "its change from round {} (beside the tests) was kept aside: {why}",
+                    self.round
+                );
+                sessions::forget(self.state.agent_mut(name), why);
+            }
+        }
+        let refs: Vec<&str> = kept.values().map(String::as_str).collect();
+        self.note(&format!(
+            "Phase B ran beside the tests and {why}: the review agents' work is kept aside, not merged{}{}",
+            if refs.is_empty() {
+                " (they changed no file)".to_string()
+            } else {
+                format!(", in {}", refs.join(", "))
+            },
+            if rerun { "; they run again on the tree that stays (phaseBAfterRevert)" } else { "" }
+        ));
+        if rerun {
+            for name in &names {
+                let inbox = inbox_path(env.layout, self.round, name);
+                if inbox.exists() {
+                    let aside = inbox.with_extension("aside.jsonl");
+                    if std::fs::rename(&inbox, &aside).is_ok() {
+                        self.note(&format!(
+                            "{name}: the tasks it filed beside the tests are set aside in {} (it runs again)",
+                            env.layout.relative(&aside)
+                        ));
+                    }
+                }
+            }
+            let tasks: Vec<String> = self
+                .log
+                .agents
+                .iter()
+                .filter(|e| e.phase == Phase::Review)
+                .filter_map(|e| e.task.clone())
+                .collect();
+            for id in tasks {
+                // Not its failure: the run again gets the task, its attempts as they were.
+                self.queue.requeue(&id, None, None);
+                if let Some(t) = self.queue.get_mut(&id) {
+                    t.attempts = t.attempts.saturating_sub(1);
+                }
+            }
+        } else {
+            self.take_inboxes(&names);
+            let aside: Vec<String> = kept.keys().cloned().collect();
+            self.settle_tasks(Phase::Review, &aside);
+        }
+    }
+
+    /// After Phase B ran again (phaseBAfterRevert): each run beside the tests goes into the
+    /// entry of the agent's run again (`besideRun`), or stays an entry of its own when the
+    /// agent did not run again.
+    fn fold_beside_runs(&mut self, earlier: Vec<AgentEntry>) {
+        for e in earlier {
+            match self.log.agents.iter_mut().find(|a| a.name == e.name) {
+                Some(now) => now.beside_run = Some(Box::new(e)),
+                None => self.log.agents.push(e),
+            }
+        }
     }
 
     /// Makes the state folder's folders for this round, and puts back what an agent or the
@@ -1033,7 +1522,7 @@ impl<'e> Round<'e, '_> {
                     self.record(entry, false);
                 }
                 None => {
-                    let shared = Mutex::new(SharedTree::new(env.git, &job.base));
+                    let shared = Mutex::new(SharedTree::new(self.phase_git(), &job.base));
                     let raw = not_started(env, self.round, job);
                     self.settle(raw, None, &shared);
                 }
@@ -1102,7 +1591,7 @@ impl<'e> Round<'e, '_> {
         let env = self.env;
         let (round, t0) = (self.round, self.t0);
         let base = jobs.first().map_or_else(String::new, |j| j.base.clone());
-        let shared = Mutex::new(SharedTree::new(env.git, &base));
+        let shared = Mutex::new(SharedTree::new(self.phase_git(), &base));
         pool::run(
             env.max_concurrency,
             jobs,
@@ -1167,6 +1656,17 @@ impl<'e> Round<'e, '_> {
                 )
             })
             .map(|why| format!("in the main tree, {why}"));
+        // Beside the tests a review agent works in orch's worktree; the main tree, where the
+        // tests run, must be as the phase found it.
+        let main_moved = main_moved.or_else(|| {
+            let b = self
+                .beside
+                .as_mut()
+                .filter(|_| raw.phase == Phase::Review)?;
+            b.main
+                .check_head(env.git, self.round, &agent.name)
+                .map(|why| format!("in the main tree, {why}"))
+        });
         if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
             settled.entry.status = RunStatus::Failed;
             settled.entry.error = Some(match settled.entry.error.take() {
@@ -1237,6 +1737,12 @@ impl<'e> Round<'e, '_> {
         }
         if raw.worktree.is_none() {
             self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
+        }
+        if let Some(b) = self.beside.as_mut().filter(|_| raw.phase == Phase::Review) {
+            b.before.insert(agent.name.clone(), st_before.clone());
+            if settled.entry.changed_files > 0 {
+                b.changed.push((agent.name.clone(), raw.changed.clone()));
+            }
         }
         if settled.entry.status != first_status {
             // Counted as what it ended as, not as what the process's exit said (a run whose
@@ -1509,7 +2015,7 @@ impl<'e> Round<'e, '_> {
                 }
                 None => {
                     let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    let git = self.env.git;
+                    let git = tree.git.clone();
                     let done = git.base().and_then(|head| {
                         git.save_paths(&head, &r, &msg, &outside)?;
                         git.take_out(&outside)
@@ -1647,7 +2153,7 @@ impl<'e> Round<'e, '_> {
             return;
         }
         let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let git = self.env.git;
+        let git = tree.git.clone();
         let r = format!(
             "refs/orch/{}/round-{}/{}",
             entry.status.as_str(),
@@ -2015,7 +2521,12 @@ impl<'e> Round<'e, '_> {
             .agents
             .iter()
             .filter(|e| e.phase == phase && e.changed_files > 0)
-            .filter(|e| phase == Phase::Review || e.status == RunStatus::Ok)
+            .filter(|e| {
+                e.status == RunStatus::Ok
+                    || (phase == Phase::Review
+                        && !matches!(e.status, RunStatus::Conflict | RunStatus::Failed))
+            })
+            .filter(|e| e.aside.is_none())
             .filter(|e| !rejected.contains(&e.name))
             .map(|e| e.name.as_str())
             .collect();
@@ -2044,6 +2555,22 @@ impl<'e> Round<'e, '_> {
 
     /// Saves uncommitted work under `refs/orch/<kind>/round-N` and restores the last base.
     fn abandon(&mut self, kind: &str) -> Result<()> {
+        if let Some(b) = self.beside.take() {
+            // The review agents' worktree beside the tests: kept whole before anything else.
+            let r = self
+                .env
+                .kept_ref(&format!("{kind}-review"), self.round, None);
+            let msg = format!(
+                "orch: round {} {kind}; Phase B's worktree as it was",
+                self.round
+            );
+            match b.git.save_tree(&b.base, &r, &msg) {
+                Ok(_) => self.note(&format!(
+                    "Phase B's worktree (beside the tests) is kept in {r}"
+                )),
+                Err(e) => log::warn!("Phase B's worktree could not be kept in {r}: {e}"),
+            }
+        }
         let base = self.journal.base.clone();
         let moved = self.env.git.head()?.as_deref() != Some(base.as_str());
         if !moved && self.env.git.changed_since(&base)?.is_empty() {

@@ -1,0 +1,405 @@
+//! Phase B beside the tests (`phaseB: "besideTests"`, issue 20): the review agents start when
+//! Phase A's merges are done, in orch's worktree of the merged tree, while the tests and the
+//! post-sim run in the main tree; their work lands after the code commit when the tests pass,
+//! and is kept in a ref (not merged) when the round is reverted. All of it read back from the
+//! real binary's round logs, refs and commits.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn ms_at(log: &Value, key: &str) -> u64 {
+    log["timing"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("timing.{key} missing in {:#}", log["timing"]))
+}
+
+fn ref_exists(repo: &Repo, r: &str) -> bool {
+    std::process::Command::new("git")
+        .args(["rev-parse", "-q", "--verify", r])
+        .current_dir(repo.path())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn subjects(repo: &Repo) -> Vec<String> {
+    repo.git(&["log", "--format=%s"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn review_agents_run_beside_the_tests_and_land_after_the_code_commit() {
+    let repo = Repo::new();
+    let env_file = repo
+        .path()
+        .join(".orch/review-env.txt")
+        .display()
+        .to_string();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--env", &env_file, "--sleep", "0.2",
+                                    "--write", "docs/review.md=reviewed"])},
+            {"name": "producer", "phase": "review",
+             "command": agent_cmd(&["--task-for", "coder:1:next thing"])}
+        ],
+        "sims": {"pre": {"command": sim_cmd("0")}, "post": {"command": sim_cmd("0.3")},
+                 "publishTo": "sim-data"},
+        "tests": {"command": tests_cmd("1.5")}
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    // Started before the tests ended, as the round log tells it.
+    let tests_end = ms_at(&log, "testsEndMs");
+    let b_start = ms_at(&log, "phaseBStartMs");
+    let reviewer = Repo::agent(&log, "reviewer");
+    assert!(
+        b_start < tests_end && ms(&reviewer["startMs"]) < tests_end,
+        "Phase B at {b_start}, reviewer at {}, tests ended at {tests_end}",
+        reviewer["startMs"]
+    );
+    // Phase B ended before the tests: all of it ran beside them, counted once in overhead.
+    assert!(
+        ms_at(&log, "phaseBEndMs") < tests_end,
+        "{:#}",
+        log["timing"]
+    );
+    assert!(ms_at(&log, "beside") > 0, "{:#}", log["timing"]);
+    assert!(ms(&log["tests"]["elapsedMs"]) >= 1500);
+    // It worked in orch's worktree of Phase A's tree, which had the code agent's change.
+    let env = repo.read(".orch/review-env.txt");
+    assert!(
+        env.contains("/.orch/worktrees/.phase-b"),
+        "the reviewer's working folder: {env}"
+    );
+    assert_eq!(reviewer["status"], "ok");
+    // Two commits on the base: the code commit, then the review commit on it.
+    assert_eq!(
+        subjects(&repo)[..2],
+        [
+            "orch: round 1 review: reviewer".to_string(),
+            "orch: round 1 code: coder".to_string()
+        ]
+    );
+    assert_eq!(repo.git(&["rev-parse", "HEAD~2"]), base);
+    assert_eq!(repo.read("docs/review.md"), "reviewed\n");
+    assert_eq!(repo.read("src/a.txt"), "code\n");
+    // The review commit holds only the reviewer's file.
+    assert_eq!(
+        repo.git(&["diff", "--name-only", "HEAD~1", "HEAD"]),
+        "docs/review.md"
+    );
+    // The post-sim's data, published after the tests, is in the code commit.
+    assert!(repo.read("sim-data/latest.json").contains("post"));
+    // The producer's task reached the queue.
+    let tasks = repo.read(".orch/tasks.json");
+    assert!(tasks.contains("next thing"), "{tasks}");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+    // The Gantt draws the reviewer where it ran: its bar starts before the tests' bar ends.
+    let svg = repo.orch(&["report", "--format", "svg"]).expect(0).stdout();
+    let x_of = |label: &str| -> (f64, f64) {
+        let at = svg
+            .find(&format!("<title>{label} ("))
+            .unwrap_or_else(|| panic!("no bar {label} in {svg}"));
+        let rect = &svg[svg[..at].rfind("<rect").unwrap()..at];
+        let num = |k: &str| -> f64 {
+            let i = rect.find(&format!(" {k}=\"")).unwrap() + k.len() + 3;
+            rect[i..].split('"').next().unwrap().parse().unwrap()
+        };
+        (num("x"), num("x") + num("width"))
+    };
+    let (review_x, _) = x_of("reviewer");
+    let (tests_x, tests_end_x) = x_of("tests");
+    assert!(
+        review_x < tests_end_x && review_x >= tests_x - 1.0,
+        "reviewer at x={review_x}, tests {tests_x}..{tests_end_x}"
+    );
+}
+
+#[test]
+fn after_tests_keeps_todays_order() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "phaseB": "afterTests",
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review", "command": agent_cmd(&["--write", "docs/review.md=ok"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok");
+    let tests_end = ms_at(&log, "testsEndMs");
+    assert!(ms(&Repo::agent(&log, "reviewer")["startMs"]) >= tests_end);
+    assert!(log["timing"].get("beside").is_none(), "{:#}", log["timing"]);
+    assert_eq!(repo.read("docs/review.md"), "ok\n");
+}
+
+#[test]
+fn a_revert_keeps_the_review_work_in_a_ref_not_merged() {
+    let repo = Repo::new();
+    // One slot: review agents share their tree, so only one at a time is credited exactly.
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 1,
+        "agents": [
+            {"name": "breaker", "phase": "code", "command": agent_cmd(&["--write", "src/app.txt=BROKEN"])},
+            {"name": "reviewer", "phase": "review", "command": agent_cmd(&["--write", "docs/review.md=seen"])},
+            {"name": "producer", "phase": "review",
+             "command": agent_cmd(&["--task-for", "breaker:1:fix it"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "reverted", "{log:#}");
+    let reviewer = Repo::agent(&log, "reviewer");
+    assert_eq!(
+        reviewer["aside"]["keptRef"], "refs/orch/review-aside/round-1/reviewer",
+        "{reviewer:#}"
+    );
+    assert!(reviewer["aside"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("the round was reverted"));
+    assert!(ms(&reviewer["startMs"]) < ms_at(&log, "testsEndMs"));
+    // The ref holds the work; nothing of it is merged.
+    let r = "refs/orch/review-aside/round-1/reviewer";
+    assert!(ref_exists(&repo, r));
+    assert_eq!(repo.git(&["show", &format!("{r}:docs/review.md")]), "seen");
+    assert!(!repo.exists("docs/review.md"));
+    assert_eq!(
+        repo.head(),
+        base,
+        "nothing committed after a whole-round revert"
+    );
+    assert!(!repo
+        .git(&["log", "--all", "--format=%s", "HEAD"])
+        .contains("review: reviewer"));
+    let notes = log["notes"].to_string();
+    assert!(
+        notes.contains("kept aside") && notes.contains(r),
+        "the round log says so: {notes}"
+    );
+    // The producer changed no file: no ref, but said in its entry; its task reached the queue.
+    let producer = Repo::agent(&log, "producer");
+    assert!(producer["aside"]["keptRef"].is_null());
+    assert!(repo.read(".orch/tasks.json").contains("fix it"));
+    // `orch show` and the report say it.
+    let show = repo.orch(&["show", "1"]).expect(0).stdout();
+    assert!(show.contains(r), "{show}");
+    let report = repo.orch(&["report"]).expect(0).stdout();
+    assert!(report.contains("kept aside"), "{report}");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+#[test]
+fn phase_b_after_revert_runs_the_review_agents_again_on_the_tree_that_stays() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "phaseBAfterRevert": true,
+        "agents": [
+            {"name": "breaker", "phase": "code", "command": agent_cmd(&["--write", "src/app.txt=BROKEN"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/review.md=round {round} seen",
+                                    "--task-for", "breaker:1:look again"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    let base = repo.head();
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "reverted", "{log:#}");
+    let reviewer = Repo::agent(&log, "reviewer");
+    let beside = &reviewer["besideRun"];
+    assert_eq!(
+        beside["aside"]["keptRef"],
+        "refs/orch/review-aside/round-1/reviewer"
+    );
+    assert!(ms(&beside["startMs"]) < ms_at(&log, "testsEndMs"));
+    // The run again started after the revert, on the base, and its work is committed.
+    assert!(ms(&reviewer["startMs"]) >= ms_at(&log, "testsEndMs"));
+    assert_eq!(reviewer["status"], "ok");
+    assert!(reviewer["aside"].is_null());
+    assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), base);
+    assert_eq!(subjects(&repo)[0], "orch: round 1 review: reviewer");
+    assert_eq!(repo.read("docs/review.md"), "round 1 seen\n");
+    assert_eq!(repo.read("src/app.txt"), "app\n");
+    assert!(ref_exists(&repo, "refs/orch/review-aside/round-1/reviewer"));
+    // One entry for the agent, both runs' cost in the round; the task filed once.
+    assert_eq!(
+        log["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["name"] == "reviewer")
+            .count(),
+        1
+    );
+    let tasks = repo.read(".orch/tasks.json");
+    assert_eq!(tasks.matches("look again").count(), 1, "{tasks}");
+    // The report says the first run's work was kept aside and it ran again; the Gantt draws
+    // both runs.
+    let report = repo.orch(&["report"]).expect(0).stdout();
+    assert!(
+        report.contains("kept aside") && report.contains("ran again after the revert"),
+        "{report}"
+    );
+    let svg = repo.orch(&["report", "--format", "svg"]).expect(0).stdout();
+    assert!(
+        svg.contains("reviewer (beside the tests, kept aside)"),
+        "{svg}"
+    );
+}
+
+#[test]
+fn a_review_change_that_conflicts_with_the_code_commit_is_kept_in_a_ref() {
+    // The post-sim's data is published after the tests, into the code commit; a review agent
+    // beside the tests wrote the same file in its worktree: that change cannot land.
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 1,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "curator", "phase": "review",
+             "command": agent_cmd(&["--write", "sim-data/latest.json=curated by hand"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/review.md=ok"])}
+        ],
+        "sims": {"post": {"command": sim_cmd("0.2")}, "publishTo": "sim-data"},
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let curator = Repo::agent(&log, "curator");
+    assert_eq!(curator["status"], "conflict", "{curator:#}");
+    let r = "refs/orch/conflicts/round-1/curator";
+    assert!(curator["error"].as_str().unwrap().contains(r));
+    assert_eq!(
+        repo.git(&["show", &format!("{r}:sim-data/latest.json")]),
+        "curated by hand"
+    );
+    // The post-sim's data stands; the other review agent's work landed.
+    assert!(repo.read("sim-data/latest.json").contains("post"));
+    assert_eq!(repo.read("docs/review.md"), "ok\n");
+    assert_eq!(subjects(&repo)[0], "orch: round 1 review: reviewer");
+    assert_eq!(repo.state()["agents"]["curator"]["lastStatus"], "conflict");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+#[test]
+fn a_failed_review_agent_beside_the_tests_is_kept_in_a_ref_never_committed() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "halfway", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/half.md=half", "--exit", "1"])},
+            {"name": "mover", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/moved.md=x", "--amend", "rewritten"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let halfway = Repo::agent(&log, "halfway");
+    assert_eq!(halfway["status"], "failed");
+    let r = "refs/orch/failed/round-1/halfway";
+    assert!(ref_exists(&repo, r), "{halfway:#}");
+    assert_eq!(repo.git(&["show", &format!("{r}:docs/half.md")]), "half");
+    // Its HEAD moved off the worktree's base: failed, its tree kept, nothing committed.
+    let mover = Repo::agent(&log, "mover");
+    assert_eq!(mover["status"], "failed", "{mover:#}");
+    assert!(ref_exists(&repo, "refs/orch/moved-head/round-1/mover"));
+    assert!(!repo.exists("docs/half.md") && !repo.exists("docs/moved.md"));
+    assert_eq!(subjects(&repo)[0], "orch: round 1 code: coder");
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}
+
+#[test]
+fn with_no_change_in_phase_a_phase_b_runs_as_before() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [
+            {"name": "idle", "phase": "code", "command": agent_cmd(&[])},
+            {"name": "reviewer", "phase": "review", "command": agent_cmd(&["--write", "docs/r.md=ok"])}
+        ],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert!(log["tests"].is_null());
+    assert!(log["timing"].get("beside").is_none());
+    assert!(!repo.path().join(".orch/worktrees/.phase-b").exists());
+    assert_eq!(repo.read("docs/r.md"), "ok\n");
+}
+
+#[test]
+fn a_bad_phase_b_value_is_exit_2_naming_the_key() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "phaseB": "sometimes",
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[])}]
+    }));
+    let run = repo.orch(&["validate"]).expect(2);
+    assert!(run.stderr().contains("phaseB"), "{}", run.stderr());
+}
+
+#[test]
+fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
+    let flags = tempfile::tempdir().unwrap();
+    let hung = flags.path().join("hung").display().to_string();
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung])}
+        ],
+        "tests": {"command": tests_cmd("30"), "baseline": false}
+    }));
+    let base = repo.head();
+    let mut orch = Orch::start(&repo, &["run"]);
+    let t0 = std::time::Instant::now();
+    while !std::path::Path::new(&hung).exists() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the reviewer never started: {}",
+            orch.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    orch.signal(libc::SIGINT);
+    assert_eq!(
+        orch.wait(std::time::Duration::from_secs(15)),
+        130,
+        "{}",
+        orch.stderr()
+    );
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    // The main tree's (Phase A's merged work) and Phase B's worktree, each in a ref.
+    assert_eq!(
+        repo.git(&["show", "refs/orch/interrupted/round-1:src/a.txt"]),
+        "code"
+    );
+    assert_eq!(
+        repo.git(&["show", "refs/orch/interrupted-review/round-1:docs/half.md"]),
+        "half"
+    );
+    assert_eq!(repo.head(), base);
+    assert!(repo.status().is_empty(), "{}", repo.status());
+}

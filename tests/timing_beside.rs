@@ -1,0 +1,57 @@
+//! The round's time against its critical path with Phase B beside the tests (issue 20), in a
+//! file of its own so that it runs alone (see tests/timing.rs).
+
+mod common;
+
+use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use serde_json::json;
+
+/// Issue 2's shape with `phaseB: "besideTests"`: three code agents of 2.0/1.5/1.0 s on two
+/// slots beside a 2.5 s pre-sim (Phase A: 2.5 s), then 1 s tests beside a 1.5 s post-sim beside
+/// two 1 s review agents (1.5 s): a critical path of max(pool, pre-sim) + max(tests, post-sim,
+/// Phase B) = 4 s, where after the tests it is 5 s.
+#[test]
+fn the_round_time_follows_the_critical_path_with_phase_b_beside_the_tests() {
+    let repo = Repo::new();
+    let code = |n: &str, s: &str| {
+        json!({"name": n, "phase": "code",
+        "command": agent_cmd(&["--sleep", s, "--write", &format!("src/{n}.txt={n}")])})
+    };
+    let review = |n: &str| {
+        json!({"name": n, "phase": "review",
+        "command": agent_cmd(&["--sleep", "1", "--write", &format!("docs/{n}.md={n}")])})
+    };
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 2, "phaseB": "besideTests",
+        "agents": [code("a", "2.0"), code("b", "1.5"), code("c", "1.0"), review("r1"), review("r2")],
+        "sims": {"pre": {"command": sim_cmd("2.5")}, "post": {"command": sim_cmd("1.5")}},
+        "tests": {"command": tests_cmd("1")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let t = &log["timing"];
+    let at = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("timing.{k}: {t}"));
+    let total = at("total");
+    eprintln!("critical path 4000 ms: timing {t}");
+    assert!(
+        (3600..=4400).contains(&total),
+        "total {total} ms is not within 10% of 4 s: {t}"
+    );
+    let phase_a = at("phaseA");
+    assert!((2450..2900).contains(&phase_a), "phaseA {phase_a}");
+    let tests = at("tests");
+    assert!((1450..1900).contains(&tests), "tests stage {tests}");
+    let phase_b = at("phaseB");
+    assert!((950..1400).contains(&phase_b), "phaseB {phase_b}");
+    // Phase B ran inside the tests stage: it started when it did and ended before it.
+    assert!(at("phaseBStartMs") < at("testsStartMs") + 200, "{t}");
+    assert!(at("phaseBEndMs") <= at("testsEndMs"), "{t}");
+    assert_eq!(
+        at("overhead"),
+        total + at("beside") - phase_a - phase_b - tests,
+        "overhead = total - phaseA - phaseB - tests + beside"
+    );
+    // Both review agents' work landed after the code commit.
+    assert_eq!(repo.read("docs/r1.md"), "r1\n");
+    assert_eq!(repo.read("docs/r2.md"), "r2\n");
+}
