@@ -19,6 +19,7 @@
 //! an agent. Agents that run git themselves are unaffected (they run their own git).
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use crate::error::{Error, Result};
 
@@ -36,6 +37,10 @@ pub struct Git {
     common_dir: PathBuf,
     /// orch's state folder relative to `root`, left out of every add, status and clean.
     keep_out: Option<String>,
+    /// `tree_of_files`' private index and the tree's own index (`git rev-parse --git-path`),
+    /// asked once: they do not change while orch runs, and the tree is snapshotted around
+    /// every test run.
+    index_paths: std::sync::OnceLock<(PathBuf, PathBuf)>,
 }
 
 /// What became of a merge.
@@ -89,6 +94,7 @@ impl Git {
             identity: Vec::new(),
             common_dir,
             keep_out: None,
+            index_paths: std::sync::OnceLock::new(),
         };
         let has = |k: &str| {
             git.run(&["config", "--get", k])
@@ -182,26 +188,45 @@ impl Git {
         input: Option<&[u8]>,
     ) -> Result<String> {
         // Hooks off for everything orch itself runs (see the module comment).
-        let argv = ["-c", "core.hooksPath=/dev/null"]
-            .into_iter()
-            .chain(args.iter().copied());
-        let expr = duct::cmd("git", argv).dir(&self.root);
-        let mut expr = match input {
-            Some(bytes) => expr.stdin_bytes(bytes.to_vec()),
-            None => expr.stdin_null(),
-        }
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
+        let mut cmd = std::process::Command::new("git");
+        cmd.args(["-c", "core.hooksPath=/dev/null"])
+            .args(args)
+            .current_dir(&self.root)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in &self.identity {
-            expr = expr.env(k, v);
+            cmd.env(k, v);
         }
         for (k, v) in env {
-            expr = expr.env(k, v);
+            cmd.env(k, v);
         }
-        let out = expr
-            .run()
-            .map_err(|e| Error::io(format!("running git {}", args.join(" ")), e))?;
+        // std's `output` reads stdout and stderr in this thread (poll), where duct's capture
+        // started a reader thread for each: about 1 ms less per call, and orch makes dozens of
+        // git calls a round, most of them between one agent and the next. The input, when
+        // there is any, is written from a thread of its own so that git's output cannot fill a
+        // pipe while orch is still writing.
+        let what = || format!("running git {}", args.join(" "));
+        let out = match input {
+            None => cmd.output().map_err(|e| Error::io(what(), e))?,
+            Some(bytes) => {
+                let mut child = cmd.spawn().map_err(|e| Error::io(what(), e))?;
+                let mut stdin = child.stdin.take().expect("stdin is piped");
+                let bytes = bytes.to_vec();
+                let writer = std::thread::spawn(move || {
+                    use std::io::Write;
+                    // A git that exits early closes the pipe; its status says why.
+                    let _ = stdin.write_all(&bytes);
+                });
+                let out = child.wait_with_output().map_err(|e| Error::io(what(), e))?;
+                let _ = writer.join();
+                out
+            }
+        };
         if !out.status.success() {
             return Err(Error::Git {
                 command: format!("git {}", args.join(" ")),
@@ -221,7 +246,12 @@ impl Git {
     }
 
     /// Like `head`, but a repository without commits is a usage error: a round needs a base.
+    /// Read from the files when they tell (`head_fast`): a round asks for its base at each
+    /// stage.
     pub fn base(&self) -> Result<String> {
+        if let Some(h) = self.head_from_files() {
+            return Ok(h);
+        }
         self.head()?.ok_or_else(|| {
             Error::Usage(format!(
                 "the repository at {} has no commits yet; commit once so orch has a base to return to",
@@ -303,6 +333,13 @@ impl Git {
     /// loose branch ref), else from git; `None` without commits. Cheap enough to take before
     /// and after every agent in the shared tree.
     pub fn head_fast(&self) -> Option<String> {
+        self.head_from_files()
+            .or_else(|| self.head().ok().flatten())
+    }
+
+    /// HEAD's commit as the repository's files say (a detached HEAD, or a branch whose ref is a
+    /// loose file); `None` when only git can tell (a packed ref, no commits, odd contents).
+    fn head_from_files(&self) -> Option<String> {
         let dir = linked_git_dir(&self.root).unwrap_or_else(|| self.root.join(".git"));
         let head = std::fs::read_to_string(dir.join("HEAD")).ok()?;
         let head = head.trim();
@@ -316,7 +353,7 @@ impl Git {
             .and_then(|r| std::fs::read_to_string(dir.join(r)).ok());
         match loose {
             Some(id) if is_id(id.trim()) => Some(id.trim().to_string()),
-            _ => self.head().ok().flatten(),
+            _ => None,
         }
     }
 
@@ -342,12 +379,46 @@ impl Git {
     /// Commits every change in the tree (tracked and untracked, not ignored) on the current
     /// branch. Returns the new commit, or `None` when there was nothing to commit.
     pub fn commit_all(&self, message: &str) -> Result<Option<String>> {
+        self.commit_all_with(message, &[], false)
+    }
+
+    /// `commit_all` for a change there is known to be (merges moved HEAD; an agent's changed
+    /// files): the commit is tried first, and whether anything was staged is asked only if it
+    /// fails (git refuses an empty commit), one git process fewer than asking first.
+    pub fn commit_changes(&self, message: &str) -> Result<Option<String>> {
+        self.commit_all_with(message, &[], true)
+    }
+
+    /// `config`: `-c` settings for the commit (`maintenance.auto=false`).
+    fn commit_all_with(
+        &self,
+        message: &str,
+        config: &[&str],
+        expected: bool,
+    ) -> Result<Option<String>> {
         self.add_all(&[])?;
-        if self.run(&["diff", "--cached", "--quiet"]).is_ok() {
+        let staged = || self.run(&["diff", "--cached", "--quiet"]).is_err();
+        if !expected && !staged() {
             return Ok(None);
         }
-        self.run(&["commit", "-q", "--no-verify", "-m", message])?;
-        self.head()
+        let mut args: Vec<&str> = config.iter().flat_map(|c| ["-c", *c]).collect();
+        args.extend(["commit", "-q", "--no-verify", "-m", message]);
+        if let Err(e) = self.run(&args) {
+            if expected && !staged() {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        // Read from the files (a detached HEAD in a worktree, a loose branch ref), else git.
+        Ok(self.head_fast())
+    }
+
+    /// Commits an agent's change in its worktree (`commit_changes`). Git's automatic
+    /// maintenance (`git maintenance run --auto`, a process after every commit and merge) is
+    /// left to the round's own commit in the main tree: here it would run once per agent
+    /// commit and merge, on the path from one agent to the next.
+    pub fn commit_agent_change(&self, message: &str) -> Result<Option<String>> {
+        self.commit_all_with(message, &["maintenance.auto=false"], true)
     }
 
     /// Files of the tree's change (new or modified, not ignored) larger than `max` bytes.
@@ -388,6 +459,26 @@ impl Git {
     /// with a private index: a copy of the repository's own (whose file stats let git hash only
     /// what changed), or read from `base` when there is none.
     pub fn tree_of_files(&self, base: &str) -> Result<String> {
+        let (index, real) = self.index_paths()?;
+        let index_s = index.to_string_lossy().into_owned();
+        let env = [("GIT_INDEX_FILE", index_s.as_str())];
+        let result = (|| {
+            if std::fs::copy(&real, &index).is_err() {
+                self.run_env(&["read-tree", base], &env)?;
+            }
+            self.add_all(&env)?;
+            let tree = self.run_env(&["write-tree"], &env)?;
+            Ok(tree.trim().to_string())
+        })();
+        let _ = std::fs::remove_file(&index);
+        result
+    }
+
+    /// The private index of `tree_of_files` and the tree's own index.
+    fn index_paths(&self) -> Result<(PathBuf, PathBuf)> {
+        if let Some(p) = self.index_paths.get() {
+            return Ok(p.clone());
+        }
         let paths = self.run(&[
             "rev-parse",
             "--git-path",
@@ -401,18 +492,7 @@ impl Git {
                 "git rev-parse --git-path printed nothing".into(),
             ));
         };
-        let index_s = index.to_string_lossy().into_owned();
-        let env = [("GIT_INDEX_FILE", index_s.as_str())];
-        let result = (|| {
-            if std::fs::copy(&real, &index).is_err() {
-                self.run_env(&["read-tree", base], &env)?;
-            }
-            self.add_all(&env)?;
-            let tree = self.run_env(&["write-tree"], &env)?;
-            Ok(tree.trim().to_string())
-        })();
-        let _ = std::fs::remove_file(&index);
-        result
+        Ok(self.index_paths.get_or_init(|| (index, real)).clone())
     }
 
     /// Puts the files back as they were in `tree` (a `tree_of_files`), leaving HEAD and the
@@ -627,6 +707,7 @@ impl Git {
             identity: self.identity.clone(),
             common_dir: self.common_dir.clone(),
             keep_out: None,
+            index_paths: std::sync::OnceLock::new(),
         }
     }
 
@@ -658,7 +739,8 @@ impl Git {
                 ),
             }
         }
-        if path.exists() {
+        let removed = path.exists();
+        if removed {
             crate::engine::perms::unlock_tree(path);
             std::fs::remove_dir_all(path).map_err(|e| {
                 Error::io(format!("removing broken worktree {}", path.display()), e)
@@ -666,10 +748,16 @@ impl Git {
         }
         // Workers prepare their worktrees at once; a `worktree prune` running beside another
         // worker's `worktree add` deletes the metadata that add is writing ("could not open
-        // .git/worktrees/X/gitdir"). Making worktrees is rare (the first round), so one at a time.
+        // .git/worktrees/X/gitdir"), and two adds at once read each other's half-written
+        // metadata ("failed to read .git/worktrees/X/commondir"). Making worktrees is rare (the
+        // first round), so one at a time.
         static ADMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _admin = ADMIN.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self.run(&["worktree", "prune"]);
+        // The run pruned once at its start; after that only a folder removed here leaves
+        // metadata behind. (`add -f` takes a path that is registered but missing either way.)
+        if removed {
+            let _ = self.run(&["worktree", "prune"]);
+        }
         let p = path.to_string_lossy();
         self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
         drop(_admin);
@@ -871,7 +959,10 @@ impl Git {
     /// (the tree stays as it was) and reported with the conflicting paths; any other failure is
     /// `Refused` with git's words, the tree as it was.
     pub fn merge(&self, commit: &str, message: &str) -> Result<Merge> {
+        // No automatic maintenance after each merge (see `commit_agent_change`).
         let args = [
+            "-c",
+            "maintenance.auto=false",
             "merge",
             "--no-ff",
             "--no-edit",
@@ -1076,6 +1167,51 @@ mod tests {
         assert!(!d.path().join("new.txt").exists());
         assert!(d.path().join(".orch/state.json").exists(), "state survives");
         assert_eq!(g.head().unwrap().unwrap(), base);
+    }
+
+    #[test]
+    fn a_commit_tried_first_still_says_when_there_was_nothing_to_commit() {
+        let (d, g) = repo();
+        let g = g.keep_out(&d.path().join(".orch"));
+        g.exclude(&d.path().join(".orch")).unwrap();
+        let base = g.base().unwrap();
+        // Nothing changed (orch's own folder does not count): no commit, HEAD where it was.
+        std::fs::create_dir_all(d.path().join(".orch")).unwrap();
+        std::fs::write(d.path().join(".orch/state.json"), "{}").unwrap();
+        assert_eq!(g.commit_changes("m").unwrap(), None);
+        assert_eq!(g.commit_agent_change("m").unwrap(), None);
+        assert_eq!(g.commit_all("m").unwrap(), None);
+        assert_eq!(g.base().unwrap(), base);
+        // A change: committed, and the new HEAD (read from the files) returned.
+        std::fs::write(d.path().join("b.txt"), "b\n").unwrap();
+        let made = g.commit_changes("m").unwrap().expect("a commit");
+        assert_ne!(made, base);
+        assert_eq!(g.head().unwrap().as_deref(), Some(made.as_str()));
+        assert_eq!(g.files_between(&base, &made).unwrap(), ["b.txt"]);
+    }
+
+    #[test]
+    fn a_tree_snapshot_against_the_base_names_both_paths_of_a_rename() {
+        // The round takes what changed from its snapshot of the tree (`tree_of_files`): a
+        // moved file is its old path and its new one, as the deleted and the untracked file
+        // were when this came from `git diff` and `git ls-files --others`.
+        let (d, g) = repo();
+        let g = g.keep_out(&d.path().join(".orch"));
+        g.exclude(&d.path().join(".orch")).unwrap();
+        let base = g.base().unwrap();
+        std::fs::rename(d.path().join("a.txt"), d.path().join("moved.txt")).unwrap();
+        std::fs::create_dir_all(d.path().join(".orch")).unwrap();
+        std::fs::write(d.path().join(".orch/x"), "x").unwrap();
+        let tree = g.tree_of_files(&base).unwrap();
+        assert_eq!(
+            g.files_between(&base, &tree).unwrap(),
+            ["a.txt", "moved.txt"]
+        );
+        let mut old = g.changed_since(&base).unwrap();
+        old.sort();
+        assert_eq!(old, ["a.txt", "moved.txt"]);
+        // Asked twice (the second from the remembered index paths): the same tree.
+        assert_eq!(g.tree_of_files(&base).unwrap(), tree);
     }
 
     #[test]

@@ -423,7 +423,7 @@ fn commit_in_worktree(
     if changed.is_empty() || later {
         return Ok(None);
     }
-    let made = g.commit_all(message).map_err(|e| e.to_string())?;
+    let made = g.commit_agent_change(message).map_err(|e| e.to_string())?;
     Ok(made.or_else(|| moved.map(str::to_owned)))
 }
 

@@ -396,8 +396,13 @@ impl<'e> Round<'e, '_> {
         }
 
         // 3. Tests ‖ post-sim, only when Phase A changed the tree (‖ Phase B with
-        // `phaseB: "besideTests"`).
-        let changed = env.git.changed_since(base)?;
+        // `phaseB: "besideTests"`). One snapshot of the tree (tracked and untracked files, the
+        // state folder left out) tells both what changed since the base and, should the tests
+        // run, what they were given: two git processes fewer than asking git for the changes
+        // and then taking the snapshot. `--no-renames`: a renamed file names both its paths, as
+        // the deleted and the untracked file did.
+        let tested = env.git.tree_of_files(base)?;
+        let changed = env.git.files_between(base, &tested)?;
         let mut reverted = false;
         let mut regressed = false;
         // The test command could not start: the change is set aside, untested.
@@ -406,10 +411,9 @@ impl<'e> Round<'e, '_> {
         let mut rejected: Vec<String> = Vec::new();
         let beside = !changed.is_empty() && self.beside_tests(&review);
         if !changed.is_empty() {
-            // Only what was tested is committed: the tree as the tests found it is put back
-            // after them (coverage files, caches, edits to tracked files are the tests', not
-            // the agents').
-            let tested = env.git.tree_of_files(base)?;
+            // Only what was tested is committed: the tree as the tests found it (`tested`) is
+            // put back after them (coverage files, caches, edits to tracked files are the
+            // tests', not the agents').
             let t_start = Instant::now();
             let tests_start_ms = self.t0.elapsed().as_millis() as u64;
             let post_sim = env.mission.sims.as_ref().and_then(|s| s.post.as_ref());
@@ -2070,7 +2074,7 @@ impl<'e> Round<'e, '_> {
                 Ok(Some(c)) => Some(c.clone()),
                 // Committed after the ownership check; an agent that committed its own work
                 // may leave nothing more to commit, and its HEAD is the change then.
-                Ok(None) => match git.commit_all(&msg)? {
+                Ok(None) => match git.commit_agent_change(&msg)? {
                     Some(c) => Some(c),
                     None => git.head_moved_from(base),
                 },
@@ -2496,10 +2500,16 @@ impl<'e> Round<'e, '_> {
         self.set_aside_oversized(self.env.git, &format!("round-{}", self.round));
         // Worktree merges moved HEAD along the round; the round lands as one commit on the base.
         let base = self.journal.base.clone();
-        if self.env.git.head()?.as_deref() != Some(base.as_str()) {
+        let merged = self.env.git.head_fast().as_deref() != Some(base.as_str());
+        if merged {
             self.env.git.run(&["reset", "-q", "--soft", &base])?;
         }
-        if let Some(c) = self.env.git.commit_all(&msg)? {
+        let made = if merged {
+            self.env.git.commit_changes(&msg)?
+        } else {
+            self.env.git.commit_all(&msg)?
+        };
+        if let Some(c) = made {
             self.env.events.emit(Event::Commit {
                 round: self.round,
                 commit: c.clone(),
