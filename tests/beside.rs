@@ -403,3 +403,42 @@ fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
     assert_eq!(repo.head(), base);
     assert!(repo.status().is_empty(), "{}", repo.status());
 }
+
+#[test]
+fn a_killed_orch_while_review_agents_run_beside_the_tests_is_recovered_with_their_work() {
+    let flags = tempfile::tempdir().unwrap();
+    let hung = flags.path().join("hung").display().to_string();
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung])}
+        ],
+        "tests": {"command": tests_cmd("2"), "baseline": false}
+    }));
+    let mut orch = Orch::start(&repo, &["run"]);
+    let t0 = std::time::Instant::now();
+    while !std::path::Path::new(&hung).exists() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "no reviewer: {}",
+            orch.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    orch.signal(libc::SIGKILL);
+    orch.wait(std::time::Duration::from_secs(10));
+    // The next run recovers the dead round (the review agents' worktree in a ref of its own,
+    // a name git accepts), then runs it again.
+    let run = repo.orch(&["run"]).expect(0);
+    assert_eq!(
+        repo.git(&["show", "refs/orch/interrupted-review/round-1:docs/half.md"]),
+        "half",
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(repo.round_log(1)["status"], "ok");
+    assert_eq!(repo.read("docs/half.md"), "half\n");
+}

@@ -1069,6 +1069,17 @@ impl Git {
     /// The files `paths` as they are in the working tree (deleted ones as deletions) as a
     /// commit on `parent`, without a ref and without touching HEAD, the index or the files.
     pub fn commit_paths(&self, parent: &str, message: &str, paths: &[String]) -> Result<String> {
+        self.commit_paths_tree(parent, message, paths)
+            .map(|(c, _)| c)
+    }
+
+    /// `commit_paths`, with the commit's tree: (commit, tree).
+    pub fn commit_paths_tree(
+        &self,
+        parent: &str,
+        message: &str,
+        paths: &[String],
+    ) -> Result<(String, String)> {
         let index = self
             .run(&["rev-parse", "--git-path", "orch-paths.index"])
             .map(|p| self.root.join(p.trim()))?;
@@ -1083,7 +1094,8 @@ impl Git {
                 self.run_env(&args, &env)?;
             }
             let tree = self.run_env(&["write-tree"], &env)?;
-            self.commit_tree(tree.trim(), parent, message)
+            let tree = tree.trim().to_string();
+            Ok((self.commit_tree(&tree, parent, message)?, tree))
         })();
         let _ = std::fs::remove_file(&index);
         result

@@ -489,7 +489,18 @@ fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
             continue;
         }
         let agent = e.file_name().to_string_lossy().into_owned();
-        let r = format!("refs/orch/cancelled/round-{round}/{agent}");
+        // Phase B's worktree beside the tests (`.phase-b`: not an agent, and a ref name cannot
+        // start with a dot): its uncommitted files are the review agents' work; its HEAD is a
+        // commit of Phase A's tree, never merged as such.
+        let phase_b = agent.starts_with('.');
+        if phase_b && status.is_empty() {
+            continue;
+        }
+        let r = if phase_b {
+            format!("refs/orch/interrupted-review/round-{round}")
+        } else {
+            format!("refs/orch/cancelled/round-{round}/{agent}")
+        };
         if status.is_empty() {
             ws.git.set_ref(&r, &head)?;
         } else {

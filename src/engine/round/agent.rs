@@ -365,7 +365,7 @@ fn set_aside_repositories(
 
 /// Files over `git.maxFileBytes` in an agent's worktree: kept under
 /// `refs/orch/too-big/round-N/AGENT`, taken out, and a warning; the paths set aside.
-fn set_aside_oversized(
+pub(super) fn set_aside_oversized(
     env: &Env,
     g: &Git,
     changed: &[String],

@@ -315,9 +315,11 @@ struct Beside {
     base: String,
     /// Each review agent that changed files, in completion order, with the files.
     changed: Vec<(String, Vec<String>)>,
-    /// Their work as a chain of commits on `base` (`review_chain`), made when the pool is done,
-    /// while the tests may still run.
+    /// Their work as a chain of commits on `base`, one link made as each agent ends (while the
+    /// tests and the other agents may still run), or why it could not be made.
     chain: Option<std::result::Result<Vec<Link>, String>>,
+    /// The tree of the chain's last commit (of `base` while it is empty).
+    tip_tree: String,
     /// Each review agent's tracking state before its run: a change that then cannot land is
     /// tracked as what it ends as.
     before: BTreeMap<String, AgentState>,
@@ -427,34 +429,38 @@ impl<'e> Round<'e, '_> {
                 let t = tests_cfg.map(|t| run_tests(env, t, log_dir_ref, changed_ref, round, t0));
                 (t, t0.elapsed().as_millis() as u64)
             };
-            let (tests, tests_done_ms, post, beside_failed) = std::thread::scope(|s| {
+            let tested_ref = &tested;
+            let (tests, tests_done_ms, post, undone, beside_failed) = std::thread::scope(|s| {
                 let handle = post_run.map(|run| {
                     std::thread::Builder::new()
                         .name("orch-post-sim".into())
                         .spawn_scoped(s, move || run.run(env.events))
                         .expect("spawning the post-sim thread")
                 });
-                let mut beside_failed = None;
-                let (tests, done) = if beside {
-                    // The tests on a thread of their own; the review agents' pool here, where
-                    // their results are settled as always.
+                if beside {
+                    // The tests on a thread of their own, which also waits for the post-sim and
+                    // puts back what they wrote in the tree (while the review agents may still
+                    // run); the review agents' pool here, where their results are settled as
+                    // always.
                     let tests = std::thread::Builder::new()
                         .name("orch-tests".into())
-                        .spawn_scoped(s, run_the_tests)
+                        .spawn_scoped(s, move || {
+                            let (tests, done) = run_the_tests();
+                            let post =
+                                handle.map(|h| h.join().expect("the post-sim thread panicked"));
+                            let undone = env.git.put_files_back(base, tested_ref);
+                            (tests, done, post, Some(undone))
+                        })
                         .expect("spawning the tests thread");
-                    if let Err(e) = self.run_beside(base, &tested, &review) {
-                        beside_failed = Some(e);
-                    }
-                    tests.join().expect("the tests thread panicked")
+                    let failed = self.run_beside(base, tested_ref, &review).err();
+                    let (tests, done, post, undone) =
+                        tests.join().expect("the tests thread panicked");
+                    (tests, done, post, undone, failed)
                 } else {
-                    run_the_tests()
-                };
-                (
-                    tests,
-                    done,
-                    handle.map(|h| h.join().expect("the post-sim thread panicked")),
-                    beside_failed,
-                )
+                    let (tests, done) = run_the_tests();
+                    let post = handle.map(|h| h.join().expect("the post-sim thread panicked"));
+                    (tests, done, post, None, None)
+                }
             });
             if let Some(e) = beside_failed {
                 // Its worktree could not be made: Phase B runs after the tests, as it would
@@ -489,7 +495,10 @@ impl<'e> Round<'e, '_> {
                 self.log.timing.beside =
                     tests_end_ms.min(b1).saturating_sub(tests_start_ms.max(b0));
             }
-            self.discard_test_writes(base, &tested)?;
+            match undone {
+                Some(undone) => self.note_test_writes(undone?),
+                None => self.discard_test_writes(base, &tested)?,
+            }
             self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
             self.log.sims.post = post;
             if process::interrupted() {
@@ -718,6 +727,7 @@ impl<'e> Round<'e, '_> {
         let path = env.layout.dir.join("worktrees").join(".phase-b");
         let git = env.git.prepare_worktree(&path, &snapshot)?;
         let mut b_base = snapshot;
+        let mut tip_tree = tested.to_string();
         if let (Some(sims), Some(pre)) = (&env.mission.sims, &self.log.sims.pre) {
             if pre.status == StepStatus::Ok {
                 let staging = env.layout.scratch(self.round).join(Which::Pre.as_str());
@@ -726,6 +736,10 @@ impl<'e> Round<'e, '_> {
                     "orch: round {}: the pre-sim's data, for Phase B",
                     self.round
                 ))? {
+                    tip_tree = git
+                        .run(&["rev-parse", &format!("{c}^{{tree}}")])?
+                        .trim()
+                        .into();
                     b_base = c;
                 }
             }
@@ -735,7 +749,8 @@ impl<'e> Round<'e, '_> {
             git,
             base: b_base.clone(),
             changed: Vec::new(),
-            chain: None,
+            chain: Some(Ok(Vec::new())),
+            tip_tree,
             before: BTreeMap::new(),
             main,
         });
@@ -746,17 +761,52 @@ impl<'e> Round<'e, '_> {
         self.log.timing.phase_b = (b_start.elapsed().as_millis() as u64)
             .saturating_sub(self.log.timing.waited - waited_before);
         self.log.timing.phase_b_end_ms = Some(self.t0.elapsed().as_millis() as u64);
-        // Sorted into commits now, off the critical path when the tests are still running.
-        if let Some(b) = self.beside.take() {
-            let wt = b.git.clone();
-            self.set_aside_oversized(&wt, &format!("round-{}-review", self.round));
-            let chain = self.review_chain(&b).map_err(|e| e.to_string());
-            self.beside = Some(Beside {
-                chain: Some(chain),
-                ..b
-            });
-        }
         Ok(())
+    }
+
+    /// A review agent beside the tests ended: its files over `git.maxFileBytes` are set aside
+    /// (`refs/orch/too-big/round-N/AGENT`), and the rest becomes the chain's next commit, made
+    /// now, while the tests and the other agents may still run (what is left to do once the
+    /// last one ends is small).
+    fn beside_link(
+        &mut self,
+        agent: &Agent,
+        changed: &[String],
+        entry: &mut AgentEntry,
+        before: &AgentState,
+    ) {
+        let env = self.env;
+        let round = self.round;
+        let Some(b) = self.beside.as_mut() else {
+            return;
+        };
+        b.before.insert(agent.name.clone(), before.clone());
+        if entry.changed_files == 0 {
+            return;
+        }
+        let mut files = changed.to_vec();
+        if let Some(big) = agent::set_aside_oversized(env, &b.git, &files, round, &agent.name) {
+            files.retain(|f| !big.contains(f));
+            entry.files.retain(|f| !big.contains(f));
+            entry.changed_files = entry.changed_files.saturating_sub(big.len() as u32);
+        }
+        b.changed.push((agent.name.clone(), files.clone()));
+        let Some(Ok(links)) = &mut b.chain else {
+            return;
+        };
+        let parent = links
+            .last()
+            .map_or_else(|| b.base.clone(), |(_, _, c)| c.clone());
+        let msg = format!("orch: round {round} {} (beside the tests)", agent.name);
+        match b.git.commit_paths_tree(&parent, &msg, &files) {
+            Ok((commit, tree)) => {
+                if tree != b.tip_tree {
+                    links.push((agent.name.clone(), parent, commit));
+                    b.tip_tree = tree;
+                }
+            }
+            Err(e) => b.chain = Some(Err(e.to_string())),
+        }
     }
 
     /// The review agents' work beside the tests as a chain of commits on the worktree's base,
@@ -1742,11 +1792,8 @@ impl<'e> Round<'e, '_> {
         if raw.worktree.is_none() {
             self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
         }
-        if let Some(b) = self.beside.as_mut().filter(|_| raw.phase == Phase::Review) {
-            b.before.insert(agent.name.clone(), st_before.clone());
-            if settled.entry.changed_files > 0 {
-                b.changed.push((agent.name.clone(), raw.changed.clone()));
-            }
+        if raw.phase == Phase::Review && self.beside.is_some() {
+            self.beside_link(agent, &raw.changed, &mut settled.entry, &st_before);
         }
         if settled.entry.status != first_status {
             // Counted as what it ended as, not as what the process's exit said (a run whose
@@ -2227,6 +2274,12 @@ impl<'e> Round<'e, '_> {
     /// was before them, with a note naming the files: it was not tested, and is nobody's change.
     fn discard_test_writes(&mut self, base: &str, tested: &str) -> Result<()> {
         let undone = self.env.git.put_files_back(base, tested)?;
+        self.note_test_writes(undone);
+        Ok(())
+    }
+
+    /// The note naming the files the tests wrote and that were put back.
+    fn note_test_writes(&mut self, undone: Vec<String>) {
         if !undone.is_empty() {
             let mut names = undone
                 .iter()
@@ -2243,7 +2296,6 @@ impl<'e> Round<'e, '_> {
                 if undone.len() == 1 { "" } else { "s" }
             ));
         }
-        Ok(())
     }
 
     /// Keeps what is in a worktree (its files and any commits of the agent's) under
