@@ -82,14 +82,15 @@ fn review_agents_run_beside_the_tests_and_land_after_the_code_commit() {
         "the reviewer's working folder: {env}"
     );
     assert_eq!(reviewer["status"], "ok");
-    // Two commits on the base: the code commit, then the review commit on it.
-    assert_eq!(
-        subjects(&repo)[..2],
-        [
-            "orch: round 1 review: reviewer".to_string(),
-            "orch: round 1 code: coder".to_string()
-        ]
+    // Two commits on the base: the code commit, then the review commit on it. (Two review
+    // agents at once in one tree: the producer, which wrote no file, may be credited with the
+    // reviewer's, so the review commit's name is checked for the reviewer only.)
+    let subjects = subjects(&repo);
+    assert!(
+        subjects[0].starts_with("orch: round 1 review: ") && subjects[0].contains("reviewer"),
+        "{subjects:?}"
     );
+    assert_eq!(subjects[1], "orch: round 1 code: coder");
     assert_eq!(repo.git(&["rev-parse", "HEAD~2"]), base);
     assert_eq!(repo.read("docs/review.md"), "reviewed\n");
     assert_eq!(repo.read("src/a.txt"), "code\n");
@@ -300,8 +301,9 @@ fn a_review_change_that_conflicts_with_the_code_commit_is_kept_in_a_ref() {
 #[test]
 fn a_failed_review_agent_beside_the_tests_is_kept_in_a_ref_never_committed() {
     let repo = Repo::new();
+    // One slot: in a shared tree a moved HEAD is blamed on the first agent to end after it.
     repo.mission(json!({
-        "name": "t", "rounds": 1,
+        "name": "t", "rounds": 1, "maxConcurrency": 1,
         "agents": [
             {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
             {"name": "halfway", "phase": "review",
@@ -382,6 +384,13 @@ fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // `orch status` says the review agents run beside the tests.
+    let status: Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(
+        status["running"]["phase"], "tests, review beside them",
+        "{status:#}"
+    );
     orch.signal(libc::SIGINT);
     assert_eq!(
         orch.wait(std::time::Duration::from_secs(15)),

@@ -403,6 +403,10 @@ fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
     let mut round_cost = 0.0;
     let mut base_cost = state_total;
     let mut regressed = false;
+    // Phase B beside the tests (`phaseB: "besideTests"`): the review agents start while the
+    // tests run.
+    let mut testing = false;
+    const BESIDE: &str = "tests, review beside them";
     for e in latest_events(&ws.layout.events()) {
         let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
         match e["event"].as_str().unwrap_or_default() {
@@ -414,11 +418,22 @@ fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
                 r.agents.clear();
                 r.limit_wait = None;
                 regressed = false;
+                testing = false;
                 round_cost = 0.0;
             }
+            "phaseStart" if testing && s("phase") == "review" => r.phase = Some(BESIDE.into()),
             "phaseStart" => r.phase = Some(s("phase")),
-            "testsStart" => r.phase = Some(if regressed { "revert tests" } else { "tests" }.into()),
-            "testsEnd" => regressed |= e["regression"].as_bool().unwrap_or(false),
+            "testsStart" => {
+                testing = true;
+                r.phase = Some(if regressed { "revert tests" } else { "tests" }.into());
+            }
+            "testsEnd" => {
+                testing = false;
+                regressed |= e["regression"].as_bool().unwrap_or(false);
+                if r.phase.as_deref() == Some(BESIDE) {
+                    r.phase = Some("review".into());
+                }
+            }
             "agentStart" => {
                 let name = s("agent");
                 r.agents.retain(|a| a.name != name);
