@@ -743,11 +743,17 @@ fn supervise(
     loop {
         // Short slices keep the reaction to a timeout or an interrupt within tens of ms.
         let slice = Duration::from_millis(25);
+        let asked = Instant::now();
         match handle.wait_timeout(slice) {
             Ok(Some(out)) => {
                 return (ending_of(&out.status), end_time(seen_running, spec));
             }
-            Ok(None) => seen_running = Instant::now(),
+            // "Still running" is only news when the wait took about its slice: after a gap
+            // (orch stopped, or starved), the wait can time out on its own clock without
+            // looking at the process again, and moving `seen_running` past the gap would make
+            // the exit seen next look as late as the resume.
+            Ok(None) if asked.elapsed() < Duration::from_secs(1) => seen_running = Instant::now(),
+            Ok(None) => {}
             Err(e) => {
                 return (
                     Ending::SpawnFailed(format!("waiting for the process: {e}")),
