@@ -153,19 +153,7 @@ impl Git {
     pub(crate) fn add_all(&self, env: &[(&str, &str)]) -> Result<()> {
         self.run_env(&["add", "-A"], env)?;
         if let Some(rel) = &self.keep_out {
-            let spec = format!(":(top,literal){rel}");
-            self.run_env(
-                &[
-                    "rm",
-                    "-r",
-                    "-q",
-                    "--cached",
-                    "--ignore-unmatch",
-                    "--",
-                    &spec,
-                ],
-                env,
-            )?;
+            self.unstage(&[format!(":(top,literal){rel}")], env)?;
         }
         Ok(())
     }
@@ -178,6 +166,14 @@ impl Git {
     /// Runs git with extra environment variables (a private index: `GIT_INDEX_FILE`).
     pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
         self.run_input(args, env, None)
+    }
+
+    /// `git rm -r --cached` of `specs` (pathspecs), the files left on disk; a spec that
+    /// matches nothing is no error.
+    pub(crate) fn unstage(&self, specs: &[String], env: &[(&str, &str)]) -> Result<()> {
+        let mut args = vec!["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--"];
+        args.extend(specs.iter().map(String::as_str));
+        self.run_env(&args, env).map(drop)
     }
 
     /// Runs git with `input` on its standard input (path lists, `--index-info`).
@@ -839,19 +835,7 @@ impl Git {
         let result = (|| {
             self.run_env(&["read-tree", parent], &env)?;
             for folder in folders {
-                let spec = format!(":(literal){folder}");
-                self.run_env(
-                    &[
-                        "rm",
-                        "-r",
-                        "-q",
-                        "--cached",
-                        "--ignore-unmatch",
-                        "--",
-                        &spec,
-                    ],
-                    &env,
-                )?;
+                self.unstage(&[format!(":(literal){folder}")], &env)?;
                 let tree = self.folder_tree(&self.root.join(folder), &scratch)?;
                 let prefix = format!("--prefix={folder}/");
                 self.run_env(&["read-tree", &prefix, tree.trim()], &env)?;

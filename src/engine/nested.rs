@@ -243,9 +243,7 @@ pub fn keep_and_put_back(
         .map(|k| format!(":(literal){}", k.path))
         .collect();
     if !specs.is_empty() {
-        let mut args = vec!["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--"];
-        args.extend(specs.iter().map(String::as_str));
-        let _ = git.run(&args);
+        let _ = git.unstage(&specs, &[]);
     }
     Ok(done)
 }

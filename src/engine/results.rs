@@ -238,6 +238,30 @@ fn denial_list(denials: &[crate::roundlog::PermissionDenial]) -> String {
         .join(", ")
 }
 
+/// A run counted again as what it ended as, not as what its exit said (its merge failed, or its
+/// change conflicted after the tests): the agent's state goes back to `before`, the state from
+/// before the run, except its handoff (the run's own), and the entry is tracked anew.
+pub fn retrack(
+    st: &mut AgentState,
+    before: AgentState,
+    agent: &Agent,
+    e: &AgentEntry,
+    round: u32,
+) -> Option<(String, String, String)> {
+    let handoff = st.handoff.take();
+    *st = before;
+    st.handoff = handoff;
+    track(
+        st,
+        agent,
+        e.status,
+        e.cause,
+        e.elapsed_ms,
+        e.cost_usd,
+        round,
+    )
+}
+
 /// Updates the agent's streaks and model; returns the model change, if any.
 ///
 /// A run that failed for its provider's sake (a rate, usage or overload limit, which orch waits

@@ -934,18 +934,7 @@ impl<'e> Round<'e, '_> {
             // Tracked as what it ended as: a change that did not land is no success.
             if let (Some(agent), Some(before)) = (env.mission.agent(&name), b.before.get(&name)) {
                 let st = self.state.agent_mut(&name);
-                let handoff = st.handoff.take();
-                *st = before.clone();
-                st.handoff = handoff;
-                let change = results::track(
-                    st,
-                    agent,
-                    e.status,
-                    e.cause,
-                    e.elapsed_ms,
-                    e.cost_usd,
-                    self.round,
-                );
+                let change = results::retrack(st, before.clone(), agent, &e, self.round);
                 self.log.agents[i].escalated_to = change.as_ref().map(|(_, to, _)| to.clone());
                 if agent.session {
                     // Its conversation remembers a change that is not on the branch.
@@ -1799,19 +1788,8 @@ impl<'e> Round<'e, '_> {
             // Counted as what it ended as, not as what the process's exit said (a run whose
             // merge failed is no success for the streaks, the escalation or `orch status`).
             let st = self.state.agent_mut(&agent.name);
-            let handoff = st.handoff.take();
-            *st = st_before;
-            st.handoff = handoff;
-            let e = &settled.entry;
-            settled.model_change = results::track(
-                st,
-                agent,
-                e.status,
-                e.cause,
-                e.elapsed_ms,
-                e.cost_usd,
-                self.round,
-            );
+            settled.model_change =
+                results::retrack(st, st_before, agent, &settled.entry, self.round);
             settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
         }
         self.count_against_budget(agent, &raw, &settled.entry, spent_before);
