@@ -70,6 +70,12 @@ pub enum Event {
         /// When the usage limit it hit opens again (RFC 3339), when the CLI said.
         #[serde(skip_serializing_if = "Option::is_none")]
         resets_at: Option<String>,
+        /// This `agentEnd` replaces the agent's earlier one in this round: a review agent ran
+        /// beside the tests (its first `agentEnd` came when its process ended), and its change
+        /// did not land when merged after them. The fields are the run's again, with the status
+        /// and error it ended as; only this one is news (no second run, no second cost).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        amended: bool,
     },
     /// A provider's limit: none of its agents starts until `until`; then `agents` run again.
     #[serde(rename_all = "camelCase")]
@@ -516,6 +522,20 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             round,
             agent,
             status,
+            error,
+            amended: true,
+            ..
+        } if normal => format!(
+            "round {round}: {agent} {status} after the tests{}",
+            error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ),
+        Event::AgentEnd {
+            round,
+            agent,
+            status,
             elapsed_ms,
             cost_usd,
             cost_known,
@@ -712,12 +732,15 @@ mod tests {
             error: None,
             cause: None,
             resets_at: None,
+            amended: false,
         });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "agentEnd");
         assert_eq!(v["elapsedMs"], 5);
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
         assert!(!line.contains('\n'));
+        // Only an amending agentEnd says so: the line of every other run is as it was.
+        assert!(v.get("amended").is_none(), "{line}");
     }
 
     #[test]

@@ -299,6 +299,85 @@ fn a_review_change_that_conflicts_with_the_code_commit_is_kept_in_a_ref() {
 }
 
 #[test]
+fn a_review_change_that_conflicts_after_the_tests_is_an_agent_end_the_attention_hook_gets() {
+    // The same conflict as above, seen from the event stream: the curator's first agentEnd
+    // (its process ended beside the tests) said ok; when its change cannot land after them, an
+    // agentEnd says `conflict` with the kept ref, as a code agent's conflict does, so the
+    // attention hook pages someone and scripts see what it ended as.
+    let repo = Repo::new();
+    let out = tempfile::tempdir().unwrap();
+    let attention = out.path().join("attention.ndjson");
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 1,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "curator", "phase": "review",
+             "command": agent_cmd(&["--write", "sim-data/latest.json=curated by hand"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--write", "docs/review.md=ok"])}
+        ],
+        "sims": {"post": {"command": sim_cmd("0.2")}, "publishTo": "sim-data"},
+        "tests": {"command": tests_cmd("0.5")},
+        "hooks": {"attention": format!("cat >> {}", attention.display())}
+    }));
+    let run = repo.orch(&["run", "--json"]).expect(0);
+    let events: Vec<Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "agentEnd" && e["agent"] == "curator")
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:#?}");
+    assert_eq!(ends[0]["status"], "ok");
+    assert!(ends[0].get("amended").is_none(), "{:#}", ends[0]);
+    let r = "refs/orch/conflicts/round-1/curator";
+    assert_eq!(ends[1]["status"], "conflict", "{:#}", ends[1]);
+    assert_eq!(ends[1]["amended"], true);
+    assert!(
+        ends[1]["error"].as_str().unwrap().contains(r),
+        "{:#}",
+        ends[1]
+    );
+    // It comes after the tests, before the round's end, and no warning says it instead.
+    let at = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred).unwrap();
+    let amended = at(&|e| e["event"] == "agentEnd" && e["amended"] == true);
+    assert!(at(&|e| e["event"] == "testsEnd") < amended);
+    assert!(amended < at(&|e| e["event"] == "roundEnd"));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "warning" && e["message"].as_str().unwrap().contains(r)),
+        "{events:#?}"
+    );
+    // The work is where the round log says, and the person is told (the hooks end with orch).
+    assert_eq!(
+        repo.git(&["show", &format!("{r}:sim-data/latest.json")]),
+        "curated by hand"
+    );
+    let told = std::fs::read_to_string(&attention).unwrap_or_default();
+    let told: Vec<Value> = told
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        told.iter().any(|e| e["event"] == "agentEnd"
+            && e["agent"] == "curator"
+            && e["status"] == "conflict"),
+        "attention got {told:#?}"
+    );
+    // The line for a person says it too.
+    assert!(
+        run.stderr()
+            .contains("round 1: curator conflict after the tests (its change (made beside the tests) conflicts"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
 fn a_failed_review_agent_beside_the_tests_is_kept_in_a_ref_never_committed() {
     let repo = Repo::new();
     // One slot: in a shared tree a moved HEAD is blamed on the first agent to end after it.

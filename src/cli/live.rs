@@ -275,6 +275,8 @@ impl Screen {
                     timeout_ms: *timeout_ms,
                 });
             }
+            // An amending end is the same run settled again after the tests: counted once.
+            Event::AgentEnd { amended: true, .. } => {}
             Event::AgentEnd {
                 agent, cost_usd, ..
             } => {
@@ -652,6 +654,7 @@ mod tests {
             error: None,
             cause: None,
             resets_at: None,
+            amended: false,
         }
     }
 

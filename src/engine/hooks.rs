@@ -315,6 +315,7 @@ mod tests {
             error: None,
             cause: None,
             resets_at: None,
+            amended: false,
         };
         for s in ["failed", "timeout", "conflict"] {
             assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s}");

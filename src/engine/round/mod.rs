@@ -948,10 +948,10 @@ impl<'e> Round<'e, '_> {
             if let Some(d) = self.log.decisions.iter_mut().find(|d| d.agent == name) {
                 d.outcome = Some(status);
             }
-            env.events.emit(Event::Warning {
-                round: Some(self.round),
-                message: format!("agent {name}: {error}; kept in {r}"),
-            });
+            // Its first agentEnd (when its process ended, beside the tests) said ok: this one
+            // says what it ended as, like a code agent's conflict, for the attention hook, the
+            // live view and scripts.
+            env.events.emit(agent_end(self.round, &e, true));
         }
         let what = self.commit_label(Phase::Review, &[], "review");
         self.commit(&what)
@@ -1819,22 +1819,8 @@ impl<'e> Round<'e, '_> {
             let started = self.t0 + Duration::from_millis(settled.entry.start_ms);
             env.limits.clear(&provider, started);
         }
-        let e = &settled.entry;
-        env.events.emit(Event::AgentEnd {
-            round: self.round,
-            agent: e.name.clone(),
-            phase: e.phase.as_str().into(),
-            model: e.model.clone(),
-            status: e.status.as_str().into(),
-            exit_code: e.exit_code,
-            elapsed_ms: e.elapsed_ms,
-            cost_usd: e.cost_usd,
-            cost_known: e.cost_known,
-            changed_files: e.changed_files,
-            error: e.error.clone(),
-            cause: e.cause,
-            resets_at: e.resets_at.clone(),
-        });
+        env.events
+            .emit(agent_end(self.round, &settled.entry, false));
         if let Some((from, to, why)) = &settled.model_change {
             log::info!("agent {}: model {from:?} -> {to:?}: {why}", agent.name);
             env.events.emit(Event::Escalation {
@@ -2868,4 +2854,25 @@ fn handoff_path(layout: &Layout, agent: &str) -> PathBuf {
 
 fn inbox_path(layout: &Layout, round: u32, agent: &str) -> PathBuf {
     layout.scratch(round).join(format!("{agent}.tasks.jsonl"))
+}
+
+/// The `agentEnd` of a settled run; `amended` when it replaces the agent's earlier one of the
+/// round (a review agent beside the tests whose change did not land after them).
+fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
+    Event::AgentEnd {
+        round,
+        agent: e.name.clone(),
+        phase: e.phase.as_str().into(),
+        model: e.model.clone(),
+        status: e.status.as_str().into(),
+        exit_code: e.exit_code,
+        elapsed_ms: e.elapsed_ms,
+        cost_usd: e.cost_usd,
+        cost_known: e.cost_known,
+        changed_files: e.changed_files,
+        error: e.error.clone(),
+        cause: e.cause,
+        resets_at: e.resets_at.clone(),
+        amended,
+    }
 }
