@@ -23,6 +23,9 @@ while [ $# -gt 0 ]; do
   case "$1" in --session-id|--resume) sid="$2"; shift ;; esac
   shift
 done
+# Without a session flag Claude Code starts a session of its own and reports its id (as in
+# fixtures/cli-output/real/claude-ok.stdout).
+[ -n "$sid" ] || sid=$(cat /proc/sys/kernel/random/uuid)
 act=$(cat "$log/do.$ORCH_ROUND" 2>/dev/null || echo work)
 case "$act" in
   work) echo "round $ORCH_ROUND" >> "work-$ORCH_AGENT.txt" ;;
@@ -318,4 +321,137 @@ fn session_is_refused_for_a_cli_without_sessions() {
     );
     let err = repo.orch(&["validate"]).expect(2).stderr();
     assert!(err.contains("agents[0].sessionMaxRounds"), "{err}");
+}
+
+#[test]
+fn the_report_shows_each_agents_sessions_resumed_and_dropped_with_why() {
+    let repo = Repo::new();
+    let (good, bad, plain) = (Fake::new(), Fake::new(), Fake::new());
+    bad.will(2, "break");
+    repo.write("prompt.md", TEMPLATE);
+    repo.mission(json!({
+        "name": "sessions",
+        "rounds": 3,
+        "revertStrategy": "per-agent",
+        "agents": [
+            agent("good", &good, json!({})),
+            agent("bad", &bad, json!({})),
+            // The same CLI without `session: true`: it reports a session id for each run, but
+            // keeps none, so the report shows none.
+            agent("plain", &plain, json!({"session": false})),
+        ],
+        "tests": {"command": ["sh", "-c", TESTS], "timeoutS": 30},
+    }));
+    repo.orch(&["run"]).expect(0);
+    assert!(Repo::agent(&repo.round_log(1), "plain")["sessionId"].is_string());
+    let report: serde_json::Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    let row = |name: &str| {
+        report["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name} in {report:#}"))
+            .clone()
+    };
+    let g = row("good");
+    assert_eq!(g["sessions"]["resumed"], 2, "{g:#}");
+    assert_eq!(g["sessions"]["new"], 1, "{g:#}");
+    assert_eq!(g["sessions"]["dropped"], json!([]), "{g:#}");
+    assert_eq!(g["sessions"]["lastResumed"], true);
+    assert_eq!(
+        g["sessions"]["lastId"].as_str(),
+        good.flag(1, "--session-id").as_deref()
+    );
+    let b = row("bad");
+    assert_eq!(b["sessions"]["resumed"], 1, "{b:#}");
+    assert_eq!(b["sessions"]["new"], 2, "{b:#}");
+    let dropped = b["sessions"]["dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1, "{b:#}");
+    assert_eq!(dropped[0]["round"], 3);
+    let why = dropped[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("round 2") && why.contains("broke the tests"),
+        "{why}"
+    );
+    assert_eq!(b["sessions"]["lastResumed"], false);
+    assert_eq!(
+        b["sessions"]["lastId"].as_str(),
+        bad.flag(3, "--session-id").as_deref()
+    );
+    // Additive: the other keys of a row are all still there.
+    for k in [
+        "runs",
+        "kept",
+        "rejected",
+        "costUsd",
+        "modelNow",
+        "lastRound",
+        "budgetUsd",
+    ] {
+        assert!(b.get(k).is_some(), "{k} missing in {b:#}");
+    }
+    assert!(row("plain")["sessions"].is_null(), "{:#}", row("plain"));
+
+    // The text report: a Sessions column in the agents table.
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    let agents = &md[md.find("## Agents").expect("an agents table")..];
+    let header = agents.lines().find(|l| l.starts_with("| Agent")).unwrap();
+    assert!(header.ends_with("| Sessions |"), "{header}");
+    let line = |name: &str| {
+        agents
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row {name} in {agents}"))
+            .to_string()
+    };
+    assert!(
+        line("good").ends_with("| 2 resumed, 1 new |"),
+        "{}",
+        line("good")
+    );
+    let bad_line = line("bad");
+    assert!(
+        bad_line.contains(
+            "| 1 resumed, 2 new; dropped in round 3: its change from round 2 broke the tests"
+        ),
+        "{bad_line}"
+    );
+    assert!(line("plain").ends_with("| — |"), "{}", line("plain"));
+    let html = repo
+        .orch(&["report", "--format", "html"])
+        .expect(0)
+        .stdout();
+    assert!(
+        html.contains("<th>Sessions</th>"),
+        "no Sessions column in the HTML"
+    );
+    assert!(html.contains("dropped in round 3: its change from round 2"));
+}
+
+#[test]
+fn a_report_without_sessions_has_no_sessions_column() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "plain", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code",
+                    "command": common::agent_cmd(&["--write", "a.txt=1"])}],
+    }));
+    repo.orch(&["run"]).expect(0);
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(!md.contains("Sessions"), "{md}");
+    let report: serde_json::Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert!(report["agents"][0]["sessions"].is_null(), "{report:#}");
 }

@@ -234,10 +234,10 @@ fn render(s: &Summary) -> String {
         );
         table(
             &mut out,
-            &text::AGENT_HEADER,
+            &text::agent_header(s),
             s.agents
                 .iter()
-                .map(|a| (String::new(), text::agent_cells(a))),
+                .map(|a| (String::new(), text::agent_row(s, a))),
         );
     }
 

@@ -146,9 +146,9 @@ fn render(s: &Summary) -> String {
             "Kept: runs whose change stayed; rejected: finished but taken out by a revert. \
              Per kept change: the agent's cost over its kept changes.\n\n",
         );
-        header(&mut out, &text::AGENT_HEADER);
+        header(&mut out, &text::agent_header(s));
         for a in &s.agents {
-            row(&mut out, &escaped(text::agent_cells(a)));
+            row(&mut out, &escaped(text::agent_row(s, a)));
         }
     }
 

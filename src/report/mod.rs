@@ -217,6 +217,7 @@ pub(crate) mod text {
                     | "Commit"
                     | "File"
                     | "Rounds"
+                    | "Sessions"
             ) | None
         )
     }
@@ -447,6 +448,48 @@ pub(crate) mod text {
         "Model now",
         "Last round",
     ];
+
+    /// The agents table's columns: [`AGENT_HEADER`], and "Sessions" when an agent kept CLI
+    /// sessions (a night without them reads as before).
+    pub fn agent_header(s: &Summary) -> Vec<&'static str> {
+        let mut h = AGENT_HEADER.to_vec();
+        if with_sessions(s) {
+            h.push("Sessions");
+        }
+        h
+    }
+
+    fn with_sessions(s: &Summary) -> bool {
+        s.agents.iter().any(|a| a.sessions.is_some())
+    }
+
+    /// One row of the agents table, with the columns of [`agent_header`].
+    pub fn agent_row(s: &Summary, a: &AgentRow) -> Vec<String> {
+        let mut cells = agent_cells(a).to_vec();
+        if with_sessions(s) {
+            cells.push(sessions(a));
+        }
+        cells
+    }
+
+    /// `2 resumed, 2 new; dropped in round 3: its change from round 2 broke the tests and was
+    /// taken out`: how the agent's sessions went, the last three drops with why.
+    pub fn sessions(a: &AgentRow) -> String {
+        let Some(s) = &a.sessions else {
+            return NONE.to_string();
+        };
+        let mut out = format!("{} resumed, {} new", s.resumed, s.new);
+        const SHOWN: usize = 3;
+        let skip = s.dropped.len().saturating_sub(SHOWN);
+        for (i, d) in s.dropped.iter().skip(skip).enumerate() {
+            out.push_str(if i == 0 { "; dropped" } else { ";" });
+            if i == 0 && skip > 0 {
+                out.push_str(&format!(" {} times, the last", s.dropped.len()));
+            }
+            out.push_str(&format!(" in round {}: {}", d.round, d.reason));
+        }
+        out
+    }
 
     pub const DECISION_HEADER: [&str; 6] =
         ["Agent", "Included", "Skipped", "Blocked", "Kept", "Idle"];

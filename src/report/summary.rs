@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::load::{Loaded, Round};
-use crate::roundlog::{Phase, RoundStatus, RunStatus, StepStatus};
+use crate::roundlog::{AgentEntry, Phase, RoundStatus, RunStatus, StepStatus};
 use crate::units::{ser_opt_usd, ser_usd};
 
 /// Version of the JSON report's shape (`reportSchema`). 2: outcomes with `rejected`, what
@@ -54,7 +54,10 @@ pub const REPORT_SCHEMA: u32 = 2;
 /// - `agents[]`: `name`, `runs`, `kept` (changes that stayed), `rejected`, `empty`, `failed`,
 ///   `timeouts`, `conflicts`, `cancelled`, `failedByCause` {cause: runs}, `meanMs`,
 ///   `longestMs`, `costUsd`, `costKnown`, `costPerKeptUsd` (null with nothing kept or no cost
-///   known), `modelNow`, `lastRound`, `budgetUsd` and `spentUsd` (null without a budget)
+///   known), `modelNow`, `lastRound`, `budgetUsd` and `spentUsd` (null without a budget),
+///   `sessions` (null for an agent that kept no CLI session): {`resumed`, `new` (runs that
+///   started a session), `dropped` [{`round` (of the run that started anew), `reason`}],
+///   `lastId`, `lastResumed`}
 /// - `decisions[]` (empty when no log has decisions): `agent`, `rounds`, `included`, `skipped`,
 ///   `blocked`, `overBudget`, `kept`, `successRate` (kept / included, null when never
 ///   included), `idlePct`
@@ -369,6 +372,56 @@ pub struct AgentRow {
     pub budget_usd: Option<f64>,
     #[serde(serialize_with = "ser_opt_usd")]
     pub spent_usd: Option<f64>,
+    /// Its CLI sessions (`session: true`), from the round logs' `sessionResumed` and
+    /// `sessionDropped`; `null` for an agent that kept no session.
+    pub sessions: Option<SessionRow>,
+}
+
+/// How an agent's sessions went over the rounds shown: the runs that resumed one (and got the
+/// short `{{changes}}` prompt), those that started one (the full prompt), and each session
+/// dropped before a new one, with why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRow {
+    pub resumed: u32,
+    /// Runs that started a new session: its first, and each after one was dropped.
+    pub new: u32,
+    pub dropped: Vec<SessionDrop>,
+    /// The session id of its last run that had one.
+    pub last_id: Option<String>,
+    /// Whether its last run resumed its session.
+    pub last_resumed: bool,
+}
+
+impl SessionRow {
+    /// Counts one run of round `round`; true when it shows the agent keeps sessions (it resumed
+    /// one, or says why one was dropped).
+    fn note(&mut self, a: &AgentEntry, round: u32) -> bool {
+        if a.session_resumed {
+            self.resumed += 1;
+        } else if a.session_id.is_some() || a.session_dropped.is_some() {
+            self.new += 1;
+        }
+        if let Some(why) = &a.session_dropped {
+            self.dropped.push(SessionDrop {
+                round,
+                reason: why.clone(),
+            });
+        }
+        if a.session_id.is_some() {
+            self.last_id = a.session_id.clone();
+            self.last_resumed = a.session_resumed;
+        }
+        a.session_resumed || a.session_dropped.is_some()
+    }
+}
+
+/// A session dropped: the round of the run that started a new one, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDrop {
+    pub round: u32,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -1290,6 +1343,10 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
         model: &'a str,
         known: usize,
         unknown: usize,
+        sessions: Option<SessionRow>,
+        /// A run resumed a session or said why one was dropped: the agent keeps sessions (a
+        /// CLI reports a session id for every run, kept or not).
+        kept_session: bool,
     }
     let mut order: Vec<String> = Vec::new();
     let mut rows: HashMap<&str, Acc> = HashMap::new();
@@ -1307,6 +1364,8 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
                     model: "",
                     known: 0,
                     unknown: 0,
+                    sessions: None,
+                    kept_session: false,
                 }
             });
             let row = &mut acc.row;
@@ -1335,6 +1394,12 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
             if !a.model.is_empty() {
                 acc.model = a.model.as_str();
             }
+            let sessions = acc.sessions.get_or_insert_with(SessionRow::default);
+            // Its run beside the tests (kept aside by a revert) came first.
+            if let Some(b) = &a.beside_run {
+                acc.kept_session |= sessions.note(b, r.log.round);
+            }
+            acc.kept_session |= sessions.note(a, r.log.round);
             // Its run beside the tests, kept aside by a revert before it ran again.
             if let Some(b) = &a.beside_run {
                 row.runs += 1;
@@ -1381,6 +1446,16 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
                 .flat_map(|r| &r.log.decisions)
                 .find(|d| d.agent == *name && d.budget_usd.is_some())
                 .and_then(|d| d.budget_usd);
+            // An agent that ran once with `session: true` has resumed and dropped nothing yet:
+            // the state file says it keeps one.
+            let agent_state = state_json
+                .and_then(|s| s.get("agents"))
+                .and_then(|a| a.get(name.as_str()));
+            let in_state = agent_state.is_some_and(|a| {
+                a.get("session").is_some_and(|v| !v.is_null())
+                    || a.get("sessionDropped").is_some_and(|v| !v.is_null())
+            });
+            row.sessions = acc.sessions.filter(|_| acc.kept_session || in_state);
             row.spent_usd = row.budget_usd.map(|_| {
                 state_json
                     .and_then(|s| s.get("agents"))
