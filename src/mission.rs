@@ -80,6 +80,11 @@ pub struct Mission {
     /// the culprits and keeps the rest (worktree isolation); `round` reverts the whole round.
     #[serde(default)]
     pub revert_strategy: RevertStrategy,
+    /// How many candidate trees the per-agent revert tests at once (each in its own worktree,
+    /// the first in the main tree); unset: `maxConcurrency`, the slots the agents leave idle
+    /// while the tests run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bisect_jobs: Option<usize>,
     /// Run Phase B after a reverted round (off: its agents would read work that no longer
     /// exists).
     #[serde(default)]
@@ -973,6 +978,8 @@ impl Mission {
 pub const MAX_ROUNDS: u32 = 1_000_000;
 /// The most agents that may run at once (each is a worker thread and a process group).
 pub const MAX_CONCURRENCY: usize = 1024;
+/// The most candidate trees a per-agent revert tests at once (each a worktree and a test run).
+pub const MAX_BISECT_JOBS: usize = 64;
 /// The longest kill grace: an hour between SIGTERM and SIGKILL.
 pub const MAX_GRACE_S: f64 = 3600.0;
 /// The most test retries (each is a full test run).
@@ -1008,6 +1015,15 @@ impl Mission {
                 format!("from 1 to {MAX_CONCURRENCY}"),
                 self.max_concurrency.to_string(),
             );
+        }
+        if let Some(j) = self.bisect_jobs {
+            if !(1..=MAX_BISECT_JOBS).contains(&j) {
+                return out_of(
+                    "bisectJobs".into(),
+                    format!("from 1 to {MAX_BISECT_JOBS}"),
+                    j.to_string(),
+                );
+            }
         }
         if !(self.kill_grace_s.is_finite() && (0.0..=MAX_GRACE_S).contains(&self.kill_grace_s)) {
             return out_of(

@@ -426,7 +426,7 @@ impl<'e> Round<'e, '_> {
             let changed_ref = &changed;
             let log_dir_ref = &log_dir;
             let run_the_tests = move || {
-                let t = tests_cfg.map(|t| run_tests(env, t, log_dir_ref, changed_ref, round, t0));
+                let t = tests_cfg.map(|t| run_tests(env, env.root(), t, log_dir_ref, changed_ref, round, t0));
                 (t, t0.elapsed().as_millis() as u64)
             };
             let tested_ref = &tested;
@@ -2825,9 +2825,11 @@ fn keep_earlier_inputs(layout: &Layout, round: u32) -> Result<()> {
     })
 }
 
-/// Runs the test suites `changed` calls for, their logs under `log_dir`.
+/// Runs the test suites `changed` calls for in the tree at `root` (the main tree, or a
+/// per-agent revert's worktree), their logs under `log_dir`.
 fn run_tests(
     env: &Env,
+    root: &Path,
     tests: &crate::mission::Tests,
     log_dir: &Path,
     changed: &[String],
@@ -2837,7 +2839,7 @@ fn run_tests(
     let relative = |p: &Path| env.layout.relative(p);
     Stage {
         tests,
-        root: env.root(),
+        root,
         log_dir,
         relative: &relative,
         round,

@@ -2,6 +2,8 @@
 //! take out only those (a bisection of the merge order, each extra test run logged), or revert
 //! the whole round; either way the rejected work is kept under `refs/orch/rejected/`.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::mission::RevertStrategy;
 use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
@@ -33,20 +35,36 @@ impl Round<'_, '_> {
             && merged.len() >= 2;
         let mut runs = Vec::new();
         if per_agent {
-            match self.find_culprits(base, &merged, &mut runs)? {
-                Some(culprits) if culprits.len() < merged.len() => {
-                    return self.take_out(base, &merged, culprits, runs);
+            let n = merged.len();
+            let jobs = self.bisect_jobs().min(n);
+            // Past this many waves of extra test runs (one run each with one job), reverting
+            // the round is the better use of the night.
+            let budget = 2 * (usize::BITS - n.leading_zeros()) as usize + 4;
+            let mut s = Search::new(env.git, base, &merged, jobs, budget);
+            let found = self.find_culprits(&mut s);
+            runs = std::mem::take(&mut s.runs);
+            if process::interrupted() || env.replay.is_some() {
+                // Nothing of the search outlives it when it was stopped (its test processes
+                // are gone already), nor a replay's (its folder is scratch).
+                remove_bisect_worktrees(env);
+            }
+            match found? {
+                Some(culprits) if culprits.len() < n => {
+                    return self.take_out(&s, culprits, runs);
                 }
                 Some(_) => {
                     self.note("per-agent revert: every agent's change broke the tests; the whole round is reverted")
                 }
+                None if process::interrupted() => self.note(
+                    "per-agent revert interrupted before it settled which changes broke the tests; the whole round is reverted",
+                ),
                 None => self.note(
                     "per-agent revert could not settle which changes broke the tests; the whole round is reverted",
                 ),
             }
             // Put the union back so the rejected ref holds all of it; should it no longer
             // merge, each agent's change is kept under its own ref instead.
-            if !self.build(base, &merged, &(0..merged.len()).collect::<Vec<_>>())? {
+            if !s.checkout(env.git, &(0..n).collect::<Vec<_>>(), self.round)? {
                 for (name, commit) in &merged {
                     let kept = self.env.kept_ref("rejected", self.round, Some(name));
                     env.git.set_ref(&kept, commit)?;
@@ -65,27 +83,116 @@ impl Round<'_, '_> {
     }
 
     /// The indexes (into `merged`) of the changes that broke the tests, or `None` when the
-    /// search could not settle (a subset that does not merge, an interrupt, too many runs).
-    fn find_culprits(
-        &self,
-        base: &str,
-        merged: &[(String, String)],
-        runs: &mut Vec<BisectRun>,
-    ) -> Result<Option<Vec<usize>>> {
-        // Past this many extra test runs, reverting the round is the better use of the night.
-        let budget = 2 * (usize::BITS - merged.len().leading_zeros()) as usize + 4;
-        let mut remaining: Vec<usize> = (0..merged.len()).collect();
+    /// search could not settle (a subset that does not merge, an interrupt, too many waves).
+    ///
+    /// With `bisectJobs` above 1 the candidate trees of a wave are tested at once, each in a
+    /// tree of its own (`wave`). First, group testing for changes that break the tests on
+    /// their own: the changes are cut into up to `bisectJobs` blocks of the merge order, each
+    /// block tested alone on the base; a failing block is cut again, a passing one is cleared,
+    /// until each failing block is one change; then the union of the others must pass. Any
+    /// other outcome (a failing block none of whose parts fails, a part that does not merge
+    /// alone, a union that still fails: changes that break the tests only together) hands
+    /// over to the bisection, which reuses every result known so far. With one job this is
+    /// exactly the serial bisection.
+    fn find_culprits(&self, s: &mut Search) -> Result<Option<Vec<usize>>> {
+        if s.jobs > 1 {
+            if let Some(c) = self.group_test(s)? {
+                return Ok(Some(c));
+            }
+            if s.stopped {
+                return Ok(None);
+            }
+        }
+        self.bisect(s)
+    }
+
+    /// Group testing (see `find_culprits`): `Some(culprits)` when every culprit breaks the
+    /// tests on its own and the rest passes, else `None` (the bisection decides).
+    fn group_test(&self, s: &mut Search) -> Result<Option<Vec<usize>>> {
+        let n = s.merged.len();
+        // Blocks known to fail: the union, to begin with.
+        let mut suspects: Vec<Vec<usize>> = vec![(0..n).collect()];
+        let mut culprits = Vec::new();
+        while !suspects.is_empty() {
+            // Each failing block cut into parts, `jobs` parts in all when they fit.
+            let per = (s.jobs / suspects.len()).max(2);
+            let cut: Vec<Vec<Vec<usize>>> = suspects.iter().map(|b| split(b, per)).collect();
+            let wave: Vec<Vec<usize>> = cut.iter().flatten().cloned().collect();
+            if !self.wave(s, &wave)? {
+                return Ok(None);
+            }
+            let mut next = Vec::new();
+            for parts in cut {
+                let mut any = false;
+                for part in parts {
+                    match s.memo[&part] {
+                        Verdict::NoMerge => return Ok(None),
+                        Verdict::Pass => {}
+                        Verdict::Fail => {
+                            any = true;
+                            if part.len() == 1 {
+                                culprits.push(part[0]);
+                            } else {
+                                next.push(part);
+                            }
+                        }
+                    }
+                }
+                // The block fails but none of its parts does alone: an interaction.
+                if !any {
+                    return Ok(None);
+                }
+            }
+            suspects = next;
+        }
+        culprits.sort_unstable();
+        if culprits.len() == n {
+            // Every change breaks the tests alone: no tree but the base passes.
+            return Ok(Some(culprits));
+        }
+        let keep: Vec<usize> = (0..n).filter(|i| !culprits.contains(i)).collect();
+        if !self.wave(s, std::slice::from_ref(&keep))? {
+            return Ok(None);
+        }
+        Ok((s.memo[&keep] == Verdict::Pass).then_some(culprits))
+    }
+
+    /// The bisection of the merge order: the base passes and the union fails, so some
+    /// shortest failing prefix of the merges exists, and its last change is a culprit
+    /// (without it, the prefix passed). It is set aside and the search goes on past it until
+    /// the remaining union passes. Each wave tests up to `jobs` prefixes at once (one: the
+    /// halves); the check of the remaining union goes in the same wave as the next search's
+    /// first prefixes, which do not depend on it.
+    fn bisect(&self, s: &mut Search) -> Result<Option<Vec<usize>>> {
+        let mut remaining: Vec<usize> = (0..s.merged.len()).collect();
         let mut culprits = Vec::new();
         // `remaining[..good]` is known to pass; `remaining` as a whole is known to fail.
         let mut good = 0;
         loop {
             let (mut lo, mut hi) = (good, remaining.len());
-            while hi - lo > 1 {
-                let mid = (lo + hi) / 2;
-                match self.check(base, merged, &remaining[..mid], runs, budget)? {
-                    Some(true) => lo = mid,
-                    Some(false) => hi = mid,
-                    None => return Ok(None),
+            loop {
+                // What is known already narrows the search: the first failing prefix known,
+                // and the longest passing one below it.
+                for k in lo + 1..hi {
+                    match s.memo.get(&remaining[..k]) {
+                        Some(Verdict::Fail) => {
+                            hi = k;
+                            break;
+                        }
+                        Some(Verdict::Pass) => lo = k,
+                        Some(Verdict::NoMerge) => return Ok(None),
+                        None => {}
+                    }
+                }
+                if hi - lo <= 1 {
+                    break;
+                }
+                let wave: Vec<Vec<usize>> = probes(lo, hi, s.jobs)
+                    .into_iter()
+                    .map(|k| remaining[..k].to_vec())
+                    .collect();
+                if !self.wave(s, &wave)? {
+                    return Ok(None);
                 }
             }
             culprits.push(remaining.remove(hi - 1));
@@ -93,52 +200,93 @@ impl Round<'_, '_> {
             if good == remaining.len() {
                 return Ok(Some(culprits));
             }
-            match self.check(base, merged, &remaining, runs, budget)? {
-                Some(true) => return Ok(Some(culprits)),
-                Some(false) => {}
-                None => return Ok(None),
+            let mut wave = vec![remaining.clone()];
+            wave.extend(
+                probes(good, remaining.len(), s.jobs - 1)
+                    .into_iter()
+                    .map(|k| remaining[..k].to_vec()),
+            );
+            if !self.wave(s, &wave)? {
+                return Ok(None);
+            }
+            match s.memo[&remaining] {
+                Verdict::Pass => return Ok(Some(culprits)),
+                Verdict::Fail => {}
+                Verdict::NoMerge => return Ok(None),
             }
         }
     }
 
-    /// Tests the base plus the changes `include` (indexes into `merged`, in merge order):
-    /// `Some(passed)`, or `None` when it cannot tell.
-    fn check(
-        &self,
-        base: &str,
-        merged: &[(String, String)],
-        include: &[usize],
-        runs: &mut Vec<BisectRun>,
-        budget: usize,
-    ) -> Result<Option<bool>> {
-        if process::interrupted() || runs.len() >= budget || !self.build(base, merged, include)? {
-            return Ok(None);
-        }
-        let without: Vec<String> = (0..merged.len())
-            .filter(|i| !include.contains(i))
-            .map(|i| merged[i].0.clone())
-            .collect();
-        let t = self.test_tree(base, &without, runs.len() + 1)?;
-        runs.push(BisectRun {
-            without,
-            status: t.status,
-            start_ms: Some(t.start_ms),
-            elapsed_ms: t.elapsed_ms,
-            passed: t.passed,
-            failed: t.failed,
-        });
-        Ok(Some(!t.regression))
+    /// How many candidate trees are tested at once: `bisectJobs`, else the run's slots (the
+    /// agents' slots are idle while the tests run).
+    fn bisect_jobs(&self) -> usize {
+        self.env
+            .mission
+            .bisect_jobs
+            .unwrap_or(self.env.max_concurrency)
+            .clamp(1, crate::mission::MAX_BISECT_JOBS)
     }
 
-    /// Restores the base and merges the changes `include` in merge order; false if one of them
-    /// no longer merges cleanly without the others.
-    fn build(&self, base: &str, merged: &[(String, String)], include: &[usize]) -> Result<bool> {
-        self.env.git.restore(base)?;
-        for &i in include {
-            let (name, commit) = &merged[i];
-            let msg = format!("orch: round {} {name}", self.round);
-            if self.env.git.merge(commit, &msg)? != Merge::Merged {
-                self.env.git.restore(base)?;
+    /// Tests the candidate sets `sets` (indexes into `merged`, in merge order) not known yet,
+    /// up to `jobs` at once: the first in the main tree, the others each in a worktree of its
+    /// own under `<stateDir>/bisect/`, each built on the base and its tests run on a thread of
+    /// its own. Each run is logged in `s.runs`, its verdict kept in `s.memo`. False when the
+    /// search must stop (an interrupt, or the budget of waves spent).
+    fn wave(&self, s: &mut Search, sets: &[Vec<usize>]) -> Result<bool> {
+        let mut todo: Vec<&Vec<usize>> = Vec::new();
+        for set in sets {
+            if !s.memo.contains_key(set) && !todo.contains(&set) {
+                todo.push(set);
+            }
+        }
+        for chunk in todo.chunks(s.jobs) {
+            if process::interrupted() || s.waves >= s.budget {
+                s.stopped = true;
+                return Ok(false);
+            }
+            s.waves += 1;
+            let first = s.runs.len() + 1;
+            let ctx = Ctx {
+                env: self.env,
+                round: self.round,
+                t0: self.t0,
+                baseline: self.state.test_baseline.as_ref(),
+            };
+            let results: Vec<Result<Option<Candidate>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, set)| {
+                        let (s, ctx) = (&*s, &ctx);
+                        std::thread::Builder::new()
+                            .name(format!("orch-bisect-{slot}"))
+                            .spawn_scoped(scope, move || ctx.candidate(s, slot, set, first + slot))
+                            .expect("spawning a bisection thread")
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a bisection thread panicked"))
+                    .collect()
+            });
+            for (set, result) in chunk.iter().zip(results) {
+                match result? {
+                    Some(run) => {
+                        let verdict = if run.regression {
+                            Verdict::Fail
+                        } else {
+                            Verdict::Pass
+                        };
+                        s.memo.insert((*set).clone(), verdict);
+                        s.runs.push(run.run);
+                    }
+                    None => {
+                        s.memo.insert((*set).clone(), Verdict::NoMerge);
+                    }
+                }
+            }
+            if process::interrupted() {
+                s.stopped = true;
                 return Ok(false);
             }
         }
@@ -149,16 +297,16 @@ impl Round<'_, '_> {
     /// each culprit's change kept under `refs/orch/rejected/round-N/AGENT`.
     fn take_out(
         &mut self,
-        base: &str,
-        merged: &[(String, String)],
+        s: &Search,
         mut culprits: Vec<usize>,
         runs: Vec<BisectRun>,
     ) -> Result<Vec<String>> {
+        let merged = s.merged;
         culprits.sort_unstable();
         let keep: Vec<usize> = (0..merged.len())
             .filter(|i| !culprits.contains(i))
             .collect();
-        if !self.build(base, merged, &keep)? {
+        if !s.checkout(self.env.git, &keep, self.round)? {
             return Err(crate::error::Error::Other(
                 "the changes the tests passed on no longer merge".into(),
             ));
@@ -219,40 +367,7 @@ impl Round<'_, '_> {
     /// The extra test runs are test time, not orch's own: without this they would show as
     /// overhead (`timing.tests` was measured around the first run only).
     fn count_test_runs(&mut self, runs: &[BisectRun]) {
-        self.log.timing.tests += runs.iter().map(|r| r.elapsed_ms).sum::<u64>();
-    }
-
-    /// Runs the tests on the tree as it is now (a candidate of the per-agent revert).
-    fn test_tree(
-        &self,
-        base: &str,
-        without: &[String],
-        run: usize,
-    ) -> Result<crate::roundlog::TestsEntry> {
-        let env = self.env;
-        let Some(t) = env.mission.tests.as_ref() else {
-            return Err(crate::error::Error::Other("no tests to run".into()));
-        };
-        let changed = env.git.changed_since(base)?;
-        let log_dir = env
-            .layout
-            .logs(self.round)
-            .join(format!("revert-check-{run}"));
-        std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
-        let mut entry = run_tests(env, t, &log_dir, &changed, self.round, self.t0);
-        entry.regression = tests_run::is_regression(&entry, self.state.test_baseline.as_ref());
-        // Every testsStart has its testsEnd: the live view and scripts pair them.
-        env.events.emit(Event::TestsEnd {
-            round: self.round,
-            status: entry.status.as_str().into(),
-            elapsed_ms: entry.elapsed_ms,
-            passed: entry.passed,
-            failed: entry.failed,
-            regression: entry.regression,
-            flaky: entry.flaky,
-            without: without.to_vec(),
-        });
-        Ok(entry)
+        self.log.timing.tests += wall_of(runs);
     }
 
     fn revert(&mut self, base: &str, failure: &str) -> Result<()> {
@@ -275,5 +390,316 @@ impl Round<'_, '_> {
         });
         self.log.kept_ref = Some(kept);
         Ok(())
+    }
+}
+
+/// One candidate's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Fail,
+    /// The set does not merge cleanly without the changes left out.
+    NoMerge,
+}
+
+/// A candidate tree tested: its run for the round log, and whether it regressed.
+struct Candidate {
+    regression: bool,
+    run: BisectRun,
+}
+
+/// The per-agent revert's search: what is known, what it spent, and the trees built so far.
+struct Search<'m> {
+    base: &'m str,
+    merged: &'m [(String, String)],
+    jobs: usize,
+    /// The most waves the search may run.
+    budget: usize,
+    waves: usize,
+    /// An interrupt or the budget stopped it.
+    stopped: bool,
+    /// Each set tested (indexes into `merged`, in merge order) and its verdict.
+    memo: HashMap<Vec<usize>, Verdict>,
+    runs: Vec<BisectRun>,
+    /// The commit of each tree built so far (the base and the set's changes merged in order),
+    /// from the round's own merges on: a set that begins with one is built from there, not
+    /// from the base (one merge where it took one per change, and a checkout).
+    built: Mutex<HashMap<Vec<usize>, String>>,
+}
+
+impl<'m> Search<'m> {
+    fn new(
+        git: &Git,
+        base: &'m str,
+        merged: &'m [(String, String)],
+        jobs: usize,
+        budget: usize,
+    ) -> Search<'m> {
+        let mut built = HashMap::new();
+        built.insert(Vec::new(), base.to_string());
+        // The round merged its changes in order on the base: HEAD's first-parent chain holds
+        // the tree of each prefix. Only when it is exactly that chain (each merge's second
+        // parent the change merged), else the trees are built from the base.
+        let range = format!("{base}..HEAD");
+        if let Ok(out) = git.run(&["rev-list", "--first-parent", "--reverse", "--parents", &range])
+        {
+            let lines: Vec<Vec<&str>> = out
+                .lines()
+                .map(|l| l.split_whitespace().collect())
+                .collect();
+            let chain = lines.len() == merged.len()
+                && lines
+                    .iter()
+                    .zip(merged)
+                    .all(|(l, (_, c))| l.len() == 3 && l[2] == c);
+            if chain {
+                for (k, l) in lines.iter().enumerate() {
+                    built.insert((0..=k).collect(), l[0].to_string());
+                }
+            }
+        }
+        Search {
+            base,
+            merged,
+            jobs,
+            budget,
+            waves: 0,
+            stopped: false,
+            memo: HashMap::new(),
+            runs: Vec::new(),
+            built: Mutex::new(built),
+        }
+    }
+
+    /// The longest beginning of `set` built already: how many of its changes, and the commit.
+    fn start_for(&self, set: &[usize]) -> (usize, String) {
+        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        (0..=set.len())
+            .rev()
+            .find_map(|p| built.get(&set[..p]).map(|c| (p, c.clone())))
+            .unwrap_or_else(|| (0, self.base.to_string()))
+    }
+
+    /// Merges `set[from..]` in order into `git`'s tree (at the commit of `set[..from]`); false
+    /// when one no longer merges cleanly without the changes left out.
+    fn build(&self, git: &Git, set: &[usize], from: usize, round: u32) -> Result<bool> {
+        for k in from..set.len() {
+            let (name, commit) = &self.merged[set[k]];
+            if git.merge(commit, &format!("orch: round {round} {name}"))? != Merge::Merged {
+                return Ok(false);
+            }
+            if let Some(head) = git.head_fast() {
+                self.built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(set[..=k].to_vec(), head);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Puts the main tree (`git`) at the base with the changes `set` merged in order; false if
+    /// one of them no longer merges cleanly without the others (the tree is at the base then).
+    fn checkout(&self, git: &Git, set: &[usize], round: u32) -> Result<bool> {
+        let (from, start) = self.start_for(set);
+        git.restore(&start)?;
+        if !self.build(git, set, from, round)? {
+            git.restore(self.base)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// What a candidate's thread needs of the round.
+struct Ctx<'a> {
+    env: &'a Env<'a>,
+    round: u32,
+    t0: Instant,
+    baseline: Option<&'a TestBaseline>,
+}
+
+impl Ctx<'_> {
+    /// One candidate tree: built in slot `slot`'s tree (the main tree, or
+    /// `<stateDir>/bisect/SLOT`) and tested; `None` when it does not merge.
+    fn candidate(
+        &self,
+        s: &Search,
+        slot: usize,
+        set: &[usize],
+        run: usize,
+    ) -> Result<Option<Candidate>> {
+        let env = self.env;
+        let (from, start) = s.start_for(set);
+        let worktree;
+        let git = if slot == 0 {
+            env.git.restore(&start)?;
+            env.git
+        } else {
+            let path = bisect_dir(env).join(slot.to_string());
+            worktree = env.git.prepare_worktree(&path, &start)?;
+            &worktree
+        };
+        if process::interrupted() || !s.build(git, set, from, self.round)? {
+            return Ok(None);
+        }
+        let without: Vec<String> = (0..s.merged.len())
+            .filter(|i| !set.contains(i))
+            .map(|i| s.merged[i].0.clone())
+            .collect();
+        let t = self.test_tree(git, s.base, &without, run)?;
+        Ok(Some(Candidate {
+            regression: t.regression,
+            run: BisectRun {
+                without,
+                status: t.status,
+                start_ms: Some(t.start_ms),
+                elapsed_ms: t.elapsed_ms,
+                passed: t.passed,
+                failed: t.failed,
+            },
+        }))
+    }
+
+    /// Runs the tests on `git`'s tree as it is now (a candidate of the per-agent revert).
+    fn test_tree(
+        &self,
+        git: &Git,
+        base: &str,
+        without: &[String],
+        run: usize,
+    ) -> Result<crate::roundlog::TestsEntry> {
+        let env = self.env;
+        let Some(t) = env.mission.tests.as_ref() else {
+            return Err(crate::error::Error::Other("no tests to run".into()));
+        };
+        let changed = git.changed_since(base)?;
+        let log_dir = env
+            .layout
+            .logs(self.round)
+            .join(format!("revert-check-{run}"));
+        std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
+        let mut entry = run_tests(env, git.root(), t, &log_dir, &changed, self.round, self.t0);
+        entry.regression = tests_run::is_regression(&entry, self.baseline);
+        // Every testsStart has its testsEnd: the live view and scripts pair them.
+        env.events.emit(Event::TestsEnd {
+            round: self.round,
+            status: entry.status.as_str().into(),
+            elapsed_ms: entry.elapsed_ms,
+            passed: entry.passed,
+            failed: entry.failed,
+            regression: entry.regression,
+            flaky: entry.flaky,
+            without: without.to_vec(),
+        });
+        Ok(entry)
+    }
+}
+
+/// Where the per-agent revert's worktrees are (one per slot but the first): beside the
+/// agents' `worktrees/`, not in it, so that a recovery never takes one for an agent's.
+fn bisect_dir(env: &Env) -> PathBuf {
+    env.layout.dir.join("bisect")
+}
+
+/// Removes the per-agent revert's worktrees (their trees are commits the round holds).
+fn remove_bisect_worktrees(env: &Env) {
+    let dir = bisect_dir(env);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        crate::engine::perms::unlock_tree(&path);
+        let p = path.to_string_lossy();
+        if env.git.run(&["worktree", "remove", "--force", &p]).is_err() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    let _ = env.git.prune_worktrees();
+    let _ = std::fs::remove_dir(&dir);
+}
+
+/// `block` cut into at most `parts` runs of the merge order, as even as they come.
+fn split(block: &[usize], parts: usize) -> Vec<Vec<usize>> {
+    let parts = parts.clamp(1, block.len().max(1));
+    (0..parts)
+        .map(|i| block[block.len() * i / parts..block.len() * (i + 1) / parts].to_vec())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Up to `m` prefix lengths strictly between `lo` and `hi`, spread evenly (`m` = 1: the
+/// middle, as a binary search takes it).
+fn probes(lo: usize, hi: usize, m: usize) -> Vec<usize> {
+    if hi <= lo + 1 || m == 0 {
+        return Vec::new();
+    }
+    if hi - lo - 1 <= m {
+        return (lo + 1..hi).collect();
+    }
+    let mut points: Vec<usize> = (1..=m).map(|i| lo + (hi - lo) * i / (m + 1)).collect();
+    points.dedup();
+    points.retain(|&k| k > lo && k < hi);
+    points
+}
+
+/// The time the extra runs took on the clock: the union of their spans (runs of one wave
+/// overlap; their sum would count the same seconds twice).
+fn wall_of(runs: &[BisectRun]) -> u64 {
+    let mut spans: Vec<(u64, u64)> = runs
+        .iter()
+        .map(|r| {
+            let s = r.start_ms.unwrap_or(0);
+            (s, s + r.elapsed_ms)
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut total = 0;
+    let mut end = 0;
+    for (s, e) in spans {
+        let s = s.max(end);
+        if e > s {
+            total += e - s;
+            end = e;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_probe_is_the_middle_and_more_spread_evenly() {
+        for (lo, hi) in [(0, 2), (0, 7), (3, 10), (2, 5)] {
+            assert_eq!(probes(lo, hi, 1), vec![(lo + hi) / 2]);
+        }
+        assert_eq!(probes(0, 7, 4), vec![1, 2, 4, 5]);
+        assert_eq!(probes(0, 4, 8), vec![1, 2, 3]);
+        assert!(probes(3, 4, 4).is_empty());
+        assert!(probes(0, 9, 0).is_empty());
+    }
+
+    #[test]
+    fn blocks_cover_the_block_in_order() {
+        assert_eq!(split(&[0, 1, 2, 3, 4, 5, 6], 4), vec![vec![0], vec![1, 2], vec![3, 4], vec![5, 6]]);
+        assert_eq!(split(&[3, 5], 4), vec![vec![3], vec![5]]);
+        assert_eq!(split(&[1, 2, 3], 2), vec![vec![1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn the_wall_of_overlapping_runs_counts_each_second_once() {
+        let run = |s, e| BisectRun {
+            without: Vec::new(),
+            status: StepStatus::Passed,
+            start_ms: Some(s),
+            elapsed_ms: e,
+            passed: None,
+            failed: None,
+        };
+        assert_eq!(wall_of(&[run(100, 50), run(160, 40)]), 90);
+        assert_eq!(wall_of(&[run(100, 50), run(110, 50), run(300, 10)]), 70);
     }
 }
