@@ -117,7 +117,8 @@ impl Round<'_, '_> {
             // Each failing block cut into parts, `jobs` parts in all when they fit.
             let per = (s.jobs / suspects.len()).max(2);
             let cut: Vec<Vec<Vec<usize>>> = suspects.iter().map(|b| split(b, per)).collect();
-            let wave: Vec<Vec<usize>> = cut.iter().flatten().cloned().collect();
+            let mut wave: Vec<Vec<usize>> = cut.iter().flatten().cloned().collect();
+            wave.extend(speculative_checks(n, &culprits, &cut, s.jobs));
             if !self.wave(s, &wave)? {
                 return Ok(None);
             }
@@ -620,6 +621,37 @@ fn remove_bisect_worktrees(env: &Env) {
     let _ = std::fs::remove_dir(&dir);
 }
 
+/// When this wave decides every culprit (each part is one change) and slots are left: the
+/// union without the culprits for each outcome where exactly one part of each failing block
+/// fails, as far as they fit, so that the check of the union the search ends with is already
+/// known (one wave fewer; a guess that proves wrong is a run spent on a slot that was idle).
+fn speculative_checks(
+    n: usize,
+    culprits: &[usize],
+    cut: &[Vec<Vec<usize>>],
+    jobs: usize,
+) -> Vec<Vec<usize>> {
+    let parts: usize = cut.iter().map(Vec::len).sum();
+    let spare = jobs.saturating_sub(parts);
+    if spare == 0 || cut.iter().flatten().any(|p| p.len() != 1) {
+        return Vec::new();
+    }
+    let mut outcomes: Vec<Vec<usize>> = vec![culprits.to_vec()];
+    for block in cut {
+        outcomes = outcomes
+            .iter()
+            .flat_map(|o| block.iter().map(move |p| [o.as_slice(), p].concat()))
+            .collect();
+        if outcomes.len() > spare {
+            return Vec::new();
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|out| (0..n).filter(|i| !out.contains(i)).collect())
+        .collect()
+}
+
 /// `block` cut into at most `parts` runs of the merge order, as even as they come.
 fn split(block: &[usize], parts: usize) -> Vec<Vec<usize>> {
     let parts = parts.clamp(1, block.len().max(1));
@@ -680,6 +712,22 @@ mod tests {
         assert_eq!(probes(0, 4, 8), vec![1, 2, 3]);
         assert!(probes(3, 4, 4).is_empty());
         assert!(probes(0, 9, 0).is_empty());
+    }
+
+    #[test]
+    fn the_unions_guessed_are_one_per_outcome_when_they_fit() {
+        // One failing block of two among seven, a0 known already: two guesses.
+        let cut = vec![vec![vec![3], vec![4]]];
+        assert_eq!(
+            speculative_checks(7, &[0], &cut, 4),
+            vec![vec![1, 2, 4, 5, 6], vec![1, 2, 3, 5, 6]]
+        );
+        // Two blocks of two: four parts fill the four slots.
+        let two = vec![vec![vec![1], vec![2]], vec![vec![4], vec![5]]];
+        assert!(speculative_checks(7, &[], &two, 4).is_empty());
+        assert_eq!(speculative_checks(7, &[], &two, 8).len(), 4);
+        // A part of two changes: this wave does not decide the culprits.
+        assert!(speculative_checks(7, &[], &[vec![vec![1, 2], vec![3]]], 8).is_empty());
     }
 
     #[test]
