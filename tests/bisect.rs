@@ -105,7 +105,10 @@ fn a_wave_tests_its_candidate_trees_at_once() {
         for b in &wave[i + 1..] {
             assert!(overlap(a, b) > 0, "not at once: {a} {b}");
         }
-        assert!(overlap(a, &runs[4]) == 0, "the check of the union waits for the wave");
+        assert!(
+            overlap(a, &runs[4]) == 0,
+            "the check of the union waits for the wave"
+        );
     }
     let failed: Vec<_> = wave.iter().filter(|r| r["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{log:#}");
@@ -121,7 +124,10 @@ fn a_wave_tests_its_candidate_trees_at_once() {
     // The test time counts the wave's seconds once, not once per tree.
     let sum: u64 = runs.iter().map(|r| r["elapsedMs"].as_u64().unwrap()).sum();
     let tests = log["timing"]["tests"].as_u64().unwrap();
-    assert!(tests < log["tests"]["elapsedMs"].as_u64().unwrap() + sum, "{log:#}");
+    assert!(
+        tests < log["tests"]["elapsedMs"].as_u64().unwrap() + sum,
+        "{log:#}"
+    );
     for slot in 1..4 {
         assert!(
             repo.exists(&format!(".orch/bisect/{slot}/.git")),
@@ -129,7 +135,10 @@ fn a_wave_tests_its_candidate_trees_at_once() {
         );
     }
     for i in [0, 1, 3] {
-        assert!(repo.exists(&format!("src/a{i}.txt")), "a{i}'s work was lost");
+        assert!(
+            repo.exists(&format!("src/a{i}.txt")),
+            "a{i}'s work was lost"
+        );
     }
 }
 
@@ -177,7 +186,11 @@ fn bisect_jobs_out_of_its_bounds_is_refused_naming_the_key() {
             "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[])}]
         }));
         let run = repo.orch(&["validate"]).expect(2);
-        assert!(run.stderr().contains("bisectJobs"), "{bad}: {}", run.stderr());
+        assert!(
+            run.stderr().contains("bisectJobs"),
+            "{bad}: {}",
+            run.stderr()
+        );
     }
 }
 
@@ -208,7 +221,11 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert!(processes_with(&sleep).len() >= 3, "{:?}", processes_with(&sleep));
+    assert!(
+        processes_with(&sleep).len() >= 3,
+        "{:?}",
+        processes_with(&sleep)
+    );
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(20));
     assert_eq!(code, 130, "{}", orch.stderr());
@@ -221,10 +238,16 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!repo.exists(".orch/bisect"), "the search's worktrees stayed");
+    assert!(
+        !repo.exists(".orch/bisect"),
+        "the search's worktrees stayed"
+    );
     let worktrees = repo.git(&["worktree", "list"]);
     assert!(!worktrees.contains("bisect"), "{worktrees}");
-    assert!(!repo.has_round_log(2), "a round started after the interrupt");
+    assert!(
+        !repo.has_round_log(2),
+        "a round started after the interrupt"
+    );
     let log = repo.round_log(1);
     // The interrupted runs are logged, each with its result (cancelled).
     let runs = log["revert"]["testRuns"].as_array().unwrap();

@@ -426,7 +426,8 @@ impl<'e> Round<'e, '_> {
             let changed_ref = &changed;
             let log_dir_ref = &log_dir;
             let run_the_tests = move || {
-                let t = tests_cfg.map(|t| run_tests(env, env.root(), t, log_dir_ref, changed_ref, round, t0));
+                let t = tests_cfg
+                    .map(|t| run_tests(env, env.root(), t, log_dir_ref, changed_ref, round, t0));
                 (t, t0.elapsed().as_millis() as u64)
             };
             let tested_ref = &tested;

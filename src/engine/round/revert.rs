@@ -442,8 +442,13 @@ impl<'m> Search<'m> {
         // the tree of each prefix. Only when it is exactly that chain (each merge's second
         // parent the change merged), else the trees are built from the base.
         let range = format!("{base}..HEAD");
-        if let Ok(out) = git.run(&["rev-list", "--first-parent", "--reverse", "--parents", &range])
-        {
+        if let Ok(out) = git.run(&[
+            "rev-list",
+            "--first-parent",
+            "--reverse",
+            "--parents",
+            &range,
+        ]) {
             let lines: Vec<Vec<&str>> = out
                 .lines()
                 .map(|l| l.split_whitespace().collect())
@@ -732,7 +737,10 @@ mod tests {
 
     #[test]
     fn blocks_cover_the_block_in_order() {
-        assert_eq!(split(&[0, 1, 2, 3, 4, 5, 6], 4), vec![vec![0], vec![1, 2], vec![3, 4], vec![5, 6]]);
+        assert_eq!(
+            split(&[0, 1, 2, 3, 4, 5, 6], 4),
+            vec![vec![0], vec![1, 2], vec![3, 4], vec![5, 6]]
+        );
         assert_eq!(split(&[3, 5], 4), vec![vec![3], vec![5]]);
         assert_eq!(split(&[1, 2, 3], 2), vec![vec![1], vec![2, 3]]);
     }
