@@ -208,6 +208,11 @@ pub struct Agent {
         skip_serializing_if = "Option::is_none"
     )]
     pub budget_usd: Option<f64>,
+    /// Who takes this agent's pending tasks once its `budgetUsd` is spent (they move to that
+    /// agent's queue, each with a note saying so), while that agent may still start; without
+    /// it they wait for the budget to be raised, and `orch status` and the report say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_budget_tasks_to: Option<String>,
 }
 
 /// `inheritEnv`: `"all"`, or the names (and `*`/`?` globs) of the variables passed through.
@@ -720,6 +725,23 @@ impl Mission {
                             a.name
                         ),
                     );
+                }
+            }
+            if let Some(to) = &a.over_budget_tasks_to {
+                let why = if a.budget_usd.is_none() {
+                    Some(format!(
+                        "agent {:?} has no budgetUsd (set one, or remove this key)",
+                        a.name
+                    ))
+                } else if to == &a.name {
+                    Some("an agent cannot hand its tasks to itself".to_string())
+                } else if self.agent(to).is_none() {
+                    Some(format!("no agent named {to:?} in this mission"))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return err(at("overBudgetTasksTo"), why);
                 }
             }
             if let Some(t) = &a.adaptive_timeout {

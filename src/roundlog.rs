@@ -526,6 +526,10 @@ pub struct Decision {
         serialize_with = "crate::units::ser_opt_usd"
     )]
     pub spent_usd: Option<f64>,
+    /// For an agent `over budget`: its pending tasks, which wait on its budget (none went to an
+    /// `overBudgetTasksTo` agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks_waiting: Vec<String>,
 }
 
 /// How a regression was undone.

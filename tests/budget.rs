@@ -343,3 +343,202 @@ fn runs_of_unknown_cost_count_zero_and_are_said() {
         "{text}"
     );
 }
+
+fn task<'a>(tasks: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {tasks:#}"))
+}
+
+fn tasks_json(repo: &Repo) -> serde_json::Value {
+    serde_json::from_str(&repo.read(".orch/tasks.json")).unwrap()
+}
+
+#[test]
+fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 3,
+        "agents": [
+            // Round 1 takes t-1 and spends $0.20 of $0.10: t-2 is left for nobody.
+            {"name": "spender", "phase": "code", "when": "tasks", "budgetUsd": 0.1,
+             "command": agent_cmd(&["--cost", "0.2", "--write", "src/spender.txt=$ORCH_ROUND"])},
+            {"name": "free", "phase": "code",
+             "command": agent_cmd(&["--write", "src/free.txt=$ORCH_ROUND"])},
+        ]
+    }));
+    for title in ["first", "second"] {
+        repo.orch(&["task", "add", "--agent", "spender", title])
+            .expect(0);
+    }
+    repo.orch(&["run"]).expect(0);
+    assert_eq!(Repo::agent(&repo.round_log(1), "spender")["task"], "t-1");
+    for n in [2, 3] {
+        let log = repo.round_log(n);
+        let d = decision(&log, "spender");
+        assert_eq!(d["decision"], "over budget", "{d}");
+        assert_eq!(d["tasksWaiting"], json!(["t-2"]), "{d}");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("its pending task t-2 waits on its budget"),
+            "{reason}"
+        );
+    }
+    let tasks = tasks_json(&repo);
+    assert_eq!(task(&tasks, "t-1")["status"], "done");
+    assert_eq!(
+        (
+            &task(&tasks, "t-2")["status"],
+            &task(&tasks, "t-2")["agent"]
+        ),
+        (&json!("pending"), &json!("spender"))
+    );
+
+    // orch status says why the task does not move, and what to do.
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let spender = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "spender")
+        .unwrap();
+    assert_eq!(spender["pendingTasks"], 1);
+    assert_eq!(spender["tasksWaitingOnBudget"], 1);
+    let text = repo.orch(&["status"]).expect(0).stdout();
+    assert!(text.contains("1 (waiting on its budget)"), "{text}");
+    assert!(
+        text.contains("spender: 1 pending task(s) wait on its budgetUsd, which is spent"),
+        "{text}"
+    );
+
+    // The report: one attention row for rounds 2 and 3.
+    let report: serde_json::Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    let rows: Vec<&serde_json::Value> = report["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "over budget")
+        .collect();
+    assert_eq!(rows.len(), 1, "{report:#}");
+    assert_eq!(rows[0]["agent"], "spender");
+    assert_eq!(rows[0]["rounds"], json!([2, 3]));
+    assert!(
+        rows[0]["detail"].as_str().unwrap().contains("t-2"),
+        "{:#}",
+        rows[0]
+    );
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(
+        md.contains(
+            "over budget (spender): its budgetUsd is spent and its pending task t-2 waits on it"
+        ),
+        "{md}"
+    );
+    // The dry run of the next round says the same.
+    let plan = repo
+        .orch(&["run", "--rounds", "4", "--dry-run"])
+        .expect(0)
+        .stdout();
+    assert!(plan.contains("its pending tasks wait on it: t-2"), "{plan}");
+}
+
+#[test]
+fn over_budget_tasks_to_hands_the_pending_tasks_to_another_agent() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [
+            {"name": "spender", "phase": "code", "when": "tasks", "budgetUsd": 0.1,
+             "overBudgetTasksTo": "helper",
+             "command": agent_cmd(&["--cost", "0.2", "--write", "src/spender.txt=$ORCH_ROUND"])},
+            {"name": "helper", "phase": "code", "when": "tasks",
+             "command": agent_cmd(&["--write", "src/helper.txt=$ORCH_ROUND"])},
+        ]
+    }));
+    for title in ["first", "second"] {
+        repo.orch(&["task", "add", "--agent", "spender", title])
+            .expect(0);
+    }
+    // Before round 2 the dry run says what the round will do.
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert!(!ran(&repo.round_log(1), "helper"));
+    let plan = repo
+        .orch(&["run", "--rounds", "2", "--dry-run"])
+        .expect(0)
+        .stdout();
+    assert!(
+        plan.contains(
+            "a real run would hand tasks over: spender's pending task t-2 went to helper"
+        ),
+        "{plan}"
+    );
+    repo.orch(&["run", "--rounds", "2"]).expect(0);
+    let log = repo.round_log(2);
+    assert_eq!(decision(&log, "spender")["decision"], "over budget");
+    assert!(decision(&log, "spender").get("tasksWaiting").is_none());
+    // The helper takes it in the same round, and it is done.
+    assert_eq!(decision(&log, "helper")["decision"], "included", "{log:#}");
+    assert_eq!(Repo::agent(&log, "helper")["task"], "t-2");
+    assert_eq!(Repo::agent(&log, "helper")["status"], "ok");
+    assert!(
+        log["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("spender's pending task t-2 went to helper")),
+        "{log:#}"
+    );
+    let tasks = tasks_json(&repo);
+    let t2 = task(&tasks, "t-2");
+    assert_eq!(
+        (&t2["agent"], &t2["status"]),
+        (&json!("helper"), &json!("done"))
+    );
+    assert!(
+        t2["body"]
+            .as_str()
+            .unwrap()
+            .contains("Round 2: handed over from spender"),
+        "{t2:#}"
+    );
+    // Its prompt carried the task, note and all.
+    let prompt = repo.read(".orch/prompts/round-0002/helper.md");
+    assert!(prompt.contains("handed over from spender"), "{prompt}");
+}
+
+#[test]
+fn over_budget_tasks_to_is_checked() {
+    let repo = Repo::new();
+    for (agent, says) in [
+        (json!({"overBudgetTasksTo": "b"}), "has no budgetUsd"),
+        (
+            json!({"budgetUsd": 1, "overBudgetTasksTo": "a"}),
+            "to itself",
+        ),
+        (
+            json!({"budgetUsd": 1, "overBudgetTasksTo": "zed"}),
+            "no agent named \"zed\"",
+        ),
+    ] {
+        let mut a = json!({"name": "a", "phase": "code", "command": agent_cmd(&[])});
+        for (k, v) in agent.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        repo.mission(json!({"name": "t", "agents": [
+            a, {"name": "b", "phase": "code", "command": agent_cmd(&[])}]}));
+        let err = repo.orch(&["validate"]).expect(2).stderr();
+        assert!(
+            err.contains("agents[0].overBudgetTasksTo") && err.contains(says),
+            "{err}"
+        );
+    }
+}

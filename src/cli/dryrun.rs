@@ -75,7 +75,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
     let mission = ws.mission();
     crate::engine::runner::check_agents(mission, &opts.agents)?;
     let state = State::load(&ws.layout)?;
-    let queue = Queue::load(&ws.layout)?;
+    let mut queue = Queue::load(&ws.layout)?;
     let mut notes = Vec::new();
     let round = match opts.only_round {
         Some(n) => n,
@@ -135,13 +135,25 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             "a real run would stop before this round (exit 3): {why}"
         ));
     }
+    // The round hands an over-budget agent's tasks over before its gates (here, in memory).
+    for line in round::hand_over_budget_tasks(mission, &state, &mut queue, round) {
+        notes.push(format!("a real run would hand tasks over: {line}"));
+    }
     let mut agents = Vec::new();
     let mut order: Vec<(round::QueueKey, Phase, String)> = Vec::new();
     for (index, agent) in mission.agents.iter().enumerate() {
         let (active, reason) = match round::gate(agent, round, &queue, &opts.agents, &state) {
             Gate::Decided(a, why) => (Some(a), why),
             Gate::Blocked(why) => (Some(false), format!("blocked: {why}")),
-            Gate::OverBudget(why) => (Some(false), format!("over budget: {why}")),
+            Gate::OverBudget(why) => {
+                let waiting = round::waiting_on_budget(agent, &state, &queue);
+                let waiting = if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its pending tasks wait on it: {}", waiting.join(", "))
+                };
+                (Some(false), format!("over budget: {why}{waiting}"))
+            }
             Gate::Command(argv) => (
                 None,
                 format!(

@@ -60,6 +60,9 @@ pub struct AgentStatus {
     /// Runs whose cost its CLI did not tell: counted as $0, so the budget cannot hold them back.
     pub unknown_cost_runs: u32,
     pub pending_tasks: usize,
+    /// Of those, the ones that wait on its spent `budgetUsd` (all of them while it is over
+    /// budget: it is not started again, and no `overBudgetTasksTo` agent took them).
+    pub tasks_waiting_on_budget: usize,
 }
 
 pub fn collect(ws: &Workspace) -> Result<Status> {
@@ -92,6 +95,8 @@ pub fn collect(ws: &Workspace) -> Result<Status> {
                 over_budget: crate::engine::round::over_budget(a, &state).is_some(),
                 unknown_cost_runs: st.unknown_cost_runs,
                 pending_tasks: queue.pending_count(&a.name),
+                tasks_waiting_on_budget: crate::engine::round::waiting_on_budget(a, &state, &queue)
+                    .len(),
             }
         })
         .collect();
@@ -230,10 +235,21 @@ fn summary_text(s: &Status) -> String {
                 ),
                 None => units::usd(a.cost_usd),
             },
-            a.pending_tasks.to_string(),
+            if a.tasks_waiting_on_budget > 0 {
+                format!("{} (waiting on its budget)", a.pending_tasks)
+            } else {
+                a.pending_tasks.to_string()
+            },
         ]);
     }
     out.push_str(&table(&rows));
+    for a in s.agents.iter().filter(|a| a.tasks_waiting_on_budget > 0) {
+        let _ = writeln!(
+            out,
+            "{}: {} pending task(s) wait on its budgetUsd, which is spent: raise it, or name an agent in its overBudgetTasksTo to take them",
+            a.name, a.tasks_waiting_on_budget
+        );
+    }
     for a in s
         .agents
         .iter()

@@ -207,6 +207,7 @@ fn from_log(log: &RoundLog, ws: &Workspace, mission: &Mission, queue: &Queue) ->
                 elapsed_ms: None,
                 budget_usd: None,
                 spent_usd: None,
+                tasks_waiting: Vec::new(),
             });
         }
     }

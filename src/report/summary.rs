@@ -63,7 +63,8 @@ pub const REPORT_SCHEMA: u32 = 2;
 ///   included), `idlePct`
 /// - `attention[]`: what a person should look at in the morning, one entry per round and
 ///   thing: {`round`, `kind` (`revert`, `conflict`, `failed`, `timeout`, `cancelled`,
-///   `interrupted`, `ownership`), `agent` (null for a whole round), `detail`, `keptRef`}
+///   `interrupted`, `ownership`, `kept aside`, `over budget`: an agent whose pending tasks
+///   wait on its spent budget), `agent` (null for a whole round), `detail`, `keptRef`}
 /// - `review`: {`base`, `head`, `commands` [{`command`, `what`}]}: the git commands that show
 ///   the night's work and each kept ref
 /// - `files[]` ("All files modified"): every file a kept change touched, by path: {`path`,
@@ -711,6 +712,23 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
                     }
                 ),
                 kept_ref: (refs.len() == 1).then(|| refs[0].to_string()),
+            });
+        }
+        // An agent over its budgetUsd whose tasks stay pending: nothing runs them until a
+        // person raises the budget or names who takes them.
+        for d in log.decisions.iter().filter(|d| !d.tasks_waiting.is_empty()) {
+            out.push(AttentionRow {
+                round,
+                rounds: vec![round],
+                kind: "over budget".into(),
+                agent: Some(d.agent.clone()),
+                detail: format!(
+                    "its budgetUsd is spent and its pending task{} {} wait{} on it: raise its budgetUsd, or name an agent in its overBudgetTasksTo",
+                    if d.tasks_waiting.len() == 1 { "" } else { "s" },
+                    d.tasks_waiting.join(", "),
+                    if d.tasks_waiting.len() == 1 { "s" } else { "" }
+                ),
+                kept_ref: None,
             });
         }
         for (i, a) in log.agents.iter().enumerate() {

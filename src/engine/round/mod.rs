@@ -54,8 +54,8 @@ mod revert;
 
 use agent::{describe_ending, not_started, run_agent, SharedTree};
 pub use plan::{
-    adaptive_timeout, budget_left, gate, job_plan, over_budget, queue_key, render_prompt,
-    timeout_for, Gate, JobPlan, QueueKey,
+    adaptive_timeout, budget_left, gate, hand_over_budget_tasks, job_plan, over_budget, queue_key,
+    render_prompt, timeout_for, waiting_on_budget, Gate, JobPlan, QueueKey,
 };
 
 /// The live run's ref namespace.
@@ -1159,6 +1159,18 @@ impl<'e> Round<'e, '_> {
         let env: &'e Env<'e> = self.env;
         let mut active = Vec::new();
         let recorded = env.replay.and_then(|r| r.recorded.as_ref());
+        if recorded.is_none() {
+            // Before the gates: the agent taking an over-budget agent's tasks sees them now.
+            let handed = hand_over_budget_tasks(env.mission, self.state, self.queue, self.round);
+            if !handed.is_empty() {
+                for line in &handed {
+                    self.note(line);
+                }
+                if let Err(e) = self.queue.save(env.layout) {
+                    log::warn!("cannot save the task queue: {e}");
+                }
+            }
+        }
         for (index, agent) in env.mission.agents.iter().enumerate() {
             let (decision, reason) = if let Some(rec) = recorded {
                 replayed_decision(rec, env.replay.map_or(&[], |r| &r.agents), &agent.name)
@@ -1175,9 +1187,25 @@ impl<'e> Round<'e, '_> {
                 }
             };
             let included = decision == "included";
+            // Its tasks stay pending for as long as its budget is spent: the plan says which.
+            let tasks_waiting = if decision == "over budget" {
+                waiting_on_budget(agent, self.state, self.queue)
+            } else {
+                Vec::new()
+            };
+            let reason = match tasks_waiting.len() {
+                0 => reason,
+                n => format!(
+                    "{reason}; its pending task{} {} wait{} on its budget (raise budgetUsd, or set overBudgetTasksTo)",
+                    if n == 1 { "" } else { "s" },
+                    tasks_waiting.join(", "),
+                    if n == 1 { "s" } else { "" }
+                ),
+            };
             self.log.decisions.push(Decision {
                 agent: agent.name.clone(),
                 decision: decision.into(),
+                tasks_waiting,
                 reason,
                 model: None,
                 escalated: false,

@@ -50,6 +50,70 @@ pub fn over_budget(agent: &Agent, state: &State) -> Option<String> {
     })
 }
 
+/// The pending tasks of an agent over its `budgetUsd`: they wait on its budget (empty when it
+/// is not over it).
+pub fn waiting_on_budget(agent: &Agent, state: &State, queue: &Queue) -> Vec<String> {
+    if over_budget(agent, state).is_none() {
+        return Vec::new();
+    }
+    queue
+        .tasks
+        .iter()
+        .filter(|t| t.agent == agent.name && t.status == TaskStatus::Pending)
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// Hands the pending tasks of each agent over its `budgetUsd` to the agent its
+/// `overBudgetTasksTo` names, when that one may still start (a task must not bounce between
+/// two spent agents, nor go to one that would not run it). Each task keeps its priority and
+/// attempts, and its body says where it came from. One line a handover, for the round's notes.
+pub fn hand_over_budget_tasks(
+    mission: &Mission,
+    state: &State,
+    queue: &mut Queue,
+    round: u32,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for agent in &mission.agents {
+        let Some(to) = agent
+            .over_budget_tasks_to
+            .as_deref()
+            .and_then(|n| mission.agent(n))
+        else {
+            continue;
+        };
+        if over_budget(to, state).is_some() {
+            continue;
+        }
+        let Some(why) = over_budget(agent, state) else {
+            continue;
+        };
+        let ids = waiting_on_budget(agent, state, queue);
+        if ids.is_empty() {
+            continue;
+        }
+        let note = format!(
+            "Round {round}: handed over from {} ({why}; overBudgetTasksTo)",
+            agent.name
+        );
+        for id in &ids {
+            if let Some(t) = queue.get_mut(id) {
+                t.agent = to.name.clone();
+            }
+            queue.requeue(id, None, Some(&note));
+        }
+        lines.push(format!(
+            "{}'s pending task{} {} went to {} (its budgetUsd is spent: {why}; overBudgetTasksTo)",
+            agent.name,
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", "),
+            to.name
+        ));
+    }
+    lines
+}
+
 /// What is left of `agent`'s `budgetUsd`: the cap of its next run (`None` without a budget).
 pub fn budget_left(agent: &Agent, state: &State) -> Option<f64> {
     let budget = agent.budget_usd?;
