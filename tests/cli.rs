@@ -580,3 +580,58 @@ fn the_readme_shows_the_nightly_workflow_file_as_it_is() {
     assert!(workflow.contains("--branch"));
     assert!(workflow.contains("gh pr create"));
 }
+
+#[test]
+fn orch_init_writes_phase_b_and_per_agent_budgets_that_take_effect() {
+    for cli in ["claude", "codex", "gemini", "aider", "script"] {
+        let repo = Repo::new();
+        repo.orch(&["init", "--agent", cli]).expect(0);
+        let text = repo.read("orch.json");
+        let m: serde_json::Value =
+            serde_json::from_str(&orch::mission::strip_comments(&text)).unwrap();
+        assert_eq!(m["phaseB"], "besideTests", "{cli}: {text}");
+        let budgets: Vec<f64> = m["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a["budgetUsd"]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{cli}: {a}"))
+            })
+            .collect();
+        assert_eq!(budgets, [12.0, 4.0], "{cli}");
+        // Within the mission's budget, and said where it is written.
+        assert!(budgets.iter().sum::<f64>() <= m["budgetUsd"].as_f64().unwrap());
+        assert!(text.contains("\"budgetUsd\": 12            // what this agent may spend"));
+        assert!(text.contains("\"phaseB\": \"besideTests\","));
+        assert!(
+            !text.contains("review agents run after the tests"),
+            "{text}"
+        );
+        assert_eq!(
+            text.contains("--max-budget-usd"),
+            cli == "claude",
+            "{cli}: only Claude Code caps a run"
+        );
+        // What it wrote is a valid mission (`orch validate` would also want the CLI installed).
+        let parsed = orch::mission::Mission::parse(&text, Path::new("orch.json"))
+            .unwrap_or_else(|e| panic!("{cli}: {e}"));
+        assert_eq!(parsed.agents[0].budget_usd, Some(12.0));
+    }
+    // With the bundled fake agent it runs: the round log's plan carries the budgets.
+    let repo = Repo::new();
+    repo.orch(&["init", "--agent", "script"]).expect(0);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "orch init"]);
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    let log = repo.round_log(1);
+    let d = log["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["agent"] == "coder")
+        .unwrap()
+        .clone();
+    assert_eq!(d["budgetUsd"], 12.0, "{log:#}");
+}

@@ -75,7 +75,11 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "rounds": 10,                  // `orch run` resumes after the last finished round
   "maxConcurrency": 2,           // agents at once in a phase
   "budgetUsd": 20,               // no new agent starts once this much is spent (exit 3)
-  "stateDir": ".orch",           // logs, round logs, state; kept out of git by orch itself{pricing}{limits}
+  "stateDir": ".orch",           // logs, round logs, state; kept out of git by orch itself
+  // Review agents start when the code agents' merges are done, beside the tests (their work
+  // lands after the code commit, or is kept in a ref when the round is reverted);
+  // "afterTests" runs them after the tests, on the committed tree.
+  "phaseB": "besideTests",{pricing}{limits}
   // What agents get of orch's environment (besides ORCH_* and their own `env`): the CLI's own
   // keys and settings, where to find programs and its login (PATH, HOME), the terminal and
   // locale, proxies and CA certificates. Nothing else: a GITHUB_TOKEN or cloud key in your
@@ -91,15 +95,18 @@ pub fn mission_text(agent: &str) -> Result<String> {
       "prompt": "prompts/coder.md",
       "models": {models},        // the escalation ladder: next model after escalateAfter bad runs
       "escalateAfter": 2,
-      "timeoutS": 900
+      "timeoutS": 900,
+      "budgetUsd": 12            // what this agent may spend in all (kept across runs in
+                                 // state.json); then it is not started again (`over budget`){cap}
     }},
     {{
       "name": "reviewer",
-      "phase": "review",         // review agents run after the tests, on the committed result
+      "phase": "review",         // review agents run after the code agents (see phaseB)
       "command": {command},{stdin}
       "prompt": "prompts/reviewer.md",
       "models": {models},
-      "when": {{ "every": 2 }}      // every second round
+      "when": {{ "every": 2 }},     // every second round
+      "budgetUsd": 4
     }}
   ],
   // The command that decides whether a round's code is kept: a regression is reverted.
@@ -119,6 +126,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
         },
         command = f.command,
         models = f.models,
+        // Only Claude Code caps a run itself; the others are held between runs.
+        cap = if agent == "claude" {
+            "\n                                 // Claude Code gets what is left as --max-budget-usd"
+        } else {
+            ""
+        },
     ))
 }
 
