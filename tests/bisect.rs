@@ -198,6 +198,16 @@ fn bisect_jobs_out_of_its_bounds_is_refused_naming_the_key() {
 /// is stopped, the worktrees are removed, and the round's work is kept.
 #[test]
 fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
+    interrupt_during_the_search(false);
+}
+
+/// The same with a review agent still at work beside the tests, the search begun beside it.
+#[test]
+fn an_interrupt_during_a_search_beside_the_review_agents_stops_every_tree_and_keeps_the_work() {
+    interrupt_during_the_search(true);
+}
+
+fn interrupt_during_the_search(review: bool) {
     let repo = Repo::new();
     // A sleep no other test uses: the test processes carry it in their command line.
     let sleep = format!("3.{}", std::process::id() % 1000 + 1000);
@@ -208,6 +218,11 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
                    "command": agent_cmd(&["--write", &format!("src/a{i}.txt={text}")])})
         })
         .collect();
+    let mut agents = agents;
+    if review {
+        agents.push(json!({"name": "rev", "phase": "review",
+            "command": agent_cmd(&["--sleep", "30", "--write", "notes.md=reviewed"])}));
+    }
     repo.mission(json!({
         "name": "t", "rounds": 2, "maxConcurrency": 3, "killGraceS": 0.5, "agents": agents,
         "tests": {"command": tests_cmd(&sleep), "baseline": false}
@@ -250,6 +265,9 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
     );
     let log = repo.round_log(1);
     // The interrupted runs are logged, each with its result (cancelled).
+    if review {
+        assert_eq!(Repo::agent(&log, "rev")["status"], "cancelled", "{log:#}");
+    }
     let runs = log["revert"]["testRuns"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "{log:#}");
     assert!(runs.iter().all(|r| r["status"] == "cancelled"), "{log:#}");
@@ -264,4 +282,48 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
     for i in 0..3 {
         assert!(files.contains(&format!("src/a{i}.txt")), "{kept}: {files}");
     }
+}
+
+/// With the review agents beside the tests (the default `phaseB`), the search begins as soon
+/// as the tests regress, while a review agent still runs, in worktrees only: the main tree,
+/// whose HEAD the review agents answer for, is not touched until Phase B ends.
+#[test]
+fn the_search_begins_beside_the_review_agents_still_running() {
+    let repo = Repo::new();
+    let mut agents: Vec<_> = (0..3)
+        .map(|i| {
+            let text = if i == 1 { "BROKEN" } else { "fine" };
+            json!({"name": format!("a{i}"), "phase": "code",
+                   "command": agent_cmd(&["--write", &format!("src/a{i}.txt={text}")])})
+        })
+        .collect();
+    agents.push(json!({"name": "rev", "phase": "review",
+        "command": agent_cmd(&["--sleep", "3", "--write", "notes.md=reviewed"])}));
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 3, "agents": agents,
+        "tests": {"command": tests_cmd("0.3")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let (culprits, _, runs) = outcome(&repo, &log);
+    assert_eq!(culprits, json!(["a1"]), "{log:#}");
+    let b_end = log["timing"]["phaseBEndMs"].as_u64().unwrap();
+    let first = runs[0]["startMs"].as_u64().unwrap();
+    assert!(first < b_end, "the search waited for Phase B: {log:#}");
+    // Every run of the search was in a worktree: none in the main tree while Phase B ran.
+    assert_eq!(Repo::agent(&log, "rev")["status"], "ok", "{log:#}");
+    assert!(repo.exists(".orch/bisect/0/.git"));
+    // The round's testsEnd comes before the search's.
+    let ends: Vec<Value> = repo
+        .read(".orch/events.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "testsEnd" && e["round"] == 1)
+        .collect();
+    assert_eq!(ends.len(), runs.len() + 1, "{ends:#?}");
+    let round_end = ends
+        .iter()
+        .position(|e| e["without"].as_array().is_none_or(|w| w.is_empty()) && e["regression"] == true)
+        .unwrap();
+    assert!(ends[round_end + 1..].iter().all(|e| !e["without"].as_array().unwrap().is_empty()));
 }

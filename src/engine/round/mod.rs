@@ -431,38 +431,49 @@ impl<'e> Round<'e, '_> {
                 (t, t0.elapsed().as_millis() as u64)
             };
             let tested_ref = &tested;
-            let (tests, tests_done_ms, post, undone, beside_failed) = std::thread::scope(|s| {
-                let handle = post_run.map(|run| {
-                    std::thread::Builder::new()
-                        .name("orch-post-sim".into())
-                        .spawn_scoped(s, move || run.run(env.events))
-                        .expect("spawning the post-sim thread")
+            // A regression's culprit search begins on the tests' thread as soon as they end,
+            // beside the review agents still at work (in worktrees only), rather than after
+            // Phase B: the round's changes and the tests' baseline, owned.
+            let early_ctx = (beside && self.per_agent()).then(|| self.ctx(false));
+            let merged_now = self.merged.clone();
+            let merged_ref = &merged_now;
+            let (tests, tests_done_ms, post, undone, beside_failed, early) =
+                std::thread::scope(|s| {
+                    let handle = post_run.map(|run| {
+                        std::thread::Builder::new()
+                            .name("orch-post-sim".into())
+                            .spawn_scoped(s, move || run.run(env.events))
+                            .expect("spawning the post-sim thread")
+                    });
+                    if beside {
+                        // The tests on a thread of their own, which also waits for the post-sim and
+                        // puts back what they wrote in the tree (while the review agents may still
+                        // run); the review agents' pool here, where their results are settled as
+                        // always.
+                        let tests = std::thread::Builder::new()
+                            .name("orch-tests".into())
+                            .spawn_scoped(s, move || {
+                                let (tests, done) = run_the_tests();
+                                let early = match (&tests, &early_ctx) {
+                                    (Some(t), Some(ctx)) => ctx.search_beside(t, base, merged_ref),
+                                    _ => None,
+                                };
+                                let post =
+                                    handle.map(|h| h.join().expect("the post-sim thread panicked"));
+                                let undone = env.git.put_files_back(base, tested_ref);
+                                (tests, done, post, Some(undone), early)
+                            })
+                            .expect("spawning the tests thread");
+                        let failed = self.run_beside(base, tested_ref, &review).err();
+                        let (tests, done, post, undone, early) =
+                            tests.join().expect("the tests thread panicked");
+                        (tests, done, post, undone, failed, early)
+                    } else {
+                        let (tests, done) = run_the_tests();
+                        let post = handle.map(|h| h.join().expect("the post-sim thread panicked"));
+                        (tests, done, post, None, None, None)
+                    }
                 });
-                if beside {
-                    // The tests on a thread of their own, which also waits for the post-sim and
-                    // puts back what they wrote in the tree (while the review agents may still
-                    // run); the review agents' pool here, where their results are settled as
-                    // always.
-                    let tests = std::thread::Builder::new()
-                        .name("orch-tests".into())
-                        .spawn_scoped(s, move || {
-                            let (tests, done) = run_the_tests();
-                            let post =
-                                handle.map(|h| h.join().expect("the post-sim thread panicked"));
-                            let undone = env.git.put_files_back(base, tested_ref);
-                            (tests, done, post, Some(undone))
-                        })
-                        .expect("spawning the tests thread");
-                    let failed = self.run_beside(base, tested_ref, &review).err();
-                    let (tests, done, post, undone) =
-                        tests.join().expect("the tests thread panicked");
-                    (tests, done, post, undone, failed)
-                } else {
-                    let (tests, done) = run_the_tests();
-                    let post = handle.map(|h| h.join().expect("the post-sim thread panicked"));
-                    (tests, done, post, None, None)
-                }
-            });
             if let Some(e) = beside_failed {
                 // Its worktree could not be made: Phase B runs after the tests, as it would
                 // with `afterTests`. (An agent that ran there is kept by `abandon` if the round
@@ -502,7 +513,9 @@ impl<'e> Round<'e, '_> {
             }
             self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
             self.log.sims.post = post;
-            if process::interrupted() {
+            // An interrupt during a culprit search begun beside Phase B ends as one after the
+            // tests does: the search did not settle, the round is reverted whole.
+            if process::interrupted() && early.is_none() {
                 self.log.tests = tests;
                 return self.interrupted();
             }
@@ -510,16 +523,19 @@ impl<'e> Round<'e, '_> {
                 let cannot_start = tests.cannot_start.clone();
                 tests.regression = cannot_start.is_none()
                     && tests_run::is_regression(&tests, self.state.test_baseline.as_ref());
-                self.env.events.emit(Event::TestsEnd {
-                    round: self.round,
-                    status: tests.status.as_str().into(),
-                    elapsed_ms: tests.elapsed_ms,
-                    passed: tests.passed,
-                    failed: tests.failed,
-                    regression: tests.regression,
-                    flaky: tests.flaky,
-                    without: Vec::new(),
-                });
+                // A search begun beside Phase B sent it before its own runs'.
+                if early.is_none() {
+                    self.env.events.emit(Event::TestsEnd {
+                        round: self.round,
+                        status: tests.status.as_str().into(),
+                        elapsed_ms: tests.elapsed_ms,
+                        passed: tests.passed,
+                        failed: tests.failed,
+                        regression: tests.regression,
+                        flaky: tests.flaky,
+                        without: Vec::new(),
+                    });
+                }
                 if tests.status != StepStatus::Passed && cannot_start.is_none() {
                     self.state.last_test_failure = tests.tail.clone();
                 }
@@ -529,7 +545,7 @@ impl<'e> Round<'e, '_> {
                     untested = true;
                 } else if tests.regression {
                     regressed = true;
-                    rejected = self.undo_regression(base, &tests.tail)?;
+                    rejected = self.undo_regression(base, &tests.tail, early)?;
                     reverted = self
                         .log
                         .revert

@@ -8,7 +8,7 @@ use super::*;
 use crate::mission::RevertStrategy;
 use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
 
-impl Round<'_, '_> {
+impl<'e> Round<'e, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
     /// `revertStrategy: per-agent`), finds the agents whose changes broke the tests and takes
     /// out only those, keeping the others' work; otherwise, or when every agent is to blame, or
@@ -20,7 +20,12 @@ impl Round<'_, '_> {
     /// it, the prefix passed). That agent is set aside and the search goes on past it until
     /// the remaining union passes. One culprit among n merges costs about log2(n) test runs;
     /// for two agents it is "newest merge out first": one run when the newest broke them.
-    pub(super) fn undo_regression(&mut self, base: &str, failure: &str) -> Result<Vec<String>> {
+    pub(super) fn undo_regression(
+        &mut self,
+        base: &str,
+        failure: &str,
+        early: Option<Early>,
+    ) -> Result<Vec<String>> {
         let env = self.env;
         let code_agents: Vec<String> = self
             .log
@@ -30,18 +35,19 @@ impl Round<'_, '_> {
             .map(|e| e.name.clone())
             .collect();
         let merged = self.merged.clone();
-        let per_agent = env.mission.revert_strategy == RevertStrategy::PerAgent
-            && env.mission.git.isolation == Isolation::Worktree
-            && merged.len() >= 2;
         let mut runs = Vec::new();
-        if per_agent {
+        let searched = match early {
+            Some(e) => Some((e.search, e.found)),
+            None if self.per_agent() => {
+                let mut s = new_search(env, base, &merged);
+                let found = self.ctx(true).find_culprits(&mut s);
+                Some((s, found))
+            }
+            None => None,
+        };
+        if let Some((mut s, found)) = searched {
             let n = merged.len();
-            let jobs = self.bisect_jobs().min(n);
-            // Past this many waves of extra test runs (one run each with one job), reverting
-            // the round is the better use of the night.
-            let budget = 2 * (usize::BITS - n.leading_zeros()) as usize + 4;
-            let mut s = Search::new(env.git, base, &merged, jobs, budget);
-            let found = self.find_culprits(&mut s);
+            let merged = s.merged;
             runs = std::mem::take(&mut s.runs);
             if process::interrupted() || env.replay.is_some() {
                 // Nothing of the search outlives it when it was stopped (its test processes
@@ -65,7 +71,7 @@ impl Round<'_, '_> {
             // Put the union back so the rejected ref holds all of it; should it no longer
             // merge, each agent's change is kept under its own ref instead.
             if !s.checkout(env.git, &(0..n).collect::<Vec<_>>(), self.round)? {
-                for (name, commit) in &merged {
+                for (name, commit) in merged {
                     let kept = self.env.kept_ref("rejected", self.round, Some(name));
                     env.git.set_ref(&kept, commit)?;
                 }
@@ -82,6 +88,318 @@ impl Round<'_, '_> {
         Ok(code_agents)
     }
 
+    /// Whether a regression is searched for its culprits: `revertStrategy: per-agent`, worktree
+    /// isolation, two or more changes merged.
+    pub(super) fn per_agent(&self) -> bool {
+        let m = self.env.mission;
+        m.revert_strategy == RevertStrategy::PerAgent
+            && m.git.isolation == Isolation::Worktree
+            && self.merged.len() >= 2
+    }
+
+    /// What the search needs of the round; `main_tree`: whether it may use the main tree.
+    pub(super) fn ctx(&self, main_tree: bool) -> Ctx<'e> {
+        Ctx {
+            env: self.env,
+            round: self.round,
+            t0: self.t0,
+            baseline: self.state.test_baseline.clone(),
+            main_tree,
+        }
+    }
+
+    /// Leaves the round with every change but the culprits' merged (a set the tests passed on),
+    /// each culprit's change kept under `refs/orch/rejected/round-N/AGENT`.
+    fn take_out(
+        &mut self,
+        s: &Search,
+        mut culprits: Vec<usize>,
+        runs: Vec<BisectRun>,
+    ) -> Result<Vec<String>> {
+        let merged = s.merged;
+        culprits.sort_unstable();
+        let keep: Vec<usize> = (0..merged.len())
+            .filter(|i| !culprits.contains(i))
+            .collect();
+        if !s.checkout(self.env.git, &keep, self.round)? {
+            return Err(crate::error::Error::Other(
+                "the changes the tests passed on no longer merge".into(),
+            ));
+        }
+        let mut names = Vec::new();
+        let mut refs = Vec::new();
+        for &i in &culprits {
+            let (name, commit) = &merged[i];
+            let kept = self.env.kept_ref("rejected", self.round, Some(name));
+            self.env.git.set_ref(&kept, commit)?;
+            if let Some(e) = self.log.agents.iter_mut().find(|e| &e.name == name) {
+                e.error = Some(format!(
+                    "its change broke the tests and was taken out; kept in {kept}"
+                ));
+            }
+            self.env.events.emit(Event::Revert {
+                round: self.round,
+                agent: Some(name.clone()),
+                kept_ref: kept.clone(),
+                reason: "the tests failed with it and passed without it".into(),
+            });
+            names.push(name.clone());
+            refs.push(kept);
+        }
+        self.note(&format!(
+            "per-agent revert: {} broke the tests ({} extra test run{}); the other agents' work is kept",
+            names.join(", "),
+            runs.len(),
+            if runs.len() == 1 { "" } else { "s" }
+        ));
+        self.log.kept_ref = refs.into_iter().next();
+        self.count_test_runs(&runs);
+        // The committed tree is the set the search tested last without exactly the culprits.
+        let committed = runs
+            .iter()
+            .rev()
+            .find(|r| {
+                let mut w = r.without.clone();
+                w.sort();
+                let mut c = names.clone();
+                c.sort();
+                w == c
+            })
+            .map(|r| TreeTests {
+                status: r.status,
+                passed: r.passed,
+                failed: r.failed,
+            });
+        self.log.revert = Some(RevertInfo {
+            strategy: "per-agent".into(),
+            culprits: names.clone(),
+            test_runs: runs,
+            committed,
+        });
+        Ok(names)
+    }
+
+    /// The extra test runs are test time, not orch's own: without this they would show as
+    /// overhead (`timing.tests` was measured around the first run only).
+    fn count_test_runs(&mut self, runs: &[BisectRun]) {
+        self.log.timing.tests += wall_of(runs);
+    }
+
+    fn revert(&mut self, base: &str, failure: &str) -> Result<()> {
+        let kept = self.env.kept_ref("rejected", self.round, None);
+        self.env.git.save_tree(
+            base,
+            &kept,
+            &format!(
+                "orch: round {} rejected (tests regressed)\n\n{}",
+                self.round,
+                prompt::trim(failure, 2000)
+            ),
+        )?;
+        self.env.git.restore(base)?;
+        self.env.events.emit(Event::Revert {
+            round: self.round,
+            agent: None,
+            kept_ref: kept.clone(),
+            reason: "the tests regressed".into(),
+        });
+        self.log.kept_ref = Some(kept);
+        Ok(())
+    }
+}
+
+/// A search begun on the tests' thread as soon as the tests regressed, while the review agents
+/// still run beside them (only in worktrees), and what it found.
+pub(super) struct Early<'m> {
+    search: Search<'m>,
+    found: Result<Option<Vec<usize>>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// On the tests' thread, once the round's tests ended beside Phase B: when they regressed,
+    /// their `testsEnd` (before the search's own), and the search in worktrees only.
+    pub(super) fn search_beside<'m>(
+        &self,
+        tests: &crate::roundlog::TestsEntry,
+        base: &'m str,
+        merged: &'m [(String, String)],
+    ) -> Option<Early<'m>> {
+        let regression =
+            tests.cannot_start.is_none() && tests_run::is_regression(tests, self.baseline.as_ref());
+        if !regression || process::interrupted() {
+            return None;
+        }
+        self.env.events.emit(Event::TestsEnd {
+            round: self.round,
+            status: tests.status.as_str().into(),
+            elapsed_ms: tests.elapsed_ms,
+            passed: tests.passed,
+            failed: tests.failed,
+            regression,
+            flaky: tests.flaky,
+            without: Vec::new(),
+        });
+        let mut search = new_search(self.env, base, merged);
+        let found = self.find_culprits(&mut search);
+        Some(Early { search, found })
+    }
+}
+
+/// A search of the changes `merged` on `base`, with its budget: past 2·log2(n)+4 waves of
+/// extra test runs (one run each with one job), reverting the round is the better use of the
+/// night.
+fn new_search<'m>(env: &Env, base: &'m str, merged: &'m [(String, String)]) -> Search<'m> {
+    let n = merged.len();
+    let jobs = bisect_jobs(env).min(n);
+    let budget = 2 * (usize::BITS - n.leading_zeros()) as usize + 4;
+    Search::new(env.git, base, merged, jobs, budget)
+}
+
+/// How many candidate trees are tested at once: `bisectJobs`, else the run's slots (the
+/// agents' slots are idle while the tests run).
+fn bisect_jobs(env: &Env) -> usize {
+    env.mission
+        .bisect_jobs
+        .unwrap_or(env.max_concurrency)
+        .clamp(1, crate::mission::MAX_BISECT_JOBS)
+}
+
+/// One candidate's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Fail,
+    /// The set does not merge cleanly without the changes left out.
+    NoMerge,
+}
+
+/// A candidate tree tested: its run for the round log, and whether it regressed.
+struct Candidate {
+    regression: bool,
+    run: BisectRun,
+}
+
+/// The per-agent revert's search: what is known, what it spent, and the trees built so far.
+struct Search<'m> {
+    base: &'m str,
+    merged: &'m [(String, String)],
+    jobs: usize,
+    /// The most waves the search may run.
+    budget: usize,
+    waves: usize,
+    /// An interrupt or the budget stopped it.
+    stopped: bool,
+    /// Each set tested (indexes into `merged`, in merge order) and its verdict.
+    memo: HashMap<Vec<usize>, Verdict>,
+    runs: Vec<BisectRun>,
+    /// The commit of each tree built so far (the base and the set's changes merged in order),
+    /// from the round's own merges on: a set that begins with one is built from there, not
+    /// from the base (one merge where it took one per change, and a checkout).
+    built: Mutex<HashMap<Vec<usize>, String>>,
+}
+
+impl<'m> Search<'m> {
+    fn new(
+        git: &Git,
+        base: &'m str,
+        merged: &'m [(String, String)],
+        jobs: usize,
+        budget: usize,
+    ) -> Search<'m> {
+        let mut built = HashMap::new();
+        built.insert(Vec::new(), base.to_string());
+        // The round merged its changes in order on the base: HEAD's first-parent chain holds
+        // the tree of each prefix. Only when it is exactly that chain (each merge's second
+        // parent the change merged), else the trees are built from the base.
+        let range = format!("{base}..HEAD");
+        if let Ok(out) = git.run(&[
+            "rev-list",
+            "--first-parent",
+            "--reverse",
+            "--parents",
+            &range,
+        ]) {
+            let lines: Vec<Vec<&str>> = out
+                .lines()
+                .map(|l| l.split_whitespace().collect())
+                .collect();
+            let chain = lines.len() == merged.len()
+                && lines
+                    .iter()
+                    .zip(merged)
+                    .all(|(l, (_, c))| l.len() == 3 && l[2] == c);
+            if chain {
+                for (k, l) in lines.iter().enumerate() {
+                    built.insert((0..=k).collect(), l[0].to_string());
+                }
+            }
+        }
+        Search {
+            base,
+            merged,
+            jobs,
+            budget,
+            waves: 0,
+            stopped: false,
+            memo: HashMap::new(),
+            runs: Vec::new(),
+            built: Mutex::new(built),
+        }
+    }
+
+    /// The longest beginning of `set` built already: how many of its changes, and the commit.
+    fn start_for(&self, set: &[usize]) -> (usize, String) {
+        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        (0..=set.len())
+            .rev()
+            .find_map(|p| built.get(&set[..p]).map(|c| (p, c.clone())))
+            .unwrap_or_else(|| (0, self.base.to_string()))
+    }
+
+    /// Merges `set[from..]` in order into `git`'s tree (at the commit of `set[..from]`); false
+    /// when one no longer merges cleanly without the changes left out.
+    fn build(&self, git: &Git, set: &[usize], from: usize, round: u32) -> Result<bool> {
+        for k in from..set.len() {
+            let (name, commit) = &self.merged[set[k]];
+            if git.merge(commit, &format!("orch: round {round} {name}"))? != Merge::Merged {
+                return Ok(false);
+            }
+            if let Some(head) = git.head_fast() {
+                self.built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(set[..=k].to_vec(), head);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Puts the main tree (`git`) at the base with the changes `set` merged in order; false if
+    /// one of them no longer merges cleanly without the others (the tree is at the base then).
+    fn checkout(&self, git: &Git, set: &[usize], round: u32) -> Result<bool> {
+        let (from, start) = self.start_for(set);
+        git.restore(&start)?;
+        if !self.build(git, set, from, round)? {
+            git.restore(self.base)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// What the search needs of the round (owned, so that it can run on the tests' thread while
+/// Phase B has the round).
+pub(super) struct Ctx<'a> {
+    env: &'a Env<'a>,
+    round: u32,
+    t0: Instant,
+    baseline: Option<TestBaseline>,
+    /// Whether the first candidate of a wave is tested in the main tree (not while Phase B
+    /// runs beside the tests: review agents answer for the main tree's HEAD then).
+    main_tree: bool,
+}
+
+impl Ctx<'_> {
     /// The indexes (into `merged`) of the changes that broke the tests, or `None` when the
     /// search could not settle (a subset that does not merge, an interrupt, too many waves).
     ///
@@ -218,19 +536,9 @@ impl Round<'_, '_> {
         }
     }
 
-    /// How many candidate trees are tested at once: `bisectJobs`, else the run's slots (the
-    /// agents' slots are idle while the tests run).
-    fn bisect_jobs(&self) -> usize {
-        self.env
-            .mission
-            .bisect_jobs
-            .unwrap_or(self.env.max_concurrency)
-            .clamp(1, crate::mission::MAX_BISECT_JOBS)
-    }
-
     /// Tests the candidate sets `sets` (indexes into `merged`, in merge order) not known yet,
-    /// up to `jobs` at once: the first in the main tree, the others each in a worktree of its
-    /// own under `<stateDir>/bisect/`, each built on the base and its tests run on a thread of
+    /// up to `jobs` at once: the first in the main tree (unless Phase B runs beside: then in a
+    /// worktree too), the others each in a worktree of its own under `<stateDir>/bisect/`, each built on the base and its tests run on a thread of
     /// its own. Each run is logged in `s.runs`, its verdict kept in `s.memo`. False when the
     /// search must stop (an interrupt, or the budget of waves spent).
     fn wave(&self, s: &mut Search, sets: &[Vec<usize>]) -> Result<bool> {
@@ -247,12 +555,7 @@ impl Round<'_, '_> {
             }
             s.waves += 1;
             let first = s.runs.len() + 1;
-            let ctx = Ctx {
-                env: self.env,
-                round: self.round,
-                t0: self.t0,
-                baseline: self.state.test_baseline.as_ref(),
-            };
+            let ctx = self;
             let results: Vec<Result<Option<Candidate>>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .iter()
@@ -294,240 +597,8 @@ impl Round<'_, '_> {
         Ok(true)
     }
 
-    /// Leaves the round with every change but the culprits' merged (a set the tests passed on),
-    /// each culprit's change kept under `refs/orch/rejected/round-N/AGENT`.
-    fn take_out(
-        &mut self,
-        s: &Search,
-        mut culprits: Vec<usize>,
-        runs: Vec<BisectRun>,
-    ) -> Result<Vec<String>> {
-        let merged = s.merged;
-        culprits.sort_unstable();
-        let keep: Vec<usize> = (0..merged.len())
-            .filter(|i| !culprits.contains(i))
-            .collect();
-        if !s.checkout(self.env.git, &keep, self.round)? {
-            return Err(crate::error::Error::Other(
-                "the changes the tests passed on no longer merge".into(),
-            ));
-        }
-        let mut names = Vec::new();
-        let mut refs = Vec::new();
-        for &i in &culprits {
-            let (name, commit) = &merged[i];
-            let kept = self.env.kept_ref("rejected", self.round, Some(name));
-            self.env.git.set_ref(&kept, commit)?;
-            if let Some(e) = self.log.agents.iter_mut().find(|e| &e.name == name) {
-                e.error = Some(format!(
-                    "its change broke the tests and was taken out; kept in {kept}"
-                ));
-            }
-            self.env.events.emit(Event::Revert {
-                round: self.round,
-                agent: Some(name.clone()),
-                kept_ref: kept.clone(),
-                reason: "the tests failed with it and passed without it".into(),
-            });
-            names.push(name.clone());
-            refs.push(kept);
-        }
-        self.note(&format!(
-            "per-agent revert: {} broke the tests ({} extra test run{}); the other agents' work is kept",
-            names.join(", "),
-            runs.len(),
-            if runs.len() == 1 { "" } else { "s" }
-        ));
-        self.log.kept_ref = refs.into_iter().next();
-        self.count_test_runs(&runs);
-        // The committed tree is the set the search tested last without exactly the culprits.
-        let committed = runs
-            .iter()
-            .rev()
-            .find(|r| {
-                let mut w = r.without.clone();
-                w.sort();
-                let mut c = names.clone();
-                c.sort();
-                w == c
-            })
-            .map(|r| TreeTests {
-                status: r.status,
-                passed: r.passed,
-                failed: r.failed,
-            });
-        self.log.revert = Some(RevertInfo {
-            strategy: "per-agent".into(),
-            culprits: names.clone(),
-            test_runs: runs,
-            committed,
-        });
-        Ok(names)
-    }
-
-    /// The extra test runs are test time, not orch's own: without this they would show as
-    /// overhead (`timing.tests` was measured around the first run only).
-    fn count_test_runs(&mut self, runs: &[BisectRun]) {
-        self.log.timing.tests += wall_of(runs);
-    }
-
-    fn revert(&mut self, base: &str, failure: &str) -> Result<()> {
-        let kept = self.env.kept_ref("rejected", self.round, None);
-        self.env.git.save_tree(
-            base,
-            &kept,
-            &format!(
-                "orch: round {} rejected (tests regressed)\n\n{}",
-                self.round,
-                prompt::trim(failure, 2000)
-            ),
-        )?;
-        self.env.git.restore(base)?;
-        self.env.events.emit(Event::Revert {
-            round: self.round,
-            agent: None,
-            kept_ref: kept.clone(),
-            reason: "the tests regressed".into(),
-        });
-        self.log.kept_ref = Some(kept);
-        Ok(())
-    }
-}
-
-/// One candidate's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Pass,
-    Fail,
-    /// The set does not merge cleanly without the changes left out.
-    NoMerge,
-}
-
-/// A candidate tree tested: its run for the round log, and whether it regressed.
-struct Candidate {
-    regression: bool,
-    run: BisectRun,
-}
-
-/// The per-agent revert's search: what is known, what it spent, and the trees built so far.
-struct Search<'m> {
-    base: &'m str,
-    merged: &'m [(String, String)],
-    jobs: usize,
-    /// The most waves the search may run.
-    budget: usize,
-    waves: usize,
-    /// An interrupt or the budget stopped it.
-    stopped: bool,
-    /// Each set tested (indexes into `merged`, in merge order) and its verdict.
-    memo: HashMap<Vec<usize>, Verdict>,
-    runs: Vec<BisectRun>,
-    /// The commit of each tree built so far (the base and the set's changes merged in order),
-    /// from the round's own merges on: a set that begins with one is built from there, not
-    /// from the base (one merge where it took one per change, and a checkout).
-    built: Mutex<HashMap<Vec<usize>, String>>,
-}
-
-impl<'m> Search<'m> {
-    fn new(
-        git: &Git,
-        base: &'m str,
-        merged: &'m [(String, String)],
-        jobs: usize,
-        budget: usize,
-    ) -> Search<'m> {
-        let mut built = HashMap::new();
-        built.insert(Vec::new(), base.to_string());
-        // The round merged its changes in order on the base: HEAD's first-parent chain holds
-        // the tree of each prefix. Only when it is exactly that chain (each merge's second
-        // parent the change merged), else the trees are built from the base.
-        let range = format!("{base}..HEAD");
-        if let Ok(out) = git.run(&[
-            "rev-list",
-            "--first-parent",
-            "--reverse",
-            "--parents",
-            &range,
-        ]) {
-            let lines: Vec<Vec<&str>> = out
-                .lines()
-                .map(|l| l.split_whitespace().collect())
-                .collect();
-            let chain = lines.len() == merged.len()
-                && lines
-                    .iter()
-                    .zip(merged)
-                    .all(|(l, (_, c))| l.len() == 3 && l[2] == c);
-            if chain {
-                for (k, l) in lines.iter().enumerate() {
-                    built.insert((0..=k).collect(), l[0].to_string());
-                }
-            }
-        }
-        Search {
-            base,
-            merged,
-            jobs,
-            budget,
-            waves: 0,
-            stopped: false,
-            memo: HashMap::new(),
-            runs: Vec::new(),
-            built: Mutex::new(built),
-        }
-    }
-
-    /// The longest beginning of `set` built already: how many of its changes, and the commit.
-    fn start_for(&self, set: &[usize]) -> (usize, String) {
-        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        (0..=set.len())
-            .rev()
-            .find_map(|p| built.get(&set[..p]).map(|c| (p, c.clone())))
-            .unwrap_or_else(|| (0, self.base.to_string()))
-    }
-
-    /// Merges `set[from..]` in order into `git`'s tree (at the commit of `set[..from]`); false
-    /// when one no longer merges cleanly without the changes left out.
-    fn build(&self, git: &Git, set: &[usize], from: usize, round: u32) -> Result<bool> {
-        for k in from..set.len() {
-            let (name, commit) = &self.merged[set[k]];
-            if git.merge(commit, &format!("orch: round {round} {name}"))? != Merge::Merged {
-                return Ok(false);
-            }
-            if let Some(head) = git.head_fast() {
-                self.built
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(set[..=k].to_vec(), head);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Puts the main tree (`git`) at the base with the changes `set` merged in order; false if
-    /// one of them no longer merges cleanly without the others (the tree is at the base then).
-    fn checkout(&self, git: &Git, set: &[usize], round: u32) -> Result<bool> {
-        let (from, start) = self.start_for(set);
-        git.restore(&start)?;
-        if !self.build(git, set, from, round)? {
-            git.restore(self.base)?;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-}
-
-/// What a candidate's thread needs of the round.
-struct Ctx<'a> {
-    env: &'a Env<'a>,
-    round: u32,
-    t0: Instant,
-    baseline: Option<&'a TestBaseline>,
-}
-
-impl Ctx<'_> {
-    /// One candidate tree: built in slot `slot`'s tree (the main tree, or
-    /// `<stateDir>/bisect/SLOT`) and tested; `None` when it does not merge.
+    /// One candidate tree: built in slot `slot`'s tree (the main tree for slot 0 when it may be
+    /// used, else `<stateDir>/bisect/SLOT`) and tested; `None` when it does not merge.
     fn candidate(
         &self,
         s: &Search,
@@ -538,7 +609,7 @@ impl Ctx<'_> {
         let env = self.env;
         let (from, start) = s.start_for(set);
         let worktree;
-        let git = if slot == 0 {
+        let git = if slot == 0 && self.main_tree {
             env.git.restore(&start)?;
             env.git
         } else {
@@ -586,7 +657,7 @@ impl Ctx<'_> {
             .join(format!("revert-check-{run}"));
         std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
         let mut entry = run_tests(env, git.root(), t, &log_dir, &changed, self.round, self.t0);
-        entry.regression = tests_run::is_regression(&entry, self.baseline);
+        entry.regression = tests_run::is_regression(&entry, self.baseline.as_ref());
         // Every testsStart has its testsEnd: the live view and scripts pair them.
         env.events.emit(Event::TestsEnd {
             round: self.round,
