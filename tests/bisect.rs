@@ -323,7 +323,11 @@ fn the_search_begins_beside_the_review_agents_still_running() {
     assert_eq!(ends.len(), runs.len() + 1, "{ends:#?}");
     let round_end = ends
         .iter()
-        .position(|e| e["without"].as_array().is_none_or(|w| w.is_empty()) && e["regression"] == true)
+        .position(|e| {
+            e["without"].as_array().is_none_or(|w| w.is_empty()) && e["regression"] == true
+        })
         .unwrap();
-    assert!(ends[round_end + 1..].iter().all(|e| !e["without"].as_array().unwrap().is_empty()));
+    assert!(ends[round_end + 1..]
+        .iter()
+        .all(|e| !e["without"].as_array().unwrap().is_empty()));
 }
