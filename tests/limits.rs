@@ -321,3 +321,115 @@ fn sigint_during_a_wait_exits_130_promptly() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(repo.round_log(1)["status"], "interrupted");
 }
+
+#[test]
+fn an_agent_whose_budget_is_spent_by_its_limited_runs_is_not_run_again_after_the_wait() {
+    // Two agents of one provider hit its rate limit; what a limited run cost is counted (here
+    // through ORCH_RESULT_FILE, beside the CLI's own 429 result, which says $0). `wait` has
+    // $0.15: its first limited run costs $0.10, so it waits and runs again, and that run's
+    // $0.10 spends its budget: after it, no wait and no run again. `spent` has $0.05: its
+    // first limited run costs $0.10, so it never waits. `free` keeps the next round going.
+    let repo = Repo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let counter = |n: &str| dir.path().join(n).display().to_string();
+    let limited = recorded("claude-429.stdout");
+    let limited_run = |name: &str, budget: f64| {
+        let mut a = claude(
+            name,
+            &[
+                "--first",
+                &counter(name),
+                "5",
+                "--cat",
+                &limited,
+                "--no-json",
+                "--cost",
+                "0.1",
+                "--result",
+                "limited",
+                "--exit",
+                "1",
+                "--later",
+                "--write",
+                &format!("src/{name}.txt=x"),
+                "--cost",
+                "0.01",
+            ],
+        );
+        a["budgetUsd"] = json!(budget);
+        a
+    };
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "limits": {"backoffS": 0.3},
+        "agents": [
+            limited_run("wait", 0.15),
+            limited_run("spent", 0.05),
+            {"name": "free", "phase": "code", "command": agent_cmd(&["--write", "src/free.txt=$ORCH_ROUND"])}
+        ]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let runs = |n: &str| {
+        std::fs::read_to_string(counter(n))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(runs("wait"), "2", "{}", run.stderr());
+    assert_eq!(runs("spent"), "1", "{}", run.stderr());
+    let log = repo.round_log(1);
+    let wait = Repo::agent(&log, "wait");
+    assert_eq!(
+        (&wait["status"], &wait["cause"]),
+        (&json!("failed"), &json!("rateLimited")),
+        "{wait:#}"
+    );
+    assert_eq!(
+        wait["limitedRuns"].as_array().map_or(0, Vec::len),
+        1,
+        "{wait:#}"
+    );
+    assert_eq!(wait["costUsd"], 0.1, "{wait:#}");
+    assert!(
+        wait["error"]
+            .as_str()
+            .unwrap()
+            .contains("not run again: its budgetUsd is spent"),
+        "{wait:#}"
+    );
+    let spent = Repo::agent(&log, "spent");
+    assert!(spent.get("limitedRuns").is_none(), "{spent:#}");
+    assert!(
+        spent["error"]
+            .as_str()
+            .unwrap()
+            .contains("not run again: its budgetUsd is spent"),
+        "{spent:#}"
+    );
+    // One wait, for the agent that could still run; none after the run that spent its budget.
+    let evs = events(&repo);
+    let waits = of(&evs, "limitWait");
+    assert_eq!(waits.len(), 1, "{waits:#?}");
+    assert_eq!(waits[0]["agents"], json!(["wait"]), "{:#}", waits[0]);
+    let state = repo.state();
+    assert_eq!(state["agents"]["wait"]["costUsd"], 0.2);
+    assert_eq!(state["agents"]["spent"]["costUsd"], 0.1);
+    // The next round's plan: both `over budget`, neither started.
+    let log2 = repo.round_log(2);
+    for name in ["wait", "spent"] {
+        let d = log2["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["agent"] == name)
+            .unwrap();
+        assert_eq!(d["decision"], "over budget", "{d}");
+        assert!(!log2["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == name));
+    }
+    assert_eq!(runs("wait"), "2");
+    assert_eq!(Repo::agent(&log2, "free")["status"], "ok");
+}

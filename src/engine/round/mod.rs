@@ -1482,6 +1482,17 @@ impl<'e> Round<'e, '_> {
             let (spent, mut again): (Vec<Job>, Vec<Job>) = again
                 .into_iter()
                 .partition(|j| over_budget(j.agent, self.state).is_some());
+            for j in &spent {
+                // Its entry says why the limit was not waited out for it.
+                let why = over_budget(j.agent, self.state).unwrap_or_default();
+                if let Some((_, e)) = self.limited.get_mut(&j.agent.name) {
+                    let note = format!("not run again: its budgetUsd is spent ({why})");
+                    e.error = Some(match e.error.take() {
+                        Some(old) => format!("{old}; {note}"),
+                        None => note,
+                    });
+                }
+            }
             self.give_up(spent);
             for j in &mut again {
                 j.cap_args = budget_left(j.agent, self.state)
