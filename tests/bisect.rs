@@ -79,7 +79,9 @@ fn same_as_serial(texts: &[&str], jobs: usize, expected: Value) -> (Vec<Value>, 
 
 /// The default (`bisectJobs` unset: `maxConcurrency`, 4): four changes, the first wave tests
 /// each alone on the base at once, in the main tree and three worktrees under `.orch/bisect/`:
-/// their runs overlap on the round's clock; then the union of the other three passes.
+/// their runs overlap on the round's clock; then the union of the other three passes. (Tests
+/// of 2 s: the worktrees are made one at a time, and a loaded machine must not make the first
+/// run end before the last starts.)
 #[test]
 fn a_wave_tests_its_candidate_trees_at_once() {
     let repo = Repo::new();
@@ -92,7 +94,7 @@ fn a_wave_tests_its_candidate_trees_at_once() {
         .collect();
     repo.mission(json!({
         "name": "t", "rounds": 1, "maxConcurrency": 4, "agents": agents,
-        "tests": {"command": tests_cmd("1")}
+        "tests": {"command": tests_cmd("2")}
     }));
     repo.orch(&["run"]).expect(0);
     let log = repo.round_log(1);
