@@ -409,6 +409,13 @@ fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
     if !this {
         return Some(r);
     }
+    fold_events(&mut r, latest_events(&ws.layout.events()), state_total);
+    Some(r)
+}
+
+/// What the latest run's events say of it: its round, phase, running agents, a limit wait,
+/// and the cost so far (`state_total`, the finished rounds', plus this round's runs).
+fn fold_events(r: &mut Running, events: Vec<serde_json::Value>, state_total: f64) {
     let now = units::now_ms() / 1000;
     let ago = |v: &serde_json::Value| {
         v["ts"]
@@ -423,7 +430,7 @@ fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
     // tests run.
     let mut testing = false;
     const BESIDE: &str = "tests, review beside them";
-    for e in latest_events(&ws.layout.events()) {
+    for e in events {
         let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
         match e["event"].as_str().unwrap_or_default() {
             "runStart" => r.last_round = e["lastRound"].as_u64().map(|n| n as u32),
@@ -462,6 +469,9 @@ fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
                     timeout_ms: e["timeoutMs"].as_u64().unwrap_or(0),
                 });
             }
+            // The same run settled again after the tests (a review change that did not land):
+            // its cost is counted once, from its first agentEnd.
+            "agentEnd" if e["amended"] == true => {}
             "agentEnd" => {
                 let name = s("agent");
                 r.agents.retain(|a| a.name != name);
@@ -513,7 +523,6 @@ fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
         .map(|t| now.saturating_sub(t) * 1000);
     // The state file holds the cost of finished rounds; this round's runs come from the events.
     r.cost_so_far_usd = base_cost.max(state_total) + round_cost;
-    Some(r)
 }
 
 /// The lines that say a run is going, for the human view.
@@ -588,4 +597,39 @@ fn running_lines(r: &Running) -> String {
         units::usd(r.cost_so_far_usd)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_amended_agent_end_is_not_counted_twice_in_the_cost_so_far() {
+        let end = |amended: bool| {
+            let mut e = json!({"event": "agentEnd", "round": 1, "agent": "rev",
+                               "phase": "review", "status": "ok", "costUsd": 0.25,
+                               "costKnown": true});
+            if amended {
+                e["amended"] = json!(true);
+                e["status"] = json!("conflict");
+            }
+            e
+        };
+        let events = vec![
+            json!({"event": "runStart", "lastRound": 1}),
+            json!({"event": "roundStart", "round": 1}),
+            json!({"event": "agentStart", "round": 1, "agent": "rev", "phase": "review"}),
+            end(false),
+            end(true),
+        ];
+        let mut r = Running::default();
+        fold_events(&mut r, events, 1.0);
+        assert!(
+            (r.cost_so_far_usd - 1.25).abs() < 1e-9,
+            "{}",
+            r.cost_so_far_usd
+        );
+        assert!(r.agents.is_empty());
+    }
 }
