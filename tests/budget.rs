@@ -415,6 +415,13 @@ fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
         "{text}"
     );
 
+    let list = repo.orch(&["task", "list"]).expect(0).stdout();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("t-2") && l.contains("pending (its agent is over budget)")),
+        "{list}"
+    );
+
     // The report: one attention row for rounds 2 and 3.
     let report: serde_json::Value = serde_json::from_str(
         &repo

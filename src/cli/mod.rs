@@ -741,7 +741,8 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             } else if tasks.is_empty() {
                 eprintln!("no tasks{}", if all { "" } else { " pending" });
             } else {
-                crate::out!("{}", crate::cli::status::task_table(&tasks))?;
+                let waiting = waiting_on_budget(cwd, &mission.mission, &layout, &q);
+                crate::out!("{}", crate::cli::status::task_table(&tasks, &waiting))?;
             }
             Ok(EXIT_OK)
         }
@@ -750,6 +751,29 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             set_task(cwd, &mission.mission, &id, TaskStatus::Dropped)
         }
     }
+}
+
+/// The ids of the pending tasks whose agent is over its `budgetUsd` (none without a mission
+/// or a state to tell).
+fn waiting_on_budget(
+    cwd: &std::path::Path,
+    mission: &std::path::Path,
+    layout: &Layout,
+    q: &Queue,
+) -> Vec<String> {
+    let path = crate::mission::locate(cwd, mission);
+    let Ok(loaded) = crate::mission::Loaded::from_path(&path) else {
+        return Vec::new();
+    };
+    let Ok(state) = crate::engine::state::State::load(layout) else {
+        return Vec::new();
+    };
+    loaded
+        .mission
+        .agents
+        .iter()
+        .flat_map(|a| crate::engine::round::waiting_on_budget(a, &state, q))
+        .collect()
 }
 
 fn set_task(

@@ -264,21 +264,33 @@ fn summary_text(s: &Status) -> String {
     out
 }
 
-/// The task list as a table, children indented under their parent.
-pub fn task_table(tasks: &[&Task]) -> String {
-    fn add(rows: &mut Vec<Vec<String>>, tasks: &[&Task], t: &Task, depth: usize) {
+/// The task list as a table, children indented under their parent; the pending tasks of an
+/// agent over its `budgetUsd` (`waiting`, their ids) say they wait on it.
+pub fn task_table(tasks: &[&Task], waiting: &[String]) -> String {
+    fn add(
+        rows: &mut Vec<Vec<String>>,
+        tasks: &[&Task],
+        t: &Task,
+        depth: usize,
+        waiting: &[String],
+    ) {
+        let status = format!("{:?}", t.status).to_lowercase();
         rows.push(vec![
             t.id.clone(),
             t.agent.clone(),
             t.priority.to_string(),
-            format!("{:?}", t.status).to_lowercase(),
+            if waiting.contains(&t.id) {
+                format!("{status} (its agent is over budget)")
+            } else {
+                status
+            },
             t.attempts.to_string(),
             format!("{}{}", "  ".repeat(depth), t.title),
         ]);
         // Depth-bounded: a parent cycle in a hand-edited queue must not recurse forever.
         if depth < 8 {
             for child in tasks.iter().filter(|c| c.parent.as_deref() == Some(&t.id)) {
-                add(rows, tasks, child, depth + 1);
+                add(rows, tasks, child, depth + 1, waiting);
             }
         }
     }
@@ -291,7 +303,7 @@ pub fn task_table(tasks: &[&Task]) -> String {
         .iter()
         .filter(|t| t.parent.as_deref().is_none_or(|p| !ids.contains(&p)))
     {
-        add(&mut rows, tasks, t, 0);
+        add(&mut rows, tasks, t, 0, waiting);
     }
     table(&rows)
 }
