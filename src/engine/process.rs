@@ -693,6 +693,10 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
             .env(PID_VAR, std::process::id().to_string())
             .env(RUN_VAR, &token);
     }
+    // The last moment the process is known not to have ended, until the first wait sees it
+    // running: orch can be stopped or starved between the spawn and that first wait, and the
+    // gap must count as orch's, not the process's (see `supervise`).
+    let spawned = Instant::now();
     let handle = match expr.start() {
         Ok(h) => h,
         Err(e) => {
@@ -705,7 +709,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
     registry_change(Some(pgid), None);
     watchdog::started(pgid, spec.launched, spec.grace, &token);
-    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible);
+    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible, spawned);
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
@@ -729,7 +733,8 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
 /// Waits for the process, enforcing the timeout and interrupts; returns how it ended and
 /// when. The end is the moment the wait returned, unless orch itself was not running for a
 /// while just before (SIGSTOP, a suspended machine): then the process ended somewhere in
-/// that gap, and the end taken is the later of the last moment it was seen running and its
+/// that gap, and the end taken is the later of the last moment it was seen running (at first,
+/// `spawned`: a gap can open before the first wait) and its
 /// last write to its logs (a kernel timestamp; agents print their result as they finish), so
 /// a stopped orch does not inflate the run time that adaptive timeouts learn from.
 fn supervise(
@@ -737,9 +742,10 @@ fn supervise(
     pgid: i32,
     spec: &Spec,
     interruptible: bool,
+    spawned: Instant,
 ) -> (Ending, Instant) {
     let deadline = Instant::now().checked_add(spec.timeout);
-    let mut seen_running = Instant::now();
+    let mut seen_running = spawned;
     loop {
         // Short slices keep the reaction to a timeout or an interrupt within tens of ms.
         let slice = Duration::from_millis(25);
