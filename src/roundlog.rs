@@ -536,7 +536,9 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RevertInfo {
-    /// `per-agent` (culprits found and taken out, the others' work kept) or `round`.
+    /// `per-agent` (culprits found and taken out, the others' work kept), `round`, or
+    /// `interrupted` (an interrupt stopped the search before it settled: nothing was taken
+    /// out, the round is `interrupted`; its extra runs so far are here).
     pub strategy: String,
     /// The agents whose changes were taken out.
     pub culprits: Vec<String>,

@@ -197,19 +197,53 @@ fn bisect_jobs_out_of_its_bounds_is_refused_naming_the_key() {
 }
 
 /// Ctrl-C while a wave's tests run, in the main tree and two worktrees: every test process
-/// is stopped, the worktrees are removed, and the round's work is kept.
+/// is stopped, the worktrees are removed, the round is `interrupted` with its work kept, and
+/// the next run runs it again, as after an interrupt at any other stage.
 #[test]
 fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
-    interrupt_during_the_search(false);
+    let repo = interrupt_during_the_search(false);
+    // `orch status` and `orch report` read it as interrupted: no round finished, the breaker's
+    // counts untouched (the round runs again and counts its tests then).
+    let status: Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(status["lastRound"], 0, "{status:#}");
+    assert_eq!(status["testFailuresInARow"], 0, "{status:#}");
+    assert_eq!(status["testFailedRoundsInARow"], 0, "{status:#}");
+    let report: Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    let text = report.to_string();
+    assert!(text.contains("\"interrupted\""), "{report:#}");
+    assert!(!text.contains("whole round was reverted"), "{report:#}");
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(md.contains("1 interrupted"), "{md}");
+    assert!(md.contains("refs/orch/interrupted/round-1"), "{md}");
+    // The interrupted round did not finish: the next run runs it again, keeping its log.
+    repo.orch(&["run", "--rounds", "1"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    assert_eq!(log["revert"]["culprits"], json!(["a1"]), "{log:#}");
+    assert!(repo.exists(".orch/rounds/round-0001.prev-1.json"));
+    assert!(!repo.has_round_log(2));
 }
 
 /// The same with a review agent still at work beside the tests, the search begun beside it.
 #[test]
 fn an_interrupt_during_a_search_beside_the_review_agents_stops_every_tree_and_keeps_the_work() {
-    interrupt_during_the_search(true);
+    let repo = interrupt_during_the_search(true);
+    // Phase B's worktree is kept whole, as after an interrupt while the tests run beside it.
+    repo.git(&[
+        "rev-parse",
+        "--verify",
+        "refs/orch/interrupted-review/round-1",
+    ]);
 }
 
-fn interrupt_during_the_search(review: bool) {
+fn interrupt_during_the_search(review: bool) -> Repo {
     let repo = Repo::new();
     // A sleep no other test uses: the test processes carry it in their command line.
     let sleep = format!("3.{}", std::process::id() % 1000 + 1000);
@@ -275,15 +309,29 @@ fn interrupt_during_the_search(review: bool) {
     assert!(runs.iter().all(|r| r["status"] == "cancelled"), "{log:#}");
     assert_eq!(repo.head(), base);
     assert!(repo.status().is_empty(), "{}", repo.status());
-    // As before the search ran its trees at once: a search that cannot settle reverts the
-    // round, the union kept under refs/orch/rejected/.
-    assert_eq!(log["status"], "reverted", "{log:#}");
+    // An interrupt ends the round as `interrupted`, as at any other stage: nothing reverted,
+    // no culprit named, the union of the changes kept under refs/orch/interrupted/.
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    assert_eq!(log["stopReason"], "interrupted by a signal", "{log:#}");
+    assert_ne!(log["reverted"], true, "{log:#}");
+    assert_eq!(log["revert"]["strategy"], "interrupted", "{log:#}");
+    assert_eq!(log["revert"]["culprits"], json!([]), "{log:#}");
     let kept = log["keptRef"].as_str().unwrap().to_string();
-    assert_eq!(kept, "refs/orch/rejected/round-1");
-    let files = repo.git(&["ls-tree", "-r", "--name-only", &kept]);
+    assert_eq!(kept, "refs/orch/interrupted/round-1");
     for i in 0..3 {
-        assert!(files.contains(&format!("src/a{i}.txt")), "{kept}: {files}");
+        let text = if i == 1 { "BROKEN" } else { "fine" };
+        assert_eq!(
+            repo.git(&["show", &format!("{kept}:src/a{i}.txt")]),
+            text,
+            "{kept}"
+        );
     }
+    let events = repo.read(".orch/events.ndjson");
+    assert!(
+        !events.lines().any(|l| l.contains("\"event\":\"revert\"")),
+        "{events}"
+    );
+    repo
 }
 
 /// With the review agents beside the tests (the default `phaseB`), the search begins as soon

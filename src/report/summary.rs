@@ -552,6 +552,8 @@ fn code_rejected(r: &Round) -> Vec<String> {
     let ok_code =
         |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && a.status == RunStatus::Ok;
     match &log.revert {
+        // Interrupted before it settled: nothing was taken out (nor landed).
+        Some(rv) if rv.strategy == "interrupted" => Vec::new(),
         Some(rv) if rv.strategy == "per-agent" => log
             .agents
             .iter()
@@ -600,7 +602,13 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
     for r in &loaded.rounds {
         let log = &r.log;
         let round = log.round;
-        if let Some(rv) = &log.revert {
+        // A culprit search stopped by an interrupt reverted nothing: the round reads as
+        // interrupted (below).
+        if let Some(rv) = log
+            .revert
+            .as_ref()
+            .filter(|rv| rv.strategy != "interrupted")
+        {
             let runs = rv.test_runs.len();
             let detail = match rv.strategy.as_str() {
                 "per-agent" => format!(
@@ -649,11 +657,18 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
                 kind: "interrupted".into(),
                 agent: None,
                 detail: format!(
-                    "the round was interrupted{}{}",
+                    "the round was interrupted{}{}{}",
                     log.stop_reason
                         .as_deref()
                         .map(|s| format!(" ({s})"))
                         .unwrap_or_default(),
+                    match log.revert.as_ref().map(|rv| rv.test_runs.len()) {
+                        Some(n) => format!(
+                            " during the per-agent revert's culprit search, after {n} extra test run{}",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                        None => String::new(),
+                    },
                     log.kept_ref
                         .as_deref()
                         .map(|k| format!("; its tree is kept in {k}"))

@@ -513,8 +513,8 @@ impl<'e> Round<'e, '_> {
             }
             self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
             self.log.sims.post = post;
-            // An interrupt during a culprit search begun beside Phase B ends as one after the
-            // tests does: the search did not settle, the round is reverted whole.
+            // An interrupt during a culprit search begun beside Phase B is settled with the
+            // search (`undo_regression`): the round is interrupted there, its runs logged.
             if process::interrupted() && early.is_none() {
                 self.log.tests = tests;
                 return self.interrupted();
@@ -546,6 +546,12 @@ impl<'e> Round<'e, '_> {
                 } else if tests.regression {
                     regressed = true;
                     rejected = self.undo_regression(base, &tests.tail, early)?;
+                    // An interrupt stopped the culprit search before it settled: the round
+                    // ends there, as one at any other stage does.
+                    if self.log.status == RoundStatus::Interrupted {
+                        self.log.tests = Some(tests);
+                        return Ok(());
+                    }
                     reverted = self
                         .log
                         .revert
@@ -2738,8 +2744,16 @@ impl<'e> Round<'e, '_> {
         // they committed fails (a red base, no revert), or the whole round was reverted. A
         // round whose per-agent revert took the bad change out committed a tree that passes:
         // healthy, though its first test run failed (that count is kept too, for `orch status`).
-        // Tests that could not start count as neither: they tested nothing.
-        if let Some(t) = self.log.tests.as_ref().filter(|t| t.cannot_start.is_none()) {
+        // Tests that could not start count as neither: they tested nothing. Nor do the tests
+        // of a round interrupted before it committed (during its culprit search): the next
+        // `orch run` runs it again from the same base, and counts those.
+        let rerun = self.log.status == RoundStatus::Interrupted && !self.committed;
+        if let Some(t) = self
+            .log
+            .tests
+            .as_ref()
+            .filter(|t| t.cannot_start.is_none() && !rerun)
+        {
             if t.status != StepStatus::Cancelled {
                 let first_failed = t.status != StepStatus::Passed;
                 let strategy = self.log.revert.as_ref().map(|r| r.strategy.as_str());

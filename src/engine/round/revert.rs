@@ -12,8 +12,9 @@ impl<'e> Round<'e, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
     /// `revertStrategy: per-agent`), finds the agents whose changes broke the tests and takes
     /// out only those, keeping the others' work; otherwise, or when every agent is to blame, or
-    /// the search cannot settle, the whole round is reverted. Returns the agents whose work was
-    /// taken out.
+    /// the search cannot settle, the whole round is reverted; an interrupt during the search
+    /// leaves the round `interrupted` instead (`interrupted_search`). Returns the agents whose
+    /// work was taken out.
     ///
     /// The search bisects the merge order: the base passes and the union fails, so some
     /// shortest failing prefix of the merges exists, and its last agent is a culprit (without
@@ -61,9 +62,7 @@ impl<'e> Round<'e, '_> {
                 Some(_) => {
                     self.note("per-agent revert: every agent's change broke the tests; the whole round is reverted")
                 }
-                None if process::interrupted() => self.note(
-                    "per-agent revert interrupted before it settled which changes broke the tests; the whole round is reverted",
-                ),
+                None if process::interrupted() => return self.interrupted_search(&s, runs),
                 None => self.note(
                     "per-agent revert could not settle which changes broke the tests; the whole round is reverted",
                 ),
@@ -86,6 +85,39 @@ impl<'e> Round<'e, '_> {
             committed: None,
         });
         Ok(code_agents)
+    }
+
+    /// An interrupt stopped the search before it settled: the round ends `interrupted`, as at
+    /// any other stage (its tree kept in `refs/orch/interrupted/round-N`, Phase B's beside the
+    /// tests in `interrupted-review`, the base restored; the next `orch run` runs it again),
+    /// with the union of its changes put back first so that the ref holds all of them (should
+    /// it no longer merge, each agent's change is kept under `refs/orch/rejected/round-N/AGENT`
+    /// instead, as a whole-round revert keeps it). Its extra runs stay in the log
+    /// (`revert.strategy: "interrupted"`, no culprit).
+    fn interrupted_search(&mut self, s: &Search, runs: Vec<BisectRun>) -> Result<Vec<String>> {
+        let env = self.env;
+        self.note(&format!(
+            "per-agent revert interrupted before it settled which changes broke the tests ({} extra test run{}); the round is interrupted",
+            runs.len(),
+            if runs.len() == 1 { "" } else { "s" }
+        ));
+        let n = s.merged.len();
+        if !s.checkout(env.git, &(0..n).collect::<Vec<_>>(), self.round)? {
+            for (name, commit) in s.merged {
+                let kept = env.kept_ref("rejected", self.round, Some(name));
+                env.git.set_ref(&kept, commit)?;
+                self.note(&format!("{name}'s change is kept in {kept}"));
+            }
+        }
+        self.count_test_runs(&runs);
+        self.log.revert = Some(RevertInfo {
+            strategy: "interrupted".into(),
+            culprits: Vec::new(),
+            test_runs: runs,
+            committed: None,
+        });
+        self.interrupted()?;
+        Ok(Vec::new())
     }
 
     /// Whether a regression is searched for its culprits: `revertStrategy: per-agent`, worktree
