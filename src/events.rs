@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::roundlog::Cause;
+use crate::roundlog::{Aside, Cause};
 use crate::units;
 
 /// One thing that happened. Serialized with `"event"` as the tag, camelCase fields.
@@ -72,10 +72,15 @@ pub enum Event {
         resets_at: Option<String>,
         /// This `agentEnd` replaces the agent's earlier one in this round: a review agent ran
         /// beside the tests (its first `agentEnd` came when its process ended), and its change
-        /// did not land when merged after them. The fields are the run's again, with the status
-        /// and error it ended as; only this one is news (no second run, no second cost).
+        /// did not land: it did not merge after them, or the round was reverted (or its tests
+        /// could not start) and it was kept aside. The fields are the run's again, with the
+        /// status and error it ended as; only this one is news (no second run, no second cost).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         amended: bool,
+        /// Its change was kept aside, not merged (`amended`): where, and why; as the round
+        /// log's entry has it. The status stays the run's (`ok`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aside: Option<Aside>,
     },
     /// A provider's limit: none of its agents starts until `until`; then `agents` run again.
     #[serde(rename_all = "camelCase")]
@@ -521,6 +526,21 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
         Event::AgentEnd {
             round,
             agent,
+            amended: true,
+            aside: Some(aside),
+            ..
+        } if normal => format!(
+            "round {round}: {agent} {}{}",
+            aside.reason,
+            aside
+                .kept_ref
+                .as_deref()
+                .map(|r| format!(" (kept in {r})"))
+                .unwrap_or_default()
+        ),
+        Event::AgentEnd {
+            round,
+            agent,
             status,
             error,
             amended: true,
@@ -733,6 +753,7 @@ mod tests {
             cause: None,
             resets_at: None,
             amended: false,
+            aside: None,
         });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "agentEnd");

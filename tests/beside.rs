@@ -204,6 +204,71 @@ fn a_revert_keeps_the_review_work_in_a_ref_not_merged() {
     assert!(repo.status().is_empty(), "{}", repo.status());
 }
 
+/// Seen from events.ndjson: the reviewer's first agentEnd (its process ended beside the tests)
+/// said ok; once the round is reverted and its change kept aside, a second agentEnd
+/// (`amended: true`) says so with the ref and the reason, as the round log's entry does, so
+/// the live view and scripts do not take it for landed work.
+#[test]
+fn review_work_kept_aside_by_a_revert_is_an_amended_agent_end() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 1,
+        "agents": [
+            {"name": "breaker", "phase": "code", "command": agent_cmd(&["--write", "src/app.txt=BROKEN"])},
+            {"name": "reviewer", "phase": "review", "command": agent_cmd(&["--write", "docs/review.md=seen"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "reverted", "{log:#}");
+    let events: Vec<Value> = repo
+        .read(".orch/events.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "agentEnd" && e["agent"] == "reviewer")
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:#?}");
+    assert_eq!(ends[0]["status"], "ok");
+    assert!(ends[0].get("amended").is_none(), "{:#}", ends[0]);
+    assert!(ends[0].get("aside").is_none(), "{:#}", ends[0]);
+    let r = "refs/orch/review-aside/round-1/reviewer";
+    assert_eq!(ends[1]["amended"], true, "{:#}", ends[1]);
+    assert_eq!(ends[1]["aside"]["keptRef"], r, "{:#}", ends[1]);
+    assert!(
+        ends[1]["aside"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the round was reverted"),
+        "{:#}",
+        ends[1]
+    );
+    // The same run: its cost and time as the first said.
+    assert_eq!(ends[1]["costUsd"], ends[0]["costUsd"]);
+    assert_eq!(ends[1]["elapsedMs"], ends[0]["elapsedMs"]);
+    assert_eq!(
+        ends[1]["aside"],
+        Repo::agent(&log, "reviewer")["aside"],
+        "the event and the round log say the same"
+    );
+    // After the revert, before the round's end.
+    let at = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred).unwrap();
+    let amended = at(&|e| e["event"] == "agentEnd" && e["amended"] == true);
+    assert!(at(&|e| e["event"] == "revert") < amended);
+    assert!(amended < at(&|e| e["event"] == "roundEnd"));
+    // The line for a person says it too.
+    assert!(
+        run.stderr().contains(&format!(
+            "round 1: reviewer ran beside the tests, and the round was reverted: its work is not merged (kept in {r})"
+        )),
+        "{}",
+        run.stderr()
+    );
+}
+
 #[test]
 fn phase_b_after_revert_runs_the_review_agents_again_on_the_tree_that_stays() {
     let repo = Repo::new();

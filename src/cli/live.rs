@@ -655,6 +655,7 @@ mod tests {
             cause: None,
             resets_at: None,
             amended: false,
+            aside: None,
         }
     }
 

@@ -316,6 +316,7 @@ mod tests {
             cause: None,
             resets_at: None,
             amended: false,
+            aside: None,
         };
         for s in ["failed", "timeout", "conflict"] {
             assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s}");

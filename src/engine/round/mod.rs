@@ -1026,6 +1026,7 @@ impl<'e> Round<'e, '_> {
             }
         );
         let mut names = Vec::new();
+        let mut amended = Vec::new();
         for e in self
             .log
             .agents
@@ -1037,6 +1038,14 @@ impl<'e> Round<'e, '_> {
                 reason: reason.clone(),
             });
             names.push(e.name.clone());
+            // Its first agentEnd (when its process ended, beside the tests) said ok: this one
+            // says its change did not land, as after a conflict.
+            if e.status == RunStatus::Ok {
+                amended.push(agent_end(self.round, e, true));
+            }
+        }
+        for event in amended {
+            env.events.emit(event);
         }
         for name in kept.keys() {
             if env.mission.agent(name).is_some_and(|a| a.session) {
@@ -2946,5 +2955,6 @@ fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
         cause: e.cause,
         resets_at: e.resets_at.clone(),
         amended,
+        aside: e.aside.clone(),
     }
 }
