@@ -251,6 +251,11 @@ pub struct AgentEntry {
     /// Earlier runs this round that hit a provider limit and were run again after the wait.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limited_runs: Vec<LimitedRun>,
+    /// How long a provider's limit held this agent back this round: from its first limited
+    /// run's end (or its first start refused) to the start of this run (or, when it was not
+    /// run again, to when the round gave up on it). Other agents may have run meanwhile.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// Set when the model changed after this run: the model the agent moves to.

@@ -433,3 +433,61 @@ fn an_agent_whose_budget_is_spent_by_its_limited_runs_is_not_run_again_after_the
     assert_eq!(runs("wait"), "2");
     assert_eq!(Repo::agent(&log2, "free")["status"], "ok");
 }
+
+#[test]
+fn agents_held_back_by_a_limit_start_when_the_hold_ends_not_when_the_pool_drains() {
+    // Two slots. `slow` (its own provider) works 4 s. `a` (anthropic) hits a 429 at once; `b`
+    // (anthropic) is next in the queue. The hold is set before `b` may start, so `b` does not
+    // start into the limit; both wait out the hold (backoff 0.4 s: at most 0.4 s) in the pool,
+    // beside `slow`, and run then, seconds before `slow` ends: no round-level wait at all.
+    let repo = Repo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("a-runs").display().to_string();
+    let limited = recorded("claude-429.stdout");
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "limits": {"backoffS": 0.4},
+        "agents": [
+            {"name": "slow", "phase": "code",
+             "command": agent_cmd(&["--sleep", "4", "--write", "src/slow.txt=s"])},
+            claude("a", &["--first", &counter, "1", "--cat", &limited, "--no-json", "--exit", "1",
+                          "--later", "--write", "src/a.txt=a", "--cost", "0.01"]),
+            claude("b", &["--write", "src/b.txt=b", "--cost", "0.01"]),
+        ]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "ok", "{log:#}");
+    let ms = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"));
+    let slow = Repo::agent(&log, "slow");
+    let slow_end = ms(slow, "startMs") + ms(slow, "elapsedMs");
+    let a = Repo::agent(&log, "a");
+    let b = Repo::agent(&log, "b");
+    assert_eq!((&a["status"], &b["status"]), (&json!("ok"), &json!("ok")));
+    let limited_runs = a["limitedRuns"].as_array().expect("a was limited once");
+    assert_eq!(limited_runs.len(), 1, "{a:#}");
+    let limit_end = ms(&limited_runs[0], "startMs") + ms(&limited_runs[0], "elapsedMs");
+    for x in [a, b] {
+        // Held back: started after the limit, with its hold recorded, and long before `slow`
+        // ended (old behaviour: after it, > 4 s in).
+        assert!(ms(x, "startMs") >= limit_end, "{x:#}");
+        assert!(ms(x, "heldMs") > 0, "{x:#}");
+        assert!(
+            ms(x, "startMs") + 1500 < slow_end,
+            "started {} ms in, slow ended at {slow_end}: {log:#}",
+            ms(x, "startMs")
+        );
+    }
+    // The hold (at least half the 0.4 s backoff) was set before `a`'s slot went to `b`.
+    assert!(
+        ms(b, "startMs") >= limit_end + 190,
+        "b started {} ms in, inside the hold from {limit_end}: {log:#}",
+        ms(b, "startMs")
+    );
+    // The hold was waited out beside `slow`: the round never waited on it.
+    assert_eq!(log["timing"]["waited"].as_u64().unwrap_or(0), 0, "{log:#}");
+    assert!(of(&events(&repo), "limitWait").is_empty());
+    for f in ["slow", "a", "b"] {
+        assert!(repo.exists(&format!("src/{f}.txt")), "{f}'s change landed");
+    }
+}

@@ -604,6 +604,7 @@ mod tests {
             resets_at: None,
             permission_denials: Vec::new(),
             limited_runs: Vec::new(),
+            held_ms: 0,
             summary: None,
             escalated_to: None,
             ownership_violations: Vec::new(),

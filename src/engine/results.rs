@@ -207,6 +207,7 @@ pub fn settle(
             .map(|t| t.to_string()),
         permission_denials: cost.permission_denials.clone(),
         limited_runs: Vec::new(),
+        held_ms: 0,
         summary: cost.summary.clone(),
         escalated_to: model_change.as_ref().map(|(_, to, _)| to.clone()),
         ownership_violations: Vec::new(),

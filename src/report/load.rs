@@ -558,6 +558,7 @@ fn legacy(
             resets_at: None,
             permission_denials: Vec::new(),
             limited_runs: Vec::new(),
+            held_ms: 0,
             summary: None,
             escalated_to: str_at(a, "escalatedTo").map(str::to_string),
             ownership_violations: Vec::new(),

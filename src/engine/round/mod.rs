@@ -9,8 +9,10 @@
 //!
 //! Provider limits: a run that hit a rate, usage or overload limit is not the agent's failure.
 //! Its provider is held off (`engine::limits`: no agent of it starts, the others go on), and
-//! around each phase's pool (`run_phase`) orch waits until the hold ends and runs the limited
-//! agents again in the same round; the wait is `timing.waited`. A wait beyond `limits.maxWaitS`
+//! the limited agent, with any of that provider's agents refused a start meanwhile, goes back
+//! into the pool to start when the hold ends, beside the agents still running (`heldMs` in its
+//! entry). Only when nothing else is left to run does orch wait around the pool (`run_phase`)
+//! for the hold to end: that wait is `timing.waited`. A wait beyond `limits.maxWaitS`
 //! (or any wait under `--no-wait`) ends the run after this round (exit 75); an invalid key or a
 //! rejected request stops it too (exit 6): no new agent starts, running ones finish.
 //!
@@ -244,6 +246,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         could_not_start: Vec::new(),
         limited: BTreeMap::new(),
         again: Vec::new(),
+        held_since: BTreeMap::new(),
         cli_stop: None,
         limit_stop: None,
         beside: None,
@@ -296,6 +299,9 @@ struct Round<'e, 's> {
     limited: BTreeMap<String, (Vec<LimitedRun>, AgentEntry)>,
     /// Agents to run again once their provider's hold ends (filled while a pool runs).
     again: Vec<String>,
+    /// Since when (ms from the round's start) each agent held back by a limit has waited for
+    /// its run that counts: its entry's `heldMs`.
+    held_since: BTreeMap<String, u64>,
     cli_stop: Option<String>,
     limit_stop: Option<String>,
     /// Phase B beside the tests (`phaseB: "besideTests"`), while it is to be resolved.
@@ -707,7 +713,7 @@ impl<'e> Round<'e, '_> {
 
     /// Whether Phase B runs beside the tests this round (`phaseB: "besideTests"`, review agents
     /// planned, a tests stage to run beside, nothing that would skip Phase B anyway).
-    fn beside_tests(&mut self, review: &[&Planned]) -> bool {
+    fn beside_tests(&mut self, review: &[&Planned<'e>]) -> bool {
         let m = self.env.mission;
         let post = m.sims.as_ref().is_some_and(|s| s.post.is_some());
         if m.phase_b != PhaseB::BesideTests || review.is_empty() || !(m.tests.is_some() || post) {
@@ -734,7 +740,7 @@ impl<'e> Round<'e, '_> {
     /// worktree of it (with this round's pre-sim data published in it, as the review agents
     /// would find it after the tests), and the review agents' pool there, on this thread, while
     /// the tests and the post-sim run in the main tree.
-    fn run_beside(&mut self, base: &str, tested: &str, review: &[&Planned]) -> Result<()> {
+    fn run_beside(&mut self, base: &str, tested: &str, review: &[&Planned<'e>]) -> Result<()> {
         let env = self.env;
         self.ensure_state_dir("Phase B started")?;
         let start_ms = self.t0.elapsed().as_millis() as u64;
@@ -1480,7 +1486,7 @@ impl<'e> Round<'e, '_> {
     /// meanwhile; an agent whose provider is still held is handed back at once). A wait beyond
     /// `limits.maxWaitS`, `--no-wait`, an interrupt, the budget or a permanent CLI error ends
     /// the retries: the limited runs keep their last entry.
-    fn run_phase(&mut self, jobs: Vec<Job<'_>>) {
+    fn run_phase(&mut self, jobs: Vec<Job<'e>>) {
         let env = self.env;
         let mut jobs = jobs;
         loop {
@@ -1491,34 +1497,11 @@ impl<'e> Round<'e, '_> {
             self.again.clear();
             self.run_pool(jobs);
             let names = std::mem::take(&mut self.again);
-            let again: Vec<Job> = names.iter().filter_map(|n| by_name.remove(n)).collect();
-            // A limited run may have cost something: one whose budget it spent does not run
-            // again, and the others' caps are what is left now.
-            let (spent, mut again): (Vec<Job>, Vec<Job>) = again
-                .into_iter()
-                .partition(|j| over_budget(j.agent, self.state).is_some());
-            for j in &spent {
-                // Its entry says why the limit was not waited out for it.
-                let why = over_budget(j.agent, self.state).unwrap_or_default();
-                if let Some((_, e)) = self.limited.get_mut(&j.agent.name) {
-                    let note = format!("not run again: its budgetUsd is spent ({why})");
-                    e.error = Some(match e.error.take() {
-                        Some(old) => format!("{old}; {note}"),
-                        None => note,
-                    });
-                }
-            }
-            self.give_up(spent);
-            for j in &mut again {
-                j.cap_args = budget_left(j.agent, self.state)
-                    .and_then(|left| agents::cap_args(j.agent, left))
-                    .unwrap_or_default();
-                // A new session that hit a limit may exist already under its id: the run again
-                // starts another (a resumed one is resumed again).
-                if let Some(s) = j.session.as_mut().filter(|s| !s.resume) {
-                    s.id = sessions::new_id();
-                }
-            }
+            let again: Vec<Job> = names
+                .iter()
+                .filter_map(|n| by_name.remove(n))
+                .filter_map(|j| self.ready_again(j))
+                .collect();
             if again.is_empty() {
                 return;
             }
@@ -1583,6 +1566,37 @@ impl<'e> Round<'e, '_> {
         }
     }
 
+    /// A job held back by its provider's limit (a limited run, or a start refused), before it
+    /// goes again: a limited run may have cost something, so one whose budget is spent does
+    /// not run again (its entry says why); the others' caps are what is left now.
+    fn ready_again(&mut self, mut j: Job<'e>) -> Option<Job<'e>> {
+        if let Some(why) = over_budget(j.agent, self.state) {
+            if let Some((_, e)) = self.limited.get_mut(&j.agent.name) {
+                let note = format!("not run again: its budgetUsd is spent ({why})");
+                e.error = Some(match e.error.take() {
+                    Some(old) => format!("{old}; {note}"),
+                    None => note,
+                });
+            }
+            self.give_up(vec![j]);
+            return None;
+        }
+        j.cap_args = budget_left(j.agent, self.state)
+            .and_then(|left| agents::cap_args(j.agent, left))
+            .unwrap_or_default();
+        // A new session that hit a limit may exist already under its id: the run again
+        // starts another (a resumed one is resumed again).
+        if let Some(s) = j.session.as_mut().filter(|s| !s.resume) {
+            s.id = sessions::new_id();
+        }
+        Some(j)
+    }
+
+    /// Milliseconds from the round's start to now.
+    fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
     /// Waits `wait` for `provider`'s hold to end, interruptibly, telling the sinks and the
     /// journal (for `orch status`) while it does.
     fn wait_out(&mut self, provider: &str, hold: &Hold, waiting: &[String], wait: Duration) {
@@ -1633,6 +1647,9 @@ impl<'e> Round<'e, '_> {
                 Some((mut runs, mut entry)) => {
                     runs.pop();
                     entry.limited_runs = runs;
+                    if let Some(since) = self.held_since.remove(&name) {
+                        entry.held_ms = self.now_ms().saturating_sub(since);
+                    }
                     self.record(entry, false);
                 }
                 None => {
@@ -1700,12 +1717,18 @@ impl<'e> Round<'e, '_> {
         }
     }
 
-    /// Runs jobs in the pool and settles each result as it arrives.
-    fn run_pool(&mut self, jobs: Vec<Job<'_>>) {
+    /// Runs jobs in the pool and settles each result as it arrives. An agent held back by its
+    /// provider's limit goes back into the pool, to start when the hold ends, while the other
+    /// agents run; if they all end first, it is left in `again` for `run_phase` to wait for.
+    fn run_pool(&mut self, jobs: Vec<Job<'e>>) {
         let env = self.env;
         let (round, t0) = (self.round, self.t0);
         let base = jobs.first().map_or_else(String::new, |j| j.base.clone());
         let shared = Mutex::new(SharedTree::new(self.phase_git(), &base));
+        let by_name: BTreeMap<String, Job> = jobs
+            .iter()
+            .map(|j| (j.agent.name.clone(), j.clone()))
+            .collect();
         pool::run(
             env.max_concurrency,
             jobs,
@@ -1715,8 +1738,39 @@ impl<'e> Round<'e, '_> {
                 let raw = match done {
                     Done::Finished(raw) => raw,
                     Done::NotStarted(job) => not_started(env, round, job),
+                    Done::Deferred(job) => {
+                        self.again.push(job.agent.name.clone());
+                        return;
+                    }
                 };
+                let before = self.again.len();
                 self.settle(raw, Some(control), &shared);
+                if control.stopped()
+                    || process::interrupted()
+                    || self.cli_stop.is_some()
+                    || self.limit_stop.is_some()
+                {
+                    return;
+                }
+                for name in self.again.split_off(before) {
+                    let Some(job) = by_name.get(&name).cloned() else {
+                        continue;
+                    };
+                    let Some(job) = self.ready_again(job) else {
+                        continue;
+                    };
+                    let provider = agents::provider_of(job.agent);
+                    // A little past the hold's end: the hold is kept to the millisecond, and a
+                    // start refused again a moment early costs a round trip through the pool.
+                    let wait = env.limits.held(&provider).map_or(Duration::ZERO, |h| {
+                        h.remaining() + Duration::from_millis(20)
+                    });
+                    log::info!(
+                        "agent {name}: {provider} is held; it starts in {} if a slot is free",
+                        units::duration_ms(wait.as_millis() as u64)
+                    );
+                    control.defer(job, Instant::now() + wait);
+                }
             },
         );
     }
@@ -1724,13 +1778,20 @@ impl<'e> Round<'e, '_> {
     /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
     /// is counted against the budget, the pool may start the next job: the git work that follows
     /// (merging a worktree) does not hold a free slot idle.
-    fn settle(&mut self, raw: RawRun, control: Option<&pool::Control>, shared: &Mutex<SharedTree>) {
+    fn settle(
+        &mut self,
+        raw: RawRun,
+        control: Option<&pool::Control<Job<'e>>>,
+        shared: &Mutex<SharedTree>,
+    ) {
         let env = self.env;
         let Some(agent) = env.mission.agent(&raw.agent) else {
             return;
         };
         if raw.deferred {
             // Its provider is held off: it did not start, and runs once the hold ends.
+            let now = self.now_ms();
+            self.held_since.entry(raw.agent.clone()).or_insert(now);
             self.again.push(raw.agent.clone());
             return;
         }
@@ -1823,6 +1884,15 @@ impl<'e> Round<'e, '_> {
                 self.cli_stop = Some(why);
             }
         }
+        // A limit holds its provider off before the pool may start the next job: else an agent
+        // of the same provider could start into the same limit.
+        let provider = agents::provider_of(agent);
+        let transient = settled
+            .failure
+            .as_ref()
+            .filter(|f| f.cause.is_transient())
+            .cloned();
+        let hold = transient.as_ref().map(|f| env.limits.hold(&provider, f));
         if let Some(c) = control {
             if self.budget_reached || self.cli_stop.is_some() {
                 c.stop_starting();
@@ -1880,12 +1950,6 @@ impl<'e> Round<'e, '_> {
         {
             self.state.agent_mut(&agent.name).last_base = Some(raw.base.clone());
         }
-        let provider = agents::provider_of(agent);
-        let transient = settled
-            .failure
-            .as_ref()
-            .filter(|f| f.cause.is_transient())
-            .cloned();
         if matches!(settled.entry.status, RunStatus::Ok | RunStatus::Empty) {
             let started = self.t0 + Duration::from_millis(settled.entry.start_ms);
             env.limits.clear(&provider, started);
@@ -1902,9 +1966,9 @@ impl<'e> Round<'e, '_> {
                 reason: why.clone(),
             });
         }
-        if let Some(f) = transient {
-            // Not the agent's failure: hold its provider off and run it again after the wait.
-            let hold = env.limits.hold(&provider, &f);
+        if let (Some(f), Some(hold)) = (transient, hold) {
+            // Not the agent's failure: its provider is held off (above), and it runs again
+            // after the wait.
             log::info!(
                 "agent {}: {} ({}); {provider} is held until {}",
                 agent.name,
@@ -1925,7 +1989,9 @@ impl<'e> Round<'e, '_> {
                 elapsed_ms: e.elapsed_ms,
                 cost_usd: e.cost_usd,
             });
+            let end = slot.0.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
             slot.1 = e;
+            self.held_since.entry(agent.name.clone()).or_insert(end);
             self.again.push(agent.name.clone());
             return;
         }
@@ -1936,6 +2002,9 @@ impl<'e> Round<'e, '_> {
         let mut entry = settled.entry;
         if let Some((runs, _)) = self.limited.remove(&entry.name) {
             entry.limited_runs = runs;
+        }
+        if let Some(since) = self.held_since.remove(&entry.name) {
+            entry.held_ms = entry.start_ms.saturating_sub(since);
         }
         self.record(entry, escalated);
     }
