@@ -582,7 +582,7 @@ fn the_readme_shows_the_nightly_workflow_file_as_it_is() {
 }
 
 #[test]
-fn orch_init_writes_phase_b_and_per_agent_budgets_that_take_effect() {
+fn orch_init_writes_phase_b_bisect_jobs_and_per_agent_budgets_that_take_effect() {
     for cli in ["claude", "codex", "gemini", "aider", "script"] {
         let repo = Repo::new();
         repo.orch(&["init", "--agent", cli]).expect(0);
@@ -605,6 +605,14 @@ fn orch_init_writes_phase_b_and_per_agent_budgets_that_take_effect() {
         assert!(budgets.iter().sum::<f64>() <= m["budgetUsd"].as_f64().unwrap());
         assert!(text.contains("\"budgetUsd\": 12            // what this agent may spend"));
         assert!(text.contains("\"phaseB\": \"besideTests\","));
+        // bisectJobs, with what it does and what it needs.
+        assert_eq!(m["bisectJobs"], 2, "{cli}: {text}");
+        let at = text.find("\"bisectJobs\": 2,").unwrap();
+        let comment = &text[text[..at].rfind("\"phaseB\"").unwrap()..at];
+        assert!(
+            comment.contains("per-agent revert") && comment.contains("\"worktree\""),
+            "{cli}: {comment}"
+        );
         assert!(
             !text.contains("review agents run after the tests"),
             "{text}"
@@ -618,6 +626,7 @@ fn orch_init_writes_phase_b_and_per_agent_budgets_that_take_effect() {
         let parsed = orch::mission::Mission::parse(&text, Path::new("orch.json"))
             .unwrap_or_else(|e| panic!("{cli}: {e}"));
         assert_eq!(parsed.agents[0].budget_usd, Some(12.0));
+        assert_eq!(parsed.bisect_jobs, Some(2), "{cli}");
     }
     // With the bundled fake agent it runs: the round log's plan carries the budgets.
     let repo = Repo::new();

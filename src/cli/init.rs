@@ -79,7 +79,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
   // Review agents start when the code agents' merges are done, beside the tests (their work
   // lands after the code commit, or is kept in a ref when the round is reverted);
   // "afterTests" runs them after the tests, on the committed tree.
-  "phaseB": "besideTests",{pricing}{limits}
+  "phaseB": "besideTests",
+  // When the tests regress, the per-agent revert finds whose change broke them and takes out
+  // only that, testing up to this many candidate trees at once (unset: maxConcurrency, the
+  // slots the agents leave idle). It needs "isolation": "worktree" below; "shared" reverts
+  // the whole round.
+  "bisectJobs": 2,{pricing}{limits}
   // What agents get of orch's environment (besides ORCH_* and their own `env`): the CLI's own
   // keys and settings, where to find programs and its login (PATH, HOME), the terminal and
   // locale, proxies and CA certificates. Nothing else: a GITHUB_TOKEN or cloud key in your
