@@ -421,6 +421,33 @@ fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
             .any(|l| l.starts_with("t-2") && l.contains("pending (its agent is over budget)")),
         "{list}"
     );
+    // The JSON says it too, on every task (false for a task that does not wait on a budget).
+    repo.orch(&["task", "add", "--agent", "free", "third"])
+        .expect(0);
+    let list: serde_json::Value = serde_json::from_str(
+        &repo
+            .orch(&["task", "list", "--json", "--all"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    let waiting: Vec<(&str, &serde_json::Value)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), &t["waitingOnBudget"]))
+        .collect();
+    assert_eq!(
+        waiting,
+        [
+            ("t-1", &json!(false)),
+            ("t-2", &json!(true)),
+            ("t-3", &json!(false))
+        ],
+        "{list:#}"
+    );
+    assert_eq!(list[1]["status"], "pending", "{list:#}");
+    assert_eq!(list[2]["status"], "pending", "{list:#}");
 
     // The report: one attention row for rounds 2 and 3.
     let report: serde_json::Value = serde_json::from_str(

@@ -734,9 +734,17 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             let q = Queue::load(&layout)?;
             let tasks = q.visible(all);
             if json {
+                let waiting = waiting_on_budget(cwd, &mission.mission, &layout, &q);
+                let listed: Vec<ListedTask> = tasks
+                    .iter()
+                    .map(|t| ListedTask {
+                        task: t,
+                        waiting_on_budget: waiting.contains(&t.id),
+                    })
+                    .collect();
                 crate::outln!(
                     "{}",
-                    serde_json::to_string_pretty(&tasks).unwrap_or_else(|_| "[]".into())
+                    serde_json::to_string_pretty(&listed).unwrap_or_else(|_| "[]".into())
                 )?;
             } else if tasks.is_empty() {
                 eprintln!("no tasks{}", if all { "" } else { " pending" });
@@ -751,6 +759,16 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             set_task(cwd, &mission.mission, &id, TaskStatus::Dropped)
         }
     }
+}
+
+/// A task as `orch task list --json` prints it: the queue's fields, and whether it waits on
+/// its agent's spent `budgetUsd` (the text view's "pending (its agent is over budget)").
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedTask<'a> {
+    #[serde(flatten)]
+    task: &'a crate::engine::tasks::Task,
+    waiting_on_budget: bool,
 }
 
 /// The ids of the pending tasks whose agent is over its `budgetUsd` (none without a mission
