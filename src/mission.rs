@@ -85,10 +85,12 @@ pub struct Mission {
     /// while the tests run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bisect_jobs: Option<usize>,
-    /// Run Phase B after a reverted round (off: its agents would read work that no longer
-    /// exists).
-    #[serde(default)]
-    pub phase_b_after_revert: bool,
+    /// Run Phase B (again) after a revert. Unset: after a per-agent revert with `besideTests`
+    /// (the review work it set aside is done again on the tree that stays, which holds the
+    /// round's other changes), never after a whole-round revert (the spec's: its agents would
+    /// review the base again). Read it through [`Mission::phase_b_after_revert`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_b_after_revert: Option<bool>,
     /// When Phase B (the review agents) runs: beside the tests and the post-sim, in a worktree
     /// of Phase A's merged tree, its work landing after the code commit (`besideTests`), or
     /// after them on the committed tree (`afterTests`).
@@ -432,7 +434,8 @@ pub enum Isolation {
 pub enum PhaseB {
     /// While the tests and the post-sim run, in orch's own worktree of Phase A's merged tree;
     /// their work is merged after the code commit when the tests pass, kept in a ref when the
-    /// round is reverted.
+    /// round is reverted (and after a per-agent revert done again on the tree that stays,
+    /// unless `phaseBAfterRevert` is false).
     #[default]
     BesideTests,
     /// After the tests, on the committed tree (the spec's order).
@@ -639,6 +642,14 @@ impl Loaded {
 }
 
 impl Mission {
+    /// Whether Phase B runs (again) after this revert (`whole_round`: the round was reverted
+    /// whole): `phaseBAfterRevert` when set; unset, only after a per-agent revert beside the
+    /// tests.
+    pub fn phase_b_after_revert(&self, whole_round: bool) -> bool {
+        self.phase_b_after_revert
+            .unwrap_or(self.phase_b == PhaseB::BesideTests && !whole_round)
+    }
+
     /// Parses and validates mission text; `file` is only used in error messages.
     pub fn parse(text: &str, file: &Path) -> Result<Mission> {
         let text = strip_comments(text);

@@ -595,3 +595,53 @@ fn a_killed_orch_while_review_agents_run_beside_the_tests_is_recovered_with_thei
     assert_eq!(repo.round_log(1)["status"], "ok");
     assert_eq!(repo.read("docs/half.md"), "half\n");
 }
+
+/// The default after a per-agent revert: the review work done beside the tests reviewed a tree
+/// with the culprit in it, so it is kept aside, and the review agents run again on the tree
+/// that stays (the other agents' work), as `phaseBAfterRevert: true` would; `false` keeps the
+/// work aside only. (After a whole-round revert the default does not run them again: see
+/// `a_revert_keeps_the_review_work_in_a_ref_not_merged`.)
+#[test]
+fn after_a_per_agent_revert_the_review_agents_run_again_by_default() {
+    for key in [None, Some(false)] {
+        let repo = Repo::new();
+        let mut m = json!({
+            "name": "t", "rounds": 1, "maxConcurrency": 2,
+            "agents": [
+                {"name": "good", "phase": "code", "command": agent_cmd(&["--write", "src/good.txt=good"])},
+                {"name": "breaker", "phase": "code", "command": agent_cmd(&["--write", "src/app.txt=BROKEN"])},
+                {"name": "reviewer", "phase": "review",
+                 "command": agent_cmd(&["--write", "docs/review.md=seen {round}"])}
+            ],
+            "tests": {"command": tests_cmd("0.5")}
+        });
+        if let Some(k) = key {
+            m["phaseBAfterRevert"] = json!(k);
+        }
+        repo.mission(m);
+        repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        let what = format!("phaseBAfterRevert {key:?}: {log:#}");
+        assert_eq!(log["revert"]["strategy"], "per-agent", "{what}");
+        assert_eq!(log["revert"]["culprits"], json!(["breaker"]), "{what}");
+        assert_eq!(repo.read("src/good.txt"), "good\n", "{what}");
+        let reviewer = Repo::agent(&log, "reviewer");
+        let aside = "refs/orch/review-aside/round-1/reviewer";
+        assert!(ref_exists(&repo, aside), "{what}");
+        if key.is_none() {
+            // Its run beside the tests kept aside, its run again after them committed.
+            assert_eq!(reviewer["besideRun"]["aside"]["keptRef"], aside, "{what}");
+            assert!(
+                ms(&reviewer["startMs"]) >= ms_at(&log, "testsEndMs"),
+                "{what}"
+            );
+            assert_eq!(reviewer["status"], "ok", "{what}");
+            assert_eq!(repo.read("docs/review.md"), "seen 1\n", "{what}");
+            assert_eq!(subjects(&repo)[0], "orch: round 1 review: reviewer");
+        } else {
+            assert_eq!(reviewer["aside"]["keptRef"], aside, "{what}");
+            assert!(reviewer["besideRun"].is_null(), "{what}");
+            assert!(!repo.exists("docs/review.md"), "{what}");
+        }
+    }
+}

@@ -77,7 +77,8 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "budgetUsd": 20,               // no new agent starts once this much is spent (exit 3)
   "stateDir": ".orch",           // logs, round logs, state; kept out of git by orch itself
   // Review agents start when the code agents' merges are done, beside the tests (their work
-  // lands after the code commit, or is kept in a ref when the round is reverted);
+  // lands after the code commit, or is kept in a ref when the round is reverted, and after a
+  // per-agent revert they run again on what stays: phaseBAfterRevert, true/false to force);
   // "afterTests" runs them after the tests, on the committed tree.
   "phaseB": "besideTests",
   // When the tests regress, the per-agent revert finds whose change broke them and takes out

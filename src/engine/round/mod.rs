@@ -621,14 +621,14 @@ impl<'e> Round<'e, '_> {
                 } else {
                     "a per-agent revert took code changes out of the tree they reviewed"
                 };
-                rerun = regressed && env.mission.phase_b_after_revert;
+                rerun = regressed && env.mission.phase_b_after_revert(reverted);
                 self.keep_review_aside(b, why, rerun);
             } else {
                 self.take_inboxes(&names(Phase::Review));
                 self.land_review(b)?;
             }
         }
-        let after_revert_skip = reverted && !env.mission.phase_b_after_revert;
+        let after_revert_skip = reverted && !env.mission.phase_b_after_revert(true);
         if !review.is_empty() && (!ran_beside || rerun) {
             if untested {
                 self.note("Phase B skipped: the tests could not start, so nothing was tested");
