@@ -159,7 +159,9 @@ fn each_round_records_what_it_started_from() {
     assert_eq!(decisions, ["included", "included", "included"]);
     let jobs = inputs["jobs"].as_array().unwrap();
     let names: Vec<&str> = jobs.iter().map(|j| j["agent"].as_str().unwrap()).collect();
-    assert_eq!(names, ["a", "b", "rev"]);
+    // rev ran beside the tests, then again after the per-agent revert took b out (the
+    // default): two jobs.
+    assert_eq!(names, ["a", "b", "rev", "rev"]);
     for j in jobs {
         let entry = Repo::agent(&log, j["agent"].as_str().unwrap());
         assert_eq!(j["model"], entry["model"], "{j}");
@@ -277,16 +279,25 @@ fn a_replay_runs_round_2_again_beside_the_branch_and_touches_nothing_live() {
             repo.read(&format!(".orch/prompts/round-0002/{name}.md"))
         );
     }
+    // rev's run again after the revert had its own prompt, given again as recorded.
+    assert_eq!(
+        repo.read(&format!("{dir}/prompts/round-0002/rev.2.md")),
+        repo.read(".orch/prompts/round-0002/rev.2.md")
+    );
     let kept = repo.git(&["rev-parse", "refs/orch/replay/round-2-1/rejected/round-2/b"]);
     assert!(repo
         .git(&["show", &format!("{kept}:src/b.txt")])
         .contains("BROKEN"));
-    // The replay's commit holds a's work on round 2's base, not on HEAD; rev's, made beside
-    // the tests of a round whose per-agent revert took b out, is kept aside in the replay's
-    // refs, as in the round.
+    // The replay's commits hold a's work on round 2's base, not on HEAD, and rev's run again
+    // after the per-agent revert took b out; its run beside the tests is kept aside in the
+    // replay's refs, as in the round.
     let commit = repo.git(&["rev-parse", "refs/orch/replay/round-2-1/commit"]);
     assert_eq!(log["commit"].as_str().unwrap(), commit);
-    let parent = repo.git(&["rev-parse", &format!("{commit}~1")]);
+    assert_eq!(
+        repo.git(&["log", "--format=%s", "-2", &commit]),
+        "orch: round 2 review: rev\norch: round 2 code: a"
+    );
+    let parent = repo.git(&["rev-parse", &format!("{commit}~2")]);
     repo.git(&[
         "rev-parse",
         "refs/orch/replay/round-2-1/review-aside/round-2/rev",

@@ -88,8 +88,10 @@ impl RoundInputs {
         write_json(&layout.round_inputs(self.round), self)
     }
 
-    pub fn job(&self, agent: &str) -> Option<&RecordedJob> {
-        self.jobs.iter().find(|j| j.agent == agent)
+    /// The agent's `nth` job of the round (0: its first; an agent run again after a revert
+    /// has a second).
+    pub fn job(&self, agent: &str, nth: usize) -> Option<&RecordedJob> {
+        self.jobs.iter().filter(|j| j.agent == agent).nth(nth)
     }
 }
 

@@ -121,7 +121,7 @@ pub fn prepare(ws: &Workspace, original: &RoundLog, opts: &ReplayOptions) -> Res
     for a in &opts.agents {
         let known = match (&recorded, opts.fresh) {
             (Some(r), false) => {
-                r.job(a).is_some()
+                r.job(a, 0).is_some()
                     || r.decisions
                         .iter()
                         .any(|d| &d.agent == a && d.decision == "included")

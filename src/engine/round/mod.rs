@@ -308,6 +308,15 @@ struct Round<'e, 's> {
     beside: Option<Beside>,
 }
 
+/// The prompt file of an agent's `nth` run in a round: `NAME.md`, then `NAME.2.md`, ... (a run
+/// again after a revert keeps the first run's prompt, for `orch round N` to give it again).
+fn prompt_name(agent: &str, nth: usize) -> String {
+    match nth {
+        0 => format!("{agent}.md"),
+        n => format!("{agent}.{}.md", n + 1),
+    }
+}
+
 /// One review agent's change beside the tests: (agent, parent, commit).
 type Link = (String, String, String);
 
@@ -1303,11 +1312,19 @@ impl<'e> Round<'e, '_> {
             let agent = p.agent;
             let mut plan = job_plan(agent, self.state, self.queue);
             // A replay gives the agent what the round gave it: model, timeout, task, place.
+            // Its runs so far this round: a run again after a revert is its second job, with a
+            // prompt file of its own.
+            let nth = self
+                .inputs
+                .jobs
+                .iter()
+                .filter(|j| j.agent == agent.name)
+                .count();
             let recorded = self
                 .env
                 .replay
                 .and_then(|r| r.recorded.as_ref())
-                .and_then(|r| r.job(&agent.name));
+                .and_then(|r| r.job(&agent.name, nth));
             if let Some(r) = recorded {
                 plan = JobPlan {
                     model: r.model.clone(),
@@ -1355,7 +1372,7 @@ impl<'e> Round<'e, '_> {
                         "{}: the recorded prompt cannot be used ({why}); rendered from today's templates",
                         agent.name
                     ));
-                    self.write_prompt(agent, &plan.model, task.as_ref(), false)?
+                    self.write_prompt(agent, &plan.model, task.as_ref(), false, nth)?
                 }
                 None => {
                     if self.env.replay.is_some_and(|r| r.recorded.is_some()) {
@@ -1366,7 +1383,7 @@ impl<'e> Round<'e, '_> {
                             agent.name
                         ));
                     }
-                    self.write_prompt(agent, &plan.model, task.as_ref(), resumed)?
+                    self.write_prompt(agent, &plan.model, task.as_ref(), resumed, nth)?
                 }
             };
             self.inputs.jobs.push(RecordedJob {
@@ -1423,6 +1440,7 @@ impl<'e> Round<'e, '_> {
         model: &str,
         task: Option<&Task>,
         resumed: bool,
+        nth: usize,
     ) -> Result<(PathBuf, String)> {
         let rendered = render_prompt(
             self.env,
@@ -1450,7 +1468,7 @@ impl<'e> Round<'e, '_> {
             .env
             .layout
             .prompts(self.round)
-            .join(format!("{}.md", agent.name));
+            .join(prompt_name(&agent.name, nth));
         std::fs::write(&path, &text).ctx(|| format!("writing prompt {}", path.display()))?;
         Ok((path, text))
     }
@@ -1464,11 +1482,11 @@ impl<'e> Round<'e, '_> {
             .map(|r| r.prompts_from.join(&job.prompt))
             .unwrap_or_default();
         let bytes = crate::engine::inputs::recorded_prompt(&from, job)?;
-        let path = self
-            .env
-            .layout
-            .prompts(self.round)
-            .join(format!("{}.md", job.agent));
+        let path = self.env.layout.prompts(self.round).join(
+            Path::new(&job.prompt)
+                .file_name()
+                .map_or_else(|| format!("{}.md", job.agent).into(), |n| n.to_owned()),
+        );
         std::fs::write(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
         Ok((path, String::from_utf8_lossy(&bytes).into_owned()))
     }
