@@ -637,6 +637,17 @@ fn after_a_per_agent_revert_the_review_agents_run_again_by_default() {
             );
             assert_eq!(reviewer["status"], "ok", "{what}");
             assert_eq!(repo.read("docs/review.md"), "seen 1\n", "{what}");
+            // Each run has its own log, and its entry points at it.
+            let logs = [&reviewer["besideRun"]["log"], &reviewer["log"]];
+            assert_eq!(
+                logs.map(|l| l.as_str().unwrap().to_string()),
+                [
+                    "logs/round-0001/reviewer.log",
+                    "logs/round-0001/reviewer.2.log"
+                ],
+                "{what}"
+            );
+            assert!(repo.exists(".orch/prompts/round-0001/reviewer.2.md"));
             assert_eq!(subjects(&repo)[0], "orch: round 1 review: reviewer");
         } else {
             assert_eq!(reviewer["aside"]["keptRef"], aside, "{what}");

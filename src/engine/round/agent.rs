@@ -49,14 +49,13 @@ pub(super) fn run_agent(
         .or(tree_git.as_ref())
         .map_or(env.root(), |g| g.root());
     let scratch = layout.scratch(round);
-    let stdout = layout.logs(round).join(format!("{}.log", agent.name));
-    let stderr = layout
-        .logs(round)
-        .join(format!("{}.stderr.log", agent.name));
-    let result_file = scratch.join(format!("{}.result.json", agent.name));
+    let stem = run_stem(&agent.name, job.nth);
+    let stdout = layout.logs(round).join(format!("{stem}.log"));
+    let stderr = layout.logs(round).join(format!("{stem}.stderr.log"));
+    let result_file = scratch.join(format!("{stem}.result.json"));
     let inbox = inbox_path(layout, round, &agent.name);
     let task_file = job.task.as_ref().map(|t| {
-        let p = scratch.join(format!("{}.task.json", agent.name));
+        let p = scratch.join(format!("{stem}.task.json"));
         if let Err(e) = write_json(&p, t) {
             log::warn!("agent {}: cannot write its task file: {e}", agent.name);
         }

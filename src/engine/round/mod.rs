@@ -139,6 +139,9 @@ struct Job<'a> {
     cap_args: Vec<String>,
     /// The CLI session it starts or resumes (`session: true`).
     session: Option<sessions::Plan>,
+    /// The agent's how-manieth job this round (0: its first; a review agent run again after a
+    /// revert has a second): its prompt and log files are its own.
+    nth: usize,
 }
 
 impl Env<'_> {
@@ -308,12 +311,13 @@ struct Round<'e, 's> {
     beside: Option<Beside>,
 }
 
-/// The prompt file of an agent's `nth` run in a round: `NAME.md`, then `NAME.2.md`, ... (a run
-/// again after a revert keeps the first run's prompt, for `orch round N` to give it again).
-fn prompt_name(agent: &str, nth: usize) -> String {
+/// The file stem of an agent's `nth` run in a round, for its prompt and logs: `NAME`, then
+/// `NAME.2`, ... (a run again after a revert keeps the first run's files: `orch round N` gives
+/// its prompt again, and its round-log entry's `besideRun` points at its log).
+fn run_stem(agent: &str, nth: usize) -> String {
     match nth {
-        0 => format!("{agent}.md"),
-        n => format!("{agent}.{}.md", n + 1),
+        0 => agent.to_string(),
+        n => format!("{agent}.{}", n + 1),
     }
 }
 
@@ -1415,6 +1419,7 @@ impl<'e> Round<'e, '_> {
                     .and_then(|left| agents::cap_args(agent, left))
                     .unwrap_or_default(),
                 session,
+                nth,
             });
         }
         if !jobs.is_empty() {
@@ -1468,7 +1473,7 @@ impl<'e> Round<'e, '_> {
             .env
             .layout
             .prompts(self.round)
-            .join(prompt_name(&agent.name, nth));
+            .join(format!("{}.md", run_stem(&agent.name, nth)));
         std::fs::write(&path, &text).ctx(|| format!("writing prompt {}", path.display()))?;
         Ok((path, text))
     }
