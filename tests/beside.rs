@@ -557,6 +557,66 @@ fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
     assert!(repo.status().is_empty(), "{}", repo.status());
 }
 
+/// A review agent that ended ok beside the tests, then an interrupt: its work did not land.
+/// Its entry says where it is (`aside`: Phase B's worktree ref) and a second agentEnd
+/// (`amended: true`) says so to events.ndjson readers, whose first one said ok.
+#[test]
+fn a_review_run_ended_before_an_interrupt_is_an_amended_agent_end() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review", "command": agent_cmd(&["--write", "docs/review.md=seen"])}
+        ],
+        "tests": {"command": tests_cmd("30"), "baseline": false}
+    }));
+    let ends = |repo: &Repo| -> Vec<Value> {
+        std::fs::read_to_string(repo.path().join(".orch/events.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "agentEnd" && e["agent"] == "reviewer")
+            .collect()
+    };
+    let mut orch = Orch::start(&repo, &["run"]);
+    let t0 = std::time::Instant::now();
+    while ends(&repo).is_empty() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "no reviewer end: {}",
+            orch.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    orch.signal(libc::SIGINT);
+    assert_eq!(
+        orch.wait(std::time::Duration::from_secs(15)),
+        130,
+        "{}",
+        orch.stderr()
+    );
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    let r = "refs/orch/interrupted-review/round-1";
+    let reviewer = Repo::agent(&log, "reviewer");
+    assert_eq!(reviewer["status"], "ok", "{reviewer:#}");
+    assert_eq!(reviewer["aside"]["keptRef"], r, "{reviewer:#}");
+    assert!(
+        reviewer["aside"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{reviewer:#}"
+    );
+    assert_eq!(repo.git(&["show", &format!("{r}:docs/review.md")]), "seen");
+    let ends = ends(&repo);
+    assert_eq!(ends.len(), 2, "{ends:#?}");
+    assert!(ends[0].get("amended").is_none(), "{:#}", ends[0]);
+    assert_eq!(ends[1]["amended"], true, "{:#}", ends[1]);
+    assert_eq!(ends[1]["aside"], reviewer["aside"], "{:#}", ends[1]);
+}
+
 #[test]
 fn a_killed_orch_while_review_agents_run_beside_the_tests_is_recovered_with_their_work() {
     let flags = tempfile::tempdir().unwrap();

@@ -2753,12 +2753,19 @@ impl<'e> Round<'e, '_> {
                 "orch: round {} {kind}; Phase B's worktree as it was",
                 self.round
             );
-            match b.git.save_tree(&b.base, &r, &msg) {
-                Ok(_) => self.note(&format!(
-                    "Phase B's worktree (beside the tests) is kept in {r}"
-                )),
-                Err(e) => log::warn!("Phase B's worktree could not be kept in {r}: {e}"),
-            }
+            let kept = match b.git.save_tree(&b.base, &r, &msg) {
+                Ok(_) => {
+                    self.note(&format!(
+                        "Phase B's worktree (beside the tests) is kept in {r}"
+                    ));
+                    Some(r)
+                }
+                Err(e) => {
+                    log::warn!("Phase B's worktree could not be kept in {r}: {e}");
+                    None
+                }
+            };
+            self.set_review_aside(kept, kind);
         }
         let base = self.journal.base.clone();
         let moved = self.env.git.head()?.as_deref() != Some(base.as_str());
@@ -2774,6 +2781,45 @@ impl<'e> Round<'e, '_> {
         self.env.git.restore(&base)?;
         self.log.kept_ref = Some(kept);
         Ok(())
+    }
+
+    /// A round abandoned (`kind`: interrupted, failed) while review agents ran beside its
+    /// tests: the work of those that ended did not land, and is in Phase B's worktree ref
+    /// (`kept`). Their entries say so (`aside`), and those whose first agentEnd said ok get a
+    /// second one (`amended: true`), as after a revert; a session that would remember that
+    /// work is dropped.
+    fn set_review_aside(&mut self, kept: Option<String>, kind: &str) {
+        let reason =
+            format!("ran beside the tests, and the round was {kind}: its work is not merged");
+        let mut amended = Vec::new();
+        let mut names = Vec::new();
+        for e in self
+            .log
+            .agents
+            .iter_mut()
+            .filter(|e| e.phase == Phase::Review && e.aside.is_none())
+        {
+            e.aside = Some(Aside {
+                kept_ref: kept.clone(),
+                reason: reason.clone(),
+            });
+            if e.status == RunStatus::Ok {
+                amended.push(agent_end(self.round, e, true));
+                names.push(e.name.clone());
+            }
+        }
+        for event in amended {
+            self.env.events.emit(event);
+        }
+        for name in names {
+            if self.env.mission.agent(&name).is_some_and(|a| a.session) {
+                let why = format!(
+                    "its change from round {} (beside the tests) did not land: the round was {kind}",
+                    self.round
+                );
+                sessions::forget(self.state.agent_mut(&name), why);
+            }
+        }
     }
 
     fn note(&mut self, text: &str) {
