@@ -33,9 +33,12 @@ fn the_round_time_follows_the_critical_path_with_phase_b_beside_the_tests() {
     let at = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("timing.{k}: {t}"));
     let total = at("total");
     eprintln!("critical path 4000 ms: timing {t}");
+    // Within 10 % below the 4 s path; above it, up to 4.75 s: still clear of the 5 s that Phase
+    // B after the tests takes at the least, and a loaded machine's commits and merges once
+    // took the round to 4449 ms, the suite's other tests beside it.
     assert!(
-        (3600..=4400).contains(&total),
-        "total {total} ms is not within 10% of 4 s: {t}"
+        (3600..=4750).contains(&total),
+        "total {total} ms is not within 4 s - 10 % .. 4.75 s (Phase B after the tests: 5 s): {t}"
     );
     let phase_a = at("phaseA");
     assert!((2450..2900).contains(&phase_a), "phaseA {phase_a}");
