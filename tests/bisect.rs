@@ -229,6 +229,26 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
     assert_eq!(log["revert"]["culprits"], json!(["a1"]), "{log:#}");
     assert!(repo.exists(".orch/rounds/round-0001.prev-1.json"));
     assert!(!repo.has_round_log(2));
+    // The interrupted run's logs and prompts are kept beside this run's, and its kept log and
+    // inputs point at them: the re-run wrote over none of them.
+    let prev: Value =
+        serde_json::from_str(&repo.read(".orch/rounds/round-0001.prev-1.json")).unwrap();
+    let a0 = Repo::agent(&prev, "a0")["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(a0, "logs/round-0001.prev-1/a0.log", "{prev:#}");
+    assert!(repo.exists(&format!(".orch/{a0}")));
+    assert!(repo.exists(".orch/logs/round-0001.prev-1/revert-check-3"));
+    assert!(repo.exists(".orch/prompts/round-0001.prev-1/a0.md"));
+    let inputs = repo.read(".orch/rounds/round-0001.prev-1.inputs.json");
+    assert!(
+        inputs.contains("\"prompts/round-0001.prev-1/a0.md\""),
+        "{inputs}"
+    );
+    assert_eq!(Repo::agent(&log, "a0")["log"], "logs/round-0001/a0.log");
+    assert!(repo.exists(".orch/logs/round-0001/a0.log"));
+    assert!(repo.exists(".orch/prompts/round-0001/a0.md"));
 }
 
 /// The same with a review agent still at work beside the tests, the search begun beside it.

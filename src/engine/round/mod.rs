@@ -185,7 +185,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         limit_wait: None,
     };
     journal.save(env.layout)?;
-    keep_earlier_inputs(env.layout, round)?;
+    let prev = keep_earlier_run(env.layout, round)?;
     let inputs = RoundInputs {
         version: INPUTS_VERSION,
         round,
@@ -218,6 +218,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         t0,
         journal,
         inputs,
+        prev,
         log: RoundLog {
             schema: SCHEMA,
             round,
@@ -286,6 +287,8 @@ struct Round<'e, 's> {
     journal: Journal,
     /// What the round started from, recorded for a replay (`rounds/round-NNNN.inputs.json`).
     inputs: RoundInputs,
+    /// The K under which an earlier run of this round is kept (`round-NNNN.prev-K.json`).
+    prev: u32,
     log: RoundLog,
     budget_reached: bool,
     committed: bool,
@@ -2954,7 +2957,7 @@ impl<'e> Round<'e, '_> {
             self.state.last_round = self.state.last_round.max(self.round);
         }
         self.state.mission = env.mission.name.clone();
-        keep_earlier_log(env.layout, self.round)?;
+        keep_earlier_log(env.layout, self.round, self.prev)?;
         write_json(&env.layout.round_log(self.round), &self.log)?;
         self.state.save(env.layout)?;
         env.events.emit(Event::RoundEnd {
@@ -2980,26 +2983,32 @@ impl<'e> Round<'e, '_> {
     }
 }
 
-/// `orch round N` on a round that has a log already: the earlier log is kept, renamed.
-fn keep_earlier_log(layout: &Layout, round: u32) -> Result<()> {
+/// A round that runs again (an interrupted one, resumed): its earlier log is kept, renamed to
+/// `round-NNNN.prev-K.json`, its paths into the logs and prompts folders pointing where
+/// `keep_earlier_run` moved them.
+fn keep_earlier_log(layout: &Layout, round: u32, k: u32) -> Result<()> {
     let path = layout.round_log(round);
     if !path.exists() {
         return Ok(());
     }
-    for k in 1.. {
-        let aside = layout
-            .rounds()
-            .join(format!("round-{round:04}.prev-{k}.json"));
-        if !aside.exists() {
-            return std::fs::rename(&path, &aside).ctx(|| {
-                format!(
-                    "keeping the earlier log of round {round} as {}",
-                    aside.display()
-                )
-            });
-        }
+    let aside = layout
+        .rounds()
+        .join(format!("round-{round:04}.prev-{k}.json"));
+    let text = std::fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
+    crate::engine::state::write_atomic(&aside, repoint(&text, round, k).as_bytes())?;
+    std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))
+}
+
+/// A kept log's or inputs' paths into the round's logs and prompts folders, moved aside.
+fn repoint(text: &str, round: u32, k: u32) -> String {
+    let mut text = text.to_string();
+    for dir in ["logs", "prompts"] {
+        text = text.replace(
+            &format!("\"{dir}/round-{round:04}/"),
+            &format!("\"{dir}/round-{round:04}.prev-{k}/"),
+        );
     }
-    Ok(())
+    text
 }
 
 /// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
@@ -3017,29 +3026,50 @@ fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (&'stat
     }
 }
 
-/// A round that runs again (an interrupted one, resumed) keeps the inputs of its earlier run
-/// beside the earlier log, which `keep_earlier_log` moves to `round-NNNN.prev-K.json` when this
-/// run ends: the same K.
-fn keep_earlier_inputs(layout: &Layout, round: u32) -> Result<()> {
-    let path = layout.round_inputs(round);
-    if !path.exists() {
-        return Ok(());
-    }
+/// A round that runs again (an interrupted one, resumed) keeps what its earlier run wrote
+/// under the K its earlier log gets when this run ends (`keep_earlier_log`): the inputs as
+/// `round-NNNN.prev-K.inputs.json`, the agents', tests' and sims' logs in
+/// `logs/round-NNNN.prev-K/`, the prompts in `prompts/round-NNNN.prev-K/`. Without it this
+/// run would write over them, and the interrupted run's output, the thing to look at, would
+/// be gone. Returns K.
+fn keep_earlier_run(layout: &Layout, round: u32) -> Result<u32> {
     let rounds = layout.rounds();
+    let logs = layout.logs(round);
+    let prompts = layout.prompts(round);
+    let aside_dir = |dir: &Path, k: u32| {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        dir.with_file_name(format!("{}.prev-{k}", name.unwrap_or_default()))
+    };
     let k = (1..)
-        .find(|k| {
+        .find(|&k| {
             !rounds
                 .join(format!("round-{round:04}.prev-{k}.json"))
                 .exists()
+                && !aside_dir(&logs, k).exists()
+                && !aside_dir(&prompts, k).exists()
         })
         .unwrap_or(1);
-    let aside = rounds.join(format!("round-{round:04}.prev-{k}.inputs.json"));
-    std::fs::rename(&path, &aside).ctx(|| {
-        format!(
-            "keeping the earlier inputs of round {round} as {}",
-            aside.display()
-        )
-    })
+    let inputs = layout.round_inputs(round);
+    if inputs.exists() {
+        let aside = rounds.join(format!("round-{round:04}.prev-{k}.inputs.json"));
+        let text =
+            std::fs::read_to_string(&inputs).ctx(|| format!("reading {}", inputs.display()))?;
+        crate::engine::state::write_atomic(&aside, repoint(&text, round, k).as_bytes())?;
+        std::fs::remove_file(&inputs).ctx(|| format!("removing {}", inputs.display()))?;
+    }
+    for dir in [&logs, &prompts] {
+        if dir.exists() {
+            let aside = aside_dir(dir, k);
+            std::fs::rename(dir, &aside).ctx(|| {
+                format!(
+                    "keeping the earlier run's {} as {}",
+                    dir.display(),
+                    aside.display()
+                )
+            })?;
+        }
+    }
+    Ok(k)
 }
 
 /// Runs the test suites `changed` calls for in the tree at `root` (the main tree, or a
