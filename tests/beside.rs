@@ -25,6 +25,35 @@ fn ref_exists(repo: &Repo, r: &str) -> bool {
         .success()
 }
 
+/// Events, one JSON object a line (events.ndjson, or `orch run --json`'s stdout).
+fn ndjson(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `agent`'s agentEnd events, in order.
+fn agent_ends<'a>(events: &'a [Value], agent: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "agentEnd" && e["agent"] == agent)
+        .collect()
+}
+
+/// Ctrl-C to a running orch: it exits 130 and round 1 is logged `interrupted`; its log.
+fn interrupt(orch: &mut Orch, repo: &Repo) -> Value {
+    orch.signal(libc::SIGINT);
+    assert_eq!(
+        orch.wait(std::time::Duration::from_secs(15)),
+        130,
+        "{}",
+        orch.stderr()
+    );
+    let log = repo.round_log(1);
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    log
+}
+
 fn subjects(repo: &Repo) -> Vec<String> {
     repo.git(&["log", "--format=%s"])
         .lines()
@@ -222,15 +251,8 @@ fn review_work_kept_aside_by_a_revert_is_an_amended_agent_end() {
     let run = repo.orch(&["run"]).expect(0);
     let log = repo.round_log(1);
     assert_eq!(log["status"], "reverted", "{log:#}");
-    let events: Vec<Value> = repo
-        .read(".orch/events.ndjson")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ends: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["event"] == "agentEnd" && e["agent"] == "reviewer")
-        .collect();
+    let events = ndjson(&repo.read(".orch/events.ndjson"));
+    let ends = agent_ends(&events, "reviewer");
     assert_eq!(ends.len(), 2, "{ends:#?}");
     assert_eq!(ends[0]["status"], "ok");
     assert!(ends[0].get("amended").is_none(), "{:#}", ends[0]);
@@ -386,15 +408,8 @@ fn a_review_change_that_conflicts_after_the_tests_is_an_agent_end_the_attention_
         "hooks": {"attention": format!("cat >> {}", attention.display())}
     }));
     let run = repo.orch(&["run", "--json"]).expect(0);
-    let events: Vec<Value> = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ends: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["event"] == "agentEnd" && e["agent"] == "curator")
-        .collect();
+    let events = ndjson(&run.stdout());
+    let ends = agent_ends(&events, "curator");
     assert_eq!(ends.len(), 2, "{ends:#?}");
     assert_eq!(ends[0]["status"], "ok");
     assert!(ends[0].get("amended").is_none(), "{:#}", ends[0]);
@@ -535,15 +550,7 @@ fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
         status["running"]["phase"], "tests, review beside them",
         "{status:#}"
     );
-    orch.signal(libc::SIGINT);
-    assert_eq!(
-        orch.wait(std::time::Duration::from_secs(15)),
-        130,
-        "{}",
-        orch.stderr()
-    );
-    let log = repo.round_log(1);
-    assert_eq!(log["status"], "interrupted", "{log:#}");
+    interrupt(&mut orch, &repo);
     // The main tree's (Phase A's merged work) and Phase B's worktree, each in a ref.
     assert_eq!(
         repo.git(&["show", "refs/orch/interrupted/round-1:src/a.txt"]),
@@ -571,6 +578,7 @@ fn a_review_run_ended_before_an_interrupt_is_an_amended_agent_end() {
         ],
         "tests": {"command": tests_cmd("30"), "baseline": false}
     }));
+    // Read while orch writes: a missing file or a half-written last line is no event yet.
     let ends = |repo: &Repo| -> Vec<Value> {
         std::fs::read_to_string(repo.path().join(".orch/events.ndjson"))
             .unwrap_or_default()
@@ -589,15 +597,7 @@ fn a_review_run_ended_before_an_interrupt_is_an_amended_agent_end() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    orch.signal(libc::SIGINT);
-    assert_eq!(
-        orch.wait(std::time::Duration::from_secs(15)),
-        130,
-        "{}",
-        orch.stderr()
-    );
-    let log = repo.round_log(1);
-    assert_eq!(log["status"], "interrupted", "{log:#}");
+    let log = interrupt(&mut orch, &repo);
     let r = "refs/orch/interrupted-review/round-1";
     let reviewer = Repo::agent(&log, "reviewer");
     assert_eq!(reviewer["status"], "ok", "{reviewer:#}");

@@ -1047,28 +1047,7 @@ impl<'e> Round<'e, '_> {
                 ""
             }
         );
-        let mut names = Vec::new();
-        let mut amended = Vec::new();
-        for e in self
-            .log
-            .agents
-            .iter_mut()
-            .filter(|e| e.phase == Phase::Review)
-        {
-            e.aside = Some(Aside {
-                kept_ref: kept.get(&e.name).cloned(),
-                reason: reason.clone(),
-            });
-            names.push(e.name.clone());
-            // Its first agentEnd (when its process ended, beside the tests) said ok: this one
-            // says its change did not land, as after a conflict.
-            if e.status == RunStatus::Ok {
-                amended.push(agent_end(self.round, e, true));
-            }
-        }
-        for event in amended {
-            env.events.emit(event);
-        }
+        let names = self.mark_review_aside(&|name| kept.get(name).cloned(), &reason);
         for name in kept.keys() {
             if env.mission.agent(name).is_some_and(|a| a.session) {
                 let why = format!(
@@ -2786,35 +2765,13 @@ impl<'e> Round<'e, '_> {
         Ok(())
     }
 
-    /// A round abandoned (`kind`: interrupted, failed) while review agents ran beside its
-    /// tests: the work of those that ended did not land, and is in Phase B's worktree ref
-    /// (`kept`). Their entries say so (`aside`), and those whose first agentEnd said ok get a
-    /// second one (`amended: true`), as after a revert; a session that would remember that
-    /// work is dropped.
+    /// A round abandoned (`kind`: interrupted) while review agents ran beside its tests: the
+    /// work of those that ended did not land, and is in Phase B's worktree ref (`kept`). Their
+    /// entries say so, as after a revert; a session that would remember that work is dropped.
     fn set_review_aside(&mut self, kept: Option<String>, kind: &str) {
         let reason =
             format!("ran beside the tests, and the round was {kind}: its work is not merged");
-        let mut amended = Vec::new();
-        let mut names = Vec::new();
-        for e in self
-            .log
-            .agents
-            .iter_mut()
-            .filter(|e| e.phase == Phase::Review && e.aside.is_none())
-        {
-            e.aside = Some(Aside {
-                kept_ref: kept.clone(),
-                reason: reason.clone(),
-            });
-            if e.status == RunStatus::Ok {
-                amended.push(agent_end(self.round, e, true));
-                names.push(e.name.clone());
-            }
-        }
-        for event in amended {
-            self.env.events.emit(event);
-        }
-        for name in names {
+        for name in self.mark_review_aside(&|_| kept.clone(), &reason) {
             if self.env.mission.agent(&name).is_some_and(|a| a.session) {
                 let why = format!(
                     "its change from round {} (beside the tests) did not land: the round was {kind}",
@@ -2823,6 +2780,38 @@ impl<'e> Round<'e, '_> {
                 sessions::forget(self.state.agent_mut(&name), why);
             }
         }
+    }
+
+    /// Review work that did not land: each review entry not marked yet gets `aside` (its ref,
+    /// `kept(agent)`, and `reason`), and one whose first agentEnd (when its process ended,
+    /// beside the tests) said ok gets a second (`amended: true`) saying its change did not
+    /// land, as after a conflict. Returns the agents marked.
+    fn mark_review_aside(
+        &mut self,
+        kept: &dyn Fn(&str) -> Option<String>,
+        reason: &str,
+    ) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut amended = Vec::new();
+        for e in self
+            .log
+            .agents
+            .iter_mut()
+            .filter(|e| e.phase == Phase::Review && e.aside.is_none())
+        {
+            e.aside = Some(Aside {
+                kept_ref: kept(&e.name),
+                reason: reason.to_string(),
+            });
+            names.push(e.name.clone());
+            if e.status == RunStatus::Ok {
+                amended.push(agent_end(self.round, e, true));
+            }
+        }
+        for event in amended {
+            self.env.events.emit(event);
+        }
+        names
     }
 
     fn note(&mut self, text: &str) {
