@@ -267,11 +267,6 @@ mod tests {
         );
     }
 
-    /// A job `work` returns unstarted the first time (its provider held), as the round's does.
-    fn held_once(j: (u8, bool)) -> (u8, bool) {
-        j
-    }
-
     #[test]
     fn a_deferred_job_starts_when_it_is_due_while_others_still_run() {
         // Two slots: job 0 runs 600 ms; job 1 is "held" on its first try and deferred 100 ms.
@@ -288,7 +283,7 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(600));
                 }
                 ran.lock().unwrap().push((j, t0.elapsed()));
-                held_once(j)
+                j
             },
             |d, c| match d {
                 Done::Finished((1, false)) => c.defer((1, true), Instant::now() + ms(100)),
@@ -320,7 +315,7 @@ mod tests {
             2,
             vec![(7u8, false)],
             || true,
-            held_once,
+            |j| j,
             |d, c| match d {
                 Done::Finished((7, false)) => c.defer((7, true), Instant::now() + ms(5000)),
                 Done::Deferred(j) => back.push(j),

@@ -2983,21 +2983,21 @@ fn keep_earlier_log(layout: &Layout, round: u32, k: u32) -> Result<()> {
     let aside = layout
         .rounds()
         .join(format!("round-{round:04}.prev-{k}.json"));
-    let text = std::fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
-    crate::engine::state::write_atomic(&aside, repoint(&text, round, k).as_bytes())?;
-    std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))
+    move_repointed(&path, &aside, round, k)
 }
 
-/// A kept log's or inputs' paths into the round's logs and prompts folders, moved aside.
-fn repoint(text: &str, round: u32, k: u32) -> String {
-    let mut text = text.to_string();
+/// Moves a round log or inputs file (`from`) of an earlier run of `round` to `to`, its paths
+/// into the round's logs and prompts folders pointing where they were moved aside (`.prev-K`).
+fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
+    let mut text = std::fs::read_to_string(from).ctx(|| format!("reading {}", from.display()))?;
     for dir in ["logs", "prompts"] {
         text = text.replace(
             &format!("\"{dir}/round-{round:04}/"),
             &format!("\"{dir}/round-{round:04}.prev-{k}/"),
         );
     }
-    text
+    crate::engine::state::write_atomic(to, text.as_bytes())?;
+    std::fs::remove_file(from).ctx(|| format!("removing {}", from.display()))
 }
 
 /// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
@@ -3041,10 +3041,7 @@ fn keep_earlier_run(layout: &Layout, round: u32) -> Result<u32> {
     let inputs = layout.round_inputs(round);
     if inputs.exists() {
         let aside = rounds.join(format!("round-{round:04}.prev-{k}.inputs.json"));
-        let text =
-            std::fs::read_to_string(&inputs).ctx(|| format!("reading {}", inputs.display()))?;
-        crate::engine::state::write_atomic(&aside, repoint(&text, round, k).as_bytes())?;
-        std::fs::remove_file(&inputs).ctx(|| format!("removing {}", inputs.display()))?;
+        move_repointed(&inputs, &aside, round, k)?;
     }
     for dir in [&logs, &prompts] {
         if dir.exists() {

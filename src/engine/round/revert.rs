@@ -48,7 +48,6 @@ impl<'e> Round<'e, '_> {
         };
         if let Some((mut s, found)) = searched {
             let n = merged.len();
-            let merged = s.merged;
             runs = std::mem::take(&mut s.runs);
             if process::interrupted() || env.replay.is_some() {
                 // Nothing of the search outlives it when it was stopped (its test processes
@@ -67,14 +66,7 @@ impl<'e> Round<'e, '_> {
                     "per-agent revert could not settle which changes broke the tests; the whole round is reverted",
                 ),
             }
-            // Put the union back so the rejected ref holds all of it; should it no longer
-            // merge, each agent's change is kept under its own ref instead.
-            if !s.checkout(env.git, &(0..n).collect::<Vec<_>>(), self.round)? {
-                for (name, commit) in merged {
-                    let kept = self.env.kept_ref("rejected", self.round, Some(name));
-                    env.git.set_ref(&kept, commit)?;
-                }
-            }
+            self.put_union_back(&s)?;
         }
         self.revert(base, failure)?;
         self.count_test_runs(&runs);
@@ -87,6 +79,23 @@ impl<'e> Round<'e, '_> {
         Ok(code_agents)
     }
 
+    /// Puts the union of the searched changes back in the main tree, so that the ref the tree
+    /// is then kept in holds all of them; should it no longer merge, each agent's change is
+    /// kept under `refs/orch/rejected/round-N/AGENT` instead: those (agent, ref).
+    fn put_union_back(&self, s: &Search) -> Result<Vec<(String, String)>> {
+        let env = self.env;
+        let all: Vec<usize> = (0..s.merged.len()).collect();
+        let mut kept = Vec::new();
+        if !s.checkout(env.git, &all, self.round)? {
+            for (name, commit) in s.merged {
+                let r = env.kept_ref("rejected", self.round, Some(name));
+                env.git.set_ref(&r, commit)?;
+                kept.push((name.clone(), r));
+            }
+        }
+        Ok(kept)
+    }
+
     /// An interrupt stopped the search before it settled: the round ends `interrupted`, as at
     /// any other stage (its tree kept in `refs/orch/interrupted/round-N`, Phase B's beside the
     /// tests in `interrupted-review`, the base restored; the next `orch run` runs it again),
@@ -95,19 +104,13 @@ impl<'e> Round<'e, '_> {
     /// instead, as a whole-round revert keeps it). Its extra runs stay in the log
     /// (`revert.strategy: "interrupted"`, no culprit).
     fn interrupted_search(&mut self, s: &Search, runs: Vec<BisectRun>) -> Result<Vec<String>> {
-        let env = self.env;
         self.note(&format!(
             "per-agent revert interrupted before it settled which changes broke the tests ({} extra test run{}); the round is interrupted",
             runs.len(),
             if runs.len() == 1 { "" } else { "s" }
         ));
-        let n = s.merged.len();
-        if !s.checkout(env.git, &(0..n).collect::<Vec<_>>(), self.round)? {
-            for (name, commit) in s.merged {
-                let kept = env.kept_ref("rejected", self.round, Some(name));
-                env.git.set_ref(&kept, commit)?;
-                self.note(&format!("{name}'s change is kept in {kept}"));
-            }
+        for (name, kept) in self.put_union_back(s)? {
+            self.note(&format!("{name}'s change is kept in {kept}"));
         }
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
