@@ -169,9 +169,12 @@ impl Git {
     }
 
     /// `git rm -r --cached` of `specs` (pathspecs), the files left on disk; a spec that
-    /// matches nothing is no error.
+    /// matches nothing is no error. Forced (`-f`): without it git refuses an entry whose staged
+    /// content differs from both the file and HEAD, which is what a file written between the
+    /// `add` and this call looks like (the state folder's `tasks.json`, Phase B's worktree
+    /// committing beside the tests); only the index is touched, so forcing loses nothing.
     pub(crate) fn unstage(&self, specs: &[String], env: &[(&str, &str)]) -> Result<()> {
-        let mut args = vec!["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--"];
+        let mut args = vec!["rm", "-r", "-q", "-f", "--cached", "--ignore-unmatch", "--"];
         args.extend(specs.iter().map(String::as_str));
         self.run_env(&args, env).map(drop)
     }
