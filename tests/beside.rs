@@ -716,3 +716,44 @@ fn after_a_per_agent_revert_the_review_agents_run_again_by_default() {
         }
     }
 }
+
+/// Phase B's worktree once its work is resolved: clean after a round whose review work landed
+/// and after one whose review work was kept aside by a revert (old code: after the revert it
+/// held the review agent's edits, ` M a.txt`, ` M review.txt`, until the next round reset it).
+#[test]
+fn phase_b_worktree_is_clean_once_its_work_is_landed_or_kept_aside() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a{round}"])},
+            {"name": "r", "phase": "review", "command": agent_cmd(&[
+                "--sleep", "0.3", "--write", "src/a.txt=r{round}", "--write", "review.txt=r{round}"])}
+        ],
+        "tests": {"command": ["sh", "-c", "sleep 0.1; grep -q a2 src/a.txt && exit 1; exit 0"]}
+    }));
+    let wt_status = |repo: &Repo| {
+        let out = std::process::Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(repo.path().join(".orch/worktrees/.phase-b"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let run = repo.orch(&["run", "--rounds", "1"]).expect(0);
+    assert_eq!(repo.round_log(1)["status"], "ok", "{}", run.stderr());
+    assert_eq!(
+        wt_status(&repo),
+        "",
+        "after a round that landed its review work"
+    );
+    let run = repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(2);
+    assert_eq!(log["status"], "reverted", "{}", run.stderr());
+    assert!(ref_exists(&repo, "refs/orch/review-aside/round-2/r"));
+    assert_eq!(
+        wt_status(&repo),
+        "",
+        "after a revert that kept the review work aside"
+    );
+}

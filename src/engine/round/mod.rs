@@ -629,6 +629,7 @@ impl<'e> Round<'e, '_> {
         let ran_beside = self.beside.is_some();
         let mut rerun = false;
         if let Some(b) = self.beside.take() {
+            let clean_after = (b.git.clone(), b.base.clone());
             if untested || regressed {
                 let why = if untested {
                     "the tests could not start, so nothing was tested"
@@ -643,6 +644,7 @@ impl<'e> Round<'e, '_> {
                 self.take_inboxes(&names(Phase::Review));
                 self.land_review(b)?;
             }
+            clean_phase_b_worktree(&clean_after.0, &clean_after.1);
         }
         let after_revert_skip = reverted && !env.mission.phase_b_after_revert(true);
         if !review.is_empty() && (!ran_beside || rerun) {
@@ -2748,6 +2750,7 @@ impl<'e> Round<'e, '_> {
                 }
             };
             self.set_review_aside(kept, kind);
+            clean_phase_b_worktree(&b.git, &b.base);
         }
         let base = self.journal.base.clone();
         let moved = self.env.git.head()?.as_deref() != Some(base.as_str());
@@ -2975,6 +2978,18 @@ impl<'e> Round<'e, '_> {
 /// A round that runs again (an interrupted one, resumed): its earlier log is kept, renamed to
 /// `round-NNNN.prev-K.json`, its paths into the logs and prompts folders pointing where
 /// `keep_earlier_run` moved them.
+/// Phase B's worktree once its work is resolved (landed, or kept in its refs): put back at the
+/// commit it was made from and cleaned, so that nothing in it reads as work still to do (the
+/// next round resets it anyway; this is for the time between, and after the last round).
+fn clean_phase_b_worktree(git: &Git, base: &str) {
+    if let Err(e) = git.restore(base) {
+        log::warn!(
+            "Phase B's worktree {} could not be cleaned: {e}",
+            git.root().display()
+        );
+    }
+}
+
 fn keep_earlier_log(layout: &Layout, round: u32, k: u32) -> Result<()> {
     let path = layout.round_log(round);
     if !path.exists() {
