@@ -757,3 +757,44 @@ fn phase_b_worktree_is_clean_once_its_work_is_landed_or_kept_aside() {
         "after a revert that kept the review work aside"
     );
 }
+
+/// The commit a review agent beside the tests is shown (its HEAD) is the round's code commit
+/// when the tests pass, in both isolation modes, so a review that names it ("reviewed <sha>")
+/// names what landed (old code: a commit "Phase A's tree, for Phase B beside the tests", with
+/// the code commit's tree and parent but another hash, that no ref kept).
+#[test]
+fn the_commit_a_review_agent_beside_the_tests_sees_is_the_one_that_lands() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        repo.mission(json!({
+            "name": "t", "rounds": 1, "git": {"isolation": isolation},
+            "agents": [
+                {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])},
+                {"name": "b", "phase": "code", "command": agent_cmd(&["--write", "src/b.txt=b"])},
+                {"name": "r", "phase": "review", "command": ["sh", "-c", "git rev-parse HEAD > seen.md"]}
+            ],
+            // Over a second: a commit made again after the tests has another time, so only
+            // landing the very commit shown passes.
+            "tests": {"command": ["sh", "-c", "sleep 1.1"]}
+        }));
+        let run = repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        assert_eq!(log["status"], "ok", "{isolation}: {}", run.stderr());
+        let subjects = subjects(&repo);
+        assert_eq!(subjects[0], "orch: round 1 review: r", "{isolation}");
+        assert!(
+            subjects[1].starts_with("orch: round 1 code: "),
+            "{isolation}: {subjects:?}"
+        );
+        let code = repo.git(&["rev-parse", "HEAD~1"]);
+        assert_eq!(repo.read("seen.md").trim(), code.trim(), "{isolation}");
+        let events =
+            ndjson(&std::fs::read_to_string(repo.path().join(".orch/events.ndjson")).unwrap());
+        let commits: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"] == "commit")
+            .filter_map(|e| e["commit"].as_str())
+            .collect();
+        assert_eq!(commits.first().copied(), Some(code.trim()), "{isolation}");
+    }
+}

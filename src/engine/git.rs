@@ -412,6 +412,31 @@ impl Git {
         Ok(self.head_fast())
     }
 
+    /// Lands `commit`, made earlier on `parent` (the code commit Phase B beside the tests was
+    /// shown), as the branch's next commit when HEAD is at `parent` and the working tree, all
+    /// added, is exactly `commit`'s tree: HEAD moves to it and no new commit is made. Returns
+    /// whether it did; otherwise nothing moved (the index holds the tree, as `commit_all`'s
+    /// own `add` leaves it).
+    pub fn land_made(&self, commit: &str, parent: &str) -> Result<bool> {
+        self.add_all(&[])?;
+        let tree = self.run(&["write-tree"])?;
+        let want = self.run(&[
+            "rev-parse",
+            &format!("{commit}^{{tree}}"),
+            &format!("{commit}^"),
+        ])?;
+        let mut want = want.lines();
+        let head = self.head_fast();
+        if want.next() != Some(tree.trim())
+            || want.next() != Some(parent)
+            || head.as_deref() != Some(parent)
+        {
+            return Ok(false);
+        }
+        self.run(&["reset", "-q", "--soft", commit])?;
+        Ok(true)
+    }
+
     /// Commits an agent's change in its worktree (`commit_changes`). Git's automatic
     /// maintenance (`git maintenance run --auto`, a process after every commit and merge) is
     /// left to the round's own commit in the main tree: here it would run once per agent

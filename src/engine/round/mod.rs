@@ -332,8 +332,11 @@ type Link = (String, String, String);
 struct Beside {
     /// The worktree (`<stateDir>/worktrees/.phase-b`: no agent name starts with a dot).
     git: Git,
-    /// The commit it was made from: Phase A's tree on the round's base, plus this round's
-    /// pre-sim data when the pre-sim succeeded.
+    /// Phase A's tree committed on the round's base with the code commit's message, and that
+    /// message: the round's code commit when the tests pass on that tree.
+    shown: (String, String),
+    /// The commit it was made from: `shown`, plus this round's pre-sim data when the pre-sim
+    /// succeeded.
     base: String,
     /// Each review agent that changed files, in completion order, with the files.
     changed: Vec<(String, Vec<String>)>,
@@ -763,17 +766,14 @@ impl<'e> Round<'e, '_> {
         self.ensure_state_dir("Phase B started")?;
         let start_ms = self.t0.elapsed().as_millis() as u64;
         let b_start = Instant::now();
-        let snapshot = env.git.commit_of_tree(
-            tested,
-            base,
-            &format!(
-                "orch: round {}: Phase A's tree, for Phase B beside the tests",
-                self.round
-            ),
-        )?;
+        // The review agents are shown the commit that lands if the tests pass: the round's code
+        // commit, made now with the message it will have (`commit` moves the branch to it when
+        // the tree it commits is this one), so a review that names it names what lands.
+        let shown_message = self.commit_message(&self.commit_label(Phase::Code, &[], "sim data"));
+        let snapshot = env.git.commit_of_tree(tested, base, &shown_message)?;
         let path = env.layout.dir.join("worktrees").join(".phase-b");
         let git = env.git.prepare_worktree(&path, &snapshot)?;
-        let mut b_base = snapshot;
+        let mut b_base = snapshot.clone();
         let mut tip_tree = tested.to_string();
         if let (Some(sims), Some(pre)) = (&env.mission.sims, &self.log.sims.pre) {
             if pre.status == StepStatus::Ok {
@@ -794,6 +794,7 @@ impl<'e> Round<'e, '_> {
         let main = SharedTree::new(env.git, &env.git.base()?);
         self.beside = Some(Beside {
             git,
+            shown: (snapshot, shown_message),
             base: b_base.clone(),
             changed: Vec::new(),
             chain: Some(Ok(Vec::new())),
@@ -2656,10 +2657,7 @@ impl<'e> Round<'e, '_> {
         if !self.env.mission.git.commit {
             return Ok(());
         }
-        let msg = format!(
-            "orch: round {} {what}\n\nmission: {}",
-            self.round, self.env.mission.name
-        );
+        let msg = self.commit_message(what);
         self.set_aside_oversized(self.env.git, &format!("round-{}", self.round));
         // Worktree merges moved HEAD along the round; the round lands as one commit on the base.
         let base = self.journal.base.clone();
@@ -2667,10 +2665,16 @@ impl<'e> Round<'e, '_> {
         if merged {
             self.env.git.run(&["reset", "-q", "--soft", &base])?;
         }
-        let made = if merged {
-            self.env.git.commit_changes(&msg)?
-        } else {
-            self.env.git.commit_all(&msg)?
+        // The commit the review agents beside the tests were shown, when this is it.
+        let shown = self
+            .beside
+            .as_ref()
+            .filter(|b| b.shown.1 == msg)
+            .map(|b| b.shown.0.clone());
+        let made = match shown {
+            Some(c) if self.env.git.land_made(&c, &base)? => Some(c),
+            _ if merged => self.env.git.commit_changes(&msg)?,
+            _ => self.env.git.commit_all(&msg)?,
         };
         if let Some(c) = made {
             self.env.events.emit(Event::Commit {
@@ -2683,6 +2687,14 @@ impl<'e> Round<'e, '_> {
             self.committed = true;
         }
         Ok(())
+    }
+
+    /// The message of the round's commit of `what` (`code: a, b`, `review: r`, `sim data`).
+    fn commit_message(&self, what: &str) -> String {
+        format!(
+            "orch: round {} {what}\n\nmission: {}",
+            self.round, self.env.mission.name
+        )
     }
 
     /// A phase's commit is named for the agents whose changed files it holds (`code: a, b`),
