@@ -798,3 +798,63 @@ fn the_commit_a_review_agent_beside_the_tests_sees_is_the_one_that_lands() {
         assert_eq!(commits.first().copied(), Some(code.trim()), "{isolation}");
     }
 }
+
+/// Two review agents at once in their shared tree, `good` writing a file while `bad` runs and
+/// then failing: `good.md` is `good`'s (committed, `good` ok), `bad` is failed with no file,
+/// in both Phase B modes and both isolation modes (old code: every time `good.md` went to
+/// `refs/orch/failed/round-1/bad`, not committed, and `good` was `empty`).
+#[test]
+fn a_review_agent_that_fails_beside_another_does_not_take_its_files() {
+    for phase_b in ["besideTests", "afterTests"] {
+        for isolation in ["worktree", "shared"] {
+            let repo = Repo::new();
+            repo.mission(json!({
+                "name": "t", "rounds": 1, "phaseB": phase_b, "git": {"isolation": isolation},
+                "agents": [
+                    {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])},
+                    {"name": "good", "phase": "review", "command": agent_cmd(&[
+                        "--sleep", "0.2", "--write", "good.md=GOOD", "--sleep", "0.6"])},
+                    {"name": "bad", "phase": "review", "command": agent_cmd(&[
+                        "--sleep", "0.5", "--exit", "3", "--done"])}
+                ]
+            }));
+            let what = format!("{phase_b}, {isolation}");
+            let run = repo.orch(&["run"]).expect(0);
+            let log = repo.round_log(1);
+            let good = Repo::agent(&log, "good");
+            let bad = Repo::agent(&log, "bad");
+            assert_eq!(good["status"], "ok", "{what}: {}", run.stderr());
+            assert_eq!(good["files"], json!(["good.md"]), "{what}");
+            assert_eq!(bad["status"], "failed", "{what}");
+            assert_eq!(bad["changedFiles"], 0, "{what}: {bad:#}");
+            assert_eq!(repo.read("good.md"), "GOOD\n", "{what}");
+            assert_eq!(subjects(&repo)[0], "orch: round 1 review: good", "{what}");
+            assert!(!ref_exists(&repo, "refs/orch/failed/round-1/bad"), "{what}");
+        }
+    }
+}
+
+/// The same failing agent writing a file of its own while nobody else changed it keeps that
+/// file out: it is taken out of the tree and kept in its ref, as before (this held on the old
+/// code too: it guards the other side of the fix).
+#[test]
+fn a_review_agent_that_fails_beside_another_still_has_its_own_files_kept_aside() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "phaseB": "afterTests",
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a"])},
+            {"name": "quick", "phase": "review", "command": agent_cmd(&["--write", "quick.md=Q"])},
+            {"name": "bad", "phase": "review", "command": agent_cmd(&[
+                "--sleep", "0.5", "--write", "bad.md=BAD", "--exit", "3", "--done"])}
+        ]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let bad = Repo::agent(&log, "bad");
+    assert_eq!(bad["status"], "failed", "{}", run.stderr());
+    assert_eq!(bad["changedFiles"], 0, "{bad:#}");
+    assert!(!repo.exists("bad.md"));
+    assert!(ref_exists(&repo, "refs/orch/failed/round-1/bad"));
+    assert_eq!(Repo::agent(&log, "quick")["status"], "ok");
+}

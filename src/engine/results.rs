@@ -55,6 +55,9 @@ pub struct RawRun {
     pub kept_aside: Vec<String>,
     /// The CLI session it started or resumed (`session: true`).
     pub session: Option<crate::engine::sessions::Plan>,
+    /// In a shared tree: the other agents that worked there at some moment of its run (any of
+    /// them may have written a file in `changed`).
+    pub shared_with: Vec<String>,
 }
 
 /// The outcome of settling one run.

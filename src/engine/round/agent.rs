@@ -172,7 +172,10 @@ pub(super) fn run_agent(
         timeout_ms: job.timeout.as_millis() as u64,
     });
     let before = if isolated.is_none() {
-        shared.lock().unwrap_or_else(|e| e.into_inner()).before()
+        shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .before(&agent.name)
     } else {
         Fingerprint::default()
     };
@@ -216,6 +219,7 @@ pub(super) fn run_agent(
     };
     let broken_link = rejected.is_some();
     let mut kept_aside = Vec::new();
+    let mut shared_with = Vec::new();
     let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
     let changed: Vec<String> = match (&isolated, &moved) {
         _ if broken_link => Vec::new(),
@@ -233,7 +237,8 @@ pub(super) fn run_agent(
             // the branch is caught here, before the next agent's fingerprint is taken.
             let git = tree.git.clone();
             rejected = tree.check_head(&git, round, &agent.name);
-            let after = tree.after();
+            let (after, others) = tree.after(&agent.name);
+            shared_with = others;
             let mut changed = changed_between(&git, &before, &after);
             // A repository folder it made or a submodule it edited: kept aside under the tree's
             // lock (no other agent's fingerprint is taken meanwhile), then taken afresh.
@@ -248,7 +253,9 @@ pub(super) fn run_agent(
             kept_aside = why;
             let twice = tree.note_writers(&agent.name, &changed);
             drop(tree);
-            for (file, other) in twice {
+            // Two runs at once both see a file change that either may have written: only a
+            // writer after another's end is known to have written over its version.
+            for (file, other) in twice.into_iter().filter(|(_, o)| !shared_with.contains(o)) {
                 let message = format!(
                     "agents {other} and {} both wrote {file} in the {} phase of round {round}: \
                      the tree holds the last writer's version",
@@ -310,6 +317,7 @@ pub(super) fn run_agent(
         filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
         deferred: false,
         kept_aside,
+        shared_with,
         session: job.session,
     }
 }
@@ -453,6 +461,7 @@ pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         filed_tasks: false,
         deferred: false,
         kept_aside: Vec::new(),
+        shared_with: Vec::new(),
         session: job.session,
     }
 }
@@ -503,6 +512,9 @@ pub(super) struct SharedTree {
     good: String,
     /// Who wrote each file so far this phase: a second writer is warned about.
     writers: BTreeMap<String, String>,
+    /// The agents at work in the tree now, each with every agent that worked there at some
+    /// moment of its run: a file that changed during its run may be any of theirs.
+    overlaps: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl SharedTree {
@@ -515,6 +527,7 @@ impl SharedTree {
             base: base.to_string(),
             good: base.to_string(),
             writers: BTreeMap::new(),
+            overlaps: BTreeMap::new(),
         }
     }
 
@@ -572,20 +585,28 @@ impl SharedTree {
         self.last = None;
     }
 
-    fn before(&mut self) -> Fingerprint {
+    fn before(&mut self, agent: &str) -> Fingerprint {
         let fp = match (self.running, self.last.take()) {
             (0, Some(fp)) => fp,
             _ => fingerprint(&self.git),
         };
         self.running += 1;
+        let others: std::collections::BTreeSet<String> = self.overlaps.keys().cloned().collect();
+        for with in self.overlaps.values_mut() {
+            with.insert(agent.to_string());
+        }
+        self.overlaps.insert(agent.to_string(), others);
         fp
     }
 
-    fn after(&mut self) -> Fingerprint {
+    /// The tree after `agent`'s run, and the agents that worked in it at some moment of that
+    /// run.
+    fn after(&mut self, agent: &str) -> (Fingerprint, Vec<String>) {
         let fp = fingerprint(&self.git);
         self.running = self.running.saturating_sub(1);
         self.last = (self.running == 0).then(|| fp.clone());
-        fp
+        let others = self.overlaps.remove(agent).unwrap_or_default();
+        (fp, others.into_iter().collect())
     }
 }
 

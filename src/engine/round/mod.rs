@@ -254,6 +254,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
         cli_stop: None,
         limit_stop: None,
         beside: None,
+        shared_failures: Vec::new(),
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -312,6 +313,19 @@ struct Round<'e, 's> {
     limit_stop: Option<String>,
     /// Phase B beside the tests (`phaseB: "besideTests"`), while it is to be resolved.
     beside: Option<Beside>,
+    /// Review agents of the running pool that failed while others worked in the shared tree.
+    shared_failures: Vec<SharedFailure>,
+}
+
+/// A review agent's failed run in the shared tree while other agents worked there: which of
+/// the files that changed meanwhile are its own is decided when the pool ends.
+struct SharedFailure {
+    agent: String,
+    status: RunStatus,
+    /// Every file that changed during its run.
+    changed: Vec<String>,
+    /// The agents that worked in the tree at some moment of its run.
+    with: Vec<String>,
 }
 
 /// The file stem of an agent's `nth` run in a round, for its prompt and logs: `NAME`, then
@@ -1781,6 +1795,7 @@ impl<'e> Round<'e, '_> {
                 }
             },
         );
+        self.settle_shared_failures(&shared);
     }
 
     /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
@@ -2300,8 +2315,9 @@ impl<'e> Round<'e, '_> {
     /// In the shared tree: a review agent that failed or timed out, or any agent git's checks
     /// rejected (it moved HEAD), has the files it changed (by its fingerprint) kept under
     /// `refs/orch/<status>/round-N/AGENT` and taken out of the tree, so its half-work is never
-    /// committed nor named in a commit. Under the shared tree's lock: no agent's fingerprint is
-    /// taken while the files change.
+    /// committed nor named in a commit. A review agent that failed while others worked in the
+    /// tree may have seen their files change: those are decided once the pool ends
+    /// (`settle_shared_failures`), so another agent's work is never taken for its.
     fn keep_failed_shared_run(
         &mut self,
         raw: &RawRun,
@@ -2315,37 +2331,105 @@ impl<'e> Round<'e, '_> {
         {
             return;
         }
-        let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let git = tree.git.clone();
-        let r = format!(
-            "refs/orch/{}/round-{}/{}",
-            entry.status.as_str(),
-            self.round,
-            entry.name
-        );
-        let Ok(Some(head)) = git.head() else { return };
-        let msg = format!(
-            "orch: round {} {}: {}, not committed",
-            self.round,
-            entry.name,
-            entry.status.as_str()
-        );
-        let note = match git
-            .save_paths(&head, &r, &msg, &raw.changed)
-            .and_then(|_| git.take_out(&raw.changed))
-        {
-            Ok(()) => format!("its files are kept in {r} and taken out of the tree, not committed"),
-            Err(e) => format!("its files could not be kept and taken out ({e})"),
+        let note = if raw.rejected.is_none() && !raw.shared_with.is_empty() {
+            self.shared_failures.push(SharedFailure {
+                agent: entry.name.clone(),
+                status: entry.status,
+                changed: raw.changed.clone(),
+                with: raw.shared_with.clone(),
+            });
+            format!(
+                "the files that changed while it ran are decided when {} end{} (they worked in the tree too)",
+                raw.shared_with.join(", "),
+                if raw.shared_with.len() == 1 { "s" } else { "" }
+            )
+        } else {
+            self.take_out_shared(shared, &entry.name, entry.status, &raw.changed)
         };
-        tree.forget();
-        drop(tree);
-        log::warn!("agent {}: {note}", entry.name);
         entry.changed_files = 0;
         entry.files.clear();
         entry.error = Some(match entry.error.take() {
             Some(e) => format!("{e}; {note}"),
             None => note,
         });
+    }
+
+    /// `files` of `agent`'s failed run kept under `refs/orch/<status>/round-N/AGENT` and taken
+    /// out of the shared tree (under its lock: no agent's fingerprint is taken while the files
+    /// change); the sentence that says so.
+    fn take_out_shared(
+        &self,
+        shared: &Mutex<SharedTree>,
+        agent: &str,
+        status: RunStatus,
+        files: &[String],
+    ) -> String {
+        let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let git = tree.git.clone();
+        let r = format!("refs/orch/{}/round-{}/{agent}", status.as_str(), self.round);
+        let Ok(Some(head)) = git.head() else {
+            return "its files could not be kept: no HEAD".into();
+        };
+        let msg = format!(
+            "orch: round {} {agent}: {}, not committed",
+            self.round,
+            status.as_str()
+        );
+        let note = match git
+            .save_paths(&head, &r, &msg, files)
+            .and_then(|_| git.take_out(files))
+        {
+            Ok(()) => format!("its files are kept in {r} and taken out of the tree, not committed"),
+            Err(e) => format!("its files could not be kept and taken out ({e})"),
+        };
+        tree.forget();
+        drop(tree);
+        log::warn!("agent {agent}: {note}");
+        note
+    }
+
+    /// Once the pool has ended: of the files that changed while a review agent that failed
+    /// worked beside others in the shared tree, those no agent that ended well changed in its
+    /// own run are the failed one's (taken out, kept in its ref, as for a failed run alone);
+    /// the others' files stay theirs. Its entry lists no file either way, as a failed run's.
+    fn settle_shared_failures(&mut self, shared: &Mutex<SharedTree>) {
+        for f in std::mem::take(&mut self.shared_failures) {
+            let theirs: std::collections::BTreeSet<&String> = self
+                .log
+                .agents
+                .iter()
+                .filter(|e| f.with.contains(&e.name))
+                .filter(|e| {
+                    !matches!(
+                        e.status,
+                        RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled
+                    )
+                })
+                .flat_map(|e| e.files.iter())
+                .collect();
+            let (left, own): (Vec<String>, Vec<String>) =
+                f.changed.iter().cloned().partition(|p| theirs.contains(p));
+            let mut notes = Vec::new();
+            if !left.is_empty() {
+                notes.push(format!(
+                    "{} changed while it ran and left to the agents beside it that changed {} too",
+                    left.join(", "),
+                    if left.len() == 1 { "it" } else { "them" }
+                ));
+            }
+            if !own.is_empty() {
+                notes.push(self.take_out_shared(shared, &f.agent, f.status, &own));
+            }
+            let Some(e) = self.log.agents.iter_mut().find(|e| e.name == f.agent) else {
+                continue;
+            };
+            for note in notes {
+                e.error = Some(match e.error.take() {
+                    Some(old) => format!("{old}; {note}"),
+                    None => note,
+                });
+            }
+        }
     }
 
     /// Files over `git.maxFileBytes` in `git`'s tree are kept under `refs/orch/too-big/WHAT`
