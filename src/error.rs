@@ -3,7 +3,7 @@
 //! Callers branch on the kind (a held lock is exit 4, a bad mission exit 2), so the kinds that
 //! change what happens next are variants; everything else is `Io`/`Git`/`Other` with a context
 //! string that names the file, agent or round involved. The exit codes are the contract of
-//! SPEC section 7 and live here, in one place.
+//! docs/src/commands.md (its table of exit statuses) and live here, in one place.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -33,8 +33,9 @@ pub enum Event {
         active: Vec<String>,
         idle: Vec<String>,
     },
-    /// A phase's agents, in the order the pool starts them (SPEC section 4): the first
-    /// `maxConcurrency` start at once, the rest wait in this order.
+    /// A phase's agents, in the order the pool starts them (priority, then the longest
+    /// expected run first): the first `maxConcurrency` start at once, the rest wait in this
+    /// order.
     #[serde(rename_all = "camelCase")]
     PhaseStart {
         round: u32,

@@ -1,4 +1,4 @@
-//! The mission file: its schema (SPEC section 2), its defaults, and its validation.
+//! The mission file: its schema (docs/src/mission.md), its defaults, and its validation.
 //!
 //! Parsing is strict (`deny_unknown_fields` everywhere) and goes through `serde_path_to_error`
 //! so that a typo is reported with its key path (`agents[2].comand`) and the file it is in.
@@ -298,7 +298,7 @@ pub struct AdaptiveTimeout {
     pub min_samples: usize,
 }
 
-/// When an agent takes part in a round (SPEC section 4).
+/// When an agent takes part in a round (its `when` key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum When {

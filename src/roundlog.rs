@@ -1,5 +1,5 @@
 //! The round log: the record of one round that orch writes to `rounds/round-NNNN.json`
-//! (schema v9, SPEC section 5) and that `orch report` and `orch status` read back.
+//! (schema v9, docs/src/writes.md) and that `orch report` and `orch status` read back.
 //!
 //! These types are the file format. Fields beyond the spec's example (decisions, revert details,
 //! flaky tests) are optional with serde defaults so that older v9 logs still parse. Reading v8
@@ -34,7 +34,7 @@ impl RoundStatus {
     }
 }
 
-/// How one agent run ended (SPEC section 3).
+/// How one agent run ended (docs/src/agents.md, "How a run ends").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {

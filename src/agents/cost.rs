@@ -1,4 +1,4 @@
-//! What an agent run cost (SPEC section 3): the generic part, whatever the CLI.
+//! What an agent run cost (docs/src/agents.md, "Cost"): the generic part, whatever the CLI.
 //!
 //! Three sources, in order of trust: the JSON the agent itself wrote to `ORCH_RESULT_FILE`
 //! ([`from_result_file`]), the cost the CLI printed (its adapter's [`Reading`]: Claude's
@@ -123,7 +123,7 @@ pub fn from_result_file(text: &str) -> Result<RunCost, String> {
     Ok(run)
 }
 
-/// The cost of one run, from the best source available (SPEC section 3): the result file's
+/// The cost of one run, from the best source available (never guessed): the result file's
 /// `costUsd`, else the cost the CLI printed, else tokens × `pricing` (per model when the CLI
 /// split them, else at `model`'s price), else 0 and unknown. Tokens and summary are taken from
 /// whichever source has them (the result file first, since the agent wrote it on purpose); the

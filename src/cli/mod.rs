@@ -1,4 +1,4 @@
-//! The command line: clap's definition of every subcommand (SPEC section 7) and the dispatch
+//! The command line: clap's definition of every subcommand (docs/src/commands.md) and the dispatch
 //! from a parsed command to the library. Flags are turned into the library's own option
 //! structs here, so nothing below this module knows about clap.
 

@@ -1,6 +1,6 @@
-//! Agents' prompts: a template file with `{{name}}` placeholders, filled with sections (SPEC
-//! section 4, "Prompts") and written to `prompts/round-NNNN/AGENT.md`, where the agent finds it
-//! (`{prompt_file}`, `ORCH_PROMPT_FILE`, or standard input).
+//! Agents' prompts: a template file with `{{name}}` placeholders, filled with sections
+//! (docs/src/agents.md, "Prompts") and written to `prompts/round-NNNN/AGENT.md`, where the
+//! agent finds it (`{prompt_file}`, `ORCH_PROMPT_FILE`, or standard input).
 //!
 //! Sections are the built-ins (`agent`, `round`, `model`, `task`, `testFailures`, `sims`,
 //! `history`, `changes`: what changed since the agent's last run, the whole prompt of a resumed

@@ -1,5 +1,5 @@
 //! The task queue: a durable list of work items for agents, in `<state>/tasks.json`, changed
-//! only through atomic writes (SPEC section 4).
+//! only through atomic writes (a crash leaves the old file or the new one, never half of one).
 //!
 //! Tasks come from `orch task add`, from lines agents append to their `ORCH_TASKS_INBOX`
 //! (taken in after each phase; a bad line is logged and skipped, never fatal) and from orch

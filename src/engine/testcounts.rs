@@ -1,4 +1,4 @@
-//! Passed and failed test counts read from a test run's output (SPEC section 6), and the tail of
+//! Passed and failed test counts read from a test run's output (for the round log), and the tail of
 //! that output for logs and for the `testFailures` prompt section.
 //!
 //! The exit status decides whether tests passed; these counts only feed the report and the

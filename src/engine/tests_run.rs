@@ -1,5 +1,5 @@
 //! Running the mission's tests for a round and deciding whether the round regressed
-//! (SPEC section 6).
+//! (a failure the base did not have; a pass on retry is flaky, not a regression).
 //!
 //! The exit status decides pass or fail; the passed/failed counts come from the runner's own
 //! summary line (see `testcounts`) for the report and for comparing against the base. A failing
@@ -297,7 +297,7 @@ pub fn is_regression(entry: &TestsEntry, baseline: Option<&TestBaseline>) -> boo
         return false;
     }
     match baseline {
-        // Unknown base: assume it passed (SPEC section 6).
+        // Unknown base: assume it passed, so a failure now counts as a regression.
         None => true,
         Some(b) if b.passed => true,
         // The base failed too: only more failures are the agents' doing.

@@ -1,4 +1,4 @@
-//! Incremental testing (SPEC section 6): which test suites a round's changes call for. The
+//! Incremental testing (`tests.suites`): which test suites a round's changes call for. The
 //! files the round changed (against its base) select the suites whose `paths` match them; a
 //! changed file that no suite covers makes the full `tests.command` run instead; suites marked
 //! `always` run every time. Each choice carries its reason, for the round log.

@@ -1,5 +1,5 @@
 //! `orch report`: reads every round log of a state folder back and renders one report in
-//! Markdown, JSON, HTML or SVG (SPEC section 7, "The report").
+//! Markdown, JSON, HTML or SVG (docs/src/report.md).
 //!
 //! Shaped like hyperfine's exporters: [`load`] reads the logs (in parallel; v8 and v9),
 //! [`summarize`] builds one [`Summary`] with every figure, and one [`Exporter`] per format turns

@@ -1,4 +1,4 @@
-//! One round, top to bottom as SPEC section 1 tells it: plan; Phase A (code agents in the
+//! One round, top to bottom as docs/src/round.md tells it: plan; Phase A (code agents in the
 //! pool) beside the pre-sim; the tests beside the post-sim when Phase A changed the tree; commit,
 //! or revert on a regression (the rejected tree kept in a ref, the post-sim discarded); Phase B
 //! (review agents); the round log.

@@ -216,8 +216,8 @@ pub fn job_plan(agent: &Agent, state: &State, queue: &Queue) -> JobPlan {
 
 pub type QueueKey = (u8, std::cmp::Reverse<u64>, usize);
 
-/// The pool's order (SPEC section 4): priority first, then the longest expected run first (the
-/// phase's makespan approaches its longest chain), then mission order.
+/// The order in which the pool starts a phase's agents: priority first, then the longest
+/// expected run first (the phase's makespan approaches its longest chain), then mission order.
 pub fn queue_key(priority: u8, expected_ms: u64, index: usize) -> QueueKey {
     (priority, std::cmp::Reverse(expected_ms), index)
 }
