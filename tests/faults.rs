@@ -1300,6 +1300,25 @@ fn the_circuit_breaker_counts_rounds_that_fail_for_good_not_rescued_ones() {
     assert!(!repo.has_round_log(3));
 }
 
+/// A stop is one line on stderr, the `stop` event's, with `-q` as without (it was a log
+/// warning and then the same again as the event's line).
+#[test]
+fn a_stop_is_printed_once() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 4, "stop": {"afterTestFailures": 1},
+        "agents": [{"name": "bad", "phase": "code", "command": agent_cmd(&["--write", "src/bad.txt=BROKEN {round}"])}],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    for args in [&["run"][..], &["run", "-q"][..]] {
+        let run = repo.orch(args).expect(3);
+        let err = run.stderr();
+        let stops: Vec<&str> = err.lines().filter(|l| l.contains("stopping")).collect();
+        assert_eq!(stops.len(), 1, "{args:?}\n{err}");
+        assert!(stops[0].contains("circuit breaker"), "{err}");
+    }
+}
+
 #[test]
 fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_kill() {
     let m = marker("branch");

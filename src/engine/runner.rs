@@ -174,7 +174,6 @@ pub fn run_counted(
              one now or afterwards (git switch -c NAME)",
             crate::engine::git::short(&head)
         );
-        log::warn!("{message}");
         events.emit(Event::Warning {
             round: None,
             message,
@@ -284,7 +283,6 @@ pub fn run_counted(
 }
 
 fn warn(events: &Events, round: Option<u32>, message: String) {
-    log::warn!("{message}");
     events.emit(Event::Warning { round, message });
 }
 
@@ -345,7 +343,6 @@ pub fn stop_before(env: &Env, state: &State) -> Option<String> {
 }
 
 fn stop(events: &Events, reason: String, code: i32) -> i32 {
-    log::warn!("stopping: {reason}");
     events.emit(Event::Stop {
         reason,
         exit_code: code,
@@ -454,7 +451,6 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
         kept_ref = Some(kept);
     }
     record_dead_round(ws, &j, kept_ref, &what)?;
-    log::warn!("{what}");
     events.emit(Event::Warning {
         round: Some(j.round),
         message: what,

@@ -255,7 +255,6 @@ pub(super) fn run_agent(
                     agent.name,
                     agent.phase.as_str()
                 );
-                log::warn!("{message}");
                 env.events.emit(Event::Warning {
                     round: Some(round),
                     message,
@@ -391,7 +390,6 @@ pub(super) fn set_aside_oversized(
             names.join(", ")
         ),
     };
-    log::warn!("{message}");
     env.events.emit(Event::Warning {
         round: Some(round),
         message,
