@@ -1443,3 +1443,50 @@ fn inherit_env_keeps_orchs_credentials_from_the_agents() {
     let run = repo.orch(&["validate", "-m", "bad.json"]).expect(2);
     assert!(run.stderr().contains("inheritEnv[0]"), "{}", run.stderr());
 }
+
+/// A list without `PATH` would leave every agent with no search path (its CLI's `node`, git and
+/// a shell's commands not found): refused before anything runs, exit 2 naming the key (the
+/// mission's or the agent's own) and the fix. Listed by a glob, or set in the agent's own `env`,
+/// it is accepted.
+#[test]
+fn an_inherit_env_list_without_path_is_refused_naming_the_key_and_the_fix() {
+    let repo = Repo::new();
+    let agent = |extra: serde_json::Value| {
+        let mut a = json!({"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/x.txt=1"])});
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    let write = |inherit: serde_json::Value, a: serde_json::Value| {
+        let mut m = json!({"name": "t", "rounds": 1, "agents": [a]});
+        if !inherit.is_null() {
+            m["inheritEnv"] = inherit;
+        }
+        repo.write("m.json", &m.to_string());
+    };
+    write(json!(["HOME", "LC_*"]), agent(json!({})));
+    for cmd in ["validate", "run"] {
+        let run = repo.orch(&[cmd, "-m", "m.json"]).expect(2);
+        let err = run.stderr();
+        assert!(
+            err.contains("m.json") && err.contains("inheritEnv"),
+            "{err}"
+        );
+        assert!(
+            err.contains("no PATH") && err.contains("add \"PATH\""),
+            "{err}"
+        );
+    }
+    assert!(!repo.exists(".orch/rounds"), "nothing ran");
+    write(json!("all"), agent(json!({"inheritEnv": ["HOME"]})));
+    let err = repo.orch(&["validate", "-m", "m.json"]).expect(2).stderr();
+    assert!(err.contains("agents[0].inheritEnv"), "{err}");
+    write(json!(["HOME", "P?TH"]), agent(json!({})));
+    repo.orch(&["validate", "-m", "m.json"]).expect(0);
+    write(
+        json!(["HOME"]),
+        agent(json!({"env": {"PATH": "/usr/bin:/bin"}})),
+    );
+    repo.orch(&["validate", "-m", "m.json"]).expect(0);
+}
