@@ -1885,7 +1885,8 @@ impl<'e> Round<'e, '_> {
                     f.error,
                     cli.fix(f.cause)
                 );
-                log::error!("{why}");
+                // Printed once, as the `stop` event's line when the running agents are done;
+                // the agent's own line says the cause now.
                 self.log.stop_reason = Some(why.clone());
                 self.cli_stop = Some(why);
             }
