@@ -1149,13 +1149,16 @@ impl<'e> Round<'e, '_> {
         if vanished {
             self.state.save(layout)?;
             self.queue.save(layout)?;
+            // One line, printed once: the `warning` event is what a person sees (the round is
+            // in its line), the note is what the round log keeps.
             let message = format!(
-                "round {}: the state folder {} was deleted before {when} (a `git clean -fdx` by an                  agent or the tests?); lost: the earlier round logs, agent logs, prompts and                  events.ndjson; state.json and tasks.json were written again from memory, and the                  lock and journal were safe under {}",
-                self.round,
+                "the state folder {} was deleted before {when} (a `git clean -fdx` by an agent \
+                 or the tests?); lost: the earlier round logs, agent logs, prompts and \
+                 events.ndjson; state.json and tasks.json were written again from memory, and \
+                 the lock and journal were safe under {}",
                 layout.dir.display(),
                 layout.private.display()
             );
-            log::warn!("{message}");
             self.log.notes.push(message.clone());
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
@@ -1731,7 +1734,6 @@ impl<'e> Round<'e, '_> {
             self.note(&message);
         }
         if warn {
-            log::warn!("round {}: {message}", self.round);
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
                 message,
@@ -1832,7 +1834,6 @@ impl<'e> Round<'e, '_> {
             // Not a bad change but a broken setup (the program went missing after the start-up
             // check, or behind shell syntax): say so where a person looks.
             let msg = format!("agent {} could not start: {why}", agent.name);
-            log::error!("round {}: {msg}", self.round);
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
                 message: msg.clone(),
@@ -1902,7 +1903,8 @@ impl<'e> Round<'e, '_> {
                     f.error,
                     cli.fix(f.cause)
                 );
-                log::error!("{why}");
+                // Printed once, as the `stop` event's line when the running agents are done;
+                // the agent's own line says the cause now.
                 self.log.stop_reason = Some(why.clone());
                 self.cli_stop = Some(why);
             }
@@ -2458,7 +2460,6 @@ impl<'e> Round<'e, '_> {
                 names.join(", ")
             ),
         };
-        log::warn!("{message}");
         self.log.notes.push(message.clone());
         self.env.events.emit(Event::Warning {
             round: Some(self.round),
@@ -2654,7 +2655,6 @@ impl<'e> Round<'e, '_> {
             }
             any = true;
             for w in self.queue.take_inbox(&inbox, name, &known, self.round) {
-                log::warn!("{w}");
                 self.env.events.emit(Event::Warning {
                     round: Some(self.round),
                     message: w,
