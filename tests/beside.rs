@@ -716,3 +716,61 @@ fn after_a_per_agent_revert_the_review_agents_run_again_by_default() {
         }
     }
 }
+
+/// A review agent that ran beside the tests and again after a per-agent revert: its entry's
+/// `costUsd` is its whole spend in the round (both runs; `besideRun.costUsd` is the first's),
+/// so the agents' costs add up to the round's, as a script summing them expects, and the
+/// round log, the report and `orch status` say the same figure.
+#[test]
+fn the_agents_costs_add_up_to_the_rounds_when_a_review_agent_ran_again() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "agents": [
+            {"name": "good", "phase": "code",
+             "command": agent_cmd(&["--cost", "0.1", "--write", "src/good.txt=good"])},
+            {"name": "breaker", "phase": "code",
+             "command": agent_cmd(&["--cost", "0.2", "--write", "src/app.txt=BROKEN"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--cost", "0.01", "--write", "docs/review.md=seen"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["revert"]["strategy"], "per-agent", "{log:#}");
+    let reviewer = Repo::agent(&log, "reviewer");
+    assert_eq!(reviewer["besideRun"]["costUsd"], 0.01, "{reviewer:#}");
+    assert_eq!(reviewer["costUsd"], 0.02, "{reviewer:#}");
+    let sum: f64 = log["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["costUsd"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - log["costUsd"].as_f64().unwrap()).abs() < 1e-9 && (sum - 0.32).abs() < 1e-9,
+        "agents add up to {sum}, the round says {}",
+        log["costUsd"]
+    );
+    let cost_of = |v: &Value, key: &str| {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "reviewer")
+            .unwrap_or_else(|| panic!("no reviewer in {v:#}"))["costUsd"]
+            .clone()
+    };
+    let report: Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(cost_of(&report, "agents"), 0.02, "{:#}", report["agents"]);
+    let status: Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(cost_of(&status, "agents"), 0.02, "{:#}", status["agents"]);
+}

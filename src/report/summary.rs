@@ -1446,7 +1446,7 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
                 }
                 acc.total_ms += b.elapsed_ms;
                 row.longest_ms = row.longest_ms.max(b.elapsed_ms);
-                row.cost_usd += b.cost_usd;
+                // Its cost is in the entry's already (the agent's whole spend in the round).
                 if b.cost_known {
                     acc.known += 1;
                 } else {
