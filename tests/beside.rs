@@ -774,3 +774,45 @@ fn the_agents_costs_add_up_to_the_rounds_when_a_review_agent_ran_again() {
         serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
     assert_eq!(cost_of(&status, "agents"), 0.02, "{:#}", status["agents"]);
 }
+
+/// The report's "time pipelining hid" counts the review agents' time beside the tests
+/// (`timing.beside`), not only the sims': a serial loop would have run them after the tests.
+#[test]
+fn the_time_phase_b_hid_beside_the_tests_is_in_the_reports_hidden_time() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--sleep", "0.5", "--write", "docs/review.md=seen"])}
+        ],
+        "tests": {"command": tests_cmd("1.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let beside = ms_at(&log, "beside");
+    assert!(beside >= 500, "{:#}", log["timing"]);
+    let report: Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["totals"]["hiddenMs"], beside,
+        "{:#}",
+        report["totals"]
+    );
+    let round = &report["rounds"][0];
+    assert_eq!(round["hidden"]["totalMs"], beside, "{:#}", round["hidden"]);
+    assert_eq!(round["hidden"]["phaseBMs"], beside, "{:#}", round["hidden"]);
+    assert_eq!(
+        ms(&report["totals"]["serialEquivalentMs"]),
+        ms(&report["totals"]["wallMs"]) + beside
+    );
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(md.contains("## Time pipelining hid"), "{md}");
+    assert!(md.contains("- **Pipelining hid:** "), "{md}");
+}
