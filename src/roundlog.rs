@@ -294,7 +294,8 @@ pub struct AgentEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aside: Option<Aside>,
     /// With `phaseBAfterRevert`: this entry is the run after the revert, and this its run
-    /// beside the tests, whose work was kept aside (its cost is in the round's).
+    /// beside the tests, whose work was kept aside. Its cost is in the entry's `cost_usd` (the
+    /// agent's whole spend in the round) as well as the round's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beside_run: Option<Box<AgentEntry>>,
 }

@@ -182,8 +182,12 @@ pub fn run_counted(
             message,
         });
     }
-    // The tests at the base (round 0 in the events), once a run has started.
-    baseline(ws, &mut state, events)?;
+    // The tests at the base (round 0 in the events), once a run has started; not when the run
+    // is to stop before its first round (a spent budget): the tests can be the dearest thing a
+    // night runs, and the stop comes first.
+    if stop_before(&env, &state).is_none() {
+        baseline(ws, &mut state, events)?;
+    }
     let mut code = EXIT_OK;
     let mut ran = 0;
     let mut agent_failed = false;

@@ -1120,11 +1120,16 @@ impl<'e> Round<'e, '_> {
 
     /// After Phase B ran again (phaseBAfterRevert): each run beside the tests goes into the
     /// entry of the agent's run again (`besideRun`), or stays an entry of its own when the
-    /// agent did not run again.
+    /// agent did not run again. The entry's cost is then the agent's whole spend in the round,
+    /// both runs, so the entries' costs add up to the round's as a script summing them expects.
     fn fold_beside_runs(&mut self, earlier: Vec<AgentEntry>) {
         for e in earlier {
             match self.log.agents.iter_mut().find(|a| a.name == e.name) {
-                Some(now) => now.beside_run = Some(Box::new(e)),
+                Some(now) => {
+                    now.cost_usd += e.cost_usd;
+                    now.cost_known &= e.cost_known;
+                    now.beside_run = Some(Box::new(e));
+                }
                 None => self.log.agents.push(e),
             }
         }
