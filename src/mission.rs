@@ -989,6 +989,7 @@ impl Mission {
                 &format!("agents[{i}].inheritEnv"),
                 a.inherit_env.as_ref(),
             )?;
+            check_path_inherited(file, i, a, self.inherit_env.as_ref())?;
         }
         Ok(())
     }
@@ -1255,6 +1256,38 @@ fn check_inherit_env(file: &Path, at: &str, v: Option<&InheritEnv>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// An `inheritEnv` list that leaves agent `i` without `PATH` (not listed, not in its `env`):
+/// the agent would start with no search path, and whatever its CLI runs in turn (`node` behind
+/// a `#!/usr/bin/env node`, git, a shell's commands) is looked for in libc's default
+/// `/bin:/usr/bin` only, so an agent installed anywhere else fails to start, every round.
+/// Refused rather than patched by passing orch's `PATH` anyway: the list stays exactly what
+/// the agent gets.
+fn check_path_inherited(
+    file: &Path,
+    i: usize,
+    agent: &Agent,
+    mission: Option<&InheritEnv>,
+) -> Result<()> {
+    let (at, list) = match (agent.inherit_env.as_ref(), mission) {
+        (Some(own), _) => (format!("agents[{i}].inheritEnv"), own),
+        (None, Some(m)) => ("inheritEnv".to_string(), m),
+        (None, None) => return Ok(()),
+    };
+    if list.passes("PATH") || agent.env.contains_key("PATH") {
+        return Ok(());
+    }
+    Err(Error::mission(
+        file,
+        at,
+        format!(
+            "lists no PATH, so agent {:?} would start with no search path and fail to start the \
+             programs its CLI runs (node, git, a shell's commands); add \"PATH\" to the list, \
+             or set agents[{i}].env.PATH",
+            agent.name
+        ),
+    ))
 }
 
 impl Agent {

@@ -85,6 +85,9 @@ pub enum Cause {
     BadRequest,
     /// The CLI denied the tools the agent needed and the run changed nothing.
     PermissionDenied,
+    /// The CLI refused to work in a folder it was not told to trust (Gemini CLI's exit 55,
+    /// without `--skip-trust`): every run of it fails the same way until its command changes.
+    UntrustedFolder,
     /// orch killed the run at its timeout.
     Timeout,
     /// The CLI stopped the run at the spending cap orch passed it (the rest of the agent's
@@ -104,6 +107,7 @@ impl Cause {
             Cause::Auth => "auth",
             Cause::BadRequest => "badRequest",
             Cause::PermissionDenied => "permissionDenied",
+            Cause::UntrustedFolder => "untrustedFolder",
             Cause::Timeout => "timeout",
             Cause::OverBudget => "overBudget",
             Cause::Exit => "exit",
@@ -120,7 +124,10 @@ impl Cause {
 
     /// Cannot heal by itself: the run stops (exit 6) until a person fixes it.
     pub fn is_permanent(self) -> bool {
-        matches!(self, Cause::Auth | Cause::BadRequest)
+        matches!(
+            self,
+            Cause::Auth | Cause::BadRequest | Cause::UntrustedFolder
+        )
     }
 }
 
@@ -287,7 +294,8 @@ pub struct AgentEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aside: Option<Aside>,
     /// With `phaseBAfterRevert`: this entry is the run after the revert, and this its run
-    /// beside the tests, whose work was kept aside (its cost is in the round's).
+    /// beside the tests, whose work was kept aside. Its cost is in the entry's `cost_usd` (the
+    /// agent's whole spend in the round) as well as the round's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beside_run: Option<Box<AgentEntry>>,
 }

@@ -858,3 +858,103 @@ fn a_review_agent_that_fails_beside_another_still_has_its_own_files_kept_aside()
     assert!(ref_exists(&repo, "refs/orch/failed/round-1/bad"));
     assert_eq!(Repo::agent(&log, "quick")["status"], "ok");
 }
+
+/// A review agent that ran beside the tests and again after a per-agent revert: its entry's
+/// `costUsd` is its whole spend in the round (both runs; `besideRun.costUsd` is the first's),
+/// so the agents' costs add up to the round's, as a script summing them expects, and the
+/// round log, the report and `orch status` say the same figure.
+#[test]
+fn the_agents_costs_add_up_to_the_rounds_when_a_review_agent_ran_again() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "maxConcurrency": 2,
+        "agents": [
+            {"name": "good", "phase": "code",
+             "command": agent_cmd(&["--cost", "0.1", "--write", "src/good.txt=good"])},
+            {"name": "breaker", "phase": "code",
+             "command": agent_cmd(&["--cost", "0.2", "--write", "src/app.txt=BROKEN"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--cost", "0.01", "--write", "docs/review.md=seen"])}
+        ],
+        "tests": {"command": tests_cmd("0.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    assert_eq!(log["revert"]["strategy"], "per-agent", "{log:#}");
+    let reviewer = Repo::agent(&log, "reviewer");
+    assert_eq!(reviewer["besideRun"]["costUsd"], 0.01, "{reviewer:#}");
+    assert_eq!(reviewer["costUsd"], 0.02, "{reviewer:#}");
+    let sum: f64 = log["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["costUsd"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - log["costUsd"].as_f64().unwrap()).abs() < 1e-9 && (sum - 0.32).abs() < 1e-9,
+        "agents add up to {sum}, the round says {}",
+        log["costUsd"]
+    );
+    let cost_of = |v: &Value, key: &str| {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "reviewer")
+            .unwrap_or_else(|| panic!("no reviewer in {v:#}"))["costUsd"]
+            .clone()
+    };
+    let report: Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(cost_of(&report, "agents"), 0.02, "{:#}", report["agents"]);
+    let status: Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(cost_of(&status, "agents"), 0.02, "{:#}", status["agents"]);
+}
+
+/// The report's "time pipelining hid" counts the review agents' time beside the tests
+/// (`timing.beside`), not only the sims': a serial loop would have run them after the tests.
+#[test]
+fn the_time_phase_b_hid_beside_the_tests_is_in_the_reports_hidden_time() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [
+            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
+            {"name": "reviewer", "phase": "review",
+             "command": agent_cmd(&["--sleep", "0.5", "--write", "docs/review.md=seen"])}
+        ],
+        "tests": {"command": tests_cmd("1.5")}
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    let beside = ms_at(&log, "beside");
+    assert!(beside >= 500, "{:#}", log["timing"]);
+    let report: Value = serde_json::from_str(
+        &repo
+            .orch(&["report", "--format", "json"])
+            .expect(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["totals"]["hiddenMs"], beside,
+        "{:#}",
+        report["totals"]
+    );
+    let round = &report["rounds"][0];
+    assert_eq!(round["hidden"]["totalMs"], beside, "{:#}", round["hidden"]);
+    assert_eq!(round["hidden"]["phaseBMs"], beside, "{:#}", round["hidden"]);
+    assert_eq!(
+        ms(&report["totals"]["serialEquivalentMs"]),
+        ms(&report["totals"]["wallMs"]) + beside
+    );
+    let md = repo.orch(&["report"]).expect(0).stdout();
+    assert!(md.contains("## Time pipelining hid"), "{md}");
+    assert!(md.contains("- **Pipelining hid:** "), "{md}");
+}

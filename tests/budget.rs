@@ -576,3 +576,43 @@ fn over_budget_tasks_to_is_checked() {
         );
     }
 }
+
+/// A run started with the mission's budget already spent stops before anything costs: the
+/// test baseline (which a night's tests can make the dearest step) is not run first.
+#[test]
+fn a_run_whose_budget_is_spent_stops_before_the_test_baseline() {
+    let repo = Repo::new();
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("test-runs");
+    let tests = format!(
+        "echo run >> '{}'; echo '4 passed, 0 failed'",
+        marker.display()
+    );
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "budgetUsd": 0.1,
+        "agents": [{"name": "dear", "phase": "code",
+                    "command": agent_cmd(&["--cost", "0.2", "--write", "src/d.txt=d"])}],
+        "tests": {"command": ["sh", "-c", tests]}
+    }));
+    // The first run: the baseline, round 1 (which spends 0.2) and its tests, then the stop.
+    repo.orch(&["run"]).expect(3);
+    let runs = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(runs(&marker), 2);
+    // The user commits on top: the base has no baseline yet, and the budget is spent all the same.
+    repo.write("src/user.txt", "mine\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "user's work"]);
+    let again = repo.orch(&["run"]).expect(3);
+    assert!(
+        again.stderr().contains("budget reached"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(runs(&marker), 2, "the tests ran again: {}", again.stderr());
+    assert!(!repo.has_round_log(2));
+}

@@ -206,6 +206,83 @@ fn sigint_during_a_replay_keeps_its_work_in_its_own_refs_and_touches_nothing_liv
     assert!(!worktrees.contains("replays"), "{worktrees}");
 }
 
+/// A replay SIGKILLed mid-round leaves its journal and its worktrees. The next `orch run` (or
+/// `orch round N`) cleans up after it as after a dead round, under the replay's own refs: its
+/// agent's partial work kept in `refs/orch/replay/round-1-1/cancelled/round-1/a`, its
+/// worktrees removed, its log `interrupted`, its journal cleared, nothing live touched. Old
+/// replay folders are pruned to the newest 10; their refs stay, and a new replay never takes
+/// a pruned one's number.
+#[test]
+fn a_killed_replay_is_cleaned_up_by_the_next_run_and_old_replays_are_pruned() {
+    let m = marker("replay-kill");
+    let f = flags();
+    let hung = f.path().join("hung");
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
+            "--tag", &m, "--write", "src/wip.txt=half done", "--hang-once", &path_str(&hung)])}]
+    }));
+    std::fs::write(&hung, "").unwrap();
+    repo.orch(&["run"]).expect(0);
+    std::fs::remove_file(&hung).unwrap();
+    let (head, state) = (repo.head(), repo.read(".orch/state.json"));
+    let mut orch = Orch::start(&repo, &["round", "1"]);
+    wait_for(&hung, Duration::from_secs(10));
+    orch.signal(libc::SIGKILL);
+    orch.wait(Duration::from_secs(10));
+    let dead = ".orch/replays/round-0001-1";
+    assert!(repo.exists(&format!("{dead}/journal.json")));
+    let worktrees = || repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(worktrees().contains("replays"), "{}", worktrees());
+
+    let run = repo.orch(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(err.contains("replay 1 of round 1"), "{err}");
+    assert_none_left(&m);
+    assert!(!repo.exists(&format!("{dead}/journal.json")), "{err}");
+    assert!(!worktrees().contains("replays"), "{}", worktrees());
+    assert_eq!(
+        repo.git(&[
+            "show",
+            "refs/orch/replay/round-1-1/cancelled/round-1/a:src/wip.txt"
+        ]),
+        "half done"
+    );
+    let log: serde_json::Value =
+        serde_json::from_str(&repo.read(&format!("{dead}/rounds/round-0001.json"))).unwrap();
+    assert_eq!(log["status"], "interrupted", "{log:#}");
+    assert_eq!(repo.head(), head);
+    assert_eq!(repo.status(), "");
+    assert_eq!(repo.read(".orch/state.json"), state);
+
+    // Eleven more replays, then a run: the newest 10 folders are kept.
+    for _ in 0..11 {
+        repo.orch(&["round", "1"]).expect(0);
+    }
+    repo.orch(&["run"]).expect(0);
+    let mut kept: Vec<String> = std::fs::read_dir(repo.pathbuf(".orch/replays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    let want: Vec<String> = (3..=12).map(|k| format!("round-0001-{k}")).collect();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(kept, want_sorted);
+    // The pruned replays' refs stay; the next replay takes a number of its own.
+    assert_eq!(
+        repo.git(&[
+            "show",
+            "refs/orch/replay/round-1-1/cancelled/round-1/a:src/wip.txt"
+        ]),
+        "half done"
+    );
+    repo.git(&["rev-parse", "--verify", "refs/orch/replay/round-1-2/commit"]);
+    repo.orch(&["round", "1"]).expect(0);
+    assert!(repo.exists(".orch/replays/round-0001-13"));
+}
+
 /// The same with worktree isolation and SIGTERM: the agent's partial work, in its own
 /// worktree, is kept under refs/orch/cancelled/round-1/AGENT; the main tree never moved.
 #[test]
@@ -1300,6 +1377,25 @@ fn the_circuit_breaker_counts_rounds_that_fail_for_good_not_rescued_ones() {
     assert!(!repo.has_round_log(3));
 }
 
+/// A stop is one line on stderr, the `stop` event's, with `-q` as without (it was a log
+/// warning and then the same again as the event's line).
+#[test]
+fn a_stop_is_printed_once() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 4, "stop": {"afterTestFailures": 1},
+        "agents": [{"name": "bad", "phase": "code", "command": agent_cmd(&["--write", "src/bad.txt=BROKEN {round}"])}],
+        "tests": {"command": tests_cmd("0")}
+    }));
+    for args in [&["run"][..], &["run", "-q"][..]] {
+        let run = repo.orch(args).expect(3);
+        let err = run.stderr();
+        let stops: Vec<&str> = err.lines().filter(|l| l.contains("stopping")).collect();
+        assert_eq!(stops.len(), 1, "{args:?}\n{err}");
+        assert!(stops[0].contains("circuit breaker"), "{err}");
+    }
+}
+
 #[test]
 fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_kill() {
     let m = marker("branch");
@@ -1423,4 +1519,51 @@ fn inherit_env_keeps_orchs_credentials_from_the_agents() {
     repo.write("bad.json", &json!({"name": "t", "inheritEnv": ["A=B"], "agents": [{"name": "a", "phase": "code", "command": "true"}]}).to_string());
     let run = repo.orch(&["validate", "-m", "bad.json"]).expect(2);
     assert!(run.stderr().contains("inheritEnv[0]"), "{}", run.stderr());
+}
+
+/// A list without `PATH` would leave every agent with no search path (its CLI's `node`, git and
+/// a shell's commands not found): refused before anything runs, exit 2 naming the key (the
+/// mission's or the agent's own) and the fix. Listed by a glob, or set in the agent's own `env`,
+/// it is accepted.
+#[test]
+fn an_inherit_env_list_without_path_is_refused_naming_the_key_and_the_fix() {
+    let repo = Repo::new();
+    let agent = |extra: serde_json::Value| {
+        let mut a = json!({"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/x.txt=1"])});
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    let write = |inherit: serde_json::Value, a: serde_json::Value| {
+        let mut m = json!({"name": "t", "rounds": 1, "agents": [a]});
+        if !inherit.is_null() {
+            m["inheritEnv"] = inherit;
+        }
+        repo.write("m.json", &m.to_string());
+    };
+    write(json!(["HOME", "LC_*"]), agent(json!({})));
+    for cmd in ["validate", "run"] {
+        let run = repo.orch(&[cmd, "-m", "m.json"]).expect(2);
+        let err = run.stderr();
+        assert!(
+            err.contains("m.json") && err.contains("inheritEnv"),
+            "{err}"
+        );
+        assert!(
+            err.contains("no PATH") && err.contains("add \"PATH\""),
+            "{err}"
+        );
+    }
+    assert!(!repo.exists(".orch/rounds"), "nothing ran");
+    write(json!("all"), agent(json!({"inheritEnv": ["HOME"]})));
+    let err = repo.orch(&["validate", "-m", "m.json"]).expect(2).stderr();
+    assert!(err.contains("agents[0].inheritEnv"), "{err}");
+    write(json!(["HOME", "P?TH"]), agent(json!({})));
+    repo.orch(&["validate", "-m", "m.json"]).expect(0);
+    write(
+        json!(["HOME"]),
+        agent(json!({"env": {"PATH": "/usr/bin:/bin"}})),
+    );
+    repo.orch(&["validate", "-m", "m.json"]).expect(0);
 }

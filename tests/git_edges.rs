@@ -1225,3 +1225,41 @@ fn a_file_over_max_file_bytes_is_left_out_and_kept_aside() {
         assert!(repo.status().is_empty(), "{isolation}: {}", repo.status());
     }
 }
+
+/// A repository owned by another user (a container's or CI's volume): git refuses it for
+/// "dubious ownership", and orch says that and git's fix instead of "not a git repository".
+/// Needs root (to give the repository away); skipped loudly otherwise.
+#[test]
+fn a_repository_owned_by_another_user_is_reported_with_gits_fix() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n*** SKIPPED: only root can give a repository to another user ***\n");
+        return;
+    }
+    let repo = Repo::new();
+    repo.mission(mission(
+        vec![sh_agent("a", "code", "echo a > a.txt")],
+        json!({}),
+    ));
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(repo.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A HOME of its own, so no global safe.directory of this machine lets it through.
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().display().to_string();
+    let env = [("HOME", home.as_str()), ("GIT_CONFIG_NOSYSTEM", "1")];
+    for args in [&["run"][..], &["status"][..]] {
+        let run = repo.orch_env(args, &env);
+        let err = run.stderr();
+        assert_eq!(run.code(), 2, "{args:?}: {err}");
+        assert!(err.contains("dubious ownership"), "{args:?}: {err}");
+        assert!(
+            err.contains("git config --global --add safe.directory"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("git init"), "{args:?}: {err}");
+    }
+}

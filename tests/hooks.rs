@@ -141,3 +141,26 @@ fn a_hook_that_hangs_or_fails_delays_and_fails_nothing() {
     assert!(gone(&pid), "the hung hook {} outlived orch", pid.trim());
     assert!(processes_with(&format!("{o}/round2.pid")).is_empty());
 }
+
+/// A hook whose program does not exist is found before anything is spent, as an agent's or the
+/// tests' would be: `orch validate` and `orch run` exit 2 naming the hook's key and the
+/// program, and no round runs (it was found only when the hook first fired, a warning then).
+#[test]
+fn a_hook_whose_program_does_not_exist_is_refused_before_the_run() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=1"])}],
+        "hooks": {"roundEnd": "true", "attention": ["orch-no-such-notifier", "--page"]}
+    }));
+    for cmd in ["validate", "run"] {
+        let run = repo.orch(&[cmd]).expect(2);
+        let err = run.stderr();
+        assert!(
+            err.contains("hooks.attention") && err.contains("orch-no-such-notifier"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(!repo.has_round_log(1), "no round ran");
+    assert_eq!(repo.git(&["rev-list", "--count", "HEAD"]), "2");
+}

@@ -138,6 +138,51 @@ fn an_auth_failure_stops_the_run_with_exit_6_and_starts_no_other_agent() {
         .any(|s| s["exitCode"] == 6 && s["reason"].as_str().unwrap().contains("auth")));
 }
 
+/// Gemini CLI in a folder it does not trust (the real 0.61.0's stderr and exit 55, replayed):
+/// cause `untrustedFolder`, not `exit`; a run of it would fail the same way every round, so it
+/// stops like `auth` (exit 6), the console naming the fix (`--skip-trust`), and it is not
+/// counted against the agent (no streak, no escalation).
+#[test]
+fn an_untrusted_folder_stops_the_run_naming_the_fix() {
+    let repo = Repo::new();
+    let replay = format!(
+        "cat '{}' >&2; exit \"$(cat '{}')\"",
+        recorded("gemini-untrusted.stderr"),
+        recorded("gemini-untrusted.exit")
+    );
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [{"name": "g", "phase": "code", "cli": "gemini",
+                    "models": ["gemini-2.5-flash", "gemini-2.5-pro"], "escalateAfter": 1,
+                    "command": ["sh", "-c", replay]}]
+    }));
+    let run = repo.orch(&["run"]).expect(6);
+    let err = run.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("round 1: g failed"))
+        .unwrap_or_else(|| panic!("no console line for g: {err}"));
+    assert!(
+        line.contains("(untrustedFolder: Gemini CLI is not running in a trusted directory"),
+        "{line}"
+    );
+    let stops: Vec<&str> = err.lines().filter(|l| l.contains("Fix:")).collect();
+    assert_eq!(stops.len(), 1, "the stop printed once: {err}");
+    let stop = stops[0];
+    assert!(stop.contains("orch: stopping: agent g (gemini)"), "{stop}");
+    assert!(
+        stop.contains("untrustedFolder") && stop.contains("Fix: add --skip-trust"),
+        "{stop}"
+    );
+    let log = repo.round_log(1);
+    let g = Repo::agent(&log, "g");
+    assert_eq!(g["cause"], "untrustedFolder", "{g:#}");
+    assert!(!repo.has_round_log(2), "a second round ran");
+    let state = repo.state();
+    assert_eq!(state["agents"]["g"]["consecutiveFailures"], 0, "{state:#}");
+    assert_eq!(state["agents"]["g"]["modelIndex"], 0, "{state:#}");
+}
+
 #[test]
 fn no_wait_exits_75_at_once_with_the_state_saved() {
     let repo = Repo::new();

@@ -144,13 +144,15 @@ fn v9_totals_timeline_agents_and_hidden_time() {
     assert_eq!(md_row(&md, "producer")[12], "opus");
 
     // Pre-sim 0..45012 under ui-dev 3..192007: 45009; post-sim 192105..236995 under the tests
-    // from 192110: 44885. Round 2 has no start times for the post-sim: min(30000, 50000).
+    // from 192110: 44885. Round 2 has no start times for the post-sim: min(30000, 50000). No
+    // review agent ran beside the tests: Phase B hid nothing.
     assert_eq!(
         md_row(&md, "**All**"),
         [
             "**All**",
             "**1m25s**",
             "**1m14s**",
+            "**0ms**",
             "**2m39s**",
             "**8m13s**",
             "**10m53s**"

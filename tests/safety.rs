@@ -281,6 +281,36 @@ fn git_clean_by_the_tests_loses_nothing_orch_needs() {
     assert_eq!(repo.status(), "");
 }
 
+/// The warning for a deleted state folder is one readable line (no run of spaces where the
+/// source's string went on to the next line), printed once on stderr (not as a log line and then
+/// again as the `warning` event's line), with `-q` as without.
+#[test]
+fn the_warning_for_a_deleted_state_folder_is_one_line_printed_once() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "phaseB": "afterTests",
+        "agents": [
+            {"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=a{round}"])},
+            {"name": "r", "phase": "review", "command": agent_cmd(&["--write", "notes.md=seen"])}
+        ],
+        "tests": {"command": ["sh", "-c", "git clean -q -fdx; exit 0"]}
+    }));
+    for args in [&["run"][..], &["run", "-q", "--rounds", "1"][..]] {
+        let run = repo.orch(args).expect(0);
+        let err = run.stderr();
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("was deleted")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}\n{err}");
+        let line = lines[0];
+        assert!(line.contains(": warning: the state folder "), "{line}");
+        assert!(
+            !line.contains("warning: round"),
+            "the round said twice: {line}"
+        );
+        assert!(line.contains("by an agent or the tests?"), "{line}");
+        assert!(!line.contains("  "), "a run of spaces: {line:?}");
+    }
+}
+
 /// The same from a shared-tree code agent that cleans the tree before writing its file.
 #[test]
 fn git_clean_by_a_shared_tree_agent_loses_nothing_orch_needs() {

@@ -56,7 +56,7 @@ fn status_shows_a_run_in_progress_and_watch_ends_with_it() {
     assert_eq!(r["agents"][0]["timeoutMs"], 120_000);
     let text = repo.orch(&["status"]).expect(0).stdout();
     assert!(
-        text.starts_with(&format!("RUNNING: orch pid {}, round 1", run.id())),
+        text.starts_with(&format!("RUNNING: orch pid {}, round 1 of 1,", run.id())),
         "{text}"
     );
     assert!(text.contains("agent slow (code"), "{text}");

@@ -53,6 +53,11 @@ pub fn one_line(words: &str) -> String {
 pub fn cause(words: &str, status: Option<u16>) -> Option<Cause> {
     let w = words.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| w.contains(n));
+    // Gemini CLI in a folder it does not trust (exit 55): "Gemini CLI is not running in a
+    // trusted directory. To proceed, either use `--skip-trust`, ...".
+    if has(&["not running in a trusted directory"]) {
+        return Some(Cause::UntrustedFolder);
+    }
     // A subscription's window: waiting until it resets helps.
     if has(&[
         "usage limit",

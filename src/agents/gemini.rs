@@ -9,7 +9,9 @@
 //!
 //! Recorded from Gemini CLI 0.61.0 (fixtures/cli-output/gemini-0.61-*): ok, no auth (exit 41),
 //! an invalid key (the API's 400 API_KEY_INVALID, exit 144), a bad request (400, exit 144), a
-//! 429 after its own ten attempts (exit 173).
+//! 429 after its own ten attempts (exit 173). In a folder it does not trust (no `--skip-trust`:
+//! fixtures/cli-output/real/gemini-untrusted) it prints no JSON, only a coloured line on stderr,
+//! and exits 55: cause `untrustedFolder`, read from the words.
 
 use serde_json::{Map, Value};
 
@@ -19,6 +21,10 @@ use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, Tokens};
 
 pub struct Gemini;
+
+/// What makes Gemini CLI work in the folder orch gives it (a worktree or scratch folder it
+/// has never seen, so never trusted); also the fix a wrapper around it is told.
+pub(super) const UNTRUSTED_FIX: &str = "add --skip-trust to the agent's `command` (as `orch init --agent gemini` writes it), or set GEMINI_CLI_TRUST_WORKSPACE=true in its `env`";
 
 impl AgentCli for Gemini {
     fn kind(&self) -> CliKind {
@@ -54,6 +60,7 @@ impl AgentCli for Gemini {
         match cause {
             Cause::Auth => "set GEMINI_API_KEY where orch runs (or in the agent's `env`) and name the auth type in ~/.gemini/settings.json (security.auth.selectedType \"gemini-api-key\"); Vertex AI: GOOGLE_API_KEY with GOOGLE_GENAI_USE_VERTEXAI=true".into(),
             Cause::BadRequest => "check the agent's -m model (one your key can use) and the other flags of its `command`".into(),
+            Cause::UntrustedFolder => UNTRUSTED_FIX.into(),
             _ => "check the agent's command".into(),
         }
     }

@@ -46,6 +46,7 @@ impl AgentCli for Plain {
     fn fix(&self, cause: Cause) -> String {
         match cause {
             Cause::Auth => "check the credentials the agent's command uses (its key variable, in the agent's `env` or where orch runs)".into(),
+            Cause::UntrustedFolder => super::gemini::UNTRUSTED_FIX.into(),
             _ => "check the agent's command and its flags".into(),
         }
     }

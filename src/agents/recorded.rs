@@ -100,7 +100,11 @@ fn cases() -> Vec<Case> {
         case!(Gemini, "gemini-400", Expect::Cause(Cause::BadRequest)),
         case!(Gemini, "gemini-bad-key", Expect::Cause(Cause::Auth)),
         case!(Gemini, "gemini-no-auth", Expect::Cause(Cause::Auth)),
-        case!(Gemini, "gemini-untrusted", Expect::Cause(Cause::Exit)),
+        case!(
+            Gemini,
+            "gemini-untrusted",
+            Expect::Cause(Cause::UntrustedFolder)
+        ),
     ]
 }
 

@@ -548,24 +548,23 @@ fn sink_list(layout: &Layout, json: bool, verbosity: Verbosity) -> Vec<Box<dyn S
     if json {
         sinks.push(Box::new(events::JsonLines::new(std::io::stdout())));
     }
-    if verbosity > Verbosity::Quiet || github {
-        // A person at a terminal gets the live view; CI (GitHub or not), files and dumb
-        // terminals get plain lines, timestamped off a terminal, with no escape codes.
-        // `--json` on a terminal writes its lines to the same screen, which would tear the
-        // live block: plain lines then.
-        let json_on_screen = json && std::io::stdout().is_terminal();
-        if !github && !json_on_screen && crate::cli::live::supported() {
-            sinks.push(Box::new(crate::cli::live::Live::stderr(
-                verbosity,
-                crate::cli::live::color_allowed(),
-            )));
-        } else {
-            let stderr = std::io::stderr();
-            let tty = stderr.is_terminal();
-            sinks.push(Box::new(events::Human::new(
-                stderr, !tty, verbosity, github,
-            )));
-        }
+    // A person at a terminal gets the live view; CI (GitHub or not), files and dumb terminals
+    // get plain lines, timestamped off a terminal, with no escape codes. `--json` on a terminal
+    // writes its lines to the same screen, which would tear the live block: plain lines then.
+    // `-q` gets plain lines too, only those a person must see (warnings, stops, reverts, limit
+    // waits): these events are printed here and nowhere else, so each is printed once.
+    let json_on_screen = json && std::io::stdout().is_terminal();
+    if verbosity > Verbosity::Quiet && !github && !json_on_screen && crate::cli::live::supported() {
+        sinks.push(Box::new(crate::cli::live::Live::stderr(
+            verbosity,
+            crate::cli::live::color_allowed(),
+        )));
+    } else {
+        let stderr = std::io::stderr();
+        let tty = stderr.is_terminal();
+        sinks.push(Box::new(events::Human::new(
+            stderr, !tty, verbosity, github,
+        )));
     }
     match events::ndjson_file(&layout.events()) {
         Ok(f) => sinks.push(Box::new(f)),

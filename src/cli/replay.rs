@@ -42,6 +42,10 @@ pub fn run(a: Args, verbosity: Verbosity) -> Result<i32> {
     }
     crate::cli::install_signal_handler();
     let _lock = Lock::acquire(&ws.layout)?;
+    // A replay has no live events to tell: what it cleaned up is a warning line.
+    for message in replay::tidy(&ws)? {
+        log::warn!("{message}");
+    }
     let p = replay::prepare(&ws, &original, &a.opts)?;
     std::fs::create_dir_all(&p.dir)
         .map_err(|e| Error::io(format!("creating {}", p.dir.display()), e))?;

@@ -555,7 +555,7 @@ fn running_lines(r: &Running) -> String {
         "RUNNING: orch pid {}{}{}{}",
         r.pid,
         match (r.round, r.last_round) {
-            (Some(n), Some(l)) => format!(", round {n} (of ..{l})"),
+            (Some(n), Some(l)) => format!(", round {n} of {l}"),
             (Some(n), None) => format!(", round {n}"),
             _ => String::new(),
         },

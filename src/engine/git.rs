@@ -78,6 +78,28 @@ impl Git {
                 }
             })?;
         if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr);
+            // A repository owned by another user (a container's or CI's volume): git refuses
+            // it, and says how to trust it; "not a git repository" would send the user to
+            // `git init` over their own repository.
+            if said.contains("dubious ownership") {
+                let lines: Vec<&str> = said
+                    .lines()
+                    .map(|l| l.trim().trim_start_matches("fatal: "))
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let fix = lines
+                    .iter()
+                    .find(|l| l.starts_with("git config"))
+                    .map(|c| format!("if you trust it, run `{c}`, or run orch as its owner"))
+                    .unwrap_or_else(|| lines[1..].join(" "));
+                return Err(Error::Usage(format!(
+                    "git refuses the repository at {}: {} (it belongs to another user than the \
+                     one running orch); {fix}",
+                    dir.display(),
+                    lines[0]
+                )));
+            }
             return Err(Error::Usage(format!(
                 "{} is not inside a git repository (run `git init` and commit once, or `orch demo` to try orch on a scratch repository)",
                 dir.display()

@@ -7,7 +7,7 @@
 //!   and not a folder holding tracked files (orch's files there would be ignored by git through
 //!   `info/exclude`, or the user's files taken for orch's).
 //! - **Every program** the mission names can start: each agent's, test and suite command, sim,
-//!   `when.command`, `sims.stopWhen`, section command and launcher. A program with a `/` is a
+//!   `when.command`, `sims.stopWhen`, section command, hook and launcher. A program with a `/` is a
 //!   path, resolved from the folder the command runs in (as `process::run` runs it); one without
 //!   is looked up on `PATH` (the agent's own `env.PATH` when it sets one). A shell string
 //!   (`sh -c`) is checked by its first word when that word is plain: no shell syntax (quotes,
@@ -212,6 +212,19 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
                 path_var.clone(),
                 false,
             );
+        }
+    }
+    // Hooks run in the repository root with orch's environment; one that cannot start would
+    // otherwise be found only when it first fires (a warning, perhaps at the end of the night).
+    if let Some(h) = &mission.hooks {
+        for (k, c) in [
+            ("roundEnd", &h.round_end),
+            ("attention", &h.attention),
+            ("runEnd", &h.run_end),
+        ] {
+            if let Some(c) = c {
+                add(format!("hooks.{k}"), c, root, path_var.clone(), false);
+            }
         }
     }
     out

@@ -14,7 +14,8 @@
 //! the queue), and [`Prepared::from_today`] says which. `--fresh` re-plans and re-renders the
 //! prompts from today's mission, from the recorded state and queue.
 //!
-//! [`compare`] then sets the original and the replay side by side.
+//! [`compare`] then sets the original and the replay side by side. [`tidy`], run before each
+//! run and replay, cleans up after a replay that died and prunes old replay folders.
 
 use std::path::{Path, PathBuf};
 
@@ -22,9 +23,10 @@ use serde::Serialize;
 
 use crate::engine::git::Git;
 use crate::engine::inputs::{RecordedJob, RoundInputs};
+use crate::engine::process;
 use crate::engine::round::{self, Env, Replaying};
-use crate::engine::runner::Workspace;
-use crate::engine::state::{Layout, State};
+use crate::engine::runner::{self, Workspace};
+use crate::engine::state::{Journal, Layout, State};
 use crate::engine::tasks::Queue;
 use crate::error::{Error, IoContext, Result};
 use crate::events::Events;
@@ -140,7 +142,7 @@ pub fn prepare(ws: &Workspace, original: &RoundLog, opts: &ReplayOptions) -> Res
             )));
         }
     }
-    let k = next_replay(&ws.layout, n);
+    let k = next_replay(ws, n);
     let (jobs, decisions) = match &recorded {
         Some(r) => (r.jobs.clone(), r.decisions.clone()),
         None => (Vec::new(), Vec::new()),
@@ -267,11 +269,135 @@ pub fn replay_refs(round: u32, k: u32) -> String {
     format!("refs/orch/replay/round-{round}-{k}/")
 }
 
-/// The first K with no `replays/round-NNNN-K/` yet.
-fn next_replay(layout: &Layout, round: u32) -> u32 {
+/// The first K with neither a `replays/round-NNNN-K/` folder nor refs under
+/// `refs/orch/replay/round-N-K/`: a pruned replay's refs stay, and are never written over.
+fn next_replay(ws: &Workspace, round: u32) -> u32 {
+    let refs_exist = |k: u32| {
+        ws.git
+            .run(&[
+                "for-each-ref",
+                "--count=1",
+                "--format=%(refname)",
+                &replay_refs(round, k),
+            ])
+            .is_ok_and(|out| !out.trim().is_empty())
+    };
     (1..)
-        .find(|k| !replay_dir(layout, round, *k).exists())
+        .find(|k| !replay_dir(&ws.layout, round, *k).exists() && !refs_exist(*k))
         .unwrap_or(1)
+}
+
+/// How many replay folders `replays/` keeps: the newest, by when each last changed (a replay's
+/// folder changes last when its journal is cleared, at its end).
+pub const KEPT_REPLAYS: usize = 10;
+
+/// Run by `orch run` and `orch round N` under the repository's lock, before anything else
+/// touches the replays: a replay that died (SIGKILL, a crash) left its journal, its scratch
+/// worktree and its agents' worktrees. As the next run does for a dead round, what it left
+/// running is killed, its agents' partial work and its tree are kept under its own refs
+/// (`refs/orch/replay/round-N-K/cancelled/round-N/AGENT`, `…/interrupted/round-N`), its
+/// worktrees removed, its round log written `interrupted` and its journal cleared. Then the
+/// replay folders past the newest [`KEPT_REPLAYS`] are removed (their refs stay, and so does a
+/// folder holding a tree kept with `--keep`). Returns what was done, one message each.
+pub fn tidy(ws: &Workspace) -> Result<Vec<String>> {
+    let root = ws.layout.dir.join("replays");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    let mut said = Vec::new();
+    let mut folders = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        let Some((round, k)) = replay_of(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        if let Some(what) = recover_dead(ws, &dir, round, k)? {
+            said.push(what);
+        }
+        folders.push(dir);
+    }
+    ws.git.prune_worktrees()?;
+    // A folder with a journal still belongs to a live replay (it could not be recovered); one
+    // with its tree kept (`--keep`) is the user's to remove.
+    folders.retain(|d| !d.join("journal.json").exists() && !d.join("tree").exists());
+    let changed = |d: &Path| {
+        std::fs::metadata(d)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+    };
+    folders.sort_by_key(|d| std::cmp::Reverse(changed(d)));
+    let old = folders.split_off(folders.len().min(KEPT_REPLAYS));
+    if !old.is_empty() {
+        for d in &old {
+            crate::engine::perms::unlock_tree(d);
+            std::fs::remove_dir_all(d)
+                .ctx(|| format!("removing the old replay {}", d.display()))?;
+        }
+        said.push(format!(
+            "removed {} old replay folder(s) from {}, keeping the newest {KEPT_REPLAYS} (their refs under refs/orch/replay/ stay): {}",
+            old.len(),
+            root.display(),
+            old.iter()
+                .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(said)
+}
+
+/// `round-NNNN-K` as (N, K).
+fn replay_of(name: &str) -> Option<(u32, u32)> {
+    let (n, k) = name.strip_prefix("round-")?.split_once('-')?;
+    Some((n.parse().ok()?, k.parse().ok()?))
+}
+
+/// Cleans up after the replay in `dir` if it died mid-round (see [`tidy`]); `None` when it did
+/// not (no journal), or when its orch still lives.
+fn recover_dead(ws: &Workspace, dir: &Path, round: u32, k: u32) -> Result<Option<String>> {
+    let layout = Layout::new(dir.to_path_buf());
+    let Some(j) = Journal::load(&layout)? else {
+        return Ok(None);
+    };
+    if !j.session.is_empty() && process::session_of(j.pid as i32).as_deref() == Some(&j.session) {
+        return Ok(None);
+    }
+    let grace = ws.mission().grace();
+    let killed = process::reap_orphan_groups(&j.process_groups, j.pid, grace)
+        + process::reap_session(&j.session, &j.process_groups, grace);
+    let refs = replay_refs(round, k);
+    let mut what = format!(
+        "replay {k} of round {round} (pid {}, {}) died; cleaned up after it",
+        j.pid,
+        dir.display()
+    );
+    if killed > 0 {
+        what.push_str(&format!("; killed {killed} process(es) it left running"));
+    }
+    let tree_path = dir.join("tree");
+    let mut kept_ref = None;
+    if ws.git.worktree_intact(&tree_path) {
+        let tree = ws.git.at(&tree_path);
+        for (agent, kept) in runner::keep_worktrees(&tree, dir, &refs, round)? {
+            what.push_str(&format!("; {agent}'s partial work is kept in {kept}"));
+        }
+        let head = tree.head()?.unwrap_or_default();
+        if head != j.base || !tree.changed_since(&j.base)?.is_empty() {
+            let kept = format!("{refs}interrupted/round-{round}");
+            tree.save_tree(
+                &j.base,
+                &kept,
+                &format!("orch: replay {k} of round {round} interrupted (orch died); its tree"),
+            )?;
+            what.push_str(&format!("; its tree is kept in {kept}"));
+            kept_ref = Some(kept);
+        }
+    }
+    remove_worktrees(&ws.git, dir);
+    what.push_str("; its worktrees are removed");
+    runner::record_dead_round(&layout, &ws.mission().name, &j, kept_ref, &what)?;
+    Journal::clear(&layout)?;
+    Ok(Some(what))
 }
 
 /// Runs the replay: the round pipeline in a scratch worktree at the base, with the replay's

@@ -94,6 +94,9 @@ pub fn run_counted(
     ws.git.base()?;
     check_writable(&ws.layout)?;
     recover(ws, events)?;
+    for message in crate::engine::replay::tidy(ws)? {
+        warn(events, None, message);
+    }
     if let Some(back) = userwork::recover(&ws.git, &ws.layout, events)? {
         warn(events, None, back);
     }
@@ -174,14 +177,17 @@ pub fn run_counted(
              one now or afterwards (git switch -c NAME)",
             crate::engine::git::short(&head)
         );
-        log::warn!("{message}");
         events.emit(Event::Warning {
             round: None,
             message,
         });
     }
-    // The tests at the base (round 0 in the events), once a run has started.
-    baseline(ws, &mut state, events)?;
+    // The tests at the base (round 0 in the events), once a run has started; not when the run
+    // is to stop before its first round (a spent budget): the tests can be the dearest thing a
+    // night runs, and the stop comes first.
+    if stop_before(&env, &state).is_none() {
+        baseline(ws, &mut state, events)?;
+    }
     let mut code = EXIT_OK;
     let mut ran = 0;
     let mut agent_failed = false;
@@ -284,7 +290,6 @@ pub fn run_counted(
 }
 
 fn warn(events: &Events, round: Option<u32>, message: String) {
-    log::warn!("{message}");
     events.emit(Event::Warning { round, message });
 }
 
@@ -345,7 +350,6 @@ pub fn stop_before(env: &Env, state: &State) -> Option<String> {
 }
 
 fn stop(events: &Events, reason: String, code: i32) -> i32 {
-    log::warn!("stopping: {reason}");
     events.emit(Event::Stop {
         reason,
         exit_code: code,
@@ -430,7 +434,7 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
             "; killed {escaped} process(es) that had left their process group"
         ));
     }
-    for (agent, kept) in keep_worktrees(ws, j.round)? {
+    for (agent, kept) in keep_worktrees(&ws.git, &ws.layout.dir, round::LIVE_REFS, j.round)? {
         what.push_str(&format!("; {agent}'s partial work is kept in {kept}"));
     }
     let head = ws.git.head()?.unwrap_or_default();
@@ -453,8 +457,7 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
         ));
         kept_ref = Some(kept);
     }
-    record_dead_round(ws, &j, kept_ref, &what)?;
-    log::warn!("{what}");
+    record_dead_round(&ws.layout, &ws.mission().name, &j, kept_ref, &what)?;
     events.emit(Event::Warning {
         round: Some(j.round),
         message: what,
@@ -462,29 +465,35 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
     Journal::clear(&ws.layout)
 }
 
-/// Saves the work of every agent worktree that a dead orch never integrated (uncommitted
-/// files, and commits the agent made itself that the main tree does not hold) and cleans the
-/// worktree. Returns (agent, ref) for each one kept.
-fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
+/// Saves the work of every agent worktree under `state_dir/worktrees/` that a dead orch never
+/// integrated into the tree of `main` (uncommitted files, and commits the agent made itself
+/// that the tree does not hold) under `refs` (`refs/orch/`, or a replay's own namespace) and
+/// cleans the worktree. Returns (agent, ref) for each one kept.
+pub(crate) fn keep_worktrees(
+    main: &Git,
+    state_dir: &Path,
+    refs: &str,
+    round: u32,
+) -> Result<Vec<(String, String)>> {
     let mut kept = Vec::new();
-    let main_head = ws.git.head()?.unwrap_or_default();
-    let Ok(entries) = std::fs::read_dir(ws.layout.dir.join("worktrees")) else {
+    let main_head = main.head()?.unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(state_dir.join("worktrees")) else {
         return Ok(kept);
     };
     for e in entries.flatten() {
         let path = e.path();
         // A worktree whose link is gone or wrong is never used (git would follow it elsewhere);
         // it is made again before its agent's next run.
-        if !ws.git.worktree_intact(&path) {
+        if !main.worktree_intact(&path) {
             continue;
         }
-        let wt = ws.git.at(&path);
+        let wt = main.at(&path);
         let (Ok(Some(head)), Ok(status)) = (wt.head(), wt.status()) else {
             continue;
         };
         // A worktree's HEAD is the base, or a change orch committed there and merged (the
         // main tree holds it), or the agent's own commits, never merged.
-        let unmerged = !main_head.is_empty() && !ws.git.is_ancestor(&head, &main_head)?;
+        let unmerged = !main_head.is_empty() && !main.is_ancestor(&head, &main_head)?;
         if status.is_empty() && !unmerged {
             continue;
         }
@@ -497,12 +506,12 @@ fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
             continue;
         }
         let r = if phase_b {
-            format!("refs/orch/interrupted-review/round-{round}")
+            format!("{refs}interrupted-review/round-{round}")
         } else {
-            format!("refs/orch/cancelled/round-{round}/{agent}")
+            format!("{refs}cancelled/round-{round}/{agent}")
         };
         if status.is_empty() {
-            ws.git.set_ref(&r, &head)?;
+            main.set_ref(&r, &head)?;
         } else {
             wt.save_tree(
                 &head,
@@ -516,22 +525,24 @@ fn keep_worktrees(ws: &Workspace, round: u32) -> Result<Vec<(String, String)>> {
     Ok(kept)
 }
 
-/// The dead round gets a round log (status `interrupted`) unless it wrote one before dying. Like
-/// an interrupted round it does not count as finished: the next `orch run` runs it again (the
-/// interrupted log is kept aside as `round-NNNN.prev-K.json`).
-fn record_dead_round(
-    ws: &Workspace,
+/// The dead round gets a round log (status `interrupted`) in the state folder of `layout` (the
+/// live one, or a replay's) unless it wrote one before dying. Like an interrupted round it does
+/// not count as finished: the next `orch run` runs it again (the interrupted log is kept aside
+/// as `round-NNNN.prev-K.json`).
+pub(crate) fn record_dead_round(
+    layout: &Layout,
+    mission: &str,
     j: &Journal,
     kept_ref: Option<String>,
     what: &str,
 ) -> Result<()> {
-    let path = ws.layout.round_log(j.round);
-    let mut state = State::load(&ws.layout)?;
+    let path = layout.round_log(j.round);
+    let mut state = State::load(layout)?;
     if !path.exists() {
         let log = RoundLog {
             schema: SCHEMA,
             round: j.round,
-            mission: ws.mission().name.clone(),
+            mission: mission.to_string(),
             status: RoundStatus::Interrupted,
             started_at: j.started_at.clone(),
             finished_at: crate::units::now_rfc3339(),
@@ -552,8 +563,8 @@ fn record_dead_round(
         };
         write_json(&path, &log)?;
     }
-    state.mission = ws.mission().name.clone();
-    state.save(&ws.layout)
+    state.mission = mission.to_string();
+    state.save(layout)
 }
 
 /// `tests.baseline`: measure the tests at the base once, so that an already-failing suite is

@@ -168,7 +168,6 @@ fn report(events: &Events, result: Result<Vec<String>>, saved: &Saved) {
             saved.refname, saved.refname
         ),
     };
-    log::warn!("{message}");
     events.emit(Event::Warning {
         round: None,
         message,

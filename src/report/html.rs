@@ -143,7 +143,7 @@ fn render(s: &Summary) -> String {
     item("Cost", &text::cost(s));
     item("Tests", &text::tests_trend(s));
     item("Flaky tests in rounds", &round_list(&t.flaky_rounds));
-    if t.has_sims {
+    if t.has_pipelining() {
         item("Pipelining hid", &text::hidden(s));
     }
     if let Some(reason) = &t.stop_reason {
@@ -271,12 +271,13 @@ fn render(s: &Summary) -> String {
         );
     }
 
-    if t.has_sims {
+    if t.has_pipelining() {
         out.push_str(
             "<h2>Time pipelining hid</h2>\n<p class=\"note\">The pre-sim runs beside Phase A's \
-             agents and the post-sim beside the tests; this is the sim time that lay under that \
-             other work, which a serial (v8) loop would have added. v8 rounds hid nothing. (est.) \
-             marks rounds without start times.</p>\n",
+             agents, the post-sim and Phase B (<code>phaseB: \"besideTests\"</code>) beside the \
+             tests; this is the time that lay under that other work, which a serial (v8) loop \
+             would have added. v8 rounds hid nothing. (est.) marks rounds without start \
+             times.</p>\n",
         );
         table(
             &mut out,

@@ -250,8 +250,9 @@ pub(crate) fn parse(
         }
         let mut notes = Vec::new();
         let mut value = value.clone();
-        let log = conform(&mut value, &mut notes)
+        let mut log = conform(&mut value, &mut notes)
             .map_err(|e| format!("not a valid v{schema} round log ({e})"))?;
+        fold_beside_costs(&mut log);
         if schema > crate::roundlog::SCHEMA {
             notes.push(format!(
                 "schema {schema} is newer than this orch knows ({}); read as v{}",
@@ -281,6 +282,27 @@ pub(crate) fn parse(
         ));
     }
     legacy(number, path, schema, &value)
+}
+
+/// A review agent's entry with a `besideRun` says the agent's whole spend in the round (both
+/// runs). Logs written before it said so held only the run after the revert: when the entries
+/// add up to the round's cost only with their `besideRun`s (closer than without, costs being
+/// rounded to the micro-dollar), each is added in, so old and new logs read the same.
+fn fold_beside_costs(log: &mut RoundLog) {
+    let beside: f64 = log
+        .agents
+        .iter()
+        .filter_map(|a| a.beside_run.as_ref())
+        .map(|b| b.cost_usd)
+        .sum();
+    let entries: f64 = log.agents.iter().map(|a| a.cost_usd).sum();
+    if beside > 0.0 && (entries + beside - log.cost_usd).abs() < (entries - log.cost_usd).abs() {
+        for a in &mut log.agents {
+            if let Some(b) = &a.beside_run {
+                a.cost_usd += b.cost_usd;
+            }
+        }
+    }
 }
 
 /// Reads a v9 log leniently: each field the typed parse stumbles on (missing, of the wrong
@@ -722,6 +744,31 @@ fn step_status(s: &str) -> Option<StepStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_review_agents_entry_reads_as_its_whole_spend_in_old_and_new_logs() {
+        // The reviewer ran beside the tests (0.01) and again after a per-agent revert (0.01).
+        let log = |entry: &str| {
+            format!(
+                r#"{{"schema": 9, "round": 1, "status": "ok", "mission": "m", "startedAt": "",
+                "finishedAt": "", "base": "", "commit": null, "costUsd": 0.31, "totalCostUsd": 0.31,
+                "timing": {{"total": 1, "phaseA": 0, "phaseB": 0, "tests": 0, "preSim": 0,
+                            "postSim": 0, "overhead": 1}},
+                "agents": [{{"name": "coder", "phase": "code", "status": "ok", "costUsd": 0.29}},
+                           {{"name": "reviewer", "phase": "review", "status": "ok",
+                             "costUsd": {entry},
+                             "besideRun": {{"name": "reviewer", "phase": "review",
+                                            "status": "ok", "costUsd": 0.01}}}}]}}"#
+            )
+        };
+        // Written before the entry said the whole spend (0.01), and since (0.02).
+        for entry in ["0.01", "0.02"] {
+            let (r, _) =
+                parse(1, Path::new("round-0001.json"), log(entry).as_bytes()).expect("parses");
+            let cost = r.log.agents[1].cost_usd;
+            assert!((cost - 0.02).abs() < 1e-9, "entry {entry}: read {cost}");
+        }
+    }
 
     #[test]
     fn a_v9_log_missing_fields_is_read_with_defaults_and_notes_naming_them() {

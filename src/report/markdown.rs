@@ -83,7 +83,7 @@ fn render(s: &Summary) -> String {
         "- **Flaky tests in rounds:** {}",
         round_list(&t.flaky_rounds)
     );
-    if t.has_sims {
+    if t.has_pipelining() {
         let _ = writeln!(out, "- **Pipelining hid:** {}", text::hidden(s));
     }
     if let Some(reason) = &t.stop_reason {
@@ -178,13 +178,14 @@ fn render(s: &Summary) -> String {
         }
     }
 
-    if t.has_sims {
+    if t.has_pipelining() {
         out.push_str("\n## Time pipelining hid\n\n");
         let _ = writeln!(
             out,
-            "The pre-sim runs beside Phase A's agents and the post-sim beside the tests; this is \
-             the sim time that lay under that other work, which a serial (v8) loop would have \
-             added. v8 rounds hid nothing. (est.) marks rounds without start times.\n"
+            "The pre-sim runs beside Phase A's agents, the post-sim and Phase B (`phaseB: \
+             \"besideTests\"`) beside the tests; this is the time that lay under that other work, \
+             which a serial (v8) loop would have added. v8 rounds hid nothing. (est.) marks \
+             rounds without start times.\n"
         );
         header(&mut out, &text::HIDDEN_HEADER);
         for r in &s.rounds {

@@ -494,10 +494,11 @@ pub(crate) mod text {
     pub const DECISION_HEADER: [&str; 6] =
         ["Agent", "Included", "Skipped", "Blocked", "Kept", "Idle"];
 
-    pub const HIDDEN_HEADER: [&str; 6] = [
+    pub const HIDDEN_HEADER: [&str; 7] = [
         "Round",
         "Pre-Sim hidden",
         "Post-Sim hidden",
+        "Phase B hidden",
         "Hidden",
         "Total",
         "Serial equivalent",
@@ -556,7 +557,7 @@ pub(crate) mod text {
 
     pub fn hidden(s: &Summary) -> String {
         format!(
-            "{} of sim time ran beside other work; a serial loop would have taken {} instead of {}",
+            "{} of sim and review time ran beside other work; a serial loop would have taken {} instead of {}",
             duration_ms(s.totals.hidden_ms),
             duration_ms(s.totals.serial_equivalent_ms),
             duration_ms(s.totals.wall_ms)
@@ -632,25 +633,28 @@ pub(crate) mod text {
         ]
     }
 
-    pub fn hidden_cells(r: &RoundRow) -> [String; 6] {
+    pub fn hidden_cells(r: &RoundRow) -> [String; 7] {
         let mark = if r.hidden.estimated { " (est.)" } else { "" };
         [
             round(r),
             duration_ms(r.hidden.pre_sim_ms),
             duration_ms(r.hidden.post_sim_ms),
+            duration_ms(r.hidden.phase_b_ms),
             format!("{}{mark}", duration_ms(r.hidden.total_ms)),
             duration_ms(r.total_ms),
             duration_ms(r.serial_equivalent_ms),
         ]
     }
 
-    pub fn hidden_total_cells(s: &Summary) -> [String; 6] {
+    pub fn hidden_total_cells(s: &Summary) -> [String; 7] {
         let pre: u64 = s.rounds.iter().map(|r| r.hidden.pre_sim_ms).sum();
         let post: u64 = s.rounds.iter().map(|r| r.hidden.post_sim_ms).sum();
+        let phase_b: u64 = s.rounds.iter().map(|r| r.hidden.phase_b_ms).sum();
         [
             "All".to_string(),
             duration_ms(pre),
             duration_ms(post),
+            duration_ms(phase_b),
             duration_ms(s.totals.hidden_ms),
             duration_ms(s.totals.wall_ms),
             duration_ms(s.totals.serial_equivalent_ms),

@@ -35,8 +35,8 @@ pub const REPORT_SCHEMA: u32 = 2;
 ///   costs), `costKnown` (`all`, `part` or `none`: whether every run's cost was known),
 ///   `lastTotalCostUsd` (the last round's cumulative `totalCostUsd`), `testsFirst`/`testsLast`
 ///   ({`round`, `passed`, `failed`} of the *committed* tree, or null), `flakyRounds`, `hasSims`,
-///   `stopReason` (the last round's, or null), `hiddenMs` (sim time that ran beside other
-///   work), `serialEquivalentMs` (`wallMs + hiddenMs`)
+///   `stopReason` (the last round's, or null), `hiddenMs` (sim and Phase B time that ran beside
+///   other work), `serialEquivalentMs` (`wallMs + hiddenMs`)
 /// - `rounds[]`: `round`, `schema`, `legacy`, `status`, `startedAt`, `agents` {`total`, `ok`
 ///   (kept), `rejected` (ok but taken out by a revert), `empty`, `failed`, `timeout`,
 ///   `conflict`, `cancelled`}, `landed` (true when an agent's change stayed), `kept` and
@@ -47,7 +47,7 @@ pub const REPORT_SCHEMA: u32 = 2;
 ///   `costKnown`, `tests` (the first attempt: {`status`, `passed`, `failed`, `flaky`,
 ///   `regression`} or null), `testsCommitted` (the committed tree's result, same shape, or
 ///   null when unknown; after a whole-round revert the base stays and this is null),
-///   `revertRuns`, `hidden` {`preSimMs`, `postSimMs`, `totalMs`, `estimated`},
+///   `revertRuns`, `hidden` {`preSimMs`, `postSimMs`, `phaseBMs`, `totalMs`, `estimated`},
 ///   `serialEquivalentMs`, `commit`, `stopReason`, `bars[]` (the Gantt chart: {`label`, `kind`
 ///   = `agent`|`preSim`|`postSim`|`sims`|`tests`|`revertTests`, `status`, `startMs`,
 ///   `elapsedMs`, `estimated`})
@@ -175,6 +175,14 @@ pub struct Totals {
     pub stop_reason: Option<String>,
     pub hidden_ms: u64,
     pub serial_equivalent_ms: u64,
+}
+
+impl Totals {
+    /// Whether the report has a "time pipelining hid" to show: a round had sims, or review
+    /// agents that ran beside the tests.
+    pub fn has_pipelining(&self) -> bool {
+        self.has_sims || self.hidden_ms > 0
+    }
 }
 
 /// Rounds that landed nothing for one reason.
@@ -305,7 +313,7 @@ pub struct TestResult {
     pub regression: bool,
 }
 
-/// Sim time that ran beside other work in one round.
+/// Time that ran beside other work in one round: the sims', and Phase B's beside the tests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Hidden {
@@ -313,6 +321,9 @@ pub struct Hidden {
     pub pre_sim_ms: u64,
     /// Post-sim time under the tests.
     pub post_sim_ms: u64,
+    /// Phase B's time under the tests stage (`phaseB: "besideTests"`, the log's
+    /// `timing.beside`): a serial loop would have run the review agents after the tests.
+    pub phase_b_ms: u64,
     pub total_ms: u64,
     /// Start times were missing, so the figure is `min(sim, stage)` rather than measured.
     pub estimated: bool,
@@ -1190,7 +1201,8 @@ pub fn overlap_ms(target: Span, others: &[Span]) -> u64 {
     total
 }
 
-/// The sim time of round `r` that ran beside other work. v8 ran its sims serially: nothing hid.
+/// The time of round `r` that ran beside other work: the sims', and Phase B's beside the
+/// tests. v8 ran its sims serially: nothing hid.
 pub fn hidden(r: &Round) -> Hidden {
     if r.is_legacy() {
         return Hidden::default();
@@ -1235,7 +1247,9 @@ pub fn hidden(r: &Round) -> Hidden {
             h.estimated = true;
         }
     }
-    h.total_ms = h.pre_sim_ms + h.post_sim_ms;
+    // Measured by the engine from the two stages' own start and end.
+    h.phase_b_ms = log.timing.beside;
+    h.total_ms = h.pre_sim_ms + h.post_sim_ms + h.phase_b_ms;
     h
 }
 
@@ -1446,7 +1460,7 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
                 }
                 acc.total_ms += b.elapsed_ms;
                 row.longest_ms = row.longest_ms.max(b.elapsed_ms);
-                row.cost_usd += b.cost_usd;
+                // Its cost is in the entry's already (the agent's whole spend in the round).
                 if b.cost_known {
                     acc.known += 1;
                 } else {

@@ -303,7 +303,7 @@ fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
         let _ = write!(head, " · waited {}", duration_ms(r.waited_ms));
     }
     if r.hidden.total_ms > 0 {
-        let _ = write!(head, " · sims hid {}", duration_ms(r.hidden.total_ms));
+        let _ = write!(head, " · pipelining hid {}", duration_ms(r.hidden.total_ms));
     }
     let _ = write!(
         out,

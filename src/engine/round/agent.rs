@@ -262,7 +262,6 @@ pub(super) fn run_agent(
                     agent.name,
                     agent.phase.as_str()
                 );
-                log::warn!("{message}");
                 env.events.emit(Event::Warning {
                     round: Some(round),
                     message,
@@ -399,7 +398,6 @@ pub(super) fn set_aside_oversized(
             names.join(", ")
         ),
     };
-    log::warn!("{message}");
     env.events.emit(Event::Warning {
         round: Some(round),
         message,

@@ -1120,11 +1120,16 @@ impl<'e> Round<'e, '_> {
 
     /// After Phase B ran again (phaseBAfterRevert): each run beside the tests goes into the
     /// entry of the agent's run again (`besideRun`), or stays an entry of its own when the
-    /// agent did not run again.
+    /// agent did not run again. The entry's cost is then the agent's whole spend in the round,
+    /// both runs, so the entries' costs add up to the round's as a script summing them expects.
     fn fold_beside_runs(&mut self, earlier: Vec<AgentEntry>) {
         for e in earlier {
             match self.log.agents.iter_mut().find(|a| a.name == e.name) {
-                Some(now) => now.beside_run = Some(Box::new(e)),
+                Some(now) => {
+                    now.cost_usd += e.cost_usd;
+                    now.cost_known &= e.cost_known;
+                    now.beside_run = Some(Box::new(e));
+                }
                 None => self.log.agents.push(e),
             }
         }
@@ -1149,13 +1154,16 @@ impl<'e> Round<'e, '_> {
         if vanished {
             self.state.save(layout)?;
             self.queue.save(layout)?;
+            // One line, printed once: the `warning` event is what a person sees (the round is
+            // in its line), the note is what the round log keeps.
             let message = format!(
-                "round {}: the state folder {} was deleted before {when} (a `git clean -fdx` by an                  agent or the tests?); lost: the earlier round logs, agent logs, prompts and                  events.ndjson; state.json and tasks.json were written again from memory, and the                  lock and journal were safe under {}",
-                self.round,
+                "the state folder {} was deleted before {when} (a `git clean -fdx` by an agent \
+                 or the tests?); lost: the earlier round logs, agent logs, prompts and \
+                 events.ndjson; state.json and tasks.json were written again from memory, and \
+                 the lock and journal were safe under {}",
                 layout.dir.display(),
                 layout.private.display()
             );
-            log::warn!("{message}");
             self.log.notes.push(message.clone());
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
@@ -1731,7 +1739,6 @@ impl<'e> Round<'e, '_> {
             self.note(&message);
         }
         if warn {
-            log::warn!("round {}: {message}", self.round);
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
                 message,
@@ -1832,7 +1839,6 @@ impl<'e> Round<'e, '_> {
             // Not a bad change but a broken setup (the program went missing after the start-up
             // check, or behind shell syntax): say so where a person looks.
             let msg = format!("agent {} could not start: {why}", agent.name);
-            log::error!("round {}: {msg}", self.round);
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
                 message: msg.clone(),
@@ -1902,7 +1908,8 @@ impl<'e> Round<'e, '_> {
                     f.error,
                     cli.fix(f.cause)
                 );
-                log::error!("{why}");
+                // Printed once, as the `stop` event's line when the running agents are done;
+                // the agent's own line says the cause now.
                 self.log.stop_reason = Some(why.clone());
                 self.cli_stop = Some(why);
             }
@@ -2458,7 +2465,6 @@ impl<'e> Round<'e, '_> {
                 names.join(", ")
             ),
         };
-        log::warn!("{message}");
         self.log.notes.push(message.clone());
         self.env.events.emit(Event::Warning {
             round: Some(self.round),
@@ -2654,7 +2660,6 @@ impl<'e> Round<'e, '_> {
             }
             any = true;
             for w in self.queue.take_inbox(&inbox, name, &known, self.round) {
-                log::warn!("{w}");
                 self.env.events.emit(Event::Warning {
                     round: Some(self.round),
                     message: w,
