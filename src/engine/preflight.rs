@@ -16,9 +16,9 @@
 //!   here: the command runs on the node, whose `PATH` and files orch cannot see (the start-up
 //!   probe of `launcher` checks that the node sees orch's files).
 //!
-//! Not checked, and said so in the README: what a wrapper runs (`["sh", "x.sh"]` checks `sh`,
-//! not `x.sh`), programs behind shell syntax, and a relative path in `sims.stopWhen` when the
-//! published folder does not exist yet.
+//! Not checked, and said so in docs/src/mission.md: what a wrapper runs (`["sh", "x.sh"]`
+//! checks `sh`, not `x.sh`), programs behind shell syntax, and a relative path in
+//! `sims.stopWhen` when the published folder does not exist yet.
 
 use std::path::{Path, PathBuf};
 
