@@ -1260,8 +1260,9 @@ fn check_inherit_env(file: &Path, at: &str, v: Option<&InheritEnv>) -> Result<()
 
 /// An `inheritEnv` list that leaves agent `i` without `PATH` (not listed, not in its `env`):
 /// the agent would start with no search path, and whatever its CLI runs in turn (`node` behind
-/// a `#!/usr/bin/env node`, git, a shell's commands) is looked for in libc's default
-/// `/bin:/usr/bin` only, so an agent installed anywhere else fails to start, every round.
+/// a `#!/usr/bin/env node`, git, the tests, a build tool) is looked for in the system's default
+/// folders only (libc's `/bin:/usr/bin`, a shell's own default), so a CLI or tool installed
+/// elsewhere (nvm, `~/.local/bin`, `~/.cargo/bin`) fails, every round.
 /// Refused rather than patched by passing orch's `PATH` anyway: the list stays exactly what
 /// the agent gets.
 fn check_path_inherited(
@@ -1282,9 +1283,10 @@ fn check_path_inherited(
         file,
         at,
         format!(
-            "lists no PATH, so agent {:?} would start with no search path and fail to start the \
-             programs its CLI runs (node, git, a shell's commands); add \"PATH\" to the list, \
-             or set agents[{i}].env.PATH",
+            "lists no PATH, so agent {:?} would start with no search path: what its CLI runs \
+             (node, git, the tests, a build tool) is found only in the system's default folders \
+             (/bin, /usr/bin), not where nvm, ~/.local/bin or ~/.cargo/bin put it; add \"PATH\" \
+             to the list, or set agents[{i}].env.PATH",
             agent.name
         ),
     ))

@@ -283,6 +283,26 @@ fn a_killed_replay_is_cleaned_up_by_the_next_run_and_old_replays_are_pruned() {
     assert!(repo.exists(".orch/replays/round-0001-13"));
 }
 
+/// A dead replay whose journal cannot be read (torn, hand-edited) never stops the live run: it
+/// is said and left as it is.
+#[test]
+fn a_replay_journal_that_cannot_be_read_does_not_stop_the_run() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt={round}"])}]
+    }));
+    repo.write(
+        ".orch/replays/round-0001-1/journal.json",
+        "{\"round\": 1, torn",
+    );
+    let run = repo.orch(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(err.contains("could not be cleaned up"), "{err}");
+    assert_eq!(repo.round_log(1)["status"], "ok");
+    assert!(repo.exists(".orch/replays/round-0001-1/journal.json"));
+}
+
 /// The same with worktree isolation and SIGTERM: the agent's partial work, in its own
 /// worktree, is kept under refs/orch/cancelled/round-1/AGENT; the main tree never moved.
 #[test]

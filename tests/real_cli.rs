@@ -518,6 +518,45 @@ fn gemini_invalid_key_stops_the_run() {
     invalid_key_stops_the_run_with("gemini", "badkey", "API key not valid");
 }
 
+/// The real Gemini CLI without `--skip-trust` (the rest of `orch init --agent gemini`'s
+/// command as written) refuses the folder it is given: exit 55. orch reads cause
+/// `untrustedFolder`, starts no other agent and stops with exit 6, naming the fix.
+#[test]
+fn gemini_in_an_untrusted_folder_stops_the_run_naming_the_fix() {
+    if !available("gemini") {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("gemini", &mock, 2, json!({"rounds": 3}));
+    let mut m: Value =
+        serde_json::from_str(&orch::mission::strip_comments(&s.repo.read("orch.json"))).unwrap();
+    for a in m["agents"].as_array_mut().unwrap() {
+        a["command"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|w| w != "--skip-trust");
+    }
+    s.repo.mission(m);
+    let run = s.run(&["run"]).expect(6);
+    let err = run.stderr();
+    let log = s.repo.round_log(1);
+    let agent = Repo::agent(&log, "coder");
+    assert_eq!(agent["exitCode"], 55, "{agent:#}\n{err}");
+    assert_eq!(agent["cause"], "untrustedFolder", "{agent:#}");
+    assert!(
+        err.contains("Fix: add --skip-trust"),
+        "no fix on the console:\n{err}"
+    );
+    let starts = s
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "agentStart")
+        .count();
+    assert_eq!(starts, 1, "only the first agent ran");
+    assert_eq!(mock.model_requests(), 0);
+    assert!(!s.repo.has_round_log(2), "no second round");
+}
+
 // --------------------------------------------------- (d) a denied Bash command is recorded
 
 #[test]

@@ -311,8 +311,14 @@ pub fn tidy(ws: &Workspace) -> Result<Vec<String>> {
         let Some((round, k)) = replay_of(&e.file_name().to_string_lossy()) else {
             continue;
         };
-        if let Some(what) = recover_dead(ws, &dir, round, k)? {
-            said.push(what);
+        // A replay's leftovers never stop the night: what cannot be cleaned up is said and left.
+        match recover_dead(ws, &dir, round, k) {
+            Ok(Some(what)) => said.push(what),
+            Ok(None) => {}
+            Err(e) => said.push(format!(
+                "replay {k} of round {round} ({}) died and could not be cleaned up: {e}; its folder is left as it is",
+                dir.display()
+            )),
         }
         folders.push(dir);
     }
@@ -326,13 +332,18 @@ pub fn tidy(ws: &Workspace) -> Result<Vec<String>> {
             .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
     };
     folders.sort_by_key(|d| std::cmp::Reverse(changed(d)));
-    let old = folders.split_off(folders.len().min(KEPT_REPLAYS));
-    if !old.is_empty() {
-        for d in &old {
-            crate::engine::perms::unlock_tree(d);
-            std::fs::remove_dir_all(d)
-                .ctx(|| format!("removing the old replay {}", d.display()))?;
+    let mut old = folders.split_off(folders.len().min(KEPT_REPLAYS));
+    old.retain(|d| {
+        crate::engine::perms::unlock_tree(d);
+        match std::fs::remove_dir_all(d) {
+            Ok(()) => true,
+            Err(e) => {
+                said.push(format!("cannot remove the old replay {}: {e}", d.display()));
+                false
+            }
         }
+    });
+    if !old.is_empty() {
         said.push(format!(
             "removed {} old replay folder(s) from {}, keeping the newest {KEPT_REPLAYS} (their refs under refs/orch/replay/ stay): {}",
             old.len(),
