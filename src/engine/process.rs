@@ -23,7 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -424,7 +424,14 @@ pub const WATCHDOG_ARG: &str = "__watchdog";
 /// already sent its leader SIGTERM (its parent-death signal), so that it can cancel its job
 /// step. On a normal exit the list is empty and the watchdog only sweeps once.
 ///
-/// Cost: one process per orch, one short write per child started or ended.
+/// The watchdog is also the one witness of a child's end that keeps running when orch is
+/// stopped (SIGSTOP, Ctrl-Z): every 50 ms it looks at each listed group's leader, and when it
+/// finds a zombie (ended, not yet reaped: orch is not looking) it writes the moment
+/// (`CLOCK_MONOTONIC`, nanoseconds) to the group's end file, which orch reads when it wakes up
+/// after a gap (see `end_time`) and the watchdog removes when the group is ended.
+///
+/// Cost: one process per orch, one short write per child started or ended, one read of
+/// `/proc/PID/stat` per running child every 50 ms.
 mod watchdog {
     use super::*;
     use std::io::{BufRead, Write};
@@ -441,16 +448,31 @@ mod watchdog {
         ENABLED.store(true, Ordering::SeqCst);
     }
 
-    pub fn started(pgid: i32, launched: bool, grace: Duration, token: &str) {
+    /// `end_file`: where to write when it saw the group's leader end (the last field: a path
+    /// may hold spaces).
+    pub fn started(pgid: i32, launched: bool, grace: Duration, token: &str, end_file: &Path) {
         let grace_ms = grace.as_millis().min(u128::from(u32::MAX));
         tell(&format!(
-            "+ {pgid} {} {grace_ms} {token}\n",
-            u8::from(launched)
+            "+ {pgid} {} {grace_ms} {token} {}\n",
+            u8::from(launched),
+            end_file.display()
         ));
     }
 
     pub fn ended(pgid: i32) {
         tell(&format!("- {pgid}\n"));
+    }
+
+    /// Starts the watchdog if it is not running yet: before a child is spawned, so that it
+    /// hears of the child at once (`started`), not after a start-up orch could be stopped in.
+    pub fn ready() {
+        if !ENABLED.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut pipe = pipe().lock().unwrap_or_else(|e| e.into_inner());
+        if pipe.is_none() {
+            *pipe = start();
+        }
     }
 
     fn tell(line: &str) {
@@ -502,6 +524,27 @@ mod watchdog {
         launched: bool,
         grace: Duration,
         token: String,
+        end_file: Option<PathBuf>,
+        /// The end file was written.
+        end_seen: bool,
+    }
+
+    /// Writes the end file of each group whose leader is a zombie: it ended and orch has not
+    /// reaped it (orch is stopped, or about to).
+    fn note_ends(groups: &mut std::collections::BTreeMap<i32, Group>) {
+        for (&pgid, g) in groups.iter_mut() {
+            let Some(file) = g.end_file.as_ref().filter(|_| !g.end_seen) else {
+                continue;
+            };
+            let leader = Proc {
+                pid: pgid,
+                dir: PathBuf::from(format!("/proc/{pgid}")),
+            };
+            if leader.stat_field(3).as_deref() == Some("Z") {
+                g.end_seen = true;
+                let _ = std::fs::write(file, format!("{}\n", monotonic_ns()));
+            }
+        }
     }
 
     /// The watchdog itself: reads orch's messages until the pipe closes or orch is no longer
@@ -523,26 +566,43 @@ mod watchdog {
             }
         });
         let mut groups: std::collections::BTreeMap<i32, Group> = Default::default();
+        let mut looked = Instant::now();
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            if looked.elapsed() >= Duration::from_millis(50) {
+                note_ends(&mut groups);
+                looked = Instant::now();
+            }
+            match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) => {
-                    let f: Vec<&str> = line.split(' ').collect();
+                    let f: Vec<&str> = line.splitn(6, ' ').collect();
                     match f.as_slice() {
-                        ["+", pgid, launched, grace, token] => {
+                        ["+", pgid, launched, grace, token, end_file @ ..] => {
                             if let (Ok(pgid), Ok(grace)) = (pgid.parse(), grace.parse()) {
+                                let end_file = end_file.first().map(PathBuf::from);
+                                // A pid reused by a new group: an old end file is not its own.
+                                if let Some(f) = &end_file {
+                                    let _ = std::fs::remove_file(f);
+                                }
                                 groups.insert(
                                     pgid,
                                     Group {
                                         launched: *launched == "1",
                                         grace: Duration::from_millis(grace),
                                         token: token.to_string(),
+                                        end_file,
+                                        end_seen: false,
                                     },
                                 );
                             }
                         }
                         ["-", pgid] => {
-                            if let Ok(pgid) = pgid.parse::<i32>() {
-                                groups.remove(&pgid);
+                            if let Some(g) =
+                                pgid.parse::<i32>().ok().and_then(|p| groups.remove(&p))
+                            {
+                                // orch has read it (or had no need to) before it said so.
+                                if let (true, Some(f)) = (g.end_seen, &g.end_file) {
+                                    let _ = std::fs::remove_file(f);
+                                }
                             }
                         }
                         _ => {}
@@ -562,6 +622,11 @@ mod watchdog {
     }
 
     fn clean_up(session: &str, groups: &std::collections::BTreeMap<i32, Group>) {
+        for g in groups.values().filter(|g| g.end_seen) {
+            if let Some(f) = &g.end_file {
+                let _ = std::fs::remove_file(f);
+            }
+        }
         if session.is_empty() {
             return;
         }
@@ -696,6 +761,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     // The last moment the process is known not to have ended, until the first wait sees it
     // running: orch can be stopped or starved between the spawn and that first wait, and the
     // gap must count as orch's, not the process's (see `supervise`).
+    watchdog::ready();
     let spawned = Instant::now();
     let handle = match expr.start() {
         Ok(h) => h,
@@ -707,9 +773,12 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         }
     };
     let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
+    // The watchdog first, the one witness of the child's end while orch is stopped (see
+    // `end_time`); the crash journal's write can take a while.
+    let end_file = end_file_of(spec);
+    watchdog::started(pgid, spec.launched, spec.grace, &token, &end_file);
     registry_change(Some(pgid), None);
-    watchdog::started(pgid, spec.launched, spec.grace, &token);
-    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible, spawned);
+    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible, spawned, &end_file);
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
@@ -732,17 +801,20 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
 
 /// Waits for the process, enforcing the timeout and interrupts; returns how it ended and
 /// when. The end is the moment the wait returned, unless orch itself was not running for a
-/// while just before (SIGSTOP, a suspended machine): then the process ended somewhere in
-/// that gap, and the end taken is the later of the last moment it was seen running (at first,
-/// `spawned`: a gap can open before the first wait) and its
-/// last write to its logs (a kernel timestamp; agents print their result as they finish), so
-/// a stopped orch does not inflate the run time that adaptive timeouts learn from.
+/// while just before (SIGSTOP): then the process ended somewhere in that gap, and the end
+/// taken is the one orch's watchdog saw (`end_file`), else the later of the last moment it was
+/// seen running (at first, `spawned`: a gap can open before the first wait) and its last write
+/// to its logs (a kernel timestamp; a lower bound, since a run can work silently after its
+/// last line), so a stopped orch neither inflates nor shrinks the run time that adaptive
+/// timeouts learn from. A timeout that fell in the gap was not enforced: the process ended by
+/// itself, and its ending says so.
 fn supervise(
     handle: &duct::Handle,
     pgid: i32,
     spec: &Spec,
     interruptible: bool,
     spawned: Instant,
+    end_file: &Path,
 ) -> (Ending, Instant) {
     let deadline = Instant::now().checked_add(spec.timeout);
     let mut seen_running = spawned;
@@ -752,7 +824,10 @@ fn supervise(
         let asked = Instant::now();
         match handle.wait_timeout(slice) {
             Ok(Some(out)) => {
-                return (ending_of(&out.status), end_time(seen_running, spec));
+                return (
+                    ending_of(&out.status),
+                    end_time(seen_running, spec, end_file),
+                );
             }
             // "Still running" is only news when the wait took about its slice: after a gap
             // (orch stopped, or starved), the wait can time out on its own clock without
@@ -789,11 +864,20 @@ fn supervise(
 }
 
 /// When a process that was seen running at `seen_running` ended (see `supervise`).
-fn end_time(seen_running: Instant, spec: &Spec) -> Instant {
+fn end_time(seen_running: Instant, spec: &Spec, end_file: &Path) -> Instant {
     let now = Instant::now();
     // A wait slice is 25 ms; a gap far beyond it means orch was not running.
     if now.saturating_duration_since(seen_running) < Duration::from_secs(1) {
         return now;
+    }
+    // What the watchdog saw, on the clock `Instant` reads.
+    let seen = std::fs::read_to_string(end_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .and_then(|ended| monotonic_ns().checked_sub(ended))
+        .and_then(|age| now.checked_sub(Duration::from_nanos(age)));
+    if let Some(ended) = seen {
+        return ended.clamp(seen_running, now);
     }
     let last_write = [&spec.stdout, &spec.stderr]
         .iter()
@@ -805,6 +889,28 @@ fn end_time(seen_running: Instant, spec: &Spec) -> Instant {
         Some(w) => w.clamp(seen_running, now),
         None => seen_running,
     }
+}
+
+/// Where the watchdog writes when it saw the process end: beside its stdout log (and removes
+/// once the run is over).
+fn end_file_of(spec: &Spec) -> PathBuf {
+    let mut name = spec.stdout.clone().into_os_string();
+    name.push(".ended");
+    PathBuf::from(name)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads on Linux, and one that orch and
+/// its watchdog share.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
 }
 
 /// SIGTERM to the group, up to `grace` for the leader to go, then SIGKILL; reaps the leader.
