@@ -725,6 +725,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     } else {
         libc::SIGKILL
     };
+    let launched = spec.launched;
     let mut expr = duct::cmd(program, args)
         .dir(&spec.cwd)
         .stdout_file(stdout)
@@ -732,11 +733,21 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         .unchecked()
         .before_spawn(move |cmd| {
             use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
+            // A launcher gets a session of its own (and so a group of its own, as every child):
+            // Slurm records srun's session id with the job it makes, which is how orch finds
+            // that job again when it had to SIGKILL srun (see `cancel_srun_job`).
+            if !launched {
+                cmd.process_group(0);
+            }
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // calls (prctl, getppid).
+            // calls (setsid, prctl, getppid).
             unsafe {
-                cmd.pre_exec(move || die_with_parent(signal));
+                cmd.pre_exec(move || {
+                    if launched && libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    die_with_parent(signal)
+                });
             }
             Ok(())
         });
@@ -848,7 +859,7 @@ fn supervise(
                 spec.label,
                 spec.timeout.as_secs_f64()
             );
-            terminate(handle, pgid, spec.grace);
+            terminate(handle, pgid, spec);
             return (Ending::TimedOut, Instant::now());
         }
         let stop = if interruptible {
@@ -857,7 +868,7 @@ fn supervise(
             INTERRUPT.load(Ordering::SeqCst) == KILL
         };
         if stop {
-            terminate(handle, pgid, spec.grace);
+            terminate(handle, pgid, spec);
             return (Ending::Cancelled, Instant::now());
         }
     }
@@ -914,9 +925,10 @@ fn monotonic_ns() -> u64 {
 }
 
 /// SIGTERM to the group, up to `grace` for the leader to go, then SIGKILL; reaps the leader.
-fn terminate(handle: &duct::Handle, pgid: i32, grace: Duration) {
+/// A srun that had to be SIGKILLed has its job cancelled (`cancel_srun_job`).
+fn terminate(handle: &duct::Handle, pgid: i32, spec: &Spec) {
     signal_group(pgid, libc::SIGTERM);
-    let mut deadline = Instant::now() + grace;
+    let mut deadline = Instant::now() + spec.grace;
     while Instant::now() < deadline {
         if INTERRUPT.load(Ordering::SeqCst) == KILL {
             deadline = deadline.min(Instant::now() + KILL_NOTICE);
@@ -926,7 +938,72 @@ fn terminate(handle: &duct::Handle, pgid: i32, grace: Duration) {
         }
     }
     signal_group(pgid, libc::SIGKILL);
-    let _ = handle.wait();
+    let killed = handle.wait().is_ok_and(|out| {
+        use std::os::unix::process::ExitStatusExt;
+        out.status.signal() == Some(libc::SIGKILL)
+    });
+    if killed && spec.launched && is_srun(&spec.argv) {
+        cancel_srun_job(pgid, spec);
+    }
+}
+
+fn is_srun(argv: &[String]) -> bool {
+    argv.first()
+        .and_then(|p| Path::new(p).file_name())
+        .is_some_and(|n| n == "srun")
+}
+
+/// A srun SIGKILLed before it could end its job (no grace, or an agent deaf to SIGTERM past
+/// it) leaves that job holding its allocation until the cluster's InactiveLimit, minutes on
+/// many clusters. srun ran in a session of its own, so the job's `AllocSID` is srun's pid
+/// (`sid`), and its `WorkDir` the folder it ran in: the user's job with both is cancelled
+/// (SIGKILL to its steps, whose grace is spent, then the job). Bounded; a failure is a warning.
+fn cancel_srun_job(sid: i32, spec: &Spec) {
+    let run = |args: &[&str]| -> Option<String> {
+        let h = duct::cmd("timeout", [&["10"][..], args].concat())
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .ok()?;
+        h.status
+            .success()
+            .then(|| String::from_utf8_lossy(&h.stdout).into_owned())
+    };
+    let cwd = spec.cwd.canonicalize().unwrap_or_else(|_| spec.cwd.clone());
+    let Some(queue) = run(&["squeue", "--me", "-h", "-O", "JobID:|,AllocSID:|,WorkDir:"]) else {
+        log::warn!(
+            "{}: srun was killed before it could end its Slurm job, and squeue did not answer: \
+             the job may hold its allocation until the cluster's InactiveLimit",
+            spec.label
+        );
+        return;
+    };
+    let sid = sid.to_string();
+    for line in queue.lines() {
+        let mut f = line.splitn(3, '|');
+        let (Some(job), Some(s), Some(dir)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if s.trim() != sid || Path::new(dir.trim_end()) != cwd {
+            continue;
+        }
+        let job = job.trim();
+        let killed = run(&["scancel", "--signal=KILL", "--full", job]).is_some();
+        let cancelled = run(&["scancel", job]).is_some();
+        if killed || cancelled {
+            log::info!(
+                "{}: srun was killed before it could end its Slurm job {job}: cancelled it",
+                spec.label
+            );
+        } else {
+            log::warn!(
+                "{}: srun was killed before it could end its Slurm job {job}, and scancel \
+                 failed: the job may hold its allocation until the cluster's InactiveLimit",
+                spec.label
+            );
+        }
+    }
 }
 
 fn ending_of(status: &std::process::ExitStatus) -> Ending {
