@@ -2,7 +2,8 @@
 //! This is the only module that starts them or sends them signals.
 //!
 //! Every child runs in its own process group (so a timeout or an interrupt reaches the
-//! grandchildren it spawned too), with standard input from a file or empty (never the
+//! grandchildren it spawned too; a launcher such as srun in a session of its own, which Slurm
+//! records with its job), with standard input from a file or empty (never the
 //! terminal), and stdout/stderr going straight to log files (never through orch's memory, so
 //! neither a 200 MB flood nor a daemon holding the pipe open can hold orch). On Linux the child
 //! also gets `PR_SET_PDEATHSIG`, so that if orch itself is killed it does not run on
@@ -45,7 +46,9 @@ pub struct Spec {
     /// The command starts with a launcher (`srun`, `docker run`): if orch dies without
     /// stopping it, it gets SIGTERM (`PR_SET_PDEATHSIG`), which lets it end what it started
     /// elsewhere (srun cancels its job step; a SIGKILLed docker client leaves its container
-    /// running). Every other child gets SIGKILL, which nothing can ignore.
+    /// running). Every other child gets SIGKILL, which nothing can ignore. It also runs in a
+    /// session of its own: a srun that has to be SIGKILLed has its job found by that session
+    /// and cancelled (`cancel_srun_job`).
     pub launched: bool,
     /// Start from an empty environment: the child gets `env` (and orch's markers) only. Off,
     /// it inherits orch's whole environment with `env` on top.
