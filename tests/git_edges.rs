@@ -1171,6 +1171,60 @@ fn an_orch_stopped_before_its_first_wait_does_not_inflate_the_time() {
     assert!((900..4000).contains(&ms), "recorded {ms} ms for a 1 s run");
 }
 
+/// The other way: an agent that prints first thing, then works silently for 4 s, past its 2 s
+/// timeout, while orch is SIGSTOPped. Its log's last write says nothing of its end, and
+/// orch's watchdog (not stopped) saw when it ended: the record is its real time, about 4 s, and
+/// `ok`, since orch did not enforce the timeout it slept through.
+#[test]
+fn an_agent_that_ended_silently_while_orch_was_stopped_is_recorded_with_its_real_time() {
+    let repo = Repo::new();
+    let flags = tempfile::tempdir().unwrap();
+    let (started, ended) = (flags.path().join("started"), flags.path().join("ended"));
+    let mut agent = sh_agent(
+        "a",
+        "code",
+        &format!(
+            "echo working; touch '{}'; sleep 4; echo a > a.txt; touch '{}'",
+            started.display(),
+            ended.display()
+        ),
+    );
+    agent["timeoutS"] = json!(2);
+    repo.mission(mission(vec![agent], json!({})));
+    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("run")
+        .current_dir(repo.path())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |p: &std::path::Path| {
+        let t0 = std::time::Instant::now();
+        while !p.exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "{} never appeared",
+                p.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(&started);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
+    wait_for(&ended);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
+    assert!(orch.wait().unwrap().success());
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok", "{log:#}");
+    let ms = a["elapsedMs"].as_u64().unwrap();
+    assert!((3900..6000).contains(&ms), "recorded {ms} ms for a 4 s run");
+}
+
 #[test]
 fn a_detached_head_and_two_writers_of_one_file_are_warned_about() {
     let repo = Repo::new();
