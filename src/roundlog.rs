@@ -91,6 +91,11 @@ pub enum Cause {
     /// `budgetUsd`; Claude Code's `--max-budget-usd`): not the agent's fault, and it is not
     /// started again until its budget is raised.
     OverBudget,
+    /// The CLI stopped the run at its own cap on turns (Claude Code's `--max-turns`:
+    /// `subtype: "error_max_turns"`, "Reached maximum number of turns (N)"; Gemini CLI's
+    /// `model.maxSessionTurns`: exit 53, "Reached max session turns for this session"). The
+    /// process ended by itself, so its change is tested like any other (`failedChanges`).
+    MaxTurns,
     /// Anything else: a non-zero exit, a signal, a spawn failure, an error result.
     Exit,
 }
@@ -106,6 +111,7 @@ impl Cause {
             Cause::PermissionDenied => "permissionDenied",
             Cause::Timeout => "timeout",
             Cause::OverBudget => "overBudget",
+            Cause::MaxTurns => "maxTurns",
             Cause::Exit => "exit",
         }
     }

@@ -53,6 +53,13 @@ pub fn one_line(words: &str) -> String {
 pub fn cause(words: &str, status: Option<u16>) -> Option<Cause> {
     let w = words.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| w.contains(n));
+    // The CLI's own cap on turns (before the status scan: "(400)" turns is no HTTP 400).
+    if has(&[
+        "reached maximum number of turns",
+        "reached max session turns",
+    ]) {
+        return Some(Cause::MaxTurns);
+    }
     // A subscription's window: waiting until it resets helps.
     if has(&[
         "usage limit",
