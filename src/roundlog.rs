@@ -292,6 +292,13 @@ pub struct AgentEntry {
     /// a ref when it changed files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aside: Option<Aside>,
+    /// A code agent's run that ended badly by itself (`failed`: out of turns, an error exit
+    /// after its edits) and whose change went to the tests with the others' anyway
+    /// (`failedChanges: "test"`, the default): merged, and committed unless the tests took it
+    /// out (a per-agent revert names it a culprit, or the round is reverted). The status stays
+    /// the run's, `cause` says how it ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub change_tested: bool,
     /// With `phaseBAfterRevert`: this entry is the run after the revert, and this its run
     /// beside the tests, whose work was kept aside (its cost is in the round's).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -967,7 +967,9 @@ fn a_worktree_agent_that_leaves_read_only_folders_runs_again_next_round() {
                  chmod a-w tmp && exit 1; fi; echo \"b$ORCH_ROUND\" >> b.txt",
             ),
         ],
-        json!({"rounds": 3}),
+        // Its failed run's files kept aside (not tested with the rest, the default), so that
+        // they stay in its worktree's read-only folder for the next round to clean.
+        json!({"rounds": 3, "failedChanges": "aside"}),
     ));
     let (code, err) = u.orch("run");
     assert_eq!(code, 0, "{err}");

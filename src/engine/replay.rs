@@ -614,6 +614,7 @@ mod tests {
             session_resumed: false,
             session_dropped: None,
             aside: None,
+            change_tested: false,
             beside_run: None,
         }
     }

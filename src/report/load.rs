@@ -571,6 +571,7 @@ fn legacy(
                 .unwrap_or(false),
             session_dropped: str_at(a, "sessionDropped").map(str::to_string),
             aside: None,
+            change_tested: false,
             beside_run: None,
         });
     }

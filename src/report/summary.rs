@@ -265,10 +265,10 @@ pub struct RunCounts {
 }
 
 impl RunCounts {
-    fn add(&mut self, s: RunStatus, rejected: bool) {
+    fn add(&mut self, a: &crate::roundlog::AgentEntry, rejected: bool) {
         self.total += 1;
-        *match s {
-            RunStatus::Ok if rejected => &mut self.rejected,
+        *match a.status {
+            _ if rejected && went_in(a) => &mut self.rejected,
             RunStatus::Ok => &mut self.ok,
             RunStatus::Empty => &mut self.empty,
             RunStatus::Failed => &mut self.failed,
@@ -503,15 +503,16 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
     }
 }
 
-/// Every file a kept change touched (an agent that finished `ok` and no revert took out), with
-/// its rounds and agents, sorted by path. A rejected, failed or conflicting run's files are not
-/// in the night's work: they are in its kept ref.
+/// Every file a kept change touched (an agent that finished `ok`, or failed with its change
+/// tested, and no revert took out), with its rounds and agents, sorted by path. A rejected,
+/// failed (untested) or conflicting run's files are not in the night's work: they are in its
+/// kept ref.
 fn file_rows(loaded: &Loaded) -> Vec<FileRow> {
     let mut by_path: BTreeMap<&str, FileRow> = BTreeMap::new();
     for r in &loaded.rounds {
         let rejected = rejected_agents(r);
         for a in &r.log.agents {
-            if a.status != RunStatus::Ok || rejected.contains(&a.name) {
+            if !went_in(a) || rejected.contains(&a.name) {
                 continue;
             }
             for f in &a.files {
@@ -532,9 +533,16 @@ fn file_rows(loaded: &Loaded) -> Vec<FileRow> {
     by_path.into_values().collect()
 }
 
+/// Whether a run's change went into the round's tree: it ended `ok`, or it failed by itself and
+/// its change was tested with the others' (`changeTested`).
+fn went_in(a: &crate::roundlog::AgentEntry) -> bool {
+    a.status == RunStatus::Ok || a.change_tested
+}
+
 /// The names of the agents whose change a revert took out: the culprits of a per-agent revert,
-/// every code agent that finished `ok` on a whole-round revert, and the review agents that ran
-/// beside the tests of a reverted round, their work kept aside (`aside`).
+/// every code agent whose change went in (`ok`, or `changeTested`) on a whole-round revert,
+/// and the review agents that ran beside the tests of a reverted round, their work kept aside
+/// (`aside`).
 pub fn rejected_agents(r: &Round) -> Vec<String> {
     let log = &r.log;
     let mut out = code_rejected(r);
@@ -549,8 +557,7 @@ pub fn rejected_agents(r: &Round) -> Vec<String> {
 
 fn code_rejected(r: &Round) -> Vec<String> {
     let log = &r.log;
-    let ok_code =
-        |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && a.status == RunStatus::Ok;
+    let ok_code = |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && went_in(a);
     match &log.revert {
         // Interrupted before it settled: nothing was taken out (nor landed).
         Some(rv) if rv.strategy == "interrupted" => Vec::new(),
@@ -949,8 +956,8 @@ fn round_row(r: &Round) -> RoundRow {
     let (mut known, mut unknown) = (0, 0);
     for (i, a) in log.agents.iter().enumerate() {
         let is_rejected = rejected.contains(&a.name);
-        agents.add(a.status, is_rejected);
-        if a.status == RunStatus::Ok && !is_rejected {
+        agents.add(a, is_rejected);
+        if went_in(a) && !is_rejected {
             kept.push(a.name.clone());
             files += a.changed_files;
         }
