@@ -510,6 +510,12 @@ pub struct RoundLog {
     /// Free-form notes (Phase B skipped after a revert, recovered work, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// An `ok` round whose agents ran and none of whose work landed: every run failed, timed
+    /// out, conflicted, changed nothing or was taken out by the tests (a note names each). The
+    /// status stays `ok` (the round did what it should with what it got); this says that
+    /// nothing came of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nothing_landed: bool,
 }
 
 /// The plan's verdict on one agent for one round.

@@ -368,3 +368,62 @@ fn a_timed_out_run_or_failed_changes_aside_keeps_the_work_aside_untested() {
         assert_eq!(repo.status(), "", "{isolation}");
     }
 }
+
+#[test]
+fn a_round_in_which_nothing_landed_says_so_everywhere() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "tests": {"command": tests_cmd("0")},
+        "agents": [
+            {"name": "a", "phase": "code",
+             "command": agent_cmd(&["--round", "1", "--exit", "1", "--round", "2", "--write", "src/a.txt=x"])},
+            {"name": "b", "phase": "code", "command": agent_cmd(&["--is-error"])}
+        ]
+    }));
+    let run = repo.orch(&["run", "--json"]).expect(0);
+    let one = repo.round_log(1);
+    // The round did what it should with what it got: `ok`, and that nothing came of it.
+    assert_eq!(one["status"], "ok", "{one:#}");
+    assert_eq!(one["nothingLanded"], true, "{one:#}");
+    let notes = one["notes"].to_string();
+    assert!(
+        notes
+            .contains("nothing landed: no agent's work went in (a failed (exit), b failed (exit))"),
+        "{notes}"
+    );
+    // Round 2 landed a's change: not said of it.
+    let two = repo.round_log(2);
+    assert!(two.get("nothingLanded").is_none(), "{two:#}");
+    let ends: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "roundEnd")
+        .collect();
+    assert_eq!(ends[0]["status"], "ok");
+    assert_eq!(ends[0]["nothingLanded"], true, "{ends:?}");
+    assert!(ends[1].get("nothingLanded").is_none(), "{ends:?}");
+
+    // The console line and `orch status` of a night whose last round landed nothing (a
+    // changes nothing in round 3, b fails again).
+    repo.write(
+        "orch.json",
+        &repo
+            .read("orch.json")
+            .replace("\"rounds\": 2", "\"rounds\": 3"),
+    );
+    repo.git(&["commit", "-qam", "one more round"]);
+    let run = repo.orch(&["run"]).expect(0);
+    assert!(
+        run.stderr()
+            .contains("round 3: ok, nothing landed (see the round log's notes) in"),
+        "{}",
+        run.stderr()
+    );
+    let status = repo.orch(&["status"]).expect(0).stdout();
+    assert!(status.contains("(last: ok, nothing landed)"), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(status["lastRoundStatus"], "ok");
+    assert_eq!(status["lastRoundNothingLanded"], true);
+}

@@ -641,6 +641,7 @@ mod tests {
             stop_reason: None,
             decisions: Vec::new(),
             notes: Vec::new(),
+            nothing_landed: false,
         }
     }
 

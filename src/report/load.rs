@@ -664,6 +664,7 @@ fn legacy(
         stop_reason: str_at(v, "stopReason").map(str::to_string),
         decisions: Vec::new(),
         notes: Vec::new(),
+        nothing_landed: false,
     };
     let starts = StartsKnown {
         agents: agent_starts,

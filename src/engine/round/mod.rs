@@ -240,6 +240,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             stop_reason: None,
             decisions: Vec::new(),
             notes: Vec::new(),
+            nothing_landed: false,
         },
         budget_reached: false,
         committed: false,
@@ -718,7 +719,46 @@ impl<'e> Round<'e, '_> {
             );
             self.note(&why);
         }
+        self.check_nothing_landed();
         Ok(())
+    }
+
+    /// An `ok` round whose agents all ran to no avail (failed, timed out, conflicted, changed
+    /// nothing, or had their change taken out by the tests) says so: `nothingLanded`, a note
+    /// naming how each run ended, the console's round line and `orch status`.
+    fn check_nothing_landed(&mut self) {
+        if self.log.status != RoundStatus::Ok || self.log.agents.is_empty() {
+            return;
+        }
+        let culprits = self
+            .log
+            .revert
+            .as_ref()
+            .map(|r| r.culprits.clone())
+            .unwrap_or_default();
+        let landed = self.log.agents.iter().any(|e| {
+            (e.status == RunStatus::Ok || e.change_tested)
+                && e.aside.is_none()
+                && !culprits.contains(&e.name)
+        });
+        if landed {
+            return;
+        }
+        let runs: Vec<String> = self
+            .log
+            .agents
+            .iter()
+            .map(|e| match e.cause {
+                Some(c) => format!("{} {} ({})", e.name, e.status.as_str(), c.as_str()),
+                None if culprits.contains(&e.name) => format!("{} taken out", e.name),
+                None => format!("{} {}", e.name, e.status.as_str()),
+            })
+            .collect();
+        self.log.nothing_landed = true;
+        self.note(&format!(
+            "nothing landed: no agent's work went in ({})",
+            runs.join(", ")
+        ));
     }
 
     /// The tree the phase's agents share: orch's Phase B worktree while the review agents run
@@ -3017,6 +3057,7 @@ impl<'e> Round<'e, '_> {
             cost_usd: self.log.cost_usd,
             total_cost_usd: self.log.total_cost_usd,
             commit: self.log.commit.clone(),
+            nothing_landed: self.log.nothing_landed,
         });
         Ok(Outcome {
             log: self.log.clone(),
