@@ -2302,10 +2302,11 @@ impl<'e> Round<'e, '_> {
             if let Some(commit) = commit {
                 let keep = |kind: &str| self.env.kept_ref(kind, self.round, Some(&entry.name));
                 match entry.status {
-                    RunStatus::Ok => self.merge_change(&commit, &msg, entry)?,
-                    RunStatus::Failed if to_test => {
+                    RunStatus::Ok => {
                         self.merge_change(&commit, &msg, entry)?;
-                        if entry.status == RunStatus::Failed {
+                    }
+                    RunStatus::Failed if to_test => {
+                        if self.merge_change(&commit, &msg, entry)? {
                             tested_anyway(entry);
                         }
                     }
@@ -2333,11 +2334,15 @@ impl<'e> Round<'e, '_> {
     }
 
     /// Merges a run's change into the main tree: merged (a candidate for the per-agent
-    /// revert), or kept in a ref when git refuses it (`failed`) or it conflicts (`conflict`).
-    fn merge_change(&mut self, commit: &str, msg: &str, entry: &mut AgentEntry) -> Result<()> {
+    /// revert; true), or kept in a ref when git refuses it (`failed`) or it conflicts
+    /// (`conflict`).
+    fn merge_change(&mut self, commit: &str, msg: &str, entry: &mut AgentEntry) -> Result<bool> {
         let keep = |kind: &str| self.env.kept_ref(kind, self.round, Some(&entry.name));
         match self.env.git.merge(commit, msg)? {
-            Merge::Merged => self.merged.push((entry.name.clone(), commit.to_string())),
+            Merge::Merged => {
+                self.merged.push((entry.name.clone(), commit.to_string()));
+                return Ok(true);
+            }
             Merge::Refused(why) => {
                 // Not a conflict (an untracked file in the main tree the merge would
                 // overwrite, ...): the change is kept, the run failed.
@@ -2356,7 +2361,7 @@ impl<'e> Round<'e, '_> {
                 ));
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Whether a failed code agent's change goes to the tests like an ok run's
