@@ -280,6 +280,24 @@ fn a_run_out_of_turns_after_its_edit_has_its_change_tested_and_committed() {
         let st = &repo.state()["agents"]["fixer"];
         assert_eq!(st["model"], "small", "{isolation}: {st:#}");
         assert_eq!(st["consecutiveFailures"], 0, "{isolation}: {st:#}");
+        // The report counts it as landed work, kept, and names how it ended.
+        let report: serde_json::Value = serde_json::from_str(
+            &repo
+                .orch(&["report", "--format", "json"])
+                .expect(0)
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(
+            report["rounds"][0]["landed"], true,
+            "{isolation}: {report:#}"
+        );
+        let row = &report["agents"][0];
+        assert_eq!(
+            (row["kept"].as_u64(), row["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{row:#}"
+        );
     }
 }
 

@@ -1410,8 +1410,14 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
             });
             let row = &mut acc.row;
             row.runs += 1;
+            // A failed run whose change was tested is counted where its change went (kept or
+            // rejected); how it ended is in its failures by cause.
+            let went = went_in(a);
             match a.status {
-                RunStatus::Ok if rejected.contains(&a.name) => row.rejected += 1,
+                RunStatus::Ok | RunStatus::Failed if went && rejected.contains(&a.name) => {
+                    row.rejected += 1
+                }
+                RunStatus::Ok | RunStatus::Failed if went => row.kept += 1,
                 RunStatus::Ok => row.kept += 1,
                 RunStatus::Empty => row.empty += 1,
                 RunStatus::Failed => row.failed += 1,
@@ -1534,11 +1540,7 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                         .log
                         .agents
                         .iter()
-                        .filter(|a| {
-                            a.name == d.agent
-                                && a.status == RunStatus::Ok
-                                && !rejected.contains(&a.name)
-                        })
+                        .filter(|a| a.name == d.agent && went_in(a) && !rejected.contains(&a.name))
                         .count() as u32;
                 }
                 "blocked" => row.blocked += 1,
