@@ -106,44 +106,50 @@ fn a_commit_msg_hook_neither_rejects_nor_sees_orchs_merges() {
 
 #[test]
 fn a_merge_refused_for_an_untracked_file_keeps_the_change_and_counts_a_failure() {
-    let repo = Repo::new();
-    let main = repo.path().display().to_string();
-    // The agent writes its file in its worktree and, by absolute path, in the main tree too
-    // (as a pre-sim writing into the tree would): the merge would overwrite that untracked file.
-    repo.mission(mission(
-        vec![sh_agent(
-            "a",
-            "code",
-            &format!("echo mine > new.txt; echo stray > '{main}/new.txt'"),
-        )],
-        json!({}),
-    ));
-    repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    let a = Repo::agent(&log, "a");
-    assert_eq!(a["status"], "failed", "{log:#}");
-    let kept = "refs/orch/unmerged/round-1/a";
-    assert!(
-        a["error"].as_str().unwrap().contains(kept),
-        "{}",
-        a["error"]
-    );
-    assert!(ref_exists(&repo, kept));
-    assert_eq!(show(&repo, kept, "new.txt"), "mine\n");
-    // Not a success anywhere it is counted.
-    let st = repo.state();
-    assert_eq!(st["agents"]["a"]["lastStatus"], "failed", "{st:#}");
-    assert_eq!(st["agents"]["a"]["consecutiveFailures"], 1, "{st:#}");
-    let status = repo.orch(&["status", "--json"]).expect(0).stdout();
-    let status: Value = serde_json::from_str(&status).unwrap();
-    let row = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "a")
-        .unwrap()
-        .clone();
-    assert_eq!(row["lastStatus"], "failed", "{status:#}");
+    // Also for a run that failed by itself after its edit, whose change would go to the tests
+    // (`failedChanges`): refused, it was never tested, and counts as the failure it is.
+    for end in ["", "; exit 1"] {
+        let repo = Repo::new();
+        let main = repo.path().display().to_string();
+        // The agent writes its file in its worktree and, by absolute path, in the main tree
+        // too (as a pre-sim writing into the tree would): the merge would overwrite that
+        // untracked file.
+        repo.mission(mission(
+            vec![sh_agent(
+                "a",
+                "code",
+                &format!("echo mine > new.txt; echo stray > '{main}/new.txt'{end}"),
+            )],
+            json!({}),
+        ));
+        repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        let a = Repo::agent(&log, "a");
+        assert_eq!(a["status"], "failed", "{log:#}");
+        assert!(a.get("changeTested").is_none(), "{log:#}");
+        let kept = "refs/orch/unmerged/round-1/a";
+        assert!(
+            a["error"].as_str().unwrap().contains(kept),
+            "{}",
+            a["error"]
+        );
+        assert!(ref_exists(&repo, kept));
+        assert_eq!(show(&repo, kept, "new.txt"), "mine\n");
+        // Not a success anywhere it is counted.
+        let st = repo.state();
+        assert_eq!(st["agents"]["a"]["lastStatus"], "failed", "{st:#}");
+        assert_eq!(st["agents"]["a"]["consecutiveFailures"], 1, "{st:#}");
+        let status = repo.orch(&["status", "--json"]).expect(0).stdout();
+        let status: Value = serde_json::from_str(&status).unwrap();
+        let row = status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "a")
+            .unwrap()
+            .clone();
+        assert_eq!(row["lastStatus"], "failed", "{status:#}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -967,7 +973,9 @@ fn a_worktree_agent_that_leaves_read_only_folders_runs_again_next_round() {
                  chmod a-w tmp && exit 1; fi; echo \"b$ORCH_ROUND\" >> b.txt",
             ),
         ],
-        json!({"rounds": 3}),
+        // Its failed run's files kept aside (not tested with the rest, the default), so that
+        // they stay in its worktree's read-only folder for the next round to clean.
+        json!({"rounds": 3, "failedChanges": "aside"}),
     ));
     let (code, err) = u.orch("run");
     assert_eq!(code, 0, "{err}");
