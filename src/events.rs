@@ -161,6 +161,9 @@ pub enum Event {
         cost_usd: f64,
         total_cost_usd: f64,
         commit: Option<String>,
+        /// An `ok` round none of whose agents' work landed (the round log's `nothingLanded`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        nothing_landed: bool,
     },
     #[serde(rename_all = "camelCase")]
     Stop { reason: String, exit_code: i32 },
@@ -360,8 +363,17 @@ impl<W: Write + Send> Human<W> {
     /// (a failed or timed-out agent, a merge conflict, tests failing no worse than the base).
     fn annotate(&mut self, event: &Event) {
         match event {
-            Event::RoundEnd { round, status, .. } => {
+            Event::RoundEnd {
+                round,
+                status,
+                nothing_landed,
+                ..
+            } => {
                 match status.as_str() {
+                    "ok" if *nothing_landed => self.workflow(
+                        "warning",
+                        &format!("round {round}: nothing landed (every agent's work failed or was taken out)"),
+                    ),
                     "failed" => self.workflow("error", &format!("round {round} failed")),
                     "interrupted" => {
                         self.workflow("warning", &format!("round {round} was interrupted"))
@@ -694,9 +706,15 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             elapsed_ms,
             cost_usd,
             total_cost_usd,
+            nothing_landed,
             ..
         } if normal => format!(
-            "round {round}: {status} in {}, cost {} (total {})",
+            "round {round}: {status}{} in {}, cost {} (total {})",
+            if *nothing_landed {
+                ", nothing landed (see the round log's notes)"
+            } else {
+                ""
+            },
             units::duration_ms(*elapsed_ms),
             units::usd(*cost_usd),
             units::usd(*total_cost_usd)
@@ -789,6 +807,7 @@ mod tests {
                 cost_usd: 0.0,
                 total_cost_usd: 0.0,
                 commit: None,
+                nothing_landed: false,
             });
         }
         let s = String::from_utf8(buf).unwrap();
@@ -798,5 +817,30 @@ mod tests {
             "{s}"
         );
         assert!(s.trim_end().ends_with("::endgroup::"), "{s}");
+    }
+
+    #[test]
+    fn a_round_that_landed_nothing_is_a_warning_under_github_and_said_on_its_line() {
+        let end = Event::RoundEnd {
+            round: 2,
+            status: "ok".into(),
+            elapsed_ms: 1500,
+            cost_usd: 0.5,
+            total_cost_usd: 1.0,
+            commit: None,
+            nothing_landed: true,
+        };
+        let mut buf = Vec::new();
+        Human::new(&mut buf, false, Verbosity::Normal, true).event(&end);
+        let s = String::from_utf8(buf).unwrap();
+        assert!(s.contains("::warning::round 2: nothing landed"), "{s}");
+        let mut buf = Vec::new();
+        Human::new(&mut buf, false, Verbosity::Normal, false).event(&end);
+        let s = String::from_utf8(buf).unwrap();
+        assert!(
+            s.contains("round 2: ok, nothing landed (see the round log's notes) in 1.5s"),
+            "{s}"
+        );
+        assert!(to_json_line(&end).contains("\"nothingLanded\":true"));
     }
 }

@@ -96,6 +96,12 @@ pub struct Mission {
     /// after them on the committed tree (`afterTests`).
     #[serde(default)]
     pub phase_b: PhaseB,
+    /// What becomes of the change of a code agent whose process ended badly by itself (out of
+    /// turns, an error exit after its edits): tested and merged like any other (`test`, the
+    /// default: the tests decide), or kept aside untested (`aside`). A run orch ended (a
+    /// timeout, an interrupt) or that a signal killed is kept aside either way.
+    #[serde(default)]
+    pub failed_changes: FailedChanges,
     /// Seconds between SIGTERM and SIGKILL when a process group must go.
     #[serde(default = "default_grace")]
     pub kill_grace_s: f64,
@@ -440,6 +446,18 @@ pub enum PhaseB {
     BesideTests,
     /// After the tests, on the committed tree (the spec's order).
     AfterTests,
+}
+
+/// `failedChanges`: the change of a code agent whose run ended badly by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailedChanges {
+    /// Merged and tested with the others'; a per-agent revert takes it out if it breaks them.
+    #[default]
+    Test,
+    /// Kept under `refs/orch/failed/round-N/AGENT`, untested (the shared tree: taken out of
+    /// the tree by the agent's fingerprint).
+    Aside,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -94,6 +94,11 @@ pub enum Cause {
     /// `budgetUsd`; Claude Code's `--max-budget-usd`): not the agent's fault, and it is not
     /// started again until its budget is raised.
     OverBudget,
+    /// The CLI stopped the run at its own cap on turns (Claude Code's `--max-turns`:
+    /// `subtype: "error_max_turns"`, "Reached maximum number of turns (N)"; Gemini CLI's
+    /// `model.maxSessionTurns`: exit 53, "Reached max session turns for this session"). The
+    /// process ended by itself, so its change is tested like any other (`failedChanges`).
+    MaxTurns,
     /// Anything else: a non-zero exit, a signal, a spawn failure, an error result.
     Exit,
 }
@@ -110,6 +115,7 @@ impl Cause {
             Cause::UntrustedFolder => "untrustedFolder",
             Cause::Timeout => "timeout",
             Cause::OverBudget => "overBudget",
+            Cause::MaxTurns => "maxTurns",
             Cause::Exit => "exit",
         }
     }
@@ -293,6 +299,13 @@ pub struct AgentEntry {
     /// a ref when it changed files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aside: Option<Aside>,
+    /// A code agent's run that ended badly by itself (`failed`: out of turns, an error exit
+    /// after its edits) and whose change went to the tests with the others' anyway
+    /// (`failedChanges: "test"`, the default): merged, and committed unless the tests took it
+    /// out (a per-agent revert names it a culprit, or the round is reverted). The status stays
+    /// the run's, `cause` says how it ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub change_tested: bool,
     /// With `phaseBAfterRevert`: this entry is the run after the revert, and this its run
     /// beside the tests, whose work was kept aside. Its cost is in the entry's `cost_usd` (the
     /// agent's whole spend in the round) as well as the round's.
@@ -505,6 +518,12 @@ pub struct RoundLog {
     /// Free-form notes (Phase B skipped after a revert, recovered work, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// An `ok` round whose agents ran and none of whose work landed: every run failed, timed
+    /// out, conflicted, changed nothing or was taken out by the tests (a note names each). The
+    /// status stays `ok` (the round did what it should with what it got); this says that
+    /// nothing came of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nothing_landed: bool,
 }
 
 /// The plan's verdict on one agent for one round.

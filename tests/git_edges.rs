@@ -106,44 +106,50 @@ fn a_commit_msg_hook_neither_rejects_nor_sees_orchs_merges() {
 
 #[test]
 fn a_merge_refused_for_an_untracked_file_keeps_the_change_and_counts_a_failure() {
-    let repo = Repo::new();
-    let main = repo.path().display().to_string();
-    // The agent writes its file in its worktree and, by absolute path, in the main tree too
-    // (as a pre-sim writing into the tree would): the merge would overwrite that untracked file.
-    repo.mission(mission(
-        vec![sh_agent(
-            "a",
-            "code",
-            &format!("echo mine > new.txt; echo stray > '{main}/new.txt'"),
-        )],
-        json!({}),
-    ));
-    repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    let a = Repo::agent(&log, "a");
-    assert_eq!(a["status"], "failed", "{log:#}");
-    let kept = "refs/orch/unmerged/round-1/a";
-    assert!(
-        a["error"].as_str().unwrap().contains(kept),
-        "{}",
-        a["error"]
-    );
-    assert!(ref_exists(&repo, kept));
-    assert_eq!(show(&repo, kept, "new.txt"), "mine\n");
-    // Not a success anywhere it is counted.
-    let st = repo.state();
-    assert_eq!(st["agents"]["a"]["lastStatus"], "failed", "{st:#}");
-    assert_eq!(st["agents"]["a"]["consecutiveFailures"], 1, "{st:#}");
-    let status = repo.orch(&["status", "--json"]).expect(0).stdout();
-    let status: Value = serde_json::from_str(&status).unwrap();
-    let row = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "a")
-        .unwrap()
-        .clone();
-    assert_eq!(row["lastStatus"], "failed", "{status:#}");
+    // Also for a run that failed by itself after its edit, whose change would go to the tests
+    // (`failedChanges`): refused, it was never tested, and counts as the failure it is.
+    for end in ["", "; exit 1"] {
+        let repo = Repo::new();
+        let main = repo.path().display().to_string();
+        // The agent writes its file in its worktree and, by absolute path, in the main tree
+        // too (as a pre-sim writing into the tree would): the merge would overwrite that
+        // untracked file.
+        repo.mission(mission(
+            vec![sh_agent(
+                "a",
+                "code",
+                &format!("echo mine > new.txt; echo stray > '{main}/new.txt'{end}"),
+            )],
+            json!({}),
+        ));
+        repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        let a = Repo::agent(&log, "a");
+        assert_eq!(a["status"], "failed", "{log:#}");
+        assert!(a.get("changeTested").is_none(), "{log:#}");
+        let kept = "refs/orch/unmerged/round-1/a";
+        assert!(
+            a["error"].as_str().unwrap().contains(kept),
+            "{}",
+            a["error"]
+        );
+        assert!(ref_exists(&repo, kept));
+        assert_eq!(show(&repo, kept, "new.txt"), "mine\n");
+        // Not a success anywhere it is counted.
+        let st = repo.state();
+        assert_eq!(st["agents"]["a"]["lastStatus"], "failed", "{st:#}");
+        assert_eq!(st["agents"]["a"]["consecutiveFailures"], 1, "{st:#}");
+        let status = repo.orch(&["status", "--json"]).expect(0).stdout();
+        let status: Value = serde_json::from_str(&status).unwrap();
+        let row = status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "a")
+            .unwrap()
+            .clone();
+        assert_eq!(row["lastStatus"], "failed", "{status:#}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -967,7 +973,9 @@ fn a_worktree_agent_that_leaves_read_only_folders_runs_again_next_round() {
                  chmod a-w tmp && exit 1; fi; echo \"b$ORCH_ROUND\" >> b.txt",
             ),
         ],
-        json!({"rounds": 3}),
+        // Its failed run's files kept aside (not tested with the rest, the default), so that
+        // they stay in its worktree's read-only folder for the next round to clean.
+        json!({"rounds": 3, "failedChanges": "aside"}),
     ));
     let (code, err) = u.orch("run");
     assert_eq!(code, 0, "{err}");
@@ -1169,6 +1177,60 @@ fn an_orch_stopped_before_its_first_wait_does_not_inflate_the_time() {
     // look at the process: the window that recorded 6 s for this 1 s run in CI.
     let ms = recorded_ms_with_orch_stopped(true);
     assert!((900..4000).contains(&ms), "recorded {ms} ms for a 1 s run");
+}
+
+/// The other way: an agent that prints first thing, then works silently for 4 s, past its 2 s
+/// timeout, while orch is SIGSTOPped. Its log's last write says nothing of its end, and
+/// orch's watchdog (not stopped) saw when it ended: the record is its real time, about 4 s, and
+/// `ok`, since orch did not enforce the timeout it slept through.
+#[test]
+fn an_agent_that_ended_silently_while_orch_was_stopped_is_recorded_with_its_real_time() {
+    let repo = Repo::new();
+    let flags = tempfile::tempdir().unwrap();
+    let (started, ended) = (flags.path().join("started"), flags.path().join("ended"));
+    let mut agent = sh_agent(
+        "a",
+        "code",
+        &format!(
+            "echo working; touch '{}'; sleep 4; echo a > a.txt; touch '{}'",
+            started.display(),
+            ended.display()
+        ),
+    );
+    agent["timeoutS"] = json!(2);
+    repo.mission(mission(vec![agent], json!({})));
+    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("run")
+        .current_dir(repo.path())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |p: &std::path::Path| {
+        let t0 = std::time::Instant::now();
+        while !p.exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "{} never appeared",
+                p.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(&started);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
+    wait_for(&ended);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
+    assert!(orch.wait().unwrap().success());
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(a["status"], "ok", "{log:#}");
+    let ms = a["elapsedMs"].as_u64().unwrap();
+    assert!((3900..6000).contains(&ms), "recorded {ms} ms for a 4 s run");
 }
 
 #[test]

@@ -630,6 +630,45 @@ fn claude_is_capped_at_the_rest_of_its_budget() {
     assert_eq!(s.repo.state()["agents"]["coder"]["consecutiveFailures"], 0);
 }
 
+/// The real Claude Code stopped by `--max-turns 1` right after its edit (the mock's first turn
+/// is the Write call): exit 1, `error_max_turns`. Its change is complete as far as orch can
+/// tell, so it is tested and committed; the run stays `failed`, with cause `maxTurns`.
+#[test]
+fn claude_out_of_turns_after_its_edit_has_the_edit_tested_and_committed() {
+    if !available("claude") {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new(
+        "claude",
+        &mock,
+        1,
+        json!({"git": {"isolation": "worktree", "commit": true}}),
+    );
+    let mut m: Value =
+        serde_json::from_str(&orch::mission::strip_comments(&s.repo.read("orch.json"))).unwrap();
+    let mut command = m["agents"][0]["command"].as_array().unwrap().clone();
+    command.extend([json!("--max-turns"), json!("1")]);
+    m["agents"][0]["command"] = json!(command);
+    s.repo.mission(m);
+    let run = s.run(&["run"]).expect(0);
+    assert_eq!(mock.model_requests(), 1, "{:#?}", mock.requests());
+    let log = s.repo.round_log(1);
+    let agent = Repo::agent(&log, "coder");
+    assert_eq!(agent["status"], "failed", "{agent:#}");
+    assert_eq!(agent["exitCode"], 1, "{agent:#}");
+    assert_eq!(agent["cause"], "maxTurns", "{agent:#}");
+    assert_eq!(agent["changeTested"], true, "{agent:#}");
+    assert!(
+        run.stderr()
+            .contains("(maxTurns: Reached maximum number of turns (1)"),
+        "{}",
+        run.stderr()
+    );
+    assert_committed(&s);
+    assert_eq!(log["tests"]["status"], "passed", "{log:#}");
+}
+
 // ------------------------------------------------------------------ sessions that carry over
 
 /// `session: true` with the real Claude Code: round 1 starts the session orch names

@@ -216,3 +216,232 @@ fn status_shows_where_the_run_stands() {
         "{human}"
     );
 }
+
+/// Claude Code's own output when it ran out of turns after its edit (recorded from 2.1.332
+/// with `--max-turns 1` against the mock API: exit 1, `subtype: "error_max_turns"`).
+fn out_of_turns(write: &str) -> serde_json::Value {
+    let recorded = format!(
+        "{}/fixtures/cli-output/real/claude-max-turns.stdout",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    agent_cmd(&[
+        "--write",
+        write,
+        "--cat",
+        &recorded,
+        "--no-json",
+        "--exit",
+        "1",
+    ])
+}
+
+fn refs(repo: &Repo) -> String {
+    repo.git(&["for-each-ref", "--format=%(refname)", "refs/orch"])
+}
+
+#[test]
+fn a_run_out_of_turns_after_its_edit_has_its_change_tested_and_committed() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        repo.mission(json!({
+            "name": "t", "rounds": 1, "git": {"isolation": isolation},
+            "tests": {"command": tests_cmd("0")},
+            "agents": [{"name": "fixer", "phase": "code", "models": ["small", "big"],
+                        "escalateAfter": 1, "command": out_of_turns("src/fix.txt=right fix")}]
+        }));
+        let run = repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        let a = Repo::agent(&log, "fixer");
+        // How it ended, in the status and the cause; that its change went on anyway.
+        assert_eq!(a["status"], "failed", "{isolation}: {log:#}");
+        assert_eq!(a["cause"], "maxTurns", "{isolation}: {log:#}");
+        assert_eq!(a["changeTested"], true, "{isolation}: {log:#}");
+        assert!(
+            run.stderr().contains("fixer failed in")
+                && run
+                    .stderr()
+                    .contains("(maxTurns: Reached maximum number of turns (1)"),
+            "{isolation}: {}",
+            run.stderr()
+        );
+        // Tested and committed, named in the commit; nothing kept aside.
+        assert_eq!(log["tests"]["status"], "passed", "{isolation}: {log:#}");
+        assert_eq!(log["status"], "ok");
+        assert_eq!(repo.read("src/fix.txt"), "right fix\n", "{isolation}");
+        assert_eq!(repo.git(&["show", "HEAD:src/fix.txt"]), "right fix");
+        assert!(
+            repo.git(&["log", "-1", "--format=%s"])
+                .contains("code: fixer"),
+            "{isolation}: {}",
+            repo.git(&["log", "-1", "--format=%s"])
+        );
+        assert_eq!(refs(&repo), "", "{isolation}");
+        // Its change landed: no escalation, no unproductive streak.
+        let st = &repo.state()["agents"]["fixer"];
+        assert_eq!(st["model"], "small", "{isolation}: {st:#}");
+        assert_eq!(st["consecutiveFailures"], 0, "{isolation}: {st:#}");
+        // The report counts it as landed work, kept, and names how it ended.
+        let report: serde_json::Value = serde_json::from_str(
+            &repo
+                .orch(&["report", "--format", "json"])
+                .expect(0)
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(
+            report["rounds"][0]["landed"], true,
+            "{isolation}: {report:#}"
+        );
+        let row = &report["agents"][0];
+        assert_eq!(
+            (row["kept"].as_u64(), row["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{row:#}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_runs_change_that_breaks_the_tests_is_taken_out() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        repo.mission(json!({
+            "name": "t", "rounds": 1, "git": {"isolation": isolation},
+            "tests": {"command": tests_cmd("0")},
+            "agents": [
+                {"name": "good", "phase": "code", "command": agent_cmd(&["--write", "src/good.txt=fine"])},
+                {"name": "fixer", "phase": "code", "command": out_of_turns("src/fix.txt=BROKEN")}
+            ]
+        }));
+        let base = repo.head();
+        repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        let a = Repo::agent(&log, "fixer");
+        assert_eq!(a["changeTested"], true, "{isolation}: {log:#}");
+        assert!(!repo.exists("src/fix.txt"), "{isolation}");
+        if isolation == "worktree" {
+            // The per-agent revert names it and keeps the other's work.
+            assert_eq!(log["revert"]["strategy"], "per-agent", "{log:#}");
+            assert_eq!(log["revert"]["culprits"], json!(["fixer"]), "{log:#}");
+            assert_eq!(repo.read("src/good.txt"), "fine\n");
+            let error = a["error"].as_str().unwrap();
+            assert!(
+                error.starts_with("Reached maximum number of turns (1)")
+                    && error.contains("broke the tests and was taken out"),
+                "{error}"
+            );
+            assert!(refs(&repo).contains("refs/orch/rejected/round-1/fixer"));
+        } else {
+            // The shared tree reverts the whole round.
+            assert_eq!(log["status"], "reverted", "{log:#}");
+            assert_eq!(repo.head(), base);
+        }
+    }
+}
+
+#[test]
+fn a_timed_out_run_or_failed_changes_aside_keeps_the_work_aside_untested() {
+    for isolation in ["worktree", "shared"] {
+        let repo = Repo::new();
+        repo.mission(json!({
+            // One agent at a time: the shared tree tells who wrote what by its fingerprints
+            // before and after each run, exact only when runs do not overlap.
+            "name": "t", "rounds": 1, "git": {"isolation": isolation}, "killGraceS": 0.5,
+            "failedChanges": "aside", "maxConcurrency": 1,
+            "tests": {"command": tests_cmd("0")},
+            "agents": [
+                // 3 s: time enough to write its file on a loaded machine before it is killed.
+                {"name": "slow", "phase": "code", "timeoutS": 3,
+                 "command": agent_cmd(&["--write", "src/half.txt=half", "--hang"])},
+                {"name": "fixer", "phase": "code", "command": out_of_turns("src/fix.txt=right fix")},
+                {"name": "good", "phase": "code", "command": agent_cmd(&["--write", "src/good.txt=fine"])}
+            ]
+        }));
+        repo.orch(&["run"]).expect(0);
+        let log = repo.round_log(1);
+        assert_eq!(Repo::agent(&log, "slow")["status"], "timeout", "{log:#}");
+        let fixer = Repo::agent(&log, "fixer");
+        assert_eq!(fixer["status"], "failed", "{log:#}");
+        assert_eq!(fixer["cause"], "maxTurns", "{log:#}");
+        assert!(fixer.get("changeTested").is_none(), "{log:#}");
+        // Neither is tested nor committed: each is in its ref, out of the tree.
+        for (file, r) in [
+            ("src/half.txt", "refs/orch/timeout/round-1/slow"),
+            ("src/fix.txt", "refs/orch/failed/round-1/fixer"),
+        ] {
+            assert!(!repo.exists(file), "{isolation}: {file} in the tree");
+            assert!(
+                refs(&repo).contains(r),
+                "{isolation}: {}\n{log:#}",
+                refs(&repo)
+            );
+            let kept = repo.git(&["ls-tree", "-r", "--name-only", r]);
+            assert!(kept.contains(file), "{isolation}: {r}: {kept}");
+        }
+        assert_eq!(repo.git(&["show", "HEAD:src/good.txt"]), "fine");
+        assert_eq!(
+            repo.git(&["log", "-1", "--format=%s"]),
+            "orch: round 1 code: good"
+        );
+        assert_eq!(repo.status(), "", "{isolation}");
+    }
+}
+
+#[test]
+fn a_round_in_which_nothing_landed_says_so_everywhere() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "tests": {"command": tests_cmd("0")},
+        "agents": [
+            {"name": "a", "phase": "code",
+             "command": agent_cmd(&["--round", "1", "--exit", "1", "--round", "2", "--write", "src/a.txt=x"])},
+            {"name": "b", "phase": "code", "command": agent_cmd(&["--is-error"])}
+        ]
+    }));
+    let run = repo.orch(&["run", "--json"]).expect(0);
+    let one = repo.round_log(1);
+    // The round did what it should with what it got: `ok`, and that nothing came of it.
+    assert_eq!(one["status"], "ok", "{one:#}");
+    assert_eq!(one["nothingLanded"], true, "{one:#}");
+    let notes = one["notes"].to_string();
+    assert!(
+        notes
+            .contains("nothing landed: no agent's work went in (a failed (exit), b failed (exit))"),
+        "{notes}"
+    );
+    // Round 2 landed a's change: not said of it.
+    let two = repo.round_log(2);
+    assert!(two.get("nothingLanded").is_none(), "{two:#}");
+    let ends: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "roundEnd")
+        .collect();
+    assert_eq!(ends[0]["status"], "ok");
+    assert_eq!(ends[0]["nothingLanded"], true, "{ends:?}");
+    assert!(ends[1].get("nothingLanded").is_none(), "{ends:?}");
+
+    // The console line and `orch status` of a night whose last round landed nothing (a
+    // changes nothing in round 3, b fails again).
+    repo.write(
+        "orch.json",
+        &repo
+            .read("orch.json")
+            .replace("\"rounds\": 2", "\"rounds\": 3"),
+    );
+    repo.git(&["commit", "-qam", "one more round"]);
+    let run = repo.orch(&["run"]).expect(0);
+    assert!(
+        run.stderr()
+            .contains("round 3: ok, nothing landed (see the round log's notes) in"),
+        "{}",
+        run.stderr()
+    );
+    let status = repo.orch(&["status"]).expect(0).stdout();
+    assert!(status.contains("(last: ok, nothing landed)"), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(status["lastRoundStatus"], "ok");
+    assert_eq!(status["lastRoundNothingLanded"], true);
+}

@@ -104,7 +104,7 @@ fn pid_alive(pid: i32) -> bool {
 
 /// Waits until nothing of the run is left: no process with `marker` in its argv, no job of
 /// that name in the queue, and none of `pids` alive. Slurm keeps a cancelled job COMPLETING
-/// for up to KillWait (5 s) plus a little, so this allows 15 s (less than the ~30 s in which
+/// for up to KillWait (5 s) plus a little, so this allows 15 s (less than the ~22 s in which
 /// slurm-up's InactiveLimit ends a job whose srun was SIGKILLed: that must not pass).
 fn assert_nothing_left(marker: &str, pids: &[i32]) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -245,6 +245,47 @@ fn a_timed_out_agent_step_is_cancelled_and_nothing_of_it_survives() {
         .parse()
         .unwrap();
     assert_nothing_left(&m, &[pid]);
+}
+
+/// A timed-out agent step whose agent ignores SIGTERM, with no grace (`killGraceS: 0`): orch
+/// SIGKILLs srun before it can end its job, which then held its allocation until the
+/// cluster's InactiveLimit (about 22 s after orch's exit here). orch cancels that job
+/// (`scancel`, found by srun's session id): nothing is left a few seconds after orch's exit.
+#[test]
+fn a_srun_killed_at_its_timeout_leaves_no_job_until_the_inactive_limit() {
+    if !cluster("a_srun_killed_at_its_timeout_leaves_no_job") {
+        return;
+    }
+    let m = marker("nograce");
+    let repo = Repo::new();
+    let out = tempfile::tempdir().unwrap();
+    let env_a = out.path().join("a.env");
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0, "launcher": srun(&m),
+        "agents": [{"name": "a", "phase": "code", "timeoutS": 2,
+                    "command": agent_cmd(&["--env-all", env_a.to_str().unwrap(), "--ignore-term",
+                                           "--write", &format!("src/{m}.txt=x"), "--hang"])}]
+    }));
+    let run = repo.orch(&["run"]).expect(0);
+    let ended = Instant::now();
+    let a = Repo::agent(&repo.round_log(1), "a").clone();
+    assert_eq!(a["status"], "timeout", "{a:#}");
+    assert!(env_file(&env_a).contains_key("SLURM_JOB_ID"));
+    // Slurm keeps a cancelled job COMPLETING for a moment; InactiveLimit (10 s, ended by
+    // slurmctld's next check) would take about 20 s.
+    loop {
+        let jobs = queued(&m);
+        if jobs.is_empty() {
+            break;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(8),
+            "still queued 8 s after orch's exit: {jobs:?}\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_nothing_left(&m, &[]);
 }
 
 #[test]

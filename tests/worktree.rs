@@ -132,17 +132,35 @@ fn a_revert_undoes_every_merged_change_and_the_ref_holds_the_union() {
 
 #[test]
 fn a_failed_agents_partial_work_is_kept_not_merged() {
-    let repo = Repo::new();
-    repo.mission(json!({
-        "name": "t", "rounds": 1,
-        "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&["--write", "src/half.txt=half", "--exit", "2"])}]
-    }));
-    repo.orch(&["run"]).expect(0);
-    let a = Repo::agent(&repo.round_log(1), "a").clone();
-    assert_eq!(a["status"], "failed");
-    assert!(!repo.exists("src/half.txt"));
-    let kept = repo.git(&["rev-parse", "refs/orch/failed/round-1/a"]);
-    assert_eq!(repo.git(&["show", &format!("{kept}:src/half.txt")]), "half");
+    // With `failedChanges: "aside"`, an error exit after its edit; by default, a run a signal
+    // killed (it may have died mid-write). Either way: kept in a ref, never merged.
+    for (extra, command) in [
+        (
+            json!({"failedChanges": "aside"}),
+            agent_cmd(&["--write", "src/half.txt=half", "--exit", "2"]),
+        ),
+        (
+            json!({}),
+            json!(["sh", "-c", "echo half > src/half.txt; kill -KILL $$"]),
+        ),
+    ] {
+        let repo = Repo::new();
+        let mut m = json!({
+            "name": "t", "rounds": 1,
+            "agents": [{"name": "a", "phase": "code", "command": command}]
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        repo.mission(m);
+        repo.orch(&["run"]).expect(0);
+        let a = Repo::agent(&repo.round_log(1), "a").clone();
+        assert_eq!(a["status"], "failed", "{a:#}");
+        assert!(a.get("changeTested").is_none(), "{a:#}");
+        assert!(!repo.exists("src/half.txt"));
+        let kept = repo.git(&["rev-parse", "refs/orch/failed/round-1/a"]);
+        assert_eq!(repo.git(&["show", &format!("{kept}:src/half.txt")]), "half");
+    }
 }
 
 #[test]

@@ -58,6 +58,13 @@ pub fn cause(words: &str, status: Option<u16>) -> Option<Cause> {
     if has(&["not running in a trusted directory"]) {
         return Some(Cause::UntrustedFolder);
     }
+    // The CLI's own cap on turns (before the status scan: "(400)" turns is no HTTP 400).
+    if has(&[
+        "reached maximum number of turns",
+        "reached max session turns",
+    ]) {
+        return Some(Cause::MaxTurns);
+    }
     // A subscription's window: waiting until it resets helps.
     if has(&[
         "usage limit",

@@ -162,6 +162,13 @@ fn reading(event: &Map<String, Value>) -> Reading {
         if over_budget {
             return Failure::from_words(Cause::OverBudget, &words);
         }
+        // `--max-turns` reached (recorded from 2.1.332: exit 1, `subtype: "error_max_turns"`,
+        // `terminal_reason: "max_turns"`, "Reached maximum number of turns (N)" in `errors`).
+        if subtype == Some("error_max_turns")
+            || str_of(event, "terminal_reason") == Some("max_turns")
+        {
+            return Failure::from_words(Cause::MaxTurns, &words);
+        }
         let status = event
             .get("api_error_status")
             .and_then(Value::as_u64)
@@ -249,7 +256,7 @@ mod tests {
     fn json_error_result() {
         let run = read(JSON_ERROR).unwrap();
         let f = run.failure.unwrap();
-        assert_eq!(f.cause, Cause::Exit);
+        assert_eq!(f.cause, Cause::MaxTurns);
         assert_eq!(f.error, "error_max_turns");
         assert!(close(run.cost_usd, 1.2034));
         assert_eq!(run.num_turns, Some(31));

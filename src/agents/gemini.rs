@@ -95,6 +95,8 @@ fn read_object(obj: &Map<String, Value>) -> Option<Reading> {
             // Its own fatal exit statuses: 41 authentication, 42 bad input.
             Some(41) => Failure::from_words(Cause::Auth, &words),
             Some(42) => Failure::from_words(Cause::BadRequest, &words),
+            // 53: `model.maxSessionTurns` reached (FatalTurnLimitedError).
+            Some(53) => Failure::from_words(Cause::MaxTurns, &words),
             _ => Failure::classify_or_exit(&words, status),
         };
         return Some(Reading {

@@ -62,6 +62,12 @@ fn cases() -> Vec<Case> {
             "claude-stream-max-budget",
             Expect::Cause(Cause::OverBudget)
         ),
+        case!(Claude, "claude-max-turns", Expect::Cause(Cause::MaxTurns)),
+        case!(
+            Claude,
+            "claude-stream-max-turns",
+            Expect::Cause(Cause::MaxTurns)
+        ),
         case!(Claude, "claude-stream-ok", Expect::Ok),
         case!(Claude, "claude-stream-denied", Expect::Denied),
         case!(
@@ -87,6 +93,7 @@ fn cases() -> Vec<Case> {
         case!(Gemini, "gemini-ok", Expect::Ok),
         case!(Gemini, "gemini-denied", Expect::Ok),
         case!(Gemini, "gemini-auto-edit-denied", Expect::Ok),
+        case!(Gemini, "gemini-max-turns", Expect::Cause(Cause::MaxTurns)),
         case!(Gemini, "gemini-429", Expect::Cause(Cause::RateLimited)),
         case!(
             Gemini,

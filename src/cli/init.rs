@@ -81,6 +81,9 @@ pub fn mission_text(agent: &str) -> Result<String> {
   // per-agent revert they run again on what stays: phaseBAfterRevert, true/false to force);
   // "afterTests" runs them after the tests, on the committed tree.
   "phaseB": "besideTests",
+  // A code agent that ends badly by itself after its edits (out of turns, an error exit): its
+  // change is tested with the others' and the tests decide; "aside" keeps it in a ref, untested.
+  "failedChanges": "test",
   // When the tests regress, the per-agent revert finds whose change broke them and takes out
   // only that, testing up to this many candidate trees at once (unset: maxConcurrency, the
   // slots the agents leave idle). It needs "isolation": "worktree" below; "shared" reverts

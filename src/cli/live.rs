@@ -701,6 +701,7 @@ mod tests {
             cost_usd: 0.25,
             total_cost_usd: 0.25,
             commit: None,
+            nothing_landed: false,
         });
         live.finish();
         let screen: Vec<String> = play(&term.0.lock().unwrap())
@@ -832,6 +833,7 @@ mod tests {
             cost_usd: 0.25,
             total_cost_usd: 0.25,
             commit: None,
+            nothing_landed: false,
         });
         live.finish();
         let screen: Vec<String> = play(&term.0.lock().unwrap())

@@ -23,6 +23,9 @@ pub struct Status {
     pub running: Option<Running>,
     pub last_round: u32,
     pub last_round_status: Option<String>,
+    /// The last round was `ok` but none of its agents' work landed (its `nothingLanded`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub last_round_nothing_landed: bool,
     pub rounds_done: u32,
     pub rounds_left: u32,
     pub total_cost_usd: f64,
@@ -104,7 +107,8 @@ pub fn collect(ws: &Workspace) -> Result<Status> {
         mission: m.name.clone(),
         running: running(ws, state.total_cost_usd),
         last_round: state.last_round,
-        last_round_status: last.map(|l| l.status.as_str().to_string()),
+        last_round_status: last.as_ref().map(|l| l.status.as_str().to_string()),
+        last_round_nothing_landed: last.as_ref().is_some_and(|l| l.nothing_landed),
         rounds_done: state.last_round,
         rounds_left: m.rounds.saturating_sub(state.last_round),
         total_cost_usd: state.total_cost_usd,
@@ -173,7 +177,14 @@ fn summary_text(s: &Status) -> String {
         s.rounds_done + s.rounds_left,
         s.last_round_status
             .as_deref()
-            .map(|st| format!(" (last: {st})"))
+            .map(|st| format!(
+                " (last: {st}{})",
+                if s.last_round_nothing_landed {
+                    ", nothing landed"
+                } else {
+                    ""
+                }
+            ))
             .unwrap_or_default(),
         s.rounds_left
     );

@@ -2,7 +2,8 @@
 //! This is the only module that starts them or sends them signals.
 //!
 //! Every child runs in its own process group (so a timeout or an interrupt reaches the
-//! grandchildren it spawned too), with standard input from a file or empty (never the
+//! grandchildren it spawned too; a launcher such as srun in a session of its own, which Slurm
+//! records with its job), with standard input from a file or empty (never the
 //! terminal), and stdout/stderr going straight to log files (never through orch's memory, so
 //! neither a 200 MB flood nor a daemon holding the pipe open can hold orch). On Linux the child
 //! also gets `PR_SET_PDEATHSIG`, so that if orch itself is killed it does not run on
@@ -23,7 +24,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -45,7 +46,9 @@ pub struct Spec {
     /// The command starts with a launcher (`srun`, `docker run`): if orch dies without
     /// stopping it, it gets SIGTERM (`PR_SET_PDEATHSIG`), which lets it end what it started
     /// elsewhere (srun cancels its job step; a SIGKILLed docker client leaves its container
-    /// running). Every other child gets SIGKILL, which nothing can ignore.
+    /// running). Every other child gets SIGKILL, which nothing can ignore. It also runs in a
+    /// session of its own: a srun that has to be SIGKILLed has its job found by that session
+    /// and cancelled (`cancel_srun_job`).
     pub launched: bool,
     /// Start from an empty environment: the child gets `env` (and orch's markers) only. Off,
     /// it inherits orch's whole environment with `env` on top.
@@ -424,7 +427,14 @@ pub const WATCHDOG_ARG: &str = "__watchdog";
 /// already sent its leader SIGTERM (its parent-death signal), so that it can cancel its job
 /// step. On a normal exit the list is empty and the watchdog only sweeps once.
 ///
-/// Cost: one process per orch, one short write per child started or ended.
+/// The watchdog is also the one witness of a child's end that keeps running when orch is
+/// stopped (SIGSTOP, Ctrl-Z): every 50 ms it looks at each listed group's leader, and when it
+/// finds a zombie (ended, not yet reaped: orch is not looking) it writes the moment
+/// (`CLOCK_MONOTONIC`, nanoseconds) to the group's end file, which orch reads when it wakes up
+/// after a gap (see `end_time`) and the watchdog removes when the group is ended.
+///
+/// Cost: one process per orch, one short write per child started or ended, one read of
+/// `/proc/PID/stat` per running child every 50 ms.
 mod watchdog {
     use super::*;
     use std::io::{BufRead, Write};
@@ -441,16 +451,31 @@ mod watchdog {
         ENABLED.store(true, Ordering::SeqCst);
     }
 
-    pub fn started(pgid: i32, launched: bool, grace: Duration, token: &str) {
+    /// `end_file`: where to write when it saw the group's leader end (the last field: a path
+    /// may hold spaces).
+    pub fn started(pgid: i32, launched: bool, grace: Duration, token: &str, end_file: &Path) {
         let grace_ms = grace.as_millis().min(u128::from(u32::MAX));
         tell(&format!(
-            "+ {pgid} {} {grace_ms} {token}\n",
-            u8::from(launched)
+            "+ {pgid} {} {grace_ms} {token} {}\n",
+            u8::from(launched),
+            end_file.display()
         ));
     }
 
     pub fn ended(pgid: i32) {
         tell(&format!("- {pgid}\n"));
+    }
+
+    /// Starts the watchdog if it is not running yet: before a child is spawned, so that it
+    /// hears of the child at once (`started`), not after a start-up orch could be stopped in.
+    pub fn ready() {
+        if !ENABLED.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut pipe = pipe().lock().unwrap_or_else(|e| e.into_inner());
+        if pipe.is_none() {
+            *pipe = start();
+        }
     }
 
     fn tell(line: &str) {
@@ -502,6 +527,27 @@ mod watchdog {
         launched: bool,
         grace: Duration,
         token: String,
+        end_file: Option<PathBuf>,
+        /// The end file was written.
+        end_seen: bool,
+    }
+
+    /// Writes the end file of each group whose leader is a zombie: it ended and orch has not
+    /// reaped it (orch is stopped, or about to).
+    fn note_ends(groups: &mut std::collections::BTreeMap<i32, Group>) {
+        for (&pgid, g) in groups.iter_mut() {
+            let Some(file) = g.end_file.as_ref().filter(|_| !g.end_seen) else {
+                continue;
+            };
+            let leader = Proc {
+                pid: pgid,
+                dir: PathBuf::from(format!("/proc/{pgid}")),
+            };
+            if leader.stat_field(3).as_deref() == Some("Z") {
+                g.end_seen = true;
+                let _ = std::fs::write(file, format!("{}\n", monotonic_ns()));
+            }
+        }
     }
 
     /// The watchdog itself: reads orch's messages until the pipe closes or orch is no longer
@@ -523,26 +569,43 @@ mod watchdog {
             }
         });
         let mut groups: std::collections::BTreeMap<i32, Group> = Default::default();
+        let mut looked = Instant::now();
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            if looked.elapsed() >= Duration::from_millis(50) {
+                note_ends(&mut groups);
+                looked = Instant::now();
+            }
+            match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) => {
-                    let f: Vec<&str> = line.split(' ').collect();
+                    let f: Vec<&str> = line.splitn(6, ' ').collect();
                     match f.as_slice() {
-                        ["+", pgid, launched, grace, token] => {
+                        ["+", pgid, launched, grace, token, end_file @ ..] => {
                             if let (Ok(pgid), Ok(grace)) = (pgid.parse(), grace.parse()) {
+                                let end_file = end_file.first().map(PathBuf::from);
+                                // A pid reused by a new group: an old end file is not its own.
+                                if let Some(f) = &end_file {
+                                    let _ = std::fs::remove_file(f);
+                                }
                                 groups.insert(
                                     pgid,
                                     Group {
                                         launched: *launched == "1",
                                         grace: Duration::from_millis(grace),
                                         token: token.to_string(),
+                                        end_file,
+                                        end_seen: false,
                                     },
                                 );
                             }
                         }
                         ["-", pgid] => {
-                            if let Ok(pgid) = pgid.parse::<i32>() {
-                                groups.remove(&pgid);
+                            if let Some(g) =
+                                pgid.parse::<i32>().ok().and_then(|p| groups.remove(&p))
+                            {
+                                // orch has read it (or had no need to) before it said so.
+                                if let (true, Some(f)) = (g.end_seen, &g.end_file) {
+                                    let _ = std::fs::remove_file(f);
+                                }
                             }
                         }
                         _ => {}
@@ -562,6 +625,11 @@ mod watchdog {
     }
 
     fn clean_up(session: &str, groups: &std::collections::BTreeMap<i32, Group>) {
+        for g in groups.values().filter(|g| g.end_seen) {
+            if let Some(f) = &g.end_file {
+                let _ = std::fs::remove_file(f);
+            }
+        }
         if session.is_empty() {
             return;
         }
@@ -660,6 +728,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     } else {
         libc::SIGKILL
     };
+    let launched = spec.launched;
     let mut expr = duct::cmd(program, args)
         .dir(&spec.cwd)
         .stdout_file(stdout)
@@ -667,11 +736,21 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         .unchecked()
         .before_spawn(move |cmd| {
             use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
+            // A launcher gets a session of its own (and so a group of its own, as every child):
+            // Slurm records srun's session id with the job it makes, which is how orch finds
+            // that job again when it had to SIGKILL srun (see `cancel_srun_job`).
+            if !launched {
+                cmd.process_group(0);
+            }
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // calls (prctl, getppid).
+            // calls (setsid, prctl, getppid).
             unsafe {
-                cmd.pre_exec(move || die_with_parent(signal));
+                cmd.pre_exec(move || {
+                    if launched && libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    die_with_parent(signal)
+                });
             }
             Ok(())
         });
@@ -696,6 +775,7 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     // The last moment the process is known not to have ended, until the first wait sees it
     // running: orch can be stopped or starved between the spawn and that first wait, and the
     // gap must count as orch's, not the process's (see `supervise`).
+    watchdog::ready();
     let spawned = Instant::now();
     let handle = match expr.start() {
         Ok(h) => h,
@@ -707,9 +787,12 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         }
     };
     let pgid = handle.pids().first().map(|&p| p as i32).unwrap_or(0);
+    // The watchdog first, the one witness of the child's end while orch is stopped (see
+    // `end_time`); the crash journal's write can take a while.
+    let end_file = end_file_of(spec);
+    watchdog::started(pgid, spec.launched, spec.grace, &token, &end_file);
     registry_change(Some(pgid), None);
-    watchdog::started(pgid, spec.launched, spec.grace, &token);
-    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible, spawned);
+    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible, spawned, &end_file);
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
@@ -732,17 +815,20 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
 
 /// Waits for the process, enforcing the timeout and interrupts; returns how it ended and
 /// when. The end is the moment the wait returned, unless orch itself was not running for a
-/// while just before (SIGSTOP, a suspended machine): then the process ended somewhere in
-/// that gap, and the end taken is the later of the last moment it was seen running (at first,
-/// `spawned`: a gap can open before the first wait) and its
-/// last write to its logs (a kernel timestamp; agents print their result as they finish), so
-/// a stopped orch does not inflate the run time that adaptive timeouts learn from.
+/// while just before (SIGSTOP): then the process ended somewhere in that gap, and the end
+/// taken is the one orch's watchdog saw (`end_file`), else the later of the last moment it was
+/// seen running (at first, `spawned`: a gap can open before the first wait) and its last write
+/// to its logs (a kernel timestamp; a lower bound, since a run can work silently after its
+/// last line), so a stopped orch neither inflates nor shrinks the run time that adaptive
+/// timeouts learn from. A timeout that fell in the gap was not enforced: the process ended by
+/// itself, and its ending says so.
 fn supervise(
     handle: &duct::Handle,
     pgid: i32,
     spec: &Spec,
     interruptible: bool,
     spawned: Instant,
+    end_file: &Path,
 ) -> (Ending, Instant) {
     let deadline = Instant::now().checked_add(spec.timeout);
     let mut seen_running = spawned;
@@ -752,7 +838,10 @@ fn supervise(
         let asked = Instant::now();
         match handle.wait_timeout(slice) {
             Ok(Some(out)) => {
-                return (ending_of(&out.status), end_time(seen_running, spec));
+                return (
+                    ending_of(&out.status),
+                    end_time(seen_running, spec, end_file),
+                );
             }
             // "Still running" is only news when the wait took about its slice: after a gap
             // (orch stopped, or starved), the wait can time out on its own clock without
@@ -773,7 +862,7 @@ fn supervise(
                 spec.label,
                 spec.timeout.as_secs_f64()
             );
-            terminate(handle, pgid, spec.grace);
+            terminate(handle, pgid, spec);
             return (Ending::TimedOut, Instant::now());
         }
         let stop = if interruptible {
@@ -782,18 +871,27 @@ fn supervise(
             INTERRUPT.load(Ordering::SeqCst) == KILL
         };
         if stop {
-            terminate(handle, pgid, spec.grace);
+            terminate(handle, pgid, spec);
             return (Ending::Cancelled, Instant::now());
         }
     }
 }
 
 /// When a process that was seen running at `seen_running` ended (see `supervise`).
-fn end_time(seen_running: Instant, spec: &Spec) -> Instant {
+fn end_time(seen_running: Instant, spec: &Spec, end_file: &Path) -> Instant {
     let now = Instant::now();
     // A wait slice is 25 ms; a gap far beyond it means orch was not running.
     if now.saturating_duration_since(seen_running) < Duration::from_secs(1) {
         return now;
+    }
+    // What the watchdog saw, on the clock `Instant` reads.
+    let seen = std::fs::read_to_string(end_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .and_then(|ended| monotonic_ns().checked_sub(ended))
+        .and_then(|age| now.checked_sub(Duration::from_nanos(age)));
+    if let Some(ended) = seen {
+        return ended.clamp(seen_running, now);
     }
     let last_write = [&spec.stdout, &spec.stderr]
         .iter()
@@ -807,10 +905,33 @@ fn end_time(seen_running: Instant, spec: &Spec) -> Instant {
     }
 }
 
+/// Where the watchdog writes when it saw the process end: beside its stdout log (and removes
+/// once the run is over).
+fn end_file_of(spec: &Spec) -> PathBuf {
+    let mut name = spec.stdout.clone().into_os_string();
+    name.push(".ended");
+    PathBuf::from(name)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads on Linux, and one that orch and
+/// its watchdog share.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
 /// SIGTERM to the group, up to `grace` for the leader to go, then SIGKILL; reaps the leader.
-fn terminate(handle: &duct::Handle, pgid: i32, grace: Duration) {
+/// A srun that had to be SIGKILLed has its job cancelled (`cancel_srun_job`).
+fn terminate(handle: &duct::Handle, pgid: i32, spec: &Spec) {
     signal_group(pgid, libc::SIGTERM);
-    let mut deadline = Instant::now() + grace;
+    let mut deadline = Instant::now() + spec.grace;
     while Instant::now() < deadline {
         if INTERRUPT.load(Ordering::SeqCst) == KILL {
             deadline = deadline.min(Instant::now() + KILL_NOTICE);
@@ -820,7 +941,72 @@ fn terminate(handle: &duct::Handle, pgid: i32, grace: Duration) {
         }
     }
     signal_group(pgid, libc::SIGKILL);
-    let _ = handle.wait();
+    let killed = handle.wait().is_ok_and(|out| {
+        use std::os::unix::process::ExitStatusExt;
+        out.status.signal() == Some(libc::SIGKILL)
+    });
+    if killed && spec.launched && is_srun(&spec.argv) {
+        cancel_srun_job(pgid, spec);
+    }
+}
+
+fn is_srun(argv: &[String]) -> bool {
+    argv.first()
+        .and_then(|p| Path::new(p).file_name())
+        .is_some_and(|n| n == "srun")
+}
+
+/// A srun SIGKILLed before it could end its job (no grace, or an agent deaf to SIGTERM past
+/// it) leaves that job holding its allocation until the cluster's InactiveLimit, minutes on
+/// many clusters. srun ran in a session of its own, so the job's `AllocSID` is srun's pid
+/// (`sid`), and its `WorkDir` the folder it ran in: the user's job with both is cancelled
+/// (SIGKILL to its steps, whose grace is spent, then the job). Bounded; a failure is a warning.
+fn cancel_srun_job(sid: i32, spec: &Spec) {
+    let run = |args: &[&str]| -> Option<String> {
+        let h = duct::cmd("timeout", [&["10"][..], args].concat())
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .ok()?;
+        h.status
+            .success()
+            .then(|| String::from_utf8_lossy(&h.stdout).into_owned())
+    };
+    let cwd = spec.cwd.canonicalize().unwrap_or_else(|_| spec.cwd.clone());
+    let Some(queue) = run(&["squeue", "--me", "-h", "-O", "JobID:|,AllocSID:|,WorkDir:"]) else {
+        log::warn!(
+            "{}: srun was killed before it could end its Slurm job, and squeue did not answer: \
+             the job may hold its allocation until the cluster's InactiveLimit",
+            spec.label
+        );
+        return;
+    };
+    let sid = sid.to_string();
+    for line in queue.lines() {
+        let mut f = line.splitn(3, '|');
+        let (Some(job), Some(s), Some(dir)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if s.trim() != sid || Path::new(dir.trim_end()) != cwd {
+            continue;
+        }
+        let job = job.trim();
+        let killed = run(&["scancel", "--signal=KILL", "--full", job]).is_some();
+        let cancelled = run(&["scancel", job]).is_some();
+        if killed || cancelled {
+            log::info!(
+                "{}: srun was killed before it could end its Slurm job {job}: cancelled it",
+                spec.label
+            );
+        } else {
+            log::warn!(
+                "{}: srun was killed before it could end its Slurm job {job}, and scancel \
+                 failed: the job may hold its allocation until the cluster's InactiveLimit",
+                spec.label
+            );
+        }
+    }
 }
 
 fn ending_of(status: &std::process::ExitStatus) -> Ending {

@@ -751,6 +751,7 @@ mod tests {
             session_resumed: false,
             session_dropped: None,
             aside: None,
+            change_tested: false,
             beside_run: None,
         }
     }
@@ -777,6 +778,7 @@ mod tests {
             stop_reason: None,
             decisions: Vec::new(),
             notes: Vec::new(),
+            nothing_landed: false,
         }
     }
 

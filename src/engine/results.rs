@@ -220,6 +220,7 @@ pub fn settle(
         session_resumed: false,
         session_dropped: None,
         aside: None,
+        change_tested: false,
         beside_run: None,
     };
     Settled {
@@ -255,11 +256,10 @@ pub fn retrack(
     let handoff = st.handoff.take();
     *st = before;
     st.handoff = handoff;
-    track(
+    count(
         st,
         agent,
-        e.status,
-        e.cause,
+        (e.status, e.cause, e.change_tested),
         e.elapsed_ms,
         e.cost_usd,
         round,
@@ -281,6 +281,28 @@ pub fn track(
     cost_usd: f64,
     round: u32,
 ) -> Option<(String, String, String)> {
+    count(
+        st,
+        agent,
+        (status, cause, false),
+        elapsed_ms,
+        cost_usd,
+        round,
+    )
+}
+
+/// [`track`], for a run whose change may have gone to the tests although it failed
+/// (`change_tested`): such a run did work that landed, so it ends the unproductive and empty
+/// streaks (no escalation from it), but it ended badly, so it is no success towards
+/// `deescalateAfter` either.
+fn count(
+    st: &mut AgentState,
+    agent: &Agent,
+    (status, cause, change_tested): (RunStatus, Option<Cause>, bool),
+    elapsed_ms: u64,
+    cost_usd: f64,
+    round: u32,
+) -> Option<(String, String, String)> {
     st.runs += 1;
     st.last_run_round = Some(round);
     st.last_status = Some(status);
@@ -296,13 +318,17 @@ pub fn track(
     match status {
         RunStatus::Empty => st.consecutive_empty_rounds += 1,
         RunStatus::Ok => st.consecutive_empty_rounds = 0,
+        _ if change_tested => st.consecutive_empty_rounds = 0,
         _ => {}
     }
     let ladder = agent.ladder();
     st.model_index = st.model_index.min(ladder.len() - 1);
     let before = ladder[st.model_index].clone();
     let mut why = None;
-    if status.is_unproductive() {
+    if change_tested {
+        st.consecutive_failures = 0;
+        st.consecutive_successes = 0;
+    } else if status.is_unproductive() {
         st.consecutive_failures += 1;
         st.consecutive_successes = 0;
         if st.consecutive_failures >= agent.escalate_after && st.model_index + 1 < ladder.len() {

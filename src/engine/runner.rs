@@ -560,6 +560,7 @@ pub(crate) fn record_dead_round(
             stop_reason: Some("orch died during the round (killed or crashed)".into()),
             decisions: Vec::new(),
             notes: vec![what.to_string()],
+            nothing_landed: false,
         };
         write_json(&path, &log)?;
     }

@@ -228,7 +228,8 @@ fn render(s: &Summary) -> String {
 
     if !s.agents.is_empty() {
         out.push_str(
-            "<h2>Agents</h2>\n<p class=\"note\">Kept: runs whose change stayed; rejected: \
+            "<h2>Agents</h2>\n<p class=\"note\">Kept: runs whose change stayed (a failed run \
+             whose change was tested too: its failures by cause say how it ended); rejected: \
              finished but taken out by a revert. Per kept change: the agent's cost over its kept \
              changes.</p>\n",
         );

@@ -593,6 +593,7 @@ fn legacy(
                 .unwrap_or(false),
             session_dropped: str_at(a, "sessionDropped").map(str::to_string),
             aside: None,
+            change_tested: false,
             beside_run: None,
         });
     }
@@ -685,6 +686,7 @@ fn legacy(
         stop_reason: str_at(v, "stopReason").map(str::to_string),
         decisions: Vec::new(),
         notes: Vec::new(),
+        nothing_landed: false,
     };
     let starts = StartsKnown {
         agents: agent_starts,

@@ -143,7 +143,8 @@ fn render(s: &Summary) -> String {
     if !s.agents.is_empty() {
         out.push_str("\n## Agents\n\n");
         out.push_str(
-            "Kept: runs whose change stayed; rejected: finished but taken out by a revert. \
+            "Kept: runs whose change stayed (a failed run whose change was tested too: its \
+             failures by cause say how it ended); rejected: finished but taken out by a revert. \
              Per kept change: the agent's cost over its kept changes.\n\n",
         );
         header(&mut out, &text::agent_header(s));

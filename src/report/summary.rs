@@ -273,10 +273,10 @@ pub struct RunCounts {
 }
 
 impl RunCounts {
-    fn add(&mut self, s: RunStatus, rejected: bool) {
+    fn add(&mut self, a: &crate::roundlog::AgentEntry, rejected: bool) {
         self.total += 1;
-        *match s {
-            RunStatus::Ok if rejected => &mut self.rejected,
+        *match a.status {
+            _ if rejected && went_in(a) => &mut self.rejected,
             RunStatus::Ok => &mut self.ok,
             RunStatus::Empty => &mut self.empty,
             RunStatus::Failed => &mut self.failed,
@@ -514,15 +514,16 @@ pub fn summarize(loaded: &Loaded, state_json: Option<&Value>) -> Summary {
     }
 }
 
-/// Every file a kept change touched (an agent that finished `ok` and no revert took out), with
-/// its rounds and agents, sorted by path. A rejected, failed or conflicting run's files are not
-/// in the night's work: they are in its kept ref.
+/// Every file a kept change touched (an agent that finished `ok`, or failed with its change
+/// tested, and no revert took out), with its rounds and agents, sorted by path. A rejected,
+/// failed (untested) or conflicting run's files are not in the night's work: they are in its
+/// kept ref.
 fn file_rows(loaded: &Loaded) -> Vec<FileRow> {
     let mut by_path: BTreeMap<&str, FileRow> = BTreeMap::new();
     for r in &loaded.rounds {
         let rejected = rejected_agents(r);
         for a in &r.log.agents {
-            if a.status != RunStatus::Ok || rejected.contains(&a.name) {
+            if !went_in(a) || rejected.contains(&a.name) {
                 continue;
             }
             for f in &a.files {
@@ -543,9 +544,16 @@ fn file_rows(loaded: &Loaded) -> Vec<FileRow> {
     by_path.into_values().collect()
 }
 
+/// Whether a run's change went into the round's tree: it ended `ok`, or it failed by itself and
+/// its change was tested with the others' (`changeTested`).
+fn went_in(a: &crate::roundlog::AgentEntry) -> bool {
+    a.status == RunStatus::Ok || a.change_tested
+}
+
 /// The names of the agents whose change a revert took out: the culprits of a per-agent revert,
-/// every code agent that finished `ok` on a whole-round revert, and the review agents that ran
-/// beside the tests of a reverted round, their work kept aside (`aside`).
+/// every code agent whose change went in (`ok`, or `changeTested`) on a whole-round revert,
+/// and the review agents that ran beside the tests of a reverted round, their work kept aside
+/// (`aside`).
 pub fn rejected_agents(r: &Round) -> Vec<String> {
     let log = &r.log;
     let mut out = code_rejected(r);
@@ -560,8 +568,7 @@ pub fn rejected_agents(r: &Round) -> Vec<String> {
 
 fn code_rejected(r: &Round) -> Vec<String> {
     let log = &r.log;
-    let ok_code =
-        |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && a.status == RunStatus::Ok;
+    let ok_code = |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && went_in(a);
     match &log.revert {
         // Interrupted before it settled: nothing was taken out (nor landed).
         Some(rv) if rv.strategy == "interrupted" => Vec::new(),
@@ -960,8 +967,8 @@ fn round_row(r: &Round) -> RoundRow {
     let (mut known, mut unknown) = (0, 0);
     for (i, a) in log.agents.iter().enumerate() {
         let is_rejected = rejected.contains(&a.name);
-        agents.add(a.status, is_rejected);
-        if a.status == RunStatus::Ok && !is_rejected {
+        agents.add(a, is_rejected);
+        if went_in(a) && !is_rejected {
             kept.push(a.name.clone());
             files += a.changed_files;
         }
@@ -1417,8 +1424,14 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
             });
             let row = &mut acc.row;
             row.runs += 1;
+            // A failed run whose change was tested is counted where its change went (kept or
+            // rejected); how it ended is in its failures by cause.
+            let went = went_in(a);
             match a.status {
-                RunStatus::Ok if rejected.contains(&a.name) => row.rejected += 1,
+                RunStatus::Ok | RunStatus::Failed if went && rejected.contains(&a.name) => {
+                    row.rejected += 1
+                }
+                RunStatus::Ok | RunStatus::Failed if went => row.kept += 1,
                 RunStatus::Ok => row.kept += 1,
                 RunStatus::Empty => row.empty += 1,
                 RunStatus::Failed => row.failed += 1,
@@ -1541,11 +1554,7 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                         .log
                         .agents
                         .iter()
-                        .filter(|a| {
-                            a.name == d.agent
-                                && a.status == RunStatus::Ok
-                                && !rejected.contains(&a.name)
-                        })
+                        .filter(|a| a.name == d.agent && went_in(a) && !rejected.contains(&a.name))
                         .count() as u32;
                 }
                 "blocked" => row.blocked += 1,

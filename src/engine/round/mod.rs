@@ -43,7 +43,7 @@ use crate::engine::tests_run::{self, Stage};
 use crate::engine::tests_select;
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
-use crate::mission::{Agent, Isolation, Mission, PhaseB, When, WhenKeyword};
+use crate::mission::{Agent, FailedChanges, Isolation, Mission, PhaseB, When, WhenKeyword};
 use crate::roundlog::{
     AgentEntry, Aside, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims,
     StepStatus, Timing, SCHEMA,
@@ -240,6 +240,7 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             stop_reason: None,
             decisions: Vec::new(),
             notes: Vec::new(),
+            nothing_landed: false,
         },
         budget_reached: false,
         committed: false,
@@ -737,7 +738,46 @@ impl<'e> Round<'e, '_> {
             );
             self.note(&why);
         }
+        self.check_nothing_landed();
         Ok(())
+    }
+
+    /// An `ok` round whose agents all ran to no avail (failed, timed out, conflicted, changed
+    /// nothing, or had their change taken out by the tests) says so: `nothingLanded`, a note
+    /// naming how each run ended, the console's round line and `orch status`.
+    fn check_nothing_landed(&mut self) {
+        if self.log.status != RoundStatus::Ok || self.log.agents.is_empty() {
+            return;
+        }
+        let culprits = self
+            .log
+            .revert
+            .as_ref()
+            .map(|r| r.culprits.clone())
+            .unwrap_or_default();
+        let landed = self.log.agents.iter().any(|e| {
+            (e.status == RunStatus::Ok || e.change_tested)
+                && e.aside.is_none()
+                && !culprits.contains(&e.name)
+        });
+        if landed {
+            return;
+        }
+        let runs: Vec<String> = self
+            .log
+            .agents
+            .iter()
+            .map(|e| match e.cause {
+                Some(c) => format!("{} {} ({})", e.name, e.status.as_str(), c.as_str()),
+                None if culprits.contains(&e.name) => format!("{} taken out", e.name),
+                None => format!("{} {}", e.name, e.status.as_str()),
+            })
+            .collect();
+        self.log.nothing_landed = true;
+        self.note(&format!(
+            "nothing landed: no agent's work went in ({})",
+            runs.join(", ")
+        ));
     }
 
     /// The tree the phase's agents share: orch's Phase B worktree while the review agents run
@@ -1934,8 +1974,10 @@ impl<'e> Round<'e, '_> {
         if !agent.owns.is_empty() {
             self.check_ownership(agent, &raw, &mut settled.entry, shared);
         }
+        // A code agent that failed by itself after its edits: its change goes to the tests.
+        let to_test = main_moved.is_none() && self.tests_failed_change(&raw, &settled.entry);
         if let Some(wt) = &raw.worktree {
-            if let Err(e) = self.integrate(wt, &raw.base, &raw.commit, &mut settled.entry) {
+            if let Err(e) = self.integrate(wt, &raw, to_test, &mut settled.entry) {
                 log::warn!(
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
@@ -1950,12 +1992,17 @@ impl<'e> Round<'e, '_> {
             }
         }
         if raw.worktree.is_none() {
-            self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
+            if to_test {
+                // The shared tree holds it already: it is tested with the rest.
+                tested_anyway(&mut settled.entry);
+            } else {
+                self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
+            }
         }
         if raw.phase == Phase::Review && self.beside.is_some() {
             self.beside_link(agent, &raw.changed, &mut settled.entry, &st_before);
         }
-        if settled.entry.status != first_status {
+        if settled.entry.status != first_status || settled.entry.change_tested {
             // Counted as what it ended as, not as what the process's exit said (a run whose
             // merge failed is no success for the streaks, the escalation or `orch status`).
             let st = self.state.agent_mut(&agent.name);
@@ -2070,6 +2117,9 @@ impl<'e> Round<'e, '_> {
                 ))
             }
             RunStatus::Ok | RunStatus::Empty => Ok(()),
+            // Its change went in with the others' (a revert after the tests drops the
+            // session then, as an ok run's).
+            _ if entry.change_tested => Ok(()),
             other => Err(format!(
                 "its run in round {round} ended {}, so its change was not kept",
                 other.as_str()
@@ -2244,10 +2294,11 @@ impl<'e> Round<'e, '_> {
     fn integrate(
         &mut self,
         wt: &Path,
-        base: &str,
-        made: &std::result::Result<Option<String>, String>,
+        raw: &RawRun,
+        to_test: bool,
         entry: &mut crate::roundlog::AgentEntry,
     ) -> Result<()> {
+        let (base, made) = (raw.base.as_str(), &raw.commit);
         let git = self.env.git.at(wt);
         if entry.changed_files > 0 {
             let msg = format!("orch: round {} {}", self.round, entry.name);
@@ -2276,26 +2327,14 @@ impl<'e> Round<'e, '_> {
             if let Some(commit) = commit {
                 let keep = |kind: &str| self.env.kept_ref(kind, self.round, Some(&entry.name));
                 match entry.status {
-                    RunStatus::Ok => match self.env.git.merge(&commit, &msg)? {
-                        Merge::Merged => self.merged.push((entry.name.clone(), commit.clone())),
-                        Merge::Refused(why) => {
-                            // Not a conflict (an untracked file in the main tree the merge
-                            // would overwrite, ...): the change is kept, the run failed.
-                            let r = keep("unmerged");
-                            self.env.git.set_ref(&r, &commit)?;
-                            entry.status = RunStatus::Failed;
-                            entry.error = Some(format!("its merge failed ({why}); kept in {r}"));
+                    RunStatus::Ok => {
+                        self.merge_change(&commit, &msg, entry)?;
+                    }
+                    RunStatus::Failed if to_test => {
+                        if self.merge_change(&commit, &msg, entry)? {
+                            tested_anyway(entry);
                         }
-                        Merge::Conflict(files) => {
-                            let r = keep("conflicts");
-                            self.env.git.set_ref(&r, &commit)?;
-                            entry.status = RunStatus::Conflict;
-                            entry.error = Some(format!(
-                                "conflicts with work merged earlier this round in {}; kept in {r}",
-                                files.join(", ")
-                            ));
-                        }
-                    },
+                    }
                     other => {
                         // A limited run is run again: each of its partial trees gets a ref.
                         let r = match entry.cause.filter(|c| c.is_transient()) {
@@ -2319,12 +2358,63 @@ impl<'e> Round<'e, '_> {
         Ok(())
     }
 
-    /// In the shared tree: a review agent that failed or timed out, or any agent git's checks
-    /// rejected (it moved HEAD), has the files it changed (by its fingerprint) kept under
-    /// `refs/orch/<status>/round-N/AGENT` and taken out of the tree, so its half-work is never
-    /// committed nor named in a commit. A review agent that failed while others worked in the
-    /// tree may have seen their files change: those are decided once the pool ends
-    /// (`settle_shared_failures`), so another agent's work is never taken for its.
+    /// Merges a run's change into the main tree: merged (a candidate for the per-agent
+    /// revert; true), or kept in a ref when git refuses it (`failed`) or it conflicts
+    /// (`conflict`).
+    fn merge_change(&mut self, commit: &str, msg: &str, entry: &mut AgentEntry) -> Result<bool> {
+        let keep = |kind: &str| self.env.kept_ref(kind, self.round, Some(&entry.name));
+        match self.env.git.merge(commit, msg)? {
+            Merge::Merged => {
+                self.merged.push((entry.name.clone(), commit.to_string()));
+                return Ok(true);
+            }
+            Merge::Refused(why) => {
+                // Not a conflict (an untracked file in the main tree the merge would
+                // overwrite, ...): the change is kept, the run failed.
+                let r = keep("unmerged");
+                self.env.git.set_ref(&r, commit)?;
+                entry.status = RunStatus::Failed;
+                entry.error = Some(format!("its merge failed ({why}); kept in {r}"));
+            }
+            Merge::Conflict(files) => {
+                let r = keep("conflicts");
+                self.env.git.set_ref(&r, commit)?;
+                entry.status = RunStatus::Conflict;
+                entry.error = Some(format!(
+                    "conflicts with work merged earlier this round in {}; kept in {r}",
+                    files.join(", ")
+                ));
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a failed code agent's change goes to the tests like an ok run's
+    /// (`failedChanges: "test"`, the default): its process ended by itself (out of turns, an
+    /// error exit after its edits, an `is_error` result), so its change is as complete as orch
+    /// can tell, and the tests decide. Not a run orch ended (timeout, interrupt), one a signal
+    /// killed (it may have died mid-write), one git's checks rejected (it moved HEAD or the
+    /// branch), nor one that hit a provider's limit (it runs again).
+    fn tests_failed_change(&self, raw: &RawRun, entry: &AgentEntry) -> bool {
+        self.env.mission.failed_changes == FailedChanges::Test
+            && raw.phase == Phase::Code
+            && entry.status == RunStatus::Failed
+            && entry.changed_files > 0
+            && matches!(raw.finished.ending, Ending::Exited(_))
+            && raw.rejected.is_none()
+            && raw.commit.is_ok()
+            && !entry.cause.is_some_and(|c| c.is_transient())
+    }
+
+    /// In the shared tree: a review agent that failed or timed out, a code agent that timed
+    /// out or failed without its change going to the tests (a signal killed it,
+    /// `failedChanges: "aside"`), or any agent git's checks rejected (it moved HEAD), has the
+    /// files it changed (by its fingerprint) kept under `refs/orch/<status>/round-N/AGENT` and
+    /// taken out of the tree, so its half-work is never tested, committed nor named in a
+    /// commit. A code agent held off by a provider's limit keeps its files in the tree for its
+    /// run again. One that failed while others worked in the tree may have seen their files
+    /// change: those are decided once the pool ends (`settle_shared_failures`), so another
+    /// agent's work is never taken for its.
     fn keep_failed_shared_run(
         &mut self,
         raw: &RawRun,
@@ -2332,10 +2422,10 @@ impl<'e> Round<'e, '_> {
         shared: &Mutex<SharedTree>,
     ) {
         let failed = matches!(entry.status, RunStatus::Failed | RunStatus::Timeout);
-        if !failed
-            || raw.changed.is_empty()
-            || !(raw.phase == Phase::Review || raw.rejected.is_some())
-        {
+        let limited = raw.phase == Phase::Code
+            && raw.rejected.is_none()
+            && entry.cause.is_some_and(|c| c.is_transient());
+        if !failed || raw.changed.is_empty() || limited {
             return;
         }
         let note = if raw.rejected.is_none() && !raw.shared_with.is_empty() {
@@ -2407,10 +2497,11 @@ impl<'e> Round<'e, '_> {
                 .iter()
                 .filter(|e| f.with.contains(&e.name))
                 .filter(|e| {
-                    !matches!(
-                        e.status,
-                        RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled
-                    )
+                    e.change_tested
+                        || !matches!(
+                            e.status,
+                            RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled
+                        )
                 })
                 .flat_map(|e| e.files.iter())
                 .collect();
@@ -2535,10 +2626,11 @@ impl<'e> Round<'e, '_> {
                             || c.is_permanent()
                             || c == crate::roundlog::Cause::OverBudget
                     }),
+                    e.change_tested,
                 ))
             })
             .collect();
-        for (id, status, error, reverted, not_its_fault) in runs {
+        for (id, status, error, reverted, not_its_fault, change_tested) in runs {
             let id = id.as_str();
             if not_its_fault && status != RunStatus::Ok {
                 // A limit, a bad key or the agent's budget cap: the task did not get its try. It
@@ -2553,7 +2645,9 @@ impl<'e> Round<'e, '_> {
                 (RunStatus::Ok, false) => {
                     let _ = self.queue.set_status(id, TaskStatus::Done);
                 }
-                (_, true) if matches!(status, RunStatus::Ok | RunStatus::Empty) => {
+                (_, true)
+                    if matches!(status, RunStatus::Ok | RunStatus::Empty) || change_tested =>
+                {
                     let note = match &untested {
                         Some(why) => format!(
                             "Round {}: this work was set aside untested (the test command could not start: {why})",
@@ -2569,6 +2663,18 @@ impl<'e> Round<'e, '_> {
                 (RunStatus::Timeout | RunStatus::Failed, _) if self.should_split(id, status) => {
                     self.split(id, status);
                 }
+                // Its change landed, but the run did not end well (out of turns, ...): the task
+                // is not done; its next run goes on from the change on the branch.
+                (_, false) if change_tested => self.queue.requeue(
+                    id,
+                    None,
+                    Some(&format!(
+                        "Round {}: the run ended badly ({}), but its change was tested and \
+                         committed: go on from there",
+                        self.round,
+                        error.as_deref().unwrap_or("failed")
+                    )),
+                ),
                 (RunStatus::Conflict, _) => self.queue.requeue(
                     id,
                     None,
@@ -2787,8 +2893,8 @@ impl<'e> Round<'e, '_> {
     }
 
     /// A phase's commit is named for the agents whose changed files it holds (`code: a, b`),
-    /// or `otherwise` when none did. A code agent's change is in it only if its run was ok and
-    /// not taken out; a review agent's, whatever its status (review agents share the tree).
+    /// or `otherwise` when none did. A code agent's change is in it only if its run was ok (or
+    /// failed with its change tested anyway) and not taken out; a review agent's, whatever its status (review agents share the tree).
     fn commit_label(&self, phase: Phase, rejected: &[String], otherwise: &str) -> String {
         let names: Vec<&str> = self
             .log
@@ -2797,6 +2903,7 @@ impl<'e> Round<'e, '_> {
             .filter(|e| e.phase == phase && e.changed_files > 0)
             .filter(|e| {
                 e.status == RunStatus::Ok
+                    || e.change_tested
                     || (phase == Phase::Review
                         && !matches!(e.status, RunStatus::Conflict | RunStatus::Failed))
             })
@@ -3060,6 +3167,7 @@ impl<'e> Round<'e, '_> {
             cost_usd: self.log.cost_usd,
             total_cost_usd: self.log.total_cost_usd,
             commit: self.log.commit.clone(),
+            nothing_landed: self.log.nothing_landed,
         });
         Ok(Outcome {
             log: self.log.clone(),
@@ -3209,6 +3317,17 @@ fn inbox_path(layout: &Layout, round: u32, agent: &str) -> PathBuf {
 
 /// The `agentEnd` of a settled run; `amended` when it replaces the agent's earlier one of the
 /// round (a review agent beside the tests whose change did not land after them).
+/// Marks a failed run whose change went to the tests with the others' (`changeTested`), and
+/// says so after its error, where the console line, `orch status` and the report show it.
+fn tested_anyway(entry: &mut AgentEntry) {
+    entry.change_tested = true;
+    let note = "its change goes to the tests with the others (failedChanges: test)";
+    entry.error = Some(match entry.error.take() {
+        Some(e) => format!("{e}; {note}"),
+        None => note.to_string(),
+    });
+}
+
 fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
     Event::AgentEnd {
         round,

@@ -168,9 +168,12 @@ impl<'e> Round<'e, '_> {
             let kept = self.env.kept_ref("rejected", self.round, Some(name));
             self.env.git.set_ref(&kept, commit)?;
             if let Some(e) = self.log.agents.iter_mut().find(|e| &e.name == name) {
-                e.error = Some(format!(
-                    "its change broke the tests and was taken out; kept in {kept}"
-                ));
+                let why = format!("its change broke the tests and was taken out; kept in {kept}");
+                // A failed run whose change was tested keeps the words of how it ended.
+                e.error = Some(match e.error.take().filter(|_| e.change_tested) {
+                    Some(ended) => format!("{ended}; {why}"),
+                    None => why,
+                });
             }
             self.env.events.emit(Event::Revert {
                 round: self.round,
