@@ -1121,11 +1121,27 @@ impl Git {
         let env = [("GIT_INDEX_FILE", index_s.as_str())];
         let result = (|| {
             self.run_env(&["read-tree", parent], &env)?;
-            for chunk in paths.chunks(500) {
+            // A path that is in the tree is added as it is; one that is not (deleted, or already
+            // taken out by orch while a later run's fingerprint still named it) is removed from
+            // the index if `parent` has it: `add` refuses a path that matches nothing at all,
+            // which failed the whole commit and left a failed run's files in the tree.
+            let (present, absent): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| {
+                std::fs::symlink_metadata(self.root.join(p.trim_end_matches('/'))).is_ok()
+            });
+            for chunk in present.chunks(500) {
                 let mut args = vec!["add".to_string(), "-A".into(), "--".into()];
                 args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.run_env(&args, &env)?;
+            }
+            if !absent.is_empty() {
+                let specs: Vec<String> = absent.iter().map(|p| format!(":(literal){p}")).collect();
+                for chunk in specs.chunks(500) {
+                    let mut args =
+                        vec!["rm", "-r", "-q", "-f", "--cached", "--ignore-unmatch", "--"];
+                    args.extend(chunk.iter().map(String::as_str));
+                    self.run_env(&args, &env)?;
+                }
             }
             let tree = self.run_env(&["write-tree"], &env)?;
             let tree = tree.trim().to_string();
@@ -1213,6 +1229,26 @@ mod tests {
         assert!(!d.path().join("new.txt").exists());
         assert!(d.path().join(".orch/state.json").exists(), "state survives");
         assert_eq!(g.head().unwrap().unwrap(), base);
+    }
+
+    /// A failed run's fingerprint can name a path that is in neither the tree nor the parent
+    /// (another failed run's file orch took out meanwhile): keeping its files must not fail on
+    /// it (it did: `git add` refused the unmatched path, and the run's files stayed in the tree
+    /// to be committed with the next agent's).
+    #[test]
+    fn keeping_paths_skips_one_that_is_nowhere_and_records_a_deletion() {
+        let (d, g) = repo();
+        let base = g.base().unwrap();
+        std::fs::write(d.path().join("new.txt"), "new\n").unwrap();
+        std::fs::remove_file(d.path().join("a.txt")).unwrap();
+        let paths = ["new.txt", "gone-everywhere.txt", "a.txt"].map(String::from);
+        let kept = g
+            .save_paths(&base, "refs/orch/failed/round-1/x", "m", &paths)
+            .unwrap();
+        let files = g.run(&["ls-tree", "-r", "--name-only", &kept]).unwrap();
+        assert_eq!(files.trim(), "new.txt", "a.txt deleted, new.txt added");
+        g.take_out(&paths).unwrap();
+        assert!(g.status().unwrap().is_empty());
     }
 
     #[test]
