@@ -17,6 +17,14 @@
 //! and `--no-verify` where git has it): a `commit-msg` hook that rejects orch's message, or a
 //! `post-checkout` hook that writes a file, must neither drop an agent's work nor be credited to
 //! an agent. Agents that run git themselves are unaffected (they run their own git).
+//!
+//! Beside it, the policies built on it: [`branch`] (a run's own branch), [`nested`]
+//! (submodules and repositories an agent makes inside the tree), [`userwork`] (the user's
+//! uncommitted work under `--allow-dirty`).
+
+pub mod branch;
+pub mod nested;
+pub mod userwork;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -569,7 +577,7 @@ impl Git {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        crate::engine::perms::unlock_for(&self.root, &changed, "putting files back")?;
+        crate::engine::exec::perms::unlock_for(&self.root, &changed, "putting files back")?;
         // The index as it is now, so that it can be put back after the files are.
         let index_tree = self.run(&["write-tree"]).ok();
         self.run(&["read-tree", "--reset", "-u", tree])?;
@@ -600,7 +608,7 @@ impl Git {
 
     /// Puts `paths` back as they are in HEAD: tracked ones checked out, new ones removed.
     pub fn take_out(&self, paths: &[String]) -> Result<()> {
-        crate::engine::perms::unlock_for(&self.root, paths, "taking files out of the tree")?;
+        crate::engine::exec::perms::unlock_for(&self.root, paths, "taking files out of the tree")?;
         for chunk in paths.chunks(500) {
             let mut args = vec![
                 "ls-tree".to_string(),
@@ -735,7 +743,7 @@ impl Git {
         // the folders holding what is put back get their write bits again, the others are left
         // as they are; one that cannot be made writable is named before anything is reset.
         let changed = self.changed_since(base)?;
-        crate::engine::perms::unlock_for(
+        crate::engine::exec::perms::unlock_for(
             &self.root,
             &changed,
             &format!("putting the tree back at {}", short(base)),
@@ -771,12 +779,12 @@ impl Git {
         if self.worktree_intact(path) {
             // The worktree is orch's: a folder the agent left read-only (`chmod a-w`) gets its
             // write bits back, else git could neither replace nor clean files in it.
-            crate::engine::perms::unlock_tree(path);
+            crate::engine::exec::perms::unlock_tree(path);
             // Detached again, whatever branch the agent may have checked out there last time.
             match wt.run(&["checkout", "-q", "-f", "--detach", base]) {
                 Ok(_) => {
                     wt.run(&["clean", "-q", "-f", "-d"])?;
-                    crate::engine::nested::init_submodules(&wt, &self.root)?;
+                    crate::engine::git::nested::init_submodules(&wt, &self.root)?;
                     return Ok(wt);
                 }
                 Err(e) => log::info!(
@@ -787,7 +795,7 @@ impl Git {
         }
         let removed = path.exists();
         if removed {
-            crate::engine::perms::unlock_tree(path);
+            crate::engine::exec::perms::unlock_tree(path);
             std::fs::remove_dir_all(path).map_err(|e| {
                 Error::io(format!("removing broken worktree {}", path.display()), e)
             })?;
@@ -808,7 +816,7 @@ impl Git {
         self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
         drop(_admin);
         // A worktree gets an empty folder for each submodule: checked out from the main tree's.
-        crate::engine::nested::init_submodules(&wt, &self.root)?;
+        crate::engine::git::nested::init_submodules(&wt, &self.root)?;
         Ok(wt)
     }
 
@@ -904,7 +912,7 @@ impl Git {
     /// repository inside it (a submodule of a submodule, a repository with no commit yet) taken
     /// in as plain files too, level by level, with the private index `scratch` (one per level).
     fn folder_tree(&self, dir: &Path, scratch: &Path) -> Result<String> {
-        let inner = crate::engine::nested::repositories_under(dir);
+        let inner = crate::engine::git::nested::repositories_under(dir);
         let _ = std::fs::remove_file(scratch);
         let scratch_s = scratch.to_string_lossy().into_owned();
         let files = [("GIT_INDEX_FILE", scratch_s.as_str())];
