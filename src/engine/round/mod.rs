@@ -50,6 +50,7 @@ use crate::units;
 use results::RawRun;
 
 mod agent;
+mod culprits;
 mod plan;
 pub mod results;
 mod revert;
