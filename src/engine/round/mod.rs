@@ -17,8 +17,8 @@
 //! rejected request stops it too (exit 6): no new agent starts, running ones finish.
 //!
 //! Beside this file: `plan` (who runs and how: gates, jobs, pool order, prompts), `agent` (one
-//! agent run on a worker and what it changed) and `revert` (a regression: find the culprits or
-//! revert the round).
+//! agent run on a worker and what it changed), `revert` (a regression: find the culprits or
+//! revert the round) and `culprits` (the culprit search's decisions, without git).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,7 @@ use crate::units;
 use results::RawRun;
 
 mod agent;
+mod culprits;
 mod plan;
 pub mod results;
 mod revert;
