@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::agents;
+use crate::agents::{self, Failure};
 use crate::engine::exec::limits::{self, Hold, Limits};
 use crate::engine::exec::pool::{self, Done};
 use crate::engine::exec::process::{self, Ending, Spec};
@@ -47,7 +47,7 @@ use crate::roundlog::{
     Sims, StepStatus, TestsEntry, Timing, SCHEMA,
 };
 use crate::units;
-use results::RawRun;
+use results::{RawRun, Settled};
 
 mod agent;
 mod plan;
@@ -399,6 +399,15 @@ struct Verification<'m> {
     put_back: Option<Result<Vec<String>>>,
     beside_failed: Option<crate::error::Error>,
     early: Option<Early<'m>>,
+}
+
+/// What `settle` knows of a run before it lands it: whether its change may go to the tests
+/// though it failed (the main tree was not moved under it), its status as its process ended,
+/// and the agent's tracking state and spend before the run.
+struct Landing {
+    to_test: bool,
+    first_status: RunStatus,
+    before: (AgentState, f64),
 }
 
 /// The names of `planned` agents.
@@ -2025,9 +2034,11 @@ impl<'e> Round<'e, '_> {
         self.settle_shared_failures(&shared);
     }
 
-    /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
-    /// is counted against the budget, the pool may start the next job: the git work that follows
-    /// (merging a worktree) does not hold a free slot idle.
+    /// The bookkeeping for one finished run (completion order, main thread): the dispatcher of
+    /// the pool's results. Once the run's cost is counted against the budget (the ledger), the
+    /// pool may start the next job: the git work that follows (merging a worktree) does not
+    /// hold a free slot idle. A run its provider's limit stopped is held for a run again;
+    /// every other one is recorded.
     fn settle(
         &mut self,
         raw: RawRun,
@@ -2048,16 +2059,58 @@ impl<'e> Round<'e, '_> {
         let st = self.state.agent_mut(&agent.name);
         // What the agent's state was before this run: should git's checks below turn the run
         // into a failure, it is tracked again from here with the status it ends with.
-        let st_before = st.clone();
-        let spent_before = st.cost_usd;
+        let before = (st.clone(), st.cost_usd);
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
         let first_status = settled.entry.status;
         for why in &raw.kept_aside {
             self.note(&format!("agent {}: {why}", agent.name));
         }
+        self.note_spawn_failure(agent, &raw);
+        let main_moved = self.main_tree_moved(agent, &raw, shared);
+        if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
+            settled.entry.status = RunStatus::Failed;
+            settled.entry.error = Some(match settled.entry.error.take() {
+                Some(e) => format!("{why}; {e}"),
+                None => why.clone(),
+            });
+        }
+        let limit = self.count_spend(agent, &settled);
+        if let Some(c) = control {
+            if self.budget_reached || self.cli_stop.is_some() {
+                c.stop_starting();
+            } else {
+                c.start_next();
+            }
+        }
+        let landing = Landing {
+            to_test: main_moved.is_none(),
+            first_status,
+            before,
+        };
+        self.land_run(agent, &raw, &mut settled, shared, landing);
+        self.emit_run_end(agent, &settled);
+        if let Some((f, hold)) = limit {
+            self.hold_for_limit(agent, settled.entry, f, &hold);
+            return;
+        }
+        if let Some(plan) = &raw.session {
+            self.carry_session(agent, &raw, plan, &settled.entry);
+        }
+        let escalated = settled.model_change.is_some();
+        let mut entry = settled.entry;
+        if let Some((runs, _)) = self.limited.remove(&entry.name) {
+            entry.limited_runs = runs;
+        }
+        if let Some(since) = self.held_since.remove(&entry.name) {
+            entry.held_ms = entry.start_ms.saturating_sub(since);
+        }
+        self.record(entry, escalated);
+    }
+
+    /// A program that could not start is a broken setup, not a bad change (it went missing
+    /// after the start-up check, or hides behind shell syntax): said where a person looks.
+    fn note_spawn_failure(&mut self, agent: &Agent, raw: &RawRun) {
         if let Ending::SpawnFailed(why) = &raw.finished.ending {
-            // Not a bad change but a broken setup (the program went missing after the start-up
-            // check, or behind shell syntax): say so where a person looks.
             let msg = format!("agent {} could not start: {why}", agent.name);
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
@@ -2066,10 +2119,21 @@ impl<'e> Round<'e, '_> {
             self.note(&msg);
             self.could_not_start.push(agent.name.clone());
         }
-        // Worktree isolation: the main tree is orch's alone during Phase A, so a HEAD or branch
-        // that moved there was moved by an agent (through an absolute path): the one that just
-        // ended is the first to answer for it.
-        let main_moved = raw
+    }
+
+    /// Why the main tree's HEAD or branch moved under this run, when it did. Worktree
+    /// isolation: the main tree is orch's alone during Phase A, so a HEAD or branch that moved
+    /// there was moved by an agent (through an absolute path): the one that just ended is the
+    /// first to answer for it. Beside the tests a review agent works in orch's worktree; the
+    /// main tree, where the tests run, must be as the phase found it.
+    fn main_tree_moved(
+        &mut self,
+        agent: &Agent,
+        raw: &RawRun,
+        shared: &Mutex<SharedTree>,
+    ) -> Option<String> {
+        let env = self.env;
+        let moved = raw
             .worktree
             .as_ref()
             .and_then(|_| {
@@ -2080,9 +2144,7 @@ impl<'e> Round<'e, '_> {
                 )
             })
             .map(|why| format!("in the main tree, {why}"));
-        // Beside the tests a review agent works in orch's worktree; the main tree, where the
-        // tests run, must be as the phase found it.
-        let main_moved = main_moved.or_else(|| {
+        moved.or_else(|| {
             let b = self
                 .beside
                 .as_mut()
@@ -2090,14 +2152,16 @@ impl<'e> Round<'e, '_> {
             b.main
                 .check_head(env.git, self.round, &agent.name)
                 .map(|why| format!("in the main tree, {why}"))
-        });
-        if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
-            settled.entry.status = RunStatus::Failed;
-            settled.entry.error = Some(match settled.entry.error.take() {
-                Some(e) => format!("{why}; {e}"),
-                None => why.clone(),
-            });
-        }
+        })
+    }
+
+    /// The ledger's part of a run's end: its cost added to the round's and the run's, the
+    /// budget checked (reached: no new agent starts), a permanent failure (bad credentials, an
+    /// untrusted folder) stops the run, and a transient one (a rate limit) holds its provider
+    /// off before the pool may start the next job, else an agent of the same provider could
+    /// start into the same limit. Returns the limit and its hold, for a run again.
+    fn count_spend(&mut self, agent: &Agent, settled: &Settled) -> Option<(Failure, Hold)> {
+        let env = self.env;
         self.log.cost_usd += settled.entry.cost_usd;
         self.state.total_cost_usd += settled.entry.cost_usd;
         if let Some(b) = env.budget {
@@ -2112,52 +2176,55 @@ impl<'e> Round<'e, '_> {
                 self.log.stop_reason = Some(why);
             }
         }
-        let permanent = settled
-            .failure
-            .as_ref()
-            .filter(|f| f.cause.is_permanent())
-            .cloned();
-        if let Some(f) = &permanent {
-            if self.cli_stop.is_none() {
-                let cli = agents::for_agent(agent);
-                let why = format!(
-                    "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
-                    agent.name,
-                    cli.kind().as_str(),
-                    f.cause.as_str(),
-                    f.error,
-                    cli.fix(f.cause)
-                );
-                // Printed once, as the `stop` event's line when the running agents are done;
-                // the agent's own line says the cause now.
-                self.log.stop_reason = Some(why.clone());
-                self.cli_stop = Some(why);
-            }
+        let permanent = settled.failure.as_ref().filter(|f| f.cause.is_permanent());
+        if let (Some(f), None) = (permanent, &self.cli_stop) {
+            let cli = agents::for_agent(agent);
+            let why = format!(
+                "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
+                agent.name,
+                cli.kind().as_str(),
+                f.cause.as_str(),
+                f.error,
+                cli.fix(f.cause)
+            );
+            // Printed once, as the `stop` event's line when the running agents are done;
+            // the agent's own line says the cause now.
+            self.log.stop_reason = Some(why.clone());
+            self.cli_stop = Some(why);
         }
-        // A limit holds its provider off before the pool may start the next job: else an agent
-        // of the same provider could start into the same limit.
         let provider = agents::provider_of(agent);
         let transient = settled
             .failure
             .as_ref()
             .filter(|f| f.cause.is_transient())
-            .cloned();
-        let hold = transient.as_ref().map(|f| env.limits.hold(&provider, f));
-        if let Some(c) = control {
-            if self.budget_reached || self.cli_stop.is_some() {
-                c.stop_starting();
-            } else {
-                c.start_next();
-            }
-        }
+            .cloned()?;
+        let hold = env.limits.hold(&provider, &transient);
+        Some((transient, hold))
+    }
+
+    /// Where a run's change goes and how it is tracked: its handoff read, its ownership
+    /// checked, its worktree merged (a code agent that failed by itself after its edits too:
+    /// its change goes to the tests) or its failed files in the shared tree kept aside, its link
+    /// in Phase B's chain beside the tests, its state tracked again as what it ended as, its
+    /// cost counted against its budget, its session, the base it ran on, its provider's limit
+    /// cleared by a good run.
+    fn land_run(
+        &mut self,
+        agent: &Agent,
+        raw: &RawRun,
+        settled: &mut Settled,
+        shared: &Mutex<SharedTree>,
+        landing: Landing,
+    ) {
+        let env = self.env;
+        let (st_before, spent_before) = landing.before;
         settled.entry.handoff = self.read_handoff(agent);
         if !agent.owns.is_empty() {
-            self.check_ownership(agent, &raw, &mut settled.entry, shared);
+            self.check_ownership(agent, raw, &mut settled.entry, shared);
         }
-        // A code agent that failed by itself after its edits: its change goes to the tests.
-        let to_test = main_moved.is_none() && self.tests_failed_change(&raw, &settled.entry);
+        let to_test = landing.to_test && self.tests_failed_change(raw, &settled.entry);
         if let Some(wt) = &raw.worktree {
-            if let Err(e) = self.integrate(wt, &raw, to_test, &mut settled.entry) {
+            if let Err(e) = self.integrate(wt, raw, to_test, &mut settled.entry) {
                 log::warn!(
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
@@ -2170,19 +2237,16 @@ impl<'e> Round<'e, '_> {
                     .cause
                     .get_or_insert(crate::roundlog::Cause::Exit);
             }
-        }
-        if raw.worktree.is_none() {
-            if to_test {
-                // The shared tree holds it already: it is tested with the rest.
-                tested_anyway(&mut settled.entry);
-            } else {
-                self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
-            }
+        } else if to_test {
+            // The shared tree holds it already: it is tested with the rest.
+            tested_anyway(&mut settled.entry);
+        } else {
+            self.keep_failed_shared_run(raw, &mut settled.entry, shared);
         }
         if raw.phase == Phase::Review && self.beside.is_some() {
             self.beside_link(agent, &raw.changed, &mut settled.entry, &st_before);
         }
-        if settled.entry.status != first_status || settled.entry.change_tested {
+        if settled.entry.status != landing.first_status || settled.entry.change_tested {
             // Counted as what it ended as, not as what the process's exit said (a run whose
             // merge failed is no success for the streaks, the escalation or `orch status`).
             let st = self.state.agent_mut(&agent.name);
@@ -2190,7 +2254,7 @@ impl<'e> Round<'e, '_> {
                 results::retrack(st, st_before, agent, &settled.entry, self.round);
             settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
         }
-        self.count_against_budget(agent, &raw, &settled.entry, spent_before);
+        self.count_against_budget(agent, raw, &settled.entry, spent_before);
         match &raw.session {
             Some(plan) => {
                 let e = &mut settled.entry;
@@ -2209,13 +2273,17 @@ impl<'e> Round<'e, '_> {
         }
         if matches!(settled.entry.status, RunStatus::Ok | RunStatus::Empty) {
             let started = self.t0 + Duration::from_millis(settled.entry.start_ms);
-            env.limits.clear(&provider, started);
+            env.limits.clear(&agents::provider_of(agent), started);
         }
-        env.events
-            .emit(agent_end(self.round, &settled.entry, false));
+    }
+
+    /// The run's `agentEnd` and, when its model changed, its `escalation`.
+    fn emit_run_end(&self, agent: &Agent, settled: &Settled) {
+        let events = self.env.events;
+        events.emit(agent_end(self.round, &settled.entry, false));
         if let Some((from, to, why)) = &settled.model_change {
             log::info!("agent {}: model {from:?} -> {to:?}: {why}", agent.name);
-            env.events.emit(Event::Escalation {
+            events.emit(Event::Escalation {
                 round: self.round,
                 agent: agent.name.clone(),
                 from: from.clone(),
@@ -2223,47 +2291,36 @@ impl<'e> Round<'e, '_> {
                 reason: why.clone(),
             });
         }
-        if let (Some(f), Some(hold)) = (transient, hold) {
-            // Not the agent's failure: its provider is held off (above), and it runs again
-            // after the wait.
-            log::info!(
-                "agent {}: {} ({}); {provider} is held until {}",
-                agent.name,
-                f.cause.as_str(),
-                f.error,
-                hold.until
-            );
-            let e = settled.entry;
-            let slot = self
-                .limited
-                .entry(e.name.clone())
-                .or_insert_with(|| (Vec::new(), e.clone()));
-            slot.0.push(LimitedRun {
-                cause: f.cause,
-                error: f.error.clone(),
-                resets_at: e.resets_at.clone(),
-                start_ms: e.start_ms,
-                elapsed_ms: e.elapsed_ms,
-                cost_usd: e.cost_usd,
-            });
-            let end = slot.0.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
-            slot.1 = e;
-            self.held_since.entry(agent.name.clone()).or_insert(end);
-            self.again.push(agent.name.clone());
-            return;
-        }
-        if let Some(plan) = &raw.session {
-            self.carry_session(agent, &raw, plan, &settled.entry);
-        }
-        let escalated = settled.model_change.is_some();
-        let mut entry = settled.entry;
-        if let Some((runs, _)) = self.limited.remove(&entry.name) {
-            entry.limited_runs = runs;
-        }
-        if let Some(since) = self.held_since.remove(&entry.name) {
-            entry.held_ms = entry.start_ms.saturating_sub(since);
-        }
-        self.record(entry, escalated);
+    }
+
+    /// A run its provider's limit stopped: not the agent's failure. Its provider is held off
+    /// (by `count_spend`), the run is kept among the agent's limited runs, and the agent runs
+    /// again after the wait.
+    fn hold_for_limit(&mut self, agent: &Agent, e: AgentEntry, f: Failure, hold: &Hold) {
+        log::info!(
+            "agent {}: {} ({}); {} is held until {}",
+            agent.name,
+            f.cause.as_str(),
+            f.error,
+            agents::provider_of(agent),
+            hold.until
+        );
+        let slot = self
+            .limited
+            .entry(e.name.clone())
+            .or_insert_with(|| (Vec::new(), e.clone()));
+        slot.0.push(LimitedRun {
+            cause: f.cause,
+            error: f.error.clone(),
+            resets_at: e.resets_at.clone(),
+            start_ms: e.start_ms,
+            elapsed_ms: e.elapsed_ms,
+            cost_usd: e.cost_usd,
+        });
+        let end = slot.0.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
+        slot.1 = e;
+        self.held_since.entry(agent.name.clone()).or_insert(end);
+        self.again.push(agent.name.clone());
     }
 
     /// After a run with a session: kept for the next run when its change went in whole (or it
