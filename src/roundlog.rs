@@ -531,8 +531,7 @@ pub struct RoundLog {
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub agent: String,
-    /// `included`, `skipped`, `blocked` or `over budget` (its `budgetUsd` is spent).
-    pub decision: String,
+    pub decision: Choice,
     pub reason: String,
     /// For included agents: the model, whether it changed after the run, how the run ended
     /// and how long it took.
@@ -564,14 +563,58 @@ pub struct Decision {
     pub tasks_waiting: Vec<String>,
 }
 
+/// The plan's verdict on an agent for a round: whether it runs, and if not, which gate kept it
+/// out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    Included,
+    Skipped,
+    Blocked,
+    /// Its `budgetUsd` is spent.
+    #[serde(rename = "over budget")]
+    OverBudget,
+}
+
+impl Choice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::Included => "included",
+            Choice::Skipped => "skipped",
+            Choice::Blocked => "blocked",
+            Choice::OverBudget => "over budget",
+        }
+    }
+}
+
+/// How a round's regression was undone (`revert.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Culprits found and taken out, the others' work kept.
+    PerAgent,
+    /// The whole round taken out: the base is what stays.
+    Round,
+    /// An interrupt stopped the culprit search before it settled: nothing was taken out, the
+    /// round is `interrupted`; its extra runs so far are in `testRuns`.
+    Interrupted,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::PerAgent => "per-agent",
+            Strategy::Round => "round",
+            Strategy::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// How a regression was undone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RevertInfo {
-    /// `per-agent` (culprits found and taken out, the others' work kept), `round`, or
-    /// `interrupted` (an interrupt stopped the search before it settled: nothing was taken
-    /// out, the round is `interrupted`; its extra runs so far are here).
-    pub strategy: String,
+    pub strategy: Strategy,
     /// The agents whose changes were taken out.
     pub culprits: Vec<String>,
     /// Every extra test run made to find them: which agent was left out and the result.
@@ -610,4 +653,40 @@ pub struct TreeTests {
     pub passed: Option<u64>,
     #[serde(default)]
     pub failed: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enums are the file format: each variant is written as the string orch wrote before
+    /// they were types, and `as_str` (the text `orch show` prints) says the same.
+    #[test]
+    fn choice_and_strategy_are_written_as_before() {
+        for (c, text) in [
+            (Choice::Included, "included"),
+            (Choice::Skipped, "skipped"),
+            (Choice::Blocked, "blocked"),
+            (Choice::OverBudget, "over budget"),
+        ] {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{text}\""));
+            assert_eq!(c.as_str(), text);
+            assert_eq!(
+                serde_json::from_str::<Choice>(&format!("\"{text}\"")).unwrap(),
+                c
+            );
+        }
+        for (s, text) in [
+            (Strategy::PerAgent, "per-agent"),
+            (Strategy::Round, "round"),
+            (Strategy::Interrupted, "interrupted"),
+        ] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{text}\""));
+            assert_eq!(s.as_str(), text);
+            assert_eq!(
+                serde_json::from_str::<Strategy>(&format!("\"{text}\"")).unwrap(),
+                s
+            );
+        }
+    }
 }

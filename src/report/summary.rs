@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::load::{Loaded, Round};
-use crate::roundlog::{AgentEntry, Phase, RoundStatus, RunStatus, StepStatus};
+use crate::roundlog::{AgentEntry, Choice, Phase, RoundStatus, RunStatus, StepStatus, Strategy};
 use crate::units::{ser_opt_usd, ser_usd};
 
 /// Version of the JSON report's shape (`reportSchema`). 2: outcomes with `rejected`, what
@@ -571,8 +571,8 @@ fn code_rejected(r: &Round) -> Vec<String> {
     let ok_code = |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && went_in(a);
     match &log.revert {
         // Interrupted before it settled: nothing was taken out (nor landed).
-        Some(rv) if rv.strategy == "interrupted" => Vec::new(),
-        Some(rv) if rv.strategy == "per-agent" => log
+        Some(rv) if rv.strategy == Strategy::Interrupted => Vec::new(),
+        Some(rv) if rv.strategy == Strategy::PerAgent => log
             .agents
             .iter()
             .filter(ok_code)
@@ -625,11 +625,11 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
         if let Some(rv) = log
             .revert
             .as_ref()
-            .filter(|rv| rv.strategy != "interrupted")
+            .filter(|rv| rv.strategy != Strategy::Interrupted)
         {
             let runs = rv.test_runs.len();
-            let detail = match rv.strategy.as_str() {
-                "per-agent" => format!(
+            let detail = match rv.strategy {
+                Strategy::PerAgent => format!(
                     "per-agent revert: took out {} after {runs} extra test run{}; the other agents' work was kept{}",
                     rv.culprits.join(", "),
                     if runs == 1 { "" } else { "s" },
@@ -990,13 +990,15 @@ fn round_row(r: &Round) -> RoundRow {
     };
     let tests = log.tests.as_ref().map(test_result);
     let tests_committed = match &log.revert {
-        Some(rv) if rv.strategy == "per-agent" => rv.committed.as_ref().map(|c| TestResult {
-            status: c.status,
-            passed: c.passed,
-            failed: c.failed,
-            flaky: false,
-            regression: false,
-        }),
+        Some(rv) if rv.strategy == Strategy::PerAgent => {
+            rv.committed.as_ref().map(|c| TestResult {
+                status: c.status,
+                passed: c.passed,
+                failed: c.failed,
+                flaky: false,
+                regression: false,
+            })
+        }
         Some(_) => None,
         None if log.reverted => None,
         None => tests.clone(),
@@ -1547,8 +1549,8 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                     ..DecisionRow::default()
                 }
             });
-            match d.decision.as_str() {
-                "included" => {
+            match d.decision {
+                Choice::Included => {
                     row.included += 1;
                     row.kept += r
                         .log
@@ -1557,9 +1559,9 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                         .filter(|a| a.name == d.agent && went_in(a) && !rejected.contains(&a.name))
                         .count() as u32;
                 }
-                "blocked" => row.blocked += 1,
-                "over budget" => row.over_budget += 1,
-                _ => row.skipped += 1,
+                Choice::Blocked => row.blocked += 1,
+                Choice::OverBudget => row.over_budget += 1,
+                Choice::Skipped => row.skipped += 1,
             }
         }
     }

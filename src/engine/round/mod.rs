@@ -45,8 +45,8 @@ use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::{Agent, FailedChanges, Isolation, Mission, PhaseB, When, WhenKeyword};
 use crate::roundlog::{
-    AgentEntry, Aside, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims,
-    StepStatus, Timing, SCHEMA,
+    AgentEntry, Aside, Choice, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims,
+    StepStatus, Strategy, Timing, SCHEMA,
 };
 use crate::units;
 
@@ -392,7 +392,7 @@ impl<'e> Round<'e, '_> {
                 .log
                 .decisions
                 .iter()
-                .filter(|d| d.decision != "included")
+                .filter(|d| d.decision != Choice::Included)
                 .map(|d| d.agent.clone())
                 .collect(),
         });
@@ -596,7 +596,7 @@ impl<'e> Round<'e, '_> {
                         .log
                         .revert
                         .as_ref()
-                        .is_some_and(|r| r.strategy == "round");
+                        .is_some_and(|r| r.strategy == Strategy::Round);
                     // After a per-agent revert the tree committed is the one tested without the
                     // culprits: its result is the next base's known one (filled in with the
                     // commit below), as after a round that passed. Otherwise the old baseline
@@ -1273,19 +1273,19 @@ impl<'e> Round<'e, '_> {
                 replayed_decision(rec, env.replay.map_or(&[], |r| &r.agents), &agent.name)
             } else {
                 match gate(agent, self.round, self.queue, env.only, self.state) {
-                    Gate::Decided(true, why) => ("included", why),
-                    Gate::Decided(false, why) => ("skipped", why),
-                    Gate::Blocked(why) => ("blocked", why),
-                    Gate::OverBudget(why) => ("over budget", why),
+                    Gate::Decided(true, why) => (Choice::Included, why),
+                    Gate::Decided(false, why) => (Choice::Skipped, why),
+                    Gate::Blocked(why) => (Choice::Blocked, why),
+                    Gate::OverBudget(why) => (Choice::OverBudget, why),
                     Gate::Command(argv) => match self.when_command(agent, argv) {
-                        (true, why) => ("included", why),
-                        (false, why) => ("skipped", why),
+                        (true, why) => (Choice::Included, why),
+                        (false, why) => (Choice::Skipped, why),
                     },
                 }
             };
-            let included = decision == "included";
+            let included = decision == Choice::Included;
             // Its tasks stay pending for as long as its budget is spent: the plan says which.
-            let tasks_waiting = if decision == "over budget" {
+            let tasks_waiting = if decision == Choice::OverBudget {
                 waiting_on_budget(agent, self.state, self.queue)
             } else {
                 Vec::new()
@@ -1301,7 +1301,7 @@ impl<'e> Round<'e, '_> {
             };
             self.log.decisions.push(Decision {
                 agent: agent.name.clone(),
-                decision: decision.into(),
+                decision,
                 tasks_waiting,
                 reason,
                 model: None,
@@ -2147,7 +2147,7 @@ impl<'e> Round<'e, '_> {
             .log
             .revert
             .as_ref()
-            .is_some_and(|r| r.strategy == "round")
+            .is_some_and(|r| r.strategy == Strategy::Round)
         {
             format!("its change from round {round} was taken out (the round was reverted)")
         } else {
@@ -3038,7 +3038,7 @@ impl<'e> Round<'e, '_> {
                 .iter_mut()
                 .find(|d| d.agent == p.agent.name)
             {
-                d.decision = "skipped".into();
+                d.decision = Choice::Skipped;
                 d.reason = reason.into();
             }
             if let Some(t) = self
@@ -3106,9 +3106,9 @@ impl<'e> Round<'e, '_> {
         {
             if t.status != StepStatus::Cancelled {
                 let first_failed = t.status != StepStatus::Passed;
-                let strategy = self.log.revert.as_ref().map(|r| r.strategy.as_str());
+                let strategy = self.log.revert.as_ref().map(|r| r.strategy);
                 let for_good = match strategy {
-                    Some("round") => true,
+                    Some(Strategy::Round) => true,
                     Some(_) => false,
                     None => first_failed,
                 };
@@ -3225,17 +3225,17 @@ fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
 }
 
 /// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
-fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (&'static str, String) {
+fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (Choice, String) {
     let Some(d) = rec.decisions.iter().find(|d| d.agent == agent) else {
-        return ("skipped", "not in the recorded round".into());
+        return (Choice::Skipped, "not in the recorded round".into());
     };
-    match d.decision.as_str() {
-        "included" if !only.is_empty() && !only.iter().any(|n| n == agent) => {
-            ("skipped", "not replayed (--agent)".into())
+    match d.decision {
+        Choice::Included if !only.is_empty() && !only.iter().any(|n| n == agent) => {
+            (Choice::Skipped, "not replayed (--agent)".into())
         }
-        "included" => ("included", d.reason.clone()),
-        "blocked" => ("blocked", d.reason.clone()),
-        _ => ("skipped", d.reason.clone()),
+        Choice::Included => (Choice::Included, d.reason.clone()),
+        Choice::Blocked => (Choice::Blocked, d.reason.clone()),
+        Choice::Skipped | Choice::OverBudget => (Choice::Skipped, d.reason.clone()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::mission::RevertStrategy;
-use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
+use crate::roundlog::{BisectRun, RevertInfo, Strategy, TreeTests};
 
 impl<'e> Round<'e, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
@@ -71,7 +71,7 @@ impl<'e> Round<'e, '_> {
         self.revert(base, failure)?;
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
-            strategy: "round".into(),
+            strategy: Strategy::Round,
             culprits: code_agents.clone(),
             test_runs: runs,
             committed: None,
@@ -114,7 +114,7 @@ impl<'e> Round<'e, '_> {
         }
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
-            strategy: "interrupted".into(),
+            strategy: Strategy::Interrupted,
             culprits: Vec::new(),
             test_runs: runs,
             committed: None,
@@ -209,7 +209,7 @@ impl<'e> Round<'e, '_> {
                 failed: r.failed,
             });
         self.log.revert = Some(RevertInfo {
-            strategy: "per-agent".into(),
+            strategy: Strategy::PerAgent,
             culprits: names.clone(),
             test_runs: runs,
             committed,
