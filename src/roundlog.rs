@@ -5,6 +5,8 @@
 //! flaky tests) are optional with serde defaults so that older v9 logs still parse. Reading v8
 //! logs (a single serial `timing.sims`) is the report's business; see `report::load`.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: u32 = 9;
@@ -136,6 +138,27 @@ impl Cause {
         )
     }
 }
+
+/// The names the log writes, for messages (padding and width apply, as for a `str`).
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(
+    RoundStatus,
+    RunStatus,
+    Cause,
+    Phase,
+    StepStatus,
+    Choice,
+    Strategy
+);
 
 /// A tool call the agent CLI refused to run (Claude Code's `permission_denials`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

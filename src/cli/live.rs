@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, tick, Sender};
 
 use crate::events::{describe, Event, Sink, Verbosity};
+use crate::roundlog::{Phase, RoundStatus, RunStatus};
 use crate::units;
 
 /// How often the block is redrawn: often enough for times to tick smoothly, rarely enough to
@@ -249,10 +250,9 @@ impl Screen {
                 max_concurrency,
                 ..
             } => {
-                r.stage = match phase.as_str() {
-                    "code" => "phase A (code)".into(),
-                    "review" => "phase B (review)".into(),
-                    other => other.to_string(),
+                r.stage = match phase {
+                    Phase::Code => "phase A (code)".into(),
+                    Phase::Review => "phase B (review)".into(),
                 };
                 r.max_concurrency = *max_concurrency;
                 r.later.retain(|a| !queue.contains(a));
@@ -329,16 +329,16 @@ impl Screen {
         let code = match event {
             Event::Revert { .. } | Event::Stop { .. } => "31",
             Event::Warning { .. } | Event::Escalation { .. } => "33",
-            Event::AgentEnd { status, .. } => match status.as_str() {
-                "ok" => "",
-                "empty" | "cancelled" => "33",
-                _ => "31",
+            Event::AgentEnd { status, .. } => match status {
+                RunStatus::Ok => "",
+                RunStatus::Empty | RunStatus::Cancelled => "33",
+                RunStatus::Failed | RunStatus::Timeout | RunStatus::Conflict => "31",
             },
             Event::TestsEnd { regression, .. } if *regression => "31",
-            Event::RoundEnd { status, .. } => match status.as_str() {
-                "ok" => "1",
-                "skipped" => "2",
-                _ => "1;31",
+            Event::RoundEnd { status, .. } => match status {
+                RoundStatus::Ok => "1",
+                RoundStatus::Skipped => "2",
+                RoundStatus::Reverted | RoundStatus::Failed | RoundStatus::Interrupted => "1;31",
             },
             Event::Commit { .. } => "32",
             _ => "",
@@ -632,7 +632,7 @@ mod tests {
         Event::AgentStart {
             round: 1,
             agent: agent.into(),
-            phase: "code".into(),
+            phase: Phase::Code,
             model: "haiku".into(),
             task: None,
             timeout_ms: 900_000,
@@ -643,9 +643,9 @@ mod tests {
         Event::AgentEnd {
             round: 1,
             agent: agent.into(),
-            phase: "code".into(),
+            phase: Phase::Code,
             model: "haiku".into(),
-            status: "ok".into(),
+            status: RunStatus::Ok,
             exit_code: Some(0),
             elapsed_ms: 1200,
             cost_usd: 0.25,
@@ -671,7 +671,7 @@ mod tests {
         });
         live.event(&Event::PhaseStart {
             round: 1,
-            phase: "code".into(),
+            phase: Phase::Code,
             queue: vec!["a".into(), "b".into(), "c".into()],
             max_concurrency: 2,
         });
@@ -696,7 +696,7 @@ mod tests {
         live.event(&end("a"));
         live.event(&Event::RoundEnd {
             round: 1,
-            status: "ok".into(),
+            status: RoundStatus::Ok,
             elapsed_ms: 2000,
             cost_usd: 0.25,
             total_cost_usd: 0.25,
@@ -799,7 +799,7 @@ mod tests {
         });
         live.event(&Event::PhaseStart {
             round: 1,
-            phase: "code".into(),
+            phase: Phase::Code,
             queue: names,
             max_concurrency: 2,
         });
@@ -828,7 +828,7 @@ mod tests {
         live.event(&end("a"));
         live.event(&Event::RoundEnd {
             round: 1,
-            status: "ok".into(),
+            status: RoundStatus::Ok,
             elapsed_ms: 2000,
             cost_usd: 0.25,
             total_cost_usd: 0.25,

@@ -567,7 +567,7 @@ impl<'e> Round<'e, '_> {
                 if early.is_none() {
                     self.env.events.emit(Event::TestsEnd {
                         round: self.round,
-                        status: tests.status.as_str().into(),
+                        status: tests.status,
                         elapsed_ms: tests.elapsed_ms,
                         passed: tests.passed,
                         failed: tests.failed,
@@ -1477,7 +1477,7 @@ impl<'e> Round<'e, '_> {
         if let Some(first) = jobs.first() {
             self.env.events.emit(Event::PhaseStart {
                 round: self.round,
-                phase: first.agent.phase.as_str().into(),
+                phase: first.agent.phase,
                 queue: jobs.iter().map(|j| j.agent.name.clone()).collect(),
                 max_concurrency: self.env.max_concurrency,
             });
@@ -3162,7 +3162,7 @@ impl<'e> Round<'e, '_> {
         self.state.save(env.layout)?;
         env.events.emit(Event::RoundEnd {
             round: self.round,
-            status: self.log.status.as_str().into(),
+            status: self.log.status,
             elapsed_ms: self.log.timing.total,
             cost_usd: self.log.cost_usd,
             total_cost_usd: self.log.total_cost_usd,
@@ -3332,9 +3332,9 @@ fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
     Event::AgentEnd {
         round,
         agent: e.name.clone(),
-        phase: e.phase.as_str().into(),
+        phase: e.phase,
         model: e.model.clone(),
-        status: e.status.as_str().into(),
+        status: e.status,
         exit_code: e.exit_code,
         elapsed_ms: e.elapsed_ms,
         cost_usd: e.cost_usd,

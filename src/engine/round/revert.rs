@@ -269,7 +269,7 @@ impl<'a> Ctx<'a> {
         }
         self.env.events.emit(Event::TestsEnd {
             round: self.round,
-            status: tests.status.as_str().into(),
+            status: tests.status,
             elapsed_ms: tests.elapsed_ms,
             passed: tests.passed,
             failed: tests.failed,
@@ -699,7 +699,7 @@ impl Ctx<'_> {
         // Every testsStart has its testsEnd: the live view and scripts pair them.
         env.events.emit(Event::TestsEnd {
             round: self.round,
-            status: entry.status.as_str().into(),
+            status: entry.status,
             elapsed_ms: entry.elapsed_ms,
             passed: entry.passed,
             failed: entry.failed,
