@@ -304,7 +304,7 @@ struct Round<'e, 's> {
     could_not_start: Vec<String>,
     /// Agents whose runs hit a provider limit this round: those runs, and the last one's entry
     /// (the agent's entry if it is not run again).
-    limited: BTreeMap<String, (Vec<LimitedRun>, AgentEntry)>,
+    limited: BTreeMap<String, Limited>,
     /// Agents to run again once their provider's hold ends (filled while a pool runs).
     again: Vec<String>,
     /// Since when (ms from the round's start) each agent held back by a limit has waited for
@@ -316,6 +316,14 @@ struct Round<'e, 's> {
     beside: Option<Beside>,
     /// Review agents of the running pool that failed while others worked in the shared tree.
     shared_failures: Vec<SharedFailure>,
+}
+
+/// An agent whose runs hit a provider limit this round.
+struct Limited {
+    /// Each run that hit the limit, in order.
+    runs: Vec<LimitedRun>,
+    /// The last one's entry: the agent's entry if it is not run again.
+    last: AgentEntry,
 }
 
 /// A review agent's failed run in the shared tree while other agents worked there: which of
@@ -339,8 +347,12 @@ fn run_stem(agent: &str, nth: usize) -> String {
     }
 }
 
-/// One review agent's change beside the tests: (agent, parent, commit).
-type Link = (String, String, String);
+/// One review agent's change beside the tests: a commit on the chain, on `parent`.
+struct Link {
+    agent: String,
+    parent: String,
+    commit: String,
+}
 
 /// Phase B running beside the tests: orch's worktree of Phase A's merged tree, and what each
 /// review agent changed there.
@@ -898,12 +910,16 @@ impl<'e> Round<'e, '_> {
         };
         let parent = links
             .last()
-            .map_or_else(|| b.base.clone(), |(_, _, c)| c.clone());
+            .map_or_else(|| b.base.clone(), |l| l.commit.clone());
         let msg = format!("orch: round {round} {} (beside the tests)", agent.name);
         match b.git.commit_paths_tree(&parent, &msg, &files) {
             Ok((commit, tree)) => {
                 if tree != b.tip_tree {
-                    links.push((agent.name.clone(), parent, commit));
+                    links.push(Link {
+                        agent: agent.name.clone(),
+                        parent,
+                        commit,
+                    });
                     b.tip_tree = tree;
                 }
             }
@@ -912,7 +928,7 @@ impl<'e> Round<'e, '_> {
     }
 
     /// The review agents' work beside the tests as a chain of commits on the worktree's base,
-    /// one per agent that changed files, in completion order: (agent, parent, commit). Files
+    /// one per agent that changed files, in completion order. Files
     /// two agents wrote go with the first (the tree holds the last writer's version).
     fn review_chain(&self, b: &Beside) -> Result<Vec<Link>> {
         let mut parent = b.base.clone();
@@ -929,7 +945,11 @@ impl<'e> Round<'e, '_> {
             if t.next() == t.next() {
                 continue;
             }
-            chain.push((name.clone(), parent.clone(), commit.clone()));
+            chain.push(Link {
+                agent: name.clone(),
+                parent: parent.clone(),
+                commit: commit.clone(),
+            });
             parent = commit;
         }
         Ok(chain)
@@ -978,7 +998,7 @@ impl<'e> Round<'e, '_> {
         self.settle_tasks(Phase::Review, &[]);
         // Usually it all applies at once: the whole chain on the code commit, as the round's
         // review commit (one three-way merge, no commit of the tree to make afterwards).
-        if let Some((_, _, tip)) = chain.last() {
+        if let Some(Link { commit: tip, .. }) = chain.last() {
             let what = self.commit_label(Phase::Review, &[], "review");
             let msg = format!(
                 "orch: round {} {what}\n\nmission: {}",
@@ -999,7 +1019,12 @@ impl<'e> Round<'e, '_> {
             }
         }
         // Something does not apply: agent by agent, to find whose change it is.
-        for (name, parent, commit) in chain {
+        for Link {
+            agent: name,
+            parent,
+            commit,
+        } in chain
+        {
             let msg = format!("orch: round {} {name}", self.round);
             let (status, kind, error) = match env.git.pick(&parent, &commit, &msg)? {
                 crate::engine::git::Merge::Merged => continue,
@@ -1037,7 +1062,7 @@ impl<'e> Round<'e, '_> {
             if let (Some(agent), Some(before)) = (env.mission.agent(&name), b.before.get(&name)) {
                 let st = self.state.agent_mut(&name);
                 let change = results::retrack(st, before.clone(), agent, &e, self.round);
-                self.log.agents[i].escalated_to = change.as_ref().map(|(_, to, _)| to.clone());
+                self.log.agents[i].escalated_to = change.as_ref().map(|c| c.to.clone());
                 if agent.session {
                     // Its conversation remembers a change that is not on the branch.
                     let why = format!(
@@ -1074,7 +1099,12 @@ impl<'e> Round<'e, '_> {
         };
         match chain {
             Ok(chain) => {
-                for (name, _, commit) in chain {
+                for Link {
+                    agent: name,
+                    commit,
+                    ..
+                } in chain
+                {
                     let r = env.kept_ref("review-aside", self.round, Some(&name));
                     match env.git.set_ref(&r, &commit) {
                         Ok(()) => {
@@ -1641,7 +1671,7 @@ impl<'e> Round<'e, '_> {
     /// not run again (its entry says why); the others' caps are what is left now.
     fn ready_again(&mut self, mut j: Job<'e>) -> Option<Job<'e>> {
         if let Some(why) = over_budget(j.agent, self.state) {
-            if let Some((_, e)) = self.limited.get_mut(&j.agent.name) {
+            if let Some(Limited { last: e, .. }) = self.limited.get_mut(&j.agent.name) {
                 let note = format!("not run again: its budgetUsd is spent ({why})");
                 e.error = Some(match e.error.take() {
                     Some(old) => format!("{old}; {note}"),
@@ -1714,7 +1744,10 @@ impl<'e> Round<'e, '_> {
         for job in jobs {
             let name = job.agent.name.clone();
             match self.limited.remove(&name) {
-                Some((mut runs, mut entry)) => {
+                Some(Limited {
+                    mut runs,
+                    last: mut entry,
+                }) => {
                     runs.pop();
                     entry.limited_runs = runs;
                     if let Some(since) = self.held_since.remove(&name) {
@@ -2008,7 +2041,7 @@ impl<'e> Round<'e, '_> {
             let st = self.state.agent_mut(&agent.name);
             settled.model_change =
                 results::retrack(st, st_before, agent, &settled.entry, self.round);
-            settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
+            settled.entry.escalated_to = settled.model_change.as_ref().map(|c| c.to.clone());
         }
         self.count_against_budget(agent, &raw, &settled.entry, spent_before);
         match &raw.session {
@@ -2033,7 +2066,7 @@ impl<'e> Round<'e, '_> {
         }
         env.events
             .emit(agent_end(self.round, &settled.entry, false));
-        if let Some((from, to, why)) = &settled.model_change {
+        if let Some(results::ModelChange { from, to, why }) = &settled.model_change {
             log::info!("agent {}: model {from:?} -> {to:?}: {why}", agent.name);
             env.events.emit(Event::Escalation {
                 round: self.round,
@@ -2057,8 +2090,11 @@ impl<'e> Round<'e, '_> {
             let slot = self
                 .limited
                 .entry(e.name.clone())
-                .or_insert_with(|| (Vec::new(), e.clone()));
-            slot.0.push(LimitedRun {
+                .or_insert_with(|| Limited {
+                    runs: Vec::new(),
+                    last: e.clone(),
+                });
+            slot.runs.push(LimitedRun {
                 cause: f.cause,
                 error: f.error.clone(),
                 resets_at: e.resets_at.clone(),
@@ -2066,8 +2102,8 @@ impl<'e> Round<'e, '_> {
                 elapsed_ms: e.elapsed_ms,
                 cost_usd: e.cost_usd,
             });
-            let end = slot.0.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
-            slot.1 = e;
+            let end = slot.runs.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
+            slot.last = e;
             self.held_since.entry(agent.name.clone()).or_insert(end);
             self.again.push(agent.name.clone());
             return;
@@ -2077,7 +2113,7 @@ impl<'e> Round<'e, '_> {
         }
         let escalated = settled.model_change.is_some();
         let mut entry = settled.entry;
-        if let Some((runs, _)) = self.limited.remove(&entry.name) {
+        if let Some(Limited { runs, .. }) = self.limited.remove(&entry.name) {
             entry.limited_runs = runs;
         }
         if let Some(since) = self.held_since.remove(&entry.name) {
@@ -2341,7 +2377,7 @@ impl<'e> Round<'e, '_> {
                             Some(_) => format!(
                                 "{}-{}",
                                 keep("limited"),
-                                self.limited.get(&entry.name).map_or(0, |l| l.0.len()) + 1
+                                self.limited.get(&entry.name).map_or(0, |l| l.runs.len()) + 1
                             ),
                             None => keep(other.as_str()),
                         };
