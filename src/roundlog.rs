@@ -157,7 +157,8 @@ display_as_str!(
     Phase,
     StepStatus,
     Choice,
-    Strategy
+    Strategy,
+    Handoff
 );
 
 /// A tool call the agent CLI refused to run (Claude Code's `permission_denials`).
@@ -304,9 +305,9 @@ pub struct AgentEntry {
     /// that keeps it (a git repository it made, its edits inside a submodule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_aside: Vec<String>,
-    /// What the agent reported in its handoff file (`in-progress`, `complete`, `all-done`).
+    /// What the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff: Option<String>,
+    pub handoff: Option<Handoff>,
     /// The CLI session of this run (as the CLI reported it, else the id orch gave).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -334,6 +335,38 @@ pub struct AgentEntry {
     /// agent's whole spend in the round) as well as the round's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beside_run: Option<Box<AgentEntry>>,
+}
+
+/// What an agent reported in its handoff file (`handoff/AGENT.json`'s `status`): `dependsOn`
+/// waits for `complete` or `all-done`, and a mission whose agents all say `all-done` is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handoff {
+    InProgress,
+    Complete,
+    AllDone,
+}
+
+impl Handoff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handoff::InProgress => "in-progress",
+            Handoff::Complete => "complete",
+            Handoff::AllDone => "all-done",
+        }
+    }
+
+    /// The status as the agent wrote it; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Handoff> {
+        [Handoff::InProgress, Handoff::Complete, Handoff::AllDone]
+            .into_iter()
+            .find(|h| h.as_str() == text)
+    }
+
+    /// Its work is done: what depends on it may run.
+    pub fn is_done(self) -> bool {
+        matches!(self, Handoff::Complete | Handoff::AllDone)
+    }
 }
 
 /// Review work done beside the tests and not merged.
@@ -711,5 +744,22 @@ mod tests {
                 s
             );
         }
+    }
+
+    #[test]
+    fn a_handoff_is_written_and_parsed_as_the_agent_wrote_it() {
+        for (h, text) in [
+            (Handoff::InProgress, "in-progress"),
+            (Handoff::Complete, "complete"),
+            (Handoff::AllDone, "all-done"),
+        ] {
+            assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{text}\""));
+            assert_eq!(Handoff::parse(text), Some(h));
+            assert_eq!(h.to_string(), text);
+        }
+        assert_eq!(Handoff::parse("done"), None);
+        assert_eq!(Handoff::parse("Complete"), None);
+        assert!(Handoff::Complete.is_done() && Handoff::AllDone.is_done());
+        assert!(!Handoff::InProgress.is_done());
     }
 }

@@ -45,8 +45,8 @@ use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::{Agent, FailedChanges, Isolation, Mission, PhaseB, When, WhenKeyword};
 use crate::roundlog::{
-    AgentEntry, Aside, Choice, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims,
-    StepStatus, Strategy, Timing, SCHEMA,
+    AgentEntry, Aside, Choice, Decision, Handoff, LimitedRun, Phase, RoundLog, RoundStatus,
+    RunStatus, Sims, StepStatus, Strategy, Timing, SCHEMA,
 };
 use crate::units;
 
@@ -2213,7 +2213,7 @@ impl<'e> Round<'e, '_> {
     }
 
     /// What the agent reported in its handoff file, kept in the state for `dependsOn`.
-    fn read_handoff(&mut self, agent: &Agent) -> Option<String> {
+    fn read_handoff(&mut self, agent: &Agent) -> Option<Handoff> {
         let path = handoff_path(self.env.layout, &agent.name);
         let text = std::fs::read_to_string(&path).ok()?;
         let v: serde_json::Value = match serde_json::from_str(&text) {
@@ -2228,15 +2228,15 @@ impl<'e> Round<'e, '_> {
             }
         };
         let status = v.get("status").and_then(|s| s.as_str()).unwrap_or_default();
-        if !matches!(status, "in-progress" | "complete" | "all-done") {
+        let Some(handoff) = Handoff::parse(status) else {
             log::warn!(
                 "agent {}: handoff status {status:?} is not in-progress, complete or all-done; ignored",
                 agent.name
             );
             return None;
-        }
-        self.state.agent_mut(&agent.name).handoff = Some(status.to_string());
-        Some(status.to_string())
+        };
+        self.state.agent_mut(&agent.name).handoff = Some(handoff);
+        Some(handoff)
     }
 
     /// Changes outside the agent's `owns` globs: reported, and with `enforceOwnership` kept
