@@ -342,13 +342,31 @@ pub enum BarKind {
     RevertTests,
 }
 
+/// How the process of a bar ended: an agent's run, or a step's (a sim, the tests). Written as
+/// the round log writes the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum BarStatus {
+    Run(RunStatus),
+    Step(StepStatus),
+}
+
+impl std::fmt::Display for BarStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BarStatus::Run(s) => s.fmt(f),
+            BarStatus::Step(s) => s.fmt(f),
+        }
+    }
+}
+
 /// One bar of a round's Gantt chart, in milliseconds from the round's start.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Bar {
     pub label: String,
     pub kind: BarKind,
-    pub status: String,
+    pub status: BarStatus,
     pub start_ms: u64,
     pub elapsed_ms: u64,
     /// The log had no start time; the bar is placed where the pipeline would have put it.
@@ -1287,7 +1305,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: label.to_string(),
             kind,
-            status: pre.status.as_str().to_string(),
+            status: BarStatus::Step(pre.status),
             start_ms: if known { pre.start_ms } else { fallback },
             elapsed_ms: pre.elapsed_ms,
             estimated: !known,
@@ -1296,7 +1314,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: "sims (serial)".to_string(),
             kind: BarKind::Sims,
-            status: "ok".to_string(),
+            status: BarStatus::Step(StepStatus::Ok),
             start_ms: t.phase_a,
             elapsed_ms: serial,
             estimated: true,
@@ -1313,7 +1331,7 @@ fn bars(r: &Round) -> Vec<Bar> {
                 a.name.clone()
             },
             kind: BarKind::Agent,
-            status: a.status.as_str().to_string(),
+            status: BarStatus::Run(a.status),
             start_ms: if known { a.start_ms } else { fallback },
             elapsed_ms: a.elapsed_ms,
             estimated: !known,
@@ -1330,7 +1348,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: "tests".to_string(),
             kind: BarKind::Tests,
-            status: tests.status.as_str().to_string(),
+            status: BarStatus::Step(tests.status),
             start_ms: if r.starts.tests {
                 tests.start_ms
             } else {
@@ -1346,7 +1364,7 @@ fn bars(r: &Round) -> Vec<Bar> {
             out.push(Bar {
                 label: format!("tests without {}", run.without.join(", ")),
                 kind: BarKind::RevertTests,
-                status: run.status.as_str().to_string(),
+                status: BarStatus::Step(run.status),
                 start_ms: start,
                 elapsed_ms: run.elapsed_ms,
                 estimated: run.start_ms.is_none(),
@@ -1358,7 +1376,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: "post-sim".to_string(),
             kind: BarKind::PostSim,
-            status: post.status.as_str().to_string(),
+            status: BarStatus::Step(post.status),
             start_ms: if r.starts.post_sim {
                 post.start_ms
             } else {
@@ -1381,7 +1399,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         Some(Bar {
             label: format!("{} (beside the tests, kept aside)", b.name),
             kind: BarKind::Agent,
-            status: b.status.as_str().to_string(),
+            status: BarStatus::Run(b.status),
             start_ms: b.start_ms,
             elapsed_ms: b.elapsed_ms,
             estimated: false,
