@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, tick, Sender};
 
 use crate::events::{describe, Event, Sink, Verbosity};
-use crate::roundlog::{Phase, RoundStatus, RunStatus};
+use crate::roundlog::{Cause, Phase, RoundStatus, RunStatus};
 use crate::units;
 
 /// How often the block is redrawn: often enough for times to tick smoothly, rarely enough to
@@ -175,8 +175,18 @@ struct RoundView {
     finished: usize,
     sims: Vec<(String, Instant)>,
     tests: Option<(Instant, u32)>,
-    /// Providers being waited out: (provider, its agents, cause, when the wait ends).
-    waits: Vec<(String, Vec<String>, String, Instant)>,
+    /// Providers being waited out.
+    waits: Vec<Wait>,
+}
+
+/// A provider's limit being waited out (`limitWait` until `limitResume`).
+struct Wait {
+    provider: String,
+    /// Its agents, which run again after the wait.
+    agents: Vec<String>,
+    cause: Cause,
+    /// When the provider takes requests again.
+    until: Instant,
 }
 
 struct Running {
@@ -308,15 +318,15 @@ impl Screen {
                 wait_ms,
                 ..
             } => {
-                r.waits.retain(|w| &w.0 != provider);
-                r.waits.push((
-                    provider.clone(),
-                    agents.clone(),
-                    cause.as_str().to_string(),
-                    Instant::now() + Duration::from_millis(*wait_ms),
-                ));
+                r.waits.retain(|w| &w.provider != provider);
+                r.waits.push(Wait {
+                    provider: provider.clone(),
+                    agents: agents.clone(),
+                    cause: *cause,
+                    until: Instant::now() + Duration::from_millis(*wait_ms),
+                });
             }
-            Event::LimitResume { provider, .. } => r.waits.retain(|w| &w.0 != provider),
+            Event::LimitResume { provider, .. } => r.waits.retain(|w| &w.provider != provider),
             _ => {}
         }
     }
@@ -501,7 +511,13 @@ fn block(r: &RoundView, total_before: f64, now: Instant) -> Vec<(Style, String)>
             ),
         ));
     }
-    for (provider, agents, cause, until) in &r.waits {
+    for Wait {
+        provider,
+        agents,
+        cause,
+        until,
+    } in &r.waits
+    {
         // A countdown: the time left until the provider takes requests again.
         let left = until.saturating_duration_since(now).as_millis() as u64;
         lines.push((

@@ -268,7 +268,11 @@ pub fn retrack(
     count(
         st,
         agent,
-        (e.status, e.cause, e.change_tested),
+        RunOutcome {
+            status: e.status,
+            cause: e.cause,
+            change_tested: e.change_tested,
+        },
         e.elapsed_ms,
         e.cost_usd,
         round,
@@ -293,11 +297,23 @@ pub fn track(
     count(
         st,
         agent,
-        (status, cause, false),
+        RunOutcome {
+            status,
+            cause,
+            change_tested: false,
+        },
         elapsed_ms,
         cost_usd,
         round,
     )
+}
+
+/// How a run ended, as the streaks count it.
+struct RunOutcome {
+    status: RunStatus,
+    cause: Option<Cause>,
+    /// Its change went to the tests although the run failed (`failedChanges: "test"`).
+    change_tested: bool,
 }
 
 /// [`track`], for a run whose change may have gone to the tests although it failed
@@ -307,7 +323,11 @@ pub fn track(
 fn count(
     st: &mut AgentState,
     agent: &Agent,
-    (status, cause, change_tested): (RunStatus, Option<Cause>, bool),
+    RunOutcome {
+        status,
+        cause,
+        change_tested,
+    }: RunOutcome,
     elapsed_ms: u64,
     cost_usd: f64,
     round: u32,
