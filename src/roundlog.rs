@@ -4,6 +4,11 @@
 //! These types are the file format. Fields beyond the spec's example (decisions, revert details,
 //! flaky tests) are optional with serde defaults so that older v9 logs still parse. Reading v8
 //! logs (a single serial `timing.sims`) is the report's business; see `report::load`.
+//!
+//! Where the program branches on a value of the log (a run's status, its cause, the plan's
+//! choice, a revert's strategy, an agent's handoff) the value is an enum serialized as the
+//! string the file holds: a `match` on it is checked by the compiler, and the JSON is what it
+//! was when these were strings. Each has `as_str` and `Display` for messages.
 
 use std::fmt;
 
