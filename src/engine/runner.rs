@@ -23,7 +23,9 @@ use crate::error::{
 };
 use crate::events::{Event, Events};
 use crate::mission::{self, Mission};
-use crate::roundlog::{RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA};
+use crate::roundlog::{
+    Handoff, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -298,7 +300,7 @@ fn all_done(mission: &Mission, state: &State) -> bool {
     mission
         .agents
         .iter()
-        .all(|a| state.agent(&a.name).handoff.as_deref() == Some("all-done"))
+        .all(|a| state.agent(&a.name).handoff == Some(Handoff::AllDone))
 }
 
 /// `--agent NAME`: every name must be one of the mission's agents.

@@ -263,7 +263,7 @@ pub struct AgentState {
     pub unknown_cost_runs: u32,
     /// The last status the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff: Option<String>,
+    pub handoff: Option<crate::roundlog::Handoff>,
     /// The round's base commit when the agent last ran: `{{changes}}` tells what changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_base: Option<String>,
