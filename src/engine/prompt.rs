@@ -21,17 +21,8 @@ use crate::engine::tasks::Task;
 use crate::error::{Error, Result};
 use crate::mission::{Agent, Mission, Section};
 
-/// The sections orch computes itself.
-pub const BUILTIN: &[&str] = &[
-    "agent",
-    "round",
-    "model",
-    "task",
-    "testFailures",
-    "sims",
-    "history",
-    "changes",
-];
+/// The sections orch computes itself (their names are the mission schema's).
+pub use crate::mission::BUILTIN_SECTIONS as BUILTIN;
 
 /// The most of a section or a prompt that orch keeps when a value is larger: the head and the
 /// tail, with a marker saying how much was cut.

@@ -14,9 +14,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agents::{self, CliKind};
+use crate::agents;
 use crate::engine::git::Git;
 use crate::engine::state::{AgentState, State};
+use crate::mission::CliCatalog;
 use crate::mission::{Agent, Mission};
 
 /// The session an agent's next run resumes, kept in its tracking state.
@@ -24,7 +25,9 @@ use crate::mission::{Agent, Mission};
 #[serde(rename_all = "camelCase")]
 pub struct AgentSession {
     pub id: String,
-    pub cli: CliKind,
+    /// The name of its CLI's adapter.
+    #[serde(deserialize_with = "cli_name")]
+    pub cli: String,
     /// The model it was started with: another model starts another session.
     pub model: String,
     /// The mission and template it was started under ([`mission_hash`]).
@@ -111,8 +114,8 @@ pub fn plan(agent: &Agent, st: &AgentState, model: &str, hash: &str) -> Option<P
     let Some(s) = &st.session else {
         return Some(fresh(st.session_dropped.clone()));
     };
-    let why = if s.cli != agents::kind_of(agent) {
-        Some(format!("its CLI changed from {}", s.cli.as_str()))
+    let why = if s.cli != agents::for_agent(agent).name() {
+        Some(format!("its CLI changed from {}", s.cli))
     } else if s.model != model {
         Some(format!("its model changed from {:?} to {model:?}", s.model))
     } else if s.mission_hash != hash {
@@ -150,7 +153,7 @@ pub fn after_run(
     round: u32,
     kept: Result<(), String>,
 ) {
-    let kind = agents::kind_of(agent);
+    let cli = agents::for_agent(agent).name();
     match (kept, run_id(agent, plan, reported)) {
         (Ok(()), Some(id)) => {
             let id = id.as_str();
@@ -160,7 +163,7 @@ pub fn after_run(
             };
             st.session = Some(AgentSession {
                 id: id.to_string(),
-                cli: kind,
+                cli: cli.to_string(),
                 model: model.to_string(),
                 mission_hash: plan.mission_hash.clone(),
                 runs: plan.runs + 1,
@@ -179,8 +182,7 @@ pub fn after_run(
 /// The session id of a run: as the CLI reported it, else the one orch gave when the CLI takes
 /// it (a CLI that names its own, Codex, gives nothing to resume then).
 pub fn run_id(agent: &Agent, plan: &Plan, reported: Option<&str>) -> Option<String> {
-    let given = agents::kind_of(agent)
-        .adapter()
+    let given = agents::for_agent(agent)
         .session_args(&agents::Session {
             id: &plan.id,
             resume: plan.resume,
@@ -189,6 +191,11 @@ pub fn run_id(agent: &Agent, plan: &Plan, reported: Option<&str>) -> Option<Stri
     reported
         .map(str::to_string)
         .or_else(|| given.then(|| plan.id.clone()))
+}
+
+/// A session's CLI in `state.json`: one of the adapters' names.
+fn cli_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    crate::mission::cli_name(d, Some(agents::Adapters.names()))
 }
 
 /// Drops the agent's session: its next run starts a new one with the full prompt.
@@ -298,6 +305,7 @@ mod tests {
         let m = Mission::parse(
             &serde_json::json!({"name": "n", "agents": [json]}).to_string(),
             std::path::Path::new("orch.json"),
+            &crate::agents::Adapters,
         )
         .unwrap();
         m.agents[0].clone()
