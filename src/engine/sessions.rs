@@ -1,6 +1,8 @@
 //! CLI sessions that carry over from run to run (`session: true`, issue 20): which session an
-//! agent's next run resumes or starts, when one is dropped and why, the new session's id, and
-//! the `{{changes}}` section a resumed run gets instead of its whole template.
+//! agent's next run resumes or starts, when one is dropped and why, and the new session's id.
+//! The `{{changes}}` section a resumed run gets instead of its whole template is a prompt
+//! section like the others (`prompt::changes`), and the session itself is a field of the
+//! tracking state (`state::AgentSession`): neither needs this module, which needs both.
 //!
 //! A session goes on only while what the agent remembers is still true: it is dropped (and the
 //! next run starts a new one with the full prompt) when the agent's change was taken out (a
@@ -12,31 +14,9 @@
 //! The adapter says how its CLI takes a session (`agents::with_session`); this module never
 //! builds an argv.
 
-use serde::{Deserialize, Serialize};
-
 use crate::agents;
-use crate::engine::git::Git;
-use crate::engine::state::{AgentState, State};
-use crate::mission::CliCatalog;
+use crate::engine::state::{AgentSession, AgentState};
 use crate::mission::{Agent, Mission};
-
-/// The session an agent's next run resumes, kept in its tracking state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentSession {
-    pub id: String,
-    /// The name of its CLI's adapter.
-    #[serde(deserialize_with = "cli_name")]
-    pub cli: String,
-    /// The model it was started with: another model starts another session.
-    pub model: String,
-    /// The mission and template it was started under ([`mission_hash`]).
-    pub mission_hash: String,
-    /// Runs in this session so far.
-    pub runs: u32,
-    /// The round it started in.
-    pub started_round: u32,
-}
 
 /// The session of one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,108 +173,11 @@ pub fn run_id(agent: &Agent, plan: &Plan, reported: Option<&str>) -> Option<Stri
         .or_else(|| given.then(|| plan.id.clone()))
 }
 
-/// A session's CLI in `state.json`: one of the adapters' names.
-fn cli_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    crate::mission::cli_name(d, Some(agents::Adapters.names()))
-}
-
 /// Drops the agent's session: its next run starts a new one with the full prompt.
 pub fn forget(st: &mut AgentState, why: String) {
     if st.session.take().is_some() || st.session_dropped.is_none() {
         st.session_dropped = Some(why);
     }
-}
-
-/// The most commits and files `{{changes}}` lists; the counts say how many there were.
-const MAX_LISTED: usize = 40;
-
-/// The `{{changes}}` section: what changed since the agent's last run (its outcome, the commits
-/// on the branch and the files they changed, the tests), then its task (`task`, the `{{task}}`
-/// text), and a line telling it to go on.
-pub fn changes(git: Option<&Git>, state: &State, agent: &str, round: u32, task: &str) -> String {
-    let st = state.agent(agent);
-    let mut out = String::new();
-    match (st.last_run_round, &st.last_base) {
-        (Some(last), Some(since)) => {
-            out.push_str(&format!(
-                "Round {round}. What changed since your last run (round {last}, which ended {}):\n",
-                st.last_status.map_or("-", |s| s.as_str())
-            ));
-            match git.map(|g| listed(g, since)) {
-                Some(Ok(text)) => out.push_str(&text),
-                Some(Err(e)) => out.push_str(&format!("(the history could not be read: {e})\n")),
-                None => out.push_str("(the history is read when the round runs)\n"),
-            }
-        }
-        _ => out.push_str(&format!(
-            "Round {round}. This is your first run: there is no earlier run to compare with.\n"
-        )),
-    }
-    out.push_str(&tests_line(state));
-    if !task.is_empty() {
-        out.push('\n');
-        out.push_str(task);
-        out.push('\n');
-    }
-    // A resumed session gets nothing else: say what to do with it.
-    out.push_str("\nGo on with your instructions from this session, on the tree as it is now.\n");
-    out
-}
-
-/// The commits from `since` to HEAD and the files they changed.
-fn listed(git: &Git, since: &str) -> crate::error::Result<String> {
-    let range = format!("{since}..HEAD");
-    let count: usize = git
-        .run(&["rev-list", "--count", &range])?
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    if count == 0 {
-        return Ok("No commits on the branch since then.\n".into());
-    }
-    let log = git.run(&[
-        "log",
-        "--format=%h %s",
-        &format!("--max-count={MAX_LISTED}"),
-        &range,
-    ])?;
-    let files = git.files_between(since, "HEAD")?;
-    let mut out = format!("Commits on the branch since then ({count}):\n");
-    for l in log.lines() {
-        out.push_str(&format!("- {l}\n"));
-    }
-    if count > MAX_LISTED {
-        out.push_str(&format!("- ... and {} more\n", count - MAX_LISTED));
-    }
-    out.push_str(&format!("Files they changed ({}):\n", files.len()));
-    for f in files.iter().take(MAX_LISTED) {
-        out.push_str(&format!("- {f}\n"));
-    }
-    if files.len() > MAX_LISTED {
-        out.push_str(&format!("- ... and {} more\n", files.len() - MAX_LISTED));
-    }
-    Ok(out)
-}
-
-/// The tests as last measured, and the end of the last failing run.
-fn tests_line(state: &State) -> String {
-    let mut out = match &state.test_baseline {
-        None => "Tests: not run yet.\n".to_string(),
-        Some(b) => format!(
-            "Tests at the branch's head: {}{}.\n",
-            if b.passed { "passed" } else { "failing" },
-            b.failed_count
-                .map(|n| format!(" ({n} failed)"))
-                .unwrap_or_default()
-        ),
-    };
-    if !state.last_test_failure.is_empty() {
-        out.push_str(&format!(
-            "The last failing test run ended with:\n{}\n",
-            crate::engine::prompt::trim(&state.last_test_failure, 4096)
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
