@@ -3,12 +3,12 @@
 //! about its CLI: its name (the mission's `cli`), the program names it is recognised by, how
 //! it is called unattended and which variables it needs (what `orch init --agent X` writes),
 //! and what its output says about a run: the cost or the tokens, the session id, the final
-//! message, and when the run failed, why ([`Failure`]: a [`Cause`] and the CLI's own words).
-//! The round engine asks the adapter; it never parses a CLI's text itself.
+//! message, and when the run failed, why ([`Failure`]: a [`Cause`](crate::roundlog::Cause) and
+//! the CLI's own words). The round engine asks the adapter; it never parses a CLI's text itself.
 //!
 //! [`ADAPTERS`] is the registry: adding a CLI is its file and one line there. This module
 //! then answers the questions asked about an agent: which adapter reads it (its `cli` key, else
-//! the program its command runs: argv[0]'s name, looking through `env VAR=x`, `npx pkg` and
+//! the program its command runs: `argv[0]`'s name, looking through `env VAR=x`, `npx pkg` and
 //! `sh -c "..."`, else [`PLAIN`], which recognises every registered output format — a shell
 //! script that wraps `claude` still gets its cost read — and otherwise only the exit status),
 //! where session and budget arguments go in its command, and what a mission's validation asks
@@ -37,8 +37,6 @@ pub mod scan;
 #[cfg(test)]
 mod recorded;
 
-#[doc(inline)]
-pub use crate::roundlog::Cause;
 pub use adapter::{
     cap_amount, AgentCli, Failure, Invocation, Output, Place, Reading, Session, SessionArgs,
 };
