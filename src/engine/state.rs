@@ -632,6 +632,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_session_names_its_cli_as_the_adapters_do() {
+        let json = |cli: &str| {
+            format!(
+                r#"{{"id":"x","cli":"{cli}","model":"m","missionHash":"h","runs":1,"startedRound":1}}"#
+            )
+        };
+        let s: AgentSession = serde_json::from_str(&json("codex")).unwrap();
+        assert_eq!(s.cli, "codex");
+        assert_eq!(serde_json::to_string(&s).unwrap(), json("codex"));
+        // An unknown name is refused as serde refused the enum the names once were.
+        let e = serde_json::from_str::<AgentSession>(&json("foo")).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "unknown variant `foo`, expected one of `claude`, `codex`, `gemini`, `aider`, `plain`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn atomic_write_replaces_whole_files_and_leaves_no_temporary() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s/state.json");
