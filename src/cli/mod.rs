@@ -693,7 +693,9 @@ fn layout_for(cwd: &std::path::Path, mission: &std::path::Path) -> Result<Layout
     let git = crate::engine::git::Git::open(cwd)?;
     let path = crate::mission::locate(cwd, mission);
     let state_dir = if path.exists() || path.as_os_str() == crate::mission::STDIN {
-        crate::mission::Loaded::from_path(&path)?.mission.state_dir
+        crate::mission::Loaded::from_path(&path, &crate::agents::Adapters)?
+            .mission
+            .state_dir
     } else {
         PathBuf::from(".orch")
     };
@@ -779,7 +781,7 @@ fn waiting_on_budget(
     q: &Queue,
 ) -> Vec<String> {
     let path = crate::mission::locate(cwd, mission);
-    let Ok(loaded) = crate::mission::Loaded::from_path(&path) else {
+    let Ok(loaded) = crate::mission::Loaded::from_path(&path, &crate::agents::Adapters) else {
         return Vec::new();
     };
     let Ok(state) = crate::engine::store::state::State::load(layout) else {
@@ -836,7 +838,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
         )?;
         for step in &seq.sequence {
             let path = dir.join(&step.mission);
-            let loaded = crate::mission::Loaded::from_path(&path)?;
+            let loaded = crate::mission::Loaded::from_path(&path, &crate::agents::Adapters)?;
             crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
             check_against_repository(cwd, &loaded)?;
             crate::outln!(
@@ -848,7 +850,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
         }
         return Ok(EXIT_OK);
     }
-    let loaded = crate::mission::Loaded::from_path(&file)?;
+    let loaded = crate::mission::Loaded::from_path(&file, &crate::agents::Adapters)?;
     crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
     check_against_repository(cwd, &loaded)?;
     let mission = &loaded.mission;

@@ -103,7 +103,7 @@ pub fn prepare(ws: &Workspace, original: &RoundLog, opts: &ReplayOptions) -> Res
             ws.loaded.file.display()
         )),
         (Some(r), false) => {
-            match Mission::parse(&r.mission.to_string(), &ws.layout.round_inputs(n)) {
+            match Mission::parse(&r.mission.to_string(), &ws.layout.round_inputs(n), &crate::agents::Adapters) {
                 Ok(m) => {
                     mission = m;
                     mission_dir = PathBuf::from(&r.mission_dir);

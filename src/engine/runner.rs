@@ -57,7 +57,10 @@ pub struct Workspace {
 impl Workspace {
     /// Loads and validates the mission and opens the repository, without locking.
     pub fn open(dir: &Path, mission_path: &Path) -> Result<Workspace> {
-        let loaded = mission::Loaded::from_path(&mission::locate(dir, mission_path))?;
+        let loaded = mission::Loaded::from_path(
+            &mission::locate(dir, mission_path),
+            &crate::agents::Adapters,
+        )?;
         prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
         let git = Git::open(dir)?;
         preflight::check_state_dir(&loaded.mission, &loaded.file, &git)?;

@@ -2216,7 +2216,7 @@ impl<'e> Round<'e, '_> {
             let why = format!(
                 "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
                 agent.name,
-                cli.kind().as_str(),
+                cli.name(),
                 f.cause.as_str(),
                 f.error,
                 cli.fix(f.cause)

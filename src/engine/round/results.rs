@@ -427,6 +427,7 @@ mod tests {
                 r#"{{"name":"n","agents":[{{"name":"a","phase":"code","command":"x"{extra}}}]}}"#
             ),
             Path::new("m.json"),
+            &crate::agents::Adapters,
         )
         .unwrap();
         m.agents[0].clone()
