@@ -79,8 +79,9 @@ class Backend:
         the usage figures."""
         offered = [t for t in tools if t["name"] not in self.drop]
         final_only = not offered or turns >= self.args.max_turns
-        schema = reply_schema([] if final_only else offered)
-        prompt = system_prompt(system, [] if final_only else offered, final_only and bool(offered))
+        schema = reply_schema([] if final_only else offered, self.args.optional_params)
+        prompt = system_prompt(system, [] if final_only else offered, final_only and bool(offered),
+                               self.args.optional_params)
         chat = [{"role": "system", "content": prompt}] + messages
         req = {"messages": chat, "max_tokens": self.args.max_tokens, "stream": True,
                "temperature": self.args.temperature, "seed": self.args.seed,
@@ -168,16 +169,20 @@ class Backend:
 # ---------------------------------------------------------------------- schema and prompt
 
 
-def clean_schema(s):
-    """A tool's input schema, reduced to what constrains its shape."""
+def clean_schema(s, optional=True):
+    """A tool's input schema, reduced to what constrains its shape; without `optional`, the
+    top-level properties that are not required are left out (a small model fills every one it
+    is offered, a description or a timeout, at a few tokens a second)."""
     if isinstance(s, list):
         return [clean_schema(x) for x in s]
     if not isinstance(s, dict):
         return s
     out = {}
+    required = set(s.get("required") or [])
     for k, v in s.items():
         if k == "properties" and isinstance(v, dict):
-            out[k] = {name: clean_schema(sub) for name, sub in v.items()}
+            out[k] = {name: clean_schema(sub) for name, sub in v.items()
+                      if optional or name in required}
         elif k in KEEP_KEYS:
             out[k] = clean_schema(v)
     if out.get("type") == "object" and "properties" in out:
@@ -187,28 +192,29 @@ def clean_schema(s):
     return out
 
 
-def reply_schema(tools):
+def reply_schema(tools, optional=False):
     final = {"type": "object", "properties": {"final": {"type": "string"}},
              "required": ["final"], "additionalProperties": False}
     choices = []
     for t in tools:
         choices.append({"type": "object",
                         "properties": {"tool": {"const": t["name"]},
-                                       "input": clean_schema(t["schema"])},
+                                       "input": clean_schema(t["schema"], optional)},
                         "required": ["tool", "input"], "additionalProperties": False})
     return {"anyOf": choices + [final]} if choices else final
 
 
-def brief_schema(s):
-    """The input schema as `name: type` pairs for the prompt, required ones marked."""
+def brief_schema(s, optional):
+    """The input schema as `name: type` pairs for the prompt, optional ones marked `?`."""
     props = (s or {}).get("properties") or {}
     req = set((s or {}).get("required") or [])
+    props = {k: v for k, v in props.items() if optional or k in req}
     return ", ".join("%s%s: %s" % (k, "" if k in req else "?",
                                    (v or {}).get("type", "any") if isinstance(v, dict) else "any")
                      for k, v in props.items())
 
 
-def system_prompt(system, tools, turns_used_up):
+def system_prompt(system, tools, turns_used_up, optional):
     lines = [system.strip()] if system and system.strip() else []
     lines.append("")
     if tools:
@@ -218,7 +224,7 @@ def system_prompt(system, tools, turns_used_up):
         lines.append("Tools:")
         for t in tools:
             desc = " ".join((t.get("description") or "").split())[:MAX_DESCRIPTION_CHARS]
-            lines.append("- %s(%s): %s" % (t["name"], brief_schema(t["schema"]), desc))
+            lines.append("- %s(%s): %s" % (t["name"], brief_schema(t["schema"], optional), desc))
     else:
         if turns_used_up:
             lines.append("You have used all your tool calls.")
