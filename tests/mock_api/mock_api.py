@@ -14,7 +14,8 @@ call (the edit, or the Bash command for `denied`). Requests without tools (title
 quota probes, Gemini's routing/next-speaker checks) get a short text answer.
 
 Scenarios (--scenario):
-  ok        tool call that writes --edit-path with --edit-content, then a final message
+  ok        tool call that writes --edit-path with --edit-content (Claude: Write, or Edit of
+            --edit-old), then a final message
   denied    tool call to the shell (`--deny-command`), then a final message
   429       HTTP 429 for the first --fail-count model requests, or for --fail-seconds after the
             first one, then behaves as `ok`; --retry-after N adds a retry-after header
@@ -161,6 +162,10 @@ def anthropic_reply(body):
     if ARGS.scenario == "denied":
         return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Bash",
                  "input": {"command": ARGS.deny_command, "description": "Run the tests"}}], "tool_use"
+    if ARGS.edit_old is not None:
+        return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Edit",
+                 "input": {"file_path": edit_path(anthropic_workdir(body)),
+                           "old_string": ARGS.edit_old, "new_string": ARGS.edit_content}}], "tool_use"
     return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Write",
              "input": {"file_path": edit_path(anthropic_workdir(body)),
                        "content": ARGS.edit_content}}], "tool_use"
@@ -613,6 +618,8 @@ def main():
     ap.add_argument("--retry-after", type=int)
     ap.add_argument("--edit-path", default="hello.txt")
     ap.add_argument("--edit-content", default="hello from the mock model")
+    ap.add_argument("--edit-old", help="Anthropic: an Edit of --edit-path replacing this text "
+                    "with --edit-content, instead of a Write")
     ap.add_argument("--deny-command", default="cargo test --quiet")
     ap.add_argument("--escalate", action="store_true",
                     help="denied, Codex: the shell call asks for sandbox_permissions=require_escalated")
@@ -630,6 +637,8 @@ def main():
     real.add_argument("--timeout-s", type=int, default=300, help="per reply")
     real.add_argument("--ctx", type=int, default=16384, help="context window, tokens")
     real.add_argument("--threads", type=int, default=2)
+    real.add_argument("--optional-params", action="store_true",
+                      help="offer the tools' optional parameters too (by default only the required ones)")
     real.add_argument("--keep-tools", help="comma list of tools to offer that are left out by default")
     ARGS = ap.parse_args()
     if ARGS.real_model:
