@@ -443,9 +443,11 @@ def handle_gemini(h, body, action, model):
 # ---------------------------------------------------------------- real model (--real-model)
 
 
-def in_background(h, work, first_events):
-    """Runs work() while the SSE stream stays open: the first events at once, then a comment
-    line every 10 s so that the CLI's idle timeout does not fire on a slow machine."""
+def in_background(h, work, first_events, keepalive):
+    """Runs work() while the SSE stream stays open: the first events at once, then the
+    keepalive event every 10 s so that the CLI's idle timeout does not fire on a slow machine
+    (a protocol event, not an SSE comment: Codex's idle timer counts events only, and dropped
+    a 5-minute model call with "idle timeout waiting for SSE")."""
     h.begin_sse()
     for name, data in first_events:
         h.write_event(name, data)
@@ -463,8 +465,7 @@ def in_background(h, work, first_events):
         t.join(10)
         if not t.is_alive():
             break
-        h.wfile.write(b": generating\n\n")
-        h.wfile.flush()
+        h.write_event(*keepalive)
     if "error" in out:
         sys.stderr.write("mock_api: real model error: %r\n" % out["error"])
     return out.get("value")
@@ -484,7 +485,8 @@ def real_anthropic(h, body):
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None,
         "usage": {"input_tokens": 0, "output_tokens": 0}}})
-    got = in_background(h, lambda: real_model.anthropic_blocks(BACKEND, body), [start])
+    got = in_background(h, lambda: real_model.anthropic_blocks(BACKEND, body), [start],
+                        ("ping", {"type": "ping"}))
     blocks, stop, fig = got or ([{"type": "text", "text": "(the local model failed)"}], "end_turn",
                                 {"input": 0, "cached": 0, "output": 0})
     for i, b in enumerate(blocks):
@@ -504,7 +506,8 @@ def real_openai(h, body):
     base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
             "model": body.get("model", "local"), "status": "in_progress", "output": []}
     got = in_background(h, lambda: real_model.openai_items(BACKEND, body),
-                        [("response.created", {"type": "response.created", "response": base})])
+                        [("response.created", {"type": "response.created", "response": base})],
+                        ("response.in_progress", {"type": "response.in_progress", "response": base}))
     items, fig = got or ([{"type": "message", "role": "assistant", "id": "msg_local_x",
                            "status": "completed", "content": [{"type": "output_text",
                            "text": "(the local model failed)", "annotations": []}]}],
