@@ -65,14 +65,17 @@ const REAL_AGENTS: &[(&str, &str, &str)] = &[
         "ui-dev",
         "src/ui.txt",
         "src/ui.txt describes the page layout of the app in one line. Round {{round}}: add one \
-         more part of the layout (a menu, a sidebar, a search box) to that line with the Edit \
-         tool, then stop.",
+         more part of the layout (a menu, a sidebar, a search box) to that line. First Read \
+         src/ui.txt; then Edit it, with old_string its line exactly as you read it and \
+         new_string that line with the new part. Then stop.",
     ),
     (
         "api-dev",
         "src/api.txt",
         "src/api.txt lists the endpoints of the app's API, one a line. Round {{round}}: add one \
-         endpoint (such as POST /items) as a new line with the Edit tool, then stop.",
+         endpoint (such as POST /items). First Read src/api.txt; then Edit it, with old_string \
+         its last line exactly as you read it and new_string that line, a newline and the new \
+         endpoint. Then stop.",
     ),
 ];
 
