@@ -42,7 +42,7 @@ pub(super) fn run_agent(
     env.events.emit(Event::AgentStart {
         round,
         agent: agent.name.clone(),
-        phase: agent.phase.as_str().into(),
+        phase: agent.phase,
         model: job.model.clone(),
         task: job.task.as_ref().map(|t| t.id.clone()),
         timeout_ms: job.timeout.as_millis() as u64,

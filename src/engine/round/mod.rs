@@ -43,8 +43,8 @@ use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::{Agent, FailedChanges, Isolation, Mission, PhaseB, When, WhenKeyword};
 use crate::roundlog::{
-    AgentEntry, Aside, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, SimEntry,
-    Sims, StepStatus, TestsEntry, Timing, SCHEMA,
+    AgentEntry, Aside, Choice, Decision, Handoff, LimitedRun, Phase, RoundLog, RoundStatus,
+    RunStatus, SimEntry, Sims, StepStatus, Strategy, TestsEntry, Timing, SCHEMA,
 };
 use crate::units;
 use results::{RawRun, Settled};
@@ -306,7 +306,7 @@ struct Round<'e, 's> {
     could_not_start: Vec<String>,
     /// Agents whose runs hit a provider limit this round: those runs, and the last one's entry
     /// (the agent's entry if it is not run again).
-    limited: BTreeMap<String, (Vec<LimitedRun>, AgentEntry)>,
+    limited: BTreeMap<String, Limited>,
     /// Agents to run again once their provider's hold ends (filled while a pool runs).
     again: Vec<String>,
     /// Since when (ms from the round's start) each agent held back by a limit has waited for
@@ -318,6 +318,14 @@ struct Round<'e, 's> {
     beside: Option<Beside>,
     /// Review agents of the running pool that failed while others worked in the shared tree.
     shared_failures: Vec<SharedFailure>,
+}
+
+/// An agent whose runs hit a provider limit this round.
+struct Limited {
+    /// Each run that hit the limit, in order.
+    runs: Vec<LimitedRun>,
+    /// The last one's entry: the agent's entry if it is not run again.
+    last: AgentEntry,
 }
 
 /// A review agent's failed run in the shared tree while other agents worked there: which of
@@ -341,8 +349,12 @@ fn run_stem(agent: &str, nth: usize) -> String {
     }
 }
 
-/// One review agent's change beside the tests: (agent, parent, commit).
-type Link = (String, String, String);
+/// One review agent's change beside the tests: a commit on the chain, on `parent`.
+struct Link {
+    agent: String,
+    parent: String,
+    commit: String,
+}
 
 /// What verification decided about the round's code changes: the landing, Phase B and the
 /// round's status each follow from it.
@@ -493,7 +505,7 @@ impl<'e> Round<'e, '_> {
                 .log
                 .decisions
                 .iter()
-                .filter(|d| d.decision != "included")
+                .filter(|d| d.decision != Choice::Included)
                 .map(|d| d.agent.clone())
                 .collect(),
         });
@@ -713,7 +725,7 @@ impl<'e> Round<'e, '_> {
         if early.is_none() {
             self.env.events.emit(Event::TestsEnd {
                 round: self.round,
-                status: tests.status.as_str().into(),
+                status: tests.status,
                 elapsed_ms: tests.elapsed_ms,
                 passed: tests.passed,
                 failed: tests.failed,
@@ -741,7 +753,7 @@ impl<'e> Round<'e, '_> {
                 .log
                 .revert
                 .as_ref()
-                .is_some_and(|r| r.strategy == "round");
+                .is_some_and(|r| r.strategy == Strategy::Round);
             // After a per-agent revert the tree committed is the one tested without the
             // culprits: its result is the next base's known one (filled in with the commit
             // below), as after a round that passed. Otherwise the old baseline stays, naming a
@@ -1088,12 +1100,16 @@ impl<'e> Round<'e, '_> {
         };
         let parent = links
             .last()
-            .map_or_else(|| b.base.clone(), |(_, _, c)| c.clone());
+            .map_or_else(|| b.base.clone(), |l| l.commit.clone());
         let msg = format!("orch: round {round} {} (beside the tests)", agent.name);
         match b.git.commit_paths_tree(&parent, &msg, &files) {
             Ok((commit, tree)) => {
                 if tree != b.tip_tree {
-                    links.push((agent.name.clone(), parent, commit));
+                    links.push(Link {
+                        agent: agent.name.clone(),
+                        parent,
+                        commit,
+                    });
                     b.tip_tree = tree;
                 }
             }
@@ -1102,7 +1118,7 @@ impl<'e> Round<'e, '_> {
     }
 
     /// The review agents' work beside the tests as a chain of commits on the worktree's base,
-    /// one per agent that changed files, in completion order: (agent, parent, commit). Files
+    /// one per agent that changed files, in completion order. Files
     /// two agents wrote go with the first (the tree holds the last writer's version).
     fn review_chain(&self, b: &Beside) -> Result<Vec<Link>> {
         let mut parent = b.base.clone();
@@ -1119,7 +1135,11 @@ impl<'e> Round<'e, '_> {
             if t.next() == t.next() {
                 continue;
             }
-            chain.push((name.clone(), parent.clone(), commit.clone()));
+            chain.push(Link {
+                agent: name.clone(),
+                parent: parent.clone(),
+                commit: commit.clone(),
+            });
             parent = commit;
         }
         Ok(chain)
@@ -1168,7 +1188,7 @@ impl<'e> Round<'e, '_> {
         self.settle_tasks(Phase::Review, &[]);
         // Usually it all applies at once: the whole chain on the code commit, as the round's
         // review commit (one three-way merge, no commit of the tree to make afterwards).
-        if let Some((_, _, tip)) = chain.last() {
+        if let Some(Link { commit: tip, .. }) = chain.last() {
             let what = self.commit_label(Phase::Review, &[], "review");
             let msg = format!(
                 "orch: round {} {what}\n\nmission: {}",
@@ -1189,7 +1209,12 @@ impl<'e> Round<'e, '_> {
             }
         }
         // Something does not apply: agent by agent, to find whose change it is.
-        for (name, parent, commit) in chain {
+        for Link {
+            agent: name,
+            parent,
+            commit,
+        } in chain
+        {
             let msg = format!("orch: round {} {name}", self.round);
             let (status, kind, error) = match env.git.pick(&parent, &commit, &msg)? {
                 crate::engine::git::Merge::Merged => continue,
@@ -1227,7 +1252,7 @@ impl<'e> Round<'e, '_> {
             if let (Some(agent), Some(before)) = (env.mission.agent(&name), b.before.get(&name)) {
                 let st = self.state.agent_mut(&name);
                 let change = results::retrack(st, before.clone(), agent, &e, self.round);
-                self.log.agents[i].escalated_to = change.as_ref().map(|(_, to, _)| to.clone());
+                self.log.agents[i].escalated_to = change.as_ref().map(|c| c.to.clone());
                 if agent.session {
                     // Its conversation remembers a change that is not on the branch.
                     let why = format!(
@@ -1264,7 +1289,12 @@ impl<'e> Round<'e, '_> {
         };
         match chain {
             Ok(chain) => {
-                for (name, _, commit) in chain {
+                for Link {
+                    agent: name,
+                    commit,
+                    ..
+                } in chain
+                {
                     let r = env.kept_ref("review-aside", self.round, Some(&name));
                     match env.git.set_ref(&r, &commit) {
                         Ok(()) => {
@@ -1463,19 +1493,19 @@ impl<'e> Round<'e, '_> {
                 replayed_decision(rec, env.replay.map_or(&[], |r| &r.agents), &agent.name)
             } else {
                 match gate(agent, self.round, self.queue, env.only, self.state) {
-                    Gate::Decided(true, why) => ("included", why),
-                    Gate::Decided(false, why) => ("skipped", why),
-                    Gate::Blocked(why) => ("blocked", why),
-                    Gate::OverBudget(why) => ("over budget", why),
+                    Gate::Decided(true, why) => (Choice::Included, why),
+                    Gate::Decided(false, why) => (Choice::Skipped, why),
+                    Gate::Blocked(why) => (Choice::Blocked, why),
+                    Gate::OverBudget(why) => (Choice::OverBudget, why),
                     Gate::Command(argv) => match self.when_command(agent, argv) {
-                        (true, why) => ("included", why),
-                        (false, why) => ("skipped", why),
+                        (true, why) => (Choice::Included, why),
+                        (false, why) => (Choice::Skipped, why),
                     },
                 }
             };
-            let included = decision == "included";
+            let included = decision == Choice::Included;
             // Its tasks stay pending for as long as its budget is spent: the plan says which.
-            let tasks_waiting = if decision == "over budget" {
+            let tasks_waiting = if decision == Choice::OverBudget {
                 waiting_on_budget(agent, self.state, self.queue)
             } else {
                 Vec::new()
@@ -1491,7 +1521,7 @@ impl<'e> Round<'e, '_> {
             };
             self.log.decisions.push(Decision {
                 agent: agent.name.clone(),
-                decision: decision.into(),
+                decision,
                 tasks_waiting,
                 reason,
                 model: None,
@@ -1667,7 +1697,7 @@ impl<'e> Round<'e, '_> {
         if let Some(first) = jobs.first() {
             self.env.events.emit(Event::PhaseStart {
                 round: self.round,
-                phase: first.agent.phase.as_str().into(),
+                phase: first.agent.phase,
                 queue: jobs.iter().map(|j| j.agent.name.clone()).collect(),
                 max_concurrency: self.env.max_concurrency,
             });
@@ -1831,7 +1861,7 @@ impl<'e> Round<'e, '_> {
     /// not run again (its entry says why); the others' caps are what is left now.
     fn ready_again(&mut self, mut j: Job<'e>) -> Option<Job<'e>> {
         if let Some(why) = over_budget(j.agent, self.state) {
-            if let Some((_, e)) = self.limited.get_mut(&j.agent.name) {
+            if let Some(Limited { last: e, .. }) = self.limited.get_mut(&j.agent.name) {
                 let note = format!("not run again: its budgetUsd is spent ({why})");
                 e.error = Some(match e.error.take() {
                     Some(old) => format!("{old}; {note}"),
@@ -1904,7 +1934,10 @@ impl<'e> Round<'e, '_> {
         for job in jobs {
             let name = job.agent.name.clone();
             match self.limited.remove(&name) {
-                Some((mut runs, mut entry)) => {
+                Some(Limited {
+                    mut runs,
+                    last: mut entry,
+                }) => {
                     runs.pop();
                     entry.limited_runs = runs;
                     if let Some(since) = self.held_since.remove(&name) {
@@ -2099,7 +2132,7 @@ impl<'e> Round<'e, '_> {
         }
         let escalated = settled.model_change.is_some();
         let mut entry = settled.entry;
-        if let Some((runs, _)) = self.limited.remove(&entry.name) {
+        if let Some(Limited { runs, .. }) = self.limited.remove(&entry.name) {
             entry.limited_runs = runs;
         }
         if let Some(since) = self.held_since.remove(&entry.name) {
@@ -2183,7 +2216,7 @@ impl<'e> Round<'e, '_> {
             let why = format!(
                 "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
                 agent.name,
-                cli.kind().as_str(),
+                cli.name(),
                 f.cause.as_str(),
                 f.error,
                 cli.fix(f.cause)
@@ -2253,7 +2286,7 @@ impl<'e> Round<'e, '_> {
             let st = self.state.agent_mut(&agent.name);
             settled.model_change =
                 results::retrack(st, st_before, agent, &settled.entry, self.round);
-            settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
+            settled.entry.escalated_to = settled.model_change.as_ref().map(|c| c.to.clone());
         }
         self.count_against_budget(agent, raw, &settled.entry, spent_before);
         match &raw.session {
@@ -2282,7 +2315,7 @@ impl<'e> Round<'e, '_> {
     fn emit_run_end(&self, agent: &Agent, settled: &Settled) {
         let events = self.env.events;
         events.emit(agent_end(self.round, &settled.entry, false));
-        if let Some((from, to, why)) = &settled.model_change {
+        if let Some(results::ModelChange { from, to, why }) = &settled.model_change {
             log::info!("agent {}: model {from:?} -> {to:?}: {why}", agent.name);
             events.emit(Event::Escalation {
                 round: self.round,
@@ -2309,8 +2342,11 @@ impl<'e> Round<'e, '_> {
         let slot = self
             .limited
             .entry(e.name.clone())
-            .or_insert_with(|| (Vec::new(), e.clone()));
-        slot.0.push(LimitedRun {
+            .or_insert_with(|| Limited {
+                runs: Vec::new(),
+                last: e.clone(),
+            });
+        slot.runs.push(LimitedRun {
             cause: f.cause,
             error: f.error.clone(),
             resets_at: e.resets_at.clone(),
@@ -2318,8 +2354,8 @@ impl<'e> Round<'e, '_> {
             elapsed_ms: e.elapsed_ms,
             cost_usd: e.cost_usd,
         });
-        let end = slot.0.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
-        slot.1 = e;
+        let end = slot.runs.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
+        slot.last = e;
         self.held_since.entry(agent.name.clone()).or_insert(end);
         self.again.push(agent.name.clone());
     }
@@ -2385,7 +2421,7 @@ impl<'e> Round<'e, '_> {
             .log
             .revert
             .as_ref()
-            .is_some_and(|r| r.strategy == "round")
+            .is_some_and(|r| r.strategy == Strategy::Round)
         {
             format!("its change from round {round} was taken out (the round was reverted)")
         } else {
@@ -2415,7 +2451,7 @@ impl<'e> Round<'e, '_> {
     }
 
     /// What the agent reported in its handoff file, kept in the state for `dependsOn`.
-    fn read_handoff(&mut self, agent: &Agent) -> Option<String> {
+    fn read_handoff(&mut self, agent: &Agent) -> Option<Handoff> {
         let path = handoff_path(self.env.layout, &agent.name);
         let text = std::fs::read_to_string(&path).ok()?;
         let v: serde_json::Value = match serde_json::from_str(&text) {
@@ -2430,15 +2466,15 @@ impl<'e> Round<'e, '_> {
             }
         };
         let status = v.get("status").and_then(|s| s.as_str()).unwrap_or_default();
-        if !matches!(status, "in-progress" | "complete" | "all-done") {
+        let Some(handoff) = Handoff::parse(status) else {
             log::warn!(
                 "agent {}: handoff status {status:?} is not in-progress, complete or all-done; ignored",
                 agent.name
             );
             return None;
-        }
-        self.state.agent_mut(&agent.name).handoff = Some(status.to_string());
-        Some(status.to_string())
+        };
+        self.state.agent_mut(&agent.name).handoff = Some(handoff);
+        Some(handoff)
     }
 
     /// Changes outside the agent's `owns` globs: reported, and with `enforceOwnership` kept
@@ -2579,7 +2615,7 @@ impl<'e> Round<'e, '_> {
                             Some(_) => format!(
                                 "{}-{}",
                                 keep("limited"),
-                                self.limited.get(&entry.name).map_or(0, |l| l.0.len()) + 1
+                                self.limited.get(&entry.name).map_or(0, |l| l.runs.len()) + 1
                             ),
                             None => keep(other.as_str()),
                         };
@@ -3276,7 +3312,7 @@ impl<'e> Round<'e, '_> {
                 .iter_mut()
                 .find(|d| d.agent == p.agent.name)
             {
-                d.decision = "skipped".into();
+                d.decision = Choice::Skipped;
                 d.reason = reason.into();
             }
             if let Some(t) = self
@@ -3344,9 +3380,9 @@ impl<'e> Round<'e, '_> {
         {
             if t.status != StepStatus::Cancelled {
                 let first_failed = t.status != StepStatus::Passed;
-                let strategy = self.log.revert.as_ref().map(|r| r.strategy.as_str());
+                let strategy = self.log.revert.as_ref().map(|r| r.strategy);
                 let for_good = match strategy {
-                    Some("round") => true,
+                    Some(Strategy::Round) => true,
                     Some(_) => false,
                     None => first_failed,
                 };
@@ -3400,7 +3436,7 @@ impl<'e> Round<'e, '_> {
         self.state.save(env.layout)?;
         env.events.emit(Event::RoundEnd {
             round: self.round,
-            status: self.log.status.as_str().into(),
+            status: self.log.status,
             elapsed_ms: self.log.timing.total,
             cost_usd: self.log.cost_usd,
             total_cost_usd: self.log.total_cost_usd,
@@ -3463,17 +3499,17 @@ fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
 }
 
 /// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
-fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (&'static str, String) {
+fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (Choice, String) {
     let Some(d) = rec.decisions.iter().find(|d| d.agent == agent) else {
-        return ("skipped", "not in the recorded round".into());
+        return (Choice::Skipped, "not in the recorded round".into());
     };
-    match d.decision.as_str() {
-        "included" if !only.is_empty() && !only.iter().any(|n| n == agent) => {
-            ("skipped", "not replayed (--agent)".into())
+    match d.decision {
+        Choice::Included if !only.is_empty() && !only.iter().any(|n| n == agent) => {
+            (Choice::Skipped, "not replayed (--agent)".into())
         }
-        "included" => ("included", d.reason.clone()),
-        "blocked" => ("blocked", d.reason.clone()),
-        _ => ("skipped", d.reason.clone()),
+        Choice::Included => (Choice::Included, d.reason.clone()),
+        Choice::Blocked => (Choice::Blocked, d.reason.clone()),
+        Choice::Skipped | Choice::OverBudget => (Choice::Skipped, d.reason.clone()),
     }
 }
 
@@ -3570,9 +3606,9 @@ fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
     Event::AgentEnd {
         round,
         agent: e.name.clone(),
-        phase: e.phase.as_str().into(),
+        phase: e.phase,
         model: e.model.clone(),
-        status: e.status.as_str().into(),
+        status: e.status,
         exit_code: e.exit_code,
         elapsed_ms: e.elapsed_ms,
         cost_usd: e.cost_usd,

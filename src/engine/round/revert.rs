@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::culprits::{Found, Outcome, Search};
 use super::*;
 use crate::mission::RevertStrategy;
-use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
+use crate::roundlog::{BisectRun, RevertInfo, Strategy, TreeTests};
 
 impl<'e> Round<'e, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
@@ -84,7 +84,7 @@ impl<'e> Round<'e, '_> {
         self.revert(base, failure)?;
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
-            strategy: "round".into(),
+            strategy: Strategy::Round,
             culprits: code_agents.clone(),
             test_runs: runs,
             committed: None,
@@ -127,7 +127,7 @@ impl<'e> Round<'e, '_> {
         }
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
-            strategy: "interrupted".into(),
+            strategy: Strategy::Interrupted,
             culprits: Vec::new(),
             test_runs: runs,
             committed: None,
@@ -222,7 +222,7 @@ impl<'e> Round<'e, '_> {
                 failed: r.failed,
             });
         self.log.revert = Some(RevertInfo {
-            strategy: "per-agent".into(),
+            strategy: Strategy::PerAgent,
             culprits: names.clone(),
             test_runs: runs,
             committed,
@@ -282,7 +282,7 @@ impl<'a> Ctx<'a> {
         }
         self.env.events.emit(Event::TestsEnd {
             round: self.round,
-            status: tests.status.as_str().into(),
+            status: tests.status,
             elapsed_ms: tests.elapsed_ms,
             passed: tests.passed,
             failed: tests.failed,
@@ -535,7 +535,7 @@ impl Ctx<'_> {
         // Every testsStart has its testsEnd: the live view and scripts pair them.
         env.events.emit(Event::TestsEnd {
             round: self.round,
-            status: entry.status.as_str().into(),
+            status: entry.status,
             elapsed_ms: entry.elapsed_ms,
             passed: entry.passed,
             failed: entry.failed,
