@@ -1,7 +1,7 @@
 //! One round, top to bottom: `pipeline` runs the stages in order, each taking what the one
 //! before produced: the plan; Phase A (code agents in the pool) beside the pre-sim; the
 //! verification (the tests beside the post-sim, and Phase B beside them by default) ending in a
-//! [`Verdict`]; the code landed as the verdict says (committed, culprits taken out, or the round
+//! `Verdict`; the code landed as the verdict says (committed, culprits taken out, or the round
 //! reverted, the rejected tree kept in a ref); Phase B; the round log.
 //!
 //! Concurrency: `std::thread::scope` runs each sim on its own thread beside the pool (Phase A)

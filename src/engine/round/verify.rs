@@ -1,5 +1,5 @@
 //! Verification: the tests, the post-sim and Phase B beside them, and the verdict on what the
-//! tests said ([`Verdict`](super::Verdict)): passed, regressed (the culprits taken out by
+//! tests said (`Verdict`): passed, regressed (the culprits taken out by
 //! `revert`), untested, interrupted. What the tests wrote in the tree is put back.
 
 use super::*;
