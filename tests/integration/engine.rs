@@ -1,8 +1,6 @@
 //! The round engine, end to end: the real binary on scratch repositories with fixture agents.
 
-mod common;
-
-use common::{agent_cmd, overlap, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, overlap, sim_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 #[test]

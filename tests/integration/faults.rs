@@ -8,13 +8,11 @@
 //! test's unique marker survives. Bounds on time are generous (a loaded CI machine must pass);
 //! waits poll for a file an agent writes instead of sleeping a guessed time.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, gone, processes_with, tests_cmd, Orch, Repo};
+use crate::common::{agent_cmd, gone, processes_with, tests_cmd, Orch, Repo};
 use serde_json::json;
 
 /// A marker unique to one test, put on every agent's command line (`--tag`).

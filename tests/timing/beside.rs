@@ -1,9 +1,7 @@
-//! The round's time against its critical path with Phase B beside the tests (issue 20), in a
-//! file of its own so that it runs alone (see tests/timing.rs).
+//! The round's time against its critical path with Phase B beside the tests (issue 20), in the
+//! timing binary so that it runs alone (see `tests/timing/main.rs`).
 
-mod common;
-
-use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, sim_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 /// Issue 2's shape with `phaseB: "besideTests"`: three code agents of 2.0/1.5/1.0 s on two
@@ -12,6 +10,7 @@ use serde_json::json;
 /// Phase B) = 4 s, where after the tests it is 5 s.
 #[test]
 fn the_round_time_follows_the_critical_path_with_phase_b_beside_the_tests() {
+    let _alone = crate::alone();
     let repo = Repo::new();
     let code = |n: &str, s: &str| {
         json!({"name": n, "phase": "code",

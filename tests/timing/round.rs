@@ -1,10 +1,8 @@
-//! The round's time against its critical path. In a file of its own so that it runs alone:
-//! the other integration tests, run in parallel beside it on a 2-core machine, would put
-//! their load into the overhead it measures.
+//! The round's time against its critical path, Phase B after the tests. In the timing binary
+//! so that it runs alone (see `tests/timing/main.rs`): the other integration tests, run in
+//! parallel beside it on a 2-core machine, would put their load into the overhead it measures.
 
-mod common;
-
-use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, sim_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 /// Issue 2's timing check: three code agents of 2.0/1.5/1.0 s on two slots beside a 2.5 s
@@ -12,6 +10,7 @@ use serde_json::json;
 /// (1 s): a critical path of 5 s.
 #[test]
 fn the_round_time_follows_the_critical_path() {
+    let _alone = crate::alone();
     let repo = Repo::new();
     let code = |n: &str, s: &str| {
         json!({"name": n, "phase": "code",
@@ -21,7 +20,7 @@ fn the_round_time_follows_the_critical_path() {
         json!({"name": n, "phase": "review",
         "command": agent_cmd(&["--sleep", "1", "--result", "done"])})
     };
-    // Phase B after the tests, the spec's order (beside them: tests/timing_beside.rs).
+    // Phase B after the tests, the spec's order (beside them: tests/timing/beside.rs).
     repo.mission(json!({
         "name": "t", "rounds": 1, "maxConcurrency": 2, "phaseB": "afterTests",
         "agents": [code("a", "2.0"), code("b", "1.5"), code("c", "1.0"), review("r1"), review("r2")],
