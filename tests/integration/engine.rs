@@ -79,7 +79,7 @@ fn post_sim_runs_beside_the_tests_and_is_published_when_they_pass() {
 fn a_regression_reverts_the_round_keeps_it_in_a_ref_and_discards_the_post_sim() {
     let repo = Repo::new();
     // Phase B after the tests, so that it is skipped after the revert (beside the tests it
-    // runs and its work is kept aside: tests/beside.rs).
+    // runs and its work is kept aside: tests/integration/beside.rs).
     repo.mission(json!({
         "name": "t", "rounds": 1, "phaseB": "afterTests",
         "agents": [
@@ -324,7 +324,7 @@ fn run_resumes_after_the_last_round_and_round_n_replays_beside_the_branch() {
     assert!(repo.has_round_log(3));
     assert_eq!(repo.state()["lastRound"], 3);
     // `orch round 2` replays round 2 beside the branch: the branch, round 2's log and the
-    // state stay as they are (tests/replay.rs has the details).
+    // state stay as they are (tests/integration/replay.rs has the details).
     let (head, log2) = (repo.head(), repo.read(".orch/rounds/round-0002.json"));
     repo.orch(&["round", "2"]).expect(0);
     assert!(!repo.exists(".orch/rounds/round-0002.prev-1.json"));
