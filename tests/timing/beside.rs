@@ -27,30 +27,26 @@ fn the_round_time_follows_the_critical_path_with_phase_b_beside_the_tests() {
         "tests": {"command": tests_cmd("1")}
     }));
     repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    let t = &log["timing"];
-    let at = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("timing.{k}: {t}"));
-    let total = at("total");
-    eprintln!("critical path 4000 ms: timing {t}");
+    let t = repo.round_log_typed(1).timing;
+    let total = t.total;
+    eprintln!("critical path 4000 ms: timing {t:?}");
     // Within 10 % below the 4 s path; above it, up to 4.75 s: still clear of the 5 s that Phase
     // B after the tests takes at the least, and a loaded machine's commits and merges once
     // took the round to 4449 ms, the suite's other tests beside it.
     assert!(
         (3600..=4750).contains(&total),
-        "total {total} ms is not within 4 s - 10 % .. 4.75 s (Phase B after the tests: 5 s): {t}"
+        "total {total} ms is not within 4 s - 10 % .. 4.75 s (Phase B after the tests: 5 s): {t:?}"
     );
-    let phase_a = at("phaseA");
-    assert!((2450..2900).contains(&phase_a), "phaseA {phase_a}");
-    let tests = at("tests");
-    assert!((1450..1900).contains(&tests), "tests stage {tests}");
-    let phase_b = at("phaseB");
-    assert!((950..1400).contains(&phase_b), "phaseB {phase_b}");
+    assert!((2450..2900).contains(&t.phase_a), "phaseA {}", t.phase_a);
+    assert!((1450..1900).contains(&t.tests), "tests stage {}", t.tests);
+    assert!((950..1400).contains(&t.phase_b), "phaseB {}", t.phase_b);
     // Phase B ran inside the tests stage: it started when it did and ended before it.
-    assert!(at("phaseBStartMs") < at("testsStartMs") + 200, "{t}");
-    assert!(at("phaseBEndMs") <= at("testsEndMs"), "{t}");
+    let at = |v: Option<u64>| v.unwrap_or_else(|| panic!("a stage's start or end missing: {t:?}"));
+    assert!(at(t.phase_b_start_ms) < at(t.tests_start_ms) + 200, "{t:?}");
+    assert!(at(t.phase_b_end_ms) <= at(t.tests_end_ms), "{t:?}");
     assert_eq!(
-        at("overhead"),
-        total + at("beside") - phase_a - phase_b - tests,
+        t.overhead,
+        total + t.beside - t.phase_a - t.phase_b - t.tests,
         "overhead = total - phaseA - phaseB - tests + beside"
     );
     // Both review agents' work landed after the code commit.
