@@ -7,10 +7,10 @@ use clap::Parser;
 
 fn main() {
     // `orch __watchdog`: orch re-executed as the watchdog of its own children.
-    if let Some(code) = orch::engine::process::run_watchdog_if_asked() {
+    if let Some(code) = orch::engine::exec::process::run_watchdog_if_asked() {
         std::process::exit(code);
     }
-    orch::engine::process::enable_watchdog();
+    orch::engine::exec::process::enable_watchdog();
     let cli = orch::cli::Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",

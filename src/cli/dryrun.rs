@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::engine::round::{self, Env, Gate};
 use crate::engine::runner::{RunOptions, Workspace};
-use crate::engine::state::{Journal, State};
-use crate::engine::tasks::Queue;
+use crate::engine::store::state::{Journal, State};
+use crate::engine::store::tasks::Queue;
 use crate::error::Result;
 use crate::events::Events;
 use crate::roundlog::Phase;
@@ -112,7 +112,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
         .max_concurrency
         .unwrap_or(mission.max_concurrency)
         .max(1);
-    let limits = crate::engine::limits::Limits::new(
+    let limits = crate::engine::exec::limits::Limits::new(
         &mission.limits,
         false,
         &std::collections::BTreeMap::new(),
@@ -167,8 +167,13 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
         let resumed = crate::engine::prompt::load_template(env.mission_dir, agent)
             .ok()
             .and_then(|t| {
-                let hash = crate::engine::sessions::mission_hash(env.mission, &t);
-                crate::engine::sessions::plan(agent, &state.agent(&agent.name), &job.model, &hash)
+                let hash = crate::engine::store::sessions::mission_hash(env.mission, &t);
+                crate::engine::store::sessions::plan(
+                    agent,
+                    &state.agent(&agent.name),
+                    &job.model,
+                    &hash,
+                )
             })
             .is_some_and(|p| p.resume);
         let (prompt_bytes, prompt_error, trimmed) = match round::render_prompt(

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::runner::{self, RunOptions, Workspace};
-use crate::engine::state::{Layout, Lock};
-use crate::engine::tasks::{Queue, TaskStatus};
+use crate::engine::store::state::{Layout, Lock};
+use crate::engine::store::tasks::{Queue, TaskStatus};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::events::{self, Events, Sink, Verbosity};
 
@@ -434,7 +434,7 @@ fn check_round_number(cwd: &std::path::Path, mission: &std::path::Path, n: u32) 
         )));
     }
     let layout = layout_for(cwd, mission)?;
-    let last = crate::engine::state::State::load(&layout)?.last_round;
+    let last = crate::engine::store::state::State::load(&layout)?.last_round;
     if n > last + 1 {
         let said = if last == 0 {
             "no round has run yet".to_string()
@@ -513,7 +513,7 @@ fn branch_name(ws: &Workspace, opts: &RunOptions) -> Result<Option<String>> {
         (None, Some(b)) => (b, "git.branch"),
         (None, None) => return Ok(None),
     };
-    crate::engine::branch::resolve(&ws.git, template, &ws.mission().name, from).map(Some)
+    crate::engine::git::branch::resolve(&ws.git, template, &ws.mission().name, from).map(Some)
 }
 
 pub(crate) fn sinks(layout: &Layout, json: bool, verbosity: Verbosity) -> Events {
@@ -618,7 +618,7 @@ pub(crate) fn install_signal_handler() {
                 let mut count = 0;
                 for sig in signals.forever() {
                     count += 1;
-                    crate::engine::process::interrupt();
+                    crate::engine::exec::process::interrupt();
                     if count == 1 {
                         log::warn!(
                             "signal {sig}: stopping; running agents get SIGTERM, then SIGKILL after the grace period (signal again to kill at once)"
@@ -651,7 +651,7 @@ fn report(cwd: &std::path::Path, a: ReportArgs) -> Result<i32> {
         rounds,
     })?;
     match a.output {
-        Some(p) => crate::engine::state::write_atomic(&p, &bytes)?,
+        Some(p) => crate::engine::store::state::write_atomic(&p, &bytes)?,
         None => out::write(&bytes)?,
     }
     Ok(EXIT_OK)
@@ -720,7 +720,7 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
             let _lock = Lock::acquire(&ws.layout)?;
             ws.git.exclude(&ws.layout.dir)?;
             let mut q = Queue::load(&ws.layout)?;
-            let round = crate::engine::state::State::load(&ws.layout)?
+            let round = crate::engine::store::state::State::load(&ws.layout)?
                 .last_round
                 .saturating_add(1);
             let id = q.add(&agent, priority, &title, &body, None, round);
@@ -766,7 +766,7 @@ fn task(cwd: &std::path::Path, t: TaskCommand) -> Result<i32> {
 #[serde(rename_all = "camelCase")]
 struct ListedTask<'a> {
     #[serde(flatten)]
-    task: &'a crate::engine::tasks::Task,
+    task: &'a crate::engine::store::tasks::Task,
     waiting_on_budget: bool,
 }
 
@@ -782,7 +782,7 @@ fn waiting_on_budget(
     let Ok(loaded) = crate::mission::Loaded::from_path(&path) else {
         return Vec::new();
     };
-    let Ok(state) = crate::engine::state::State::load(layout) else {
+    let Ok(state) = crate::engine::store::state::State::load(layout) else {
         return Vec::new();
     };
     loaded

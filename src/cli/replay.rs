@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::engine::replay::{self, Comparison, Prepared, ReplayOptions};
 use crate::engine::runner::Workspace;
-use crate::engine::state::{Layout, Lock};
+use crate::engine::store::state::{Layout, Lock};
 use crate::error::{Error, Result, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED};
 use crate::events::Verbosity;
 use crate::units;
@@ -243,7 +243,7 @@ pub fn plan_text(p: &Prepared, root: &Path) -> String {
         };
         let prompt = job.map_or(String::new(), |j| {
             let path = p.state_dir.join(&j.prompt);
-            match crate::engine::inputs::recorded_prompt(&path, j) {
+            match crate::engine::store::inputs::recorded_prompt(&path, j) {
                 Ok(b) if j.prompt_hash.is_empty() => {
                     format!("{} ({} B, unchecked)", j.prompt, b.len())
                 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::engine::git::Git;
 use crate::engine::replay::{replay_dir, replay_refs};
-use crate::engine::state::{Layout, State};
+use crate::engine::store::state::{Layout, State};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::roundlog::{AgentEntry, RoundLog};
 use crate::units;

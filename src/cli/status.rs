@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::engine::runner::Workspace;
-use crate::engine::state::{read_json, State};
-use crate::engine::tasks::{Queue, Task};
+use crate::engine::store::state::{read_json, State};
+use crate::engine::store::tasks::{Queue, Task};
 use crate::error::{Result, EXIT_OK};
 use crate::roundlog::RoundLog;
 use crate::units;
@@ -416,7 +416,7 @@ fn latest_events(path: &Path) -> Vec<serde_json::Value> {
 }
 
 fn running(ws: &Workspace, state_total: f64) -> Option<Running> {
-    let holder = crate::engine::state::Lock::holder(&ws.layout)?;
+    let holder = crate::engine::store::state::Lock::holder(&ws.layout)?;
     let this = holder.state_dir.as_ref().is_none_or(|d| {
         d == &ws.layout.dir
             || std::fs::canonicalize(d).ok() == std::fs::canonicalize(&ws.layout.dir).ok()

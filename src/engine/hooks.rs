@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::engine::process::{self, Ending, Spec};
+use crate::engine::exec::process::{self, Ending, Spec};
 use crate::events::{self, Event, Sink, Verbosity};
 use crate::mission::{Command, Hooks};
 

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine::process::{self, Ending, Spec};
-use crate::engine::state::State;
-use crate::engine::tasks::Task;
+use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::store::state::State;
+use crate::engine::store::tasks::Task;
 use crate::error::{Error, Result};
 use crate::mission::{Agent, Mission, Section};
 
@@ -195,7 +195,7 @@ fn builtin(name: &str, ctx: &Context) -> String {
             }
         }
         "sims" => ctx.sim_data.as_deref().map(read_folder).unwrap_or_default(),
-        "changes" => crate::engine::sessions::changes(
+        "changes" => crate::engine::store::sessions::changes(
             ctx.git,
             ctx.state,
             &ctx.agent.name,

@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::engine::exec::process;
 use crate::engine::git::Git;
-use crate::engine::inputs::{RecordedJob, RoundInputs};
-use crate::engine::process;
 use crate::engine::round::{self, Env, Replaying};
 use crate::engine::runner::{self, Workspace};
-use crate::engine::state::{Journal, Layout, State};
-use crate::engine::tasks::Queue;
+use crate::engine::store::inputs::{RecordedJob, RoundInputs};
+use crate::engine::store::state::{Journal, Layout, State};
+use crate::engine::store::tasks::Queue;
 use crate::error::{Error, IoContext, Result};
 use crate::events::Events;
 use crate::mission::Mission;
@@ -334,7 +334,7 @@ pub fn tidy(ws: &Workspace) -> Result<Vec<String>> {
     folders.sort_by_key(|d| std::cmp::Reverse(changed(d)));
     let mut old = folders.split_off(folders.len().min(KEPT_REPLAYS));
     old.retain(|d| {
-        crate::engine::perms::unlock_tree(d);
+        crate::engine::exec::perms::unlock_tree(d);
         match std::fs::remove_dir_all(d) {
             Ok(()) => true,
             Err(e) => {
@@ -438,7 +438,7 @@ pub fn run(ws: &Workspace, p: &Prepared, events: &Events) -> Result<Replayed> {
     };
     // A replay waits out limits as a run does, from no holds of its own: the live run's are
     // not the replay's business.
-    let limits = crate::engine::limits::Limits::new(
+    let limits = crate::engine::exec::limits::Limits::new(
         &p.mission.limits,
         false,
         &std::collections::BTreeMap::new(),
@@ -487,7 +487,7 @@ fn remove_worktrees(git: &Git, dir: &Path) {
     for p in paths {
         let s = p.to_string_lossy().into_owned();
         // A folder an agent left read-only would stop the removal half-way.
-        crate::engine::perms::unlock_tree(&p);
+        crate::engine::exec::perms::unlock_tree(&p);
         if let Err(e) = git.run(&["worktree", "remove", "--force", &s]) {
             log::warn!("cannot remove the replay's worktree {s}: {e}");
         }

@@ -5,18 +5,18 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::branch;
+use crate::engine::exec::launcher;
+use crate::engine::exec::limits::Limits;
+use crate::engine::exec::process;
+use crate::engine::git::branch;
+use crate::engine::git::userwork;
 use crate::engine::git::Git;
-use crate::engine::launcher;
-use crate::engine::limits::Limits;
 use crate::engine::preflight;
-use crate::engine::process;
 use crate::engine::prompt;
 use crate::engine::round::{self, Env};
-use crate::engine::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
-use crate::engine::tasks::Queue;
-use crate::engine::tests_run::TestRun;
-use crate::engine::userwork;
+use crate::engine::store::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
+use crate::engine::store::tasks::Queue;
+use crate::engine::testing::run::TestRun;
 use crate::error::{
     Error, Result, EXIT_AGENT_CLI, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED,
     EXIT_STOPPED, EXIT_TEMPFAIL,
@@ -139,7 +139,7 @@ pub fn run_counted(
     // Worktrees get an empty folder for each submodule: each must be checkable out from the
     // main tree's own checkout of it, else the mission is refused before anything is spent.
     if mission.git.isolation == crate::mission::Isolation::Worktree {
-        crate::engine::nested::check_submodules(&ws.git)?;
+        crate::engine::git::nested::check_submodules(&ws.git)?;
     }
     // `--allow-dirty`: the rounds run on the clean base; the user's work comes back when this
     // value is dropped, however the run ends.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::runner::{self, RunOptions, Workspace};
-use crate::engine::state::{read_json, write_json, Lock, State};
+use crate::engine::store::state::{read_json, write_json, Lock, State};
 use crate::error::{Error, Result, EXIT_FINISHED, EXIT_OK};
 use crate::events::Events;
 

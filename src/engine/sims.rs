@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::engine::process::{self, Ending, Spec};
+use crate::engine::exec::process::{self, Ending, Spec};
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::Sim;

@@ -28,7 +28,7 @@ pub fn write_live(state_dir: &Path, running: bool) -> Result<PathBuf> {
     });
     let bytes = exporter(Format::Html).export(&summary);
     let path = state_dir.join("report.html");
-    crate::engine::state::write_atomic(&path, &bytes)?;
+    crate::engine::store::state::write_atomic(&path, &bytes)?;
     Ok(path)
 }
 

@@ -160,7 +160,7 @@ pub(super) fn run_agent(
     // Start spacing: taken last, right before the start, so that preparing a worktree does not
     // eat into it.
     let spacing = env.limits.reserve_start(&provider);
-    if !spacing.is_zero() && !crate::engine::limits::sleep_interruptibly(spacing) {
+    if !spacing.is_zero() && !crate::engine::exec::limits::sleep_interruptibly(spacing) {
         return not_started(env, round, job);
     }
     env.events.emit(Event::AgentStart {
@@ -334,7 +334,7 @@ fn set_aside_repositories(
     round: u32,
     agent: &Agent,
 ) -> (Vec<String>, Vec<String>) {
-    let folders = crate::engine::nested::repository_folders(g.root(), changed);
+    let folders = crate::engine::git::nested::repository_folders(g.root(), changed);
     if folders.is_empty() {
         return (Vec::new(), Vec::new());
     }
@@ -344,10 +344,10 @@ fn set_aside_repositories(
         agent.name
     );
     let why: Vec<String> =
-        match crate::engine::nested::keep_and_put_back(g, base, parent, &r, &msg, &folders) {
+        match crate::engine::git::nested::keep_and_put_back(g, base, parent, &r, &msg, &folders) {
             Ok(done) => done
                 .iter()
-                .map(|k| crate::engine::nested::describe(k, &r))
+                .map(|k| crate::engine::git::nested::describe(k, &r))
                 .collect(),
             Err(e) => {
                 // Not kept: left where they are and out of the commit all the same.

@@ -8,7 +8,7 @@
 //! completion order, so the tracking state, the task queue and git need no locks.
 //!
 //! Provider limits: a run that hit a rate, usage or overload limit is not the agent's failure.
-//! Its provider is held off (`engine::limits`: no agent of it starts, the others go on), and
+//! Its provider is held off (`engine::exec::limits`: no agent of it starts, the others go on), and
 //! the limited agent, with any of that provider's agents refused a start meanwhile, goes back
 //! into the pool to start when the hold ends, beside the agents still running (`heldMs` in its
 //! entry). Only when nothing else is left to run does orch wait around the pool (`run_phase`)
@@ -26,21 +26,19 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::agents;
+use crate::engine::exec::limits::{self, Hold, Limits};
+use crate::engine::exec::pool::{self, Done};
+use crate::engine::exec::process::{self, Ending, Spec};
 use crate::engine::git::{Git, Merge};
-use crate::engine::inputs::{prompt_hash, RecordedJob, RoundInputs, INPUTS_VERSION};
-use crate::engine::limits::{self, Hold, Limits};
-use crate::engine::pool::{self, Done};
-use crate::engine::process::{self, Ending, Spec};
 use crate::engine::prompt;
-use crate::engine::results::{self, RawRun};
-use crate::engine::sessions;
 use crate::engine::sims::{self, SimRun, Which};
-use crate::engine::state::{
+use crate::engine::store::inputs::{prompt_hash, RecordedJob, RoundInputs, INPUTS_VERSION};
+use crate::engine::store::sessions;
+use crate::engine::store::state::{
     write_json, AgentState, Journal, Layout, LimitWait, State, TestBaseline,
 };
-use crate::engine::tasks::{Queue, Task, TaskStatus};
-use crate::engine::tests_run::{self, Stage};
-use crate::engine::tests_select;
+use crate::engine::store::tasks::{Queue, Task, TaskStatus};
+use crate::engine::testing::{self, run::Stage};
 use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::{Agent, FailedChanges, Isolation, Mission, PhaseB, When, WhenKeyword};
@@ -49,9 +47,11 @@ use crate::roundlog::{
     StepStatus, Timing, SCHEMA,
 };
 use crate::units;
+use results::RawRun;
 
 mod agent;
 mod plan;
+pub mod results;
 mod revert;
 
 use agent::{describe_ending, not_started, run_agent, SharedTree};
@@ -562,7 +562,7 @@ impl<'e> Round<'e, '_> {
             if let Some(mut tests) = tests {
                 let cannot_start = tests.cannot_start.clone();
                 tests.regression = cannot_start.is_none()
-                    && tests_run::is_regression(&tests, self.state.test_baseline.as_ref());
+                    && testing::run::is_regression(&tests, self.state.test_baseline.as_ref());
                 // A search begun beside Phase B sent it before its own runs'.
                 if early.is_none() {
                     self.env.events.emit(Event::TestsEnd {
@@ -1533,7 +1533,7 @@ impl<'e> Round<'e, '_> {
             .replay
             .map(|r| r.prompts_from.join(&job.prompt))
             .unwrap_or_default();
-        let bytes = crate::engine::inputs::recorded_prompt(&from, job)?;
+        let bytes = crate::engine::store::inputs::recorded_prompt(&from, job)?;
         let path = self.env.layout.prompts(self.round).join(
             Path::new(&job.prompt)
                 .file_name()
@@ -3220,7 +3220,7 @@ fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
             &format!("\"{dir}/round-{round:04}.prev-{k}/"),
         );
     }
-    crate::engine::state::write_atomic(to, text.as_bytes())?;
+    crate::engine::store::state::write_atomic(to, text.as_bytes())?;
     std::fs::remove_file(from).ctx(|| format!("removing {}", from.display()))
 }
 
@@ -3303,7 +3303,7 @@ fn run_tests(
         grace: env.mission.grace(),
         round_start,
     }
-    .run(&tests_select::select(tests, changed), env.events)
+    .run(&testing::select::select(tests, changed), env.events)
 }
 
 /// The agent's handoff file: it persists across rounds, so the last report stands.

@@ -5,12 +5,15 @@
 use super::*;
 
 /// The timeout of an agent's next run: adaptive once it has enough history.
-pub fn timeout_for(agent: &Agent, st: &crate::engine::state::AgentState) -> Duration {
+pub fn timeout_for(agent: &Agent, st: &crate::engine::store::state::AgentState) -> Duration {
     adaptive_timeout(agent, st).unwrap_or_else(|| Duration::from_secs_f64(agent.timeout_s))
 }
 
 /// The adaptive timeout, once the agent has `minSamples` runs to measure; `None` before.
-pub fn adaptive_timeout(agent: &Agent, st: &crate::engine::state::AgentState) -> Option<Duration> {
+pub fn adaptive_timeout(
+    agent: &Agent,
+    st: &crate::engine::store::state::AgentState,
+) -> Option<Duration> {
     let a = agent.adaptive_timeout.as_ref()?;
     if st.recent_run_ms.len() < a.min_samples {
         return None;

@@ -262,8 +262,8 @@ impl<'a> Ctx<'a> {
         base: &'m str,
         merged: &'m [(String, String)],
     ) -> Option<Early<'m>> {
-        let regression =
-            tests.cannot_start.is_none() && tests_run::is_regression(tests, self.baseline.as_ref());
+        let regression = tests.cannot_start.is_none()
+            && testing::run::is_regression(tests, self.baseline.as_ref());
         if !regression || process::interrupted() {
             return None;
         }
@@ -695,7 +695,7 @@ impl Ctx<'_> {
             .join(format!("revert-check-{run}"));
         std::fs::create_dir_all(&log_dir).ctx(|| format!("creating {}", log_dir.display()))?;
         let mut entry = run_tests(env, git.root(), t, &log_dir, &changed, self.round, self.t0);
-        entry.regression = tests_run::is_regression(&entry, self.baseline.as_ref());
+        entry.regression = testing::run::is_regression(&entry, self.baseline.as_ref());
         // Every testsStart has its testsEnd: the live view and scripts pair them.
         env.events.emit(Event::TestsEnd {
             round: self.round,
@@ -725,7 +725,7 @@ fn remove_bisect_worktrees(env: &Env) {
     };
     for e in entries.flatten() {
         let path = e.path();
-        crate::engine::perms::unlock_tree(&path);
+        crate::engine::exec::perms::unlock_tree(&path);
         let p = path.to_string_lossy();
         if env.git.run(&["worktree", "remove", "--force", &p]).is_err() {
             let _ = std::fs::remove_dir_all(&path);

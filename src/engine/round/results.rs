@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::agents::cost::{self, Pricing};
 use crate::agents::{self, Failure, Output};
-use crate::engine::process::{Ending, Finished};
-use crate::engine::state::{AgentState, RECENT_RUNS};
+use crate::engine::exec::process::{Ending, Finished};
+use crate::engine::store::state::{AgentState, RECENT_RUNS};
 use crate::mission::Agent;
 use crate::roundlog::{AgentEntry, Cause, Phase, RunStatus};
 
@@ -54,7 +54,7 @@ pub struct RawRun {
     /// submodule), each naming the ref that keeps it.
     pub kept_aside: Vec<String>,
     /// The CLI session it started or resumed (`session: true`).
-    pub session: Option<crate::engine::sessions::Plan>,
+    pub session: Option<crate::engine::store::sessions::Plan>,
     /// In a shared tree: the other agents that worked there at some moment of its run (any of
     /// them may have written a file in `changed`).
     pub shared_with: Vec<String>,

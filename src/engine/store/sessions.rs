@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::{self, CliKind};
 use crate::engine::git::Git;
-use crate::engine::state::{AgentState, State};
+use crate::engine::store::state::{AgentState, State};
 use crate::mission::{Agent, Mission};
 
 /// The session an agent's next run resumes, kept in its tracking state.
@@ -92,7 +92,7 @@ pub fn mission_hash(mission: &Mission, template: &str) -> String {
     let mut bytes = serde_json::to_vec(mission).unwrap_or_default();
     bytes.push(0);
     bytes.extend_from_slice(template.as_bytes());
-    crate::engine::inputs::prompt_hash(&bytes)
+    crate::engine::store::inputs::prompt_hash(&bytes)
 }
 
 /// The session of `agent`'s next run with `model`: the kept one resumed, or a new one (with

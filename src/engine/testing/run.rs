@@ -12,11 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::engine::pool;
-use crate::engine::process::{self, Ending, Spec};
-use crate::engine::state::TestBaseline;
-use crate::engine::testcounts;
-use crate::engine::tests_select::Selection;
+use crate::engine::exec::pool;
+use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::store::state::TestBaseline;
+use crate::engine::testing;
+use crate::engine::testing::select::Selection;
 use crate::events::{Event, Events};
 use crate::mission::Tests;
 use crate::roundlog::{StepStatus, SuiteEntry, TestsEntry};
@@ -92,9 +92,9 @@ impl<'a> TestRun<'a> {
                 launched: false,
                 env_clear: false,
             });
-            let output = crate::engine::results::read_tail(&log, READ_BYTES);
+            let output = crate::engine::round::results::read_tail(&log, READ_BYTES);
             let text = String::from_utf8_lossy(&output);
-            let counts = testcounts::parse(&text);
+            let counts = testing::counts::parse(&text);
             let status = match finished.ending {
                 Ending::Exited(0) => StepStatus::Passed,
                 Ending::TimedOut => StepStatus::Timeout,
@@ -109,7 +109,7 @@ impl<'a> TestRun<'a> {
                 first_failed = true;
                 continue;
             }
-            let mut tail = testcounts::tail(&output, TAIL_LINES, TAIL_BYTES);
+            let mut tail = testing::counts::tail(&output, TAIL_LINES, TAIL_BYTES);
             if let Ending::SpawnFailed(e) = &finished.ending {
                 tail = format!("{e}\n{tail}");
             }

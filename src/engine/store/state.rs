@@ -217,7 +217,7 @@ pub struct State {
     /// Providers held off by a limit that outlasted the last run (exit 75): the next run waits
     /// for them (or exits 75 again) before starting their agents.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub limits: BTreeMap<String, crate::engine::limits::Hold>,
+    pub limits: BTreeMap<String, crate::engine::exec::limits::Hold>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -269,7 +269,7 @@ pub struct AgentState {
     pub last_base: Option<String>,
     /// The CLI session its next run resumes (`session: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<crate::engine::sessions::AgentSession>,
+    pub session: Option<crate::engine::store::sessions::AgentSession>,
     /// Why its last session was dropped, until the next run starts a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_dropped: Option<String>,
@@ -327,7 +327,7 @@ impl Holder {
     fn me(layout: &Layout) -> Holder {
         Holder {
             pid: std::process::id(),
-            session: crate::engine::process::session().to_owned(),
+            session: crate::engine::exec::process::session().to_owned(),
             state_dir: layout.dir.display().to_string(),
         }
     }
@@ -490,7 +490,7 @@ fn is_live(h: &Holder) -> bool {
         // SAFETY: signal 0 only checks that the process exists.
         return pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
     }
-    crate::engine::process::session_of(pid).as_deref() == Some(h.session.as_str())
+    crate::engine::exec::process::session_of(pid).as_deref() == Some(h.session.as_str())
 }
 
 fn try_flock(file: &File) -> bool {
@@ -513,7 +513,7 @@ fn write_holder(file: &mut File, holder: &Holder) {
 /// A live orch other than this one that holds `path` open (the file itself or one deleted
 /// from that path), identified by the session in its file matching the process's start time.
 fn live_holder(path: &Path) -> Option<Holder> {
-    use crate::engine::process;
+    use crate::engine::exec::process;
     process::holders_of(path).into_iter().find_map(|(pid, fd)| {
         let h = Holder::parse(&std::fs::read_to_string(fd).ok()?)?;
         (h.pid == pid as u32 && process::session_of(pid).as_deref() == Some(h.session.as_str()))

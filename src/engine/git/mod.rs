@@ -17,6 +17,14 @@
 //! and `--no-verify` where git has it): a `commit-msg` hook that rejects orch's message, or a
 //! `post-checkout` hook that writes a file, must neither drop an agent's work nor be credited to
 //! an agent. Agents that run git themselves are unaffected (they run their own git).
+//!
+//! Beside it, the policies built on it: [`branch`] (a run's own branch), [`nested`]
+//! (submodules and repositories an agent makes inside the tree), [`userwork`] (the user's
+//! uncommitted work under `--allow-dirty`).
+
+pub mod branch;
+pub mod nested;
+pub mod userwork;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -569,7 +577,7 @@ impl Git {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        crate::engine::perms::unlock_for(&self.root, &changed, "putting files back")?;
+        crate::engine::exec::perms::unlock_for(&self.root, &changed, "putting files back")?;
         // The index as it is now, so that it can be put back after the files are.
         let index_tree = self.run(&["write-tree"]).ok();
         self.run(&["read-tree", "--reset", "-u", tree])?;
@@ -600,7 +608,7 @@ impl Git {
 
     /// Puts `paths` back as they are in HEAD: tracked ones checked out, new ones removed.
     pub fn take_out(&self, paths: &[String]) -> Result<()> {
-        crate::engine::perms::unlock_for(&self.root, paths, "taking files out of the tree")?;
+        crate::engine::exec::perms::unlock_for(&self.root, paths, "taking files out of the tree")?;
         for chunk in paths.chunks(500) {
             let mut args = vec![
                 "ls-tree".to_string(),
@@ -735,7 +743,7 @@ impl Git {
         // the folders holding what is put back get their write bits again, the others are left
         // as they are; one that cannot be made writable is named before anything is reset.
         let changed = self.changed_since(base)?;
-        crate::engine::perms::unlock_for(
+        crate::engine::exec::perms::unlock_for(
             &self.root,
             &changed,
             &format!("putting the tree back at {}", short(base)),
@@ -771,12 +779,12 @@ impl Git {
         if self.worktree_intact(path) {
             // The worktree is orch's: a folder the agent left read-only (`chmod a-w`) gets its
             // write bits back, else git could neither replace nor clean files in it.
-            crate::engine::perms::unlock_tree(path);
+            crate::engine::exec::perms::unlock_tree(path);
             // Detached again, whatever branch the agent may have checked out there last time.
             match wt.run(&["checkout", "-q", "-f", "--detach", base]) {
                 Ok(_) => {
                     wt.run(&["clean", "-q", "-f", "-d"])?;
-                    crate::engine::nested::init_submodules(&wt, &self.root)?;
+                    crate::engine::git::nested::init_submodules(&wt, &self.root)?;
                     return Ok(wt);
                 }
                 Err(e) => log::info!(
@@ -787,7 +795,7 @@ impl Git {
         }
         let removed = path.exists();
         if removed {
-            crate::engine::perms::unlock_tree(path);
+            crate::engine::exec::perms::unlock_tree(path);
             std::fs::remove_dir_all(path).map_err(|e| {
                 Error::io(format!("removing broken worktree {}", path.display()), e)
             })?;
@@ -808,7 +816,7 @@ impl Git {
         self.run(&["worktree", "add", "-q", "-f", "--detach", &p, base])?;
         drop(_admin);
         // A worktree gets an empty folder for each submodule: checked out from the main tree's.
-        crate::engine::nested::init_submodules(&wt, &self.root)?;
+        crate::engine::git::nested::init_submodules(&wt, &self.root)?;
         Ok(wt)
     }
 
@@ -904,7 +912,7 @@ impl Git {
     /// repository inside it (a submodule of a submodule, a repository with no commit yet) taken
     /// in as plain files too, level by level, with the private index `scratch` (one per level).
     fn folder_tree(&self, dir: &Path, scratch: &Path) -> Result<String> {
-        let inner = crate::engine::nested::repositories_under(dir);
+        let inner = crate::engine::git::nested::repositories_under(dir);
         let _ = std::fs::remove_file(scratch);
         let scratch_s = scratch.to_string_lossy().into_owned();
         let files = [("GIT_INDEX_FILE", scratch_s.as_str())];
@@ -1121,11 +1129,27 @@ impl Git {
         let env = [("GIT_INDEX_FILE", index_s.as_str())];
         let result = (|| {
             self.run_env(&["read-tree", parent], &env)?;
-            for chunk in paths.chunks(500) {
+            // A path that is in the tree is added as it is; one that is not (deleted, or already
+            // taken out by orch while a later run's fingerprint still named it) is removed from
+            // the index if `parent` has it: `add` refuses a path that matches nothing at all,
+            // which failed the whole commit and left a failed run's files in the tree.
+            let (present, absent): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| {
+                std::fs::symlink_metadata(self.root.join(p.trim_end_matches('/'))).is_ok()
+            });
+            for chunk in present.chunks(500) {
                 let mut args = vec!["add".to_string(), "-A".into(), "--".into()];
                 args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.run_env(&args, &env)?;
+            }
+            if !absent.is_empty() {
+                let specs: Vec<String> = absent.iter().map(|p| format!(":(literal){p}")).collect();
+                for chunk in specs.chunks(500) {
+                    let mut args =
+                        vec!["rm", "-r", "-q", "-f", "--cached", "--ignore-unmatch", "--"];
+                    args.extend(chunk.iter().map(String::as_str));
+                    self.run_env(&args, &env)?;
+                }
             }
             let tree = self.run_env(&["write-tree"], &env)?;
             let tree = tree.trim().to_string();
@@ -1213,6 +1237,26 @@ mod tests {
         assert!(!d.path().join("new.txt").exists());
         assert!(d.path().join(".orch/state.json").exists(), "state survives");
         assert_eq!(g.head().unwrap().unwrap(), base);
+    }
+
+    /// A failed run's fingerprint can name a path that is in neither the tree nor the parent
+    /// (another failed run's file orch took out meanwhile): keeping its files must not fail on
+    /// it (it did: `git add` refused the unmatched path, and the run's files stayed in the tree
+    /// to be committed with the next agent's).
+    #[test]
+    fn keeping_paths_skips_one_that_is_nowhere_and_records_a_deletion() {
+        let (d, g) = repo();
+        let base = g.base().unwrap();
+        std::fs::write(d.path().join("new.txt"), "new\n").unwrap();
+        std::fs::remove_file(d.path().join("a.txt")).unwrap();
+        let paths = ["new.txt", "gone-everywhere.txt", "a.txt"].map(String::from);
+        let kept = g
+            .save_paths(&base, "refs/orch/failed/round-1/x", "m", &paths)
+            .unwrap();
+        let files = g.run(&["ls-tree", "-r", "--name-only", &kept]).unwrap();
+        assert_eq!(files.trim(), "new.txt", "a.txt deleted, new.txt added");
+        g.take_out(&paths).unwrap();
+        assert!(g.status().unwrap().is_empty());
     }
 
     #[test]

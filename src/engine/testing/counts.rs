@@ -411,7 +411,7 @@ mod tests {
 
     macro_rules! fixture {
         ($name:literal) => {
-            include_str!(concat!("../../fixtures/test-output/", $name))
+            include_str!(concat!("../../../fixtures/test-output/", $name))
         };
     }
 

@@ -226,7 +226,7 @@ pub fn keep_and_put_back(
             .iter()
             .find(|(p, _)| p == path)
             .map(|(_, c)| c.clone());
-        crate::engine::perms::unlock_tree(&full);
+        crate::engine::exec::perms::unlock_tree(&full);
         match &submodule {
             Some(commit) => put_back_submodule(&git.at(&full), commit)?,
             None => remove(&full)?,
@@ -266,7 +266,7 @@ fn put_back_submodule(sub: &Git, commit: &str) -> Result<()> {
 }
 
 fn remove(dir: &Path) -> Result<()> {
-    crate::engine::perms::unlock_tree(dir);
+    crate::engine::exec::perms::unlock_tree(dir);
     std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::agents::Failure;
-use crate::engine::process;
+use crate::engine::exec::process;
 use crate::roundlog::Cause;
 
 /// The longest backoff step: a provider that recovered is noticed within this.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::git::Git;
-use crate::engine::state::{read_json, write_json, Layout};
+use crate::engine::store::state::{read_json, write_json, Layout};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 

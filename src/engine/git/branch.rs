@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::git::Git;
-use crate::engine::state::{read_json, write_json, Layout};
+use crate::engine::store::state::{read_json, write_json, Layout};
 use crate::error::{Error, Result};
 
 /// The run's branch and what to return to.

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine::process::{self, Ending, Spec};
+use crate::engine::exec::process::{self, Ending, Spec};
 use crate::error::{Error, Result};
 use crate::mission::Mission;
 

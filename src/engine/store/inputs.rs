@@ -14,8 +14,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::state::{read_json, write_json, Layout, State};
-use crate::engine::tasks::{Queue, Task};
+use crate::engine::store::state::{read_json, write_json, Layout, State};
+use crate::engine::store::tasks::{Queue, Task};
 use crate::error::Result;
 use crate::roundlog::{Decision, Phase};
 
