@@ -404,7 +404,11 @@ fn an_agent_whose_budget_is_spent_by_its_limited_runs_is_not_run_again_after_the
     };
     repo.mission(json!({
         "name": "t", "rounds": 2,
-        "limits": {"backoffS": 0.3},
+        // A hold long enough for `free` to end first even on a loaded machine: the held run
+        // then starts when nothing else runs, which is what a `limitWait` is (a hold that
+        // ends while another agent still runs starts the held one beside it, with no wait;
+        // with 0.3 s a slow `free` made that happen under load, and the test saw no wait).
+        "limits": {"backoffS": 1.5},
         "agents": [
             limited_run("wait", 0.15),
             limited_run("spent", 0.05),
