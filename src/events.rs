@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::roundlog::{Aside, Cause};
+use crate::roundlog::{Aside, Cause, Phase, RoundStatus, RunStatus, StepStatus};
 use crate::units;
 
 /// One thing that happened. Serialized with `"event"` as the tag, camelCase fields.
@@ -38,7 +38,7 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     PhaseStart {
         round: u32,
-        phase: String,
+        phase: Phase,
         queue: Vec<String>,
         max_concurrency: usize,
     },
@@ -46,7 +46,7 @@ pub enum Event {
     AgentStart {
         round: u32,
         agent: String,
-        phase: String,
+        phase: Phase,
         model: String,
         task: Option<String>,
         timeout_ms: u64,
@@ -55,9 +55,9 @@ pub enum Event {
     AgentEnd {
         round: u32,
         agent: String,
-        phase: String,
+        phase: Phase,
         model: String,
-        status: String,
+        status: RunStatus,
         exit_code: Option<i32>,
         elapsed_ms: u64,
         cost_usd: f64,
@@ -107,7 +107,7 @@ pub enum Event {
     SimEnd {
         round: u32,
         sim: String,
-        status: String,
+        status: StepStatus,
         elapsed_ms: u64,
     },
     #[serde(rename_all = "camelCase")]
@@ -120,7 +120,7 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     TestsEnd {
         round: u32,
-        status: String,
+        status: StepStatus,
         elapsed_ms: u64,
         passed: Option<u64>,
         failed: Option<u64>,
@@ -155,7 +155,7 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     RoundEnd {
         round: u32,
-        status: String,
+        status: RoundStatus,
         elapsed_ms: u64,
         cost_usd: f64,
         total_cost_usd: f64,
@@ -368,13 +368,13 @@ impl<W: Write + Send> Human<W> {
                 nothing_landed,
                 ..
             } => {
-                match status.as_str() {
-                    "ok" if *nothing_landed => self.workflow(
+                match status {
+                    RoundStatus::Ok if *nothing_landed => self.workflow(
                         "warning",
                         &format!("round {round}: nothing landed (every agent's work failed or was taken out)"),
                     ),
-                    "failed" => self.workflow("error", &format!("round {round} failed")),
-                    "interrupted" => {
+                    RoundStatus::Failed => self.workflow("error", &format!("round {round} failed")),
+                    RoundStatus::Interrupted => {
                         self.workflow("warning", &format!("round {round} was interrupted"))
                     }
                     _ => {}
@@ -399,7 +399,7 @@ impl<W: Write + Send> Human<W> {
                 regression: false,
                 failed,
                 ..
-            } if status == "failed" => self.workflow(
+            } if *status == StepStatus::Failed => self.workflow(
                 "warning",
                 &format!(
                     "round {round}: tests fail{} (no worse than the base, so the round is kept)",
@@ -413,13 +413,19 @@ impl<W: Write + Send> Human<W> {
                 error,
                 cause,
                 ..
-            } if matches!(status.as_str(), "failed" | "timeout" | "conflict") => self.workflow(
-                "warning",
-                &format!(
-                    "round {round}: agent {agent} {status}{}",
-                    because(*cause, error.as_deref())
-                ),
-            ),
+            } if matches!(
+                status,
+                RunStatus::Failed | RunStatus::Timeout | RunStatus::Conflict
+            ) =>
+            {
+                self.workflow(
+                    "warning",
+                    &format!(
+                        "round {round}: agent {agent} {status}{}",
+                        because(*cause, error.as_deref())
+                    ),
+                )
+            }
             Event::LimitWait {
                 round,
                 provider,
@@ -759,9 +765,9 @@ mod tests {
         let line = to_json_line(&Event::AgentEnd {
             round: 2,
             agent: "a".into(),
-            phase: "code".into(),
+            phase: Phase::Code,
             model: "m".into(),
-            status: "ok".into(),
+            status: RunStatus::Ok,
             exit_code: Some(0),
             elapsed_ms: 5,
             cost_usd: 0.5,
@@ -776,6 +782,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "agentEnd");
         assert_eq!(v["elapsedMs"], 5);
+        // Typed fields, written as the strings the round log uses.
+        assert_eq!(v["phase"], "code");
+        assert_eq!(v["status"], "ok");
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
         assert!(!line.contains('\n'));
         // Only an amending agentEnd says so: the line of every other run is as it was.
@@ -801,7 +810,7 @@ mod tests {
             });
             h.event(&Event::RoundEnd {
                 round: 1,
-                status: "reverted".into(),
+                status: RoundStatus::Reverted,
                 elapsed_ms: 1,
                 cost_usd: 0.0,
                 total_cost_usd: 0.0,
@@ -822,7 +831,7 @@ mod tests {
     fn a_round_that_landed_nothing_is_a_warning_under_github_and_said_on_its_line() {
         let end = Event::RoundEnd {
             round: 2,
-            status: "ok".into(),
+            status: RoundStatus::Ok,
             elapsed_ms: 1500,
             cost_usd: 0.5,
             total_cost_usd: 1.0,
@@ -841,5 +850,21 @@ mod tests {
             "{s}"
         );
         assert!(to_json_line(&end).contains("\"nothingLanded\":true"));
+        assert!(to_json_line(&end).contains("\"status\":\"ok\""));
+        let tests = Event::TestsEnd {
+            round: 2,
+            status: StepStatus::Failed,
+            elapsed_ms: 1,
+            passed: None,
+            failed: Some(1),
+            regression: true,
+            flaky: false,
+            without: vec![],
+        };
+        assert!(to_json_line(&tests).contains("\"status\":\"failed\""));
+        assert_eq!(
+            describe(&tests, Verbosity::Normal).unwrap(),
+            "round 2: tests failed in 1ms, a regression"
+        );
     }
 }

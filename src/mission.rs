@@ -1,5 +1,11 @@
 //! The mission file: its schema (SPEC section 2), its defaults, and its validation.
 //!
+//! It is the bottom of the data model and imports nothing above it. What validation must ask
+//! of the agent CLIs (which names `cli` takes, whether an agent's command can keep a session)
+//! comes in through [`CliCatalog`], which the agents layer implements and the caller hands to
+//! [`Mission::parse`]; the names of the built-in prompt sections and the `pricing` table's
+//! types live here, since the file's schema is theirs.
+//!
 //! Parsing is strict (`deny_unknown_fields` everywhere) and goes through `serde_path_to_error`
 //! so that a typo is reported with its key path (`agents[2].comand`) and the file it is in.
 //! After parsing, [`Mission::validate`] checks what serde cannot (name syntax, duplicate names,
@@ -8,14 +14,59 @@
 //! one place. A key is never accepted and then ignored: a key exists here only once orch does
 //! what it says.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::agents::cost::Pricing;
 use crate::error::{Error, Result};
 use crate::roundlog::Phase;
+
+/// What a mission's validation asks of the agent CLIs, which live above the data model
+/// (`agents::Adapters` answers from the adapters' registry).
+pub trait CliCatalog {
+    /// The names an agent's `cli` may take, in the order an error lists them.
+    fn names(&self) -> &'static [&'static str];
+
+    /// Whether `agent`'s command can keep a session (`session: true`); `Err` says why not.
+    fn session_support(&self, agent: &Agent) -> std::result::Result<(), String>;
+}
+
+thread_local! {
+    /// The names of [`CliCatalog::names`] while [`Mission::parse`] deserializes: serde's derive
+    /// cannot carry them to the `cli` field, and checking them there keeps serde's error (with
+    /// its line and column) and its place among the other errors of the file.
+    static CLI_NAMES: Cell<Option<&'static [&'static str]>> = const { Cell::new(None) };
+}
+
+/// The sections orch computes itself (the prompt engine fills them); a mission's own
+/// `sections` may not take their names.
+pub const BUILTIN_SECTIONS: &[&str] = &[
+    "agent",
+    "round",
+    "model",
+    "task",
+    "testFailures",
+    "sims",
+    "history",
+    "changes",
+];
+
+/// Price of one model, USD per million tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelPrice {
+    // Spelled out: `rename_all` would give `inputPerMTok` too, but the file format should not hang
+    // on how serde splits `m_tok`.
+    #[serde(rename = "inputPerMTok")]
+    pub input_per_m_tok: f64,
+    #[serde(rename = "outputPerMTok")]
+    pub output_per_m_tok: f64,
+}
+
+/// The mission's `pricing`: model name (as the mission spells it) -> price.
+pub type Pricing = BTreeMap<String, ModelPrice>;
 
 /// Placeholders allowed inside an agent's argv.
 const AGENT_PLACEHOLDERS: &[&str] = &[
@@ -202,10 +253,14 @@ pub struct Agent {
     /// The most runs one session serves; the next run starts a new one with the full prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_max_rounds: Option<u32>,
-    /// Which agent-CLI adapter reads its runs (`claude`, `codex`, `gemini`, `aider`, `plain`);
-    /// by default the one its command's program names.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cli: Option<crate::agents::CliKind>,
+    /// Which agent-CLI adapter reads its runs, by its name (`claude`, `codex`, `gemini`,
+    /// `aider`, `plain`: the [`CliCatalog`]'s); by default the one its command's program names.
+    #[serde(
+        default,
+        deserialize_with = "known_cli",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cli: Option<String>,
     /// What this agent may spend over the whole state's life (`state.json` keeps its spend):
     /// once spent it is not started again (decision `over budget`), and a CLI that can cap one
     /// run (Claude Code) is given the rest. The original orchestrator's `maxBudgetUsd` is read
@@ -624,7 +679,7 @@ fn stdin_text() -> Result<String> {
 impl Loaded {
     /// Reads and validates a mission file; `-` reads standard input, and its relative paths
     /// (prompts, section files) then resolve from the current folder.
-    pub fn from_path(path: &Path) -> Result<Loaded> {
+    pub fn from_path(path: &Path, clis: &dyn CliCatalog) -> Result<Loaded> {
         let (text, dir) = if path.as_os_str() == STDIN {
             let cwd =
                 std::env::current_dir().map_err(|e| Error::io("reading the current folder", e))?;
@@ -650,7 +705,7 @@ impl Loaded {
         } else {
             path
         };
-        let mission = Mission::parse(&text, shown)?;
+        let mission = Mission::parse(&text, shown, clis)?;
         Ok(Loaded {
             mission,
             file: shown.to_path_buf(),
@@ -668,21 +723,25 @@ impl Mission {
             .unwrap_or(self.phase_b == PhaseB::BesideTests && !whole_round)
     }
 
-    /// Parses and validates mission text; `file` is only used in error messages.
-    pub fn parse(text: &str, file: &Path) -> Result<Mission> {
+    /// Parses and validates mission text; `file` is only used in error messages, `clis` is
+    /// what the agent CLIs say (pass `&agents::Adapters`).
+    pub fn parse(text: &str, file: &Path, clis: &dyn CliCatalog) -> Result<Mission> {
         let text = strip_comments(text);
         let de = &mut serde_json::Deserializer::from_str(&text);
-        let mission: Mission = serde_path_to_error::deserialize(de).map_err(|e| {
+        let before = CLI_NAMES.replace(Some(clis.names()));
+        let parsed: std::result::Result<Mission, _> = serde_path_to_error::deserialize(de);
+        CLI_NAMES.set(before);
+        let mission = parsed.map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             Error::mission(file, path, explain_serde(&inner))
         })?;
-        mission.validate(file)?;
+        mission.validate(file, clis)?;
         Ok(mission)
     }
 
     /// Checks what the schema cannot express. Errors name the key path.
-    pub fn validate(&self, file: &Path) -> Result<()> {
+    pub fn validate(&self, file: &Path, clis: &dyn CliCatalog) -> Result<()> {
         let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
         if self.name.trim().is_empty() {
             return err("name".into(), "must not be empty".into());
@@ -832,7 +891,7 @@ impl Mission {
                 }
             }
             if a.session {
-                if let Err(why) = crate::agents::session_support(a) {
+                if let Err(why) = clis.session_support(a) {
                     return err(
                         at("session"),
                         format!("agent {:?} cannot keep a session: {why}", a.name),
@@ -863,7 +922,7 @@ impl Mission {
         }
         for (name, sec) in &self.sections {
             let at = |k: &str| format!("sections.{name}{k}");
-            if crate::engine::prompt::BUILTIN.contains(&name.as_str()) {
+            if BUILTIN_SECTIONS.contains(&name.as_str()) {
                 return err(
                     at(""),
                     format!("{name:?} is a built-in section; pick another name"),
@@ -1529,12 +1588,100 @@ fn location(e: &serde_json::Error) -> String {
     format!("line {} column {}", e.line(), e.column())
 }
 
+/// An agent's `cli`, while [`Mission::parse`] gives the catalog's names; outside it (an
+/// `Agent` built by hand) any name is taken.
+fn known_cli<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    struct OptionalCli;
+    impl<'de> serde::de::Visitor<'de> for OptionalCli {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("option")
+        }
+        fn visit_none<E>(self) -> std::result::Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Option<String>, D::Error> {
+            cli_name(d, CLI_NAMES.get()).map(Some)
+        }
+    }
+    d.deserialize_option(OptionalCli)
+}
+
+/// A CLI's name (an agent's `cli`, a session's in `state.json`), read as the unit variant of an
+/// enum of `names` the way serde's derive reads one: `"claude"`, with the same errors (an
+/// unknown name lists the known ones). `None`: any name is taken.
+pub fn cli_name<'de, D: Deserializer<'de>>(
+    d: D,
+    names: Option<&'static [&'static str]>,
+) -> std::result::Result<String, D::Error> {
+    use serde::de::{DeserializeSeed, EnumAccess, Unexpected, VariantAccess, Visitor};
+    #[derive(Clone, Copy)]
+    struct Name(Option<&'static [&'static str]>);
+    impl<'de> DeserializeSeed<'de> for Name {
+        type Value = String;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<String, D::Error> {
+            d.deserialize_identifier(self)
+        }
+    }
+    impl Visitor<'_> for Name {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("variant identifier")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<String, E> {
+            let names = self.0.unwrap_or_default();
+            match names.get(v as usize) {
+                Some(name) => Ok(name.to_string()),
+                None => Err(E::invalid_value(
+                    Unexpected::Unsigned(v),
+                    &format!("variant index 0 <= i < {}", names.len()).as_str(),
+                )),
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<String, E> {
+            match self.0 {
+                Some(names) if !names.contains(&v) => Err(E::unknown_variant(v, names)),
+                _ => Ok(v.to_string()),
+            }
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<String, E> {
+            match std::str::from_utf8(v) {
+                Ok(s) => self.visit_str(s),
+                Err(_) => Err(E::unknown_variant(
+                    &String::from_utf8_lossy(v),
+                    self.0.unwrap_or_default(),
+                )),
+            }
+        }
+    }
+    struct Cli(Name);
+    impl<'de> Visitor<'de> for Cli {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            // The name of the enum these names were, before the adapters owned them.
+            f.write_str("enum CliKind")
+        }
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> std::result::Result<String, A::Error> {
+            let (name, variant) = data.variant_seed(self.0)?;
+            variant.unit_variant()?;
+            Ok(name)
+        }
+    }
+    d.deserialize_enum("CliKind", names.unwrap_or_default(), Cli(Name(names)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Mission> {
-        Mission::parse(s, Path::new("orch.json"))
+        Mission::parse(s, Path::new("orch.json"), &crate::agents::Adapters)
     }
 
     #[test]

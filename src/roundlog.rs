@@ -4,6 +4,13 @@
 //! These types are the file format. Fields beyond the spec's example (decisions, revert details,
 //! flaky tests) are optional with serde defaults so that older v9 logs still parse. Reading v8
 //! logs (a single serial `timing.sims`) is the report's business; see `report::load`.
+//!
+//! Where the program branches on a value of the log (a run's status, its cause, the plan's
+//! choice, a revert's strategy, an agent's handoff) the value is an enum serialized as the
+//! string the file holds: a `match` on it is checked by the compiler, and the JSON is what it
+//! was when these were strings. Each has `as_str` and `Display` for messages.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +143,28 @@ impl Cause {
         )
     }
 }
+
+/// The names the log writes, for messages (padding and width apply, as for a `str`).
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(
+    RoundStatus,
+    RunStatus,
+    Cause,
+    Phase,
+    StepStatus,
+    Choice,
+    Strategy,
+    Handoff
+);
 
 /// A tool call the agent CLI refused to run (Claude Code's `permission_denials`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,9 +310,9 @@ pub struct AgentEntry {
     /// that keeps it (a git repository it made, its edits inside a submodule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_aside: Vec<String>,
-    /// What the agent reported in its handoff file (`in-progress`, `complete`, `all-done`).
+    /// What the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff: Option<String>,
+    pub handoff: Option<Handoff>,
     /// The CLI session of this run (as the CLI reported it, else the id orch gave).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -311,6 +340,38 @@ pub struct AgentEntry {
     /// agent's whole spend in the round) as well as the round's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beside_run: Option<Box<AgentEntry>>,
+}
+
+/// What an agent reported in its handoff file (`handoff/AGENT.json`'s `status`): `dependsOn`
+/// waits for `complete` or `all-done`, and a mission whose agents all say `all-done` is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handoff {
+    InProgress,
+    Complete,
+    AllDone,
+}
+
+impl Handoff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handoff::InProgress => "in-progress",
+            Handoff::Complete => "complete",
+            Handoff::AllDone => "all-done",
+        }
+    }
+
+    /// The status as the agent wrote it; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Handoff> {
+        [Handoff::InProgress, Handoff::Complete, Handoff::AllDone]
+            .into_iter()
+            .find(|h| h.as_str() == text)
+    }
+
+    /// Its work is done: what depends on it may run.
+    pub fn is_done(self) -> bool {
+        matches!(self, Handoff::Complete | Handoff::AllDone)
+    }
 }
 
 /// Review work done beside the tests and not merged.
@@ -531,8 +592,7 @@ pub struct RoundLog {
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub agent: String,
-    /// `included`, `skipped`, `blocked` or `over budget` (its `budgetUsd` is spent).
-    pub decision: String,
+    pub decision: Choice,
     pub reason: String,
     /// For included agents: the model, whether it changed after the run, how the run ended
     /// and how long it took.
@@ -564,14 +624,58 @@ pub struct Decision {
     pub tasks_waiting: Vec<String>,
 }
 
+/// The plan's verdict on an agent for a round: whether it runs, and if not, which gate kept it
+/// out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    Included,
+    Skipped,
+    Blocked,
+    /// Its `budgetUsd` is spent.
+    #[serde(rename = "over budget")]
+    OverBudget,
+}
+
+impl Choice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::Included => "included",
+            Choice::Skipped => "skipped",
+            Choice::Blocked => "blocked",
+            Choice::OverBudget => "over budget",
+        }
+    }
+}
+
+/// How a round's regression was undone (`revert.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Culprits found and taken out, the others' work kept.
+    PerAgent,
+    /// The whole round taken out: the base is what stays.
+    Round,
+    /// An interrupt stopped the culprit search before it settled: nothing was taken out, the
+    /// round is `interrupted`; its extra runs so far are in `testRuns`.
+    Interrupted,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::PerAgent => "per-agent",
+            Strategy::Round => "round",
+            Strategy::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// How a regression was undone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RevertInfo {
-    /// `per-agent` (culprits found and taken out, the others' work kept), `round`, or
-    /// `interrupted` (an interrupt stopped the search before it settled: nothing was taken
-    /// out, the round is `interrupted`; its extra runs so far are here).
-    pub strategy: String,
+    pub strategy: Strategy,
     /// The agents whose changes were taken out.
     pub culprits: Vec<String>,
     /// Every extra test run made to find them: which agent was left out and the result.
@@ -610,4 +714,57 @@ pub struct TreeTests {
     pub passed: Option<u64>,
     #[serde(default)]
     pub failed: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enums are the file format: each variant is written as the string orch wrote before
+    /// they were types, and `as_str` (the text `orch show` prints) says the same.
+    #[test]
+    fn choice_and_strategy_are_written_as_before() {
+        for (c, text) in [
+            (Choice::Included, "included"),
+            (Choice::Skipped, "skipped"),
+            (Choice::Blocked, "blocked"),
+            (Choice::OverBudget, "over budget"),
+        ] {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{text}\""));
+            assert_eq!(c.as_str(), text);
+            assert_eq!(
+                serde_json::from_str::<Choice>(&format!("\"{text}\"")).unwrap(),
+                c
+            );
+        }
+        for (s, text) in [
+            (Strategy::PerAgent, "per-agent"),
+            (Strategy::Round, "round"),
+            (Strategy::Interrupted, "interrupted"),
+        ] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{text}\""));
+            assert_eq!(s.as_str(), text);
+            assert_eq!(
+                serde_json::from_str::<Strategy>(&format!("\"{text}\"")).unwrap(),
+                s
+            );
+        }
+    }
+
+    #[test]
+    fn a_handoff_is_written_and_parsed_as_the_agent_wrote_it() {
+        for (h, text) in [
+            (Handoff::InProgress, "in-progress"),
+            (Handoff::Complete, "complete"),
+            (Handoff::AllDone, "all-done"),
+        ] {
+            assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{text}\""));
+            assert_eq!(Handoff::parse(text), Some(h));
+            assert_eq!(h.to_string(), text);
+        }
+        assert_eq!(Handoff::parse("done"), None);
+        assert_eq!(Handoff::parse("Complete"), None);
+        assert!(Handoff::Complete.is_done() && Handoff::AllDone.is_done());
+        assert!(!Handoff::InProgress.is_done());
+    }
 }

@@ -9,16 +9,19 @@
 //! No recording of aider is in the repository yet: the token line is the text issue 17 quotes,
 //! the error lines follow litellm's exception names.
 
+use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading};
 use super::classify;
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Reading};
-use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, Tokens};
 
 pub struct Aider;
 
 impl AgentCli for Aider {
-    fn kind(&self) -> CliKind {
-        CliKind::Aider
+    fn name(&self) -> &'static str {
+        "aider"
+    }
+
+    fn programs(&self) -> &'static [&'static str] {
+        &["aider", "aider-chat"]
     }
 
     fn provider(&self) -> Option<&'static str> {
@@ -37,11 +40,14 @@ impl AgentCli for Aider {
                 "$Y session.\" line gives the cost. The provider's key comes from its variable (ANTHROPIC_API_KEY, ...).",
             ],
             pricing: None,
+            inherit_env: &["ANTHROPIC_*", "OPENAI_*", "GEMINI_*", "AIDER_*"],
+            budget_comment: None,
+            bundled_agent: false,
         }
     }
 
-    fn read(&self, out: &Output) -> Option<Reading> {
-        parse(out).or_else(|| super::plain::from_words(out))
+    fn parse(&self, out: &Output) -> Option<Reading> {
+        parse(out)
     }
 
     fn fix(&self, cause: Cause) -> String {
@@ -54,7 +60,7 @@ impl AgentCli for Aider {
 }
 
 /// The token and cost lines and the last API error, from stdout and stderr.
-pub(super) fn parse(out: &Output) -> Option<Reading> {
+pub fn parse(out: &Output) -> Option<Reading> {
     let mut reading = Reading {
         source: CostSource::AiderText,
         ..Reading::default()

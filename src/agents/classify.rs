@@ -10,6 +10,11 @@
 
 use crate::roundlog::Cause;
 
+/// What makes Gemini CLI work in the folder orch gives it (a worktree or scratch folder it
+/// has never seen, so never trusted): the fix for [`Cause::UntrustedFolder`], which only its
+/// words name, told to the Gemini adapter's agents and to a wrapper around it alike.
+pub const UNTRUSTED_FIX: &str = "add --skip-trust to the agent's `command` (as `orch init --agent gemini` writes it), or set GEMINI_CLI_TRUST_WORKSPACE=true in its `env`";
+
 /// The most of the CLI's words kept in `error`.
 pub const MAX_ERROR_CHARS: usize = 300;
 

@@ -12,16 +12,21 @@
 
 use serde_json::{Map, Value};
 
+use super::adapter::{
+    AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, Session, SessionArgs,
+};
 use super::scan::{for_each_json_object, non_empty, str_of, usd};
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Place, Reading, Session, SessionArgs};
-use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, PermissionDenial, Tokens};
 
 pub struct Claude;
 
 impl AgentCli for Claude {
-    fn kind(&self) -> CliKind {
-        CliKind::Claude
+    fn name(&self) -> &'static str {
+        "claude"
+    }
+
+    fn programs(&self) -> &'static [&'static str] {
+        &["claude", "claude-code", "anthropic-ai/claude-code"]
     }
 
     fn provider(&self) -> Option<&'static str> {
@@ -43,11 +48,14 @@ impl AgentCli for Claude {
                 "stream-json output needs --verbose with -p. Limits: 429/529 wait and run again (limits.*).",
             ],
             pricing: None,
+            inherit_env: &["ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE"],
+            budget_comment: Some("Claude Code gets what is left as --max-budget-usd"),
+            bundled_agent: false,
         }
     }
 
-    fn read(&self, out: &Output) -> Option<Reading> {
-        parse(out).or_else(|| super::plain::from_words(out))
+    fn parse(&self, out: &Output) -> Option<Reading> {
+        parse(out)
     }
 
     fn fix(&self, cause: Cause) -> String {
@@ -75,12 +83,15 @@ impl AgentCli for Claude {
 
     fn budget_args(&self, usd: f64) -> Option<Vec<String>> {
         // `--max-budget-usd <amount>` (`claude --help`, 2.1.332: "only works with --print").
-        Some(vec!["--max-budget-usd".into(), super::cap_amount(usd)])
+        Some(vec![
+            "--max-budget-usd".into(),
+            super::adapter::cap_amount(usd),
+        ])
     }
 }
 
 /// The run as this CLI's own output format tells it; `None` when none of it is there.
-pub(super) fn parse(out: &Output) -> Option<Reading> {
+pub fn parse(out: &Output) -> Option<Reading> {
     let text = String::from_utf8_lossy(out.stdout);
     let mut result: Option<Reading> = None;
     let mut stream_events = 0usize;

@@ -8,16 +8,21 @@
 
 use serde_json::{Map, Value};
 
+use super::adapter::{
+    AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, Session, SessionArgs,
+};
 use super::scan::{for_each_json_object, non_empty, str_of};
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Place, Reading, Session, SessionArgs};
-use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, Tokens};
 
 pub struct Codex;
 
 impl AgentCli for Codex {
-    fn kind(&self) -> CliKind {
-        CliKind::Codex
+    fn name(&self) -> &'static str {
+        "codex"
+    }
+
+    fn programs(&self) -> &'static [&'static str] {
+        &["codex", "openai/codex"]
     }
 
     fn provider(&self) -> Option<&'static str> {
@@ -37,11 +42,14 @@ impl AgentCli for Codex {
             pricing: Some(
                 r#"{ "gpt-5-mini": { "inputPerMTok": 0.25, "outputPerMTok": 2.0 }, "gpt-5": { "inputPerMTok": 1.25, "outputPerMTok": 10.0 } }"#,
             ),
+            inherit_env: &["OPENAI_*", "CODEX_*"],
+            budget_comment: None,
+            bundled_agent: false,
         }
     }
 
-    fn read(&self, out: &Output) -> Option<Reading> {
-        parse(out).or_else(|| super::plain::from_words(out))
+    fn parse(&self, out: &Output) -> Option<Reading> {
+        parse(out)
     }
 
     /// Codex names its own session (`thread.started.thread_id`); resuming is the `resume ID`
@@ -59,6 +67,27 @@ impl AgentCli for Codex {
         })
     }
 
+    fn session_needs(&self, prompt_on_stdin: bool) -> Result<(), String> {
+        if !prompt_on_stdin {
+            // `exec resume ID [PROMPT]`: a prompt in the argv would take the id's place.
+            return Err(
+                "a Codex session needs the prompt on standard input (`\"stdin\": \"prompt\"`, \
+                 the command ending in `-`)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn session_command(&self, argv: &[String], at: usize) -> Result<(), String> {
+        if argv.get(at + 1).map(String::as_str) != Some("exec") {
+            return Err(
+                "a Codex session needs `codex exec ...` (its `exec resume` subcommand)".into(),
+            );
+        }
+        Ok(())
+    }
+
     fn fix(&self, cause: Cause) -> String {
         match cause {
             Cause::Auth => "set OPENAI_API_KEY (or run `codex login`) as the user orch runs as; a custom model provider reads the variable its env_key names in ~/.codex/config.toml; \"Quota exceeded\" means the account's plan or billing".into(),
@@ -69,7 +98,7 @@ impl AgentCli for Codex {
 }
 
 /// The run as this CLI's own output format tells it; `None` when none of it is there.
-pub(super) fn parse(out: &Output) -> Option<Reading> {
+pub fn parse(out: &Output) -> Option<Reading> {
     let text = String::from_utf8_lossy(out.stdout);
     let mut tally = Tally::default();
     for_each_json_object(&text, |event| tally.observe(&event));

@@ -11,51 +11,15 @@
 //! over-estimates cached runs, which is the safe side for a budget; CLIs that print their own cost
 //! are not priced at all.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::adapter::{Failure, Reading};
 use super::scan::{non_empty, usd};
-use super::{Failure, Reading};
 use crate::roundlog::{PermissionDenial, Tokens};
 
-/// Price of one model, USD per million tokens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ModelPrice {
-    // Spelled out: `rename_all` would give `inputPerMTok` too, but the file format should not hang
-    // on how serde splits `m_tok`.
-    #[serde(rename = "inputPerMTok")]
-    pub input_per_m_tok: f64,
-    #[serde(rename = "outputPerMTok")]
-    pub output_per_m_tok: f64,
-}
-
-/// The mission's `pricing`: model name (as the mission spells it) -> price.
-pub type Pricing = BTreeMap<String, ModelPrice>;
-
-/// Where a run's cost figure came from, for the round log and for trusting it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum CostSource {
-    /// `costUsd` in the agent's `ORCH_RESULT_FILE`.
-    ResultFile,
-    /// Claude Code `--output-format json`: a single result object.
-    ClaudeJson,
-    /// Claude Code `--output-format stream-json`: the last `result` event of the stream.
-    ClaudeStream,
-    /// Codex `exec --json` events (or the older `{"msg": ...}` protocol lines).
-    CodexJson,
-    /// Gemini CLI `--output-format json`: the result object's `stats`, or its error object.
-    GeminiJson,
-    /// aider's "Tokens: ... Cost: $X message, $Y session." lines.
-    AiderText,
-    /// Token counts priced with the mission's `pricing` table.
-    Pricing,
-    /// No source gave a cost.
-    #[default]
-    Unknown,
-}
+pub use super::adapter::CostSource;
+/// The mission's `pricing` table is the data model's; priced here.
+pub use crate::mission::{ModelPrice, Pricing};
 
 /// What orch learned about one agent run's cost and outcome.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -224,7 +188,7 @@ mod tests {
 
     /// What the plain adapter (which reads every known format) makes of `stdout`.
     fn printed(stdout: &[u8]) -> Option<Reading> {
-        crate::agents::plain::Plain.read(&Output {
+        crate::agents::PLAIN.read(&Output {
             stdout,
             stderr: b"",
             exit_code: Some(0),

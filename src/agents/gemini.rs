@@ -15,20 +15,20 @@
 
 use serde_json::{Map, Value};
 
+use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading};
+use super::classify;
 use super::scan::{for_each_json_object, non_empty, str_of};
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Reading};
-use crate::agents::cost::CostSource;
 use crate::roundlog::{Cause, Tokens};
 
 pub struct Gemini;
 
-/// What makes Gemini CLI work in the folder orch gives it (a worktree or scratch folder it
-/// has never seen, so never trusted); also the fix a wrapper around it is told.
-pub(super) const UNTRUSTED_FIX: &str = "add --skip-trust to the agent's `command` (as `orch init --agent gemini` writes it), or set GEMINI_CLI_TRUST_WORKSPACE=true in its `env`";
-
 impl AgentCli for Gemini {
-    fn kind(&self) -> CliKind {
-        CliKind::Gemini
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+
+    fn programs(&self) -> &'static [&'static str] {
+        &["gemini", "gemini-cli", "google/gemini-cli"]
     }
 
     fn provider(&self) -> Option<&'static str> {
@@ -49,25 +49,28 @@ impl AgentCli for Gemini {
             pricing: Some(
                 r#"{ "gemini-2.5-flash": { "inputPerMTok": 0.30, "outputPerMTok": 2.50 }, "gemini-2.5-pro": { "inputPerMTok": 1.25, "outputPerMTok": 10.0 } }"#,
             ),
+            inherit_env: &["GEMINI_*", "GOOGLE_*"],
+            budget_comment: None,
+            bundled_agent: false,
         }
     }
 
-    fn read(&self, out: &Output) -> Option<Reading> {
-        parse(out).or_else(|| super::plain::from_words(out))
+    fn parse(&self, out: &Output) -> Option<Reading> {
+        parse(out)
     }
 
     fn fix(&self, cause: Cause) -> String {
         match cause {
             Cause::Auth => "set GEMINI_API_KEY where orch runs (or in the agent's `env`) and name the auth type in ~/.gemini/settings.json (security.auth.selectedType \"gemini-api-key\"); Vertex AI: GOOGLE_API_KEY with GOOGLE_GENAI_USE_VERTEXAI=true".into(),
             Cause::BadRequest => "check the agent's -m model (one your key can use) and the other flags of its `command`".into(),
-            Cause::UntrustedFolder => UNTRUSTED_FIX.into(),
+            Cause::UntrustedFolder => classify::UNTRUSTED_FIX.into(),
             _ => "check the agent's command".into(),
         }
     }
 }
 
 /// The run as this CLI's own output format tells it; `None` when none of it is there.
-pub(super) fn parse(out: &Output) -> Option<Reading> {
+pub fn parse(out: &Output) -> Option<Reading> {
     let mut reading: Option<Reading> = None;
     for stream in [out.stdout, out.stderr] {
         let text = String::from_utf8_lossy(stream);

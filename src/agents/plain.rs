@@ -3,19 +3,32 @@
 //! and otherwise it says only how it exited. A run that failed without a format orch knows
 //! gives the last line it wrote on stderr (else stdout) as its words, classified like any CLI's
 //! ("429 Too Many Requests" from a script is still a rate limit).
+//!
+//! The formats it tries are handed to it (`agents::PLAIN` gets the registry, `agents::ADAPTERS`),
+//! so this file names no other adapter and a new one is tried without a line here.
 
-use super::scan::non_empty;
-use super::{AgentCli, CliKind, Failure, Invocation, Output, Reading};
+use super::adapter::{AgentCli, Invocation, Output, Reading};
+use super::classify;
 use crate::roundlog::Cause;
 
-/// How much of the end of stderr is classified (the error is usually the last lines).
-const WORDS_TAIL: usize = 2048;
-
-pub struct Plain;
+pub struct Plain {
+    /// The adapters whose output formats are tried, in order.
+    pub formats: &'static [&'static dyn AgentCli],
+}
 
 impl AgentCli for Plain {
-    fn kind(&self) -> CliKind {
-        CliKind::Plain
+    fn name(&self) -> &'static str {
+        "plain"
+    }
+
+    /// None: the plain adapter is what a program no adapter names gets.
+    fn programs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// `orch init --agent script` writes the bundled fake agent, which this adapter reads.
+    fn init_name(&self) -> &'static str {
+        "script"
     }
 
     fn provider(&self) -> Option<&'static str> {
@@ -32,45 +45,23 @@ impl AgentCli for Plain {
                 "A command orch has no adapter for is read in every format it knows; set \"cli\" to choose one.",
             ],
             pricing: None,
+            inherit_env: &[],
+            budget_comment: None,
+            bundled_agent: true,
         }
     }
 
-    fn read(&self, out: &Output) -> Option<Reading> {
-        super::claude::parse(out)
-            .or_else(|| super::codex::parse(out))
-            .or_else(|| super::gemini::parse(out))
-            .or_else(|| super::aider::parse(out))
-            .or_else(|| from_words(out))
+    fn parse(&self, out: &Output) -> Option<Reading> {
+        self.formats.iter().find_map(|a| a.parse(out))
     }
 
     fn fix(&self, cause: Cause) -> String {
         match cause {
             Cause::Auth => "check the credentials the agent's command uses (its key variable, in the agent's `env` or where orch runs)".into(),
-            Cause::UntrustedFolder => super::gemini::UNTRUSTED_FIX.into(),
+            Cause::UntrustedFolder => classify::UNTRUSTED_FIX.into(),
             _ => "check the agent's command and its flags".into(),
         }
     }
-}
-
-/// A failed run's own words: the last non-empty line of stderr, else of stdout, classified by
-/// the tail around it. `None` for a run that exited 0 or wrote nothing.
-pub(super) fn from_words(out: &Output) -> Option<Reading> {
-    if matches!(out.exit_code, Some(0) | None) {
-        return None;
-    }
-    let (line, tail) = [out.stderr, out.stdout].iter().find_map(|s| {
-        let text = String::from_utf8_lossy(s);
-        let line = text.lines().rev().find_map(non_empty)?;
-        let start = text.len().saturating_sub(WORDS_TAIL);
-        let tail = text.get(start..).unwrap_or(&text).to_string();
-        Some((line, tail))
-    })?;
-    let cause = super::classify::cause(&tail, None).unwrap_or(Cause::Exit);
-    Some(Reading {
-        summary: None,
-        failure: Some(Failure::from_words(cause, &line)),
-        ..Reading::default()
-    })
 }
 
 #[cfg(test)]
@@ -78,7 +69,7 @@ mod tests {
     use super::*;
 
     fn read(stdout: &[u8], stderr: &[u8], exit: Option<i32>) -> Option<Reading> {
-        Plain.read(&Output {
+        crate::agents::PLAIN.read(&Output {
             stdout,
             stderr,
             exit_code: exit,

@@ -15,7 +15,7 @@ enum Expect {
 }
 
 struct Case {
-    kind: CliKind,
+    kind: &'static dyn AgentCli,
     name: &'static str,
     stdout: &'static [u8],
     stderr: &'static [u8],
@@ -26,7 +26,7 @@ struct Case {
 macro_rules! case {
     ($kind:ident, $name:literal, $expect:expr) => {
         Case {
-            kind: CliKind::$kind,
+            kind: by_cli_name(&stringify!($kind).to_lowercase()).unwrap(),
             name: $name,
             stdout: include_bytes!(concat!("../../fixtures/cli-output/real/", $name, ".stdout")),
             stderr: include_bytes!(concat!("../../fixtures/cli-output/real/", $name, ".stderr")),
@@ -125,9 +125,9 @@ fn every_recorded_run_gets_its_cause() {
             stderr: c.stderr,
             exit_code: Some(exit),
         };
-        let got = c.kind.adapter().read(&out);
+        let got = c.kind.read(&out);
         // The plain adapter reads them the same way (a wrapper script around the CLI).
-        let plain = CliKind::Plain.adapter().read(&out);
+        let plain = PLAIN.read(&out);
         let failure = got.as_ref().and_then(|r| r.failure.clone());
         let ok = match &c.expect {
             Expect::Ok => failure.is_none(),
@@ -174,16 +174,15 @@ fn recorded_successes_say_what_they_cost() {
         let exit: i32 = c.exit.trim().parse().unwrap();
         let r = c
             .kind
-            .adapter()
             .read(&Output {
                 stdout: c.stdout,
                 stderr: c.stderr,
                 exit_code: Some(exit),
             })
             .unwrap_or_else(|| panic!("{}: nothing read", c.name));
-        match c.kind {
+        match c.kind.name() {
             // Claude prints its cost; the mock's usage is 1200 in, 80 out per request.
-            CliKind::Claude => assert!(r.cost_usd.is_some(), "{}", c.name),
+            "claude" => assert!(r.cost_usd.is_some(), "{}", c.name),
             _ => assert!(
                 r.tokens
                     .as_ref()

@@ -5,6 +5,12 @@
 //! beside a pre-sim, the tests beside a post-sim, a producer filing a task that a task-driven
 //! agent picks up, a reviewer, a round where one agent breaks the tests and only its change is
 //! taken out (kept in a ref), and an agent that fails and moves up its model ladder.
+//!
+//! With `--real-model URL` the two code agents are real Claude Code (`claude` on PATH) on a
+//! local model behind URL (an Anthropic Messages server: tests/mock_api/mock_api.py
+//! --real-model, llama.cpp's server, Ollama), each asked for a small edit of the app; the
+//! producer, the fixer, the reviewer and the tests stay the bundled scripts. What a small model
+//! makes of the edits varies: that is the point, orch's handling of them is what is shown.
 
 use std::path::{Path, PathBuf};
 
@@ -51,8 +57,99 @@ const MISSION: &str = r#"{
 }
 "#;
 
+/// The code agents of `orch demo --real-model`: real Claude Code on a local model. A short
+/// system prompt and three tools keep each request small (a 1.5B model on a CPU reads about
+/// 60 tokens a second; Claude Code's own system prompt is about 11,000).
+const REAL_AGENTS: &[(&str, &str, &str)] = &[
+    (
+        "ui-dev",
+        "src/ui.txt",
+        "src/ui.txt describes the page layout of the app in one line. Round {{round}}: add one \
+         more part of the layout (a menu, a sidebar, a search box) to that line. First Read \
+         src/ui.txt; then Edit it, with old_string its line exactly as you read it and \
+         new_string that line with the new part. Then stop.",
+    ),
+    (
+        "api-dev",
+        "src/api.txt",
+        "src/api.txt lists the endpoints of the app's API, one a line. Round {{round}}: add one \
+         endpoint (such as POST /items). First Read src/api.txt; then Edit it, with old_string \
+         its last line exactly as you read it and new_string that line, a newline and the new \
+         endpoint. Then stop.",
+    ),
+];
+
+/// Where the code agents' model is, for `orch demo --real-model`.
+pub struct RealModel<'a> {
+    /// The base URL of an Anthropic Messages server (ANTHROPIC_BASE_URL).
+    pub url: &'a str,
+    /// The model name Claude Code asks for.
+    pub model: &'a str,
+}
+
+/// The demo's mission with its two code agents as Claude Code on the local model.
+fn real_mission(real: &RealModel) -> Result<String> {
+    let mut mission: serde_json::Value =
+        serde_json::from_str(&crate::mission::strip_comments(MISSION))
+            .map_err(|e| Error::Other(format!("the demo mission does not parse: {e}")))?;
+    let system = "You are a coding agent working in the current folder. Use the tools to read \
+                  and write files. Make the change asked, then stop.";
+    for agent in mission["agents"].as_array_mut().into_iter().flatten() {
+        let name = agent["name"].as_str().unwrap_or_default().to_string();
+        let Some(_) = REAL_AGENTS.iter().find(|(n, _, _)| *n == name) else {
+            continue;
+        };
+        *agent = serde_json::json!({
+            "name": name, "phase": "code", "models": [real.model],
+            "command": ["claude", "-p", "--bare", "--model", "{model}", "--output-format", "json",
+                        "--permission-mode", "acceptEdits", "--tools", "Read,Edit",
+                        "--max-turns", "6", "--system-prompt", system],
+            "stdin": "prompt", "prompt": format!("prompts/{name}.md"), "timeoutS": 900,
+            "env": { "ANTHROPIC_BASE_URL": real.url, "ANTHROPIC_API_KEY": "sk-local",
+                     "CLAUDE_CODE_MAX_RETRIES": "2", "DISABLE_TELEMETRY": "1",
+                     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1" }
+        });
+    }
+    // One code agent at a time: a local server answers one request at a time anyway.
+    mission["maxConcurrency"] = serde_json::json!(1);
+    mission["name"] = serde_json::json!("demo-real-model");
+    serde_json::to_string_pretty(&mission)
+        .map_err(|e| Error::Other(format!("writing the demo mission: {e}")))
+}
+
+/// Whether `claude` is a program on PATH.
+fn claude_on_path() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("claude").is_file()))
+}
+
 /// Makes the scratch repository and runs the demo; prints the report at the end.
-pub fn run(dir: Option<PathBuf>, rounds: u32, json: bool, verbosity: Verbosity) -> Result<i32> {
+pub fn run(
+    dir: Option<PathBuf>,
+    rounds: u32,
+    real: Option<RealModel>,
+    json: bool,
+    verbosity: Verbosity,
+) -> Result<i32> {
+    let mission = match &real {
+        None => MISSION.to_string(),
+        Some(real) => {
+            if !real.url.starts_with("http://") && !real.url.starts_with("https://") {
+                return Err(Error::Usage(format!(
+                    "--real-model {}: expected the server's URL, such as http://127.0.0.1:8080",
+                    real.url
+                )));
+            }
+            if !claude_on_path() {
+                return Err(Error::Usage(
+                    "--real-model runs Claude Code: `claude` is not on PATH (npm install -g \
+                     @anthropic-ai/claude-code, or scripts/real-cli-install in orch's repository)"
+                        .into(),
+                ));
+            }
+            real_mission(real)?
+        }
+    };
     let dir = match dir {
         Some(d) => {
             if d.exists()
@@ -70,7 +167,7 @@ pub fn run(dir: Option<PathBuf>, rounds: u32, json: bool, verbosity: Verbosity) 
         }
         None => scratch_dir()?,
     };
-    setup(&dir)?;
+    setup(&dir, &mission, real.is_some())?;
     log::info!("demo repository: {}", dir.display());
     let opts = RunOptions {
         dir: dir.clone(),
@@ -146,9 +243,24 @@ fn scratch_dir() -> Result<PathBuf> {
     ))
 }
 
-/// The scratch project: a tiny "app", the fake tools, the mission, one commit.
-fn setup(dir: &Path) -> Result<()> {
-    let files: &[(&str, &str)] = &[
+/// The scratch project: a tiny "app", the fake tools, the mission (and the real agents'
+/// prompts), one commit.
+fn setup(dir: &Path, mission: &str, real: bool) -> Result<()> {
+    // The real agents' prompts, and the files they edit (Claude Code's Edit changes a file
+    // that is there).
+    let mut extra: Vec<(String, &str)> = Vec::new();
+    if real {
+        for (name, file, prompt) in REAL_AGENTS {
+            extra.push((format!("prompts/{name}.md"), *prompt));
+            let first = if *name == "ui-dev" {
+                "a header and a footer\n"
+            } else {
+                "GET /items\n"
+            };
+            extra.push((file.to_string(), first));
+        }
+    }
+    let mut files: Vec<(&str, &str)> = vec![
         (
             "README.md",
             "# demo app\n\nA scratch project that orch's demo agents work on.\n",
@@ -157,8 +269,9 @@ fn setup(dir: &Path) -> Result<()> {
         ("tools/fake-agent.sh", FAKE_AGENT),
         ("tools/fake-tests.sh", FAKE_TESTS),
         ("tools/fake-sim.sh", FAKE_SIM),
-        ("orch.json", MISSION),
+        ("orch.json", mission),
     ];
+    files.extend(extra.iter().map(|(p, t)| (p.as_str(), *t)));
     for (p, text) in files {
         let path = dir.join(p);
         if let Some(parent) = path.parent() {

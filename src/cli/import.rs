@@ -320,7 +320,7 @@ fn convert(v: &Value, from: &str) -> Result<(Value, Vec<String>)> {
     let mission = Value::Object(m);
     // The result must be a valid orch mission: check it with orch's own parser.
     let text = serde_json::to_string(&mission).unwrap_or_default();
-    Mission::parse(&text, Path::new(from))?;
+    Mission::parse(&text, Path::new(from), &crate::agents::Adapters)?;
     Ok((mission, notes))
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::agents::{AgentCli, CliKind};
+use crate::agents::{self, AgentCli};
 use crate::error::{Error, IoContext, Result};
 
 /// The bundled fake agent; `orch init --agent script` and `orch demo` write it out.
@@ -14,32 +14,19 @@ pub const FAKE_AGENT: &str = include_str!("../../fixtures/agents/fake-agent.sh")
 pub const FAKE_TESTS: &str = include_str!("../../fixtures/agents/fake-tests.sh");
 pub const FAKE_SIM: &str = include_str!("../../fixtures/agents/fake-sim.sh");
 
-/// The variables, beyond the common ones, a CLI needs (its API keys and settings).
-fn cli_env(agent: &str) -> &'static str {
-    match agent {
-        "claude" => r#""ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE""#,
-        "codex" => r#""OPENAI_*", "CODEX_*""#,
-        "gemini" => r#""GEMINI_*", "GOOGLE_*""#,
-        "aider" => r#""ANTHROPIC_*", "OPENAI_*", "GEMINI_*", "AIDER_*""#,
-        _ => "",
-    }
-}
-
-/// The adapter whose unattended invocation `--agent NAME` writes (`script`: the bundled fake
-/// agent, read by the plain adapter).
+/// The adapter whose unattended invocation `--agent NAME` writes: the one whose
+/// [`AgentCli::init_name`] it is (`script`: the bundled fake agent, read by the plain adapter).
 fn adapter(agent: &str) -> Result<&'static dyn AgentCli> {
-    Ok(match agent {
-        "claude" => CliKind::Claude.adapter(),
-        "codex" => CliKind::Codex.adapter(),
-        "gemini" => CliKind::Gemini.adapter(),
-        "aider" => CliKind::Aider.adapter(),
-        "script" => CliKind::Plain.adapter(),
-        other => {
-            return Err(Error::Usage(format!(
-                "--agent {other}: expected claude, codex, gemini, aider or script"
-            )))
-        }
-    })
+    agents::all()
+        .find(|a| a.init_name() == agent)
+        .ok_or_else(|| {
+            let names: Vec<&str> = agents::all().map(|a| a.init_name()).collect();
+            let (last, rest) = names.split_last().expect("the registry is not empty");
+            Error::Usage(format!(
+                "--agent {agent}: expected {} or {last}",
+                rest.join(", ")
+            ))
+        })
 }
 
 pub fn mission_text(agent: &str) -> Result<String> {
@@ -57,12 +44,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
     };
     let note = f.comments.join("\n  // ");
     // The real CLIs wait out rate and usage limits; the fake agent never hits one.
-    let limits = if agent == "script" {
+    let limits = if f.bundled_agent {
         ""
     } else {
         "\n  // Rate and usage limits: wait (until the reset time the CLI gives, else backing off from\n  // backoffS) and run the agent again; a wait beyond maxWaitS ends the run with exit 75.\n  \"limits\": { \"backoffS\": 60, \"maxWaitS\": 21600, \"startSpacingMs\": 2000 },"
     };
-    let tests = if agent == "script" {
+    let tests = if f.bundled_agent {
         r#"["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"],"#
     } else {
         r#"["npm", "test"],           // your test command (claude: allow it in --allowedTools too)"#
@@ -128,19 +115,18 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "stop": {{ "afterEmptyRounds": 3 }}
 }}
 "#,
-        cli_env = if cli_env(agent).is_empty() {
-            String::new()
-        } else {
-            format!("{}, ", cli_env(agent))
-        },
+        cli_env = f
+            .inherit_env
+            .iter()
+            .map(|v| format!("\"{v}\", "))
+            .collect::<String>(),
         command = f.command,
         models = f.models,
-        // Only Claude Code caps a run itself; the others are held between runs.
-        cap = if agent == "claude" {
-            "\n                                 // Claude Code gets what is left as --max-budget-usd"
-        } else {
-            ""
-        },
+        // Only a CLI that caps a run itself says how; the others are held between runs.
+        cap = f
+            .budget_comment
+            .map(|c| format!("\n                                 // {c}"))
+            .unwrap_or_default(),
     ))
 }
 
@@ -157,7 +143,7 @@ pub fn init(dir: &Path, agent: &str, force: bool) -> Result<()> {
             REVIEWER_PROMPT.to_string(),
         ),
     ];
-    if agent == "script" {
+    if adapter(agent)?.invocation().bundled_agent {
         files.push(("agents/fake-agent.sh".into(), FAKE_AGENT.into()));
     }
     if !force {
@@ -187,14 +173,14 @@ mod tests {
 
     #[test]
     fn every_flavor_writes_a_valid_mission() {
-        for a in ["claude", "codex", "gemini", "aider", "script"] {
+        for a in agents::all().map(|a| a.init_name()) {
             let text = mission_text(a).unwrap();
-            let m = Mission::parse(&text, Path::new("orch.json"))
+            let m = Mission::parse(&text, Path::new("orch.json"), &crate::agents::Adapters)
                 .unwrap_or_else(|e| panic!("{a}: {e}\n{text}"));
             assert_eq!(m.agents.len(), 2);
             // The command it writes is read by the adapter it was written from.
-            let want = adapter(a).unwrap().kind();
-            assert_eq!(crate::agents::kind_of(&m.agents[0]), want, "{a}");
+            let want = adapter(a).unwrap().name();
+            assert_eq!(agents::for_agent(&m.agents[0]).name(), want, "{a}");
         }
         let claude = mission_text("claude").unwrap();
         assert!(claude.contains("--allowedTools"), "{claude}");

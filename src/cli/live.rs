@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, tick, Sender};
 
 use crate::events::{describe, Event, Sink, Verbosity};
+use crate::roundlog::{Cause, Phase, RoundStatus, RunStatus};
 use crate::units;
 
 /// How often the block is redrawn: often enough for times to tick smoothly, rarely enough to
@@ -174,8 +175,18 @@ struct RoundView {
     finished: usize,
     sims: Vec<(String, Instant)>,
     tests: Option<(Instant, u32)>,
-    /// Providers being waited out: (provider, its agents, cause, when the wait ends).
-    waits: Vec<(String, Vec<String>, String, Instant)>,
+    /// Providers being waited out.
+    waits: Vec<Wait>,
+}
+
+/// A provider's limit being waited out (`limitWait` until `limitResume`).
+struct Wait {
+    provider: String,
+    /// Its agents, which run again after the wait.
+    agents: Vec<String>,
+    cause: Cause,
+    /// When the provider takes requests again.
+    until: Instant,
 }
 
 struct Running {
@@ -249,10 +260,9 @@ impl Screen {
                 max_concurrency,
                 ..
             } => {
-                r.stage = match phase.as_str() {
-                    "code" => "phase A (code)".into(),
-                    "review" => "phase B (review)".into(),
-                    other => other.to_string(),
+                r.stage = match phase {
+                    Phase::Code => "phase A (code)".into(),
+                    Phase::Review => "phase B (review)".into(),
                 };
                 r.max_concurrency = *max_concurrency;
                 r.later.retain(|a| !queue.contains(a));
@@ -308,15 +318,15 @@ impl Screen {
                 wait_ms,
                 ..
             } => {
-                r.waits.retain(|w| &w.0 != provider);
-                r.waits.push((
-                    provider.clone(),
-                    agents.clone(),
-                    cause.as_str().to_string(),
-                    Instant::now() + Duration::from_millis(*wait_ms),
-                ));
+                r.waits.retain(|w| &w.provider != provider);
+                r.waits.push(Wait {
+                    provider: provider.clone(),
+                    agents: agents.clone(),
+                    cause: *cause,
+                    until: Instant::now() + Duration::from_millis(*wait_ms),
+                });
             }
-            Event::LimitResume { provider, .. } => r.waits.retain(|w| &w.0 != provider),
+            Event::LimitResume { provider, .. } => r.waits.retain(|w| &w.provider != provider),
             _ => {}
         }
     }
@@ -329,16 +339,16 @@ impl Screen {
         let code = match event {
             Event::Revert { .. } | Event::Stop { .. } => "31",
             Event::Warning { .. } | Event::Escalation { .. } => "33",
-            Event::AgentEnd { status, .. } => match status.as_str() {
-                "ok" => "",
-                "empty" | "cancelled" => "33",
-                _ => "31",
+            Event::AgentEnd { status, .. } => match status {
+                RunStatus::Ok => "",
+                RunStatus::Empty | RunStatus::Cancelled => "33",
+                RunStatus::Failed | RunStatus::Timeout | RunStatus::Conflict => "31",
             },
             Event::TestsEnd { regression, .. } if *regression => "31",
-            Event::RoundEnd { status, .. } => match status.as_str() {
-                "ok" => "1",
-                "skipped" => "2",
-                _ => "1;31",
+            Event::RoundEnd { status, .. } => match status {
+                RoundStatus::Ok => "1",
+                RoundStatus::Skipped => "2",
+                RoundStatus::Reverted | RoundStatus::Failed | RoundStatus::Interrupted => "1;31",
             },
             Event::Commit { .. } => "32",
             _ => "",
@@ -501,7 +511,13 @@ fn block(r: &RoundView, total_before: f64, now: Instant) -> Vec<(Style, String)>
             ),
         ));
     }
-    for (provider, agents, cause, until) in &r.waits {
+    for Wait {
+        provider,
+        agents,
+        cause,
+        until,
+    } in &r.waits
+    {
         // A countdown: the time left until the provider takes requests again.
         let left = until.saturating_duration_since(now).as_millis() as u64;
         lines.push((
@@ -632,7 +648,7 @@ mod tests {
         Event::AgentStart {
             round: 1,
             agent: agent.into(),
-            phase: "code".into(),
+            phase: Phase::Code,
             model: "haiku".into(),
             task: None,
             timeout_ms: 900_000,
@@ -643,9 +659,9 @@ mod tests {
         Event::AgentEnd {
             round: 1,
             agent: agent.into(),
-            phase: "code".into(),
+            phase: Phase::Code,
             model: "haiku".into(),
-            status: "ok".into(),
+            status: RunStatus::Ok,
             exit_code: Some(0),
             elapsed_ms: 1200,
             cost_usd: 0.25,
@@ -671,7 +687,7 @@ mod tests {
         });
         live.event(&Event::PhaseStart {
             round: 1,
-            phase: "code".into(),
+            phase: Phase::Code,
             queue: vec!["a".into(), "b".into(), "c".into()],
             max_concurrency: 2,
         });
@@ -696,7 +712,7 @@ mod tests {
         live.event(&end("a"));
         live.event(&Event::RoundEnd {
             round: 1,
-            status: "ok".into(),
+            status: RoundStatus::Ok,
             elapsed_ms: 2000,
             cost_usd: 0.25,
             total_cost_usd: 0.25,
@@ -799,7 +815,7 @@ mod tests {
         });
         live.event(&Event::PhaseStart {
             round: 1,
-            phase: "code".into(),
+            phase: Phase::Code,
             queue: names,
             max_concurrency: 2,
         });
@@ -828,7 +844,7 @@ mod tests {
         live.event(&end("a"));
         live.event(&Event::RoundEnd {
             round: 1,
-            status: "ok".into(),
+            status: RoundStatus::Ok,
             elapsed_ms: 2000,
             cost_usd: 0.25,
             total_cost_usd: 0.25,

@@ -88,7 +88,7 @@ pub enum Command {
     Init(InitArgs),
     /// A real multi-round run on a scratch repository with bundled fake agents; no API key.
     #[command(
-        after_help = "Examples:\n  orch demo                     # in a new temporary folder\n  orch demo --dir /tmp/try-orch --rounds 5\n  orch demo --json | jq -r .event"
+        after_help = "Examples:\n  orch demo                     # in a new temporary folder\n  orch demo --dir /tmp/try-orch --rounds 5\n  orch demo --json | jq -r .event\n  orch demo --real-model http://127.0.0.1:8080   # the code agents are Claude Code on a local model"
     )]
     Demo(DemoArgs),
     /// Convert a mission of the original orchestrator into an orch mission.
@@ -303,6 +303,18 @@ pub struct DemoArgs {
     /// How many rounds.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// Run the demo's two code agents as real Claude Code (`claude` on PATH) on a local model
+    /// served at URL with the Anthropic Messages API (README, "Local models").
+    #[arg(long, value_name = "URL")]
+    pub real_model: Option<String>,
+    /// The model name Claude Code asks the local server for (Ollama needs its own names).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "sonnet",
+        requires = "real_model"
+    )]
+    pub real_model_name: String,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -397,7 +409,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Task(t) => task(&cwd, t),
         Command::Validate(a) => validate(&cwd, &a),
         Command::Init(a) => crate::cli::init::init(&cwd, &a.agent, a.force).map(|_| EXIT_OK),
-        Command::Demo(a) => crate::cli::demo::run(a.dir, a.rounds, a.output.json, verbosity),
+        Command::Demo(a) => {
+            let real = a
+                .real_model
+                .as_deref()
+                .map(|url| crate::cli::demo::RealModel {
+                    url,
+                    model: &a.real_model_name,
+                });
+            crate::cli::demo::run(a.dir, a.rounds, real, a.output.json, verbosity)
+        }
         Command::Import(a) => {
             let imported = crate::cli::import::import(&cwd.join(&a.path), &cwd.join(&a.output))?;
             crate::cli::import::write(&imported, a.force)?;
@@ -693,7 +714,9 @@ fn layout_for(cwd: &std::path::Path, mission: &std::path::Path) -> Result<Layout
     let git = crate::engine::git::Git::open(cwd)?;
     let path = crate::mission::locate(cwd, mission);
     let state_dir = if path.exists() || path.as_os_str() == crate::mission::STDIN {
-        crate::mission::Loaded::from_path(&path)?.mission.state_dir
+        crate::mission::Loaded::from_path(&path, &crate::agents::Adapters)?
+            .mission
+            .state_dir
     } else {
         PathBuf::from(".orch")
     };
@@ -779,7 +802,7 @@ fn waiting_on_budget(
     q: &Queue,
 ) -> Vec<String> {
     let path = crate::mission::locate(cwd, mission);
-    let Ok(loaded) = crate::mission::Loaded::from_path(&path) else {
+    let Ok(loaded) = crate::mission::Loaded::from_path(&path, &crate::agents::Adapters) else {
         return Vec::new();
     };
     let Ok(state) = crate::engine::store::state::State::load(layout) else {
@@ -836,7 +859,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
         )?;
         for step in &seq.sequence {
             let path = dir.join(&step.mission);
-            let loaded = crate::mission::Loaded::from_path(&path)?;
+            let loaded = crate::mission::Loaded::from_path(&path, &crate::agents::Adapters)?;
             crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
             check_against_repository(cwd, &loaded)?;
             crate::outln!(
@@ -848,7 +871,7 @@ fn validate(cwd: &std::path::Path, m: &MissionArg) -> Result<i32> {
         }
         return Ok(EXIT_OK);
     }
-    let loaded = crate::mission::Loaded::from_path(&file)?;
+    let loaded = crate::mission::Loaded::from_path(&file, &crate::agents::Adapters)?;
     crate::engine::prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
     check_against_repository(cwd, &loaded)?;
     let mission = &loaded.mission;

@@ -10,6 +10,7 @@ use crate::engine::runner::Workspace;
 use crate::engine::store::state::{Layout, Lock};
 use crate::error::{Error, Result, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED};
 use crate::events::Verbosity;
+use crate::roundlog::Choice;
 use crate::units;
 use crate::{out, outln};
 
@@ -236,10 +237,10 @@ pub fn plan_text(p: &Prepared, root: &Path) -> String {
     for d in &p.decisions {
         let job = p.jobs.iter().find(|j| j.agent == d.agent);
         let left_out = !only.is_empty() && !only.contains(&d.agent);
-        let decision = if left_out && d.decision == "included" {
-            "not replayed".to_string()
+        let decision = if left_out && d.decision == Choice::Included {
+            "not replayed"
         } else {
-            d.decision.clone()
+            d.decision.as_str()
         };
         let prompt = job.map_or(String::new(), |j| {
             let path = p.state_dir.join(&j.prompt);
@@ -255,7 +256,7 @@ pub fn plan_text(p: &Prepared, root: &Path) -> String {
             d.agent.clone(),
             job.map(|j| j.phase.as_str().to_string())
                 .unwrap_or_default(),
-            decision,
+            decision.to_string(),
             job.map(|j| j.model.clone()).unwrap_or_default(),
             job.map(|j| units::duration_ms(j.timeout_ms))
                 .unwrap_or_default(),

@@ -17,7 +17,7 @@ use crate::engine::git::Git;
 use crate::engine::replay::{replay_dir, replay_refs};
 use crate::engine::store::state::{Layout, State};
 use crate::error::{Error, Result, EXIT_OK};
-use crate::roundlog::{AgentEntry, RoundLog};
+use crate::roundlog::{AgentEntry, Choice, RoundLog};
 use crate::units;
 
 /// What `orch show N --json` prints.
@@ -296,7 +296,7 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
         let _ = writeln!(
             s,
             "  revert: {}, culprits: {}",
-            r.strategy,
+            r.strategy.as_str(),
             if r.culprits.is_empty() {
                 "none".into()
             } else {
@@ -349,7 +349,7 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
         for d in &log.decisions {
             let budget = match (d.budget_usd, d.spent_usd) {
                 // An `over budget` reason says it already.
-                (Some(b), Some(spent)) if d.decision != "over budget" => format!(
+                (Some(b), Some(spent)) if d.decision != Choice::OverBudget => format!(
                     " (budget: {} of {} spent before the round)",
                     units::usd(spent),
                     units::usd(b)
@@ -359,7 +359,9 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
             let _ = writeln!(
                 s,
                 "  {:<16} {:<11} {}{budget}",
-                d.agent, d.decision, d.reason
+                d.agent,
+                d.decision.as_str(),
+                d.reason
             );
         }
     }

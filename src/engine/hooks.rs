@@ -22,6 +22,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::engine::exec::process::{self, Ending, Spec};
 use crate::events::{self, Event, Sink, Verbosity};
 use crate::mission::{Command, Hooks};
+use crate::roundlog::RunStatus;
 
 /// Which hook an event goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,10 @@ pub fn needs_attention(event: &Event) -> bool {
     match event {
         Event::Revert { .. } | Event::Stop { .. } => true,
         Event::AgentEnd { status, .. } => {
-            matches!(status.as_str(), "failed" | "timeout" | "conflict")
+            matches!(
+                status,
+                RunStatus::Failed | RunStatus::Timeout | RunStatus::Conflict
+            )
         }
         _ => false,
     }
@@ -298,15 +302,16 @@ fn run_one(ctx: &Context, job: &Job, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roundlog::Phase;
 
     #[test]
     fn attention_is_reverts_stops_and_agents_in_trouble() {
-        let agent = |status: &str| Event::AgentEnd {
+        let agent = |status: RunStatus| Event::AgentEnd {
             round: 1,
             agent: "a".into(),
-            phase: "code".into(),
+            phase: Phase::Code,
             model: String::new(),
-            status: status.into(),
+            status,
             exit_code: None,
             elapsed_ms: 0,
             cost_usd: 0.0,
@@ -318,11 +323,11 @@ mod tests {
             amended: false,
             aside: None,
         };
-        for s in ["failed", "timeout", "conflict"] {
-            assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s}");
+        for s in [RunStatus::Failed, RunStatus::Timeout, RunStatus::Conflict] {
+            assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s:?}");
         }
-        for s in ["ok", "empty", "cancelled"] {
-            assert_eq!(Hook::for_event(&agent(s)), None, "{s}");
+        for s in [RunStatus::Ok, RunStatus::Empty, RunStatus::Cancelled] {
+            assert_eq!(Hook::for_event(&agent(s)), None, "{s:?}");
         }
         let stop = Event::Stop {
             reason: "budget".into(),

@@ -16,22 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::git::Git;
 use crate::engine::store::state::State;
 use crate::engine::store::tasks::Task;
 use crate::error::{Error, Result};
 use crate::mission::{Agent, Mission, Section};
 
-/// The sections orch computes itself.
-pub const BUILTIN: &[&str] = &[
-    "agent",
-    "round",
-    "model",
-    "task",
-    "testFailures",
-    "sims",
-    "history",
-    "changes",
-];
+/// The sections orch computes itself (their names are the mission schema's).
+pub use crate::mission::BUILTIN_SECTIONS as BUILTIN;
 
 /// The most of a section or a prompt that orch keeps when a value is larger: the head and the
 /// tail, with a marker saying how much was cut.
@@ -57,7 +49,7 @@ pub struct Context<'a> {
     pub mission: &'a Mission,
     pub mission_dir: &'a Path,
     /// The repository, for `{{changes}}`' history (`None`: not read, as in `--dry-run`).
-    pub git: Option<&'a crate::engine::git::Git>,
+    pub git: Option<&'a Git>,
     /// Where section commands run: the repository root.
     pub root: &'a Path,
     pub grace: Duration,
@@ -195,7 +187,7 @@ fn builtin(name: &str, ctx: &Context) -> String {
             }
         }
         "sims" => ctx.sim_data.as_deref().map(read_folder).unwrap_or_default(),
-        "changes" => crate::engine::store::sessions::changes(
+        "changes" => changes(
             ctx.git,
             ctx.state,
             &ctx.agent.name,
@@ -415,6 +407,98 @@ fn ceil_char(s: &str, mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The most commits and files `{{changes}}` lists; the counts say how many there were.
+const MAX_LISTED: usize = 40;
+
+/// The `{{changes}}` section: what changed since the agent's last run (its outcome, the commits
+/// on the branch and the files they changed, the tests), then its task (`task`, the `{{task}}`
+/// text), and a line telling it to go on.
+pub fn changes(git: Option<&Git>, state: &State, agent: &str, round: u32, task: &str) -> String {
+    let st = state.agent(agent);
+    let mut out = String::new();
+    match (st.last_run_round, &st.last_base) {
+        (Some(last), Some(since)) => {
+            out.push_str(&format!(
+                "Round {round}. What changed since your last run (round {last}, which ended {}):\n",
+                st.last_status.map_or("-", |s| s.as_str())
+            ));
+            match git.map(|g| listed(g, since)) {
+                Some(Ok(text)) => out.push_str(&text),
+                Some(Err(e)) => out.push_str(&format!("(the history could not be read: {e})\n")),
+                None => out.push_str("(the history is read when the round runs)\n"),
+            }
+        }
+        _ => out.push_str(&format!(
+            "Round {round}. This is your first run: there is no earlier run to compare with.\n"
+        )),
+    }
+    out.push_str(&tests_line(state));
+    if !task.is_empty() {
+        out.push('\n');
+        out.push_str(task);
+        out.push('\n');
+    }
+    // A resumed session gets nothing else: say what to do with it.
+    out.push_str("\nGo on with your instructions from this session, on the tree as it is now.\n");
+    out
+}
+
+/// The commits from `since` to HEAD and the files they changed.
+fn listed(git: &Git, since: &str) -> crate::error::Result<String> {
+    let range = format!("{since}..HEAD");
+    let count: usize = git
+        .run(&["rev-list", "--count", &range])?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if count == 0 {
+        return Ok("No commits on the branch since then.\n".into());
+    }
+    let log = git.run(&[
+        "log",
+        "--format=%h %s",
+        &format!("--max-count={MAX_LISTED}"),
+        &range,
+    ])?;
+    let files = git.files_between(since, "HEAD")?;
+    let mut out = format!("Commits on the branch since then ({count}):\n");
+    for l in log.lines() {
+        out.push_str(&format!("- {l}\n"));
+    }
+    if count > MAX_LISTED {
+        out.push_str(&format!("- ... and {} more\n", count - MAX_LISTED));
+    }
+    out.push_str(&format!("Files they changed ({}):\n", files.len()));
+    for f in files.iter().take(MAX_LISTED) {
+        out.push_str(&format!("- {f}\n"));
+    }
+    if files.len() > MAX_LISTED {
+        out.push_str(&format!("- ... and {} more\n", files.len() - MAX_LISTED));
+    }
+    Ok(out)
+}
+
+/// The tests as last measured, and the end of the last failing run.
+fn tests_line(state: &State) -> String {
+    let mut out = match &state.test_baseline {
+        None => "Tests: not run yet.\n".to_string(),
+        Some(b) => format!(
+            "Tests at the branch's head: {}{}.\n",
+            if b.passed { "passed" } else { "failing" },
+            b.failed_count
+                .map(|n| format!(" ({n} failed)"))
+                .unwrap_or_default()
+        ),
+    };
+    if !state.last_test_failure.is_empty() {
+        out.push_str(&format!(
+            "The last failing test run ended with:\n{}\n",
+            trim(&state.last_test_failure, 4096)
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::engine::store::tasks::Queue;
 use crate::error::{Error, IoContext, Result};
 use crate::events::Events;
 use crate::mission::Mission;
-use crate::roundlog::{AgentEntry, Decision, RoundLog};
+use crate::roundlog::{AgentEntry, Choice, Decision, RoundLog};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOptions {
@@ -103,7 +103,7 @@ pub fn prepare(ws: &Workspace, original: &RoundLog, opts: &ReplayOptions) -> Res
             ws.loaded.file.display()
         )),
         (Some(r), false) => {
-            match Mission::parse(&r.mission.to_string(), &ws.layout.round_inputs(n)) {
+            match Mission::parse(&r.mission.to_string(), &ws.layout.round_inputs(n), &crate::agents::Adapters) {
                 Ok(m) => {
                     mission = m;
                     mission_dir = PathBuf::from(&r.mission_dir);
@@ -126,7 +126,7 @@ pub fn prepare(ws: &Workspace, original: &RoundLog, opts: &ReplayOptions) -> Res
                 r.job(a, 0).is_some()
                     || r.decisions
                         .iter()
-                        .any(|d| &d.agent == a && d.decision == "included")
+                        .any(|d| &d.agent == a && d.decision == Choice::Included)
             }
             _ => mission.agent(a).is_some(),
         };
@@ -192,7 +192,7 @@ fn from_log(log: &RoundLog, ws: &Workspace, mission: &Mission, queue: &Queue) ->
             let mut d = d.clone();
             // Included at planning, then skipped by what happened in the round.
             if ran(&d.agent) || d.reason.starts_with("skipped: ") {
-                d.decision = "included".into();
+                d.decision = Choice::Included;
             }
             d
         })
@@ -201,7 +201,7 @@ fn from_log(log: &RoundLog, ws: &Workspace, mission: &Mission, queue: &Queue) ->
         if !decisions.iter().any(|d| d.agent == e.name) {
             decisions.push(Decision {
                 agent: e.name.clone(),
-                decision: "included".into(),
+                decision: Choice::Included,
                 reason: "it ran in the round".into(),
                 model: None,
                 escalated: false,

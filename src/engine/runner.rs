@@ -23,7 +23,9 @@ use crate::error::{
 };
 use crate::events::{Event, Events};
 use crate::mission::{self, Mission};
-use crate::roundlog::{RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA};
+use crate::roundlog::{
+    Handoff, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -55,7 +57,10 @@ pub struct Workspace {
 impl Workspace {
     /// Loads and validates the mission and opens the repository, without locking.
     pub fn open(dir: &Path, mission_path: &Path) -> Result<Workspace> {
-        let loaded = mission::Loaded::from_path(&mission::locate(dir, mission_path))?;
+        let loaded = mission::Loaded::from_path(
+            &mission::locate(dir, mission_path),
+            &crate::agents::Adapters,
+        )?;
         prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
         let git = Git::open(dir)?;
         preflight::check_state_dir(&loaded.mission, &loaded.file, &git)?;
@@ -298,7 +303,7 @@ fn all_done(mission: &Mission, state: &State) -> bool {
     mission
         .agents
         .iter()
-        .all(|a| state.agent(&a.name).handoff.as_deref() == Some("all-done"))
+        .all(|a| state.agent(&a.name).handoff == Some(Handoff::AllDone))
 }
 
 /// `--agent NAME`: every name must be one of the mission's agents.

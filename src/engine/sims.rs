@@ -100,7 +100,7 @@ impl SimRun<'_> {
         events.emit(Event::SimEnd {
             round: self.round,
             sim: self.which.as_str().into(),
-            status: status.as_str().into(),
+            status,
             elapsed_ms,
         });
         SimEntry {

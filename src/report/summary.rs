@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::load::{Loaded, Round};
-use crate::roundlog::{AgentEntry, Phase, RoundStatus, RunStatus, StepStatus};
+use crate::roundlog::{AgentEntry, Choice, Phase, RoundStatus, RunStatus, StepStatus, Strategy};
 use crate::units::{ser_opt_usd, ser_usd};
 
 /// Version of the JSON report's shape (`reportSchema`). 2: outcomes with `rejected`, what
@@ -342,13 +342,31 @@ pub enum BarKind {
     RevertTests,
 }
 
+/// How the process of a bar ended: an agent's run, or a step's (a sim, the tests). Written as
+/// the round log writes the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum BarStatus {
+    Run(RunStatus),
+    Step(StepStatus),
+}
+
+impl std::fmt::Display for BarStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BarStatus::Run(s) => s.fmt(f),
+            BarStatus::Step(s) => s.fmt(f),
+        }
+    }
+}
+
 /// One bar of a round's Gantt chart, in milliseconds from the round's start.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Bar {
     pub label: String,
     pub kind: BarKind,
-    pub status: String,
+    pub status: BarStatus,
     pub start_ms: u64,
     pub elapsed_ms: u64,
     /// The log had no start time; the bar is placed where the pipeline would have put it.
@@ -571,8 +589,8 @@ fn code_rejected(r: &Round) -> Vec<String> {
     let ok_code = |a: &&crate::roundlog::AgentEntry| a.phase == Phase::Code && went_in(a);
     match &log.revert {
         // Interrupted before it settled: nothing was taken out (nor landed).
-        Some(rv) if rv.strategy == "interrupted" => Vec::new(),
-        Some(rv) if rv.strategy == "per-agent" => log
+        Some(rv) if rv.strategy == Strategy::Interrupted => Vec::new(),
+        Some(rv) if rv.strategy == Strategy::PerAgent => log
             .agents
             .iter()
             .filter(ok_code)
@@ -625,11 +643,11 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
         if let Some(rv) = log
             .revert
             .as_ref()
-            .filter(|rv| rv.strategy != "interrupted")
+            .filter(|rv| rv.strategy != Strategy::Interrupted)
         {
             let runs = rv.test_runs.len();
-            let detail = match rv.strategy.as_str() {
-                "per-agent" => format!(
+            let detail = match rv.strategy {
+                Strategy::PerAgent => format!(
                     "per-agent revert: took out {} after {runs} extra test run{}; the other agents' work was kept{}",
                     rv.culprits.join(", "),
                     if runs == 1 { "" } else { "s" },
@@ -990,13 +1008,15 @@ fn round_row(r: &Round) -> RoundRow {
     };
     let tests = log.tests.as_ref().map(test_result);
     let tests_committed = match &log.revert {
-        Some(rv) if rv.strategy == "per-agent" => rv.committed.as_ref().map(|c| TestResult {
-            status: c.status,
-            passed: c.passed,
-            failed: c.failed,
-            flaky: false,
-            regression: false,
-        }),
+        Some(rv) if rv.strategy == Strategy::PerAgent => {
+            rv.committed.as_ref().map(|c| TestResult {
+                status: c.status,
+                passed: c.passed,
+                failed: c.failed,
+                flaky: false,
+                regression: false,
+            })
+        }
         Some(_) => None,
         None if log.reverted => None,
         None => tests.clone(),
@@ -1285,7 +1305,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: label.to_string(),
             kind,
-            status: pre.status.as_str().to_string(),
+            status: BarStatus::Step(pre.status),
             start_ms: if known { pre.start_ms } else { fallback },
             elapsed_ms: pre.elapsed_ms,
             estimated: !known,
@@ -1294,7 +1314,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: "sims (serial)".to_string(),
             kind: BarKind::Sims,
-            status: "ok".to_string(),
+            status: BarStatus::Step(StepStatus::Ok),
             start_ms: t.phase_a,
             elapsed_ms: serial,
             estimated: true,
@@ -1311,7 +1331,7 @@ fn bars(r: &Round) -> Vec<Bar> {
                 a.name.clone()
             },
             kind: BarKind::Agent,
-            status: a.status.as_str().to_string(),
+            status: BarStatus::Run(a.status),
             start_ms: if known { a.start_ms } else { fallback },
             elapsed_ms: a.elapsed_ms,
             estimated: !known,
@@ -1328,7 +1348,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: "tests".to_string(),
             kind: BarKind::Tests,
-            status: tests.status.as_str().to_string(),
+            status: BarStatus::Step(tests.status),
             start_ms: if r.starts.tests {
                 tests.start_ms
             } else {
@@ -1344,7 +1364,7 @@ fn bars(r: &Round) -> Vec<Bar> {
             out.push(Bar {
                 label: format!("tests without {}", run.without.join(", ")),
                 kind: BarKind::RevertTests,
-                status: run.status.as_str().to_string(),
+                status: BarStatus::Step(run.status),
                 start_ms: start,
                 elapsed_ms: run.elapsed_ms,
                 estimated: run.start_ms.is_none(),
@@ -1356,7 +1376,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         out.push(Bar {
             label: "post-sim".to_string(),
             kind: BarKind::PostSim,
-            status: post.status.as_str().to_string(),
+            status: BarStatus::Step(post.status),
             start_ms: if r.starts.post_sim {
                 post.start_ms
             } else {
@@ -1379,7 +1399,7 @@ fn bars(r: &Round) -> Vec<Bar> {
         Some(Bar {
             label: format!("{} (beside the tests, kept aside)", b.name),
             kind: BarKind::Agent,
-            status: b.status.as_str().to_string(),
+            status: BarStatus::Run(b.status),
             start_ms: b.start_ms,
             elapsed_ms: b.elapsed_ms,
             estimated: false,
@@ -1547,8 +1567,8 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                     ..DecisionRow::default()
                 }
             });
-            match d.decision.as_str() {
-                "included" => {
+            match d.decision {
+                Choice::Included => {
                     row.included += 1;
                     row.kept += r
                         .log
@@ -1557,9 +1577,9 @@ fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {
                         .filter(|a| a.name == d.agent && went_in(a) && !rejected.contains(&a.name))
                         .count() as u32;
                 }
-                "blocked" => row.blocked += 1,
-                "over budget" => row.over_budget += 1,
-                _ => row.skipped += 1,
+                Choice::Blocked => row.blocked += 1,
+                Choice::OverBudget => row.over_budget += 1,
+                Choice::Skipped => row.skipped += 1,
             }
         }
     }

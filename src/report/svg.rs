@@ -13,8 +13,9 @@
 
 use std::fmt::Write;
 
-use super::summary::{Bar, BarKind, RoundRow, Summary};
+use super::summary::{Bar, BarKind, BarStatus, RoundRow, Summary};
 use super::{escape_xml, Exporter};
+use crate::roundlog::{RunStatus, StepStatus};
 use crate::units::duration_ms;
 
 pub struct SvgExporter;
@@ -46,34 +47,35 @@ const FONT: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
 
 /// Fill colour of a bar: agents by run status; sims and tests have their own hues, with the
 /// failure colours darkened so they read as a step, not an agent.
-pub fn colour(kind: BarKind, status: &str) -> &'static str {
+pub fn colour(kind: BarKind, status: BarStatus) -> &'static str {
+    use BarStatus::{Run, Step};
     match kind {
         BarKind::Agent => match status {
-            "ok" => "#2e9e44",
-            "empty" => "#9aa0a6",
-            "failed" => "#d64541",
-            "timeout" => "#f08c00",
-            "conflict" => "#8e44ad",
+            Run(RunStatus::Ok) => "#2e9e44",
+            Run(RunStatus::Empty) => "#9aa0a6",
+            Run(RunStatus::Failed) => "#d64541",
+            Run(RunStatus::Timeout) => "#f08c00",
+            Run(RunStatus::Conflict) => "#8e44ad",
             _ => "#d5d8dc",
         },
         BarKind::PreSim | BarKind::PostSim | BarKind::Sims => match status {
-            "ok" | "passed" => "#3b7dd8",
-            "failed" => "#a3312a",
-            "timeout" => "#b85f00",
+            Step(StepStatus::Ok | StepStatus::Passed) => "#3b7dd8",
+            Step(StepStatus::Failed) => "#a3312a",
+            Step(StepStatus::Timeout) => "#b85f00",
             _ => "#c3d3ea",
         },
         BarKind::Tests => match status {
-            "ok" | "passed" => "#14898a",
-            "failed" => "#a3312a",
-            "timeout" => "#b85f00",
+            Step(StepStatus::Ok | StepStatus::Passed) => "#14898a",
+            Step(StepStatus::Failed) => "#a3312a",
+            Step(StepStatus::Timeout) => "#b85f00",
             _ => "#c2e0e0",
         },
         // A revert's extra runs: the tests' hues, lighter, so they read as the same step
         // repeated.
         BarKind::RevertTests => match status {
-            "ok" | "passed" => "#6cc3c4",
-            "failed" => "#d98b84",
-            "timeout" => "#e0a35c",
+            Step(StepStatus::Ok | StepStatus::Passed) => "#6cc3c4",
+            Step(StepStatus::Failed) => "#d98b84",
+            Step(StepStatus::Timeout) => "#e0a35c",
             _ => "#c2e0e0",
         },
     }
@@ -375,7 +377,7 @@ fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
 fn bar(out: &mut String, b: &Bar, ly: f64, x_of: &dyn Fn(u64) -> f64, faint: bool) {
     let x = x_of(b.start_ms);
     let w = (x_of(b.start_ms.saturating_add(b.elapsed_ms)) - x).max(1.5);
-    let fill = colour(b.kind, &b.status);
+    let fill = colour(b.kind, b.status);
     let style = if b.estimated {
         r##" fill-opacity="0.6" stroke="#444" stroke-dasharray="3,2""##
     } else if faint {

@@ -621,8 +621,9 @@ fn orch_init_writes_phase_b_bisect_jobs_and_per_agent_budgets_that_take_effect()
             "{cli}: only Claude Code caps a run"
         );
         // What it wrote is a valid mission (`orch validate` would also want the CLI installed).
-        let parsed = orch::mission::Mission::parse(&text, Path::new("orch.json"))
-            .unwrap_or_else(|e| panic!("{cli}: {e}"));
+        let parsed =
+            orch::mission::Mission::parse(&text, Path::new("orch.json"), &orch::agents::Adapters)
+                .unwrap_or_else(|e| panic!("{cli}: {e}"));
         assert_eq!(parsed.agents[0].budget_usd, Some(12.0));
         assert_eq!(parsed.bisect_jobs, Some(2), "{cli}");
     }

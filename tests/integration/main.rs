@@ -25,6 +25,7 @@ mod incremental;
 mod limits;
 mod parity;
 mod real_cli;
+mod real_model;
 mod replay;
 mod report;
 mod results;

@@ -736,3 +736,102 @@ fn session_is_resumed(cli: &str) {
         "round 2's request does not carry round 1's prompt ({probe:?}): the session was not resumed"
     );
 }
+
+// ------------------------------------------------------------------ orch demo --real-model
+
+/// `orch demo --real-model URL`: the demo's two code agents are the real Claude Code pointed at
+/// URL (here the scripted mock, which answers ui-dev's prompt with an Edit of src/ui.txt), one
+/// at a time; the rest of the demo (producer, fixer, reviewer, tests) is as without the flag.
+/// Old code: `--real-model` was an unknown argument (exit 2).
+#[test]
+fn demo_real_model_runs_claude_code_against_the_url() {
+    if !available("claude") {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    let file = dir.join(".orch/worktrees/ui-dev/src/ui.txt");
+    let mock = Mock::start(&[
+        "--scenario",
+        "ok",
+        "--edit-path",
+        file.to_str().unwrap(),
+        "--edit-old",
+        "a header and a footer",
+        "--edit-content",
+        "a header, a menu and a footer",
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["demo", "--rounds", "1", "--real-model", &mock.url()])
+        .args(["--real-model-name", "qwen2.5-coder:1.5b", "--dir"])
+        .arg(&dir)
+        .env("PATH", path)
+        .env("HOME", home.path())
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Claude Code asked the URL, with the demo's prompts and the model name.
+    let bodies: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r["body"].to_string())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("src/ui.txt describes the page layout")),
+        "no request carried ui-dev's prompt: {bodies:#?}"
+    );
+    assert!(bodies.iter().any(|b| b.contains("src/api.txt lists")));
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("\"model\":\"qwen2.5-coder:1.5b\"")),
+        "no request named the model"
+    );
+    // ui-dev's edit is committed.
+    let log: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(".orch/rounds/round-0001.json")).unwrap(),
+    )
+    .unwrap();
+    let ui = Repo::agent(&log, "ui-dev");
+    assert_eq!(ui["status"], "ok", "{ui:#}");
+    assert_eq!(ui["files"], json!(["src/ui.txt"]), "{ui:#}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/ui.txt")).unwrap(),
+        "a header, a menu and a footer\n"
+    );
+    // One code agent at a time: a local server answers one request at a time.
+    let m: Value = serde_json::from_str(&orch::mission::strip_comments(
+        &std::fs::read_to_string(dir.join("orch.json")).unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(m["maxConcurrency"], 1);
+}
+
+/// Without `claude` on PATH, `--real-model` stops before making anything: exit 2, saying so.
+#[test]
+fn demo_real_model_needs_claude_on_path() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["demo", "--real-model", "http://127.0.0.1:9", "--dir"])
+        .arg(&dir)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`claude` is not on PATH"), "{stderr}");
+    assert!(!dir.exists(), "nothing was made");
+}

@@ -14,7 +14,8 @@ call (the edit, or the Bash command for `denied`). Requests without tools (title
 quota probes, Gemini's routing/next-speaker checks) get a short text answer.
 
 Scenarios (--scenario):
-  ok        tool call that writes --edit-path with --edit-content, then a final message
+  ok        tool call that writes --edit-path with --edit-content (Claude: Write, or Edit of
+            --edit-old), then a final message
   denied    tool call to the shell (`--deny-command`), then a final message
   429       HTTP 429 for the first --fail-count model requests, or for --fail-seconds after the
             first one, then behaves as `ok`; --retry-after N adds a retry-after header
@@ -24,6 +25,12 @@ Scenarios (--scenario):
   badkey    Gemini: HTTP 400 INVALID_ARGUMENT with reason API_KEY_INVALID (what Google answers
             a wrong key with); Anthropic and OpenAI: as 401
   400       HTTP 400 invalid request, always
+
+Real model (--real-model FILE.gguf): instead of the scenarios, a small local model answers the
+Anthropic and OpenAI Responses requests, through a tool-call translation that constrains each
+reply to one of the request's tools or a final answer (tests/mock_api/real_model.py says how and
+why). It needs the xllamacpp package: scripts/real-model-install installs it and the pinned
+weights, and prints the python to start this file with. Gemini requests get a 400 then.
 
 Every request is appended to --log (JSON lines: time, method, path, headers, body) so a test or
 a person can see what the CLI asked. The chosen port is written to --port-file (and printed on
@@ -40,7 +47,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
+import real_model
+
 ARGS = None
+BACKEND = None  # the local model, with --real-model
 LOCK = threading.Lock()
 STATE = {"model_requests": 0, "first_model_request": None, "failed": 0}
 
@@ -152,12 +162,31 @@ def anthropic_reply(body):
     if ARGS.scenario == "denied":
         return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Bash",
                  "input": {"command": ARGS.deny_command, "description": "Run the tests"}}], "tool_use"
+    if ARGS.edit_old is not None:
+        return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Edit",
+                 "input": {"file_path": edit_path(anthropic_workdir(body)),
+                           "old_string": ARGS.edit_old, "new_string": ARGS.edit_content}}], "tool_use"
     return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Write",
              "input": {"file_path": edit_path(anthropic_workdir(body)),
                        "content": ARGS.edit_content}}], "tool_use"
 
 
+def anthropic_block_events(i, b):
+    """The stream events of content block number i."""
+    if b["type"] == "text":
+        start = {"type": "text", "text": ""}
+        delta = {"type": "text_delta", "text": b["text"]}
+    else:
+        start = {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(b["input"])}
+    return [("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}),
+            ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}),
+            ("content_block_stop", {"type": "content_block_stop", "index": i})]
+
+
 def handle_anthropic(h, body):
+    if BACKEND is not None:
+        return real_anthropic(h, body)
     if should_fail():
         status = http_status()
         headers = {}
@@ -178,19 +207,7 @@ def handle_anthropic(h, body):
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": usage_in}})]
     for i, b in enumerate(blocks):
-        if b["type"] == "text":
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                    "content_block": {"type": "text", "text": ""}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                    "delta": {"type": "text_delta", "text": b["text"]}}))
-        else:
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                    "content_block": {"type": "tool_use", "id": b["id"],
-                                                                      "name": b["name"], "input": {}}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                    "delta": {"type": "input_json_delta",
-                                                              "partial_json": json.dumps(b["input"])}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+        events.extend(anthropic_block_events(i, b))
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": stop, "stop_sequence": None},
                                      "usage": {"output_tokens": USAGE["output"]}}))
@@ -278,7 +295,23 @@ def shell_quote(s):
     return "'" + s.replace("'", "'\\''") + "'"
 
 
+def openai_item_events(items):
+    events = []
+    for i, item in enumerate(items):
+        events.append(("response.output_item.added", {"type": "response.output_item.added",
+                                                      "output_index": i, "item": item}))
+        if item["type"] == "message":
+            events.append(("response.output_text.delta", {
+                "type": "response.output_text.delta", "item_id": item["id"], "output_index": i,
+                "content_index": 0, "delta": item["content"][0]["text"]}))
+        events.append(("response.output_item.done", {"type": "response.output_item.done",
+                                                     "output_index": i, "item": item}))
+    return events
+
+
 def handle_openai(h, body):
+    if BACKEND is not None:
+        return real_openai(h, body)
     if should_fail():
         status = http_status()
         headers = {}
@@ -293,15 +326,7 @@ def handle_openai(h, body):
     base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
             "model": body.get("model", "gpt-5"), "status": "in_progress", "output": []}
     events = [("response.created", {"type": "response.created", "response": base})]
-    for i, item in enumerate(items):
-        events.append(("response.output_item.added", {"type": "response.output_item.added",
-                                                      "output_index": i, "item": item}))
-        if item["type"] == "message":
-            events.append(("response.output_text.delta", {
-                "type": "response.output_text.delta", "item_id": item["id"], "output_index": i,
-                "content_index": 0, "delta": item["content"][0]["text"]}))
-        events.append(("response.output_item.done", {"type": "response.output_item.done",
-                                                     "output_index": i, "item": item}))
+    events.extend(openai_item_events(items))
     done = dict(base, status="completed", output=items, usage=usage)
     events.append(("response.completed", {"type": "response.completed", "response": done}))
     h.send_sse(events)
@@ -394,6 +419,9 @@ def gemini_json_for(schema):
 
 
 def handle_gemini(h, body, action, model):
+    if BACKEND is not None:
+        return h.send_json(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                           "message": "mock: --real-model serves Anthropic and OpenAI only"}})
     if action == "countTokens":
         return h.send_json(200, {"totalTokens": USAGE["input"]})
     if action not in ("generateContent", "streamGenerateContent"):
@@ -410,6 +438,88 @@ def handle_gemini(h, body, action, model):
     if action == "generateContent":
         return h.send_json(200, chunk)
     h.send_sse([(None, chunk)])
+
+
+# ---------------------------------------------------------------- real model (--real-model)
+
+
+def in_background(h, work, first_events, keepalive):
+    """Runs work() while the SSE stream stays open: the first events at once, then the
+    keepalive event every 10 s so that the CLI's idle timeout does not fire on a slow machine
+    (a protocol event, not an SSE comment: Codex's idle timer counts events only, and dropped
+    a 5-minute model call with "idle timeout waiting for SSE")."""
+    h.begin_sse()
+    for name, data in first_events:
+        h.write_event(name, data)
+    out = {}
+
+    def run():
+        try:
+            out["value"] = work()
+        except Exception as e:  # noqa: BLE001 - reported to the client as a final text
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    while True:
+        t.join(10)
+        if not t.is_alive():
+            break
+        h.write_event(*keepalive)
+    if "error" in out:
+        sys.stderr.write("mock_api: real model error: %r\n" % out["error"])
+    return out.get("value")
+
+
+def real_anthropic(h, body):
+    model = body.get("model", "local")
+    msg_id = "msg_local_" + uuid.uuid4().hex[:16]
+    if not body.get("stream"):
+        blocks, stop, fig = real_model.anthropic_blocks(BACKEND, body)
+        return h.send_json(200, {
+            "id": msg_id, "type": "message", "role": "assistant", "model": model,
+            "content": blocks, "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": fig["input"] - fig["cached"], "output_tokens": fig["output"],
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": fig["cached"]}})
+    start = ("message_start", {"type": "message_start", "message": {
+        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}})
+    got = in_background(h, lambda: real_model.anthropic_blocks(BACKEND, body), [start],
+                        ("ping", {"type": "ping"}))
+    blocks, stop, fig = got or ([{"type": "text", "text": "(the local model failed)"}], "end_turn",
+                                {"input": 0, "cached": 0, "output": 0})
+    for i, b in enumerate(blocks):
+        for name, data in anthropic_block_events(i, b):
+            h.write_event(name, data)
+    h.write_event("message_delta", {"type": "message_delta",
+                                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                                    "usage": {"input_tokens": fig["input"] - fig["cached"],
+                                              "cache_read_input_tokens": fig["cached"],
+                                              "output_tokens": fig["output"]}})
+    h.write_event("message_stop", {"type": "message_stop"})
+    h.close_connection = True
+
+
+def real_openai(h, body):
+    resp_id = "resp_local_" + uuid.uuid4().hex[:16]
+    base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
+            "model": body.get("model", "local"), "status": "in_progress", "output": []}
+    got = in_background(h, lambda: real_model.openai_items(BACKEND, body),
+                        [("response.created", {"type": "response.created", "response": base})],
+                        ("response.in_progress", {"type": "response.in_progress", "response": base}))
+    items, fig = got or ([{"type": "message", "role": "assistant", "id": "msg_local_x",
+                           "status": "completed", "content": [{"type": "output_text",
+                           "text": "(the local model failed)", "annotations": []}]}],
+                         {"input": 0, "cached": 0, "output": 0})
+    for name, data in openai_item_events(items):
+        h.write_event(name, data)
+    usage = {"input_tokens": fig["input"], "input_tokens_details": {"cached_tokens": fig["cached"]},
+             "output_tokens": fig["output"], "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": fig["input"] + fig["output"]}
+    done = dict(base, status="completed", output=items, usage=usage)
+    h.write_event("response.completed", {"type": "response.completed", "response": done})
+    h.close_connection = True
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -433,20 +543,26 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def send_sse(self, events):
+    def begin_sse(self):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.send_header("connection", "close")
         self.send_header("request-id", "req_mock_" + uuid.uuid4().hex[:12])
         self.end_headers()
+
+    def write_event(self, name, data):
+        chunk = ""
+        if name:
+            chunk += "event: %s\n" % name
+        chunk += "data: %s\n\n" % json.dumps(data)
+        self.wfile.write(chunk.encode())
+        self.wfile.flush()
+
+    def send_sse(self, events):
+        self.begin_sse()
         for name, data in events:
-            chunk = ""
-            if name:
-                chunk += "event: %s\n" % name
-            chunk += "data: %s\n\n" % json.dumps(data)
-            self.wfile.write(chunk.encode())
-            self.wfile.flush()
+            self.write_event(name, data)
         self.close_connection = True
 
     def read_body(self):
@@ -493,7 +609,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global ARGS
+    global ARGS, BACKEND
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="ok",
                     choices=["ok", "denied", "429", "529", "500", "401", "400", "badkey"])
@@ -505,12 +621,35 @@ def main():
     ap.add_argument("--retry-after", type=int)
     ap.add_argument("--edit-path", default="hello.txt")
     ap.add_argument("--edit-content", default="hello from the mock model")
+    ap.add_argument("--edit-old", help="Anthropic: an Edit of --edit-path replacing this text "
+                    "with --edit-content, instead of a Write")
     ap.add_argument("--deny-command", default="cargo test --quiet")
     ap.add_argument("--escalate", action="store_true",
                     help="denied, Codex: the shell call asks for sandbox_permissions=require_escalated")
     ap.add_argument("--final-text", default="Done: wrote the file.")
     ap.add_argument("--verbose", action="store_true")
+    real = ap.add_argument_group("real model (tests/mock_api/real_model.py)")
+    real.add_argument("--real-model", metavar="GGUF",
+                      help="answer with this local model instead of --scenario")
+    real.add_argument("--real-log", help="append each model call (tokens, seconds, reply) here")
+    real.add_argument("--seed", type=int, default=1234)
+    real.add_argument("--temperature", type=float, default=0.2)
+    real.add_argument("--max-tokens", type=int, default=1536, help="per reply")
+    real.add_argument("--max-turns", type=int, default=12,
+                      help="tool calls per conversation; then only a final reply is allowed")
+    real.add_argument("--timeout-s", type=int, default=300, help="per reply")
+    real.add_argument("--ctx", type=int, default=16384, help="context window, tokens")
+    real.add_argument("--threads", type=int, default=2)
+    real.add_argument("--optional-params", action="store_true",
+                      help="offer the tools' optional parameters too (by default only the required ones)")
+    real.add_argument("--keep-tools", help="comma list of tools to offer that are left out by default")
     ARGS = ap.parse_args()
+    if ARGS.real_model:
+
+        import os
+        if not os.path.isfile(ARGS.real_model):
+            sys.exit("mock_api: --real-model %s: no such file" % ARGS.real_model)
+        BACKEND = real_model.Backend(ARGS)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     server.daemon_threads = True
     port = server.server_address[1]

@@ -243,7 +243,7 @@ mod tests {
     use super::*;
 
     fn mission(json: &str) -> Mission {
-        Mission::parse(json, Path::new("orch.json")).unwrap()
+        Mission::parse(json, Path::new("orch.json"), &crate::agents::Adapters).unwrap()
     }
 
     fn site(dir: &Path) -> ProbeSite<'_> {

@@ -6,7 +6,9 @@
 use super::*;
 use crate::mission::StdinMode;
 
-/// Runs one agent on a worker thread.
+/// Runs one agent on a worker thread: the executor of one unit. Its launch is prepared (a
+/// provider held off starts none), the process supervised, and what it changed observed; the
+/// main thread settles the result (`Round::settle`).
 pub(super) fn run_agent(
     env: &Env,
     round: u32,
@@ -15,7 +17,6 @@ pub(super) fn run_agent(
     job: Job<'_>,
 ) -> RawRun {
     let agent = job.agent;
-    let layout = env.layout;
     // A provider held off by a limit starts none of its agents; start spacing keeps the rest
     // from arriving at once.
     let provider = crate::agents::provider_of(agent);
@@ -24,139 +25,14 @@ pub(super) fn run_agent(
         raw.deferred = true;
         return raw;
     }
-    // Worktree isolation: the agent's own checkout of the base, made here on the worker so that
-    // preparing several worktrees overlaps.
-    let isolated = match &job.worktree {
-        Some(wt) => match env.git.prepare_worktree(wt, &job.base) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                let mut raw = not_started(env, round, job);
-                raw.finished.ending =
-                    Ending::SpawnFailed(format!("preparing its worktree failed: {e}"));
-                return raw;
-            }
-        },
-        None => None,
-    };
-    // The tree the phase shares when the agent has no worktree of its own: the main tree, or
-    // orch's Phase B worktree when the review agents run beside the tests.
-    let tree_git = match &isolated {
-        Some(_) => None,
-        None => Some(shared.lock().unwrap_or_else(|e| e.into_inner()).git.clone()),
-    };
-    let root = isolated
-        .as_ref()
-        .or(tree_git.as_ref())
-        .map_or(env.root(), |g| g.root());
-    let scratch = layout.scratch(round);
-    let stem = run_stem(&agent.name, job.nth);
-    let stdout = layout.logs(round).join(format!("{stem}.log"));
-    let stderr = layout.logs(round).join(format!("{stem}.stderr.log"));
-    let result_file = scratch.join(format!("{stem}.result.json"));
-    let inbox = inbox_path(layout, round, &agent.name);
-    let task_file = job.task.as_ref().map(|t| {
-        let p = scratch.join(format!("{stem}.task.json"));
-        if let Err(e) = write_json(&p, t) {
-            log::warn!("agent {}: cannot write its task file: {e}", agent.name);
-        }
-        p
-    });
-    let disp = |p: &Path| p.display().to_string();
-    let fill = |a: &str| {
-        a.replace("{model}", &job.model)
-            .replace("{prompt_file}", &disp(&job.prompt_file))
-            .replace("{round}", &round.to_string())
-            .replace("{agent}", &agent.name)
-            .replace(
-                "{task_file}",
-                &task_file.as_deref().map(disp).unwrap_or_default(),
-            )
-            .replace("{workdir}", &disp(root))
-    };
-    let launcher = agent.launcher.as_ref().or(env.mission.launcher.as_ref());
-    // A session's arguments go where its CLI reads them (the adapter says where).
-    let command = match &job.session {
-        None => agent.command.argv(),
-        Some(s) => {
-            let session = crate::agents::Session {
-                id: &s.id,
-                resume: s.resume,
-            };
-            match crate::agents::with_session(agent, &agent.command.argv(), &session) {
-                Ok(argv) => argv,
-                Err(why) => {
-                    let mut raw = not_started(env, round, job);
-                    raw.finished.ending =
-                        Ending::SpawnFailed(format!("its session cannot be passed: {why}"));
-                    return raw;
-                }
-            }
+    let launch = match Launch::prepare(env, round, shared, &job) {
+        Ok(l) => l,
+        Err(why) => {
+            let mut raw = not_started(env, round, job);
+            raw.finished.ending = Ending::SpawnFailed(why);
+            return raw;
         }
     };
-    let argv: Vec<String> = launcher
-        .into_iter()
-        .flatten()
-        .cloned()
-        .chain(command)
-        .map(|a| fill(&a))
-        .chain(job.cap_args.iter().cloned())
-        .collect();
-    let mut vars: Vec<(String, String)> = vec![
-        ("ORCH_ROUND".into(), round.to_string()),
-        ("ORCH_AGENT".into(), agent.name.clone()),
-        ("ORCH_MODEL".into(), job.model.clone()),
-        ("ORCH_PROMPT_FILE".into(), disp(&job.prompt_file)),
-        ("ORCH_WORKDIR".into(), disp(root)),
-        ("ORCH_TASKS_INBOX".into(), disp(&inbox)),
-        ("ORCH_RESULT_FILE".into(), disp(&result_file)),
-        ("ORCH_STATE_DIR".into(), disp(&layout.dir)),
-        (
-            "ORCH_HANDOFF_FILE".into(),
-            disp(&handoff_path(layout, &agent.name)),
-        ),
-    ];
-    // The published sim data of the tree the agent reads: a review agent beside the tests
-    // reads its own worktree's copy (this round's pre-sim in it).
-    let sim_data = match (&tree_git, &env.mission.sims) {
-        (Some(g), Some(s)) => Some(g.root().join(&s.publish_to)),
-        _ => env.sim_data(),
-    };
-    if let Some(d) = sim_data {
-        vars.push(("ORCH_SIM_DATA".into(), disp(&d)));
-    }
-    if let (Some(t), Some(f)) = (&job.task, &task_file) {
-        vars.push(("ORCH_TASK_ID".into(), t.id.clone()));
-        vars.push(("ORCH_TASK_FILE".into(), disp(f)));
-    }
-    // `inheritEnv` as a list: the agent starts from an empty environment holding only the
-    // variables it names (a `GITHUB_TOKEN` or cloud key of orch's never reaches it), then
-    // orch's `ORCH_*` and the agent's own `env` on top. Variables that are not UTF-8 are left
-    // out.
-    let inherit = agent.inherit_env(env.mission);
-    if let Some(list) = inherit {
-        let pass = crate::mission::InheritEnv::Only(list.to_vec());
-        let mut inherited: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| !k.starts_with("ORCH_") && pass.passes(k))
-            .collect();
-        inherited.append(&mut vars);
-        vars = inherited;
-    }
-    vars.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let _ = std::fs::remove_file(&result_file);
-    // Every file orch names to the agent (result, inbox, handoff, task) must be writable with a
-    // plain `>`: its folder exists before the agent starts.
-    let handoff = handoff_path(layout, &agent.name);
-    for p in [&result_file, &inbox, &handoff] {
-        if let Some(dir) = p.parent() {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                let mut raw = not_started(env, round, job);
-                raw.finished.ending =
-                    Ending::SpawnFailed(format!("creating {}: {e}", dir.display()));
-                return raw;
-            }
-        }
-    }
     // Start spacing: taken last, right before the start, so that preparing a worktree does not
     // eat into it.
     let spacing = env.limits.reserve_start(&provider);
@@ -166,12 +42,12 @@ pub(super) fn run_agent(
     env.events.emit(Event::AgentStart {
         round,
         agent: agent.name.clone(),
-        phase: agent.phase.as_str().into(),
+        phase: agent.phase,
         model: job.model.clone(),
         task: job.task.as_ref().map(|t| t.id.clone()),
         timeout_ms: job.timeout.as_millis() as u64,
     });
-    let before = if isolated.is_none() {
+    let before = if launch.isolated.is_none() {
         shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -182,17 +58,270 @@ pub(super) fn run_agent(
     let start_ms = t0.elapsed().as_millis() as u64;
     let finished = process::run(&Spec {
         label: format!("agent {}", agent.name),
-        argv,
-        cwd: root.to_path_buf(),
-        env: vars,
+        argv: launch.argv,
+        cwd: launch.root.clone(),
+        env: launch.vars,
         stdin: (agent.stdin == StdinMode::Prompt).then(|| job.prompt_file.clone()),
-        stdout: stdout.clone(),
-        stderr: stderr.clone(),
+        stdout: launch.files.stdout.clone(),
+        stderr: launch.files.stderr.clone(),
         timeout: job.timeout,
         grace: env.mission.grace(),
-        launched: launcher.is_some(),
-        env_clear: inherit.is_some(),
+        launched: launch.launched,
+        env_clear: launch.env_clear,
     });
+    let seen = observe(env, round, shared, &job, launch.isolated, &before);
+    let files = launch.files;
+    RawRun {
+        agent: agent.name.clone(),
+        phase: agent.phase,
+        model: job.model,
+        task: job.task.map(|t| t.id),
+        timeout_ms: job.timeout.as_millis() as u64,
+        start_ms,
+        finished,
+        changed: seen.changed,
+        worktree: job.worktree,
+        base: job.base,
+        commit: seen.commit,
+        rejected: seen.rejected,
+        log_rel: env.layout.relative(&files.stdout),
+        stdout: files.stdout,
+        stderr: files.stderr,
+        result_file: files.result,
+        filed_tasks: std::fs::metadata(&files.inbox).is_ok_and(|m| m.len() > 0),
+        deferred: false,
+        kept_aside: seen.kept_aside,
+        shared_with: seen.shared_with,
+        session: job.session,
+    }
+}
+
+/// The files orch names to one run: its logs, its result file, the inbox it files tasks in.
+struct RunFiles {
+    stdout: PathBuf,
+    stderr: PathBuf,
+    result: PathBuf,
+    inbox: PathBuf,
+}
+
+/// Everything one agent run starts with: its tree (its own worktree, or the tree the phase
+/// shares), its argv and environment, and the files it is handed.
+struct Launch {
+    /// Worktree isolation: the agent's own checkout of the base.
+    isolated: Option<Git>,
+    root: PathBuf,
+    argv: Vec<String>,
+    vars: Vec<(String, String)>,
+    files: RunFiles,
+    /// It runs through a launcher (Slurm, ssh): signals go to the launcher's session.
+    launched: bool,
+    /// `inheritEnv` as a list: the environment is only `vars`.
+    env_clear: bool,
+}
+
+impl Launch {
+    /// The run's tree, files, argv and environment; why it cannot start, when it cannot.
+    fn prepare(
+        env: &Env,
+        round: u32,
+        shared: &Mutex<SharedTree>,
+        job: &Job<'_>,
+    ) -> std::result::Result<Launch, String> {
+        let agent = job.agent;
+        let layout = env.layout;
+        // Worktree isolation: the agent's own checkout of the base, made here on the worker so
+        // that preparing several worktrees overlaps.
+        let isolated = match &job.worktree {
+            Some(wt) => Some(
+                env.git
+                    .prepare_worktree(wt, &job.base)
+                    .map_err(|e| format!("preparing its worktree failed: {e}"))?,
+            ),
+            None => None,
+        };
+        // The tree the phase shares when the agent has no worktree of its own: the main tree,
+        // or orch's Phase B worktree when the review agents run beside the tests.
+        let tree_git = match &isolated {
+            Some(_) => None,
+            None => Some(shared.lock().unwrap_or_else(|e| e.into_inner()).git.clone()),
+        };
+        let root = isolated
+            .as_ref()
+            .or(tree_git.as_ref())
+            .map_or(env.root(), |g| g.root())
+            .to_path_buf();
+        let scratch = layout.scratch(round);
+        let stem = run_stem(&agent.name, job.nth);
+        let files = RunFiles {
+            stdout: layout.logs(round).join(format!("{stem}.log")),
+            stderr: layout.logs(round).join(format!("{stem}.stderr.log")),
+            result: scratch.join(format!("{stem}.result.json")),
+            inbox: inbox_path(layout, round, &agent.name),
+        };
+        let task_file = job.task.as_ref().map(|t| {
+            let p = scratch.join(format!("{stem}.task.json"));
+            if let Err(e) = write_json(&p, t) {
+                log::warn!("agent {}: cannot write its task file: {e}", agent.name);
+            }
+            p
+        });
+        let launcher = agent.launcher.as_ref().or(env.mission.launcher.as_ref());
+        let argv = argv(env, round, job, &root, task_file.as_deref())?;
+        let sim_data = tree_git.as_ref().map(|g| g.root().to_path_buf());
+        let inherit = agent.inherit_env(env.mission);
+        let vars = vars(
+            env,
+            round,
+            job,
+            &root,
+            &files,
+            task_file.as_deref(),
+            sim_data,
+        );
+        let _ = std::fs::remove_file(&files.result);
+        // Every file orch names to the agent (result, inbox, handoff, task) must be writable
+        // with a plain `>`: its folder exists before the agent starts.
+        let handoff = handoff_path(layout, &agent.name);
+        for p in [&files.result, &files.inbox, &handoff] {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+        }
+        Ok(Launch {
+            isolated,
+            root,
+            argv,
+            vars,
+            files,
+            launched: launcher.is_some(),
+            env_clear: inherit.is_some(),
+        })
+    }
+}
+
+/// The run's argv: the launcher's prefix, the agent's command (with its session's arguments
+/// where its CLI reads them: the adapter says where) with the placeholders filled, and the
+/// caps orch adds (`--max-budget-usd`).
+fn argv(
+    env: &Env,
+    round: u32,
+    job: &Job<'_>,
+    root: &Path,
+    task_file: Option<&Path>,
+) -> std::result::Result<Vec<String>, String> {
+    let agent = job.agent;
+    let disp = |p: &Path| p.display().to_string();
+    let fill = |a: &str| {
+        a.replace("{model}", &job.model)
+            .replace("{prompt_file}", &disp(&job.prompt_file))
+            .replace("{round}", &round.to_string())
+            .replace("{agent}", &agent.name)
+            .replace("{task_file}", &task_file.map(disp).unwrap_or_default())
+            .replace("{workdir}", &disp(root))
+    };
+    let launcher = agent.launcher.as_ref().or(env.mission.launcher.as_ref());
+    let command = match &job.session {
+        None => agent.command.argv(),
+        Some(s) => {
+            let session = crate::agents::Session {
+                id: &s.id,
+                resume: s.resume,
+            };
+            crate::agents::with_session(agent, &agent.command.argv(), &session)
+                .map_err(|why| format!("its session cannot be passed: {why}"))?
+        }
+    };
+    Ok(launcher
+        .into_iter()
+        .flatten()
+        .cloned()
+        .chain(command)
+        .map(|a| fill(&a))
+        .chain(job.cap_args.iter().cloned())
+        .collect())
+}
+
+/// The run's environment: orch's `ORCH_*` variables (the files it is handed, the published sim
+/// data of the tree it reads, its task), on top of what `inheritEnv` passes, and the agent's
+/// own `env` on top of all. `shared_root`: the root of the tree the phase shares, when the
+/// agent has no worktree of its own (a review agent beside the tests reads its own
+/// worktree's copy of the sim data, this round's pre-sim in it).
+fn vars(
+    env: &Env,
+    round: u32,
+    job: &Job<'_>,
+    root: &Path,
+    files: &RunFiles,
+    task_file: Option<&Path>,
+    shared_root: Option<PathBuf>,
+) -> Vec<(String, String)> {
+    let agent = job.agent;
+    let layout = env.layout;
+    let disp = |p: &Path| p.display().to_string();
+    let mut vars: Vec<(String, String)> = vec![
+        ("ORCH_ROUND".into(), round.to_string()),
+        ("ORCH_AGENT".into(), agent.name.clone()),
+        ("ORCH_MODEL".into(), job.model.clone()),
+        ("ORCH_PROMPT_FILE".into(), disp(&job.prompt_file)),
+        ("ORCH_WORKDIR".into(), disp(root)),
+        ("ORCH_TASKS_INBOX".into(), disp(&files.inbox)),
+        ("ORCH_RESULT_FILE".into(), disp(&files.result)),
+        ("ORCH_STATE_DIR".into(), disp(&layout.dir)),
+        (
+            "ORCH_HANDOFF_FILE".into(),
+            disp(&handoff_path(layout, &agent.name)),
+        ),
+    ];
+    let sim_data = match (shared_root, &env.mission.sims) {
+        (Some(r), Some(s)) => Some(r.join(&s.publish_to)),
+        _ => env.sim_data(),
+    };
+    if let Some(d) = sim_data {
+        vars.push(("ORCH_SIM_DATA".into(), disp(&d)));
+    }
+    if let (Some(t), Some(f)) = (&job.task, task_file) {
+        vars.push(("ORCH_TASK_ID".into(), t.id.clone()));
+        vars.push(("ORCH_TASK_FILE".into(), disp(f)));
+    }
+    // `inheritEnv` as a list: the agent starts from an empty environment holding only the
+    // variables it names (a `GITHUB_TOKEN` or cloud key of orch's never reaches it), then
+    // orch's `ORCH_*` and the agent's own `env` on top. Variables that are not UTF-8 are left
+    // out.
+    if let Some(list) = agent.inherit_env(env.mission) {
+        let pass = crate::mission::InheritEnv::Only(list.to_vec());
+        let mut inherited: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| !k.starts_with("ORCH_") && pass.passes(k))
+            .collect();
+        inherited.append(&mut vars);
+        vars = inherited;
+    }
+    vars.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    vars
+}
+
+/// What one run changed, as orch sees it once the process ended.
+struct Observed {
+    changed: Vec<String>,
+    rejected: Option<String>,
+    kept_aside: Vec<String>,
+    shared_with: Vec<String>,
+    commit: std::result::Result<Option<String>, String>,
+}
+
+/// What the run changed: in its worktree (status, or everything since the base when it
+/// committed itself), or in the shared tree (the fingerprints before and after); repositories
+/// it made and files over `git.maxFileBytes` set aside; its change committed in its worktree.
+fn observe(
+    env: &Env,
+    round: u32,
+    shared: &Mutex<SharedTree>,
+    job: &Job<'_>,
+    isolated: Option<Git>,
+    before: &Fingerprint,
+) -> Observed {
+    let agent = job.agent;
     // An agent may commit its own work (aider does by default, Claude Code when asked): in a
     // worktree its HEAD then moved, and what it changed is everything since the base.
     // An agent that deleted or rewrote its worktree's `.git` link: no git call may run there
@@ -221,7 +350,7 @@ pub(super) fn run_agent(
     let mut kept_aside = Vec::new();
     let mut shared_with = Vec::new();
     let moved = isolated.as_ref().and_then(|g| g.head_moved_from(&job.base));
-    let changed: Vec<String> = match (&isolated, &moved) {
+    let mut changed: Vec<String> = match (&isolated, &moved) {
         _ if broken_link => Vec::new(),
         (Some(g), Some(_)) => g.changed_since(&job.base).unwrap_or_default(),
         (Some(g), None) => g
@@ -231,47 +360,14 @@ pub(super) fn run_agent(
             .map(|e| e.path)
             .collect(),
         (None, _) => {
-            let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
-            // (A worktree agent never gets here: its broken link is handled above.)
-            // In the shared tree (and the review agents' main tree) an agent that moved HEAD or
-            // the branch is caught here, before the next agent's fingerprint is taken.
-            let git = tree.git.clone();
-            rejected = tree.check_head(&git, round, &agent.name);
-            let (after, others) = tree.after(&agent.name);
-            shared_with = others;
-            let mut changed = changed_between(&git, &before, &after);
-            // A repository folder it made or a submodule it edited: kept aside under the tree's
-            // lock (no other agent's fingerprint is taken meanwhile), then taken afresh.
-            let parent = git.head_fast().unwrap_or_else(|| job.base.clone());
-            let phase_base = tree.base.clone();
-            let (out, why) =
-                set_aside_repositories(env, &git, (&phase_base, &parent), &changed, round, agent);
-            if !out.is_empty() {
-                changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
-                tree.forget();
-            }
-            kept_aside = why;
-            let twice = tree.note_writers(&agent.name, &changed);
-            drop(tree);
-            // Two runs at once both see a file change that either may have written: only a
-            // writer after another's end is known to have written over its version.
-            for (file, other) in twice.into_iter().filter(|(_, o)| !shared_with.contains(o)) {
-                let message = format!(
-                    "agents {other} and {} both wrote {file} in the {} phase of round {round}: \
-                     the tree holds the last writer's version",
-                    agent.name,
-                    agent.phase.as_str()
-                );
-                env.events.emit(Event::Warning {
-                    round: Some(round),
-                    message,
-                });
-            }
-            changed
+            let seen = observe_shared(env, round, shared, job, before);
+            rejected = seen.rejected;
+            kept_aside = seen.kept_aside;
+            shared_with = seen.shared_with;
+            seen.changed
         }
     };
     // A file over `git.maxFileBytes` (a dump, a 1 GB sparse file) is kept aside and left out.
-    let mut changed = changed;
     if let Some(g) = &isolated {
         let (out, why) =
             set_aside_repositories(env, g, (&job.base, &job.base), &changed, round, agent);
@@ -296,28 +392,64 @@ pub(super) fn run_agent(
         ),
         None => Ok(None),
     };
-    RawRun {
-        agent: agent.name.clone(),
-        phase: agent.phase,
-        model: job.model,
-        task: job.task.map(|t| t.id),
-        timeout_ms: job.timeout.as_millis() as u64,
-        start_ms,
-        finished,
+    Observed {
         changed,
-        worktree: job.worktree,
-        base: job.base,
-        commit,
         rejected,
-        log_rel: layout.relative(&stdout),
-        stdout,
-        stderr,
-        result_file,
-        filed_tasks: std::fs::metadata(&inbox).is_ok_and(|m| m.len() > 0),
-        deferred: false,
         kept_aside,
         shared_with,
-        session: job.session,
+        commit,
+    }
+}
+
+/// What a run changed in the tree the phase shares, under its lock: an agent that moved HEAD or
+/// the branch is caught here, before the next agent's fingerprint is taken; a repository folder
+/// it made or a submodule it edited is kept aside; a file another agent wrote before it is
+/// warned about. (A worktree agent never gets here: its broken link is handled before.)
+fn observe_shared(
+    env: &Env,
+    round: u32,
+    shared: &Mutex<SharedTree>,
+    job: &Job<'_>,
+    before: &Fingerprint,
+) -> Observed {
+    let agent = job.agent;
+    let mut tree = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let git = tree.git.clone();
+    let rejected = tree.check_head(&git, round, &agent.name);
+    let (after, shared_with) = tree.after(&agent.name);
+    let mut changed = changed_between(&git, before, &after);
+    // Kept aside under the tree's lock (no other agent's fingerprint is taken meanwhile), then
+    // the tree's fingerprint is taken afresh.
+    let parent = git.head_fast().unwrap_or_else(|| job.base.clone());
+    let phase_base = tree.base.clone();
+    let (out, kept_aside) =
+        set_aside_repositories(env, &git, (&phase_base, &parent), &changed, round, agent);
+    if !out.is_empty() {
+        changed.retain(|f| !out.contains(&f.trim_end_matches('/').to_string()));
+        tree.forget();
+    }
+    let twice = tree.note_writers(&agent.name, &changed);
+    drop(tree);
+    // Two runs at once both see a file change that either may have written: only a writer
+    // after another's end is known to have written over its version.
+    for (file, other) in twice.into_iter().filter(|(_, o)| !shared_with.contains(o)) {
+        let message = format!(
+            "agents {other} and {} both wrote {file} in the {} phase of round {round}: \
+             the tree holds the last writer's version",
+            agent.name,
+            agent.phase.as_str()
+        );
+        env.events.emit(Event::Warning {
+            round: Some(round),
+            message,
+        });
+    }
+    Observed {
+        changed,
+        rejected,
+        kept_aside,
+        shared_with,
+        commit: Ok(None),
     }
 }
 

@@ -17,15 +17,15 @@
 //! rejected request stops it too (exit 6): no new agent starts, running ones finish.
 //!
 //! Beside this file: `plan` (who runs and how: gates, jobs, pool order, prompts), `agent` (one
-//! agent run on a worker and what it changed) and `revert` (a regression: find the culprits or
-//! revert the round).
+//! agent run on a worker and what it changed), `revert` (a regression: find the culprits or
+//! revert the round) and `culprits` (the culprit search's decisions, without git).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::agents;
+use crate::agents::{self, Failure};
 use crate::engine::exec::limits::{self, Hold, Limits};
 use crate::engine::exec::pool::{self, Done};
 use crate::engine::exec::process::{self, Ending, Spec};
@@ -43,13 +43,14 @@ use crate::error::{IoContext, Result};
 use crate::events::{Event, Events};
 use crate::mission::{Agent, FailedChanges, Isolation, Mission, PhaseB, When, WhenKeyword};
 use crate::roundlog::{
-    AgentEntry, Aside, Decision, LimitedRun, Phase, RoundLog, RoundStatus, RunStatus, Sims,
-    StepStatus, Timing, SCHEMA,
+    AgentEntry, Aside, Choice, Decision, Handoff, LimitedRun, Phase, RoundLog, RoundStatus,
+    RunStatus, SimEntry, Sims, StepStatus, Strategy, TestsEntry, Timing, SCHEMA,
 };
 use crate::units;
-use results::RawRun;
+use results::{RawRun, Settled};
 
 mod agent;
+mod culprits;
 mod plan;
 pub mod results;
 mod revert;
@@ -59,6 +60,7 @@ pub use plan::{
     adaptive_timeout, budget_left, gate, hand_over_budget_tasks, job_plan, over_budget, queue_key,
     render_prompt, timeout_for, waiting_on_budget, Gate, JobPlan, QueueKey,
 };
+use revert::Early;
 
 /// The live run's ref namespace.
 pub const LIVE_REFS: &str = "refs/orch/";
@@ -304,7 +306,7 @@ struct Round<'e, 's> {
     could_not_start: Vec<String>,
     /// Agents whose runs hit a provider limit this round: those runs, and the last one's entry
     /// (the agent's entry if it is not run again).
-    limited: BTreeMap<String, (Vec<LimitedRun>, AgentEntry)>,
+    limited: BTreeMap<String, Limited>,
     /// Agents to run again once their provider's hold ends (filled while a pool runs).
     again: Vec<String>,
     /// Since when (ms from the round's start) each agent held back by a limit has waited for
@@ -316,6 +318,14 @@ struct Round<'e, 's> {
     beside: Option<Beside>,
     /// Review agents of the running pool that failed while others worked in the shared tree.
     shared_failures: Vec<SharedFailure>,
+}
+
+/// An agent whose runs hit a provider limit this round.
+struct Limited {
+    /// Each run that hit the limit, in order.
+    runs: Vec<LimitedRun>,
+    /// The last one's entry: the agent's entry if it is not run again.
+    last: AgentEntry,
 }
 
 /// A review agent's failed run in the shared tree while other agents worked there: which of
@@ -339,8 +349,84 @@ fn run_stem(agent: &str, nth: usize) -> String {
     }
 }
 
-/// One review agent's change beside the tests: (agent, parent, commit).
-type Link = (String, String, String);
+/// One review agent's change beside the tests: a commit on the chain, on `parent`.
+struct Link {
+    agent: String,
+    parent: String,
+    commit: String,
+}
+
+/// What verification decided about the round's code changes: the landing, Phase B and the
+/// round's status each follow from it.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Phase A changed nothing: no tests ran.
+    Unchanged,
+    /// The tests passed, failed no worse than the base did, or the mission has none.
+    Passed,
+    /// The tests regressed: the culprits' changes were taken out (`rejected`), or every
+    /// change (`whole_round`).
+    Regressed {
+        rejected: Vec<String>,
+        whole_round: bool,
+    },
+    /// The test command could not start: every change set aside untested (`rejected`).
+    Untested { rejected: Vec<String> },
+    /// An interrupt stopped the round during verification (logged `interrupted` there).
+    Interrupted,
+}
+
+impl Verdict {
+    /// The code agents whose work was taken out.
+    fn rejected(&self) -> &[String] {
+        match self {
+            Verdict::Regressed { rejected, .. } | Verdict::Untested { rejected } => rejected,
+            _ => &[],
+        }
+    }
+
+    fn regressed(&self) -> bool {
+        matches!(self, Verdict::Regressed { .. })
+    }
+
+    fn whole_round_reverted(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Regressed {
+                whole_round: true,
+                ..
+            }
+        )
+    }
+}
+
+/// What the verification stage ran: the tests' result (none without a test command) and when
+/// they ended, the post-sim, what the tests wrote put back (on the tests' thread, beside Phase
+/// B), why Phase B could not run beside them, and a culprit search begun beside Phase B.
+struct Verification<'m> {
+    started: Instant,
+    start_ms: u64,
+    tests: Option<TestsEntry>,
+    done_ms: u64,
+    post: Option<SimEntry>,
+    put_back: Option<Result<Vec<String>>>,
+    beside_failed: Option<crate::error::Error>,
+    early: Option<Early<'m>>,
+}
+
+/// What `settle` knows of a run before it lands it: whether its change may go to the tests
+/// though it failed (the main tree was not moved under it), its status as its process ended,
+/// and the agent's tracking state and spend before the run.
+struct Landing {
+    to_test: bool,
+    first_status: RunStatus,
+    before: (AgentState, f64),
+}
+
+/// The names of `planned` agents.
+fn names(planned: &[&Planned]) -> Vec<String> {
+    planned.iter().map(|a| a.agent.name.clone()).collect()
+}
 
 /// Phase B running beside the tests: orch's worktree of Phase A's merged tree, and what each
 /// review agent changed there.
@@ -369,22 +455,49 @@ struct Beside {
 }
 
 impl<'e> Round<'e, '_> {
+    /// The round, stage by stage: plan, Phase A ‖ pre-sim, verification (tests ‖ post-sim ‖
+    /// Phase B beside them) to a [`Verdict`], the code landed as the verdict says, Phase B, and
+    /// the round's status. Each stage takes what the one before it produced.
     fn pipeline(&mut self, base: &str) -> Result<()> {
-        let env = self.env;
-        let layout = env.layout;
-
         // 1. Plan.
+        let Some(active) = self.plan_stage(base)? else {
+            return Ok(());
+        };
+        let (code, review): (Vec<&Planned>, Vec<&Planned>) =
+            active.iter().partition(|a| a.agent.phase == Phase::Code);
+
+        // 2. Phase A ‖ pre-sim.
+        self.phase_a(&code, base)?;
+        if process::interrupted() {
+            return self.interrupted();
+        }
+
+        // 3. Tests ‖ post-sim (‖ Phase B beside them): the verdict.
+        let verdict = self.verify(base, &review)?;
+        if verdict == Verdict::Interrupted {
+            return Ok(());
+        }
+
+        // 4. The code lands as the verdict says.
+        self.land_code(&verdict)?;
+
+        // 5. Phase B.
+        if !self.phase_b(&review, &verdict)? {
+            return Ok(());
+        }
+
+        // 6. The round's status.
+        self.close(&verdict);
+        Ok(())
+    }
+
+    /// The plan: which agents run, recorded (the round's inputs, `roundStart`). `None` when no
+    /// agent runs: the round is skipped.
+    fn plan_stage(&mut self, base: &str) -> Result<Option<Vec<Planned<'e>>>> {
         let active = self.plan();
         self.inputs.decisions = self.log.decisions.clone();
         self.save_inputs();
-        let names = |p: Phase| -> Vec<String> {
-            active
-                .iter()
-                .filter(|a| a.agent.phase == p)
-                .map(|a| a.agent.name.clone())
-                .collect()
-        };
-        env.events.emit(Event::RoundStart {
+        self.env.events.emit(Event::RoundStart {
             round: self.round,
             base: base.to_string(),
             active: active.iter().map(|a| a.agent.name.clone()).collect(),
@@ -392,28 +505,24 @@ impl<'e> Round<'e, '_> {
                 .log
                 .decisions
                 .iter()
-                .filter(|d| d.decision != "included")
+                .filter(|d| d.decision != Choice::Included)
                 .map(|d| d.agent.clone())
                 .collect(),
         });
         if active.is_empty() {
             self.log.status = RoundStatus::Skipped;
-            return Ok(());
+            return Ok(None);
         }
         self.ensure_state_dir("the round started")?;
-        let code: Vec<&Planned> = active
-            .iter()
-            .filter(|a| a.agent.phase == Phase::Code)
-            .collect();
-        let review: Vec<&Planned> = active
-            .iter()
-            .filter(|a| a.agent.phase == Phase::Review)
-            .collect();
+        Ok(Some(active))
+    }
 
-        // 2. Phase A ‖ pre-sim.
+    /// Phase A: the code agents in the pool, the pre-sim beside them; their tasks filed.
+    fn phase_a(&mut self, code: &[&Planned<'e>], base: &str) -> Result<()> {
+        let env = self.env;
         let a_start = Instant::now();
         let waited_before = self.log.timing.waited;
-        let jobs = self.jobs(&code, base)?;
+        let jobs = self.jobs(code, base)?;
         let pre_sim = env.mission.sims.as_ref().and_then(|s| s.pre.as_ref());
         let pre = std::thread::scope(|s| {
             let handle = pre_sim.map(|sim| {
@@ -431,206 +540,266 @@ impl<'e> Round<'e, '_> {
             .saturating_sub(self.log.timing.waited - waited_before);
         self.log.timing.pre_sim = pre.as_ref().map_or(0, |p| p.elapsed_ms);
         self.log.sims.pre = pre;
-        self.take_inboxes(&names(Phase::Code));
-        self.ensure_state_dir("Phase A ended")?;
-        if process::interrupted() {
-            return self.interrupted();
-        }
+        self.take_inboxes(&names(code));
+        self.ensure_state_dir("Phase A ended")
+    }
 
-        // 3. Tests ‖ post-sim, only when Phase A changed the tree (‖ Phase B with
-        // `phaseB: "besideTests"`). One snapshot of the tree (tracked and untracked files, the
-        // state folder left out) tells both what changed since the base and, should the tests
-        // run, what they were given: two git processes fewer than asking git for the changes
-        // and then taking the snapshot. `--no-renames`: a renamed file names both its paths, as
-        // the deleted and the untracked file did.
-        let tested = env.git.tree_of_files(base)?;
-        let changed = env.git.files_between(base, &tested)?;
-        let mut reverted = false;
-        let mut regressed = false;
-        // The test command could not start: the change is set aside, untested.
-        let mut untested = false;
-        // Code agents whose work was taken out (all of them on a whole-round revert).
-        let mut rejected: Vec<String> = Vec::new();
-        let beside = !changed.is_empty() && self.beside_tests(&review);
-        if !changed.is_empty() {
-            // Only what was tested is committed: the tree as the tests found it (`tested`) is
-            // put back after them (coverage files, caches, edits to tracked files are the
-            // tests', not the agents').
-            let t_start = Instant::now();
-            let tests_start_ms = self.t0.elapsed().as_millis() as u64;
-            let post_sim = env.mission.sims.as_ref().and_then(|s| s.post.as_ref());
-            let post_run = post_sim.map(|sim| self.sim_run(Which::Post, sim));
-            let (round, t0) = (self.round, self.t0);
-            let log_dir = layout.logs(round);
-            let tests_cfg = env.mission.tests.as_ref();
-            let changed_ref = &changed;
-            let log_dir_ref = &log_dir;
-            let run_the_tests = move || {
-                let t = tests_cfg
-                    .map(|t| run_tests(env, env.root(), t, log_dir_ref, changed_ref, round, t0));
-                (t, t0.elapsed().as_millis() as u64)
-            };
-            let tested_ref = &tested;
-            // A regression's culprit search begins on the tests' thread as soon as they end,
-            // beside the review agents still at work (in worktrees only), rather than after
-            // Phase B: the round's changes and the tests' baseline, owned.
-            let early_ctx = (beside && self.per_agent()).then(|| self.ctx(false));
-            let merged_now = self.merged.clone();
-            let merged_ref = &merged_now;
-            let (tests, tests_done_ms, post, undone, beside_failed, early) =
-                std::thread::scope(|s| {
-                    let handle = post_run.map(|run| {
-                        std::thread::Builder::new()
-                            .name("orch-post-sim".into())
-                            .spawn_scoped(s, move || run.run(env.events))
-                            .expect("spawning the post-sim thread")
-                    });
-                    if beside {
-                        // The tests on a thread of their own, which also waits for the post-sim and
-                        // puts back what they wrote in the tree (while the review agents may still
-                        // run); the review agents' pool here, where their results are settled as
-                        // always.
-                        let tests = std::thread::Builder::new()
-                            .name("orch-tests".into())
-                            .spawn_scoped(s, move || {
-                                let (tests, done) = run_the_tests();
-                                let early = match (&tests, &early_ctx) {
-                                    (Some(t), Some(ctx)) => ctx.search_beside(t, base, merged_ref),
-                                    _ => None,
-                                };
-                                let post =
-                                    handle.map(|h| h.join().expect("the post-sim thread panicked"));
-                                let undone = env.git.put_files_back(base, tested_ref);
-                                (tests, done, post, Some(undone), early)
-                            })
-                            .expect("spawning the tests thread");
-                        let failed = self.run_beside(base, tested_ref, &review).err();
-                        let (tests, done, post, undone, early) =
-                            tests.join().expect("the tests thread panicked");
-                        (tests, done, post, undone, failed, early)
-                    } else {
-                        let (tests, done) = run_the_tests();
-                        let post = handle.map(|h| h.join().expect("the post-sim thread panicked"));
-                        (tests, done, post, None, None, None)
-                    }
-                });
-            if let Some(e) = beside_failed {
-                // Its worktree could not be made: Phase B runs after the tests, as it would
-                // with `afterTests`. (An agent that ran there is kept by `abandon` if the round
-                // fails later.)
-                let why =
-                    format!("Phase B could not run beside the tests ({e}); it runs after them");
-                log::warn!("round {}: {why}", self.round);
-                self.note(&why);
-                if self.log.agents.iter().any(|a| a.phase == Phase::Review) {
-                    self.keep_beside_unsorted();
-                }
-                self.beside = None;
-            }
-            let post_end = post.as_ref().map(|p| p.start_ms + p.elapsed_ms);
-            let tests_end_ms = if self.beside.is_some() {
-                tests_done_ms.max(post_end.unwrap_or(0))
-            } else {
-                self.t0.elapsed().as_millis() as u64
-            };
-            self.log.timing.tests = if self.beside.is_some() {
-                tests_end_ms.saturating_sub(tests_start_ms)
-            } else {
-                t_start.elapsed().as_millis() as u64
-            };
-            self.log.timing.tests_start_ms = Some(tests_start_ms);
-            self.log.timing.tests_end_ms = Some(tests_end_ms);
-            if let (Some(b0), Some(b1)) = (
-                self.log.timing.phase_b_start_ms,
-                self.log.timing.phase_b_end_ms,
-            ) {
-                self.log.timing.beside =
-                    tests_end_ms.min(b1).saturating_sub(tests_start_ms.max(b0));
-            }
-            match undone {
-                Some(undone) => self.note_test_writes(undone?),
-                None => self.discard_test_writes(base, &tested)?,
-            }
-            self.log.timing.post_sim = post.as_ref().map_or(0, |p| p.elapsed_ms);
-            self.log.sims.post = post;
-            // An interrupt during a culprit search begun beside Phase B is settled with the
-            // search (`undo_regression`): the round is interrupted there, its runs logged.
-            if process::interrupted() && early.is_none() {
-                self.log.tests = tests;
-                return self.interrupted();
-            }
-            if let Some(mut tests) = tests {
-                let cannot_start = tests.cannot_start.clone();
-                tests.regression = cannot_start.is_none()
-                    && testing::run::is_regression(&tests, self.state.test_baseline.as_ref());
-                // A search begun beside Phase B sent it before its own runs'.
-                if early.is_none() {
-                    self.env.events.emit(Event::TestsEnd {
-                        round: self.round,
-                        status: tests.status.as_str().into(),
-                        elapsed_ms: tests.elapsed_ms,
-                        passed: tests.passed,
-                        failed: tests.failed,
-                        regression: tests.regression,
-                        flaky: tests.flaky,
-                        without: Vec::new(),
-                    });
-                }
-                if tests.status != StepStatus::Passed && cannot_start.is_none() {
-                    self.state.last_test_failure = tests.tail.clone();
-                }
-                if let Some(why) = cannot_start {
-                    // Not the agents' doing, and nothing was tested: set the change aside.
-                    rejected = self.set_aside_untested(base, &why)?;
-                    untested = true;
-                } else if tests.regression {
-                    regressed = true;
-                    rejected = self.undo_regression(base, &tests.tail, early)?;
-                    // An interrupt stopped the culprit search before it settled: the round
-                    // ends there, as one at any other stage does.
-                    if self.log.status == RoundStatus::Interrupted {
-                        self.log.tests = Some(tests);
-                        return Ok(());
-                    }
-                    reverted = self
-                        .log
-                        .revert
-                        .as_ref()
-                        .is_some_and(|r| r.strategy == "round");
-                    // After a per-agent revert the tree committed is the one tested without the
-                    // culprits: its result is the next base's known one (filled in with the
-                    // commit below), as after a round that passed. Otherwise the old baseline
-                    // stays, naming a commit that is no longer HEAD, and the next `orch run`
-                    // measures the tests again for nothing.
-                    if let Some(c) = self.log.revert.as_ref().and_then(|r| r.committed.as_ref()) {
-                        self.state.test_baseline = Some(TestBaseline {
-                            passed: c.status == StepStatus::Passed,
-                            failed_count: c.failed,
-                            commit: String::new(),
-                        });
-                    }
-                } else {
-                    self.state.test_baseline = Some(TestBaseline {
-                        passed: tests.status == StepStatus::Passed,
-                        failed_count: tests.failed,
-                        commit: String::new(),
-                    });
-                    if tests.status == StepStatus::Passed {
-                        self.state.last_test_failure.clear();
-                    }
-                }
-                self.log.tests = Some(tests);
-            }
+    /// Verification, only when Phase A changed the tree: the tests and the post-sim (and Phase
+    /// B with `phaseB: "besideTests"`), then the verdict on what the tests said. One snapshot
+    /// of the tree (tracked and untracked files, the state folder left out) tells both what
+    /// changed since the base and, should the tests run, what they were given: two git
+    /// processes fewer than asking git for the changes and then taking the snapshot.
+    /// `--no-renames`: a renamed file names both its paths, as the deleted and the untracked
+    /// file did.
+    fn verify(&mut self, base: &str, review: &[&Planned<'e>]) -> Result<Verdict> {
+        let tested = self.env.git.tree_of_files(base)?;
+        let changed = self.env.git.files_between(base, &tested)?;
+        if changed.is_empty() {
+            return Ok(Verdict::Unchanged);
         }
-        self.drop_sessions(&rejected, untested);
-        self.settle_tasks(Phase::Code, &rejected);
-        self.publish(regressed || untested)?;
-        let what = if reverted || untested {
+        let beside = self.beside_tests(review);
+        let merged = self.merged.clone();
+        let mut v = self.run_verification(base, &tested, &changed, beside, review, &merged);
+        self.record_verification(base, &tested, &mut v)?;
+        // An interrupt during a culprit search begun beside Phase B is settled with the
+        // search (`undo_regression`): the round is interrupted there, its runs logged.
+        if process::interrupted() && v.early.is_none() {
+            self.log.tests = v.tests.take();
+            self.interrupted()?;
+            return Ok(Verdict::Interrupted);
+        }
+        match v.tests.take() {
+            Some(tests) => self.judge(base, tests, v.early.take()),
+            // No test command: the change lands as it is.
+            None => Ok(Verdict::Passed),
+        }
+    }
+
+    /// The tests and the post-sim in the main tree, and with `beside` the review agents in
+    /// orch's worktree of the tested tree at the same time. Only what was tested is committed:
+    /// the tree as the tests found it (`tested`) is put back after them (coverage files,
+    /// caches, edits to tracked files are the tests', not the agents').
+    fn run_verification<'m>(
+        &mut self,
+        base: &'m str,
+        tested: &str,
+        changed: &[String],
+        beside: bool,
+        review: &[&Planned<'e>],
+        merged: &'m [(String, String)],
+    ) -> Verification<'m> {
+        let env = self.env;
+        let started = Instant::now();
+        let start_ms = self.t0.elapsed().as_millis() as u64;
+        let post_sim = env.mission.sims.as_ref().and_then(|s| s.post.as_ref());
+        let post_run = post_sim.map(|sim| self.sim_run(Which::Post, sim));
+        let (round, t0) = (self.round, self.t0);
+        let log_dir = env.layout.logs(round);
+        let tests_cfg = env.mission.tests.as_ref();
+        let log_dir_ref = &log_dir;
+        let run_the_tests = move || {
+            let t =
+                tests_cfg.map(|t| run_tests(env, env.root(), t, log_dir_ref, changed, round, t0));
+            (t, t0.elapsed().as_millis() as u64)
+        };
+        // A regression's culprit search begins on the tests' thread as soon as they end,
+        // beside the review agents still at work (in worktrees only), rather than after
+        // Phase B: the round's changes and the tests' baseline, owned.
+        let early_ctx = (beside && self.per_agent()).then(|| self.ctx(false));
+        std::thread::scope(|s| {
+            let handle = post_run.map(|run| {
+                std::thread::Builder::new()
+                    .name("orch-post-sim".into())
+                    .spawn_scoped(s, move || run.run(env.events))
+                    .expect("spawning the post-sim thread")
+            });
+            if !beside {
+                let (tests, done_ms) = run_the_tests();
+                let post = handle.map(|h| h.join().expect("the post-sim thread panicked"));
+                return Verification {
+                    started,
+                    start_ms,
+                    tests,
+                    done_ms,
+                    post,
+                    put_back: None,
+                    beside_failed: None,
+                    early: None,
+                };
+            }
+            // The tests on a thread of their own, which also waits for the post-sim and puts
+            // back what they wrote in the tree (while the review agents may still run); the
+            // review agents' pool here, where their results are settled as always.
+            let tests = std::thread::Builder::new()
+                .name("orch-tests".into())
+                .spawn_scoped(s, move || {
+                    let (tests, done_ms) = run_the_tests();
+                    let early = match (&tests, &early_ctx) {
+                        (Some(t), Some(ctx)) => ctx.search_beside(t, base, merged),
+                        _ => None,
+                    };
+                    let post = handle.map(|h| h.join().expect("the post-sim thread panicked"));
+                    let put_back = env.git.put_files_back(base, tested);
+                    (tests, done_ms, post, put_back, early)
+                })
+                .expect("spawning the tests thread");
+            let beside_failed = self.run_beside(base, tested, review).err();
+            let (tests, done_ms, post, put_back, early) =
+                tests.join().expect("the tests thread panicked");
+            Verification {
+                started,
+                start_ms,
+                tests,
+                done_ms,
+                post,
+                put_back: Some(put_back),
+                beside_failed,
+                early,
+            }
+        })
+    }
+
+    /// What the verification leaves in the round log besides the tests' result: Phase B run
+    /// after the tests if its worktree could not be made, the stages' times, the files the
+    /// tests wrote put back, the post-sim.
+    fn record_verification(
+        &mut self,
+        base: &str,
+        tested: &str,
+        v: &mut Verification<'_>,
+    ) -> Result<()> {
+        if let Some(e) = v.beside_failed.take() {
+            // Its worktree could not be made: Phase B runs after the tests, as it would
+            // with `afterTests`. (An agent that ran there is kept by `abandon` if the round
+            // fails later.)
+            let why = format!("Phase B could not run beside the tests ({e}); it runs after them");
+            log::warn!("round {}: {why}", self.round);
+            self.note(&why);
+            if self.log.agents.iter().any(|a| a.phase == Phase::Review) {
+                self.keep_beside_unsorted();
+            }
+            self.beside = None;
+        }
+        let post_end = v.post.as_ref().map(|p| p.start_ms + p.elapsed_ms);
+        let tests_end_ms = if self.beside.is_some() {
+            v.done_ms.max(post_end.unwrap_or(0))
+        } else {
+            self.t0.elapsed().as_millis() as u64
+        };
+        self.log.timing.tests = if self.beside.is_some() {
+            tests_end_ms.saturating_sub(v.start_ms)
+        } else {
+            v.started.elapsed().as_millis() as u64
+        };
+        self.log.timing.tests_start_ms = Some(v.start_ms);
+        self.log.timing.tests_end_ms = Some(tests_end_ms);
+        if let (Some(b0), Some(b1)) = (
+            self.log.timing.phase_b_start_ms,
+            self.log.timing.phase_b_end_ms,
+        ) {
+            self.log.timing.beside = tests_end_ms.min(b1).saturating_sub(v.start_ms.max(b0));
+        }
+        match v.put_back.take() {
+            Some(undone) => self.note_test_writes(undone?),
+            None => self.discard_test_writes(base, tested)?,
+        }
+        self.log.timing.post_sim = v.post.as_ref().map_or(0, |p| p.elapsed_ms);
+        self.log.sims.post = v.post.take();
+        Ok(())
+    }
+
+    /// The verdict on the tests' result: passed (or no worse than the base: the test baseline
+    /// moves to it), regressed (the culprits' changes taken out, or the whole round reverted),
+    /// untested (the test command could not start: the change set aside), or interrupted
+    /// during the culprit search.
+    fn judge(
+        &mut self,
+        base: &str,
+        mut tests: TestsEntry,
+        early: Option<Early<'_>>,
+    ) -> Result<Verdict> {
+        let cannot_start = tests.cannot_start.clone();
+        tests.regression = cannot_start.is_none()
+            && testing::run::is_regression(&tests, self.state.test_baseline.as_ref());
+        // A search begun beside Phase B sent it before its own runs'.
+        if early.is_none() {
+            self.env.events.emit(Event::TestsEnd {
+                round: self.round,
+                status: tests.status,
+                elapsed_ms: tests.elapsed_ms,
+                passed: tests.passed,
+                failed: tests.failed,
+                regression: tests.regression,
+                flaky: tests.flaky,
+                without: Vec::new(),
+            });
+        }
+        if tests.status != StepStatus::Passed && cannot_start.is_none() {
+            self.state.last_test_failure = tests.tail.clone();
+        }
+        let verdict = if let Some(why) = cannot_start {
+            // Not the agents' doing, and nothing was tested: set the change aside.
+            let rejected = self.set_aside_untested(base, &why)?;
+            Verdict::Untested { rejected }
+        } else if tests.regression {
+            let rejected = self.undo_regression(base, &tests.tail, early)?;
+            // An interrupt stopped the culprit search before it settled: the round ends
+            // there, as one at any other stage does.
+            if self.log.status == RoundStatus::Interrupted {
+                self.log.tests = Some(tests);
+                return Ok(Verdict::Interrupted);
+            }
+            let whole_round = self
+                .log
+                .revert
+                .as_ref()
+                .is_some_and(|r| r.strategy == Strategy::Round);
+            // After a per-agent revert the tree committed is the one tested without the
+            // culprits: its result is the next base's known one (filled in with the commit
+            // below), as after a round that passed. Otherwise the old baseline stays, naming a
+            // commit that is no longer HEAD, and the next `orch run` measures the tests again
+            // for nothing.
+            if let Some(c) = self.log.revert.as_ref().and_then(|r| r.committed.as_ref()) {
+                self.state.test_baseline = Some(TestBaseline {
+                    passed: c.status == StepStatus::Passed,
+                    failed_count: c.failed,
+                    commit: String::new(),
+                });
+            }
+            Verdict::Regressed {
+                rejected,
+                whole_round,
+            }
+        } else {
+            self.state.test_baseline = Some(TestBaseline {
+                passed: tests.status == StepStatus::Passed,
+                failed_count: tests.failed,
+                commit: String::new(),
+            });
+            if tests.status == StepStatus::Passed {
+                self.state.last_test_failure.clear();
+            }
+            Verdict::Passed
+        };
+        self.log.tests = Some(tests);
+        Ok(verdict)
+    }
+
+    /// The code agents' work lands as the verdict says: the sessions and tasks of the agents
+    /// whose work was taken out settled, the sims published (the post-sim's not after a
+    /// regression), the round's code commit made, and the test baseline pointed at it.
+    fn land_code(&mut self, verdict: &Verdict) -> Result<()> {
+        let rejected = verdict.rejected();
+        let untested = matches!(verdict, Verdict::Untested { .. });
+        self.drop_sessions(rejected, untested);
+        self.settle_tasks(Phase::Code, rejected);
+        self.publish(verdict.regressed() || untested)?;
+        let what = if verdict.whole_round_reverted() || untested {
             "sim data".to_string()
         } else {
             // With no agent's change, what changed is the published sims' data (or files the
             // tests or sims wrote in the tree).
-            self.commit_label(Phase::Code, &rejected, "sim data")
+            self.commit_label(Phase::Code, rejected, "sim data")
         };
         self.commit(&what)?;
         // The tests just passed (or failed no worse than the base) on what was committed: that
@@ -640,15 +809,23 @@ impl<'e> Round<'e, '_> {
                 b.commit = c.clone();
             }
         }
+        Ok(())
+    }
 
-        // 4. Phase B. Beside the tests it has run already: its work lands after the code
-        // commit, or, after a revert or untested tests, is kept in refs (and with
-        // `phaseBAfterRevert` the review agents run again, here, on the tree that stays).
+    /// Phase B. Beside the tests it has run already: its work lands after the code commit, or,
+    /// after a revert or untested tests, is kept in refs (and with `phaseBAfterRevert` the
+    /// review agents run again, here, on the tree that stays). Otherwise the review agents
+    /// run now, unless the verdict or the run's state skips them. `false`: the round was
+    /// interrupted during it and ends there.
+    fn phase_b(&mut self, review: &[&Planned<'e>], verdict: &Verdict) -> Result<bool> {
+        let env = self.env;
+        let untested = matches!(verdict, Verdict::Untested { .. });
+        let reverted = verdict.whole_round_reverted();
         let ran_beside = self.beside.is_some();
         let mut rerun = false;
         if let Some(b) = self.beside.take() {
             let clean_after = (b.git.clone(), b.base.clone());
-            if untested || regressed {
+            if untested || verdict.regressed() {
                 let why = if untested {
                     "the tests could not start, so nothing was tested"
                 } else if reverted {
@@ -656,67 +833,91 @@ impl<'e> Round<'e, '_> {
                 } else {
                     "a per-agent revert took code changes out of the tree they reviewed"
                 };
-                rerun = regressed && env.mission.phase_b_after_revert(reverted);
+                rerun = verdict.regressed() && env.mission.phase_b_after_revert(reverted);
                 self.keep_review_aside(b, why, rerun);
             } else {
-                self.take_inboxes(&names(Phase::Review));
+                self.take_inboxes(&names(review));
                 self.land_review(b)?;
             }
             clean_phase_b_worktree(&clean_after.0, &clean_after.1);
         }
-        let after_revert_skip = reverted && !env.mission.phase_b_after_revert(true);
-        if !review.is_empty() && (!ran_beside || rerun) {
-            if untested {
-                self.note("Phase B skipped: the tests could not start, so nothing was tested");
-                self.decide_skipped(&review, "skipped: the tests could not start");
-            } else if after_revert_skip {
-                self.note("Phase B skipped: the round was reverted (phaseBAfterRevert is off)");
-                self.decide_skipped(&review, "skipped: the round was reverted");
-            } else if self.budget_reached {
-                self.note("Phase B skipped: the budget is reached");
-                self.decide_skipped(&review, "skipped: the budget is reached");
-            } else if self.cli_stop.is_some() || self.limit_stop.is_some() {
-                self.note("Phase B skipped: the run is stopping (see stopReason)");
-                self.decide_skipped(&review, "skipped: the run is stopping");
-            } else {
-                self.ensure_state_dir("Phase B started")?;
-                let b_base = self.env.git.base()?;
-                self.set_journal_base(&b_base);
-                // The runs beside the tests, whose work was kept aside: each is folded into
-                // the entry of its run again.
-                let earlier: Vec<AgentEntry> = if rerun {
-                    let (b, keep) = std::mem::take(&mut self.log.agents)
-                        .into_iter()
-                        .partition(|e| e.phase == Phase::Review);
-                    self.log.agents = keep;
-                    b
-                } else {
-                    Vec::new()
-                };
-                let b_start = Instant::now();
-                let start_ms = self.t0.elapsed().as_millis() as u64;
-                self.log.timing.phase_b_start_ms.get_or_insert(start_ms);
-                let waited_before = self.log.timing.waited;
-                let jobs = self.jobs(&review, &b_base)?;
-                self.run_phase(jobs);
-                self.log.timing.phase_b += (b_start.elapsed().as_millis() as u64)
-                    .saturating_sub(self.log.timing.waited - waited_before);
-                self.log.timing.phase_b_end_ms = Some(self.t0.elapsed().as_millis() as u64);
-                self.fold_beside_runs(earlier);
-                self.take_inboxes(&names(Phase::Review));
-                if process::interrupted() {
-                    return self.interrupted();
-                }
-                self.settle_tasks(Phase::Review, &[]);
-                let what = self.commit_label(Phase::Review, &[], "review");
-                self.commit(&what)?;
-            }
+        if review.is_empty() || (ran_beside && !rerun) {
+            return Ok(true);
         }
-        if reverted {
+        let skipped = if untested {
+            Some((
+                "the tests could not start, so nothing was tested",
+                "the tests could not start",
+            ))
+        } else if reverted && !env.mission.phase_b_after_revert(true) {
+            Some((
+                "the round was reverted (phaseBAfterRevert is off)",
+                "the round was reverted",
+            ))
+        } else if self.budget_reached {
+            Some(("the budget is reached", "the budget is reached"))
+        } else if self.cli_stop.is_some() || self.limit_stop.is_some() {
+            Some((
+                "the run is stopping (see stopReason)",
+                "the run is stopping",
+            ))
+        } else {
+            None
+        };
+        if let Some((note, decision)) = skipped {
+            self.note(&format!("Phase B skipped: {note}"));
+            self.decide_skipped(review, &format!("skipped: {decision}"));
+            return Ok(true);
+        }
+        self.run_phase_b_after(review, rerun)
+    }
+
+    /// The review agents after the tests (or again after a revert), on the tree that stays,
+    /// and their commit. `false`: interrupted.
+    fn run_phase_b_after(&mut self, review: &[&Planned<'e>], rerun: bool) -> Result<bool> {
+        self.ensure_state_dir("Phase B started")?;
+        let b_base = self.env.git.base()?;
+        self.set_journal_base(&b_base);
+        // The runs beside the tests, whose work was kept aside: each is folded into the entry
+        // of its run again.
+        let earlier: Vec<AgentEntry> = if rerun {
+            let (b, keep) = std::mem::take(&mut self.log.agents)
+                .into_iter()
+                .partition(|e| e.phase == Phase::Review);
+            self.log.agents = keep;
+            b
+        } else {
+            Vec::new()
+        };
+        let b_start = Instant::now();
+        let start_ms = self.t0.elapsed().as_millis() as u64;
+        self.log.timing.phase_b_start_ms.get_or_insert(start_ms);
+        let waited_before = self.log.timing.waited;
+        let jobs = self.jobs(review, &b_base)?;
+        self.run_phase(jobs);
+        self.log.timing.phase_b += (b_start.elapsed().as_millis() as u64)
+            .saturating_sub(self.log.timing.waited - waited_before);
+        self.log.timing.phase_b_end_ms = Some(self.t0.elapsed().as_millis() as u64);
+        self.fold_beside_runs(earlier);
+        self.take_inboxes(&names(review));
+        if process::interrupted() {
+            self.interrupted()?;
+            return Ok(false);
+        }
+        self.settle_tasks(Phase::Review, &[]);
+        let what = self.commit_label(Phase::Review, &[], "review");
+        self.commit(&what)?;
+        Ok(true)
+    }
+
+    /// The round's status from its verdict (`reverted` after a whole-round revert, `failed`
+    /// when nothing could be tested or no code agent could start), and whether anything landed.
+    fn close(&mut self, verdict: &Verdict) {
+        if verdict.whole_round_reverted() {
             self.log.status = RoundStatus::Reverted;
             self.log.reverted = true;
         }
-        if untested {
+        if matches!(verdict, Verdict::Untested { .. }) {
             self.log.status = RoundStatus::Failed;
         }
         // Code agents were meant to work and none could even start: the round did nothing
@@ -726,10 +927,12 @@ impl<'e> Round<'e, '_> {
             .agents
             .iter()
             .any(|e| e.phase == Phase::Code && e.status == RunStatus::Ok);
-        let code_unstartable = self
-            .could_not_start
-            .iter()
-            .any(|n| env.mission.agent(n).is_some_and(|a| a.phase == Phase::Code));
+        let code_unstartable = self.could_not_start.iter().any(|n| {
+            self.env
+                .mission
+                .agent(n)
+                .is_some_and(|a| a.phase == Phase::Code)
+        });
         if code_unstartable && !code_ran_ok && self.log.status == RoundStatus::Ok {
             self.log.status = RoundStatus::Failed;
             let why = format!(
@@ -739,7 +942,6 @@ impl<'e> Round<'e, '_> {
             self.note(&why);
         }
         self.check_nothing_landed();
-        Ok(())
     }
 
     /// An `ok` round whose agents all ran to no avail (failed, timed out, conflicted, changed
@@ -898,12 +1100,16 @@ impl<'e> Round<'e, '_> {
         };
         let parent = links
             .last()
-            .map_or_else(|| b.base.clone(), |(_, _, c)| c.clone());
+            .map_or_else(|| b.base.clone(), |l| l.commit.clone());
         let msg = format!("orch: round {round} {} (beside the tests)", agent.name);
         match b.git.commit_paths_tree(&parent, &msg, &files) {
             Ok((commit, tree)) => {
                 if tree != b.tip_tree {
-                    links.push((agent.name.clone(), parent, commit));
+                    links.push(Link {
+                        agent: agent.name.clone(),
+                        parent,
+                        commit,
+                    });
                     b.tip_tree = tree;
                 }
             }
@@ -912,7 +1118,7 @@ impl<'e> Round<'e, '_> {
     }
 
     /// The review agents' work beside the tests as a chain of commits on the worktree's base,
-    /// one per agent that changed files, in completion order: (agent, parent, commit). Files
+    /// one per agent that changed files, in completion order. Files
     /// two agents wrote go with the first (the tree holds the last writer's version).
     fn review_chain(&self, b: &Beside) -> Result<Vec<Link>> {
         let mut parent = b.base.clone();
@@ -929,7 +1135,11 @@ impl<'e> Round<'e, '_> {
             if t.next() == t.next() {
                 continue;
             }
-            chain.push((name.clone(), parent.clone(), commit.clone()));
+            chain.push(Link {
+                agent: name.clone(),
+                parent: parent.clone(),
+                commit: commit.clone(),
+            });
             parent = commit;
         }
         Ok(chain)
@@ -978,7 +1188,7 @@ impl<'e> Round<'e, '_> {
         self.settle_tasks(Phase::Review, &[]);
         // Usually it all applies at once: the whole chain on the code commit, as the round's
         // review commit (one three-way merge, no commit of the tree to make afterwards).
-        if let Some((_, _, tip)) = chain.last() {
+        if let Some(Link { commit: tip, .. }) = chain.last() {
             let what = self.commit_label(Phase::Review, &[], "review");
             let msg = format!(
                 "orch: round {} {what}\n\nmission: {}",
@@ -999,7 +1209,12 @@ impl<'e> Round<'e, '_> {
             }
         }
         // Something does not apply: agent by agent, to find whose change it is.
-        for (name, parent, commit) in chain {
+        for Link {
+            agent: name,
+            parent,
+            commit,
+        } in chain
+        {
             let msg = format!("orch: round {} {name}", self.round);
             let (status, kind, error) = match env.git.pick(&parent, &commit, &msg)? {
                 crate::engine::git::Merge::Merged => continue,
@@ -1037,7 +1252,7 @@ impl<'e> Round<'e, '_> {
             if let (Some(agent), Some(before)) = (env.mission.agent(&name), b.before.get(&name)) {
                 let st = self.state.agent_mut(&name);
                 let change = results::retrack(st, before.clone(), agent, &e, self.round);
-                self.log.agents[i].escalated_to = change.as_ref().map(|(_, to, _)| to.clone());
+                self.log.agents[i].escalated_to = change.as_ref().map(|c| c.to.clone());
                 if agent.session {
                     // Its conversation remembers a change that is not on the branch.
                     let why = format!(
@@ -1074,7 +1289,12 @@ impl<'e> Round<'e, '_> {
         };
         match chain {
             Ok(chain) => {
-                for (name, _, commit) in chain {
+                for Link {
+                    agent: name,
+                    commit,
+                    ..
+                } in chain
+                {
                     let r = env.kept_ref("review-aside", self.round, Some(&name));
                     match env.git.set_ref(&r, &commit) {
                         Ok(()) => {
@@ -1273,19 +1493,19 @@ impl<'e> Round<'e, '_> {
                 replayed_decision(rec, env.replay.map_or(&[], |r| &r.agents), &agent.name)
             } else {
                 match gate(agent, self.round, self.queue, env.only, self.state) {
-                    Gate::Decided(true, why) => ("included", why),
-                    Gate::Decided(false, why) => ("skipped", why),
-                    Gate::Blocked(why) => ("blocked", why),
-                    Gate::OverBudget(why) => ("over budget", why),
+                    Gate::Decided(true, why) => (Choice::Included, why),
+                    Gate::Decided(false, why) => (Choice::Skipped, why),
+                    Gate::Blocked(why) => (Choice::Blocked, why),
+                    Gate::OverBudget(why) => (Choice::OverBudget, why),
                     Gate::Command(argv) => match self.when_command(agent, argv) {
-                        (true, why) => ("included", why),
-                        (false, why) => ("skipped", why),
+                        (true, why) => (Choice::Included, why),
+                        (false, why) => (Choice::Skipped, why),
                     },
                 }
             };
-            let included = decision == "included";
+            let included = decision == Choice::Included;
             // Its tasks stay pending for as long as its budget is spent: the plan says which.
-            let tasks_waiting = if decision == "over budget" {
+            let tasks_waiting = if decision == Choice::OverBudget {
                 waiting_on_budget(agent, self.state, self.queue)
             } else {
                 Vec::new()
@@ -1301,7 +1521,7 @@ impl<'e> Round<'e, '_> {
             };
             self.log.decisions.push(Decision {
                 agent: agent.name.clone(),
-                decision: decision.into(),
+                decision,
                 tasks_waiting,
                 reason,
                 model: None,
@@ -1477,7 +1697,7 @@ impl<'e> Round<'e, '_> {
         if let Some(first) = jobs.first() {
             self.env.events.emit(Event::PhaseStart {
                 round: self.round,
-                phase: first.agent.phase.as_str().into(),
+                phase: first.agent.phase,
                 queue: jobs.iter().map(|j| j.agent.name.clone()).collect(),
                 max_concurrency: self.env.max_concurrency,
             });
@@ -1641,7 +1861,7 @@ impl<'e> Round<'e, '_> {
     /// not run again (its entry says why); the others' caps are what is left now.
     fn ready_again(&mut self, mut j: Job<'e>) -> Option<Job<'e>> {
         if let Some(why) = over_budget(j.agent, self.state) {
-            if let Some((_, e)) = self.limited.get_mut(&j.agent.name) {
+            if let Some(Limited { last: e, .. }) = self.limited.get_mut(&j.agent.name) {
                 let note = format!("not run again: its budgetUsd is spent ({why})");
                 e.error = Some(match e.error.take() {
                     Some(old) => format!("{old}; {note}"),
@@ -1714,7 +1934,10 @@ impl<'e> Round<'e, '_> {
         for job in jobs {
             let name = job.agent.name.clone();
             match self.limited.remove(&name) {
-                Some((mut runs, mut entry)) => {
+                Some(Limited {
+                    mut runs,
+                    last: mut entry,
+                }) => {
                     runs.pop();
                     entry.limited_runs = runs;
                     if let Some(since) = self.held_since.remove(&name) {
@@ -1845,9 +2068,11 @@ impl<'e> Round<'e, '_> {
         self.settle_shared_failures(&shared);
     }
 
-    /// The bookkeeping for one finished run (completion order, main thread). Once the run's cost
-    /// is counted against the budget, the pool may start the next job: the git work that follows
-    /// (merging a worktree) does not hold a free slot idle.
+    /// The bookkeeping for one finished run (completion order, main thread): the dispatcher of
+    /// the pool's results. Once the run's cost is counted against the budget (the ledger), the
+    /// pool may start the next job: the git work that follows (merging a worktree) does not
+    /// hold a free slot idle. A run its provider's limit stopped is held for a run again;
+    /// every other one is recorded.
     fn settle(
         &mut self,
         raw: RawRun,
@@ -1868,16 +2093,58 @@ impl<'e> Round<'e, '_> {
         let st = self.state.agent_mut(&agent.name);
         // What the agent's state was before this run: should git's checks below turn the run
         // into a failure, it is tracked again from here with the status it ends with.
-        let st_before = st.clone();
-        let spent_before = st.cost_usd;
+        let before = (st.clone(), st.cost_usd);
         let mut settled = results::settle(&raw, agent, st, &env.mission.pricing, self.round);
         let first_status = settled.entry.status;
         for why in &raw.kept_aside {
             self.note(&format!("agent {}: {why}", agent.name));
         }
+        self.note_spawn_failure(agent, &raw);
+        let main_moved = self.main_tree_moved(agent, &raw, shared);
+        if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
+            settled.entry.status = RunStatus::Failed;
+            settled.entry.error = Some(match settled.entry.error.take() {
+                Some(e) => format!("{why}; {e}"),
+                None => why.clone(),
+            });
+        }
+        let limit = self.count_spend(agent, &settled);
+        if let Some(c) = control {
+            if self.budget_reached || self.cli_stop.is_some() {
+                c.stop_starting();
+            } else {
+                c.start_next();
+            }
+        }
+        let landing = Landing {
+            to_test: main_moved.is_none(),
+            first_status,
+            before,
+        };
+        self.land_run(agent, &raw, &mut settled, shared, landing);
+        self.emit_run_end(agent, &settled);
+        if let Some((f, hold)) = limit {
+            self.hold_for_limit(agent, settled.entry, f, &hold);
+            return;
+        }
+        if let Some(plan) = &raw.session {
+            self.carry_session(agent, &raw, plan, &settled.entry);
+        }
+        let escalated = settled.model_change.is_some();
+        let mut entry = settled.entry;
+        if let Some(Limited { runs, .. }) = self.limited.remove(&entry.name) {
+            entry.limited_runs = runs;
+        }
+        if let Some(since) = self.held_since.remove(&entry.name) {
+            entry.held_ms = entry.start_ms.saturating_sub(since);
+        }
+        self.record(entry, escalated);
+    }
+
+    /// A program that could not start is a broken setup, not a bad change (it went missing
+    /// after the start-up check, or hides behind shell syntax): said where a person looks.
+    fn note_spawn_failure(&mut self, agent: &Agent, raw: &RawRun) {
         if let Ending::SpawnFailed(why) = &raw.finished.ending {
-            // Not a bad change but a broken setup (the program went missing after the start-up
-            // check, or behind shell syntax): say so where a person looks.
             let msg = format!("agent {} could not start: {why}", agent.name);
             self.env.events.emit(Event::Warning {
                 round: Some(self.round),
@@ -1886,10 +2153,21 @@ impl<'e> Round<'e, '_> {
             self.note(&msg);
             self.could_not_start.push(agent.name.clone());
         }
-        // Worktree isolation: the main tree is orch's alone during Phase A, so a HEAD or branch
-        // that moved there was moved by an agent (through an absolute path): the one that just
-        // ended is the first to answer for it.
-        let main_moved = raw
+    }
+
+    /// Why the main tree's HEAD or branch moved under this run, when it did. Worktree
+    /// isolation: the main tree is orch's alone during Phase A, so a HEAD or branch that moved
+    /// there was moved by an agent (through an absolute path): the one that just ended is the
+    /// first to answer for it. Beside the tests a review agent works in orch's worktree; the
+    /// main tree, where the tests run, must be as the phase found it.
+    fn main_tree_moved(
+        &mut self,
+        agent: &Agent,
+        raw: &RawRun,
+        shared: &Mutex<SharedTree>,
+    ) -> Option<String> {
+        let env = self.env;
+        let moved = raw
             .worktree
             .as_ref()
             .and_then(|_| {
@@ -1900,9 +2178,7 @@ impl<'e> Round<'e, '_> {
                 )
             })
             .map(|why| format!("in the main tree, {why}"));
-        // Beside the tests a review agent works in orch's worktree; the main tree, where the
-        // tests run, must be as the phase found it.
-        let main_moved = main_moved.or_else(|| {
+        moved.or_else(|| {
             let b = self
                 .beside
                 .as_mut()
@@ -1910,14 +2186,16 @@ impl<'e> Round<'e, '_> {
             b.main
                 .check_head(env.git, self.round, &agent.name)
                 .map(|why| format!("in the main tree, {why}"))
-        });
-        if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
-            settled.entry.status = RunStatus::Failed;
-            settled.entry.error = Some(match settled.entry.error.take() {
-                Some(e) => format!("{why}; {e}"),
-                None => why.clone(),
-            });
-        }
+        })
+    }
+
+    /// The ledger's part of a run's end: its cost added to the round's and the run's, the
+    /// budget checked (reached: no new agent starts), a permanent failure (bad credentials, an
+    /// untrusted folder) stops the run, and a transient one (a rate limit) holds its provider
+    /// off before the pool may start the next job, else an agent of the same provider could
+    /// start into the same limit. Returns the limit and its hold, for a run again.
+    fn count_spend(&mut self, agent: &Agent, settled: &Settled) -> Option<(Failure, Hold)> {
+        let env = self.env;
         self.log.cost_usd += settled.entry.cost_usd;
         self.state.total_cost_usd += settled.entry.cost_usd;
         if let Some(b) = env.budget {
@@ -1932,52 +2210,55 @@ impl<'e> Round<'e, '_> {
                 self.log.stop_reason = Some(why);
             }
         }
-        let permanent = settled
-            .failure
-            .as_ref()
-            .filter(|f| f.cause.is_permanent())
-            .cloned();
-        if let Some(f) = &permanent {
-            if self.cli_stop.is_none() {
-                let cli = agents::for_agent(agent);
-                let why = format!(
-                    "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
-                    agent.name,
-                    cli.kind().as_str(),
-                    f.cause.as_str(),
-                    f.error,
-                    cli.fix(f.cause)
-                );
-                // Printed once, as the `stop` event's line when the running agents are done;
-                // the agent's own line says the cause now.
-                self.log.stop_reason = Some(why.clone());
-                self.cli_stop = Some(why);
-            }
+        let permanent = settled.failure.as_ref().filter(|f| f.cause.is_permanent());
+        if let (Some(f), None) = (permanent, &self.cli_stop) {
+            let cli = agents::for_agent(agent);
+            let why = format!(
+                "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
+                agent.name,
+                cli.name(),
+                f.cause.as_str(),
+                f.error,
+                cli.fix(f.cause)
+            );
+            // Printed once, as the `stop` event's line when the running agents are done;
+            // the agent's own line says the cause now.
+            self.log.stop_reason = Some(why.clone());
+            self.cli_stop = Some(why);
         }
-        // A limit holds its provider off before the pool may start the next job: else an agent
-        // of the same provider could start into the same limit.
         let provider = agents::provider_of(agent);
         let transient = settled
             .failure
             .as_ref()
             .filter(|f| f.cause.is_transient())
-            .cloned();
-        let hold = transient.as_ref().map(|f| env.limits.hold(&provider, f));
-        if let Some(c) = control {
-            if self.budget_reached || self.cli_stop.is_some() {
-                c.stop_starting();
-            } else {
-                c.start_next();
-            }
-        }
+            .cloned()?;
+        let hold = env.limits.hold(&provider, &transient);
+        Some((transient, hold))
+    }
+
+    /// Where a run's change goes and how it is tracked: its handoff read, its ownership
+    /// checked, its worktree merged (a code agent that failed by itself after its edits too:
+    /// its change goes to the tests) or its failed files in the shared tree kept aside, its link
+    /// in Phase B's chain beside the tests, its state tracked again as what it ended as, its
+    /// cost counted against its budget, its session, the base it ran on, its provider's limit
+    /// cleared by a good run.
+    fn land_run(
+        &mut self,
+        agent: &Agent,
+        raw: &RawRun,
+        settled: &mut Settled,
+        shared: &Mutex<SharedTree>,
+        landing: Landing,
+    ) {
+        let env = self.env;
+        let (st_before, spent_before) = landing.before;
         settled.entry.handoff = self.read_handoff(agent);
         if !agent.owns.is_empty() {
-            self.check_ownership(agent, &raw, &mut settled.entry, shared);
+            self.check_ownership(agent, raw, &mut settled.entry, shared);
         }
-        // A code agent that failed by itself after its edits: its change goes to the tests.
-        let to_test = main_moved.is_none() && self.tests_failed_change(&raw, &settled.entry);
+        let to_test = landing.to_test && self.tests_failed_change(raw, &settled.entry);
         if let Some(wt) = &raw.worktree {
-            if let Err(e) = self.integrate(wt, &raw, to_test, &mut settled.entry) {
+            if let Err(e) = self.integrate(wt, raw, to_test, &mut settled.entry) {
                 log::warn!(
                     "agent {}: its worktree could not be merged: {e}",
                     agent.name
@@ -1990,27 +2271,24 @@ impl<'e> Round<'e, '_> {
                     .cause
                     .get_or_insert(crate::roundlog::Cause::Exit);
             }
-        }
-        if raw.worktree.is_none() {
-            if to_test {
-                // The shared tree holds it already: it is tested with the rest.
-                tested_anyway(&mut settled.entry);
-            } else {
-                self.keep_failed_shared_run(&raw, &mut settled.entry, shared);
-            }
+        } else if to_test {
+            // The shared tree holds it already: it is tested with the rest.
+            tested_anyway(&mut settled.entry);
+        } else {
+            self.keep_failed_shared_run(raw, &mut settled.entry, shared);
         }
         if raw.phase == Phase::Review && self.beside.is_some() {
             self.beside_link(agent, &raw.changed, &mut settled.entry, &st_before);
         }
-        if settled.entry.status != first_status || settled.entry.change_tested {
+        if settled.entry.status != landing.first_status || settled.entry.change_tested {
             // Counted as what it ended as, not as what the process's exit said (a run whose
             // merge failed is no success for the streaks, the escalation or `orch status`).
             let st = self.state.agent_mut(&agent.name);
             settled.model_change =
                 results::retrack(st, st_before, agent, &settled.entry, self.round);
-            settled.entry.escalated_to = settled.model_change.as_ref().map(|(_, to, _)| to.clone());
+            settled.entry.escalated_to = settled.model_change.as_ref().map(|c| c.to.clone());
         }
-        self.count_against_budget(agent, &raw, &settled.entry, spent_before);
+        self.count_against_budget(agent, raw, &settled.entry, spent_before);
         match &raw.session {
             Some(plan) => {
                 let e = &mut settled.entry;
@@ -2029,13 +2307,17 @@ impl<'e> Round<'e, '_> {
         }
         if matches!(settled.entry.status, RunStatus::Ok | RunStatus::Empty) {
             let started = self.t0 + Duration::from_millis(settled.entry.start_ms);
-            env.limits.clear(&provider, started);
+            env.limits.clear(&agents::provider_of(agent), started);
         }
-        env.events
-            .emit(agent_end(self.round, &settled.entry, false));
-        if let Some((from, to, why)) = &settled.model_change {
+    }
+
+    /// The run's `agentEnd` and, when its model changed, its `escalation`.
+    fn emit_run_end(&self, agent: &Agent, settled: &Settled) {
+        let events = self.env.events;
+        events.emit(agent_end(self.round, &settled.entry, false));
+        if let Some(results::ModelChange { from, to, why }) = &settled.model_change {
             log::info!("agent {}: model {from:?} -> {to:?}: {why}", agent.name);
-            env.events.emit(Event::Escalation {
+            events.emit(Event::Escalation {
                 round: self.round,
                 agent: agent.name.clone(),
                 from: from.clone(),
@@ -2043,47 +2325,39 @@ impl<'e> Round<'e, '_> {
                 reason: why.clone(),
             });
         }
-        if let (Some(f), Some(hold)) = (transient, hold) {
-            // Not the agent's failure: its provider is held off (above), and it runs again
-            // after the wait.
-            log::info!(
-                "agent {}: {} ({}); {provider} is held until {}",
-                agent.name,
-                f.cause.as_str(),
-                f.error,
-                hold.until
-            );
-            let e = settled.entry;
-            let slot = self
-                .limited
-                .entry(e.name.clone())
-                .or_insert_with(|| (Vec::new(), e.clone()));
-            slot.0.push(LimitedRun {
-                cause: f.cause,
-                error: f.error.clone(),
-                resets_at: e.resets_at.clone(),
-                start_ms: e.start_ms,
-                elapsed_ms: e.elapsed_ms,
-                cost_usd: e.cost_usd,
+    }
+
+    /// A run its provider's limit stopped: not the agent's failure. Its provider is held off
+    /// (by `count_spend`), the run is kept among the agent's limited runs, and the agent runs
+    /// again after the wait.
+    fn hold_for_limit(&mut self, agent: &Agent, e: AgentEntry, f: Failure, hold: &Hold) {
+        log::info!(
+            "agent {}: {} ({}); {} is held until {}",
+            agent.name,
+            f.cause.as_str(),
+            f.error,
+            agents::provider_of(agent),
+            hold.until
+        );
+        let slot = self
+            .limited
+            .entry(e.name.clone())
+            .or_insert_with(|| Limited {
+                runs: Vec::new(),
+                last: e.clone(),
             });
-            let end = slot.0.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
-            slot.1 = e;
-            self.held_since.entry(agent.name.clone()).or_insert(end);
-            self.again.push(agent.name.clone());
-            return;
-        }
-        if let Some(plan) = &raw.session {
-            self.carry_session(agent, &raw, plan, &settled.entry);
-        }
-        let escalated = settled.model_change.is_some();
-        let mut entry = settled.entry;
-        if let Some((runs, _)) = self.limited.remove(&entry.name) {
-            entry.limited_runs = runs;
-        }
-        if let Some(since) = self.held_since.remove(&entry.name) {
-            entry.held_ms = entry.start_ms.saturating_sub(since);
-        }
-        self.record(entry, escalated);
+        slot.runs.push(LimitedRun {
+            cause: f.cause,
+            error: f.error.clone(),
+            resets_at: e.resets_at.clone(),
+            start_ms: e.start_ms,
+            elapsed_ms: e.elapsed_ms,
+            cost_usd: e.cost_usd,
+        });
+        let end = slot.runs.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
+        slot.last = e;
+        self.held_since.entry(agent.name.clone()).or_insert(end);
+        self.again.push(agent.name.clone());
     }
 
     /// After a run with a session: kept for the next run when its change went in whole (or it
@@ -2147,7 +2421,7 @@ impl<'e> Round<'e, '_> {
             .log
             .revert
             .as_ref()
-            .is_some_and(|r| r.strategy == "round")
+            .is_some_and(|r| r.strategy == Strategy::Round)
         {
             format!("its change from round {round} was taken out (the round was reverted)")
         } else {
@@ -2177,7 +2451,7 @@ impl<'e> Round<'e, '_> {
     }
 
     /// What the agent reported in its handoff file, kept in the state for `dependsOn`.
-    fn read_handoff(&mut self, agent: &Agent) -> Option<String> {
+    fn read_handoff(&mut self, agent: &Agent) -> Option<Handoff> {
         let path = handoff_path(self.env.layout, &agent.name);
         let text = std::fs::read_to_string(&path).ok()?;
         let v: serde_json::Value = match serde_json::from_str(&text) {
@@ -2192,15 +2466,15 @@ impl<'e> Round<'e, '_> {
             }
         };
         let status = v.get("status").and_then(|s| s.as_str()).unwrap_or_default();
-        if !matches!(status, "in-progress" | "complete" | "all-done") {
+        let Some(handoff) = Handoff::parse(status) else {
             log::warn!(
                 "agent {}: handoff status {status:?} is not in-progress, complete or all-done; ignored",
                 agent.name
             );
             return None;
-        }
-        self.state.agent_mut(&agent.name).handoff = Some(status.to_string());
-        Some(status.to_string())
+        };
+        self.state.agent_mut(&agent.name).handoff = Some(handoff);
+        Some(handoff)
     }
 
     /// Changes outside the agent's `owns` globs: reported, and with `enforceOwnership` kept
@@ -2341,7 +2615,7 @@ impl<'e> Round<'e, '_> {
                             Some(_) => format!(
                                 "{}-{}",
                                 keep("limited"),
-                                self.limited.get(&entry.name).map_or(0, |l| l.0.len()) + 1
+                                self.limited.get(&entry.name).map_or(0, |l| l.runs.len()) + 1
                             ),
                             None => keep(other.as_str()),
                         };
@@ -3038,7 +3312,7 @@ impl<'e> Round<'e, '_> {
                 .iter_mut()
                 .find(|d| d.agent == p.agent.name)
             {
-                d.decision = "skipped".into();
+                d.decision = Choice::Skipped;
                 d.reason = reason.into();
             }
             if let Some(t) = self
@@ -3106,9 +3380,9 @@ impl<'e> Round<'e, '_> {
         {
             if t.status != StepStatus::Cancelled {
                 let first_failed = t.status != StepStatus::Passed;
-                let strategy = self.log.revert.as_ref().map(|r| r.strategy.as_str());
+                let strategy = self.log.revert.as_ref().map(|r| r.strategy);
                 let for_good = match strategy {
-                    Some("round") => true,
+                    Some(Strategy::Round) => true,
                     Some(_) => false,
                     None => first_failed,
                 };
@@ -3162,7 +3436,7 @@ impl<'e> Round<'e, '_> {
         self.state.save(env.layout)?;
         env.events.emit(Event::RoundEnd {
             round: self.round,
-            status: self.log.status.as_str().into(),
+            status: self.log.status,
             elapsed_ms: self.log.timing.total,
             cost_usd: self.log.cost_usd,
             total_cost_usd: self.log.total_cost_usd,
@@ -3225,17 +3499,17 @@ fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
 }
 
 /// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
-fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (&'static str, String) {
+fn replayed_decision(rec: &RoundInputs, only: &[String], agent: &str) -> (Choice, String) {
     let Some(d) = rec.decisions.iter().find(|d| d.agent == agent) else {
-        return ("skipped", "not in the recorded round".into());
+        return (Choice::Skipped, "not in the recorded round".into());
     };
-    match d.decision.as_str() {
-        "included" if !only.is_empty() && !only.iter().any(|n| n == agent) => {
-            ("skipped", "not replayed (--agent)".into())
+    match d.decision {
+        Choice::Included if !only.is_empty() && !only.iter().any(|n| n == agent) => {
+            (Choice::Skipped, "not replayed (--agent)".into())
         }
-        "included" => ("included", d.reason.clone()),
-        "blocked" => ("blocked", d.reason.clone()),
-        _ => ("skipped", d.reason.clone()),
+        Choice::Included => (Choice::Included, d.reason.clone()),
+        Choice::Blocked => (Choice::Blocked, d.reason.clone()),
+        Choice::Skipped | Choice::OverBudget => (Choice::Skipped, d.reason.clone()),
     }
 }
 
@@ -3332,9 +3606,9 @@ fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
     Event::AgentEnd {
         round,
         agent: e.name.clone(),
-        phase: e.phase.as_str().into(),
+        phase: e.phase,
         model: e.model.clone(),
-        status: e.status.as_str().into(),
+        status: e.status,
         exit_code: e.exit_code,
         elapsed_ms: e.elapsed_ms,
         cost_usd: e.cost_usd,

@@ -138,14 +138,14 @@ pub fn gate(agent: &Agent, round: u32, queue: &Queue, only: &[String], state: &S
             Gate::Decided(false, "not selected with --agent".into())
         };
     }
-    if state.agent(&agent.name).handoff.as_deref() == Some("all-done") {
+    if state.agent(&agent.name).handoff == Some(Handoff::AllDone) {
         return Gate::Decided(false, "it reported all-done".into());
     }
     let pending: Vec<String> = agent
         .depends_on
         .iter()
-        .filter_map(|d| match state.agent(d).handoff.as_deref() {
-            Some("complete" | "all-done") => None,
+        .filter_map(|d| match state.agent(d).handoff {
+            Some(h) if h.is_done() => None,
             Some(other) => Some(format!("{d} (it reported {other})")),
             None => Some(format!("{d} (no report yet)")),
         })

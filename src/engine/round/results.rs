@@ -60,12 +60,21 @@ pub struct RawRun {
     pub shared_with: Vec<String>,
 }
 
+/// An agent's model changed after a run (`escalateAfter`, `deescalateAfter`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelChange {
+    pub from: String,
+    pub to: String,
+    /// Why: the streak that moved it.
+    pub why: String,
+}
+
 /// The outcome of settling one run.
 #[derive(Debug)]
 pub struct Settled {
     pub entry: AgentEntry,
-    /// `(from, to, why)` when the agent's model changed.
-    pub model_change: Option<(String, String, String)>,
+    /// When the agent's model changed.
+    pub model_change: Option<ModelChange>,
     /// Why the run failed, with what the CLI said about waiting (reset time, retry-after): the
     /// round engine waits on a transient cause and stops on a permanent one.
     pub failure: Option<Failure>,
@@ -212,7 +221,7 @@ pub fn settle(
         limited_runs: Vec::new(),
         held_ms: 0,
         summary: cost.summary.clone(),
-        escalated_to: model_change.as_ref().map(|(_, to, _)| to.clone()),
+        escalated_to: model_change.as_ref().map(|c| c.to.clone()),
         ownership_violations: Vec::new(),
         kept_aside: raw.kept_aside.clone(),
         handoff: None,
@@ -252,14 +261,18 @@ pub fn retrack(
     agent: &Agent,
     e: &AgentEntry,
     round: u32,
-) -> Option<(String, String, String)> {
+) -> Option<ModelChange> {
     let handoff = st.handoff.take();
     *st = before;
     st.handoff = handoff;
     count(
         st,
         agent,
-        (e.status, e.cause, e.change_tested),
+        RunOutcome {
+            status: e.status,
+            cause: e.cause,
+            change_tested: e.change_tested,
+        },
         e.elapsed_ms,
         e.cost_usd,
         round,
@@ -280,15 +293,27 @@ pub fn track(
     elapsed_ms: u64,
     cost_usd: f64,
     round: u32,
-) -> Option<(String, String, String)> {
+) -> Option<ModelChange> {
     count(
         st,
         agent,
-        (status, cause, false),
+        RunOutcome {
+            status,
+            cause,
+            change_tested: false,
+        },
         elapsed_ms,
         cost_usd,
         round,
     )
+}
+
+/// How a run ended, as the streaks count it.
+struct RunOutcome {
+    status: RunStatus,
+    cause: Option<Cause>,
+    /// Its change went to the tests although the run failed (`failedChanges: "test"`).
+    change_tested: bool,
 }
 
 /// [`track`], for a run whose change may have gone to the tests although it failed
@@ -298,11 +323,15 @@ pub fn track(
 fn count(
     st: &mut AgentState,
     agent: &Agent,
-    (status, cause, change_tested): (RunStatus, Option<Cause>, bool),
+    RunOutcome {
+        status,
+        cause,
+        change_tested,
+    }: RunOutcome,
     elapsed_ms: u64,
     cost_usd: f64,
     round: u32,
-) -> Option<(String, String, String)> {
+) -> Option<ModelChange> {
     st.runs += 1;
     st.last_run_round = Some(round);
     st.last_status = Some(status);
@@ -356,7 +385,11 @@ fn count(
         }
     }
     st.model = ladder[st.model_index].clone();
-    why.map(|w| (before, st.model.clone(), w))
+    why.map(|why| ModelChange {
+        from: before,
+        to: st.model.clone(),
+        why,
+    })
 }
 
 /// The first `max` bytes of a file as text (lossy); `None` when it cannot be read.
@@ -394,6 +427,7 @@ mod tests {
                 r#"{{"name":"n","agents":[{{"name":"a","phase":"code","command":"x"{extra}}}]}}"#
             ),
             Path::new("m.json"),
+            &crate::agents::Adapters,
         )
         .unwrap();
         m.agents[0].clone()
@@ -405,7 +439,7 @@ mod tests {
         let mut st = AgentState::default();
         assert!(track(&mut st, &a, RunStatus::Failed, None, 10, 0.0, 1).is_none());
         let change = track(&mut st, &a, RunStatus::Timeout, None, 10, 0.0, 2).unwrap();
-        assert_eq!((change.0.as_str(), change.1.as_str()), ("small", "big"));
+        assert_eq!((change.from.as_str(), change.to.as_str()), ("small", "big"));
         assert_eq!(st.model, "big");
         for r in 3..8 {
             assert!(track(&mut st, &a, RunStatus::Empty, None, 10, 0.0, r).is_none());
@@ -453,7 +487,7 @@ mod tests {
         track(&mut st, &a, RunStatus::Failed, None, 10, 0.0, 1).unwrap();
         assert!(track(&mut st, &a, RunStatus::Ok, None, 10, 0.0, 2).is_none());
         let back = track(&mut st, &a, RunStatus::Ok, None, 10, 0.0, 3).unwrap();
-        assert_eq!(back.1, "small");
+        assert_eq!(back.to, "small");
     }
 
     #[test]

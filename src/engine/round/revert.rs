@@ -1,12 +1,20 @@
 //! What a round does when its tests regress: find the agents whose changes broke them and
 //! take out only those (a bisection of the merge order, each extra test run logged), or revert
 //! the whole round; either way the rejected work is kept under `refs/orch/rejected/`.
+//!
+//! Three parts: the round's revert policy (`impl Round`: what is taken out, kept, logged);
+//! the git and test work of trying one set of changes (`Trees`: each candidate tree built on
+//! the base, in the main tree or a worktree under `<stateDir>/bisect/`, its tests run and
+//! logged as a `BisectRun`; `Ctx::test_at_once`: a wave of them on threads of their own); and
+//! between the two the search's decisions, which sets to try and what their outcomes mean,
+//! kept apart in `culprits` so that they are unit-tested without git.
 
 use std::collections::HashMap;
 
+use super::culprits::{Found, Outcome, Search};
 use super::*;
 use crate::mission::RevertStrategy;
-use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
+use crate::roundlog::{BisectRun, RevertInfo, Strategy, TreeTests};
 
 impl<'e> Round<'e, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
@@ -38,9 +46,9 @@ impl<'e> Round<'e, '_> {
         let merged = self.merged.clone();
         let mut runs = Vec::new();
         let searched = match early {
-            Some(e) => Some((e.search, e.found)),
+            Some(e) => Some((e.trees, e.found)),
             None if self.per_agent() => {
-                let mut s = new_search(env, base, &merged);
+                let mut s = Trees::new(env.git, base, &merged);
                 let found = self.ctx(true).find_culprits(&mut s);
                 Some((s, found))
             }
@@ -55,14 +63,19 @@ impl<'e> Round<'e, '_> {
                 remove_bisect_worktrees(env);
             }
             match found? {
-                Some(culprits) if culprits.len() < n => {
+                Found::Culprits(culprits) if culprits.len() < n => {
                     return self.take_out(&s, culprits, runs);
                 }
-                Some(_) => {
+                Found::Culprits(_) => {
                     self.note("per-agent revert: every agent's change broke the tests; the whole round is reverted")
                 }
-                None if process::interrupted() => return self.interrupted_search(&s, runs),
-                None => self.note(
+                // A search that could not settle is interrupted too when an interrupt came
+                // after it ended (one begun beside Phase B ends before the round reads it).
+                Found::Interrupted => return self.interrupted_search(&s, runs),
+                Found::Unsettled if process::interrupted() => {
+                    return self.interrupted_search(&s, runs)
+                }
+                Found::Unsettled => self.note(
                     "per-agent revert could not settle which changes broke the tests; the whole round is reverted",
                 ),
             }
@@ -71,7 +84,7 @@ impl<'e> Round<'e, '_> {
         self.revert(base, failure)?;
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
-            strategy: "round".into(),
+            strategy: Strategy::Round,
             culprits: code_agents.clone(),
             test_runs: runs,
             committed: None,
@@ -82,7 +95,7 @@ impl<'e> Round<'e, '_> {
     /// Puts the union of the searched changes back in the main tree, so that the ref the tree
     /// is then kept in holds all of them; should it no longer merge, each agent's change is
     /// kept under `refs/orch/rejected/round-N/AGENT` instead: those (agent, ref).
-    fn put_union_back(&self, s: &Search) -> Result<Vec<(String, String)>> {
+    fn put_union_back(&self, s: &Trees) -> Result<Vec<(String, String)>> {
         let env = self.env;
         let all: Vec<usize> = (0..s.merged.len()).collect();
         let mut kept = Vec::new();
@@ -103,7 +116,7 @@ impl<'e> Round<'e, '_> {
     /// it no longer merge, each agent's change is kept under `refs/orch/rejected/round-N/AGENT`
     /// instead, as a whole-round revert keeps it). Its extra runs stay in the log
     /// (`revert.strategy: "interrupted"`, no culprit).
-    fn interrupted_search(&mut self, s: &Search, runs: Vec<BisectRun>) -> Result<Vec<String>> {
+    fn interrupted_search(&mut self, s: &Trees, runs: Vec<BisectRun>) -> Result<Vec<String>> {
         self.note(&format!(
             "per-agent revert interrupted before it settled which changes broke the tests ({} extra test run{}); the round is interrupted",
             runs.len(),
@@ -114,7 +127,7 @@ impl<'e> Round<'e, '_> {
         }
         self.count_test_runs(&runs);
         self.log.revert = Some(RevertInfo {
-            strategy: "interrupted".into(),
+            strategy: Strategy::Interrupted,
             culprits: Vec::new(),
             test_runs: runs,
             committed: None,
@@ -147,7 +160,7 @@ impl<'e> Round<'e, '_> {
     /// each culprit's change kept under `refs/orch/rejected/round-N/AGENT`.
     fn take_out(
         &mut self,
-        s: &Search,
+        s: &Trees,
         mut culprits: Vec<usize>,
         runs: Vec<BisectRun>,
     ) -> Result<Vec<String>> {
@@ -209,7 +222,7 @@ impl<'e> Round<'e, '_> {
                 failed: r.failed,
             });
         self.log.revert = Some(RevertInfo {
-            strategy: "per-agent".into(),
+            strategy: Strategy::PerAgent,
             culprits: names.clone(),
             test_runs: runs,
             committed,
@@ -249,8 +262,8 @@ impl<'e> Round<'e, '_> {
 /// A search begun on the tests' thread as soon as the tests regressed, while the review agents
 /// still run beside them (only in worktrees), and what it found.
 pub(super) struct Early<'m> {
-    search: Search<'m>,
-    found: Result<Option<Vec<usize>>>,
+    trees: Trees<'m>,
+    found: Result<Found>,
 }
 
 impl<'a> Ctx<'a> {
@@ -269,7 +282,7 @@ impl<'a> Ctx<'a> {
         }
         self.env.events.emit(Event::TestsEnd {
             round: self.round,
-            status: tests.status.as_str().into(),
+            status: tests.status,
             elapsed_ms: tests.elapsed_ms,
             passed: tests.passed,
             failed: tests.failed,
@@ -277,20 +290,10 @@ impl<'a> Ctx<'a> {
             flaky: tests.flaky,
             without: Vec::new(),
         });
-        let mut search = new_search(self.env, base, merged);
-        let found = self.find_culprits(&mut search);
-        Some(Early { search, found })
+        let mut trees = Trees::new(self.env.git, base, merged);
+        let found = self.find_culprits(&mut trees);
+        Some(Early { trees, found })
     }
-}
-
-/// A search of the changes `merged` on `base`, with its budget: past 2·log2(n)+4 waves of
-/// extra test runs (one run each with one job), reverting the round is the better use of the
-/// night.
-fn new_search<'m>(env: &Env, base: &'m str, merged: &'m [(String, String)]) -> Search<'m> {
-    let n = merged.len();
-    let jobs = bisect_jobs(env).min(n);
-    let budget = 2 * (usize::BITS - n.leading_zeros()) as usize + 4;
-    Search::new(env.git, base, merged, jobs, budget)
 }
 
 /// How many candidate trees are tested at once: `bisectJobs`, else the run's slots (the
@@ -302,33 +305,17 @@ fn bisect_jobs(env: &Env) -> usize {
         .clamp(1, crate::mission::MAX_BISECT_JOBS)
 }
 
-/// One candidate's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Pass,
-    Fail,
-    /// The set does not merge cleanly without the changes left out.
-    NoMerge,
-}
-
 /// A candidate tree tested: its run for the round log, and whether it regressed.
 struct Candidate {
     regression: bool,
     run: BisectRun,
 }
 
-/// The per-agent revert's search: what is known, what it spent, and the trees built so far.
-struct Search<'m> {
+/// The candidate trees of the per-agent revert's search: the changes searched, the runs of
+/// their tests so far (for the round log), and the trees built so far.
+struct Trees<'m> {
     base: &'m str,
     merged: &'m [(String, String)],
-    jobs: usize,
-    /// The most waves the search may run.
-    budget: usize,
-    waves: usize,
-    /// An interrupt or the budget stopped it.
-    stopped: bool,
-    /// Each set tested (indexes into `merged`, in merge order) and its verdict.
-    memo: HashMap<Vec<usize>, Verdict>,
     runs: Vec<BisectRun>,
     /// The commit of each tree built so far (the base and the set's changes merged in order),
     /// from the round's own merges on: a set that begins with one is built from there, not
@@ -336,14 +323,9 @@ struct Search<'m> {
     built: Mutex<HashMap<Vec<usize>, String>>,
 }
 
-impl<'m> Search<'m> {
-    fn new(
-        git: &Git,
-        base: &'m str,
-        merged: &'m [(String, String)],
-        jobs: usize,
-        budget: usize,
-    ) -> Search<'m> {
+impl<'m> Trees<'m> {
+    /// The trees of the changes `merged` (merged in this order on `base`).
+    fn new(git: &Git, base: &'m str, merged: &'m [(String, String)]) -> Trees<'m> {
         let mut built = HashMap::new();
         built.insert(Vec::new(), base.to_string());
         // The round merged its changes in order on the base: HEAD's first-parent chain holds
@@ -372,14 +354,9 @@ impl<'m> Search<'m> {
                 }
             }
         }
-        Search {
+        Trees {
             base,
             merged,
-            jobs,
-            budget,
-            waves: 0,
-            stopped: false,
-            memo: HashMap::new(),
             runs: Vec::new(),
             built: Mutex::new(built),
         }
@@ -438,208 +415,67 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The indexes (into `merged`) of the changes that broke the tests, or `None` when the
-    /// search could not settle (a subset that does not merge, an interrupt, too many waves).
-    ///
-    /// With `bisectJobs` above 1 the candidate trees of a wave are tested at once, each in a
-    /// tree of its own (`wave`). First, group testing for changes that break the tests on
-    /// their own: the changes are cut into up to `bisectJobs` blocks of the merge order, each
-    /// block tested alone on the base; a failing block is cut again, a passing one is cleared,
-    /// until each failing block is one change; then the union of the others must pass. Any
-    /// other outcome (a failing block none of whose parts fails, a part that does not merge
-    /// alone, a union that still fails: changes that break the tests only together) hands
-    /// over to the bisection, which reuses every result known so far. With one job this is
-    /// exactly the serial bisection.
-    fn find_culprits(&self, s: &mut Search) -> Result<Option<Vec<usize>>> {
-        if s.jobs > 1 {
-            if let Some(c) = self.group_test(s)? {
-                return Ok(Some(c));
-            }
-            if s.stopped {
-                return Ok(None);
-            }
-        }
-        self.bisect(s)
+    /// Which changes of `trees` broke the tests (`culprits::Search::find` decides which sets to
+    /// try), each set tried here: up to `bisectJobs` at once, each in a tree of its own
+    /// (`test_at_once`).
+    fn find_culprits(&self, trees: &mut Trees) -> Result<Found> {
+        let mut search = Search::new(trees.merged.len(), bisect_jobs(self.env));
+        search.find(|sets| self.test_at_once(trees, sets))
     }
 
-    /// Group testing (see `find_culprits`): `Some(culprits)` when every culprit breaks the
-    /// tests on its own and the rest passes, else `None` (the bisection decides).
-    fn group_test(&self, s: &mut Search) -> Result<Option<Vec<usize>>> {
-        let n = s.merged.len();
-        // Blocks known to fail: the union, to begin with.
-        let mut suspects: Vec<Vec<usize>> = vec![(0..n).collect()];
-        let mut culprits = Vec::new();
-        while !suspects.is_empty() {
-            // Each failing block cut into parts, `jobs` parts in all when they fit.
-            let per = (s.jobs / suspects.len()).max(2);
-            let cut: Vec<Vec<Vec<usize>>> = suspects.iter().map(|b| split(b, per)).collect();
-            let mut wave: Vec<Vec<usize>> = cut.iter().flatten().cloned().collect();
-            wave.extend(speculative_checks(n, &culprits, &cut, s.jobs));
-            if !self.wave(s, &wave)? {
-                return Ok(None);
-            }
-            let mut next = Vec::new();
-            for parts in cut {
-                let mut any = false;
-                for part in parts {
-                    match s.memo[&part] {
-                        Verdict::NoMerge => return Ok(None),
-                        Verdict::Pass => {}
-                        Verdict::Fail => {
-                            any = true;
-                            if part.len() == 1 {
-                                culprits.push(part[0]);
-                            } else {
-                                next.push(part);
-                            }
-                        }
+    /// Tests the candidate sets `sets` (indexes into `merged`, in merge order) at once: the
+    /// first in the main tree (unless Phase B runs beside: then in a worktree too), the others
+    /// each in a worktree of its own under `<stateDir>/bisect/`, each built on the base and its
+    /// tests run on a thread of its own. Each run is logged in `trees.runs`. Every set is
+    /// `Cancelled` when an interrupt came before the wave or during it (its runs still logged).
+    fn test_at_once(&self, trees: &mut Trees, sets: &[Vec<usize>]) -> Result<Vec<Outcome>> {
+        if process::interrupted() {
+            return Ok(vec![Outcome::Cancelled; sets.len()]);
+        }
+        let first = trees.runs.len() + 1;
+        let ctx = self;
+        let results: Vec<Result<Option<Candidate>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = sets
+                .iter()
+                .enumerate()
+                .map(|(slot, set)| {
+                    let (s, ctx) = (&*trees, &ctx);
+                    std::thread::Builder::new()
+                        .name(format!("orch-bisect-{slot}"))
+                        .spawn_scoped(scope, move || ctx.candidate(s, slot, set, first + slot))
+                        .expect("spawning a bisection thread")
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a bisection thread panicked"))
+                .collect()
+        });
+        let mut outcomes = Vec::new();
+        for result in results {
+            outcomes.push(match result? {
+                Some(run) => {
+                    trees.runs.push(run.run);
+                    if run.regression {
+                        Outcome::Fail
+                    } else {
+                        Outcome::Pass
                     }
                 }
-                // The block fails but none of its parts does alone: an interaction.
-                if !any {
-                    return Ok(None);
-                }
-            }
-            suspects = next;
-        }
-        culprits.sort_unstable();
-        if culprits.len() == n {
-            // Every change breaks the tests alone: no tree but the base passes.
-            return Ok(Some(culprits));
-        }
-        let keep: Vec<usize> = (0..n).filter(|i| !culprits.contains(i)).collect();
-        if !self.wave(s, std::slice::from_ref(&keep))? {
-            return Ok(None);
-        }
-        Ok((s.memo[&keep] == Verdict::Pass).then_some(culprits))
-    }
-
-    /// The bisection of the merge order: the base passes and the union fails, so some
-    /// shortest failing prefix of the merges exists, and its last change is a culprit
-    /// (without it, the prefix passed). It is set aside and the search goes on past it until
-    /// the remaining union passes. Each wave tests up to `jobs` prefixes at once (one: the
-    /// halves); the check of the remaining union goes in the same wave as the next search's
-    /// first prefixes, which do not depend on it.
-    fn bisect(&self, s: &mut Search) -> Result<Option<Vec<usize>>> {
-        let mut remaining: Vec<usize> = (0..s.merged.len()).collect();
-        let mut culprits = Vec::new();
-        // `remaining[..good]` is known to pass; `remaining` as a whole is known to fail.
-        let mut good = 0;
-        loop {
-            let (mut lo, mut hi) = (good, remaining.len());
-            loop {
-                // What is known already narrows the search: the first failing prefix known,
-                // and the longest passing one below it.
-                for k in lo + 1..hi {
-                    match s.memo.get(&remaining[..k]) {
-                        Some(Verdict::Fail) => {
-                            hi = k;
-                            break;
-                        }
-                        Some(Verdict::Pass) => lo = k,
-                        Some(Verdict::NoMerge) => return Ok(None),
-                        None => {}
-                    }
-                }
-                if hi - lo <= 1 {
-                    break;
-                }
-                let wave: Vec<Vec<usize>> = probes(lo, hi, s.jobs)
-                    .into_iter()
-                    .map(|k| remaining[..k].to_vec())
-                    .collect();
-                if !self.wave(s, &wave)? {
-                    return Ok(None);
-                }
-            }
-            culprits.push(remaining.remove(hi - 1));
-            good = hi - 1;
-            if good == remaining.len() {
-                return Ok(Some(culprits));
-            }
-            let mut wave = vec![remaining.clone()];
-            wave.extend(
-                probes(good, remaining.len(), s.jobs - 1)
-                    .into_iter()
-                    .map(|k| remaining[..k].to_vec()),
-            );
-            if !self.wave(s, &wave)? {
-                return Ok(None);
-            }
-            match s.memo[&remaining] {
-                Verdict::Pass => return Ok(Some(culprits)),
-                Verdict::Fail => {}
-                Verdict::NoMerge => return Ok(None),
-            }
-        }
-    }
-
-    /// Tests the candidate sets `sets` (indexes into `merged`, in merge order) not known yet,
-    /// up to `jobs` at once: the first in the main tree (unless Phase B runs beside: then in a
-    /// worktree too), the others each in a worktree of its own under `<stateDir>/bisect/`, each built on the base and its tests run on a thread of
-    /// its own. Each run is logged in `s.runs`, its verdict kept in `s.memo`. False when the
-    /// search must stop (an interrupt, or the budget of waves spent).
-    fn wave(&self, s: &mut Search, sets: &[Vec<usize>]) -> Result<bool> {
-        let mut todo: Vec<&Vec<usize>> = Vec::new();
-        for set in sets {
-            if !s.memo.contains_key(set) && !todo.contains(&set) {
-                todo.push(set);
-            }
-        }
-        for chunk in todo.chunks(s.jobs) {
-            if process::interrupted() || s.waves >= s.budget {
-                s.stopped = true;
-                return Ok(false);
-            }
-            s.waves += 1;
-            let first = s.runs.len() + 1;
-            let ctx = self;
-            let results: Vec<Result<Option<Candidate>>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(slot, set)| {
-                        let (s, ctx) = (&*s, &ctx);
-                        std::thread::Builder::new()
-                            .name(format!("orch-bisect-{slot}"))
-                            .spawn_scoped(scope, move || ctx.candidate(s, slot, set, first + slot))
-                            .expect("spawning a bisection thread")
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a bisection thread panicked"))
-                    .collect()
+                None => Outcome::NoMerge,
             });
-            for (set, result) in chunk.iter().zip(results) {
-                match result? {
-                    Some(run) => {
-                        let verdict = if run.regression {
-                            Verdict::Fail
-                        } else {
-                            Verdict::Pass
-                        };
-                        s.memo.insert((*set).clone(), verdict);
-                        s.runs.push(run.run);
-                    }
-                    None => {
-                        s.memo.insert((*set).clone(), Verdict::NoMerge);
-                    }
-                }
-            }
-            if process::interrupted() {
-                s.stopped = true;
-                return Ok(false);
-            }
         }
-        Ok(true)
+        if process::interrupted() {
+            return Ok(vec![Outcome::Cancelled; sets.len()]);
+        }
+        Ok(outcomes)
     }
 
     /// One candidate tree: built in slot `slot`'s tree (the main tree for slot 0 when it may be
     /// used, else `<stateDir>/bisect/SLOT`) and tested; `None` when it does not merge.
     fn candidate(
         &self,
-        s: &Search,
+        s: &Trees,
         slot: usize,
         set: &[usize],
         run: usize,
@@ -699,7 +535,7 @@ impl Ctx<'_> {
         // Every testsStart has its testsEnd: the live view and scripts pair them.
         env.events.emit(Event::TestsEnd {
             round: self.round,
-            status: entry.status.as_str().into(),
+            status: entry.status,
             elapsed_ms: entry.elapsed_ms,
             passed: entry.passed,
             failed: entry.failed,
@@ -735,61 +571,6 @@ fn remove_bisect_worktrees(env: &Env) {
     let _ = std::fs::remove_dir(&dir);
 }
 
-/// When this wave decides every culprit (each part is one change) and slots are left: the
-/// union without the culprits for each outcome where exactly one part of each failing block
-/// fails, as far as they fit, so that the check of the union the search ends with is already
-/// known (one wave fewer; a guess that proves wrong is a run spent on a slot that was idle).
-fn speculative_checks(
-    n: usize,
-    culprits: &[usize],
-    cut: &[Vec<Vec<usize>>],
-    jobs: usize,
-) -> Vec<Vec<usize>> {
-    let parts: usize = cut.iter().map(Vec::len).sum();
-    let spare = jobs.saturating_sub(parts);
-    if spare == 0 || cut.iter().flatten().any(|p| p.len() != 1) {
-        return Vec::new();
-    }
-    let mut outcomes: Vec<Vec<usize>> = vec![culprits.to_vec()];
-    for block in cut {
-        outcomes = outcomes
-            .iter()
-            .flat_map(|o| block.iter().map(move |p| [o.as_slice(), p].concat()))
-            .collect();
-        if outcomes.len() > spare {
-            return Vec::new();
-        }
-    }
-    outcomes
-        .into_iter()
-        .map(|out| (0..n).filter(|i| !out.contains(i)).collect())
-        .collect()
-}
-
-/// `block` cut into at most `parts` runs of the merge order, as even as they come.
-fn split(block: &[usize], parts: usize) -> Vec<Vec<usize>> {
-    let parts = parts.clamp(1, block.len().max(1));
-    (0..parts)
-        .map(|i| block[block.len() * i / parts..block.len() * (i + 1) / parts].to_vec())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// Up to `m` prefix lengths strictly between `lo` and `hi`, spread evenly (`m` = 1: the
-/// middle, as a binary search takes it).
-fn probes(lo: usize, hi: usize, m: usize) -> Vec<usize> {
-    if hi <= lo + 1 || m == 0 {
-        return Vec::new();
-    }
-    if hi - lo - 1 <= m {
-        return (lo + 1..hi).collect();
-    }
-    let mut points: Vec<usize> = (1..=m).map(|i| lo + (hi - lo) * i / (m + 1)).collect();
-    points.dedup();
-    points.retain(|&k| k > lo && k < hi);
-    points
-}
-
 /// The time the extra runs took on the clock: the union of their spans (runs of one wave
 /// overlap; their sum would count the same seconds twice).
 fn wall_of(runs: &[BisectRun]) -> u64 {
@@ -816,43 +597,6 @@ fn wall_of(runs: &[BisectRun]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_probe_is_the_middle_and_more_spread_evenly() {
-        for (lo, hi) in [(0, 2), (0, 7), (3, 10), (2, 5)] {
-            assert_eq!(probes(lo, hi, 1), vec![(lo + hi) / 2]);
-        }
-        assert_eq!(probes(0, 7, 4), vec![1, 2, 4, 5]);
-        assert_eq!(probes(0, 4, 8), vec![1, 2, 3]);
-        assert!(probes(3, 4, 4).is_empty());
-        assert!(probes(0, 9, 0).is_empty());
-    }
-
-    #[test]
-    fn the_unions_guessed_are_one_per_outcome_when_they_fit() {
-        // One failing block of two among seven, a0 known already: two guesses.
-        let cut = vec![vec![vec![3], vec![4]]];
-        assert_eq!(
-            speculative_checks(7, &[0], &cut, 4),
-            vec![vec![1, 2, 4, 5, 6], vec![1, 2, 3, 5, 6]]
-        );
-        // Two blocks of two: four parts fill the four slots.
-        let two = vec![vec![vec![1], vec![2]], vec![vec![4], vec![5]]];
-        assert!(speculative_checks(7, &[], &two, 4).is_empty());
-        assert_eq!(speculative_checks(7, &[], &two, 8).len(), 4);
-        // A part of two changes: this wave does not decide the culprits.
-        assert!(speculative_checks(7, &[], &[vec![vec![1, 2], vec![3]]], 8).is_empty());
-    }
-
-    #[test]
-    fn blocks_cover_the_block_in_order() {
-        assert_eq!(
-            split(&[0, 1, 2, 3, 4, 5, 6], 4),
-            vec![vec![0], vec![1, 2], vec![3, 4], vec![5, 6]]
-        );
-        assert_eq!(split(&[3, 5], 4), vec![vec![3], vec![5]]);
-        assert_eq!(split(&[1, 2, 3], 2), vec![vec![1], vec![2, 3]]);
-    }
 
     #[test]
     fn the_wall_of_overlapping_runs_counts_each_second_once() {

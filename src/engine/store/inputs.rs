@@ -141,9 +141,16 @@ mod tests {
                         "models": ["s", "b"], "when": {"every": 2}, "owns": ["src/**"]},
                        {"name": "r", "phase": "review", "command": ["x"], "when": "tasks"}],
             "tests": {"command": "make test"}, "sims": {"post": {"command": ["sim", "{out}"]}}}"#;
-        let m = crate::mission::Mission::parse(text, Path::new("orch.json")).unwrap();
+        let m =
+            crate::mission::Mission::parse(text, Path::new("orch.json"), &crate::agents::Adapters)
+                .unwrap();
         let v = serde_json::to_value(&m).unwrap();
-        let back = crate::mission::Mission::parse(&v.to_string(), Path::new("orch.json")).unwrap();
+        let back = crate::mission::Mission::parse(
+            &v.to_string(),
+            Path::new("orch.json"),
+            &crate::agents::Adapters,
+        )
+        .unwrap();
         assert_eq!(serde_json::to_value(&back).unwrap(), v);
     }
 }

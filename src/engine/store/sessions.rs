@@ -1,6 +1,8 @@
 //! CLI sessions that carry over from run to run (`session: true`, issue 20): which session an
-//! agent's next run resumes or starts, when one is dropped and why, the new session's id, and
-//! the `{{changes}}` section a resumed run gets instead of its whole template.
+//! agent's next run resumes or starts, when one is dropped and why, and the new session's id.
+//! The `{{changes}}` section a resumed run gets instead of its whole template is a prompt
+//! section like the others (`prompt::changes`), and the session itself is a field of the
+//! tracking state (`state::AgentSession`): neither needs this module, which needs both.
 //!
 //! A session goes on only while what the agent remembers is still true: it is dropped (and the
 //! next run starts a new one with the full prompt) when the agent's change was taken out (a
@@ -12,28 +14,9 @@
 //! The adapter says how its CLI takes a session (`agents::with_session`); this module never
 //! builds an argv.
 
-use serde::{Deserialize, Serialize};
-
-use crate::agents::{self, CliKind};
-use crate::engine::git::Git;
-use crate::engine::store::state::{AgentState, State};
+use crate::agents;
+use crate::engine::store::state::{AgentSession, AgentState};
 use crate::mission::{Agent, Mission};
-
-/// The session an agent's next run resumes, kept in its tracking state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentSession {
-    pub id: String,
-    pub cli: CliKind,
-    /// The model it was started with: another model starts another session.
-    pub model: String,
-    /// The mission and template it was started under ([`mission_hash`]).
-    pub mission_hash: String,
-    /// Runs in this session so far.
-    pub runs: u32,
-    /// The round it started in.
-    pub started_round: u32,
-}
 
 /// The session of one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,8 +94,8 @@ pub fn plan(agent: &Agent, st: &AgentState, model: &str, hash: &str) -> Option<P
     let Some(s) = &st.session else {
         return Some(fresh(st.session_dropped.clone()));
     };
-    let why = if s.cli != agents::kind_of(agent) {
-        Some(format!("its CLI changed from {}", s.cli.as_str()))
+    let why = if s.cli != agents::for_agent(agent).name() {
+        Some(format!("its CLI changed from {}", s.cli))
     } else if s.model != model {
         Some(format!("its model changed from {:?} to {model:?}", s.model))
     } else if s.mission_hash != hash {
@@ -150,7 +133,7 @@ pub fn after_run(
     round: u32,
     kept: Result<(), String>,
 ) {
-    let kind = agents::kind_of(agent);
+    let cli = agents::for_agent(agent).name();
     match (kept, run_id(agent, plan, reported)) {
         (Ok(()), Some(id)) => {
             let id = id.as_str();
@@ -160,7 +143,7 @@ pub fn after_run(
             };
             st.session = Some(AgentSession {
                 id: id.to_string(),
-                cli: kind,
+                cli: cli.to_string(),
                 model: model.to_string(),
                 mission_hash: plan.mission_hash.clone(),
                 runs: plan.runs + 1,
@@ -179,8 +162,7 @@ pub fn after_run(
 /// The session id of a run: as the CLI reported it, else the one orch gave when the CLI takes
 /// it (a CLI that names its own, Codex, gives nothing to resume then).
 pub fn run_id(agent: &Agent, plan: &Plan, reported: Option<&str>) -> Option<String> {
-    let given = agents::kind_of(agent)
-        .adapter()
+    let given = agents::for_agent(agent)
         .session_args(&agents::Session {
             id: &plan.id,
             resume: plan.resume,
@@ -198,98 +180,6 @@ pub fn forget(st: &mut AgentState, why: String) {
     }
 }
 
-/// The most commits and files `{{changes}}` lists; the counts say how many there were.
-const MAX_LISTED: usize = 40;
-
-/// The `{{changes}}` section: what changed since the agent's last run (its outcome, the commits
-/// on the branch and the files they changed, the tests), then its task (`task`, the `{{task}}`
-/// text), and a line telling it to go on.
-pub fn changes(git: Option<&Git>, state: &State, agent: &str, round: u32, task: &str) -> String {
-    let st = state.agent(agent);
-    let mut out = String::new();
-    match (st.last_run_round, &st.last_base) {
-        (Some(last), Some(since)) => {
-            out.push_str(&format!(
-                "Round {round}. What changed since your last run (round {last}, which ended {}):\n",
-                st.last_status.map_or("-", |s| s.as_str())
-            ));
-            match git.map(|g| listed(g, since)) {
-                Some(Ok(text)) => out.push_str(&text),
-                Some(Err(e)) => out.push_str(&format!("(the history could not be read: {e})\n")),
-                None => out.push_str("(the history is read when the round runs)\n"),
-            }
-        }
-        _ => out.push_str(&format!(
-            "Round {round}. This is your first run: there is no earlier run to compare with.\n"
-        )),
-    }
-    out.push_str(&tests_line(state));
-    if !task.is_empty() {
-        out.push('\n');
-        out.push_str(task);
-        out.push('\n');
-    }
-    // A resumed session gets nothing else: say what to do with it.
-    out.push_str("\nGo on with your instructions from this session, on the tree as it is now.\n");
-    out
-}
-
-/// The commits from `since` to HEAD and the files they changed.
-fn listed(git: &Git, since: &str) -> crate::error::Result<String> {
-    let range = format!("{since}..HEAD");
-    let count: usize = git
-        .run(&["rev-list", "--count", &range])?
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    if count == 0 {
-        return Ok("No commits on the branch since then.\n".into());
-    }
-    let log = git.run(&[
-        "log",
-        "--format=%h %s",
-        &format!("--max-count={MAX_LISTED}"),
-        &range,
-    ])?;
-    let files = git.files_between(since, "HEAD")?;
-    let mut out = format!("Commits on the branch since then ({count}):\n");
-    for l in log.lines() {
-        out.push_str(&format!("- {l}\n"));
-    }
-    if count > MAX_LISTED {
-        out.push_str(&format!("- ... and {} more\n", count - MAX_LISTED));
-    }
-    out.push_str(&format!("Files they changed ({}):\n", files.len()));
-    for f in files.iter().take(MAX_LISTED) {
-        out.push_str(&format!("- {f}\n"));
-    }
-    if files.len() > MAX_LISTED {
-        out.push_str(&format!("- ... and {} more\n", files.len() - MAX_LISTED));
-    }
-    Ok(out)
-}
-
-/// The tests as last measured, and the end of the last failing run.
-fn tests_line(state: &State) -> String {
-    let mut out = match &state.test_baseline {
-        None => "Tests: not run yet.\n".to_string(),
-        Some(b) => format!(
-            "Tests at the branch's head: {}{}.\n",
-            if b.passed { "passed" } else { "failing" },
-            b.failed_count
-                .map(|n| format!(" ({n} failed)"))
-                .unwrap_or_default()
-        ),
-    };
-    if !state.last_test_failure.is_empty() {
-        out.push_str(&format!(
-            "The last failing test run ended with:\n{}\n",
-            crate::engine::prompt::trim(&state.last_test_failure, 4096)
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +188,7 @@ mod tests {
         let m = Mission::parse(
             &serde_json::json!({"name": "n", "agents": [json]}).to_string(),
             std::path::Path::new("orch.json"),
+            &crate::agents::Adapters,
         )
         .unwrap();
         m.agents[0].clone()

@@ -263,16 +263,40 @@ pub struct AgentState {
     pub unknown_cost_runs: u32,
     /// The last status the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff: Option<String>,
+    pub handoff: Option<crate::roundlog::Handoff>,
     /// The round's base commit when the agent last ran: `{{changes}}` tells what changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_base: Option<String>,
     /// The CLI session its next run resumes (`session: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<crate::engine::store::sessions::AgentSession>,
+    pub session: Option<AgentSession>,
     /// Why its last session was dropped, until the next run starts a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_dropped: Option<String>,
+}
+
+/// The session an agent's next run resumes, kept in its tracking state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSession {
+    pub id: String,
+    /// The name of its CLI's adapter.
+    #[serde(deserialize_with = "cli_name")]
+    pub cli: String,
+    /// The model it was started with: another model starts another session.
+    pub model: String,
+    /// The mission and template it was started under (`sessions::mission_hash`).
+    pub mission_hash: String,
+    /// Runs in this session so far.
+    pub runs: u32,
+    /// The round it started in.
+    pub started_round: u32,
+}
+
+/// A session's CLI in `state.json`: one of the adapters' names.
+fn cli_name<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    use crate::mission::CliCatalog;
+    crate::mission::cli_name(d, Some(crate::agents::Adapters.names()))
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -606,6 +630,26 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_names_its_cli_as_the_adapters_do() {
+        let json = |cli: &str| {
+            format!(
+                r#"{{"id":"x","cli":"{cli}","model":"m","missionHash":"h","runs":1,"startedRound":1}}"#
+            )
+        };
+        let s: AgentSession = serde_json::from_str(&json("codex")).unwrap();
+        assert_eq!(s.cli, "codex");
+        assert_eq!(serde_json::to_string(&s).unwrap(), json("codex"));
+        // An unknown name is refused as serde refused the enum the names once were.
+        let e = serde_json::from_str::<AgentSession>(&json("foo")).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "unknown variant `foo`, expected one of `claude`, `codex`, `gemini`, `aider`, `plain`"
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_whole_files_and_leaves_no_temporary() {

@@ -57,6 +57,7 @@ mod tests {
                   {"name":"api","paths":["src/api/**","proto/*.proto"],"command":"api"},
                   {"name":"lint","always":true,"command":"lint"}]}}"#,
             Path::new("m.json"),
+            &crate::agents::Adapters,
         )
         .unwrap();
         m.tests.unwrap()
