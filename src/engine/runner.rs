@@ -92,41 +92,8 @@ pub fn run_counted(
     lock: &Lock,
 ) -> Result<(i32, u32)> {
     let mission = ws.mission();
-    check_agents(mission, &opts.agents)?;
-    ws.git.exclude(&ws.layout.dir)?;
-    // A round needs a base to return to; say so before anything else (a fresh repository also
-    // looks dirty, which would be the wrong complaint).
-    ws.git.base()?;
-    check_writable(&ws.layout)?;
-    recover(ws, events)?;
-    for message in crate::engine::replay::tidy(ws)? {
-        warn(events, None, message);
-    }
-    if let Some(back) = userwork::recover(&ws.git, &ws.layout, events)? {
-        warn(events, None, back);
-    }
-    // Worktrees whose folders a crash or a cleanup removed would otherwise block re-adding.
-    ws.git.prune_worktrees()?;
-    let mut state = State::load(&ws.layout)?;
-    if !state.mission.is_empty() && state.mission != mission.name {
-        log::warn!(
-            "the state in {} belongs to mission {:?}, not {:?}; going on with it",
-            ws.layout.dir.display(),
-            state.mission,
-            mission.name
-        );
-    }
-    let mut queue = Queue::load(&ws.layout)?;
-    let rounds: Vec<u32> = match opts.only_round {
-        Some(n) => vec![n],
-        None => {
-            let last = match opts.more_rounds {
-                Some(n) => state.last_round.saturating_add(n),
-                None => mission.rounds,
-            };
-            (state.last_round.saturating_add(1)..=last).collect()
-        }
-    };
+    let (mut state, mut queue) = open_run(ws, opts, events)?;
+    let rounds = rounds_to_run(mission, &state, opts);
     if rounds.is_empty() {
         log::info!(
             "all {} rounds of mission {} are done; `orch run --rounds N` runs N more",
@@ -135,17 +102,7 @@ pub fn run_counted(
         );
         return Ok((EXIT_OK, 0));
     }
-    check_clean(&ws.git, opts.allow_dirty)?;
-    // A program that cannot start would fail every round, or read as a regression: refuse now.
-    preflight::check_programs(mission, &ws.loaded.file, &ws.git)?;
-    launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
-    // Before anything is spent: a config that asks for signed commits must be able to sign.
-    ws.git.check_signing()?;
-    // Worktrees get an empty folder for each submodule: each must be checkable out from the
-    // main tree's own checkout of it, else the mission is refused before anything is spent.
-    if mission.git.isolation == crate::mission::Isolation::Worktree {
-        crate::engine::git::nested::check_submodules(&ws.git)?;
-    }
+    check_before_spending(ws, opts)?;
     // `--allow-dirty`: the rounds run on the clean base; the user's work comes back when this
     // value is dropped, however the run ends.
     let _user_work = userwork::set_aside(&ws.git, &ws.layout, events, rounds[0], opts.allow_dirty)?;
@@ -175,18 +132,7 @@ pub fn run_counted(
         last_round: *rounds.last().unwrap_or(&rounds[0]),
         agents: mission.agents.len(),
     });
-    if ws.git.branch().is_none() {
-        let head = ws.git.base()?;
-        let message = format!(
-            "HEAD is detached at {}: orch's commits will be on no branch; to keep them, create \
-             one now or afterwards (git switch -c NAME)",
-            crate::engine::git::short(&head)
-        );
-        events.emit(Event::Warning {
-            round: None,
-            message,
-        });
-    }
+    warn_detached_head(ws, events)?;
     // The tests at the base (round 0 in the events), once a run has started; not when the run
     // is to stop before its first round (a spent budget): the tests can be the dearest thing a
     // night runs, and the stop comes first.
@@ -219,46 +165,8 @@ pub fn run_counted(
             .agents
             .iter()
             .any(|a| matches!(a.status, RunStatus::Failed | RunStatus::Timeout));
-        if outcome.interrupted {
-            code = stop(events, "interrupted by a signal".into(), EXIT_INTERRUPTED);
-            break;
-        }
-        if let Some(why) = outcome.cli_stop {
-            code = stop(events, why, EXIT_AGENT_CLI);
-            break;
-        }
-        if let Some(why) = outcome.limit_stop {
-            code = stop(events, why, EXIT_TEMPFAIL);
-            break;
-        }
-        if outcome.converged {
-            code = stop(
-                events,
-                "converged: sims.stopWhen passed".into(),
-                EXIT_FINISHED,
-            );
-            break;
-        }
-        if all_done(mission, &state) {
-            code = stop(
-                events,
-                "every agent reported all-done".into(),
-                EXIT_FINISHED,
-            );
-            break;
-        }
-        if outcome.breaker {
-            let why = outcome.log.stop_reason.clone().unwrap_or_default();
-            code = stop(events, why, EXIT_STOPPED);
-            break;
-        }
-        if outcome.budget_reached {
-            let why = outcome
-                .log
-                .stop_reason
-                .clone()
-                .unwrap_or_else(|| "budget reached".into());
-            code = stop(events, why, EXIT_STOPPED);
+        if let Some((why, exit)) = stop_after(mission, &state, &outcome, opts) {
+            code = stop(events, why, exit);
             break;
         }
         if opts.only_round.is_some()
@@ -268,19 +176,6 @@ pub fn run_counted(
             )
         {
             code = EXIT_ROUND_FAILED;
-        }
-        if let Some(limit) = mission.stop.after_empty_rounds {
-            if opts.only_round.is_none() && state.empty_rounds_in_a_row >= limit {
-                code = stop(
-                    events,
-                    format!(
-                        "{} rounds in a row committed nothing (stop.afterEmptyRounds {limit})",
-                        state.empty_rounds_in_a_row
-                    ),
-                    EXIT_STOPPED,
-                );
-                break;
-            }
         }
     }
     if code == EXIT_OK && opts.strict && agent_failed {
@@ -292,6 +187,134 @@ pub fn run_counted(
         total_cost_usd: state.total_cost_usd,
     });
     Ok((code, ran))
+}
+
+/// What a run starts from: the agents it names checked, the state folder usable, a dead
+/// predecessor's round (and replays) recovered, the user's work a killed run left aside put
+/// back, stale worktrees pruned; the tracking state and the task queue.
+fn open_run(ws: &Workspace, opts: &RunOptions, events: &Events) -> Result<(State, Queue)> {
+    let mission = ws.mission();
+    check_agents(mission, &opts.agents)?;
+    ws.git.exclude(&ws.layout.dir)?;
+    // A round needs a base to return to; say so before anything else (a fresh repository also
+    // looks dirty, which would be the wrong complaint).
+    ws.git.base()?;
+    check_writable(&ws.layout)?;
+    recover(ws, events)?;
+    for message in crate::engine::replay::tidy(ws)? {
+        warn(events, None, message);
+    }
+    if let Some(back) = userwork::recover(&ws.git, &ws.layout, events)? {
+        warn(events, None, back);
+    }
+    // Worktrees whose folders a crash or a cleanup removed would otherwise block re-adding.
+    ws.git.prune_worktrees()?;
+    let state = State::load(&ws.layout)?;
+    if !state.mission.is_empty() && state.mission != mission.name {
+        log::warn!(
+            "the state in {} belongs to mission {:?}, not {:?}; going on with it",
+            ws.layout.dir.display(),
+            state.mission,
+            mission.name
+        );
+    }
+    Ok((state, Queue::load(&ws.layout)?))
+}
+
+/// The rounds this run runs: `orch round N`'s one, else from the last one done to the
+/// mission's `rounds` (or `--rounds N` more).
+fn rounds_to_run(mission: &Mission, state: &State, opts: &RunOptions) -> Vec<u32> {
+    match opts.only_round {
+        Some(n) => vec![n],
+        None => {
+            let last = match opts.more_rounds {
+                Some(n) => state.last_round.saturating_add(n),
+                None => mission.rounds,
+            };
+            (state.last_round.saturating_add(1)..=last).collect()
+        }
+    }
+}
+
+/// What would fail every round is refused before anything is spent: a dirty tree, a program
+/// that cannot start (it would fail every round, or read as a regression), a launcher, a
+/// config that asks for signed commits and cannot sign, a submodule a worktree cannot check
+/// out from the main tree's own checkout of it.
+fn check_before_spending(ws: &Workspace, opts: &RunOptions) -> Result<()> {
+    let mission = ws.mission();
+    check_clean(&ws.git, opts.allow_dirty)?;
+    preflight::check_programs(mission, &ws.loaded.file, &ws.git)?;
+    launcher::check(mission, ws.git.root(), &ws.layout.dir)?;
+    ws.git.check_signing()?;
+    if mission.git.isolation == crate::mission::Isolation::Worktree {
+        crate::engine::git::nested::check_submodules(&ws.git)?;
+    }
+    Ok(())
+}
+
+/// A detached HEAD: orch's commits would be on no branch; said once, before the rounds.
+fn warn_detached_head(ws: &Workspace, events: &Events) -> Result<()> {
+    if ws.git.branch().is_none() {
+        let head = ws.git.base()?;
+        let message = format!(
+            "HEAD is detached at {}: orch's commits will be on no branch; to keep them, create \
+             one now or afterwards (git switch -c NAME)",
+            crate::engine::git::short(&head)
+        );
+        events.emit(Event::Warning {
+            round: None,
+            message,
+        });
+    }
+    Ok(())
+}
+
+/// Why the run stops after a round, with its exit status: an interrupt, an agent CLI that
+/// cannot work (bad key, untrusted folder), a provider limit longer than orch waits, the sims
+/// converged, every agent all-done, the circuit breaker, the budget, or too many empty rounds.
+fn stop_after(
+    mission: &Mission,
+    state: &State,
+    outcome: &round::Outcome,
+    opts: &RunOptions,
+) -> Option<(String, i32)> {
+    if outcome.interrupted {
+        return Some(("interrupted by a signal".into(), EXIT_INTERRUPTED));
+    }
+    if let Some(why) = &outcome.cli_stop {
+        return Some((why.clone(), EXIT_AGENT_CLI));
+    }
+    if let Some(why) = &outcome.limit_stop {
+        return Some((why.clone(), EXIT_TEMPFAIL));
+    }
+    if outcome.converged {
+        return Some(("converged: sims.stopWhen passed".into(), EXIT_FINISHED));
+    }
+    if all_done(mission, state) {
+        return Some(("every agent reported all-done".into(), EXIT_FINISHED));
+    }
+    if outcome.breaker {
+        let why = outcome.log.stop_reason.clone().unwrap_or_default();
+        return Some((why, EXIT_STOPPED));
+    }
+    if outcome.budget_reached {
+        let why = outcome
+            .log
+            .stop_reason
+            .clone()
+            .unwrap_or_else(|| "budget reached".into());
+        return Some((why, EXIT_STOPPED));
+    }
+    let limit = mission.stop.after_empty_rounds?;
+    (opts.only_round.is_none() && state.empty_rounds_in_a_row >= limit).then(|| {
+        (
+            format!(
+                "{} rounds in a row committed nothing (stop.afterEmptyRounds {limit})",
+                state.empty_rounds_in_a_row
+            ),
+            EXIT_STOPPED,
+        )
+    })
 }
 
 fn warn(events: &Events, round: Option<u32>, message: String) {

@@ -611,10 +611,22 @@ fn claude_is_capped_at_the_rest_of_its_budget() {
     let agent = Repo::agent(&log, "coder");
     assert_eq!(agent["status"], "failed", "{agent:#}");
     assert_eq!(agent["cause"], "overBudget", "{agent:#}");
-    assert_eq!(
-        agent["error"], "Reached maximum budget ($0.001)",
-        "{agent:#}"
-    );
+    // Claude Code stops on its cap either before or after it runs the turn's Write (seen both
+    // ways): a run that ended by itself after its edit has its change go to the tests all the
+    // same (`failedChanges: "test"`, the default), and its error says so after Claude's words.
+    if agent["changedFiles"] == 0 {
+        assert_eq!(
+            agent["error"], "Reached maximum budget ($0.001)",
+            "{agent:#}"
+        );
+    } else {
+        assert_eq!(
+            agent["error"],
+            "Reached maximum budget ($0.001); its change goes to the tests with the others (failedChanges: test)",
+            "{agent:#}"
+        );
+        assert_eq!(agent["changeTested"], true, "{agent:#}");
+    }
     let result: Value = s
         .agent_log("coder")
         .lines()

@@ -264,3 +264,314 @@ pub fn render_prompt(
         cache.unwrap_or(&mut scratch),
     ))
 }
+
+/// The round's plan as the round runs it: who runs (and why not), each agent's job (its
+/// prompt, model, timeout, task, worktree, session) and the inputs recorded for a replay.
+impl<'e> Round<'e, '_> {
+    /// Decides which agents take part and why the others do not.
+    pub(super) fn plan(&mut self) -> Vec<Planned<'e>> {
+        let env: &'e Env<'e> = self.env;
+        let mut active = Vec::new();
+        let recorded = env.replay.and_then(|r| r.recorded.as_ref());
+        if recorded.is_none() {
+            // Before the gates: the agent taking an over-budget agent's tasks sees them now.
+            let handed = hand_over_budget_tasks(env.mission, self.state, self.queue, self.round);
+            if !handed.is_empty() {
+                for line in &handed {
+                    self.note(line);
+                }
+                if let Err(e) = self.queue.save(env.layout) {
+                    log::warn!("cannot save the task queue: {e}");
+                }
+            }
+        }
+        for (index, agent) in env.mission.agents.iter().enumerate() {
+            let (decision, reason) = if let Some(rec) = recorded {
+                replayed_decision(rec, env.replay.map_or(&[], |r| &r.agents), &agent.name)
+            } else {
+                match gate(agent, self.round, self.queue, env.only, self.state) {
+                    Gate::Decided(true, why) => (Choice::Included, why),
+                    Gate::Decided(false, why) => (Choice::Skipped, why),
+                    Gate::Blocked(why) => (Choice::Blocked, why),
+                    Gate::OverBudget(why) => (Choice::OverBudget, why),
+                    Gate::Command(argv) => match self.when_command(agent, argv) {
+                        (true, why) => (Choice::Included, why),
+                        (false, why) => (Choice::Skipped, why),
+                    },
+                }
+            };
+            let included = decision == Choice::Included;
+            // Its tasks stay pending for as long as its budget is spent: the plan says which.
+            let tasks_waiting = if decision == Choice::OverBudget {
+                waiting_on_budget(agent, self.state, self.queue)
+            } else {
+                Vec::new()
+            };
+            let reason = match tasks_waiting.len() {
+                0 => reason,
+                n => format!(
+                    "{reason}; its pending task{} {} wait{} on its budget (raise budgetUsd, or set overBudgetTasksTo)",
+                    if n == 1 { "" } else { "s" },
+                    tasks_waiting.join(", "),
+                    if n == 1 { "s" } else { "" }
+                ),
+            };
+            self.log.decisions.push(Decision {
+                agent: agent.name.clone(),
+                decision,
+                tasks_waiting,
+                reason,
+                model: None,
+                escalated: false,
+                outcome: None,
+                elapsed_ms: None,
+                budget_usd: agent.budget_usd,
+                spent_usd: agent
+                    .budget_usd
+                    .map(|_| self.state.agent(&agent.name).cost_usd),
+            });
+            if included {
+                active.push(Planned { agent, index });
+            }
+        }
+        active
+    }
+
+    /// A `{"command": ...}` rule: the agent runs when its command exits 0 in the main tree.
+    pub(super) fn when_command(&self, agent: &Agent, argv: Vec<String>) -> (bool, String) {
+        let log = self
+            .env
+            .layout
+            .logs(self.round)
+            .join(format!("{}.when.log", agent.name));
+        let f = process::run(&Spec {
+            label: format!("when-command of {}", agent.name),
+            argv,
+            cwd: self.env.root().to_path_buf(),
+            env: vec![
+                ("ORCH_ROUND".into(), self.round.to_string()),
+                ("ORCH_AGENT".into(), agent.name.clone()),
+            ],
+            stdin: None,
+            stdout: log.clone(),
+            stderr: log,
+            timeout: Duration::from_secs(120),
+            grace: self.env.mission.grace(),
+            launched: false,
+            env_clear: false,
+        });
+        match f.ending {
+            Ending::Exited(0) => (true, "its when-command exited 0".into()),
+            other => (
+                false,
+                format!(
+                    "its when-command did not pass ({})",
+                    describe_ending(&other)
+                ),
+            ),
+        }
+    }
+
+    /// Builds the pool's jobs: picks tasks, renders prompts, sets timeouts, and orders them
+    /// (`queue_key`); tells the sinks the phase's queue.
+    pub(super) fn jobs<'p>(
+        &mut self,
+        planned: &[&Planned<'p>],
+        base: &str,
+    ) -> Result<Vec<Job<'p>>> {
+        let mut jobs = Vec::new();
+        for p in planned {
+            let agent = p.agent;
+            let mut plan = job_plan(agent, self.state, self.queue);
+            // A replay gives the agent what the round gave it: model, timeout, task, place.
+            // Its runs so far this round: a run again after a revert is its second job, with a
+            // prompt file of its own.
+            let nth = self
+                .inputs
+                .jobs
+                .iter()
+                .filter(|j| j.agent == agent.name)
+                .count();
+            let recorded = self
+                .env
+                .replay
+                .and_then(|r| r.recorded.as_ref())
+                .and_then(|r| r.job(&agent.name, nth));
+            if let Some(r) = recorded {
+                plan = JobPlan {
+                    model: r.model.clone(),
+                    task: r
+                        .task
+                        .as_ref()
+                        .map(|t| self.queue.get(&t.id).cloned().unwrap_or_else(|| t.clone())),
+                    timeout: Duration::from_millis(r.timeout_ms),
+                    adaptive: r.adaptive_timeout,
+                    priority: r.priority,
+                    expected_ms: r.expected_ms,
+                };
+            }
+            let task = plan.task;
+            let recorded_task = task.clone();
+            if let Some(t) = &task {
+                if let Some(q) = self.queue.get_mut(&t.id) {
+                    q.status = TaskStatus::Running;
+                    q.attempts += 1;
+                }
+            }
+            // A session is the live run's: a replay resumes none (it would add to the live
+            // conversation), so it starts none either.
+            let session = match agent.session && self.env.replay.is_none() {
+                true => {
+                    let template = prompt::load_template(self.env.mission_dir, agent)?;
+                    let hash = sessions::mission_hash(self.env.mission, &template);
+                    sessions::plan(agent, &self.state.agent(&agent.name), &plan.model, &hash)
+                }
+                false => None,
+            };
+            let resumed = session.as_ref().is_some_and(|s| s.resume);
+            let recorded_prompt = |r: &RecordedJob| match r.resumed {
+                true => Err(
+                    "it was a resumed session's short prompt, and a replay resumes no \
+                             session"
+                        .to_string(),
+                ),
+                false => self.recorded_prompt(r),
+            };
+            let (prompt_file, text) = match recorded.map(recorded_prompt) {
+                Some(Ok(done)) => done,
+                Some(Err(why)) => {
+                    self.note(&format!(
+                        "{}: the recorded prompt cannot be used ({why}); rendered from today's templates",
+                        agent.name
+                    ));
+                    self.write_prompt(agent, &plan.model, task.as_ref(), false, nth)?
+                }
+                None => {
+                    if self.env.replay.is_some_and(|r| r.recorded.is_some()) {
+                        // Included in the recorded plan but never started in the round (a
+                        // Phase B skipped after a revert): nothing recorded to give it.
+                        self.note(&format!(
+                            "{}: no job was recorded for it (it did not start in the round); planned and rendered now",
+                            agent.name
+                        ));
+                    }
+                    self.write_prompt(agent, &plan.model, task.as_ref(), resumed, nth)?
+                }
+            };
+            self.inputs.jobs.push(RecordedJob {
+                agent: agent.name.clone(),
+                phase: agent.phase,
+                model: plan.model.clone(),
+                timeout_ms: plan.timeout.as_millis() as u64,
+                adaptive_timeout: plan.adaptive,
+                task: recorded_task,
+                priority: plan.priority,
+                expected_ms: plan.expected_ms,
+                prompt: self.env.layout.relative(&prompt_file),
+                prompt_bytes: text.len() as u64,
+                prompt_hash: prompt_hash(text.as_bytes()),
+                resumed,
+            });
+            jobs.push(Job {
+                worktree: self.env.worktree_for(agent),
+                base: base.to_string(),
+                agent,
+                index: p.index,
+                model: plan.model,
+                priority: plan.priority,
+                task,
+                timeout: plan.timeout,
+                prompt_file,
+                expected_ms: plan.expected_ms,
+                cap_args: budget_left(agent, self.state)
+                    .and_then(|left| agents::cap_args(agent, left))
+                    .unwrap_or_default(),
+                session,
+                nth,
+            });
+        }
+        if !jobs.is_empty() {
+            self.queue.save(self.env.layout)?;
+            self.save_inputs();
+        }
+        jobs.sort_by_key(|j| queue_key(j.priority, j.expected_ms, j.index));
+        if let Some(first) = jobs.first() {
+            self.env.events.emit(Event::PhaseStart {
+                round: self.round,
+                phase: first.agent.phase,
+                queue: jobs.iter().map(|j| j.agent.name.clone()).collect(),
+                max_concurrency: self.env.max_concurrency,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Writes the agent's prompt file; returns its path and text.
+    pub(super) fn write_prompt(
+        &mut self,
+        agent: &Agent,
+        model: &str,
+        task: Option<&Task>,
+        resumed: bool,
+        nth: usize,
+    ) -> Result<(PathBuf, String)> {
+        let rendered = render_prompt(
+            self.env,
+            agent,
+            self.round,
+            model,
+            task,
+            self.state,
+            Some(&mut self.sections),
+            resumed,
+        )?;
+        for w in &rendered.warnings {
+            log::warn!("agent {}: {w}", agent.name);
+        }
+        for s in rendered.sections.iter().filter(|s| s.cut > 0) {
+            log::info!(
+                "agent {}: prompt section {} trimmed by {} bytes",
+                agent.name,
+                s.name,
+                s.cut
+            );
+        }
+        let text = rendered.text;
+        let path = self
+            .env
+            .layout
+            .prompts(self.round)
+            .join(format!("{}.md", run_stem(&agent.name, nth)));
+        std::fs::write(&path, &text).ctx(|| format!("writing prompt {}", path.display()))?;
+        Ok((path, text))
+    }
+
+    /// A replay: the prompt the round gave the agent, copied into the replay's prompts folder
+    /// when the recorded file still holds it; `Err(why)` when it does not.
+    pub(super) fn recorded_prompt(
+        &self,
+        job: &RecordedJob,
+    ) -> std::result::Result<(PathBuf, String), String> {
+        let from = self
+            .env
+            .replay
+            .map(|r| r.prompts_from.join(&job.prompt))
+            .unwrap_or_default();
+        let bytes = crate::engine::store::inputs::recorded_prompt(&from, job)?;
+        let path = self.env.layout.prompts(self.round).join(
+            Path::new(&job.prompt)
+                .file_name()
+                .map_or_else(|| format!("{}.md", job.agent).into(), |n| n.to_owned()),
+        );
+        std::fs::write(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok((path, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// A round whose inputs cannot be recorded still runs: the record serves a later replay,
+    /// not this round.
+    pub(super) fn save_inputs(&self) {
+        if let Err(e) = self.inputs.save(self.env.layout) {
+            log::warn!("round {}: cannot record its inputs: {e}", self.round);
+        }
+    }
+}
