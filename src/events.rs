@@ -483,6 +483,23 @@ pub fn log_text(level: log::Level, message: &std::fmt::Arguments) -> String {
 
 /// The one-line description of an event for people; `None` when the verbosity hides it.
 pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
+    match event {
+        Event::AgentEnd { .. } => describe_agent_end(event, v),
+        Event::AgentStart { .. }
+        | Event::Escalation { .. }
+        | Event::LimitWait { .. }
+        | Event::LimitResume { .. } => describe_agent(event, v),
+        Event::SimStart { .. }
+        | Event::SimEnd { .. }
+        | Event::TestsStart { .. }
+        | Event::TestsEnd { .. }
+        | Event::Revert { .. } => describe_checks(event, v),
+        _ => describe_run(event, v),
+    }
+}
+
+/// A run's and a round's own events: start, phase, commit, end, stop, warnings.
+fn describe_run(event: &Event, v: Verbosity) -> Option<String> {
     let normal = v >= Verbosity::Normal;
     let verbose = v >= Verbosity::Verbose;
     Some(match event {
@@ -524,6 +541,53 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             "round {round}: {phase} agents in pool order ({max_concurrency} at once): {}",
             queue.join(", ")
         ),
+        Event::Commit {
+            round,
+            commit,
+            what,
+        } if normal => format!("round {round}: committed {} ({what})", short(commit)),
+        Event::RoundEnd {
+            round,
+            status,
+            elapsed_ms,
+            cost_usd,
+            total_cost_usd,
+            nothing_landed,
+            ..
+        } if normal => format!(
+            "round {round}: {status}{} in {}, cost {} (total {})",
+            if *nothing_landed {
+                ", nothing landed (see the round log's notes)"
+            } else {
+                ""
+            },
+            units::duration_ms(*elapsed_ms),
+            units::usd(*cost_usd),
+            units::usd(*total_cost_usd)
+        ),
+        Event::Stop { reason, .. } => format!("orch: stopping: {reason}"),
+        Event::RunEnd {
+            rounds,
+            total_cost_usd,
+            ..
+        } if normal => format!(
+            "orch: {rounds} round{} run, total cost {}",
+            if *rounds == 1 { "" } else { "s" },
+            units::usd(*total_cost_usd)
+        ),
+        Event::Warning { round, message } => match round {
+            Some(r) => format!("round {r}: warning: {message}"),
+            None => format!("warning: {message}"),
+        },
+        _ => return None,
+    })
+}
+
+/// An agent's start, model change and waits on a provider's limit.
+fn describe_agent(event: &Event, v: Verbosity) -> Option<String> {
+    let normal = v >= Verbosity::Normal;
+    let verbose = v >= Verbosity::Verbose;
+    Some(match event {
         Event::AgentStart {
             round,
             agent,
@@ -541,6 +605,48 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
                 .map(|t| format!(" on task {t}"))
                 .unwrap_or_default()
         ),
+        Event::LimitWait {
+            round,
+            provider,
+            agents,
+            cause,
+            error,
+            until,
+            wait_ms,
+        } => format!(
+            "round {round}: waiting {} for {provider}'s limit ({}: {error}), until {until}; then {} run{} again",
+            units::duration_ms(*wait_ms),
+            cause.as_str(),
+            agents.join(", "),
+            if agents.len() == 1 { "s" } else { "" }
+        ),
+        Event::LimitResume {
+            round,
+            provider,
+            agents,
+            waited_ms,
+        } if normal => format!(
+            "round {round}: waited {} for {provider}; running {} again",
+            units::duration_ms(*waited_ms),
+            agents.join(", ")
+        ),
+        Event::Escalation {
+            round,
+            agent,
+            from,
+            to,
+            reason,
+        } if verbose => {
+            format!("round {round}: {agent} moves from model {from:?} to {to:?}: {reason}")
+        }
+        _ => return None,
+    })
+}
+
+/// An agent's end: set aside or failed after the tests, or its status, time, cost and cause.
+fn describe_agent_end(event: &Event, v: Verbosity) -> Option<String> {
+    let normal = v >= Verbosity::Normal;
+    Some(match event {
         Event::AgentEnd {
             round,
             agent,
@@ -603,31 +709,15 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
                 .map(|t| format!(", resets at {t}"))
                 .unwrap_or_default()
         ),
-        Event::LimitWait {
-            round,
-            provider,
-            agents,
-            cause,
-            error,
-            until,
-            wait_ms,
-        } => format!(
-            "round {round}: waiting {} for {provider}'s limit ({}: {error}), until {until}; then {} run{} again",
-            units::duration_ms(*wait_ms),
-            cause.as_str(),
-            agents.join(", "),
-            if agents.len() == 1 { "s" } else { "" }
-        ),
-        Event::LimitResume {
-            round,
-            provider,
-            agents,
-            waited_ms,
-        } if normal => format!(
-            "round {round}: waited {} for {provider}; running {} again",
-            units::duration_ms(*waited_ms),
-            agents.join(", ")
-        ),
+        _ => return None,
+    })
+}
+
+/// The sims, the test runs and the reverts that follow them.
+fn describe_checks(event: &Event, v: Verbosity) -> Option<String> {
+    let normal = v >= Verbosity::Normal;
+    let verbose = v >= Verbosity::Verbose;
+    Some(match event {
         Event::SimStart { round, sim } if verbose => format!("round {round}: {sim}-sim started"),
         Event::SimEnd {
             round,
@@ -691,53 +781,6 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
             kept_ref,
             reason,
         } => format!("round {round}: reverted ({reason}); the work is kept in {kept_ref}"),
-        Event::Commit {
-            round,
-            commit,
-            what,
-        } if normal => format!("round {round}: committed {} ({what})", short(commit)),
-        Event::Escalation {
-            round,
-            agent,
-            from,
-            to,
-            reason,
-        } if verbose => {
-            format!("round {round}: {agent} moves from model {from:?} to {to:?}: {reason}")
-        }
-        Event::RoundEnd {
-            round,
-            status,
-            elapsed_ms,
-            cost_usd,
-            total_cost_usd,
-            nothing_landed,
-            ..
-        } if normal => format!(
-            "round {round}: {status}{} in {}, cost {} (total {})",
-            if *nothing_landed {
-                ", nothing landed (see the round log's notes)"
-            } else {
-                ""
-            },
-            units::duration_ms(*elapsed_ms),
-            units::usd(*cost_usd),
-            units::usd(*total_cost_usd)
-        ),
-        Event::Stop { reason, .. } => format!("orch: stopping: {reason}"),
-        Event::RunEnd {
-            rounds,
-            total_cost_usd,
-            ..
-        } if normal => format!(
-            "orch: {rounds} round{} run, total cost {}",
-            if *rounds == 1 { "" } else { "s" },
-            units::usd(*total_cost_usd)
-        ),
-        Event::Warning { round, message } => match round {
-            Some(r) => format!("round {r}: warning: {message}"),
-            None => format!("warning: {message}"),
-        },
         _ => return None,
     })
 }

@@ -740,8 +740,40 @@ impl Mission {
         Ok(mission)
     }
 
-    /// Checks what the schema cannot express. Errors name the key path.
+    /// Checks what the schema cannot express. Errors name the key path; the checks run in the
+    /// order of the keys' sections below, so the first error reported stays the same.
     pub fn validate(&self, file: &Path, clis: &dyn CliCatalog) -> Result<()> {
+        self.check_top_level(file)?;
+        let mut seen = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            check_agent_identity(file, i, a, &mut seen)?;
+            self.check_agent_budget(file, i, a)?;
+            check_adaptive_timeout(file, i, a)?;
+            self.check_agent_schedule(file, i, a)?;
+            check_agent_session(file, clis, i, a)?;
+        }
+        self.check_sections(file)?;
+        self.check_sims(file)?;
+        self.check_tests(file)?;
+        self.check_tasks_git_hooks(file)?;
+        self.check_stop_limits_pricing(file)?;
+        self.check_bounds(file)?;
+        self.check_dependency_cycles(file)?;
+        check_inherit_env(file, "inheritEnv", self.inherit_env.as_ref())?;
+        for (i, a) in self.agents.iter().enumerate() {
+            check_inherit_env(
+                file,
+                &format!("agents[{i}].inheritEnv"),
+                a.inherit_env.as_ref(),
+            )?;
+            check_path_inherited(file, i, a, self.inherit_env.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The mission's own keys: name, agents present, concurrency, budget, grace, state folder,
+    /// launcher.
+    fn check_top_level(&self, file: &Path) -> Result<()> {
         let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
         if self.name.trim().is_empty() {
             return err("name".into(), "must not be empty".into());
@@ -768,155 +800,93 @@ impl Mission {
         if let Some(l) = &self.launcher {
             check_argv(file, "launcher", l, AGENT_PLACEHOLDERS)?;
         }
-        let mut seen = HashSet::new();
-        for (i, a) in self.agents.iter().enumerate() {
-            let at = |k: &str| format!("agents[{i}].{k}");
-            if !valid_agent_name(&a.name) {
+        Ok(())
+    }
+
+    /// An agent's money keys: `timeoutS`, `budgetUsd` and where its tasks go over budget.
+    fn check_agent_budget(&self, file: &Path, i: usize, a: &Agent) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+        let at = |k: &str| format!("agents[{i}].{k}");
+        check_seconds(file, &at("timeoutS"), a.timeout_s)?;
+        if let Some(b) = a.budget_usd {
+            if !(b.is_finite() && b > 0.0 && b <= 1e9) {
                 return err(
-                    at("name"),
+                    at("budgetUsd"),
                     format!(
-                        "{:?} is not a valid agent name: use lowercase letters, digits, `-` and `_`, \
-                         starting with a letter or digit (it becomes a file name)",
+                        "agent {}: must be a number of dollars above 0 and at most 1e9, not {b}",
                         a.name
                     ),
                 );
             }
-            if !seen.insert(a.name.as_str()) {
-                return err(at("name"), format!("agent {:?} is named twice", a.name));
-            }
-            check_command(file, &at("command"), &a.command, AGENT_PLACEHOLDERS)?;
-            if let Some(l) = &a.launcher {
-                check_argv(file, &at("launcher"), l, AGENT_PLACEHOLDERS)?;
-            }
-            if a.model.is_some() && !a.models.is_empty() {
-                return err(
-                    at("model"),
-                    "give either `model` or a `models` ladder, not both".into(),
-                );
-            }
-            if a.models.iter().any(|m| m.trim().is_empty()) {
-                return err(at("models"), "model names must not be empty".into());
-            }
-            if a.escalate_after == 0 {
-                return err(at("escalateAfter"), "must be at least 1".into());
-            }
-            if a.deescalate_after == Some(0) {
-                return err(at("deescalateAfter"), "must be at least 1".into());
-            }
-            check_seconds(file, &at("timeoutS"), a.timeout_s)?;
-            if let Some(b) = a.budget_usd {
-                if !(b.is_finite() && b > 0.0 && b <= 1e9) {
-                    return err(
-                        at("budgetUsd"),
-                        format!(
-                            "agent {}: must be a number of dollars above 0 and at most 1e9, not {b}",
-                            a.name
-                        ),
-                    );
-                }
-            }
-            if let Some(to) = &a.over_budget_tasks_to {
-                let why = if a.budget_usd.is_none() {
-                    Some(format!(
-                        "agent {:?} has no budgetUsd (set one, or remove this key)",
-                        a.name
-                    ))
-                } else if to == &a.name {
-                    Some("an agent cannot hand its tasks to itself".to_string())
-                } else if self.agent(to).is_none() {
-                    Some(format!("no agent named {to:?} in this mission"))
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return err(at("overBudgetTasksTo"), why);
-                }
-            }
-            if let Some(t) = &a.adaptive_timeout {
-                if !(t.factor.is_finite() && t.factor > 0.0) {
-                    return err(at("adaptiveTimeout.factor"), "must be positive".into());
-                }
-                check_seconds(file, &at("adaptiveTimeout.minS"), t.min_s)?;
-                check_seconds(file, &at("adaptiveTimeout.maxS"), t.max_s)?;
-                if t.min_s > t.max_s {
-                    return err(
-                        at("adaptiveTimeout"),
-                        format!("minS ({}) is above maxS ({})", t.min_s, t.max_s),
-                    );
-                }
-                if t.min_samples == 0 {
-                    return err(
-                        at("adaptiveTimeout.minSamples"),
-                        "must be at least 1".into(),
-                    );
-                }
-            }
-            if !(1..=3).contains(&a.priority) {
-                return err(
-                    at("priority"),
-                    format!("must be 1, 2 or 3 (1 runs first), not {}", a.priority),
-                );
-            }
-            match &a.when {
-                When::Every { every: 0 } => {
-                    return err(at("when.every"), "must be at least 1".into())
-                }
-                When::Command { command } => {
-                    check_command(file, &at("when.command"), command, &["round", "agent"])?
-                }
-                _ => {}
-            }
-            for (j, d) in a.depends_on.iter().enumerate() {
-                if d == &a.name {
-                    return err(
-                        at(&format!("dependsOn[{j}]")),
-                        "an agent cannot depend on itself".into(),
-                    );
-                }
-                if self.agent(d).is_none() {
-                    return err(
-                        at(&format!("dependsOn[{j}]")),
-                        format!("no agent named {d:?} in this mission"),
-                    );
-                }
-            }
-            for (j, p) in a.owns.iter().enumerate() {
-                if let Err(m) = crate::glob::validate(p) {
-                    return err(at(&format!("owns[{j}]")), m);
-                }
-            }
-            for k in a.env.keys() {
-                if k.is_empty() || k.contains('=') || k.contains('\0') {
-                    return err(at("env"), format!("{k:?} is not a valid variable name"));
-                }
-            }
-            if a.session {
-                if let Err(why) = clis.session_support(a) {
-                    return err(
-                        at("session"),
-                        format!("agent {:?} cannot keep a session: {why}", a.name),
-                    );
-                }
-            }
-            match a.session_max_rounds {
-                Some(_) if !a.session => {
-                    return err(
-                        at("sessionMaxRounds"),
-                        format!(
-                            "agent {:?} has no session (set `session: true`, or remove this key)",
-                            a.name
-                        ),
-                    )
-                }
-                Some(n) if !(1..=MAX_SESSION_ROUNDS).contains(&n) => {
-                    return err(
-                        at("sessionMaxRounds"),
-                        format!("must be 1 to {MAX_SESSION_ROUNDS}, not {n}"),
-                    )
-                }
-                _ => {}
+        }
+        if let Some(to) = &a.over_budget_tasks_to {
+            let why = if a.budget_usd.is_none() {
+                Some(format!(
+                    "agent {:?} has no budgetUsd (set one, or remove this key)",
+                    a.name
+                ))
+            } else if to == &a.name {
+                Some("an agent cannot hand its tasks to itself".to_string())
+            } else if self.agent(to).is_none() {
+                Some(format!("no agent named {to:?} in this mission"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return err(at("overBudgetTasksTo"), why);
             }
         }
+        Ok(())
+    }
+
+    /// When and after whom an agent runs, and what it owns: `priority`, `when`, `dependsOn`,
+    /// `owns`, `env`.
+    fn check_agent_schedule(&self, file: &Path, i: usize, a: &Agent) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+        let at = |k: &str| format!("agents[{i}].{k}");
+        if !(1..=3).contains(&a.priority) {
+            return err(
+                at("priority"),
+                format!("must be 1, 2 or 3 (1 runs first), not {}", a.priority),
+            );
+        }
+        match &a.when {
+            When::Every { every: 0 } => return err(at("when.every"), "must be at least 1".into()),
+            When::Command { command } => {
+                check_command(file, &at("when.command"), command, &["round", "agent"])?
+            }
+            _ => {}
+        }
+        for (j, d) in a.depends_on.iter().enumerate() {
+            if d == &a.name {
+                return err(
+                    at(&format!("dependsOn[{j}]")),
+                    "an agent cannot depend on itself".into(),
+                );
+            }
+            if self.agent(d).is_none() {
+                return err(
+                    at(&format!("dependsOn[{j}]")),
+                    format!("no agent named {d:?} in this mission"),
+                );
+            }
+        }
+        for (j, p) in a.owns.iter().enumerate() {
+            if let Err(m) = crate::glob::validate(p) {
+                return err(at(&format!("owns[{j}]")), m);
+            }
+        }
+        for k in a.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return err(at("env"), format!("{k:?} is not a valid variable name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `maxPromptBytes` and the mission's own prompt `sections`.
+    fn check_sections(&self, file: &Path) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
         if self.max_prompt_bytes < 1024 {
             return err("maxPromptBytes".into(), "must be at least 1024".into());
         }
@@ -943,55 +913,74 @@ impl Mission {
                 return err(at(".maxBytes"), "must be at least 1".into());
             }
         }
-        if let Some(s) = &self.sims {
-            check_relative(file, "sims.publishTo", &s.publish_to)?;
-            for (k, sim) in [("pre", &s.pre), ("post", &s.post)] {
-                if let Some(sim) = sim {
-                    check_command(
-                        file,
-                        &format!("sims.{k}.command"),
-                        &sim.command,
-                        SIM_PLACEHOLDERS,
-                    )?;
-                    check_seconds(file, &format!("sims.{k}.timeoutS"), sim.timeout_s)?;
-                    if let Some(l) = &sim.launcher {
-                        check_argv(file, &format!("sims.{k}.launcher"), l, SIM_PLACEHOLDERS)?;
-                    }
+        Ok(())
+    }
+
+    /// The `sims` block: where sims publish, and each sim's command, timeout and launcher.
+    fn check_sims(&self, file: &Path) -> Result<()> {
+        let Some(s) = &self.sims else {
+            return Ok(());
+        };
+        check_relative(file, "sims.publishTo", &s.publish_to)?;
+        for (k, sim) in [("pre", &s.pre), ("post", &s.post)] {
+            if let Some(sim) = sim {
+                check_command(
+                    file,
+                    &format!("sims.{k}.command"),
+                    &sim.command,
+                    SIM_PLACEHOLDERS,
+                )?;
+                check_seconds(file, &format!("sims.{k}.timeoutS"), sim.timeout_s)?;
+                if let Some(l) = &sim.launcher {
+                    check_argv(file, &format!("sims.{k}.launcher"), l, SIM_PLACEHOLDERS)?;
                 }
             }
         }
-        if let Some(t) = &self.tests {
-            check_command(file, "tests.command", &t.command, &["round"])?;
-            check_seconds(file, "tests.timeoutS", t.timeout_s)?;
-            let mut names = HashSet::new();
-            for (i, suite) in t.suites.iter().enumerate() {
-                let at = |k: &str| format!("tests.suites[{i}].{k}");
-                if !valid_agent_name(&suite.name) {
-                    return err(
-                        at("name"),
-                        format!(
-                            "{:?} is not a valid suite name (lowercase letters, digits, `-`, `_`)",
-                            suite.name
-                        ),
-                    );
-                }
-                if !names.insert(suite.name.as_str()) {
-                    return err(at("name"), format!("suite {:?} is named twice", suite.name));
-                }
-                check_command(file, &at("command"), &suite.command, &["round"])?;
-                if suite.paths.is_empty() && !suite.always {
-                    return err(
-                        at("paths"),
-                        "a suite needs `paths` globs, or `always: true`".into(),
-                    );
-                }
-                for (j, p) in suite.paths.iter().enumerate() {
-                    if let Err(m) = crate::glob::validate(p) {
-                        return err(at(&format!("paths[{j}]")), m);
-                    }
+        Ok(())
+    }
+
+    /// The `tests` block: its command, timeout and named suites.
+    fn check_tests(&self, file: &Path) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+        let Some(t) = &self.tests else {
+            return Ok(());
+        };
+        check_command(file, "tests.command", &t.command, &["round"])?;
+        check_seconds(file, "tests.timeoutS", t.timeout_s)?;
+        let mut names = HashSet::new();
+        for (i, suite) in t.suites.iter().enumerate() {
+            let at = |k: &str| format!("tests.suites[{i}].{k}");
+            if !valid_agent_name(&suite.name) {
+                return err(
+                    at("name"),
+                    format!(
+                        "{:?} is not a valid suite name (lowercase letters, digits, `-`, `_`)",
+                        suite.name
+                    ),
+                );
+            }
+            if !names.insert(suite.name.as_str()) {
+                return err(at("name"), format!("suite {:?} is named twice", suite.name));
+            }
+            check_command(file, &at("command"), &suite.command, &["round"])?;
+            if suite.paths.is_empty() && !suite.always {
+                return err(
+                    at("paths"),
+                    "a suite needs `paths` globs, or `always: true`".into(),
+                );
+            }
+            for (j, p) in suite.paths.iter().enumerate() {
+                if let Err(m) = crate::glob::validate(p) {
+                    return err(at(&format!("paths[{j}]")), m);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The `tasks`, `git.branch` and `hooks` blocks.
+    fn check_tasks_git_hooks(&self, file: &Path) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
         if let Some(t) = &self.tasks {
             if t.split_after == 0 {
                 return err("tasks.splitAfter".into(), "must be at least 1".into());
@@ -1023,6 +1012,12 @@ impl Mission {
             }
             check_seconds(file, "hooks.timeoutS", h.timeout_s)?;
         }
+        Ok(())
+    }
+
+    /// The `stop` rules, `sims.stopWhen`, the `limits` waits and the `pricing` table.
+    fn check_stop_limits_pricing(&self, file: &Path) -> Result<()> {
+        let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
         if self.stop.after_test_failures == 0 {
             return err("stop.afterTestFailures".into(), "must be at least 1".into());
         }
@@ -1056,17 +1051,6 @@ impl Mission {
                     );
                 }
             }
-        }
-        self.check_bounds(file)?;
-        self.check_dependency_cycles(file)?;
-        check_inherit_env(file, "inheritEnv", self.inherit_env.as_ref())?;
-        for (i, a) in self.agents.iter().enumerate() {
-            check_inherit_env(
-                file,
-                &format!("agents[{i}].inheritEnv"),
-                a.inherit_env.as_ref(),
-            )?;
-            check_path_inherited(file, i, a, self.inherit_env.as_ref())?;
         }
         Ok(())
     }
@@ -1104,24 +1088,21 @@ pub const MAX_FACTOR: f64 = 1000.0;
 pub const MAX_COUNT: u32 = 10_000;
 
 impl Mission {
+    /// Every number in the mission within its range (see the constants above).
     fn check_bounds(&self, file: &Path) -> Result<()> {
-        let out_of = |at: String, range: String, v: String| {
-            Err(Error::mission(
-                file,
-                at,
-                format!("must be {range}, not {v}"),
-            ))
-        };
-        let count = |at: String, v: u32, min: u32, max: u32| -> Result<()> {
-            if (min..=max).contains(&v) {
-                Ok(())
-            } else {
-                out_of(at, format!("from {min} to {max}"), v.to_string())
-            }
-        };
-        count("rounds".into(), self.rounds, 1, MAX_ROUNDS)?;
+        self.check_run_bounds(file)?;
+        for (i, a) in self.agents.iter().enumerate() {
+            check_agent_bounds(file, i, a)?;
+        }
+        self.check_stop_money_bounds(file)
+    }
+
+    /// The run's own numbers: rounds, concurrency, bisect jobs, grace, prompt sizes.
+    fn check_run_bounds(&self, file: &Path) -> Result<()> {
+        count(file, "rounds".into(), self.rounds, 1, MAX_ROUNDS)?;
         if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {
             return out_of(
+                file,
                 "maxConcurrency".into(),
                 format!("from 1 to {MAX_CONCURRENCY}"),
                 self.max_concurrency.to_string(),
@@ -1130,6 +1111,7 @@ impl Mission {
         if let Some(j) = self.bisect_jobs {
             if !(1..=MAX_BISECT_JOBS).contains(&j) {
                 return out_of(
+                    file,
                     "bisectJobs".into(),
                     format!("from 1 to {MAX_BISECT_JOBS}"),
                     j.to_string(),
@@ -1138,6 +1120,7 @@ impl Mission {
         }
         if !(self.kill_grace_s.is_finite() && (0.0..=MAX_GRACE_S).contains(&self.kill_grace_s)) {
             return out_of(
+                file,
                 "killGraceS".into(),
                 format!("a number of seconds from 0 to {MAX_GRACE_S}"),
                 self.kill_grace_s.to_string(),
@@ -1145,6 +1128,7 @@ impl Mission {
         }
         if !(1024..=MAX_PROMPT_BYTES).contains(&self.max_prompt_bytes) {
             return out_of(
+                file,
                 "maxPromptBytes".into(),
                 format!("from 1024 to {MAX_PROMPT_BYTES}"),
                 self.max_prompt_bytes.to_string(),
@@ -1154,6 +1138,7 @@ impl Mission {
             if let Some(b) = sec.max_bytes {
                 if !(1..=MAX_PROMPT_BYTES).contains(&b) {
                     return out_of(
+                        file,
                         format!("sections.{name}.maxBytes"),
                         format!("from 1 to {MAX_PROMPT_BYTES}"),
                         b.to_string(),
@@ -1161,50 +1146,32 @@ impl Mission {
                 }
             }
         }
-        for (i, a) in self.agents.iter().enumerate() {
-            let at = |k: &str| format!("agents[{i}].{k}");
-            count(at("escalateAfter"), a.escalate_after, 1, MAX_COUNT)?;
-            if let Some(d) = a.deescalate_after {
-                count(at("deescalateAfter"), d, 1, MAX_COUNT)?;
-            }
-            if let When::Every { every } = a.when {
-                count(at("when.every"), every, 1, MAX_ROUNDS)?;
-            }
-            if let Some(t) = &a.adaptive_timeout {
-                if !(t.factor.is_finite() && t.factor > 0.0 && t.factor <= MAX_FACTOR) {
-                    return out_of(
-                        at("adaptiveTimeout.factor"),
-                        format!("above 0 and at most {MAX_FACTOR}"),
-                        t.factor.to_string(),
-                    );
-                }
-                if !(1..=MAX_COUNT as usize).contains(&t.min_samples) {
-                    return out_of(
-                        at("adaptiveTimeout.minSamples"),
-                        format!("from 1 to {MAX_COUNT}"),
-                        t.min_samples.to_string(),
-                    );
-                }
-            }
-        }
+        Ok(())
+    }
+
+    /// The counters after the agents: test retries, task splitting, the stop rules, and the
+    /// dollar figures (budget, pricing).
+    fn check_stop_money_bounds(&self, file: &Path) -> Result<()> {
         if let Some(t) = &self.tests {
-            count("tests.retries".into(), t.retries, 0, MAX_RETRIES)?;
+            count(file, "tests.retries".into(), t.retries, 0, MAX_RETRIES)?;
         }
         if let Some(t) = &self.tasks {
-            count("tasks.splitAfter".into(), t.split_after, 1, MAX_COUNT)?;
+            count(file, "tasks.splitAfter".into(), t.split_after, 1, MAX_COUNT)?;
         }
         count(
+            file,
             "stop.afterTestFailures".into(),
             self.stop.after_test_failures,
             1,
             MAX_COUNT,
         )?;
         if let Some(n) = self.stop.after_empty_rounds {
-            count("stop.afterEmptyRounds".into(), n, 1, MAX_ROUNDS)?;
+            count(file, "stop.afterEmptyRounds".into(), n, 1, MAX_ROUNDS)?;
         }
         if let Some(b) = self.budget_usd {
             if !(b.is_finite() && (0.0..=1e9).contains(&b)) {
                 return out_of(
+                    file,
                     "budgetUsd".into(),
                     "a number of dollars from 0 to 1e9".into(),
                     b.to_string(),
@@ -1218,6 +1185,7 @@ impl Mission {
             ] {
                 if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
                     return out_of(
+                        file,
                         format!("pricing.{model}.{k}"),
                         "a number of dollars from 0 to 1e6".into(),
                         v.to_string(),
@@ -1282,6 +1250,155 @@ impl Mission {
         }
         Ok(())
     }
+}
+
+/// Who agent `i` is and what it runs: a valid, unique name (`seen` holds the names before it),
+/// its command and launcher, its model or model ladder and when the ladder moves.
+fn check_agent_identity<'m>(
+    file: &Path,
+    i: usize,
+    a: &'m Agent,
+    seen: &mut HashSet<&'m str>,
+) -> Result<()> {
+    let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+    let at = |k: &str| format!("agents[{i}].{k}");
+    if !valid_agent_name(&a.name) {
+        return err(
+            at("name"),
+            format!(
+                "{:?} is not a valid agent name: use lowercase letters, digits, `-` and `_`, \
+                 starting with a letter or digit (it becomes a file name)",
+                a.name
+            ),
+        );
+    }
+    if !seen.insert(a.name.as_str()) {
+        return err(at("name"), format!("agent {:?} is named twice", a.name));
+    }
+    check_command(file, &at("command"), &a.command, AGENT_PLACEHOLDERS)?;
+    if let Some(l) = &a.launcher {
+        check_argv(file, &at("launcher"), l, AGENT_PLACEHOLDERS)?;
+    }
+    if a.model.is_some() && !a.models.is_empty() {
+        return err(
+            at("model"),
+            "give either `model` or a `models` ladder, not both".into(),
+        );
+    }
+    if a.models.iter().any(|m| m.trim().is_empty()) {
+        return err(at("models"), "model names must not be empty".into());
+    }
+    if a.escalate_after == 0 {
+        return err(at("escalateAfter"), "must be at least 1".into());
+    }
+    if a.deescalate_after == Some(0) {
+        return err(at("deescalateAfter"), "must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Agent `i`'s `adaptiveTimeout`: a positive factor, a sane range of seconds, samples.
+fn check_adaptive_timeout(file: &Path, i: usize, a: &Agent) -> Result<()> {
+    let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+    let at = |k: &str| format!("agents[{i}].{k}");
+    let Some(t) = &a.adaptive_timeout else {
+        return Ok(());
+    };
+    if !(t.factor.is_finite() && t.factor > 0.0) {
+        return err(at("adaptiveTimeout.factor"), "must be positive".into());
+    }
+    check_seconds(file, &at("adaptiveTimeout.minS"), t.min_s)?;
+    check_seconds(file, &at("adaptiveTimeout.maxS"), t.max_s)?;
+    if t.min_s > t.max_s {
+        return err(
+            at("adaptiveTimeout"),
+            format!("minS ({}) is above maxS ({})", t.min_s, t.max_s),
+        );
+    }
+    if t.min_samples == 0 {
+        return err(
+            at("adaptiveTimeout.minSamples"),
+            "must be at least 1".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Agent `i`'s `session` (its CLI must be able to resume one) and `sessionMaxRounds`.
+fn check_agent_session(file: &Path, clis: &dyn CliCatalog, i: usize, a: &Agent) -> Result<()> {
+    let err = |path: String, msg: String| Err(Error::mission(file, path, msg));
+    let at = |k: &str| format!("agents[{i}].{k}");
+    if a.session {
+        if let Err(why) = clis.session_support(a) {
+            return err(
+                at("session"),
+                format!("agent {:?} cannot keep a session: {why}", a.name),
+            );
+        }
+    }
+    match a.session_max_rounds {
+        Some(_) if !a.session => err(
+            at("sessionMaxRounds"),
+            format!(
+                "agent {:?} has no session (set `session: true`, or remove this key)",
+                a.name
+            ),
+        ),
+        Some(n) if !(1..=MAX_SESSION_ROUNDS).contains(&n) => err(
+            at("sessionMaxRounds"),
+            format!("must be 1 to {MAX_SESSION_ROUNDS}, not {n}"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The error for a number out of its range: "must be RANGE, not V" at key `at`.
+fn out_of(file: &Path, at: String, range: String, v: String) -> Result<()> {
+    Err(Error::mission(
+        file,
+        at,
+        format!("must be {range}, not {v}"),
+    ))
+}
+
+/// A counter at key `at` within `min..=max`.
+fn count(file: &Path, at: String, v: u32, min: u32, max: u32) -> Result<()> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        out_of(file, at, format!("from {min} to {max}"), v.to_string())
+    }
+}
+
+/// Agent `i`'s numbers: its ladder counters, `when.every`, its adaptive timeout.
+fn check_agent_bounds(file: &Path, i: usize, a: &Agent) -> Result<()> {
+    let at = |k: &str| format!("agents[{i}].{k}");
+    count(file, at("escalateAfter"), a.escalate_after, 1, MAX_COUNT)?;
+    if let Some(d) = a.deescalate_after {
+        count(file, at("deescalateAfter"), d, 1, MAX_COUNT)?;
+    }
+    if let When::Every { every } = a.when {
+        count(file, at("when.every"), every, 1, MAX_ROUNDS)?;
+    }
+    if let Some(t) = &a.adaptive_timeout {
+        if !(t.factor.is_finite() && t.factor > 0.0 && t.factor <= MAX_FACTOR) {
+            return out_of(
+                file,
+                at("adaptiveTimeout.factor"),
+                format!("above 0 and at most {MAX_FACTOR}"),
+                t.factor.to_string(),
+            );
+        }
+        if !(1..=MAX_COUNT as usize).contains(&t.min_samples) {
+            return out_of(
+                file,
+                at("adaptiveTimeout.minSamples"),
+                format!("from 1 to {MAX_COUNT}"),
+                t.min_samples.to_string(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The repository root itself (`.`, `./`, `""`) cannot be the state folder: orch would write its

@@ -15,6 +15,7 @@ use crate::engine::store::state::{Journal, State};
 use crate::engine::store::tasks::Queue;
 use crate::error::Result;
 use crate::events::Events;
+use crate::mission::{Agent, Mission};
 use crate::roundlog::Phase;
 use crate::units;
 
@@ -77,27 +78,7 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
     let state = State::load(&ws.layout)?;
     let mut queue = Queue::load(&ws.layout)?;
     let mut notes = Vec::new();
-    let round = match opts.only_round {
-        Some(n) => n,
-        None => {
-            let next = state.last_round.saturating_add(1);
-            let last = match opts.more_rounds {
-                Some(n) => state.last_round.saturating_add(n),
-                None => mission.rounds,
-            };
-            if next > last {
-                notes.push(format!(
-                    "all {} rounds of the mission are done: `orch run` would run nothing (`--rounds N` runs N more); showing round {next}",
-                    mission.rounds
-                ));
-            } else if last > next {
-                notes.push(format!(
-                    "this is round {next} of rounds {next}..{last}; later rounds depend on what this one does"
-                ));
-            }
-            next
-        }
-    };
+    let round = next_round(mission, &state, opts, &mut notes);
     if let Some(j) = Journal::load(&ws.layout)? {
         notes.push(format!(
             "an orch (pid {}) died during round {}: a real run first restores its base and keeps its tree under refs/orch/interrupted/round-{}",
@@ -142,98 +123,9 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
     let mut agents = Vec::new();
     let mut order: Vec<(round::QueueKey, Phase, String)> = Vec::new();
     for (index, agent) in mission.agents.iter().enumerate() {
-        let (active, reason) = match round::gate(agent, round, &queue, &opts.agents, &state) {
-            Gate::Decided(a, why) => (Some(a), why),
-            Gate::Blocked(why) => (Some(false), format!("blocked: {why}")),
-            Gate::OverBudget(why) => {
-                let waiting = round::waiting_on_budget(agent, &state, &queue);
-                let waiting = if waiting.is_empty() {
-                    String::new()
-                } else {
-                    format!("; its pending tasks wait on it: {}", waiting.join(", "))
-                };
-                (Some(false), format!("over budget: {why}{waiting}"))
-            }
-            Gate::Command(argv) => (
-                None,
-                format!(
-                    "decided at run time by its when-command `{}`",
-                    argv.join(" ")
-                ),
-            ),
-        };
-        let job = round::job_plan(agent, &state, &queue);
-        // A session the next run would resume gets the short `{{changes}}` prompt.
-        let resumed = crate::engine::prompt::load_template(env.mission_dir, agent)
-            .ok()
-            .and_then(|t| {
-                let hash = crate::engine::store::sessions::mission_hash(env.mission, &t);
-                crate::engine::store::sessions::plan(
-                    agent,
-                    &state.agent(&agent.name),
-                    &job.model,
-                    &hash,
-                )
-            })
-            .is_some_and(|p| p.resume);
-        let (prompt_bytes, prompt_error, trimmed) = match round::render_prompt(
-            &env,
-            agent,
-            round,
-            &job.model,
-            job.task.as_ref(),
-            &state,
-            None,
-            resumed,
-        ) {
-            Ok(r) => (
-                Some(r.text.len()),
-                None,
-                r.sections
-                    .iter()
-                    .filter(|s| s.cut > 0)
-                    .map(|s| format!("{} (-{} bytes)", s.name, s.cut))
-                    .collect(),
-            ),
-            Err(e) => (None, Some(e.to_string()), Vec::new()),
-        };
-        if active != Some(false) {
-            let name = match active {
-                Some(_) => agent.name.clone(),
-                None => format!("{}?", agent.name),
-            };
-            order.push((
-                round::queue_key(job.priority, job.expected_ms, index),
-                agent.phase,
-                name,
-            ));
-        }
-        agents.push(AgentPlan {
-            name: agent.name.clone(),
-            phase: agent.phase.as_str().into(),
-            active,
-            reason,
-            model: job.model,
-            ladder: agent
-                .ladder()
-                .into_iter()
-                .filter(|m| !m.is_empty())
-                .collect(),
-            task: job.task.map(|t| t.id),
-            priority: job.priority,
-            timeout_ms: job.timeout.as_millis() as u64,
-            adaptive_timeout: job.adaptive,
-            expected_ms: job.expected_ms,
-            prompt_bytes,
-            prompt_error,
-            trimmed,
-            budget_usd: agent.budget_usd,
-            spent_usd: agent.budget_usd.map(|_| state.agent(&agent.name).cost_usd),
-            cap_args: round::budget_left(agent, &state)
-                .filter(|left| *left > 0.0)
-                .and_then(|left| crate::agents::cap_args(agent, left))
-                .unwrap_or_default(),
-        });
+        agents.push(agent_plan(
+            &env, &state, &queue, round, index, agent, &mut order,
+        ));
     }
     order.sort_by_key(|o| o.0);
     let of = |p: Phase| -> Vec<String> {
@@ -243,6 +135,179 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             .map(|o| o.2.clone())
             .collect()
     };
+    let sims = sim_lines(mission);
+    let tests = tests_line(mission);
+    Ok(Plan {
+        mission: mission.name.clone(),
+        round,
+        base: ws.git.head()?,
+        agents,
+        queue: PhaseQueues {
+            code: of(Phase::Code),
+            review: of(Phase::Review),
+        },
+        max_concurrency,
+        sims,
+        tests,
+        notes,
+    })
+}
+
+/// The round the plan is for: `--round N`, else the next one; notes when the mission is done or
+/// more rounds follow.
+fn next_round(mission: &Mission, state: &State, opts: &RunOptions, notes: &mut Vec<String>) -> u32 {
+    match opts.only_round {
+        Some(n) => n,
+        None => {
+            let next = state.last_round.saturating_add(1);
+            let last = match opts.more_rounds {
+                Some(n) => state.last_round.saturating_add(n),
+                None => mission.rounds,
+            };
+            if next > last {
+                notes.push(format!(
+                "all {} rounds of the mission are done: `orch run` would run nothing (`--rounds N` runs N more); showing round {next}",
+                mission.rounds
+            ));
+            } else if last > next {
+                notes.push(format!(
+                "this is round {next} of rounds {next}..{last}; later rounds depend on what this one does"
+            ));
+            }
+            next
+        }
+    }
+}
+
+/// Agent `index`'s plan; when it may run, its place in the pool goes into `order`.
+fn agent_plan(
+    env: &Env,
+    state: &State,
+    queue: &Queue,
+    round: u32,
+    index: usize,
+    agent: &Agent,
+    order: &mut Vec<(round::QueueKey, Phase, String)>,
+) -> AgentPlan {
+    let (active, reason) = gate_reason(agent, round, queue, env.only, state);
+    let job = round::job_plan(agent, state, queue);
+    let (prompt_bytes, prompt_error, trimmed) = prompt_figures(env, agent, round, &job, state);
+    if active != Some(false) {
+        let name = match active {
+            Some(_) => agent.name.clone(),
+            None => format!("{}?", agent.name),
+        };
+        order.push((
+            round::queue_key(job.priority, job.expected_ms, index),
+            agent.phase,
+            name,
+        ));
+    }
+    AgentPlan {
+        name: agent.name.clone(),
+        phase: agent.phase.as_str().into(),
+        active,
+        reason,
+        model: job.model,
+        ladder: agent
+            .ladder()
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect(),
+        task: job.task.map(|t| t.id),
+        priority: job.priority,
+        timeout_ms: job.timeout.as_millis() as u64,
+        adaptive_timeout: job.adaptive,
+        expected_ms: job.expected_ms,
+        prompt_bytes,
+        prompt_error,
+        trimmed,
+        budget_usd: agent.budget_usd,
+        spent_usd: agent.budget_usd.map(|_| state.agent(&agent.name).cost_usd),
+        cap_args: round::budget_left(agent, state)
+            .filter(|left| *left > 0.0)
+            .and_then(|left| crate::agents::cap_args(agent, left))
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether the agent runs (`None`: its when-command decides at run time) and why.
+fn gate_reason(
+    agent: &Agent,
+    round: u32,
+    queue: &Queue,
+    only: &[String],
+    state: &State,
+) -> (Option<bool>, String) {
+    match round::gate(agent, round, queue, only, state) {
+        Gate::Decided(a, why) => (Some(a), why),
+        Gate::Blocked(why) => (Some(false), format!("blocked: {why}")),
+        Gate::OverBudget(why) => {
+            let waiting = round::waiting_on_budget(agent, state, queue);
+            let waiting = if waiting.is_empty() {
+                String::new()
+            } else {
+                format!("; its pending tasks wait on it: {}", waiting.join(", "))
+            };
+            (Some(false), format!("over budget: {why}{waiting}"))
+        }
+        Gate::Command(argv) => (
+            None,
+            format!(
+                "decided at run time by its when-command `{}`",
+                argv.join(" ")
+            ),
+        ),
+    }
+}
+
+/// The prompt a real round would render for the agent: its size or why it cannot be rendered,
+/// and the sections cut to fit.
+fn prompt_figures(
+    env: &Env,
+    agent: &Agent,
+    round: u32,
+    job: &round::JobPlan,
+    state: &State,
+) -> (Option<usize>, Option<String>, Vec<String>) {
+    // A session the next run would resume gets the short `{{changes}}` prompt.
+    let resumed = crate::engine::prompt::load_template(env.mission_dir, agent)
+        .ok()
+        .and_then(|t| {
+            let hash = crate::engine::store::sessions::mission_hash(env.mission, &t);
+            crate::engine::store::sessions::plan(
+                agent,
+                &state.agent(&agent.name),
+                &job.model,
+                &hash,
+            )
+        })
+        .is_some_and(|p| p.resume);
+    match round::render_prompt(
+        env,
+        agent,
+        round,
+        &job.model,
+        job.task.as_ref(),
+        state,
+        None,
+        resumed,
+    ) {
+        Ok(r) => (
+            Some(r.text.len()),
+            None,
+            r.sections
+                .iter()
+                .filter(|s| s.cut > 0)
+                .map(|s| format!("{} (-{} bytes)", s.name, s.cut))
+                .collect(),
+        ),
+        Err(e) => (None, Some(e.to_string()), Vec::new()),
+    }
+}
+
+/// One line per sim the mission runs.
+fn sim_lines(mission: &Mission) -> Vec<String> {
     let mut sims = Vec::new();
     if let Some(s) = &mission.sims {
         for (which, sim, beside) in [
@@ -259,7 +324,12 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             }
         }
     }
-    let tests = mission.tests.as_ref().map(|t| {
+    sims
+}
+
+/// What the tests run, or `None` without tests.
+fn tests_line(mission: &Mission) -> Option<String> {
+    mission.tests.as_ref().map(|t| {
         format!(
             "`{}` when phase A changes the tree, timeout {}, {} retr{}",
             t.command.argv().join(" "),
@@ -267,20 +337,6 @@ pub fn plan(ws: &Workspace, opts: &RunOptions) -> Result<Plan> {
             t.retries,
             if t.retries == 1 { "y" } else { "ies" }
         )
-    });
-    Ok(Plan {
-        mission: mission.name.clone(),
-        round,
-        base: ws.git.head()?,
-        agents,
-        queue: PhaseQueues {
-            code: of(Phase::Code),
-            review: of(Phase::Review),
-        },
-        max_concurrency,
-        sims,
-        tests,
-        notes,
     })
 }
 
@@ -307,55 +363,7 @@ pub fn text(p: &Plan) -> String {
         "AGENT", "PHASE", "RUNS", "MODEL", "TIMEOUT", "PRIO", "PROMPT"
     ));
     for a in &p.agents {
-        let runs = match a.active {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "?",
-        };
-        let model = if a.model.is_empty() { "-" } else { &a.model };
-        let timeout = format!(
-            "{} ({})",
-            units::duration_ms(a.timeout_ms),
-            if a.adaptive_timeout {
-                "adaptive"
-            } else {
-                "fixed"
-            }
-        );
-        let prompt = match (a.prompt_bytes, &a.prompt_error) {
-            (Some(b), _) => bytes(b),
-            (None, _) => "error".into(),
-        };
-        let mut why = a.reason.clone();
-        if let Some(t) = &a.task {
-            why.push_str(&format!("; takes task {t}"));
-        }
-        if a.ladder.len() > 1 {
-            why.push_str(&format!("; ladder {}", a.ladder.join(" -> ")));
-        }
-        if let Some(e) = &a.prompt_error {
-            why.push_str(&format!("; prompt: {e}"));
-        }
-        if !a.trimmed.is_empty() {
-            why.push_str(&format!("; trimmed: {}", a.trimmed.join(", ")));
-        }
-        let said = a.reason.starts_with("over budget");
-        if let (Some(b), Some(spent), false) = (a.budget_usd, a.spent_usd, said) {
-            why.push_str(&format!(
-                "; budget {} of {} spent{}",
-                units::usd(spent),
-                units::usd(b),
-                if a.cap_args.is_empty() {
-                    String::new()
-                } else {
-                    format!(", run capped with {}", a.cap_args.join(" "))
-                }
-            ));
-        }
-        out.push_str(&format!(
-            "  {:<w$}  {:<6}  {:<4}  {:<10}  {:<16}  {:>4}  {:>8}  {why}\n",
-            a.name, a.phase, runs, model, timeout, a.priority, prompt
-        ));
+        out.push_str(&agent_line(a, w));
     }
     out.push_str(&format!(
         "\nQueue (pool order: priority, longest expected run, mission order; {} at once):\n",
@@ -398,6 +406,59 @@ pub fn text(p: &Plan) -> String {
         }
     }
     out
+}
+
+/// Agent `a`'s line of the plan's table; `w` is the width of the name column.
+fn agent_line(a: &AgentPlan, w: usize) -> String {
+    let runs = match a.active {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "?",
+    };
+    let model = if a.model.is_empty() { "-" } else { &a.model };
+    let timeout = format!(
+        "{} ({})",
+        units::duration_ms(a.timeout_ms),
+        if a.adaptive_timeout {
+            "adaptive"
+        } else {
+            "fixed"
+        }
+    );
+    let prompt = match (a.prompt_bytes, &a.prompt_error) {
+        (Some(b), _) => bytes(b),
+        (None, _) => "error".into(),
+    };
+    let mut why = a.reason.clone();
+    if let Some(t) = &a.task {
+        why.push_str(&format!("; takes task {t}"));
+    }
+    if a.ladder.len() > 1 {
+        why.push_str(&format!("; ladder {}", a.ladder.join(" -> ")));
+    }
+    if let Some(e) = &a.prompt_error {
+        why.push_str(&format!("; prompt: {e}"));
+    }
+    if !a.trimmed.is_empty() {
+        why.push_str(&format!("; trimmed: {}", a.trimmed.join(", ")));
+    }
+    let said = a.reason.starts_with("over budget");
+    if let (Some(b), Some(spent), false) = (a.budget_usd, a.spent_usd, said) {
+        why.push_str(&format!(
+            "; budget {} of {} spent{}",
+            units::usd(spent),
+            units::usd(b),
+            if a.cap_args.is_empty() {
+                String::new()
+            } else {
+                format!(", run capped with {}", a.cap_args.join(" "))
+            }
+        ));
+    }
+    format!(
+        "  {:<w$}  {:<6}  {:<4}  {:<10}  {:<16}  {:>4}  {:>8}  {why}\n",
+        a.name, a.phase, runs, model, timeout, a.priority, prompt
+    )
 }
 
 fn bytes(n: usize) -> String {

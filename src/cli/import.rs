@@ -163,6 +163,34 @@ fn convert(v: &Value, from: &str) -> Result<(Value, Vec<String>)> {
         )));
     }
     // Original ids may be anything; orch names become file names.
+    let names = agent_names(&agents, &mut notes);
+    let mut out_agents = Vec::new();
+    for a in &agents {
+        out_agents.push(convert_agent(
+            a,
+            from,
+            &names,
+            default_timeout_ms,
+            &mut notes,
+        ));
+    }
+    m.insert("agents".into(), Value::Array(out_agents));
+    if let Some(b) = obj.get("balanceConfig") {
+        convert_sims(b, from, &mut m, &mut notes);
+    }
+    notes.push(format!(
+        "{from}: no test command in the original mission; add `tests` so orch can revert a round that breaks them"
+    ));
+    let mission = Value::Object(m);
+    // The result must be a valid orch mission: check it with orch's own parser.
+    let text = serde_json::to_string(&mission).unwrap_or_default();
+    Mission::parse(&text, Path::new(from), &crate::agents::Adapters)?;
+    Ok((mission, notes))
+}
+
+/// The orch name of each original agent id (a file name: lowercase, unique), with a note for
+/// each one renamed.
+fn agent_names(agents: &[Value], notes: &mut Vec<String>) -> BTreeMap<String, String> {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for (i, a) in agents.iter().enumerate() {
         let id = a
@@ -182,146 +210,154 @@ fn convert(v: &Value, from: &str) -> Result<(Value, Vec<String>)> {
         }
         names.insert(id, n);
     }
-    let mut out_agents = Vec::new();
-    for a in &agents {
-        let id = a
-            .get("id")
-            .or_else(|| a.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let name = names.get(id).cloned().unwrap_or_else(|| sanitize(id));
-        let at = format!("{from} agent {id}");
-        note_unknown(
-            a,
-            &[
-                "id",
-                "name",
-                "type",
-                "role",
-                "model",
-                "maxModel",
-                "timeoutMs",
-                "fileOwnership",
-                "dependsOn",
-                "maxBudgetUsd",
-            ],
-            &at,
-            &mut notes,
-        );
-        let kind = [a.get("type"), a.get("role")]
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase();
-        let phase = phase_of(&kind).unwrap_or_else(|| {
-            notes.push(format!(
-                "{at}: type/role {kind:?} is neither clearly code nor review; imported as code"
-            ));
-            "code"
-        });
-        let mut ag = Map::new();
-        ag.insert("name".into(), json!(name));
-        ag.insert("phase".into(), json!(phase));
-        ag.insert("command".into(), json!(CLAUDE));
-        ag.insert("stdin".into(), json!("prompt"));
-        match (
-            a.get("model").and_then(Value::as_str),
-            a.get("maxModel").and_then(Value::as_str),
-        ) {
-            (Some(m1), Some(m2)) if m1 != m2 => {
-                ag.insert("models".into(), json!([m1, m2]));
-            }
-            (Some(m1), _) => {
-                ag.insert("model".into(), json!(m1));
-            }
-            (None, Some(m2)) => {
-                ag.insert("model".into(), json!(m2));
-            }
-            (None, None) => {}
-        }
-        if let Some(ms) = a
-            .get("timeoutMs")
-            .and_then(Value::as_f64)
-            .or(default_timeout_ms)
-        {
-            ag.insert("timeoutS".into(), json!((ms / 1000.0).max(1.0)));
-        }
-        if let Some(globs) = a.get("fileOwnership").and_then(Value::as_array) {
-            let globs: Vec<&str> = globs.iter().filter_map(Value::as_str).collect();
-            if !globs.is_empty() {
-                ag.insert("owns".into(), json!(globs));
-            }
-        }
-        if let Some(deps) = a.get("dependsOn").and_then(Value::as_array) {
-            let mut mapped = Vec::new();
-            for d in deps.iter().filter_map(Value::as_str) {
-                match names.get(d) {
-                    Some(n) if n != &name => mapped.push(n.clone()),
-                    _ => notes.push(format!(
-                        "{at}: dependsOn {d:?} names no other agent; dropped"
-                    )),
-                }
-            }
-            if !mapped.is_empty() {
-                ag.insert("dependsOn".into(), json!(mapped));
-            }
-        }
-        match a.get("maxBudgetUsd").map(|v| (v, v.as_f64())) {
-            Some((_, Some(b))) if b > 0.0 && b <= 1e9 => {
-                ag.insert("budgetUsd".into(), json!(b));
-            }
-            Some((v, _)) => notes.push(format!(
-                "{at}: maxBudgetUsd {v} is not a number of dollars above 0; dropped"
-            )),
-            None => {}
-        }
-        out_agents.push(Value::Object(ag));
+    names
+}
+
+/// One original agent to an orch agent; `names` maps ids to orch names, `default_timeout_ms`
+/// is the mission's `agentTimeoutMs`.
+fn convert_agent(
+    a: &Value,
+    from: &str,
+    names: &BTreeMap<String, String>,
+    default_timeout_ms: Option<f64>,
+    notes: &mut Vec<String>,
+) -> Value {
+    let id = a
+        .get("id")
+        .or_else(|| a.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = names.get(id).cloned().unwrap_or_else(|| sanitize(id));
+    let at = format!("{from} agent {id}");
+    note_unknown(
+        a,
+        &[
+            "id",
+            "name",
+            "type",
+            "role",
+            "model",
+            "maxModel",
+            "timeoutMs",
+            "fileOwnership",
+            "dependsOn",
+            "maxBudgetUsd",
+        ],
+        &at,
+        notes,
+    );
+    let kind = [a.get("type"), a.get("role")]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    let phase = phase_of(&kind).unwrap_or_else(|| {
+        notes.push(format!(
+            "{at}: type/role {kind:?} is neither clearly code nor review; imported as code"
+        ));
+        "code"
+    });
+    let mut ag = Map::new();
+    ag.insert("name".into(), json!(name));
+    ag.insert("phase".into(), json!(phase));
+    ag.insert("command".into(), json!(CLAUDE));
+    ag.insert("stdin".into(), json!("prompt"));
+    insert_models(a, &mut ag);
+    if let Some(ms) = a
+        .get("timeoutMs")
+        .and_then(Value::as_f64)
+        .or(default_timeout_ms)
+    {
+        ag.insert("timeoutS".into(), json!((ms / 1000.0).max(1.0)));
     }
-    m.insert("agents".into(), Value::Array(out_agents));
-    if let Some(b) = obj.get("balanceConfig") {
-        note_unknown(
-            b,
-            &["runPreSim", "runPostSim", "simTimeoutMs"],
-            &format!("{from} balanceConfig"),
-            &mut notes,
-        );
-        let timeout = b
-            .get("simTimeoutMs")
-            .and_then(Value::as_f64)
-            .map(|ms| (ms / 1000.0).max(1.0));
-        let sim = || {
-            let mut s = json!({"command": SIM});
-            if let Some(t) = timeout {
-                s["timeoutS"] = json!(t);
-            }
-            s
-        };
-        let mut sims = Map::new();
-        if b.get("runPreSim").and_then(Value::as_bool) == Some(true) {
-            sims.insert("pre".into(), sim());
-        }
-        if b.get("runPostSim").and_then(Value::as_bool) == Some(true) {
-            sims.insert("post".into(), sim());
-        }
-        if !sims.is_empty() {
-            sims.insert("publishTo".into(), json!("balance-data"));
-            m.insert("sims".into(), Value::Object(sims));
-            notes.push(format!(
-                "{from}: the sims run `{}` into balance-data/; check that is your simulation's command",
-                SIM.join(" ")
-            ));
+    if let Some(globs) = a.get("fileOwnership").and_then(Value::as_array) {
+        let globs: Vec<&str> = globs.iter().filter_map(Value::as_str).collect();
+        if !globs.is_empty() {
+            ag.insert("owns".into(), json!(globs));
         }
     }
-    notes.push(format!(
-        "{from}: no test command in the original mission; add `tests` so orch can revert a round that breaks them"
-    ));
-    let mission = Value::Object(m);
-    // The result must be a valid orch mission: check it with orch's own parser.
-    let text = serde_json::to_string(&mission).unwrap_or_default();
-    Mission::parse(&text, Path::new(from), &crate::agents::Adapters)?;
-    Ok((mission, notes))
+    if let Some(deps) = a.get("dependsOn").and_then(Value::as_array) {
+        let mut mapped = Vec::new();
+        for d in deps.iter().filter_map(Value::as_str) {
+            match names.get(d) {
+                Some(n) if n != &name => mapped.push(n.clone()),
+                _ => notes.push(format!(
+                    "{at}: dependsOn {d:?} names no other agent; dropped"
+                )),
+            }
+        }
+        if !mapped.is_empty() {
+            ag.insert("dependsOn".into(), json!(mapped));
+        }
+    }
+    match a.get("maxBudgetUsd").map(|v| (v, v.as_f64())) {
+        Some((_, Some(b))) if b > 0.0 && b <= 1e9 => {
+            ag.insert("budgetUsd".into(), json!(b));
+        }
+        Some((v, _)) => notes.push(format!(
+            "{at}: maxBudgetUsd {v} is not a number of dollars above 0; dropped"
+        )),
+        None => {}
+    }
+
+    Value::Object(ag)
+}
+
+/// The original `model` and `maxModel` as orch's `model`, or a two-step `models` ladder.
+fn insert_models(a: &Value, ag: &mut Map<String, Value>) {
+    match (
+        a.get("model").and_then(Value::as_str),
+        a.get("maxModel").and_then(Value::as_str),
+    ) {
+        (Some(m1), Some(m2)) if m1 != m2 => {
+            ag.insert("models".into(), json!([m1, m2]));
+        }
+        (Some(m1), _) => {
+            ag.insert("model".into(), json!(m1));
+        }
+        (None, Some(m2)) => {
+            ag.insert("model".into(), json!(m2));
+        }
+        (None, None) => {}
+    }
+}
+
+/// The original `balanceConfig` to orch's `sims` block, added to `m` when a sim runs.
+fn convert_sims(b: &Value, from: &str, m: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    note_unknown(
+        b,
+        &["runPreSim", "runPostSim", "simTimeoutMs"],
+        &format!("{from} balanceConfig"),
+        notes,
+    );
+    let timeout = b
+        .get("simTimeoutMs")
+        .and_then(Value::as_f64)
+        .map(|ms| (ms / 1000.0).max(1.0));
+    let sim = || {
+        let mut s = json!({"command": SIM});
+        if let Some(t) = timeout {
+            s["timeoutS"] = json!(t);
+        }
+        s
+    };
+    let mut sims = Map::new();
+    if b.get("runPreSim").and_then(Value::as_bool) == Some(true) {
+        sims.insert("pre".into(), sim());
+    }
+    if b.get("runPostSim").and_then(Value::as_bool) == Some(true) {
+        sims.insert("post".into(), sim());
+    }
+    if !sims.is_empty() {
+        sims.insert("publishTo".into(), json!("balance-data"));
+        m.insert("sims".into(), Value::Object(sims));
+        notes.push(format!(
+            "{from}: the sims run `{}` into balance-data/; check that is your simulation's command",
+            SIM.join(" ")
+        ));
+    }
 }
 
 fn phase_of(kind: &str) -> Option<&'static str> {

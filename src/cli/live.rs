@@ -228,6 +228,8 @@ impl Screen {
         }
     }
 
+    /// Follows one event: a round's start and end here, what happens within it in
+    /// `update_round`.
     fn update(&mut self, event: &Event) {
         match event {
             Event::RoundStart { round, active, .. } => {
@@ -253,6 +255,12 @@ impl Screen {
             _ => {}
         }
         let Some(r) = self.round.as_mut() else { return };
+        Self::update_round(r, event);
+    }
+
+    /// What an event within a round changes in its view: stage, queue, running agents, sims,
+    /// tests, waits on a provider's limit.
+    fn update_round(r: &mut RoundView, event: &Event) {
         match event {
             Event::PhaseStart {
                 phase,

@@ -247,6 +247,32 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
         agent_block(&mut s, a, &shown.round, i, &in_state);
     }
 
+    tests_block(&mut s, log, &in_state);
+    sims_block(&mut s, log, &in_state);
+    decisions_block(&mut s, log);
+
+    let _ = writeln!(s, "\nkept refs");
+    if shown.refs.is_empty() {
+        let _ = writeln!(s, "  none");
+    }
+    for r in &shown.refs {
+        let _ = writeln!(s, "  {}  {}  ({})", r.name, short(&r.commit), r.show);
+    }
+
+    let _ = writeln!(s, "\nfiles");
+    let _ = writeln!(s, "  round log: {}", rel(&shown.file));
+    if let Some(i) = &shown.inputs {
+        let _ = writeln!(s, "  inputs: {i}");
+    }
+    for p in shown.prompts.iter().chain(&shown.logs) {
+        let _ = writeln!(s, "  {p}");
+    }
+    s
+}
+
+/// The tests of the round: status, counts, suites, log, and a revert's extra runs.
+fn tests_block(s: &mut String, log: &RoundLog, in_state: &dyn Fn(&str) -> String) {
+    use std::fmt::Write;
     let _ = writeln!(s, "\ntests");
     match &log.tests {
         None => {
@@ -321,7 +347,11 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
             );
         }
     }
+}
 
+/// The pre- and post-sim of the round, when they ran.
+fn sims_block(s: &mut String, log: &RoundLog, in_state: &dyn Fn(&str) -> String) {
+    use std::fmt::Write;
     let sims: Vec<_> = [("pre", &log.sims.pre), ("post", &log.sims.post)]
         .into_iter()
         .filter_map(|(w, e)| e.as_ref().map(|e| (w, e)))
@@ -343,7 +373,11 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
             );
         }
     }
+}
 
+/// Who the round included or left idle, and why.
+fn decisions_block(s: &mut String, log: &RoundLog) {
+    use std::fmt::Write;
     if !log.decisions.is_empty() {
         let _ = writeln!(s, "\ndecisions");
         for d in &log.decisions {
@@ -365,24 +399,6 @@ pub fn text(shown: &Shown, log: &RoundLog, root: &Path, state_dir: &Path) -> Str
             );
         }
     }
-
-    let _ = writeln!(s, "\nkept refs");
-    if shown.refs.is_empty() {
-        let _ = writeln!(s, "  none");
-    }
-    for r in &shown.refs {
-        let _ = writeln!(s, "  {}  {}  ({})", r.name, short(&r.commit), r.show);
-    }
-
-    let _ = writeln!(s, "\nfiles");
-    let _ = writeln!(s, "  round log: {}", rel(&shown.file));
-    if let Some(i) = &shown.inputs {
-        let _ = writeln!(s, "  inputs: {i}");
-    }
-    for p in shown.prompts.iter().chain(&shown.logs) {
-        let _ = writeln!(s, "  {p}");
-    }
-    s
 }
 
 fn agent_block(

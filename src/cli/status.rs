@@ -219,39 +219,7 @@ fn summary_text(s: &Status) -> String {
     .map(String::from)
     .to_vec()];
     for a in &s.agents {
-        rows.push(vec![
-            a.name.clone(),
-            a.phase.clone(),
-            if a.model.is_empty() {
-                "-".into()
-            } else {
-                a.model.clone()
-            },
-            a.runs.to_string(),
-            match (a.last_run_round, &a.last_status) {
-                (Some(r), Some(st)) => format!("{st} (r{r})"),
-                _ => "-".into(),
-            },
-            a.consecutive_failures.to_string(),
-            a.consecutive_empty_rounds.to_string(),
-            a.mean_ms
-                .map(units::duration_ms)
-                .unwrap_or_else(|| "-".into()),
-            match a.budget_usd {
-                Some(b) => format!(
-                    "{} of {}{}",
-                    units::usd(a.cost_usd),
-                    units::usd(b),
-                    if a.over_budget { " (over budget)" } else { "" }
-                ),
-                None => units::usd(a.cost_usd),
-            },
-            if a.tasks_waiting_on_budget > 0 {
-                format!("{} (waiting on its budget)", a.pending_tasks)
-            } else {
-                a.pending_tasks.to_string()
-            },
-        ]);
+        rows.push(agent_cells(a));
     }
     out.push_str(&table(&rows));
     for a in s.agents.iter().filter(|a| a.tasks_waiting_on_budget > 0) {
@@ -273,6 +241,43 @@ fn summary_text(s: &Status) -> String {
         );
     }
     out
+}
+
+/// Agent `a`'s row of the status table.
+fn agent_cells(a: &AgentStatus) -> Vec<String> {
+    vec![
+        a.name.clone(),
+        a.phase.clone(),
+        if a.model.is_empty() {
+            "-".into()
+        } else {
+            a.model.clone()
+        },
+        a.runs.to_string(),
+        match (a.last_run_round, &a.last_status) {
+            (Some(r), Some(st)) => format!("{st} (r{r})"),
+            _ => "-".into(),
+        },
+        a.consecutive_failures.to_string(),
+        a.consecutive_empty_rounds.to_string(),
+        a.mean_ms
+            .map(units::duration_ms)
+            .unwrap_or_else(|| "-".into()),
+        match a.budget_usd {
+            Some(b) => format!(
+                "{} of {}{}",
+                units::usd(a.cost_usd),
+                units::usd(b),
+                if a.over_budget { " (over budget)" } else { "" }
+            ),
+            None => units::usd(a.cost_usd),
+        },
+        if a.tasks_waiting_on_budget > 0 {
+            format!("{} (waiting on its budget)", a.pending_tasks)
+        } else {
+            a.pending_tasks.to_string()
+        },
+    ]
 }
 
 /// The task list as a table, children indented under their parent; the pending tasks of an
@@ -504,25 +509,7 @@ fn fold_events(r: &mut Running, events: Vec<serde_json::Value>, state_total: f64
                 }
             }
             "limitWait" => {
-                let until = e["until"].as_str().map(str::to_string);
-                r.limit_wait = Some(LimitWait {
-                    provider: s("provider"),
-                    agents: e["agents"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    cause: s("cause"),
-                    error: s("error"),
-                    left_ms: until
-                        .as_deref()
-                        .and_then(units::parse_rfc3339)
-                        .map(|t| t.saturating_sub(now) * 1000),
-                    until,
-                });
+                r.limit_wait = Some(limit_wait(&e, now));
             }
             "limitResume" => r.limit_wait = None,
             "roundEnd" => {
@@ -546,6 +533,30 @@ fn fold_events(r: &mut Running, events: Vec<serde_json::Value>, state_total: f64
         .map(|t| now.saturating_sub(t) * 1000);
     // The state file holds the cost of finished rounds; this round's runs come from the events.
     r.cost_so_far_usd = base_cost.max(state_total) + round_cost;
+}
+
+/// A `limitWait` event as the status shows it; `now` in seconds since the epoch.
+fn limit_wait(e: &serde_json::Value, now: u64) -> LimitWait {
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let until = e["until"].as_str().map(str::to_string);
+    LimitWait {
+        provider: s("provider"),
+        agents: e["agents"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        cause: s("cause"),
+        error: s("error"),
+        left_ms: until
+            .as_deref()
+            .and_then(units::parse_rfc3339)
+            .map(|t| t.saturating_sub(now) * 1000),
+        until,
+    }
 }
 
 /// The lines that say a run is going, for the human view.

@@ -108,22 +108,47 @@ pub struct Program {
 pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
     let path_var = std::env::var("PATH").ok();
     let mut out = Vec::new();
-    let mut add = |at: String, cmd: &Command, cwd: &Path, path: Option<String>, wt: bool| {
-        if let Some(name) = first_program(cmd) {
-            out.push(Program {
-                at,
-                name,
-                cwd: cwd.to_path_buf(),
-                path_var: path,
-                in_worktree: wt,
-            });
-        }
-    };
+    agent_programs(mission, root, &path_var, &mut out);
+    test_programs(mission, root, &path_var, &mut out);
+    sim_programs(mission, root, &path_var, &mut out);
+    section_and_hook_programs(mission, root, &path_var, &mut out);
+    out
+}
+
+/// Adds the program of `cmd` (named at key `at`, run in `cwd` with `path` as its `PATH`; `wt`:
+/// in a code agent's worktree), when it has one.
+fn add(
+    out: &mut Vec<Program>,
+    at: String,
+    cmd: &Command,
+    cwd: &Path,
+    path: Option<String>,
+    wt: bool,
+) {
+    if let Some(name) = first_program(cmd) {
+        out.push(Program {
+            at,
+            name,
+            cwd: cwd.to_path_buf(),
+            path_var: path,
+            in_worktree: wt,
+        });
+    }
+}
+
+/// Each agent's launcher or command, and its when-command.
+fn agent_programs(
+    mission: &Mission,
+    root: &Path,
+    path_var: &Option<String>,
+    out: &mut Vec<Program>,
+) {
     for (i, a) in mission.agents.iter().enumerate() {
         let own_path = a.env.get("PATH").cloned().or(path_var.clone());
         let in_wt = a.phase == Phase::Code && mission.git.isolation == Isolation::Worktree;
         match (&a.launcher, &mission.launcher) {
             (Some(l), _) => add(
+                out,
                 format!("agents[{i}].launcher"),
                 &Command::Argv(l.clone()),
                 root,
@@ -131,6 +156,7 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
                 false,
             ),
             (None, Some(l)) => add(
+                out,
                 "launcher".into(),
                 &Command::Argv(l.clone()),
                 root,
@@ -138,6 +164,7 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
                 false,
             ),
             (None, None) => add(
+                out,
                 format!("agents[{i}].command"),
                 &a.command,
                 root,
@@ -147,6 +174,7 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
         }
         if let When::Command { command } = &a.when {
             add(
+                out,
                 format!("agents[{i}].when.command"),
                 command,
                 root,
@@ -155,8 +183,18 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
             );
         }
     }
+}
+
+/// The tests' command and each suite's.
+fn test_programs(
+    mission: &Mission,
+    root: &Path,
+    path_var: &Option<String>,
+    out: &mut Vec<Program>,
+) {
     if let Some(t) = &mission.tests {
         add(
+            out,
             "tests.command".into(),
             &t.command,
             root,
@@ -165,6 +203,7 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
         );
         for (j, s) in t.suites.iter().enumerate() {
             add(
+                out,
                 format!("tests.suites[{j}].command"),
                 &s.command,
                 root,
@@ -173,12 +212,17 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
             );
         }
     }
+}
+
+/// Each sim's launcher or command, and `sims.stopWhen` (run in the publish folder).
+fn sim_programs(mission: &Mission, root: &Path, path_var: &Option<String>, out: &mut Vec<Program>) {
     if let Some(s) = &mission.sims {
         for (k, sim) in [("pre", &s.pre), ("post", &s.post)] {
             let Some(sim) = sim else { continue };
             let own_path = sim.env.get("PATH").cloned().or(path_var.clone());
             match &sim.launcher {
                 Some(l) => add(
+                    out,
                     format!("sims.{k}.launcher"),
                     &Command::Argv(l.clone()),
                     root,
@@ -186,6 +230,7 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
                     false,
                 ),
                 None => add(
+                    out,
                     format!("sims.{k}.command"),
                     &sim.command,
                     root,
@@ -199,13 +244,30 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
             let relative_path =
                 first_program(c).is_some_and(|p| p.contains('/') && !p.starts_with('/'));
             if dest.is_dir() || !relative_path {
-                add("sims.stopWhen".into(), c, &dest, path_var.clone(), false);
+                add(
+                    out,
+                    "sims.stopWhen".into(),
+                    c,
+                    &dest,
+                    path_var.clone(),
+                    false,
+                );
             }
         }
     }
+}
+
+/// The prompt sections' commands and the hooks.
+fn section_and_hook_programs(
+    mission: &Mission,
+    root: &Path,
+    path_var: &Option<String>,
+    out: &mut Vec<Program>,
+) {
     for (name, sec) in &mission.sections {
         if let Some(c) = &sec.command {
             add(
+                out,
                 format!("sections.{name}.command"),
                 c,
                 root,
@@ -223,11 +285,10 @@ pub fn programs(mission: &Mission, root: &Path) -> Vec<Program> {
             ("runEnd", &h.run_end),
         ] {
             if let Some(c) = c {
-                add(format!("hooks.{k}"), c, root, path_var.clone(), false);
+                add(out, format!("hooks.{k}"), c, root, path_var.clone(), false);
             }
         }
     }
-    out
 }
 
 /// Checks that every program of [`programs`] can start; the error (exit 2) names each one that

@@ -606,6 +606,45 @@ fn or_none(v: &[String]) -> String {
     }
 }
 
+/// What differs for agent `n` between its run in the round (`o`) and in the replay (`r`).
+fn agent_differences(
+    n: &str,
+    o: &Option<AgentSide>,
+    r: &Option<AgentSide>,
+    differences: &mut Vec<String>,
+) {
+    match (&o, &r) {
+        (Some(o), Some(r)) => {
+            if o.status != r.status {
+                differences.push(format!("{n}: status {} -> {}", o.status, r.status));
+            }
+            if o.cause != r.cause {
+                differences.push(format!(
+                    "{n}: cause {} -> {}",
+                    o.cause.as_deref().unwrap_or("none"),
+                    r.cause.as_deref().unwrap_or("none")
+                ));
+            }
+            if o.changed_files != r.changed_files {
+                differences.push(format!(
+                    "{n}: changed files {} -> {}",
+                    o.changed_files, r.changed_files
+                ));
+            } else if !o.files.is_empty() && !r.files.is_empty() && o.files != r.files {
+                // The same number of files, not the same files (older logs list none).
+                differences.push(format!(
+                    "{n}: changed files {} -> {}",
+                    o.files.join(", "),
+                    r.files.join(", ")
+                ));
+            }
+        }
+        (Some(_), None) => differences.push(format!("{n}: ran in the round, not in the replay")),
+        (None, Some(_)) => differences.push(format!("{n}: ran in the replay, not in the round")),
+        (None, None) => {}
+    }
+}
+
 /// Sets round `original` and its replay side by side. Compared: the round's status, each
 /// replayed agent's status, cause and number of changed files, the tests' status and counts,
 /// the revert's culprits. Cost is shown, not compared (a real agent's cost varies run to run).
@@ -630,40 +669,7 @@ pub fn compare(
         .map(|n| {
             let o = original.agents.iter().find(|e| &e.name == n).map(side);
             let r = replay.agents.iter().find(|e| &e.name == n).map(side);
-            match (&o, &r) {
-                (Some(o), Some(r)) => {
-                    if o.status != r.status {
-                        differences.push(format!("{n}: status {} -> {}", o.status, r.status));
-                    }
-                    if o.cause != r.cause {
-                        differences.push(format!(
-                            "{n}: cause {} -> {}",
-                            o.cause.as_deref().unwrap_or("none"),
-                            r.cause.as_deref().unwrap_or("none")
-                        ));
-                    }
-                    if o.changed_files != r.changed_files {
-                        differences.push(format!(
-                            "{n}: changed files {} -> {}",
-                            o.changed_files, r.changed_files
-                        ));
-                    } else if !o.files.is_empty() && !r.files.is_empty() && o.files != r.files {
-                        // The same number of files, not the same files (older logs list none).
-                        differences.push(format!(
-                            "{n}: changed files {} -> {}",
-                            o.files.join(", "),
-                            r.files.join(", ")
-                        ));
-                    }
-                }
-                (Some(_), None) => {
-                    differences.push(format!("{n}: ran in the round, not in the replay"))
-                }
-                (None, Some(_)) => {
-                    differences.push(format!("{n}: ran in the replay, not in the round"))
-                }
-                (None, None) => {}
-            }
+            agent_differences(n, &o, &r, &mut differences);
             AgentRow {
                 agent: n.clone(),
                 original: o,

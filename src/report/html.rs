@@ -87,8 +87,23 @@ fn table<R: AsRef<[String]>>(
     out.push_str("</tbody></table>\n");
 }
 
+/// The whole page: one section after another, each written by its own function below.
 fn render(s: &Summary) -> String {
     let mut out = String::with_capacity(8192 + s.rounds.len() * 900);
+    head(&mut out, s);
+    totals(&mut out, s);
+    attention(&mut out, s);
+    landed_and_review(&mut out, s);
+    timeline(&mut out, s);
+    agents_and_decisions(&mut out, s);
+    files_and_hidden(&mut out, s);
+    warnings(&mut out, s);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// The document head (title, style, the live page's refresh), the live line and the headline.
+fn head(out: &mut String, s: &Summary) {
     let title = if s.mission.is_empty() {
         "orch report".to_string()
     } else {
@@ -126,7 +141,10 @@ fn render(s: &Summary) -> String {
         },
         escape_xml(&s.totals.headline)
     );
+}
 
+/// The totals as a definition list.
+fn totals(out: &mut String, s: &Summary) {
     let t = &s.totals;
     out.push_str("<dl class=\"totals\">\n");
     let mut item = |k: &str, v: &str| {
@@ -150,7 +168,10 @@ fn render(s: &Summary) -> String {
         item("Stopped", reason);
     }
     out.push_str("</dl>\n");
+}
 
+/// What needs attention, one item per row.
+fn attention(out: &mut String, s: &Summary) {
     if !s.attention.is_empty() {
         out.push_str("<h2>Needs attention</h2>\n<ul class=\"attention\">\n");
         for a in &s.attention {
@@ -169,7 +190,10 @@ fn render(s: &Summary) -> String {
         }
         out.push_str("</ul>\n");
     }
+}
 
+/// What landed, per round, and the commands to review it.
+fn landed_and_review(out: &mut String, s: &Summary) {
     if !s.rounds.is_empty() {
         out.push_str(
             "<h2>What landed</h2>\n<p class=\"note\">Per round: the agents whose change stayed, \
@@ -177,7 +201,7 @@ fn render(s: &Summary) -> String {
              committed.</p>\n",
         );
         table(
-            &mut out,
+            out,
             &text::LANDED_HEADER,
             s.rounds.iter().map(|r| {
                 (
@@ -204,11 +228,14 @@ fn render(s: &Summary) -> String {
         }
         out.push_str("</pre>\n");
     }
+}
 
+/// The timeline table and the Gantt chart.
+fn timeline(out: &mut String, s: &Summary) {
     out.push_str("<h2>Timeline</h2>\n");
     let head = text::timeline_header(s);
     table(
-        &mut out,
+        out,
         &head,
         s.rounds.iter().map(|r| {
             let mut class = format!("st-{}", r.status.as_str());
@@ -225,7 +252,10 @@ fn render(s: &Summary) -> String {
     out.push_str("<h2>Rounds as a Gantt chart</h2>\n<div class=\"chart\">");
     out.push_str(&svg::chart(s));
     out.push_str("</div>\n");
+}
 
+/// The agents' table and the decisions' table.
+fn agents_and_decisions(out: &mut String, s: &Summary) {
     if !s.agents.is_empty() {
         out.push_str(
             "<h2>Agents</h2>\n<p class=\"note\">Kept: runs whose change stayed (a failed run \
@@ -234,7 +264,7 @@ fn render(s: &Summary) -> String {
              changes.</p>\n",
         );
         table(
-            &mut out,
+            out,
             &text::agent_header(s),
             s.agents
                 .iter()
@@ -251,14 +281,18 @@ fn render(s: &Summary) -> String {
              rounds the agent was not included.</p>\n"
         );
         table(
-            &mut out,
+            out,
             &text::DECISION_HEADER,
             s.decisions
                 .iter()
                 .map(|d| (String::new(), text::decision_cells(d))),
         );
     }
+}
 
+/// Every file modified, and the time pipelining hid.
+fn files_and_hidden(out: &mut String, s: &Summary) {
+    let t = &s.totals;
     if !s.files.is_empty() {
         out.push_str(
             "<h2>All files modified</h2>\n<p class=\"note\">Every file a kept change touched, \
@@ -266,7 +300,7 @@ fn render(s: &Summary) -> String {
              files are in its kept ref, not here).</p>\n",
         );
         table(
-            &mut out,
+            out,
             &text::FILES_HEADER,
             s.files.iter().map(|f| (String::new(), text::file_cells(f))),
         );
@@ -281,7 +315,7 @@ fn render(s: &Summary) -> String {
              times.</p>\n",
         );
         table(
-            &mut out,
+            out,
             &text::HIDDEN_HEADER,
             s.rounds
                 .iter()
@@ -292,7 +326,10 @@ fn render(s: &Summary) -> String {
                 ))),
         );
     }
+}
 
+/// The warnings met while reading the logs.
+fn warnings(out: &mut String, s: &Summary) {
     if !s.warnings.is_empty() {
         out.push_str("<h2>Warnings</h2>\n<ul class=\"warnings\">\n");
         for w in &s.warnings {
@@ -305,6 +342,4 @@ fn render(s: &Summary) -> String {
         }
         out.push_str("</ul>\n");
     }
-    out.push_str("</body></html>\n");
-    out
 }

@@ -504,24 +504,7 @@ fn legacy(
         .get("timing")
         .filter(|t| t.is_object())
         .ok_or_else(|| "v8 round log without a `timing` object".to_string())?;
-    let sims_ms = u64_at(t, "sims").unwrap_or(0);
-    let timing = Timing {
-        total: u64_at(t, "total").unwrap_or(0),
-        phase_a: u64_at(t, "phaseA").unwrap_or(0),
-        phase_b: u64_at(t, "phaseB").unwrap_or(0),
-        tests: u64_at(t, "tests").unwrap_or(0),
-        pre_sim: 0,
-        post_sim: 0,
-        overhead: 0,
-        ..Timing::default()
-    };
-    let overhead = u64_at(t, "overhead").unwrap_or_else(|| {
-        timing
-            .total
-            .saturating_sub(timing.phase_a + timing.phase_b + timing.tests + sims_ms)
-    });
-    let timing = Timing { overhead, ..timing };
-
+    let (timing, sims_ms) = legacy_timing(t);
     let status = match str_at(v, "status") {
         Some(s) => round_status(s).unwrap_or_else(|| {
             notes.push(format!("unknown round status {s:?}, counted as failed"));
@@ -539,129 +522,17 @@ fn legacy(
         .into_iter()
         .flatten()
     {
-        let name = str_at(a, "name").unwrap_or("?").to_string();
-        let status = match str_at(a, "status") {
-            Some(s) => run_status(s).unwrap_or_else(|| {
-                notes.push(format!(
-                    "agent {name:?} has unknown status {s:?}, counted as failed"
-                ));
-                RunStatus::Failed
-            }),
-            None => RunStatus::Failed,
-        };
-        let phase = match str_at(a, "phase") {
-            Some("review") | Some("B") | Some("b") => Phase::Review,
-            _ => Phase::Code,
-        };
         agent_starts.push(u64_at(a, "startMs").is_some());
-        agents.push(AgentEntry {
-            name,
-            phase,
-            model: str_at(a, "model").unwrap_or_default().to_string(),
-            task: str_at(a, "task").map(str::to_string),
-            status,
-            exit_code: a
-                .get("exitCode")
-                .and_then(Value::as_i64)
-                .and_then(|c| i32::try_from(c).ok()),
-            start_ms: u64_at(a, "startMs").unwrap_or(0),
-            elapsed_ms: u64_at(a, "elapsedMs").unwrap_or(0),
-            timeout_ms: u64_at(a, "timeoutMs").unwrap_or(0),
-            cost_usd: f64_at(a, "costUsd"),
-            cost_known: a.get("costKnown").and_then(Value::as_bool).unwrap_or(true),
-            tokens: None,
-            changed_files: u64_at(a, "changedFiles")
-                .and_then(|c| u32::try_from(c).ok())
-                .unwrap_or(0),
-            files: Vec::new(),
-            log: str_at(a, "log").unwrap_or_default().to_string(),
-            error: str_at(a, "error").map(str::to_string),
-            cause: None,
-            resets_at: None,
-            permission_denials: Vec::new(),
-            limited_runs: Vec::new(),
-            held_ms: 0,
-            summary: None,
-            escalated_to: str_at(a, "escalatedTo").map(str::to_string),
-            ownership_violations: Vec::new(),
-            kept_aside: Vec::new(),
-            handoff: None,
-            session_id: str_at(a, "sessionId").map(str::to_string),
-            session_resumed: a
-                .get("sessionResumed")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-            session_dropped: str_at(a, "sessionDropped").map(str::to_string),
-            aside: None,
-            change_tested: false,
-            beside_run: None,
-        });
+        agents.push(legacy_agent(a, &mut notes));
     }
 
-    let tests = v
-        .get("tests")
-        .filter(|t| t.is_object())
-        .map(|t| TestsEntry {
-            status: str_at(t, "status")
-                .and_then(step_status)
-                .unwrap_or(StepStatus::Failed),
-            exit_code: None,
-            start_ms: u64_at(t, "startMs").unwrap_or(0),
-            elapsed_ms: u64_at(t, "elapsedMs").unwrap_or(timing.tests),
-            passed: u64_at(t, "passed"),
-            failed: u64_at(t, "failed"),
-            suites: Vec::new(),
-            attempts: u64_at(t, "attempts")
-                .and_then(|c| u32::try_from(c).ok())
-                .unwrap_or(1),
-            flaky: t.get("flaky").and_then(Value::as_bool).unwrap_or(false),
-            regression: t
-                .get("regression")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            log: str_at(t, "log").unwrap_or_default().to_string(),
-            tail: String::new(),
-            reason: None,
-            suite_runs: Vec::new(),
-            cannot_start: str_at(t, "cannotStart").map(str::to_string),
-        });
+    let tests = legacy_tests(v, timing.tests);
     let tests_start = v
         .get("tests")
         .map(|t| u64_at(t, "startMs").is_some())
         .unwrap_or(false);
-
-    // v8 wrote its one sims run as `sims: {status, elapsedMs, ...}`; keep its status for the
-    // Gantt bar when it is there.
-    let serial_sim = v.get("sims").filter(|s| s.get("status").is_some());
-    let serial_start = serial_sim.and_then(|s| u64_at(s, "startMs"));
-    let sims = Sims {
-        pre: serial_sim.map(|s| SimEntry {
-            status: str_at(s, "status")
-                .and_then(step_status)
-                .unwrap_or(StepStatus::Ok),
-            exit_code: None,
-            start_ms: serial_start.unwrap_or(0),
-            elapsed_ms: u64_at(s, "elapsedMs").unwrap_or(sims_ms),
-            published: s.get("published").and_then(Value::as_bool).unwrap_or(false),
-            log: String::new(),
-            note: None,
-        }),
-        post: None,
-    };
-
-    // Some v8 writers left the round's cost at 0 (or out) while its agents had theirs.
-    let agents_cost: f64 = agents.iter().map(|a| a.cost_usd).sum();
-    let round_cost = match v.get("costUsd").and_then(Value::as_f64) {
-        Some(c) if c > 0.0 || agents_cost <= 0.0 => c,
-        _ if agents_cost > 0.0 => {
-            notes.push(format!(
-                "`costUsd` is missing or 0 while its agents cost {}; the agents' sum is used",
-                crate::units::usd(agents_cost)
-            ));
-            agents_cost
-        }
-        _ => 0.0,
-    };
+    let (sims, serial_start) = legacy_sims(v, sims_ms);
+    let round_cost = legacy_round_cost(v, &agents, &mut notes);
     let log = RoundLog {
         schema,
         round: u64_at(v, "round")
@@ -706,6 +577,156 @@ fn legacy(
         },
         notes,
     ))
+}
+
+/// A v8 log's `timing`, and its one serial sims run's time (`timing.sims`).
+fn legacy_timing(t: &Value) -> (Timing, u64) {
+    let sims_ms = u64_at(t, "sims").unwrap_or(0);
+    let timing = Timing {
+        total: u64_at(t, "total").unwrap_or(0),
+        phase_a: u64_at(t, "phaseA").unwrap_or(0),
+        phase_b: u64_at(t, "phaseB").unwrap_or(0),
+        tests: u64_at(t, "tests").unwrap_or(0),
+        pre_sim: 0,
+        post_sim: 0,
+        overhead: 0,
+        ..Timing::default()
+    };
+    let overhead = u64_at(t, "overhead").unwrap_or_else(|| {
+        timing
+            .total
+            .saturating_sub(timing.phase_a + timing.phase_b + timing.tests + sims_ms)
+    });
+    let timing = Timing { overhead, ..timing };
+
+    (timing, sims_ms)
+}
+
+/// One agent of a v8 log; an unknown status is counted as failed, with a note.
+fn legacy_agent(a: &Value, notes: &mut Vec<String>) -> AgentEntry {
+    let name = str_at(a, "name").unwrap_or("?").to_string();
+    let status = match str_at(a, "status") {
+        Some(s) => run_status(s).unwrap_or_else(|| {
+            notes.push(format!(
+                "agent {name:?} has unknown status {s:?}, counted as failed"
+            ));
+            RunStatus::Failed
+        }),
+        None => RunStatus::Failed,
+    };
+    let phase = match str_at(a, "phase") {
+        Some("review") | Some("B") | Some("b") => Phase::Review,
+        _ => Phase::Code,
+    };
+    AgentEntry {
+        name,
+        phase,
+        model: str_at(a, "model").unwrap_or_default().to_string(),
+        task: str_at(a, "task").map(str::to_string),
+        status,
+        exit_code: a
+            .get("exitCode")
+            .and_then(Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok()),
+        start_ms: u64_at(a, "startMs").unwrap_or(0),
+        elapsed_ms: u64_at(a, "elapsedMs").unwrap_or(0),
+        timeout_ms: u64_at(a, "timeoutMs").unwrap_or(0),
+        cost_usd: f64_at(a, "costUsd"),
+        cost_known: a.get("costKnown").and_then(Value::as_bool).unwrap_or(true),
+        tokens: None,
+        changed_files: u64_at(a, "changedFiles")
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0),
+        files: Vec::new(),
+        log: str_at(a, "log").unwrap_or_default().to_string(),
+        error: str_at(a, "error").map(str::to_string),
+        cause: None,
+        resets_at: None,
+        permission_denials: Vec::new(),
+        limited_runs: Vec::new(),
+        held_ms: 0,
+        summary: None,
+        escalated_to: str_at(a, "escalatedTo").map(str::to_string),
+        ownership_violations: Vec::new(),
+        kept_aside: Vec::new(),
+        handoff: None,
+        session_id: str_at(a, "sessionId").map(str::to_string),
+        session_resumed: a
+            .get("sessionResumed")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        session_dropped: str_at(a, "sessionDropped").map(str::to_string),
+        aside: None,
+        change_tested: false,
+        beside_run: None,
+    }
+}
+
+/// A v8 log's tests, when it has a `tests` object; `timing_tests` stands in for a missing time.
+fn legacy_tests(v: &Value, timing_tests: u64) -> Option<TestsEntry> {
+    v.get("tests")
+        .filter(|t| t.is_object())
+        .map(|t| TestsEntry {
+            status: str_at(t, "status")
+                .and_then(step_status)
+                .unwrap_or(StepStatus::Failed),
+            exit_code: None,
+            start_ms: u64_at(t, "startMs").unwrap_or(0),
+            elapsed_ms: u64_at(t, "elapsedMs").unwrap_or(timing_tests),
+            passed: u64_at(t, "passed"),
+            failed: u64_at(t, "failed"),
+            suites: Vec::new(),
+            attempts: u64_at(t, "attempts")
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(1),
+            flaky: t.get("flaky").and_then(Value::as_bool).unwrap_or(false),
+            regression: t
+                .get("regression")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            log: str_at(t, "log").unwrap_or_default().to_string(),
+            tail: String::new(),
+            reason: None,
+            suite_runs: Vec::new(),
+            cannot_start: str_at(t, "cannotStart").map(str::to_string),
+        })
+}
+
+/// A v8 log's one sims run as the pre-sim slot, and its start when logged.
+fn legacy_sims(v: &Value, sims_ms: u64) -> (Sims, Option<u64>) {
+    let serial_sim = v.get("sims").filter(|s| s.get("status").is_some());
+    let serial_start = serial_sim.and_then(|s| u64_at(s, "startMs"));
+    let sims = Sims {
+        pre: serial_sim.map(|s| SimEntry {
+            status: str_at(s, "status")
+                .and_then(step_status)
+                .unwrap_or(StepStatus::Ok),
+            exit_code: None,
+            start_ms: serial_start.unwrap_or(0),
+            elapsed_ms: u64_at(s, "elapsedMs").unwrap_or(sims_ms),
+            published: s.get("published").and_then(Value::as_bool).unwrap_or(false),
+            log: String::new(),
+            note: None,
+        }),
+        post: None,
+    };
+    (sims, serial_start)
+}
+
+/// A v8 round's cost: its `costUsd`, or its agents' sum (with a note) when that is 0 or out.
+fn legacy_round_cost(v: &Value, agents: &[AgentEntry], notes: &mut Vec<String>) -> f64 {
+    let agents_cost: f64 = agents.iter().map(|a| a.cost_usd).sum();
+    match v.get("costUsd").and_then(Value::as_f64) {
+        Some(c) if c > 0.0 || agents_cost <= 0.0 => c,
+        _ if agents_cost > 0.0 => {
+            notes.push(format!(
+                "`costUsd` is missing or 0 while its agents cost {}; the agents' sum is used",
+                crate::units::usd(agents_cost)
+            ));
+            agents_cost
+        }
+        _ => 0.0,
+    }
 }
 
 fn round_status(s: &str) -> Option<RoundStatus> {

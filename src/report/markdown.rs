@@ -43,8 +43,21 @@ fn escaped<I: IntoIterator<Item = String>>(cells: I) -> Vec<String> {
     cells.into_iter().map(|c| escape_md(&c)).collect()
 }
 
+/// The whole document: one section after another, each written by its own function below.
 fn render(s: &Summary) -> String {
     let mut out = String::with_capacity(256 + s.rounds.len() * 160);
+    title(&mut out, s);
+    totals(&mut out, s);
+    attention(&mut out, s);
+    landed_and_review(&mut out, s);
+    timeline_agents_decisions(&mut out, s);
+    files_and_hidden(&mut out, s);
+    warnings(&mut out, s);
+    out
+}
+
+/// The title, the live line and the headline.
+fn title(out: &mut String, s: &Summary) {
     if s.mission.is_empty() {
         out.push_str("# orch report\n\n");
     } else {
@@ -54,7 +67,10 @@ fn render(s: &Summary) -> String {
         let _ = writeln!(out, "_{}_\n", escape_md(&text::live(live)));
     }
     let _ = writeln!(out, "**{}**\n", escape_md(&s.totals.headline));
+}
 
+/// The totals as a bullet list.
+fn totals(out: &mut String, s: &Summary) {
     let t = &s.totals;
     let _ = writeln!(
         out,
@@ -89,7 +105,10 @@ fn render(s: &Summary) -> String {
     if let Some(reason) = &t.stop_reason {
         let _ = writeln!(out, "- **Stopped:** {}", escape_md(reason));
     }
+}
 
+/// What needs attention, one bullet per row.
+fn attention(out: &mut String, s: &Summary) {
     if !s.attention.is_empty() {
         out.push_str("\n## Needs attention\n\n");
         for a in &s.attention {
@@ -106,16 +125,19 @@ fn render(s: &Summary) -> String {
             );
         }
     }
+}
 
+/// What landed, per round, and the commands to review it.
+fn landed_and_review(out: &mut String, s: &Summary) {
     if !s.rounds.is_empty() {
         out.push_str("\n## What landed\n\n");
         out.push_str(
             "Per round: the agents whose change stayed, those a revert took out, and the tests of \
              the first attempt and of the tree that was committed.\n\n",
         );
-        header(&mut out, &text::LANDED_HEADER);
+        header(out, &text::LANDED_HEADER);
         for r in &s.rounds {
-            row(&mut out, &escaped(text::landed_cells(r)));
+            row(out, &escaped(text::landed_cells(r)));
         }
     }
 
@@ -132,12 +154,15 @@ fn render(s: &Summary) -> String {
         }
         out.push_str("```\n");
     }
+}
 
+/// The timeline, agents' and decisions' tables.
+fn timeline_agents_decisions(out: &mut String, s: &Summary) {
     out.push_str("\n## Timeline\n\n");
     let head = text::timeline_header(s);
-    header(&mut out, &head);
+    header(out, &head);
     for r in &s.rounds {
-        row(&mut out, &escaped(text::timeline_cells(s, r)));
+        row(out, &escaped(text::timeline_cells(s, r)));
     }
 
     if !s.agents.is_empty() {
@@ -147,9 +172,9 @@ fn render(s: &Summary) -> String {
              failures by cause say how it ended); rejected: finished but taken out by a revert. \
              Per kept change: the agent's cost over its kept changes.\n\n",
         );
-        header(&mut out, &text::agent_header(s));
+        header(out, &text::agent_header(s));
         for a in &s.agents {
-            row(&mut out, &escaped(text::agent_row(s, a)));
+            row(out, &escaped(text::agent_row(s, a)));
         }
     }
 
@@ -161,21 +186,25 @@ fn render(s: &Summary) -> String {
             "Over the {rounds} rounds whose logs record the plan. Kept is the share of inclusions \
              whose change stayed; idle is the share of those rounds the agent was not included.\n"
         );
-        header(&mut out, &text::DECISION_HEADER);
+        header(out, &text::DECISION_HEADER);
         for d in &s.decisions {
-            row(&mut out, &escaped(text::decision_cells(d)));
+            row(out, &escaped(text::decision_cells(d)));
         }
     }
+}
 
+/// Every file modified, and the time pipelining hid.
+fn files_and_hidden(out: &mut String, s: &Summary) {
+    let t = &s.totals;
     if !s.files.is_empty() {
         out.push_str("\n## All files modified\n\n");
         out.push_str(
             "Every file a kept change touched, with the rounds and agents that changed it (a \
              rejected, failed or conflicting run's files are in its kept ref, not here).\n\n",
         );
-        header(&mut out, &text::FILES_HEADER);
+        header(out, &text::FILES_HEADER);
         for f in &s.files {
-            row(&mut out, &escaped(text::file_cells(f)));
+            row(out, &escaped(text::file_cells(f)));
         }
     }
 
@@ -188,24 +217,26 @@ fn render(s: &Summary) -> String {
              which a serial (v8) loop would have added. v8 rounds hid nothing. (est.) marks \
              rounds without start times.\n"
         );
-        header(&mut out, &text::HIDDEN_HEADER);
+        header(out, &text::HIDDEN_HEADER);
         for r in &s.rounds {
-            row(&mut out, &escaped(text::hidden_cells(r)));
+            row(out, &escaped(text::hidden_cells(r)));
         }
         row(
-            &mut out,
+            out,
             &text::hidden_total_cells(s)
                 .iter()
                 .map(|c| format!("**{}**", escape_md(c)))
                 .collect::<Vec<_>>(),
         );
     }
+}
 
+/// The warnings met while reading the logs.
+fn warnings(out: &mut String, s: &Summary) {
     if !s.warnings.is_empty() {
         out.push_str("\n## Warnings\n\n");
         for w in &s.warnings {
             let _ = writeln!(out, "- {}: {}", escape_md(&w.file), escape_md(&w.message));
         }
     }
-    out
 }

@@ -633,222 +633,14 @@ pub fn kept_ref_in(text: &str) -> Option<String> {
     Some(r.trim_end_matches('.').to_string())
 }
 
+/// What needs a person's eye, round by round, with repeats of one failure merged into one row.
 fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
     let mut out = Vec::new();
     for r in &loaded.rounds {
-        let log = &r.log;
-        let round = log.round;
-        // A culprit search stopped by an interrupt reverted nothing: the round reads as
-        // interrupted (below).
-        if let Some(rv) = log
-            .revert
-            .as_ref()
-            .filter(|rv| rv.strategy != Strategy::Interrupted)
-        {
-            let runs = rv.test_runs.len();
-            let detail = match rv.strategy {
-                Strategy::PerAgent => format!(
-                    "per-agent revert: took out {} after {runs} extra test run{}; the other agents' work was kept{}",
-                    rv.culprits.join(", "),
-                    if runs == 1 { "" } else { "s" },
-                    match (rv.culprits.len(), log.kept_ref.as_deref()) {
-                        (1, Some(k)) => format!(" ({k})"),
-                        (_, Some(_)) => format!(" (each under refs/orch/rejected/round-{round}/AGENT)"),
-                        _ => String::new(),
-                    }
-                ),
-                _ => format!(
-                    "the whole round was reverted{}{}",
-                    if runs > 0 { format!(" after {runs} extra test runs found no agent whose work could be kept") } else { String::new() },
-                    log.kept_ref.as_deref().map(|k| format!("; kept in {k}")).unwrap_or_default()
-                ),
-            };
-            out.push(AttentionRow {
-                round,
-                rounds: vec![round],
-                kind: "revert".into(),
-                agent: None,
-                detail,
-                kept_ref: log.kept_ref.clone(),
-            });
-        } else if log.reverted {
-            out.push(AttentionRow {
-                round,
-                rounds: vec![round],
-                kind: "revert".into(),
-                agent: None,
-                detail: format!(
-                    "the whole round was reverted{}",
-                    log.kept_ref
-                        .as_deref()
-                        .map(|k| format!("; kept in {k}"))
-                        .unwrap_or_default()
-                ),
-                kept_ref: log.kept_ref.clone(),
-            });
-        } else if log.status == RoundStatus::Interrupted {
-            out.push(AttentionRow {
-                round,
-                rounds: vec![round],
-                kind: "interrupted".into(),
-                agent: None,
-                detail: format!(
-                    "the round was interrupted{}{}{}",
-                    log.stop_reason
-                        .as_deref()
-                        .map(|s| format!(" ({s})"))
-                        .unwrap_or_default(),
-                    match log.revert.as_ref().map(|rv| rv.test_runs.len()) {
-                        Some(n) => format!(
-                            " during the per-agent revert's culprit search, after {n} extra test run{}",
-                            if n == 1 { "" } else { "s" }
-                        ),
-                        None => String::new(),
-                    },
-                    log.kept_ref
-                        .as_deref()
-                        .map(|k| format!("; its tree is kept in {k}"))
-                        .unwrap_or_default()
-                ),
-                kept_ref: log.kept_ref.clone(),
-            });
-        }
-        // Review work done beside the tests of a round that was then reverted: kept aside.
-        let aside: Vec<(&crate::roundlog::AgentEntry, bool)> = log
-            .agents
-            .iter()
-            .filter_map(|a| match (&a.aside, &a.beside_run) {
-                (Some(_), _) => Some((a, false)),
-                (None, Some(b)) if b.aside.is_some() => Some((b.as_ref(), true)),
-                _ => None,
-            })
-            .collect();
-        if !aside.is_empty() {
-            let names: Vec<String> = aside
-                .iter()
-                .map(
-                    |(a, _)| match a.aside.as_ref().and_then(|x| x.kept_ref.as_deref()) {
-                        Some(r) => format!("{} ({r})", a.name),
-                        None => format!("{} (no file changed)", a.name),
-                    },
-                )
-                .collect();
-            let reason = aside[0]
-                .0
-                .aside
-                .as_ref()
-                .map(|x| x.reason.as_str())
-                .unwrap_or("");
-            let why = reason
-                .split(": its work")
-                .next()
-                .unwrap_or(reason)
-                .trim_start_matches("ran beside the tests, and ");
-            let refs: Vec<&str> = aside
-                .iter()
-                .filter_map(|(a, _)| a.aside.as_ref()?.kept_ref.as_deref())
-                .collect();
-            out.push(AttentionRow {
-                round,
-                rounds: vec![round],
-                kind: "kept aside".into(),
-                agent: None,
-                detail: format!(
-                    "review work kept aside: Phase B ran beside the tests and {why}, so it was not merged: {}{}",
-                    names.join(", "),
-                    if aside.iter().any(|(_, again)| *again) {
-                        "; they ran again after the revert (phaseBAfterRevert)"
-                    } else {
-                        ""
-                    }
-                ),
-                kept_ref: (refs.len() == 1).then(|| refs[0].to_string()),
-            });
-        }
-        // An agent over its budgetUsd whose tasks stay pending: nothing runs them until a
-        // person raises the budget or names who takes them.
-        for d in log.decisions.iter().filter(|d| !d.tasks_waiting.is_empty()) {
-            out.push(AttentionRow {
-                round,
-                rounds: vec![round],
-                kind: "over budget".into(),
-                agent: Some(d.agent.clone()),
-                detail: format!(
-                    "its budgetUsd is spent and its pending task{} {} wait{} on it: raise its budgetUsd, or name an agent in its overBudgetTasksTo",
-                    if d.tasks_waiting.len() == 1 { "" } else { "s" },
-                    d.tasks_waiting.join(", "),
-                    if d.tasks_waiting.len() == 1 { "s" } else { "" }
-                ),
-                kept_ref: None,
-            });
-        }
-        for (i, a) in log.agents.iter().enumerate() {
-            let kept_ref = a.error.as_deref().and_then(kept_ref_in);
-            match a.status {
-                RunStatus::Conflict => out.push(AttentionRow {
-                    round,
-                    rounds: vec![round],
-                    kind: "conflict".into(),
-                    agent: Some(a.name.clone()),
-                    detail: a
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "not merged: a conflict".into()),
-                    kept_ref,
-                }),
-                RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled => {
-                    let cause = r.extra.causes.get(i).cloned().flatten();
-                    let mut detail = match a.status {
-                        RunStatus::Timeout => format!(
-                            "timed out after {}",
-                            crate::units::duration_ms(a.elapsed_ms)
-                        ),
-                        RunStatus::Cancelled => "cancelled".to_string(),
-                        _ => match a.exit_code {
-                            Some(c) => format!("failed (exit code {c})"),
-                            None => "failed".to_string(),
-                        },
-                    };
-                    if let Some(c) = &cause {
-                        detail.push_str(&format!(", cause {c}"));
-                    }
-                    match &a.error {
-                        Some(e) => {
-                            detail.push_str(": ");
-                            detail.push_str(e);
-                        }
-                        None if cause.is_none() => detail.push_str("; the log records no reason"),
-                        None => {}
-                    }
-                    // A cancelled run of an interrupted round is said once, for the round,
-                    // unless it left work in a ref.
-                    if a.status != RunStatus::Cancelled || kept_ref.is_some() {
-                        out.push(AttentionRow {
-                            round,
-                            rounds: vec![round],
-                            kind: a.status.as_str().into(),
-                            agent: Some(a.name.clone()),
-                            detail,
-                            kept_ref,
-                        });
-                    }
-                }
-                _ => {}
-            }
-            if !a.ownership_violations.is_empty() {
-                out.push(AttentionRow {
-                    round,
-                    rounds: vec![round],
-                    kind: "ownership".into(),
-                    agent: Some(a.name.clone()),
-                    detail: format!(
-                        "changed files it does not own: {}",
-                        a.ownership_violations.join(", ")
-                    ),
-                    kept_ref: None,
-                });
-            }
-        }
+        round_outcome_rows(r, &mut out);
+        kept_aside_rows(r, &mut out);
+        over_budget_rows(r, &mut out);
+        agent_attention_rows(r, &mut out);
     }
     // The same failure of the same agent, round after round, is one row.
     let mut merged: Vec<AttentionRow> = Vec::with_capacity(out.len());
@@ -866,6 +658,241 @@ fn attention_rows(loaded: &Loaded) -> Vec<AttentionRow> {
         }
     }
     merged
+}
+
+/// The round's own outcome when it needs a look: reverted (whole or per agent) or interrupted.
+fn round_outcome_rows(r: &Round, out: &mut Vec<AttentionRow>) {
+    let log = &r.log;
+    let round = log.round;
+    // A culprit search stopped by an interrupt reverted nothing: the round reads as
+    // interrupted (below).
+    if let Some(rv) = log
+        .revert
+        .as_ref()
+        .filter(|rv| rv.strategy != Strategy::Interrupted)
+    {
+        let runs = rv.test_runs.len();
+        let detail = match rv.strategy {
+            Strategy::PerAgent => format!(
+                "per-agent revert: took out {} after {runs} extra test run{}; the other agents' work was kept{}",
+                rv.culprits.join(", "),
+                if runs == 1 { "" } else { "s" },
+                match (rv.culprits.len(), log.kept_ref.as_deref()) {
+                    (1, Some(k)) => format!(" ({k})"),
+                    (_, Some(_)) => format!(" (each under refs/orch/rejected/round-{round}/AGENT)"),
+                    _ => String::new(),
+                }
+            ),
+            _ => format!(
+                "the whole round was reverted{}{}",
+                if runs > 0 { format!(" after {runs} extra test runs found no agent whose work could be kept") } else { String::new() },
+                log.kept_ref.as_deref().map(|k| format!("; kept in {k}")).unwrap_or_default()
+            ),
+        };
+        out.push(AttentionRow {
+            round,
+            rounds: vec![round],
+            kind: "revert".into(),
+            agent: None,
+            detail,
+            kept_ref: log.kept_ref.clone(),
+        });
+    } else if log.reverted {
+        out.push(AttentionRow {
+            round,
+            rounds: vec![round],
+            kind: "revert".into(),
+            agent: None,
+            detail: format!(
+                "the whole round was reverted{}",
+                log.kept_ref
+                    .as_deref()
+                    .map(|k| format!("; kept in {k}"))
+                    .unwrap_or_default()
+            ),
+            kept_ref: log.kept_ref.clone(),
+        });
+    } else if log.status == RoundStatus::Interrupted {
+        out.push(AttentionRow {
+            round,
+            rounds: vec![round],
+            kind: "interrupted".into(),
+            agent: None,
+            detail: format!(
+                "the round was interrupted{}{}{}",
+                log.stop_reason
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default(),
+                match log.revert.as_ref().map(|rv| rv.test_runs.len()) {
+                    Some(n) => format!(
+                        " during the per-agent revert's culprit search, after {n} extra test run{}",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    None => String::new(),
+                },
+                log.kept_ref
+                    .as_deref()
+                    .map(|k| format!("; its tree is kept in {k}"))
+                    .unwrap_or_default()
+            ),
+            kept_ref: log.kept_ref.clone(),
+        });
+    }
+}
+
+/// Review work that ran beside the tests of a reverted round and was kept aside, as one row.
+fn kept_aside_rows(r: &Round, out: &mut Vec<AttentionRow>) {
+    let log = &r.log;
+    let round = log.round;
+    // Review work done beside the tests of a round that was then reverted: kept aside.
+    let aside: Vec<(&crate::roundlog::AgentEntry, bool)> = log
+        .agents
+        .iter()
+        .filter_map(|a| match (&a.aside, &a.beside_run) {
+            (Some(_), _) => Some((a, false)),
+            (None, Some(b)) if b.aside.is_some() => Some((b.as_ref(), true)),
+            _ => None,
+        })
+        .collect();
+    if !aside.is_empty() {
+        let names: Vec<String> = aside
+            .iter()
+            .map(
+                |(a, _)| match a.aside.as_ref().and_then(|x| x.kept_ref.as_deref()) {
+                    Some(r) => format!("{} ({r})", a.name),
+                    None => format!("{} (no file changed)", a.name),
+                },
+            )
+            .collect();
+        let reason = aside[0]
+            .0
+            .aside
+            .as_ref()
+            .map(|x| x.reason.as_str())
+            .unwrap_or("");
+        let why = reason
+            .split(": its work")
+            .next()
+            .unwrap_or(reason)
+            .trim_start_matches("ran beside the tests, and ");
+        let refs: Vec<&str> = aside
+            .iter()
+            .filter_map(|(a, _)| a.aside.as_ref()?.kept_ref.as_deref())
+            .collect();
+        out.push(AttentionRow {
+            round,
+            rounds: vec![round],
+            kind: "kept aside".into(),
+            agent: None,
+            detail: format!(
+                "review work kept aside: Phase B ran beside the tests and {why}, so it was not merged: {}{}",
+                names.join(", "),
+                if aside.iter().any(|(_, again)| *again) {
+                    "; they ran again after the revert (phaseBAfterRevert)"
+                } else {
+                    ""
+                }
+            ),
+            kept_ref: (refs.len() == 1).then(|| refs[0].to_string()),
+        });
+    }
+}
+
+/// One row per agent whose budget is spent while its tasks wait on it.
+fn over_budget_rows(r: &Round, out: &mut Vec<AttentionRow>) {
+    let log = &r.log;
+    let round = log.round;
+    // An agent over its budgetUsd whose tasks stay pending: nothing runs them until a
+    // person raises the budget or names who takes them.
+    for d in log.decisions.iter().filter(|d| !d.tasks_waiting.is_empty()) {
+        out.push(AttentionRow {
+            round,
+            rounds: vec![round],
+            kind: "over budget".into(),
+            agent: Some(d.agent.clone()),
+            detail: format!(
+                "its budgetUsd is spent and its pending task{} {} wait{} on it: raise its budgetUsd, or name an agent in its overBudgetTasksTo",
+                if d.tasks_waiting.len() == 1 { "" } else { "s" },
+                d.tasks_waiting.join(", "),
+                if d.tasks_waiting.len() == 1 { "s" } else { "" }
+            ),
+            kept_ref: None,
+        });
+    }
+}
+
+/// An agent's conflict, failure, timeout or cancellation with work kept, and its ownership breaches.
+fn agent_attention_rows(r: &Round, out: &mut Vec<AttentionRow>) {
+    let log = &r.log;
+    let round = log.round;
+    for (i, a) in log.agents.iter().enumerate() {
+        let kept_ref = a.error.as_deref().and_then(kept_ref_in);
+        match a.status {
+            RunStatus::Conflict => out.push(AttentionRow {
+                round,
+                rounds: vec![round],
+                kind: "conflict".into(),
+                agent: Some(a.name.clone()),
+                detail: a
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not merged: a conflict".into()),
+                kept_ref,
+            }),
+            RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled => {
+                let cause = r.extra.causes.get(i).cloned().flatten();
+                let mut detail = match a.status {
+                    RunStatus::Timeout => format!(
+                        "timed out after {}",
+                        crate::units::duration_ms(a.elapsed_ms)
+                    ),
+                    RunStatus::Cancelled => "cancelled".to_string(),
+                    _ => match a.exit_code {
+                        Some(c) => format!("failed (exit code {c})"),
+                        None => "failed".to_string(),
+                    },
+                };
+                if let Some(c) = &cause {
+                    detail.push_str(&format!(", cause {c}"));
+                }
+                match &a.error {
+                    Some(e) => {
+                        detail.push_str(": ");
+                        detail.push_str(e);
+                    }
+                    None if cause.is_none() => detail.push_str("; the log records no reason"),
+                    None => {}
+                }
+                // A cancelled run of an interrupted round is said once, for the round,
+                // unless it left work in a ref.
+                if a.status != RunStatus::Cancelled || kept_ref.is_some() {
+                    out.push(AttentionRow {
+                        round,
+                        rounds: vec![round],
+                        kind: a.status.as_str().into(),
+                        agent: Some(a.name.clone()),
+                        detail,
+                        kept_ref,
+                    });
+                }
+            }
+            _ => {}
+        }
+        if !a.ownership_violations.is_empty() {
+            out.push(AttentionRow {
+                round,
+                rounds: vec![round],
+                kind: "ownership".into(),
+                agent: Some(a.name.clone()),
+                detail: format!(
+                    "changed files it does not own: {}",
+                    a.ownership_violations.join(", ")
+                ),
+                kept_ref: None,
+            });
+        }
+    }
 }
 
 fn review(loaded: &Loaded, attention: &[AttentionRow]) -> Review {
@@ -1290,7 +1317,23 @@ fn bars(r: &Round) -> Vec<Bar> {
     let tests_at = t.phase_a + serial;
     let review_at = tests_at + t.tests;
     let mut out = Vec::new();
+    pre_sim_bars(r, &mut out);
+    let mut code: Vec<Bar> = (0..log.agents.len())
+        .filter(|i| log.agents[*i].phase == Phase::Code)
+        .map(|i| agent_bar(r, i, 0))
+        .collect();
+    code.sort_by_key(|b| b.start_ms);
+    out.extend(code);
+    test_and_post_sim_bars(r, tests_at, &mut out);
+    review_bars(r, review_at, &mut out);
+    out
+}
 
+/// The sims' bar before the agents: the pre-sim, or a v8 log's serial sims.
+fn pre_sim_bars(r: &Round, out: &mut Vec<Bar>) {
+    let log = &r.log;
+    let t = &log.timing;
+    let serial = r.serial_sims_ms.unwrap_or(0);
     if let Some(pre) = &log.sims.pre {
         let (kind, label, known, fallback) = if r.is_legacy() {
             (
@@ -1320,30 +1363,31 @@ fn bars(r: &Round) -> Vec<Bar> {
             estimated: true,
         });
     }
+}
 
-    let agent_bar = |i: usize, fallback: u64| {
-        let a = &log.agents[i];
-        let known = r.starts.agents.get(i).copied().unwrap_or(false);
-        Bar {
-            label: if a.aside.is_some() {
-                format!("{} (kept aside)", a.name)
-            } else {
-                a.name.clone()
-            },
-            kind: BarKind::Agent,
-            status: BarStatus::Run(a.status),
-            start_ms: if known { a.start_ms } else { fallback },
-            elapsed_ms: a.elapsed_ms,
-            estimated: !known,
-        }
-    };
-    let mut code: Vec<Bar> = (0..log.agents.len())
-        .filter(|i| log.agents[*i].phase == Phase::Code)
-        .map(|i| agent_bar(i, 0))
-        .collect();
-    code.sort_by_key(|b| b.start_ms);
-    out.extend(code);
+/// Agent `i`'s bar; `fallback` is where it starts when its log has no start time.
+fn agent_bar(r: &Round, i: usize, fallback: u64) -> Bar {
+    let log = &r.log;
+    let a = &log.agents[i];
+    let known = r.starts.agents.get(i).copied().unwrap_or(false);
+    Bar {
+        label: if a.aside.is_some() {
+            format!("{} (kept aside)", a.name)
+        } else {
+            a.name.clone()
+        },
+        kind: BarKind::Agent,
+        status: BarStatus::Run(a.status),
+        start_ms: if known { a.start_ms } else { fallback },
+        elapsed_ms: a.elapsed_ms,
+        estimated: !known,
+    }
+}
 
+/// The tests' bar, a revert's extra test runs after it, and the post-sim's bar.
+fn test_and_post_sim_bars(r: &Round, tests_at: u64, out: &mut Vec<Bar>) {
+    let log = &r.log;
+    let t = &log.timing;
     if let Some(tests) = &log.tests {
         out.push(Bar {
             label: "tests".to_string(),
@@ -1386,13 +1430,17 @@ fn bars(r: &Round) -> Vec<Bar> {
             estimated: !r.starts.post_sim,
         });
     }
+}
 
+/// The review agents' bars, in the order they started.
+fn review_bars(r: &Round, review_at: u64, out: &mut Vec<Bar>) {
+    let log = &r.log;
     // Review agents where they ran: beside the tests (`phaseB: "besideTests"`) or after them;
     // a run beside the tests that a revert kept aside, before the agent ran again, has its own
     // bar.
     let mut review: Vec<Bar> = (0..log.agents.len())
         .filter(|i| log.agents[*i].phase == Phase::Review)
-        .map(|i| agent_bar(i, review_at))
+        .map(|i| agent_bar(r, i, review_at))
         .collect();
     review.extend(log.agents.iter().filter_map(|a| {
         let b = a.beside_run.as_ref()?;
@@ -1407,29 +1455,31 @@ fn bars(r: &Round) -> Vec<Bar> {
     }));
     review.sort_by_key(|b| b.start_ms);
     out.extend(review);
-    out
 }
 
+/// An agent's figures while its rounds are read, before they become its row.
+struct AgentAcc<'a> {
+    row: AgentRow,
+    total_ms: u64,
+    model: &'a str,
+    known: usize,
+    unknown: usize,
+    sessions: Option<SessionRow>,
+    /// A run resumed a session or said why one was dropped: the agent keeps sessions (a
+    /// CLI reports a session id for every run, kept or not).
+    kept_session: bool,
+}
+
+/// One row per agent, in the order they first ran, from every round's log and the state file.
 fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
-    struct Acc<'a> {
-        row: AgentRow,
-        total_ms: u64,
-        model: &'a str,
-        known: usize,
-        unknown: usize,
-        sessions: Option<SessionRow>,
-        /// A run resumed a session or said why one was dropped: the agent keeps sessions (a
-        /// CLI reports a session id for every run, kept or not).
-        kept_session: bool,
-    }
     let mut order: Vec<String> = Vec::new();
-    let mut rows: HashMap<&str, Acc> = HashMap::new();
+    let mut rows: HashMap<&str, AgentAcc> = HashMap::new();
     for r in &loaded.rounds {
         let rejected = rejected_agents(r);
         for (i, a) in r.log.agents.iter().enumerate() {
             let acc = rows.entry(a.name.as_str()).or_insert_with(|| {
                 order.push(a.name.clone());
-                Acc {
+                AgentAcc {
                     row: AgentRow {
                         name: a.name.clone(),
                         ..AgentRow::default()
@@ -1442,111 +1492,128 @@ fn agent_rows(loaded: &Loaded, state_json: Option<&Value>) -> Vec<AgentRow> {
                     kept_session: false,
                 }
             });
-            let row = &mut acc.row;
-            row.runs += 1;
-            // A failed run whose change was tested is counted where its change went (kept or
-            // rejected); how it ended is in its failures by cause.
-            let went = went_in(a);
-            match a.status {
-                RunStatus::Ok | RunStatus::Failed if went && rejected.contains(&a.name) => {
-                    row.rejected += 1
-                }
-                RunStatus::Ok | RunStatus::Failed if went => row.kept += 1,
-                RunStatus::Ok => row.kept += 1,
-                RunStatus::Empty => row.empty += 1,
-                RunStatus::Failed => row.failed += 1,
-                RunStatus::Timeout => row.timeouts += 1,
-                RunStatus::Conflict => row.conflicts += 1,
-                RunStatus::Cancelled => row.cancelled += 1,
-            }
-            if matches!(a.status, RunStatus::Failed | RunStatus::Timeout) {
-                *row.failed_by_cause.entry(cause_of(r, i)).or_insert(0) += 1;
-            }
-            acc.total_ms += a.elapsed_ms;
-            row.longest_ms = row.longest_ms.max(a.elapsed_ms);
-            row.cost_usd += a.cost_usd;
-            if a.cost_known {
-                acc.known += 1;
-            } else {
-                acc.unknown += 1;
-            }
-            row.last_round = r.log.round;
-            if !a.model.is_empty() {
-                acc.model = a.model.as_str();
-            }
-            let sessions = acc.sessions.get_or_insert_with(SessionRow::default);
-            // Its run beside the tests (kept aside by a revert) came first.
-            if let Some(b) = &a.beside_run {
-                acc.kept_session |= sessions.note(b, r.log.round);
-            }
-            acc.kept_session |= sessions.note(a, r.log.round);
-            // Its run beside the tests, kept aside by a revert before it ran again.
-            if let Some(b) = &a.beside_run {
-                row.runs += 1;
-                match b.status {
-                    RunStatus::Ok => row.rejected += 1,
-                    RunStatus::Empty => row.empty += 1,
-                    RunStatus::Failed => row.failed += 1,
-                    RunStatus::Timeout => row.timeouts += 1,
-                    RunStatus::Conflict => row.conflicts += 1,
-                    RunStatus::Cancelled => row.cancelled += 1,
-                }
-                acc.total_ms += b.elapsed_ms;
-                row.longest_ms = row.longest_ms.max(b.elapsed_ms);
-                // Its cost is in the entry's already (the agent's whole spend in the round).
-                if b.cost_known {
-                    acc.known += 1;
-                } else {
-                    acc.unknown += 1;
-                }
-            }
+            count_run(acc, r, i, a, &rejected);
         }
     }
     order
         .iter()
         .filter_map(|name| {
             let acc = rows.remove(name.as_str())?;
-            let mut row = acc.row;
-            row.mean_ms = acc.total_ms / u64::from(row.runs.max(1));
-            row.cost_known = Known::of(acc.known, acc.unknown);
-            row.cost_per_kept_usd = (row.kept > 0 && row.cost_known != Known::None)
-                .then(|| row.cost_usd / f64::from(row.kept));
-            row.model_now = state_json
-                .and_then(|s| s.get("agents"))
-                .and_then(|a| a.get(name.as_str()))
-                .and_then(|a| a.get("model"))
-                .and_then(Value::as_str)
-                .filter(|m| !m.is_empty())
-                .unwrap_or(acc.model)
-                .to_string();
-            row.budget_usd = loaded
-                .rounds
-                .iter()
-                .rev()
-                .flat_map(|r| &r.log.decisions)
-                .find(|d| d.agent == *name && d.budget_usd.is_some())
-                .and_then(|d| d.budget_usd);
-            // An agent that ran once with `session: true` has resumed and dropped nothing yet:
-            // the state file says it keeps one.
-            let agent_state = state_json
-                .and_then(|s| s.get("agents"))
-                .and_then(|a| a.get(name.as_str()));
-            let in_state = agent_state.is_some_and(|a| {
-                a.get("session").is_some_and(|v| !v.is_null())
-                    || a.get("sessionDropped").is_some_and(|v| !v.is_null())
-            });
-            row.sessions = acc.sessions.filter(|_| acc.kept_session || in_state);
-            row.spent_usd = row.budget_usd.map(|_| {
-                state_json
-                    .and_then(|s| s.get("agents"))
-                    .and_then(|a| a.get(name.as_str()))
-                    .and_then(|a| a.get("costUsd"))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(row.cost_usd)
-            });
-            Some(row)
+            Some(agent_row(loaded, state_json, name, acc))
         })
         .collect()
+}
+
+/// Adds agent `a`'s run in round `r` (and its run beside the tests, if any) to its figures;
+/// `rejected` names the agents whose change the round took out.
+fn count_run<'a>(
+    acc: &mut AgentAcc<'a>,
+    r: &Round,
+    i: usize,
+    a: &'a AgentEntry,
+    rejected: &[String],
+) {
+    let row = &mut acc.row;
+    row.runs += 1;
+    // A failed run whose change was tested is counted where its change went (kept or
+    // rejected); how it ended is in its failures by cause.
+    let went = went_in(a);
+    match a.status {
+        RunStatus::Ok | RunStatus::Failed if went && rejected.contains(&a.name) => {
+            row.rejected += 1
+        }
+        RunStatus::Ok | RunStatus::Failed if went => row.kept += 1,
+        RunStatus::Ok => row.kept += 1,
+        RunStatus::Empty => row.empty += 1,
+        RunStatus::Failed => row.failed += 1,
+        RunStatus::Timeout => row.timeouts += 1,
+        RunStatus::Conflict => row.conflicts += 1,
+        RunStatus::Cancelled => row.cancelled += 1,
+    }
+    if matches!(a.status, RunStatus::Failed | RunStatus::Timeout) {
+        *row.failed_by_cause.entry(cause_of(r, i)).or_insert(0) += 1;
+    }
+    acc.total_ms += a.elapsed_ms;
+    row.longest_ms = row.longest_ms.max(a.elapsed_ms);
+    row.cost_usd += a.cost_usd;
+    if a.cost_known {
+        acc.known += 1;
+    } else {
+        acc.unknown += 1;
+    }
+    row.last_round = r.log.round;
+    if !a.model.is_empty() {
+        acc.model = a.model.as_str();
+    }
+    let sessions = acc.sessions.get_or_insert_with(SessionRow::default);
+    // Its run beside the tests (kept aside by a revert) came first.
+    if let Some(b) = &a.beside_run {
+        acc.kept_session |= sessions.note(b, r.log.round);
+    }
+    acc.kept_session |= sessions.note(a, r.log.round);
+    // Its run beside the tests, kept aside by a revert before it ran again.
+    if let Some(b) = &a.beside_run {
+        row.runs += 1;
+        match b.status {
+            RunStatus::Ok => row.rejected += 1,
+            RunStatus::Empty => row.empty += 1,
+            RunStatus::Failed => row.failed += 1,
+            RunStatus::Timeout => row.timeouts += 1,
+            RunStatus::Conflict => row.conflicts += 1,
+            RunStatus::Cancelled => row.cancelled += 1,
+        }
+        acc.total_ms += b.elapsed_ms;
+        row.longest_ms = row.longest_ms.max(b.elapsed_ms);
+        // Its cost is in the entry's already (the agent's whole spend in the round).
+        if b.cost_known {
+            acc.known += 1;
+        } else {
+            acc.unknown += 1;
+        }
+    }
+}
+
+/// The agent's row from its figures: means, cost per kept change, model, budget, sessions.
+fn agent_row(loaded: &Loaded, state_json: Option<&Value>, name: &str, acc: AgentAcc) -> AgentRow {
+    let mut row = acc.row;
+    row.mean_ms = acc.total_ms / u64::from(row.runs.max(1));
+    row.cost_known = Known::of(acc.known, acc.unknown);
+    row.cost_per_kept_usd =
+        (row.kept > 0 && row.cost_known != Known::None).then(|| row.cost_usd / f64::from(row.kept));
+    row.model_now = state_json
+        .and_then(|s| s.get("agents"))
+        .and_then(|a| a.get(name))
+        .and_then(|a| a.get("model"))
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(acc.model)
+        .to_string();
+    row.budget_usd = loaded
+        .rounds
+        .iter()
+        .rev()
+        .flat_map(|r| &r.log.decisions)
+        .find(|d| d.agent == *name && d.budget_usd.is_some())
+        .and_then(|d| d.budget_usd);
+    // An agent that ran once with `session: true` has resumed and dropped nothing yet:
+    // the state file says it keeps one.
+    let agent_state = state_json
+        .and_then(|s| s.get("agents"))
+        .and_then(|a| a.get(name));
+    let in_state = agent_state.is_some_and(|a| {
+        a.get("session").is_some_and(|v| !v.is_null())
+            || a.get("sessionDropped").is_some_and(|v| !v.is_null())
+    });
+    row.sessions = acc.sessions.filter(|_| acc.kept_session || in_state);
+    row.spent_usd = row.budget_usd.map(|_| {
+        state_json
+            .and_then(|s| s.get("agents"))
+            .and_then(|a| a.get(name))
+            .and_then(|a| a.get("costUsd"))
+            .and_then(Value::as_f64)
+            .unwrap_or(row.cost_usd)
+    });
+    row
 }
 
 fn decision_rows(loaded: &Loaded) -> Vec<DecisionRow> {

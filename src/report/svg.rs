@@ -265,19 +265,8 @@ fn legend(out: &mut String) {
     }
 }
 
-fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
-    let domain = r
-        .bars
-        .iter()
-        .map(|b| b.start_ms.saturating_add(b.elapsed_ms))
-        .max()
-        .unwrap_or(0)
-        .max(r.total_ms)
-        .max(1);
-    let x_of = |ms: u64| LABEL_W + PLOT_W * (ms.min(domain) as f64) / (domain as f64);
-    let lanes_h = (lanes.len().max(1) as f64) * LANE_H;
-    let top = y0 + ROUND_HEAD;
-
+/// The round's heading: number, status, what landed, time, cost, waits, what pipelining hid.
+fn round_head(r: &RoundRow) -> String {
     let mut head = format!("Round {}", r.round);
     if r.legacy {
         head.push_str(" (v8)");
@@ -307,6 +296,24 @@ fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
     if r.hidden.total_ms > 0 {
         let _ = write!(head, " · pipelining hid {}", duration_ms(r.hidden.total_ms));
     }
+    head
+}
+
+/// One round's block of the chart: its heading, the time axis, and a lane of bars per row.
+fn round_block(out: &mut String, r: &RoundRow, lanes: &[Lane], y0: f64) {
+    let domain = r
+        .bars
+        .iter()
+        .map(|b| b.start_ms.saturating_add(b.elapsed_ms))
+        .max()
+        .unwrap_or(0)
+        .max(r.total_ms)
+        .max(1);
+    let x_of = |ms: u64| LABEL_W + PLOT_W * (ms.min(domain) as f64) / (domain as f64);
+    let lanes_h = (lanes.len().max(1) as f64) * LANE_H;
+    let top = y0 + ROUND_HEAD;
+
+    let head = round_head(r);
     let _ = write!(
         out,
         r##"<g class="round"><rect x="6" y="{}" width="{}" height="{}" fill="#f6f7f9" rx="4"/>"##,

@@ -723,55 +723,8 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         program.clone()
     };
     let program = &program;
-    let signal = if spec.launched {
-        libc::SIGTERM
-    } else {
-        libc::SIGKILL
-    };
-    let launched = spec.launched;
-    let mut expr = duct::cmd(program, args)
-        .dir(&spec.cwd)
-        .stdout_file(stdout)
-        .stderr_file(stderr)
-        .unchecked()
-        .before_spawn(move |cmd| {
-            use std::os::unix::process::CommandExt;
-            // A launcher gets a session of its own (and so a group of its own, as every child):
-            // Slurm records srun's session id with the job it makes, which is how orch finds
-            // that job again when it had to SIGKILL srun (see `cancel_srun_job`).
-            if !launched {
-                cmd.process_group(0);
-            }
-            // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // calls (setsid, prctl, getppid).
-            unsafe {
-                cmd.pre_exec(move || {
-                    if launched && libc::setsid() < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    die_with_parent(signal)
-                });
-            }
-            Ok(())
-        });
-    expr = match &spec.stdin {
-        Some(p) => expr.stdin_path(p),
-        None => expr.stdin_null(),
-    };
     let token = next_run_token();
-    if spec.env_clear {
-        let mut all: Vec<(String, String)> = spec.env.clone();
-        all.push((PID_VAR.into(), std::process::id().to_string()));
-        all.push((RUN_VAR.into(), token.clone()));
-        expr = expr.full_env(all);
-    } else {
-        for (k, v) in &spec.env {
-            expr = expr.env(k, v);
-        }
-        expr = expr
-            .env(PID_VAR, std::process::id().to_string())
-            .env(RUN_VAR, &token);
-    }
+    let expr = command(spec, program, args, stdout, stderr, &token);
     // The last moment the process is known not to have ended, until the first wait sees it
     // running: orch can be stopped or starved between the spawn and that first wait, and the
     // gap must count as orch's, not the process's (see `supervise`).
@@ -811,6 +764,68 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
         started,
         elapsed: ended_at.saturating_duration_since(started),
     }
+}
+
+/// The duct expression that starts `program args` as `spec` says: its folder, logs, stdin and
+/// environment (with orch's pid and the run's `token`), in a process group of its own (a
+/// launcher: a session of its own), dying with orch.
+fn command(
+    spec: &Spec,
+    program: &str,
+    args: &[String],
+    stdout: File,
+    stderr: File,
+    token: &str,
+) -> duct::Expression {
+    let signal = if spec.launched {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    };
+    let launched = spec.launched;
+    let mut expr = duct::cmd(program, args)
+        .dir(&spec.cwd)
+        .stdout_file(stdout)
+        .stderr_file(stderr)
+        .unchecked()
+        .before_spawn(move |cmd| {
+            use std::os::unix::process::CommandExt;
+            // A launcher gets a session of its own (and so a group of its own, as every child):
+            // Slurm records srun's session id with the job it makes, which is how orch finds
+            // that job again when it had to SIGKILL srun (see `cancel_srun_job`).
+            if !launched {
+                cmd.process_group(0);
+            }
+            // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+            // calls (setsid, prctl, getppid).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if launched && libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    die_with_parent(signal)
+                });
+            }
+            Ok(())
+        });
+    expr = match &spec.stdin {
+        Some(p) => expr.stdin_path(p),
+        None => expr.stdin_null(),
+    };
+    if spec.env_clear {
+        let mut all: Vec<(String, String)> = spec.env.clone();
+        all.push((PID_VAR.into(), std::process::id().to_string()));
+        all.push((RUN_VAR.into(), token.to_string()));
+        expr = expr.full_env(all);
+    } else {
+        for (k, v) in &spec.env {
+            expr = expr.env(k, v);
+        }
+        expr = expr
+            .env(PID_VAR, std::process::id().to_string())
+            .env(RUN_VAR, token);
+    }
+    expr
 }
 
 /// Waits for the process, enforcing the timeout and interrupts; returns how it ended and
