@@ -1,9 +1,17 @@
 //! Helpers for the integration tests: a scratch git repository, a mission using the fixture
 //! agents, and a way to run the real `orch` binary in it and read back what it wrote.
+//!
+//! A round log is read back two ways: typed, through orch's own `orch::roundlog` types
+//! ([`Repo::round_log_typed`], [`Find`], [`Span`]), for what the round did (a misspelt field is
+//! a compile error, not a `Null` that compares unequal); and as the JSON orch wrote
+//! ([`Repo::round_log`]), for checks of the file itself: that a key is absent, how a number is
+//! written, what an older reader would see.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use orch::roundlog::{AgentEntry, RoundLog, SimEntry, SuiteEntry, TestsEntry};
 
 pub fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,11 +118,23 @@ impl Repo {
         Run(cmd.output().unwrap())
     }
 
+    /// Round `n`'s log as the JSON orch wrote, for checks of the file itself; for what the
+    /// round did, [`Repo::round_log_typed`].
     pub fn round_log(&self, n: u32) -> serde_json::Value {
         let p = self.path().join(format!(".orch/rounds/round-{n:04}.json"));
         let text =
             std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
         serde_json::from_str(&text).unwrap()
+    }
+
+    /// Round `n`'s log read as orch reads it back (`orch report`, `orch status`): a log that
+    /// does not parse as [`RoundLog`] fails the test, naming the file and what is wrong.
+    pub fn round_log_typed(&self, n: u32) -> RoundLog {
+        let p = self.path().join(format!(".orch/rounds/round-{n:04}.json"));
+        let text =
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} as a round log: {e}", p.display()))
     }
 
     pub fn has_round_log(&self, n: u32) -> bool {
@@ -171,10 +191,62 @@ pub fn ms(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// Whether two `[start, start+elapsed)` intervals overlap by at least `min` ms.
-pub fn overlap(a: &serde_json::Value, b: &serde_json::Value) -> u64 {
-    let (a0, a1) = (ms(&a["startMs"]), ms(&a["startMs"]) + ms(&a["elapsedMs"]));
-    let (b0, b1) = (ms(&b["startMs"]), ms(&b["startMs"]) + ms(&b["elapsedMs"]));
+/// Finding a round log's entries by name.
+pub trait Find {
+    /// The run of agent `name` (its last one in the round); fails the test when there is none.
+    fn agent(&self, name: &str) -> &AgentEntry;
+}
+
+impl Find for RoundLog {
+    fn agent(&self, name: &str) -> &AgentEntry {
+        self.agents
+            .iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name} in round {}: {self:#?}", self.round))
+    }
+}
+
+/// Something in a round log that ran: where, in milliseconds from the round's start.
+pub trait Span {
+    /// `(start, end)`: `[startMs, startMs + elapsedMs)`.
+    fn span(&self) -> (u64, u64);
+}
+
+impl Span for AgentEntry {
+    fn span(&self) -> (u64, u64) {
+        (self.start_ms, self.start_ms + self.elapsed_ms)
+    }
+}
+
+impl Span for SimEntry {
+    fn span(&self) -> (u64, u64) {
+        (self.start_ms, self.start_ms + self.elapsed_ms)
+    }
+}
+
+impl Span for TestsEntry {
+    fn span(&self) -> (u64, u64) {
+        (self.start_ms, self.start_ms + self.elapsed_ms)
+    }
+}
+
+impl Span for SuiteEntry {
+    fn span(&self) -> (u64, u64) {
+        (self.start_ms, self.start_ms + self.elapsed_ms)
+    }
+}
+
+/// An entry of the JSON as written (`startMs`, `elapsedMs`), for the tests that read it raw.
+impl Span for serde_json::Value {
+    fn span(&self) -> (u64, u64) {
+        let start = ms(&self["startMs"]);
+        (start, start + ms(&self["elapsedMs"]))
+    }
+}
+
+/// How many milliseconds two runs were under way at the same time.
+pub fn overlap(a: &impl Span, b: &impl Span) -> u64 {
+    let ((a0, a1), (b0, b1)) = (a.span(), b.span());
     a1.min(b1).saturating_sub(a0.max(b0))
 }
 

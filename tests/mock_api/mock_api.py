@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A scripted mock model API on 127.0.0.1 for driving the real agent CLIs (tests/real_cli.rs,
-scripts/record-cli-output).
+"""A scripted mock model API on 127.0.0.1 for driving the real agent CLIs
+(tests/integration/real_cli.rs, scripts/record-cli-output).
 
 One server speaks the three wire protocols the CLIs use, told apart by the request path:
 

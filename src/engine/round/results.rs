@@ -109,77 +109,8 @@ pub fn settle(
     };
     let cost = cost::assess(result_text.as_deref(), reading, &raw.model, pricing);
     let changed = raw.changed.len() as u32;
-    let words = |cause: Cause, text: String| Failure {
-        cause,
-        error: text,
-        resets_at: None,
-        retry_after: None,
-    };
-    let (status, failure) = match &raw.finished.ending {
-        Ending::SpawnFailed(e) => (RunStatus::Failed, Some(words(Cause::Exit, e.clone()))),
-        Ending::TimedOut => (
-            RunStatus::Timeout,
-            Some(words(
-                Cause::Timeout,
-                format!(
-                    "timed out after {}",
-                    crate::units::duration_ms(raw.timeout_ms)
-                ),
-            )),
-        ),
-        Ending::Cancelled => (RunStatus::Cancelled, None),
-        Ending::Exited(0) if cost.failure.is_some() => {
-            let mut f = cost
-                .failure
-                .clone()
-                .unwrap_or_else(|| words(Cause::Exit, String::new()));
-            if f.cause == Cause::Exit {
-                // No known cause: say why an exit 0 counts as a failure.
-                f.error = crate::agents::classify::one_line(&format!(
-                    "the CLI reported an error (is_error) although it exited 0: {}",
-                    f.error
-                ));
-            }
-            (RunStatus::Failed, Some(f))
-        }
-        Ending::Exited(0) => {
-            let wrote_result = result_text.is_some() || raw.filed_tasks;
-            let worked = match raw.phase {
-                Phase::Code => changed > 0,
-                Phase::Review => changed > 0 || wrote_result,
-            };
-            if worked {
-                (RunStatus::Ok, None)
-            } else if !cost.permission_denials.is_empty() {
-                // It changed nothing because it was not allowed to: a failure of the setup,
-                // not an empty run.
-                let list = denial_list(&cost.permission_denials);
-                (
-                    RunStatus::Failed,
-                    Some(words(
-                        Cause::PermissionDenied,
-                        crate::agents::classify::one_line(&format!(
-                            "the CLI denied {list} and the run changed nothing"
-                        )),
-                    )),
-                )
-            } else {
-                (RunStatus::Empty, None)
-            }
-        }
-        Ending::Exited(c) => (
-            RunStatus::Failed,
-            Some(
-                cost.failure
-                    .clone()
-                    .unwrap_or_else(|| words(Cause::Exit, format!("exited with status {c}"))),
-            ),
-        ),
-        Ending::Signalled(s) => (
-            RunStatus::Failed,
-            Some(words(Cause::Exit, format!("killed by signal {s}"))),
-        ),
-    };
+    let wrote_result = result_text.is_some() || raw.filed_tasks;
+    let (status, failure) = ending(raw, &cost, wrote_result);
     if !cost.permission_denials.is_empty() {
         log::warn!(
             "agent {}: its CLI denied {} (see permissionDenials in round {round}'s log; widen the permissions in its command)",
@@ -237,6 +168,84 @@ pub fn settle(
         model_change,
         failure,
         session_id: cost.session_id.clone(),
+    }
+}
+
+/// How a run ended, from its process's ending and what its CLI said (`cost`): its status and,
+/// for a failure, why. An exit 0 is `ok` only with work done (a code agent's changed files, a
+/// review agent's files, result or tasks), else `empty`, or `failed` when the CLI reported an
+/// error or denied the tools the run needed.
+fn ending(raw: &RawRun, cost: &cost::RunCost, wrote_result: bool) -> (RunStatus, Option<Failure>) {
+    let changed = raw.changed.len() as u32;
+    let words = |cause: Cause, text: String| Failure {
+        cause,
+        error: text,
+        resets_at: None,
+        retry_after: None,
+    };
+    match &raw.finished.ending {
+        Ending::SpawnFailed(e) => (RunStatus::Failed, Some(words(Cause::Exit, e.clone()))),
+        Ending::TimedOut => (
+            RunStatus::Timeout,
+            Some(words(
+                Cause::Timeout,
+                format!(
+                    "timed out after {}",
+                    crate::units::duration_ms(raw.timeout_ms)
+                ),
+            )),
+        ),
+        Ending::Cancelled => (RunStatus::Cancelled, None),
+        Ending::Exited(0) if cost.failure.is_some() => {
+            let mut f = cost
+                .failure
+                .clone()
+                .unwrap_or_else(|| words(Cause::Exit, String::new()));
+            if f.cause == Cause::Exit {
+                // No known cause: say why an exit 0 counts as a failure.
+                f.error = crate::agents::classify::one_line(&format!(
+                    "the CLI reported an error (is_error) although it exited 0: {}",
+                    f.error
+                ));
+            }
+            (RunStatus::Failed, Some(f))
+        }
+        Ending::Exited(0) => {
+            let worked = match raw.phase {
+                Phase::Code => changed > 0,
+                Phase::Review => changed > 0 || wrote_result,
+            };
+            if worked {
+                (RunStatus::Ok, None)
+            } else if !cost.permission_denials.is_empty() {
+                // It changed nothing because it was not allowed to: a failure of the setup,
+                // not an empty run.
+                let list = denial_list(&cost.permission_denials);
+                (
+                    RunStatus::Failed,
+                    Some(words(
+                        Cause::PermissionDenied,
+                        crate::agents::classify::one_line(&format!(
+                            "the CLI denied {list} and the run changed nothing"
+                        )),
+                    )),
+                )
+            } else {
+                (RunStatus::Empty, None)
+            }
+        }
+        Ending::Exited(c) => (
+            RunStatus::Failed,
+            Some(
+                cost.failure
+                    .clone()
+                    .unwrap_or_else(|| words(Cause::Exit, format!("exited with status {c}"))),
+            ),
+        ),
+        Ending::Signalled(s) => (
+            RunStatus::Failed,
+            Some(words(Cause::Exit, format!("killed by signal {s}"))),
+        ),
     }
 }
 

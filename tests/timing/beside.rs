@@ -1,9 +1,7 @@
-//! The round's time against its critical path with Phase B beside the tests (issue 20), in a
-//! file of its own so that it runs alone (see tests/timing.rs).
+//! The round's time against its critical path with Phase B beside the tests (issue 20), in the
+//! timing binary so that it runs alone (see `tests/timing/main.rs`).
 
-mod common;
-
-use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, sim_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 /// Issue 2's shape with `phaseB: "besideTests"`: three code agents of 2.0/1.5/1.0 s on two
@@ -12,6 +10,7 @@ use serde_json::json;
 /// Phase B) = 4 s, where after the tests it is 5 s.
 #[test]
 fn the_round_time_follows_the_critical_path_with_phase_b_beside_the_tests() {
+    let _alone = crate::alone();
     let repo = Repo::new();
     let code = |n: &str, s: &str| {
         json!({"name": n, "phase": "code",
@@ -28,30 +27,26 @@ fn the_round_time_follows_the_critical_path_with_phase_b_beside_the_tests() {
         "tests": {"command": tests_cmd("1")}
     }));
     repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    let t = &log["timing"];
-    let at = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("timing.{k}: {t}"));
-    let total = at("total");
-    eprintln!("critical path 4000 ms: timing {t}");
+    let t = repo.round_log_typed(1).timing;
+    let total = t.total;
+    eprintln!("critical path 4000 ms: timing {t:?}");
     // Within 10 % below the 4 s path; above it, up to 4.75 s: still clear of the 5 s that Phase
     // B after the tests takes at the least, and a loaded machine's commits and merges once
     // took the round to 4449 ms, the suite's other tests beside it.
     assert!(
         (3600..=4750).contains(&total),
-        "total {total} ms is not within 4 s - 10 % .. 4.75 s (Phase B after the tests: 5 s): {t}"
+        "total {total} ms is not within 4 s - 10 % .. 4.75 s (Phase B after the tests: 5 s): {t:?}"
     );
-    let phase_a = at("phaseA");
-    assert!((2450..2900).contains(&phase_a), "phaseA {phase_a}");
-    let tests = at("tests");
-    assert!((1450..1900).contains(&tests), "tests stage {tests}");
-    let phase_b = at("phaseB");
-    assert!((950..1400).contains(&phase_b), "phaseB {phase_b}");
+    assert!((2450..2900).contains(&t.phase_a), "phaseA {}", t.phase_a);
+    assert!((1450..1900).contains(&t.tests), "tests stage {}", t.tests);
+    assert!((950..1400).contains(&t.phase_b), "phaseB {}", t.phase_b);
     // Phase B ran inside the tests stage: it started when it did and ended before it.
-    assert!(at("phaseBStartMs") < at("testsStartMs") + 200, "{t}");
-    assert!(at("phaseBEndMs") <= at("testsEndMs"), "{t}");
+    let at = |v: Option<u64>| v.unwrap_or_else(|| panic!("a stage's start or end missing: {t:?}"));
+    assert!(at(t.phase_b_start_ms) < at(t.tests_start_ms) + 200, "{t:?}");
+    assert!(at(t.phase_b_end_ms) <= at(t.tests_end_ms), "{t:?}");
     assert_eq!(
-        at("overhead"),
-        total + at("beside") - phase_a - phase_b - tests,
+        t.overhead,
+        total + t.beside - t.phase_a - t.phase_b - t.tests,
         "overhead = total - phaseA - phaseB - tests + beside"
     );
     // Both review agents' work landed after the code commit.

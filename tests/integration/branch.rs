@@ -1,9 +1,7 @@
 //! `--branch NAME` / `git.branch`: the rounds commit on a branch of their own and the user's
 //! branch is left where it was. The real binary on scratch repositories.
 
-mod common;
-
-use common::{agent_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 fn two_rounds(repo: &Repo, git: serde_json::Value) {

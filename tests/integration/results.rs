@@ -1,9 +1,7 @@
 //! Agent results across rounds: cost, empty work, model escalation, the budget and stall
 //! stops, and `orch status`.
 
-mod common;
-
-use common::{agent_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 #[test]

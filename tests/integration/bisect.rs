@@ -3,11 +3,9 @@
 //! are the ones the serial bisection (`bisectJobs: 1`) finds, for one culprit, two, and changes
 //! that break the tests only together; the key's bounds; an interrupt mid-search.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, overlap, processes_with, tests_cmd, Orch, Repo};
+use crate::common::{agent_cmd, overlap, processes_with, tests_cmd, Orch, Repo};
 use serde_json::{json, Value};
 
 /// Code agents `a0`, `a1`, … each writing `src/aI.txt` with its text (`BROKEN` breaks the

@@ -1,12 +1,10 @@
 //! `orch status` while a run is going: the lock's holder, the round, the phase and the
 //! running agents from the events, `--json` too, and `--watch` redrawing until the run ends.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, Repo};
+use crate::common::{agent_cmd, Repo};
 use serde_json::json;
 
 #[test]

@@ -1,4 +1,5 @@
-//! A real model in the loop, opt-in: `ORCH_REAL_MODEL=1 cargo test --test real_model`.
+//! A real model in the loop, opt-in:
+//! `ORCH_REAL_MODEL=1 cargo test --test integration real_model::`.
 //!
 //! It runs a short `scripts/real-night` (one round) with this build of orch: real Claude Code and
 //! Codex (scripts/real-cli-install) on a small local model (scripts/real-model-install, 1.2 GB

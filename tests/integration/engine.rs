@@ -1,8 +1,7 @@
 //! The round engine, end to end: the real binary on scratch repositories with fixture agents.
 
-mod common;
-
-use common::{agent_cmd, overlap, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, overlap, sim_cmd, tests_cmd, Find, Repo};
+use orch::roundlog::{RoundStatus, StepStatus};
 use serde_json::json;
 
 #[test]
@@ -17,23 +16,23 @@ fn pre_sim_runs_beside_phase_a_and_two_code_agents_share_the_pool() {
         "sims": {"pre": {"command": sim_cmd("1")}, "publishTo": "sim-data"}
     }));
     repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    assert_eq!(log["schema"], 9);
-    assert_eq!(log["status"], "ok");
-    let (a, b) = (Repo::agent(&log, "a"), Repo::agent(&log, "b"));
+    let log = repo.round_log_typed(1);
+    assert_eq!(log.schema, 9);
+    assert_eq!(log.status, RoundStatus::Ok);
+    let (a, b) = (log.agent("a"), log.agent("b"));
     assert!(
         overlap(a, b) > 500,
-        "a and b ran one after the other: {log:#}"
+        "a and b ran one after the other: {log:#?}"
     );
-    let pre = &log["sims"]["pre"];
+    let pre = log.sims.pre.as_ref().expect("no pre-sim in the log");
     assert!(
         overlap(pre, a) > 500,
-        "the pre-sim did not run beside Phase A: {log:#}"
+        "the pre-sim did not run beside Phase A: {log:#?}"
     );
     // Phase A is the wall-clock of the pool and the pre-sim together: about 1 s, not 2 or 3.
-    let phase_a = log["timing"]["phaseA"].as_u64().unwrap();
+    let phase_a = log.timing.phase_a;
     assert!((900..1900).contains(&phase_a), "phaseA {phase_a}");
-    assert_eq!(pre["published"], true);
+    assert!(pre.published);
     assert!(repo
         .read("sim-data/latest.json")
         .contains("\"sim\": \"pre\""));
@@ -61,19 +60,18 @@ fn post_sim_runs_beside_the_tests_and_is_published_when_they_pass() {
         "tests": {"command": tests_cmd("1")}
     }));
     repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    assert_eq!(log["tests"]["status"], "passed");
-    assert_eq!(log["tests"]["passed"], 4);
-    assert!(
-        overlap(&log["sims"]["post"], &log["tests"]) > 500,
-        "{log:#}"
-    );
-    let tests_stage = log["timing"]["tests"].as_u64().unwrap();
+    let log = repo.round_log_typed(1);
+    let tests = log.tests.as_ref().expect("no tests in the log");
+    assert_eq!(tests.status, StepStatus::Passed);
+    assert_eq!(tests.passed, Some(4));
+    let post = log.sims.post.as_ref().expect("no post-sim in the log");
+    assert!(overlap(post, tests) > 500, "{log:#?}");
+    let tests_stage = log.timing.tests;
     assert!(
         (900..1900).contains(&tests_stage),
         "tests stage {tests_stage}"
     );
-    assert_eq!(log["sims"]["post"]["published"], true);
+    assert!(post.published);
     assert!(repo.read("sim-data/latest.json").contains("post"));
 }
 
@@ -81,7 +79,7 @@ fn post_sim_runs_beside_the_tests_and_is_published_when_they_pass() {
 fn a_regression_reverts_the_round_keeps_it_in_a_ref_and_discards_the_post_sim() {
     let repo = Repo::new();
     // Phase B after the tests, so that it is skipped after the revert (beside the tests it
-    // runs and its work is kept aside: tests/beside.rs).
+    // runs and its work is kept aside: tests/integration/beside.rs).
     repo.mission(json!({
         "name": "t", "rounds": 1, "phaseB": "afterTests",
         "agents": [
@@ -94,13 +92,15 @@ fn a_regression_reverts_the_round_keeps_it_in_a_ref_and_discards_the_post_sim() 
     }));
     let base = repo.head();
     repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    assert_eq!(log["status"], "reverted");
-    assert_eq!(log["reverted"], true);
-    assert_eq!(log["tests"]["regression"], true);
-    assert_eq!(log["tests"]["failed"], 1);
-    assert_eq!(log["sims"]["post"]["published"], false);
-    assert_eq!(log["sims"]["pre"]["published"], true);
+    let log = repo.round_log_typed(1);
+    assert_eq!(log.status, RoundStatus::Reverted);
+    assert!(log.reverted);
+    let tests = log.tests.as_ref().expect("no tests in the log");
+    assert!(tests.regression);
+    assert_eq!(tests.failed, Some(1));
+    let (pre, post) = (log.sims.pre.as_ref(), log.sims.post.as_ref());
+    assert!(!post.expect("no post-sim in the log").published);
+    assert!(pre.expect("no pre-sim in the log").published);
     // The rejected tree, untracked file included, is kept; the base is restored exactly.
     let kept = repo.git(&["rev-parse", "refs/orch/rejected/round-1"]);
     assert_eq!(
@@ -113,11 +113,7 @@ fn a_regression_reverts_the_round_keeps_it_in_a_ref_and_discards_the_post_sim() 
     assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), base);
     assert!(repo.read("sim-data/latest.json").contains("pre"));
     assert!(!repo.exists("review.md"));
-    assert!(log["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|a| a["name"] != "reviewer"));
+    assert!(log.agents.iter().all(|a| a.name != "reviewer"));
     assert!(repo.status().is_empty(), "{}", repo.status());
 }
 
@@ -326,7 +322,7 @@ fn run_resumes_after_the_last_round_and_round_n_replays_beside_the_branch() {
     assert!(repo.has_round_log(3));
     assert_eq!(repo.state()["lastRound"], 3);
     // `orch round 2` replays round 2 beside the branch: the branch, round 2's log and the
-    // state stay as they are (tests/replay.rs has the details).
+    // state stay as they are (tests/integration/replay.rs has the details).
     let (head, log2) = (repo.head(), repo.read(".orch/rounds/round-0002.json"));
     repo.orch(&["round", "2"]).expect(0);
     assert!(!repo.exists(".orch/rounds/round-0002.prev-1.json"));

@@ -1,9 +1,7 @@
 //! Scheduling: the task queue, priorities, longest-first, adaptive timeouts, `when` gating and
 //! task decomposition.
 
-mod common;
-
-use common::{agent_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, tests_cmd, Repo};
 use serde_json::{json, Value};
 
 fn tasks(repo: &Repo, all: bool) -> Vec<Value> {

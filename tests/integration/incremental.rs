@@ -1,8 +1,6 @@
 //! Prompt sections with trimming, and incremental tests with flaky retries and a baseline.
 
-mod common;
-
-use common::{agent_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 #[test]

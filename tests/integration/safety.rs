@@ -7,13 +7,11 @@
 //! Each test asserts what the user is left with: exit status, files byte for byte, refs, HEAD,
 //! and `/proc` for the processes carrying the test's marker.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, processes_with, Orch, Repo};
+use crate::common::{agent_cmd, processes_with, Orch, Repo};
 use serde_json::json;
 
 fn marker(test: &str) -> String {

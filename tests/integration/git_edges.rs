@@ -7,9 +7,7 @@
 //! Agents here are `sh -c SCRIPT` (the agent's own git commands, spelled out in the test) rather
 //! than the fixture agent: each scenario is one clumsy thing an agent does.
 
-mod common;
-
-use common::Repo;
+use crate::common::Repo;
 use serde_json::{json, Value};
 
 /// An agent that runs `script` with `sh -c`, then prints the fixture's JSON result.

@@ -1,7 +1,7 @@
 //! scripts/bench-night end to end in a tiny configuration (two rounds at 0.05 s per seed
 //! minute, about 15 s): the three ways run, each round of the orch ways is reported, and the
 //! script ends with the two ratio lines scripts read. `#[ignore]`d like the other benchmarks:
-//! `cargo test --test bench_night -- --ignored`.
+//! `cargo test --test integration bench_night:: -- --ignored`.
 
 use std::process::Command;
 

@@ -2,9 +2,7 @@
 //! scripts); `orch round N` past the next round is refused. The real binary on scratch
 //! repositories, after a real three-round run.
 
-mod common;
-
-use common::{agent_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, tests_cmd, Repo};
 use serde_json::{json, Value};
 
 /// Three rounds of two code agents and a reviewer; in round 2 `b` breaks the tests and its

@@ -1,8 +1,6 @@
 //! Worktree isolation: each code agent in its own worktree, merged in completion order.
 
-mod common;
-
-use common::{agent_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 #[test]

@@ -1,10 +1,8 @@
-//! The round's time against its critical path. In a file of its own so that it runs alone:
-//! the other integration tests, run in parallel beside it on a 2-core machine, would put
-//! their load into the overhead it measures.
+//! The round's time against its critical path, Phase B after the tests. In the timing binary
+//! so that it runs alone (see `tests/timing/main.rs`): the other integration tests, run in
+//! parallel beside it on a 2-core machine, would put their load into the overhead it measures.
 
-mod common;
-
-use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, sim_cmd, tests_cmd, Find, Repo, Span};
 use serde_json::json;
 
 /// Issue 2's timing check: three code agents of 2.0/1.5/1.0 s on two slots beside a 2.5 s
@@ -12,6 +10,7 @@ use serde_json::json;
 /// (1 s): a critical path of 5 s.
 #[test]
 fn the_round_time_follows_the_critical_path() {
+    let _alone = crate::alone();
     let repo = Repo::new();
     let code = |n: &str, s: &str| {
         json!({"name": n, "phase": "code",
@@ -21,7 +20,7 @@ fn the_round_time_follows_the_critical_path() {
         json!({"name": n, "phase": "review",
         "command": agent_cmd(&["--sleep", "1", "--result", "done"])})
     };
-    // Phase B after the tests, the spec's order (beside them: tests/timing_beside.rs).
+    // Phase B after the tests, the spec's order (beside them: tests/timing/beside.rs).
     repo.mission(json!({
         "name": "t", "rounds": 1, "maxConcurrency": 2, "phaseB": "afterTests",
         "agents": [code("a", "2.0"), code("b", "1.5"), code("c", "1.0"), review("r1"), review("r2")],
@@ -29,39 +28,36 @@ fn the_round_time_follows_the_critical_path() {
         "tests": {"command": tests_cmd("1")}
     }));
     repo.orch(&["run"]).expect(0);
-    let log = repo.round_log(1);
-    let t = &log["timing"];
-    let total = t["total"].as_u64().unwrap();
-    eprintln!("critical path 5000 ms: timing {t}");
+    let log = repo.round_log_typed(1);
+    let t = &log.timing;
+    let total = t.total;
+    eprintln!("critical path 5000 ms: timing {t:?}");
     // Within 10 % below the 5 s path; above it, up to 5.75 s: every stage boundary adds
     // process starts and git work, and a fresh-clone CI run once took 5502 ms. The stage
     // figures below hold each stage to its own part of the path.
     assert!(
         (4500..=5750).contains(&total),
-        "total {total} ms is not within 5 s - 10 % .. 5.75 s: {t}"
+        "total {total} ms is not within 5 s - 10 % .. 5.75 s: {t:?}"
     );
     // Each stage's figure matches what ran beside what.
-    let phase_a = t["phaseA"].as_u64().unwrap();
     assert!(
-        (2450..2900).contains(&phase_a),
-        "phaseA {phase_a} (pre-sim 2.5 s beside a 2.5 s pool)"
+        (2450..2900).contains(&t.phase_a),
+        "phaseA {} (pre-sim 2.5 s beside a 2.5 s pool)",
+        t.phase_a
     );
-    let tests = t["tests"].as_u64().unwrap();
     assert!(
-        (1450..1900).contains(&tests),
-        "tests stage {tests} (post-sim 1.5 s beside 1 s tests)"
+        (1450..1900).contains(&t.tests),
+        "tests stage {} (post-sim 1.5 s beside 1 s tests)",
+        t.tests
     );
-    let phase_b = t["phaseB"].as_u64().unwrap();
-    assert!((950..1400).contains(&phase_b), "phaseB {phase_b}");
+    assert!((950..1400).contains(&t.phase_b), "phaseB {}", t.phase_b);
     assert_eq!(
-        t["overhead"].as_u64().unwrap(),
-        total - phase_a - phase_b - tests,
+        t.overhead,
+        total - t.phase_a - t.phase_b - t.tests,
         "overhead = total - phaseA - phaseB - tests"
     );
     // c started when b's slot freed (queue-drain), not after a whole batch.
-    let (b, c) = (Repo::agent(&log, "b"), Repo::agent(&log, "c"));
-    let c_start = c["startMs"].as_u64().unwrap();
-    let b_end = b["startMs"].as_u64().unwrap() + b["elapsedMs"].as_u64().unwrap();
+    let (b_end, c_start) = (log.agent("b").span().1, log.agent("c").start_ms);
     assert!(
         c_start >= b_end && c_start < b_end + 300,
         "c started at {c_start}, b ended at {b_end}"

@@ -10,13 +10,11 @@
 //! Each CLI gets a fresh `HOME` (and `CODEX_HOME`), so nothing of the user's own configuration
 //! or credentials is read, and small retry counts, so a failing API costs seconds.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Repo;
+use crate::common::Repo;
 use serde_json::{json, Value};
 
 /// Where the installed CLIs' executables are.
@@ -238,7 +236,7 @@ impl Setup {
         }
     }
 
-    fn run(&self, args: &[&str]) -> common::Run {
+    fn run(&self, args: &[&str]) -> crate::common::Run {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()

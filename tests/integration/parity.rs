@@ -1,9 +1,7 @@
 //! Parity with the original orchestrator: per-agent revert, the circuit breaker, dependencies
 //! and handoffs, file ownership, the decision log, convergence, sequences and import.
 
-mod common;
-
-use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, sim_cmd, tests_cmd, Repo};
 use serde_json::json;
 
 #[test]
@@ -290,7 +288,7 @@ fn fake_claude(repo: &Repo) -> String {
     std::fs::create_dir_all(&bin).unwrap();
     let script = format!(
         "#!/bin/sh\nexec sh {} --cost 0.1 --write \"src/$ORCH_AGENT.txt=round $ORCH_ROUND\"\n",
-        common::fixture("fake-agent.sh")
+        crate::common::fixture("fake-agent.sh")
     );
     let path = bin.join("claude");
     std::fs::write(&path, script).unwrap();

@@ -4,12 +4,10 @@
 //! The agents are marked `"cli": "claude"`, so the Claude adapter reads them and they share one
 //! provider, as real `claude` agents would.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, Repo};
+use crate::common::{agent_cmd, Repo};
 use serde_json::{json, Value};
 
 fn recorded(name: &str) -> String {

@@ -8,13 +8,12 @@
 //! test's unique marker survives. Bounds on time are generous (a loaded CI machine must pass);
 //! waits poll for a file an agent writes instead of sleeping a guessed time.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, gone, processes_with, tests_cmd, Orch, Repo};
+use crate::common::{agent_cmd, gone, processes_with, tests_cmd, Find, Orch, Repo};
+use orch::roundlog::{RoundStatus, RunStatus};
 use serde_json::json;
 
 /// A marker unique to one test, put on every agent's command line (`--tag`).
@@ -126,10 +125,13 @@ fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     let code = orch.wait(Duration::from_secs(10));
     assert_eq!(code, 130, "{}", orch.stderr());
     assert_none_left(&m);
-    let log = repo.round_log(1);
-    assert_eq!(log["status"], "interrupted", "{log:#}");
-    assert_eq!(Repo::agent(&log, "a")["status"], "cancelled");
-    assert_eq!(log["keptRef"], "refs/orch/interrupted/round-1");
+    let log = repo.round_log_typed(1);
+    assert_eq!(log.status, RoundStatus::Interrupted, "{log:#?}");
+    assert_eq!(log.agent("a").status, RunStatus::Cancelled);
+    assert_eq!(
+        log.kept_ref.as_deref(),
+        Some("refs/orch/interrupted/round-1")
+    );
     assert!(
         !repo.has_round_log(2),
         "a round started after the interrupt"
@@ -143,7 +145,7 @@ fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     assert!(journal(&repo, "journal.json").is_none());
     // The interrupted round did not finish: the next run runs it again, keeping its log.
     repo.orch(&["run", "--rounds", "1"]).expect(0);
-    assert_eq!(repo.round_log(1)["status"], "ok");
+    assert_eq!(repo.round_log_typed(1).status, RoundStatus::Ok);
     assert!(repo.exists(".orch/rounds/round-0001.prev-1.json"));
     assert!(!repo.has_round_log(2));
     assert_none_left(&m);
@@ -326,11 +328,11 @@ fn sigterm_keeps_a_worktree_agents_partial_work() {
     orch.signal(libc::SIGTERM);
     assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
     assert_none_left(&m);
-    let log = repo.round_log(1);
-    assert_eq!(log["status"], "interrupted");
+    let log = repo.round_log_typed(1);
+    assert_eq!(log.status, RoundStatus::Interrupted);
     // b never started: with one slot it was queued behind a, and nothing starts after a signal.
-    assert_eq!(Repo::agent(&log, "b")["status"], "cancelled");
-    assert_eq!(Repo::agent(&log, "b")["elapsedMs"], 0);
+    assert_eq!(log.agent("b").status, RunStatus::Cancelled);
+    assert_eq!(log.agent("b").elapsed_ms, 0);
     assert_eq!(repo.head(), base);
     assert_eq!(repo.status(), "");
     assert_eq!(

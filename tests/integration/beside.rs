@@ -4,9 +4,7 @@
 //! and is kept in a ref (not merged) when the round is reverted. All of it read back from the
 //! real binary's round logs, refs and commits.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn ms_at(log: &Value, key: &str) -> u64 {

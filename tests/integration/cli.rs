@@ -2,12 +2,10 @@
 //! mode, the demo, `--dry-run` leaving no trace, completions, the man page, help and errors.
 //! The real binary on scratch repositories, off a terminal (the tests' stderr is a pipe).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{agent_cmd, sim_cmd, tests_cmd, Repo};
+use crate::common::{agent_cmd, sim_cmd, tests_cmd, Repo};
 use serde_json::{json, Value};
 
 /// Every stdout line parsed as one JSON object; panics on any line that is not.

@@ -4,9 +4,7 @@
 //! The stand-in does no session work of its own: which id, which flag and which prompt it gets
 //! are orch's.
 
-mod common;
-
-use common::Repo;
+use crate::common::Repo;
 use serde_json::json;
 
 /// The stand-in CLI. What it does in a round comes from `do.N` beside its logs: `work` (the
@@ -441,7 +439,7 @@ fn a_report_without_sessions_has_no_sessions_column() {
     repo.mission(json!({
         "name": "plain", "rounds": 1,
         "agents": [{"name": "a", "phase": "code",
-                    "command": common::agent_cmd(&["--write", "a.txt=1"])}],
+                    "command": crate::common::agent_cmd(&["--write", "a.txt=1"])}],
     }));
     repo.orch(&["run"]).expect(0);
     let md = repo.orch(&["report"]).expect(0).stdout();

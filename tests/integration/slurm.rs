@@ -7,14 +7,12 @@
 //! Without a cluster these tests say so loudly on stderr and return; with
 //! `ORCH_REQUIRE_SLURM=1` (CI, once slurm-up succeeded) a missing cluster fails them instead.
 
-mod common;
-
 use std::io::Write;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{agent_cmd, processes_with, Repo};
+use crate::common::{agent_cmd, processes_with, Repo};
 use serde_json::json;
 
 /// Whether a Slurm cluster answers with a usable node; otherwise a loud skip, or a failure when

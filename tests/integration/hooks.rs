@@ -2,9 +2,7 @@
 //! The real binary on scratch repositories; the hooks are shell one-liners writing outside the
 //! repository (a file they left in it would make the next round's tree dirty).
 
-mod common;
-
-use common::{agent_cmd, gone, processes_with, tests_cmd, Repo};
+use crate::common::{agent_cmd, gone, processes_with, tests_cmd, Repo};
 use serde_json::{json, Value};
 
 fn lines(path: &std::path::Path) -> Vec<Value> {

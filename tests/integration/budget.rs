@@ -4,9 +4,7 @@
 //! `--max-budget-usd`; the run that hits that cap is read as `overBudget` with its cost; when
 //! every agent is over budget the run stops (exit 3); bad budgets are refused (exit 2).
 
-mod common;
-
-use common::{agent_cmd, fixture, Repo};
+use crate::common::{agent_cmd, fixture, Repo};
 use serde_json::json;
 
 /// A `claude` program (so orch detects Claude Code by its name) in a folder of its own: it
