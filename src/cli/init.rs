@@ -56,7 +56,7 @@ pub fn mission_text(agent: &str) -> Result<String> {
     };
     Ok(format!(
         r#"{{
-  // orch mission: JSON with // comments. `orch validate` checks it; README.md explains every key.
+  // orch mission: JSON with // comments. `orch validate` checks it; docs/src/mission.md (the book) explains every key.
   // {note}
   "name": "my-mission",
   "rounds": 10,                  // `orch run` resumes after the last finished round
