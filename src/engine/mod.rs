@@ -27,3 +27,4 @@ pub mod sequence;
 pub mod sims;
 pub mod store;
 pub mod testing;
+pub mod workspace;

@@ -24,10 +24,10 @@ use serde::Serialize;
 use crate::engine::exec::process;
 use crate::engine::git::Git;
 use crate::engine::round::{self, Env, Replaying};
-use crate::engine::runner::{self, Workspace};
 use crate::engine::store::inputs::{RecordedJob, RoundInputs};
 use crate::engine::store::state::{Journal, Layout, State};
 use crate::engine::store::tasks::Queue;
+use crate::engine::workspace::{self, Workspace};
 use crate::error::{Error, IoContext, Result};
 use crate::events::Events;
 use crate::mission::Mission;
@@ -389,7 +389,7 @@ fn recover_dead(ws: &Workspace, dir: &Path, round: u32, k: u32) -> Result<Option
     let mut kept_ref = None;
     if ws.git.worktree_intact(&tree_path) {
         let tree = ws.git.at(&tree_path);
-        for (agent, kept) in runner::keep_worktrees(&tree, dir, &refs, round)? {
+        for (agent, kept) in workspace::keep_worktrees(&tree, dir, &refs, round)? {
             what.push_str(&format!("; {agent}'s partial work is kept in {kept}"));
         }
         let head = tree.head()?.unwrap_or_default();
@@ -406,7 +406,7 @@ fn recover_dead(ws: &Workspace, dir: &Path, round: u32, k: u32) -> Result<Option
     }
     remove_worktrees(&ws.git, dir);
     what.push_str("; its worktrees are removed");
-    runner::record_dead_round(&layout, &ws.mission().name, &j, kept_ref, &what)?;
+    workspace::record_dead_round(&layout, &ws.mission().name, &j, kept_ref, &what)?;
     Journal::clear(&layout)?;
     Ok(Some(what))
 }

@@ -3,7 +3,7 @@
 //! until the mission's round count, a stop condition (budget, stall guard) or an interrupt,
 //! and says why it stopped through its exit status.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::engine::exec::launcher;
 use crate::engine::exec::limits::Limits;
@@ -12,20 +12,19 @@ use crate::engine::git::branch;
 use crate::engine::git::userwork;
 use crate::engine::git::Git;
 use crate::engine::preflight;
-use crate::engine::prompt;
 use crate::engine::round::{self, Env};
-use crate::engine::store::state::{write_json, Journal, Layout, Lock, State, TestBaseline};
+use crate::engine::store::state::{Journal, Layout, Lock, State, TestBaseline};
 use crate::engine::store::tasks::Queue;
 use crate::engine::testing::run::TestRun;
+pub use crate::engine::workspace::Workspace;
+use crate::engine::workspace::{keep_worktrees, record_dead_round};
 use crate::error::{
     Error, Result, EXIT_AGENT_CLI, EXIT_FINISHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROUND_FAILED,
     EXIT_STOPPED, EXIT_TEMPFAIL,
 };
 use crate::events::{Event, Events};
-use crate::mission::{self, Mission};
-use crate::roundlog::{
-    Handoff, RoundLog, RoundStatus, RunStatus, Sims, StepStatus, Timing, SCHEMA,
-};
+use crate::mission::Mission;
+use crate::roundlog::{Handoff, RoundStatus, RunStatus, StepStatus};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -45,37 +44,6 @@ pub struct RunOptions {
     pub branch: Option<String>,
     /// `--no-wait`: a provider limit ends the run at once (exit 75) instead of waiting.
     pub no_wait: bool,
-}
-
-/// What the repository and mission look like once opened and locked.
-pub struct Workspace {
-    pub loaded: mission::Loaded,
-    pub git: Git,
-    pub layout: Layout,
-}
-
-impl Workspace {
-    /// Loads and validates the mission and opens the repository, without locking.
-    pub fn open(dir: &Path, mission_path: &Path) -> Result<Workspace> {
-        let loaded = mission::Loaded::from_path(
-            &mission::locate(dir, mission_path),
-            &crate::agents::Adapters,
-        )?;
-        prompt::validate(&loaded.mission, &loaded.dir, &loaded.file)?;
-        let git = Git::open(dir)?;
-        preflight::check_state_dir(&loaded.mission, &loaded.file, &git)?;
-        let layout = Layout::in_repo(git.root().join(&loaded.mission.state_dir), git.common_dir());
-        let git = git.keep_out(&layout.dir);
-        Ok(Workspace {
-            loaded,
-            git,
-            layout,
-        })
-    }
-
-    pub fn mission(&self) -> &Mission {
-        &self.loaded.mission
-    }
 }
 
 /// Runs rounds; returns the exit status. The caller holds the lock (`lock`): it is taken before
@@ -491,109 +459,6 @@ fn recover(ws: &Workspace, events: &Events) -> Result<()> {
         message: what,
     });
     Journal::clear(&ws.layout)
-}
-
-/// Saves the work of every agent worktree under `state_dir/worktrees/` that a dead orch never
-/// integrated into the tree of `main` (uncommitted files, and commits the agent made itself
-/// that the tree does not hold) under `refs` (`refs/orch/`, or a replay's own namespace) and
-/// cleans the worktree. Returns (agent, ref) for each one kept.
-pub(crate) fn keep_worktrees(
-    main: &Git,
-    state_dir: &Path,
-    refs: &str,
-    round: u32,
-) -> Result<Vec<(String, String)>> {
-    let mut kept = Vec::new();
-    let main_head = main.head()?.unwrap_or_default();
-    let Ok(entries) = std::fs::read_dir(state_dir.join("worktrees")) else {
-        return Ok(kept);
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        // A worktree whose link is gone or wrong is never used (git would follow it elsewhere);
-        // it is made again before its agent's next run.
-        if !main.worktree_intact(&path) {
-            continue;
-        }
-        let wt = main.at(&path);
-        let (Ok(Some(head)), Ok(status)) = (wt.head(), wt.status()) else {
-            continue;
-        };
-        // A worktree's HEAD is the base, or a change orch committed there and merged (the
-        // main tree holds it), or the agent's own commits, never merged.
-        let unmerged = !main_head.is_empty() && !main.is_ancestor(&head, &main_head)?;
-        if status.is_empty() && !unmerged {
-            continue;
-        }
-        let agent = e.file_name().to_string_lossy().into_owned();
-        // Phase B's worktree beside the tests (`.phase-b`: not an agent, and a ref name cannot
-        // start with a dot): its uncommitted files are the review agents' work; its HEAD is a
-        // commit of Phase A's tree, never merged as such.
-        let phase_b = agent.starts_with('.');
-        if phase_b && status.is_empty() {
-            continue;
-        }
-        let r = if phase_b {
-            format!("{refs}interrupted-review/round-{round}")
-        } else {
-            format!("{refs}cancelled/round-{round}/{agent}")
-        };
-        if status.is_empty() {
-            main.set_ref(&r, &head)?;
-        } else {
-            wt.save_tree(
-                &head,
-                &r,
-                &format!("orch: round {round} {agent} (orch died); its partial work"),
-            )?;
-            wt.restore(&head)?;
-        }
-        kept.push((agent, r));
-    }
-    Ok(kept)
-}
-
-/// The dead round gets a round log (status `interrupted`) in the state folder of `layout` (the
-/// live one, or a replay's) unless it wrote one before dying. Like an interrupted round it does
-/// not count as finished: the next `orch run` runs it again (the interrupted log is kept aside
-/// as `round-NNNN.prev-K.json`).
-pub(crate) fn record_dead_round(
-    layout: &Layout,
-    mission: &str,
-    j: &Journal,
-    kept_ref: Option<String>,
-    what: &str,
-) -> Result<()> {
-    let path = layout.round_log(j.round);
-    let mut state = State::load(layout)?;
-    if !path.exists() {
-        let log = RoundLog {
-            schema: SCHEMA,
-            round: j.round,
-            mission: mission.to_string(),
-            status: RoundStatus::Interrupted,
-            started_at: j.started_at.clone(),
-            finished_at: crate::units::now_rfc3339(),
-            base: j.base.clone(),
-            commit: None,
-            agents: Vec::new(),
-            sims: Sims::default(),
-            tests: None,
-            reverted: false,
-            kept_ref,
-            revert: None,
-            timing: Timing::default(),
-            cost_usd: 0.0,
-            total_cost_usd: state.total_cost_usd,
-            stop_reason: Some("orch died during the round (killed or crashed)".into()),
-            decisions: Vec::new(),
-            notes: vec![what.to_string()],
-            nothing_landed: false,
-        };
-        write_json(&path, &log)?;
-    }
-    state.mission = mission.to_string();
-    state.save(layout)
 }
 
 /// `tests.baseline`: measure the tests at the base once, so that an already-failing suite is
