@@ -1142,14 +1142,9 @@ impl Git {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.run_env(&args, &env)?;
             }
-            if !absent.is_empty() {
-                let specs: Vec<String> = absent.iter().map(|p| format!(":(literal){p}")).collect();
-                for chunk in specs.chunks(500) {
-                    let mut args =
-                        vec!["rm", "-r", "-q", "-f", "--cached", "--ignore-unmatch", "--"];
-                    args.extend(chunk.iter().map(String::as_str));
-                    self.run_env(&args, &env)?;
-                }
+            let specs: Vec<String> = absent.iter().map(|p| format!(":(literal){p}")).collect();
+            for chunk in specs.chunks(500) {
+                self.unstage(chunk, &env)?;
             }
             let tree = self.run_env(&["write-tree"], &env)?;
             let tree = tree.trim().to_string();

@@ -633,7 +633,6 @@ pub(super) struct SharedTree {
     /// The tree itself: the main tree, or orch's Phase B worktree beside the tests.
     pub(super) git: Git,
     last: Option<Fingerprint>,
-    running: usize,
     /// The branch HEAD was on when the phase started (`None`: detached) and the phase's base:
     /// every agent must leave HEAD on that branch at a commit that descends from the base.
     branch: Option<String>,
@@ -642,8 +641,9 @@ pub(super) struct SharedTree {
     good: String,
     /// Who wrote each file so far this phase: a second writer is warned about.
     writers: BTreeMap<String, String>,
-    /// The agents at work in the tree now, each with every agent that worked there at some
-    /// moment of its run: a file that changed during its run may be any of theirs.
+    /// The agents at work in the tree now (how many run is its length), each with every agent
+    /// that worked there at some moment of its run: a file that changed during its run may be
+    /// any of theirs.
     overlaps: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
@@ -652,7 +652,6 @@ impl SharedTree {
         SharedTree {
             git: git.clone(),
             last: None,
-            running: 0,
             branch: git.branch(),
             base: base.to_string(),
             good: base.to_string(),
@@ -716,11 +715,10 @@ impl SharedTree {
     }
 
     fn before(&mut self, agent: &str) -> Fingerprint {
-        let fp = match (self.running, self.last.take()) {
+        let fp = match (self.overlaps.len(), self.last.take()) {
             (0, Some(fp)) => fp,
             _ => fingerprint(&self.git),
         };
-        self.running += 1;
         let others: std::collections::BTreeSet<String> = self.overlaps.keys().cloned().collect();
         for with in self.overlaps.values_mut() {
             with.insert(agent.to_string());
@@ -733,9 +731,8 @@ impl SharedTree {
     /// run.
     fn after(&mut self, agent: &str) -> (Fingerprint, Vec<String>) {
         let fp = fingerprint(&self.git);
-        self.running = self.running.saturating_sub(1);
-        self.last = (self.running == 0).then(|| fp.clone());
         let others = self.overlaps.remove(agent).unwrap_or_default();
+        self.last = self.overlaps.is_empty().then(|| fp.clone());
         (fp, others.into_iter().collect())
     }
 }

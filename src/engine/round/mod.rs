@@ -993,6 +993,21 @@ fn tested_anyway(entry: &mut AgentEntry) {
     });
 }
 
+/// The round's `testsEnd` for its tests' result (the full test command, nothing taken out);
+/// `regression` as judged against the baseline.
+fn tests_end(round: u32, t: &TestsEntry, regression: bool) -> Event {
+    Event::TestsEnd {
+        round,
+        status: t.status,
+        elapsed_ms: t.elapsed_ms,
+        passed: t.passed,
+        failed: t.failed,
+        regression,
+        flaky: t.flaky,
+        without: Vec::new(),
+    }
+}
+
 fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
     Event::AgentEnd {
         round,

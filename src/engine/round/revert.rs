@@ -280,16 +280,9 @@ impl<'a> Ctx<'a> {
         if !regression || process::interrupted() {
             return None;
         }
-        self.env.events.emit(Event::TestsEnd {
-            round: self.round,
-            status: tests.status,
-            elapsed_ms: tests.elapsed_ms,
-            passed: tests.passed,
-            failed: tests.failed,
-            regression,
-            flaky: tests.flaky,
-            without: Vec::new(),
-        });
+        self.env
+            .events
+            .emit(tests_end(self.round, tests, regression));
         let mut trees = Trees::new(self.env.git, base, merged);
         let found = self.find_culprits(&mut trees);
         Some(Early { trees, found })

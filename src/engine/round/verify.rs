@@ -184,16 +184,9 @@ impl<'e> Round<'e, '_> {
             && testing::run::is_regression(&tests, self.state.test_baseline.as_ref());
         // A search begun beside Phase B sent it before its own runs'.
         if early.is_none() {
-            self.env.events.emit(Event::TestsEnd {
-                round: self.round,
-                status: tests.status,
-                elapsed_ms: tests.elapsed_ms,
-                passed: tests.passed,
-                failed: tests.failed,
-                regression: tests.regression,
-                flaky: tests.flaky,
-                without: Vec::new(),
-            });
+            self.env
+                .events
+                .emit(tests_end(self.round, &tests, tests.regression));
         }
         if tests.status != StepStatus::Passed && cannot_start.is_none() {
             self.state.last_test_failure = tests.tail.clone();
