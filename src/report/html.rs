@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use super::summary::Summary;
+use super::model::Summary;
 use super::{escape_xml, round_list, svg, text, Exporter};
 use crate::units::duration_ms;
 

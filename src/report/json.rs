@@ -1,7 +1,7 @@
 //! The JSON report: the [`Summary`] as it is, camelCase, pretty-printed, for scripts. The keys
 //! are documented on [`Summary`] and versioned by `reportSchema`.
 
-use super::summary::Summary;
+use super::model::Summary;
 use super::Exporter;
 
 pub struct JsonExporter;

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::summary::LiveInfo;
+use super::model::LiveInfo;
 use super::{exporter, load, read_state, summarize, Format};
 use crate::error::Result;
 use crate::events::{Event, Sink};

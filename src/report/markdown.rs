@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::summary::Summary;
+use super::model::Summary;
 use super::text;
 use super::{escape_md, round_list, Exporter};
 

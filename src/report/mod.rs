@@ -9,13 +9,18 @@
 //! What users wrote (agent names, statuses, stop reasons, paths, the mission name) reaches the
 //! output only through the escaping helpers here ([`escape_md`], [`escape_xml`]).
 
+mod agents;
+mod attention;
 mod html;
 mod json;
 mod live;
 mod load;
 mod markdown;
+mod model;
+mod outcome;
 mod summary;
 mod svg;
+mod timeline;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,11 +28,13 @@ use std::str::FromStr;
 
 pub use live::{write_live, LiveReport, REFRESH_S};
 pub use load::{read_round, round_number, Extra, Loaded, Round, StartsKnown, Warning};
-pub use summary::{
-    hidden, kept_ref_in, overlap_ms, AgentRow, AttentionRow, Bar, BarKind, DecisionRow, Hidden,
-    Known, LiveInfo, NothingGroup, Review, ReviewCommand, RoundRow, RunCounts, Span, StatusCounts,
-    Summary, TestPoint, TestResult, Totals, WarningRow, REPORT_SCHEMA,
+pub use model::{
+    AgentRow, AttentionRow, Bar, BarKind, DecisionRow, Hidden, Known, LiveInfo, NothingGroup,
+    Review, ReviewCommand, RoundRow, RunCounts, StatusCounts, Summary, TestPoint, TestResult,
+    Totals, WarningRow, REPORT_SCHEMA,
 };
+pub use outcome::kept_ref_in;
+pub use timeline::{hidden, overlap_ms, Span};
 
 use crate::error::{Error, Result};
 
@@ -194,7 +201,7 @@ fn round_list(rounds: &[u32]) -> String {
 
 /// Shared wording of the cells and totals, so Markdown and HTML say the same words.
 pub(crate) mod text {
-    use super::summary::{AgentRow, Known, RoundRow, RunCounts, Summary, TestResult};
+    use super::model::{AgentRow, Known, RoundRow, RunCounts, Summary, TestResult};
     use crate::units::{duration_ms, usd};
 
     pub const NONE: &str = "—";
@@ -233,7 +240,7 @@ pub(crate) mod text {
     }
 
     /// The live page's line: when it was written and whether it reloads.
-    pub fn live(l: &super::summary::LiveInfo) -> String {
+    pub fn live(l: &super::model::LiveInfo) -> String {
         if l.running {
             format!(
                 "Written {} while the run is going; this page reloads every {} s.",
@@ -428,7 +435,7 @@ pub(crate) mod text {
     pub const FILES_HEADER: [&str; 3] = ["File", "Rounds", "Agents"];
 
     /// One row of "All files modified".
-    pub fn file_cells(f: &super::summary::FileRow) -> [String; 3] {
+    pub fn file_cells(f: &super::model::FileRow) -> [String; 3] {
         [f.path.clone(), rounds_of(&f.rounds), f.agents.join(", ")]
     }
 

@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use super::summary::{Bar, BarKind, BarStatus, RoundRow, Summary};
+use super::model::{Bar, BarKind, BarStatus, RoundRow, Summary};
 use super::{escape_xml, Exporter};
 use crate::roundlog::{RunStatus, StepStatus};
 use crate::units::duration_ms;
