@@ -1,7 +1,7 @@
 //! What a report format is: [`Format`], the name `orch report --format` takes, and [`Exporter`],
 //! the one small trait every format implements (hyperfine's shape: one file per format behind
-//! it). It sits below the formats and the dispatcher ([`super::export`]) so that both import it
-//! and neither imports the other's parent.
+//! it). It sits below the formats and the dispatcher ([`super::export`]), which both import it,
+//! so a format never imports the module that picks it.
 
 use std::fmt;
 use std::str::FromStr;

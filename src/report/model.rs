@@ -2,8 +2,10 @@
 //! the loaded round logs (by [`super::summary`]) and handed to every exporter, so Markdown, JSON,
 //! HTML and SVG can never disagree on a figure.
 //!
-//! Only the types live here, below everything else of the report: the formats import the model
-//! and nothing that builds it. Formatting (durations, money, escaping) is the exporters' business.
+//! Only the types live here, below the formats and below the code that builds them: a format
+//! imports the model and nothing of how it is built (the one thing the model asks of the round
+//! log, whether a run's change went in, comes from [`super::outcome`], which knows only the log).
+//! Formatting (durations, money, escaping) is the exporters' business.
 //!
 //! The JSON exporter serializes these types as they are, so field names are a contract with
 //! scripts: rename nothing without bumping [`REPORT_SCHEMA`].
