@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::drive;
+use crate::cli::drive::drive;
 use crate::cli::init::{FAKE_AGENT, FAKE_SIM, FAKE_TESTS};
 use crate::engine::git::Git;
 use crate::engine::runner::RunOptions;

@@ -41,7 +41,7 @@ pub fn run(a: Args, verbosity: Verbosity) -> Result<i32> {
         out!("{}", plan_text(&p, ws.git.root()))?;
         return Ok(EXIT_OK);
     }
-    crate::cli::install_signal_handler();
+    crate::cli::drive::install_signal_handler();
     let _lock = Lock::acquire(&ws.layout)?;
     // A replay has no live events to tell: what it cleaned up is a warning line.
     for message in replay::tidy(&ws)? {
@@ -60,7 +60,7 @@ pub fn run(a: Args, verbosity: Verbosity) -> Result<i32> {
         log::warn!("replay of round {n}: {t}");
     }
     // The replay's events go to its own folder, never to the live events.ndjson.
-    let events = crate::cli::sinks(&Layout::new(p.dir.clone()), false, verbosity);
+    let events = crate::cli::drive::sinks(&Layout::new(p.dir.clone()), false, verbosity);
     let result = replay::run(&ws, &p, &events);
     events.finish();
     let done = result?;

@@ -7,8 +7,11 @@
 
 use std::fmt::Write;
 
-use super::summary::Summary;
-use super::{escape_xml, round_list, svg, text, Exporter};
+use super::escape::escape_xml;
+use super::format::Exporter;
+use super::model::Summary;
+use super::svg;
+use super::text::{self, round_list};
 use crate::units::duration_ms;
 
 pub struct HtmlExporter;

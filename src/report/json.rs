@@ -1,8 +1,8 @@
 //! The JSON report: the [`Summary`] as it is, camelCase, pretty-printed, for scripts. The keys
 //! are documented on [`Summary`] and versioned by `reportSchema`.
 
-use super::summary::Summary;
-use super::Exporter;
+use super::format::Exporter;
+use super::model::Summary;
 
 pub struct JsonExporter;
 

@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::summary::LiveInfo;
-use super::{exporter, load, read_state, summarize, Format};
+use super::export::{exporter, load, read_state, summarize};
+use super::format::Format;
+use super::model::LiveInfo;
 use crate::error::Result;
 use crate::events::{Event, Sink};
 

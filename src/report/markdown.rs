@@ -4,9 +4,10 @@
 
 use std::fmt::Write;
 
-use super::summary::Summary;
-use super::text;
-use super::{escape_md, round_list, Exporter};
+use super::escape::escape_md;
+use super::format::Exporter;
+use super::model::Summary;
+use super::text::{self, round_list};
 
 pub struct MarkdownExporter;
 

@@ -13,8 +13,9 @@
 
 use std::fmt::Write;
 
-use super::summary::{Bar, BarKind, BarStatus, RoundRow, Summary};
-use super::{escape_xml, Exporter};
+use super::escape::escape_xml;
+use super::format::Exporter;
+use super::model::{Bar, BarKind, BarStatus, RoundRow, Summary};
 use crate::roundlog::{RunStatus, StepStatus};
 use crate::units::duration_ms;
 
