@@ -206,12 +206,12 @@ fn default_min_samples() -> usize {
 }
 
 impl Agent {
-    /// The model ladder: `models`, or the single `model`, or one empty rung.
     /// The most runs one session of this agent serves.
     pub fn session_rounds(&self) -> u32 {
         self.session_max_rounds.unwrap_or(DEFAULT_SESSION_ROUNDS)
     }
 
+    /// The model ladder: `models`, or the single `model`, or one empty rung.
     pub fn ladder(&self) -> Vec<String> {
         if !self.models.is_empty() {
             self.models.clone()

@@ -1,11 +1,11 @@
 //! How an agent's `cli` name is read: as the unit variant of an enum whose names the agents
-//! layer gives ([`CliCatalog::names`](super::CliCatalog::names)), with serde's own
-//! errors (an unknown name lists the known ones, with its line and column).
+//! layer gives ([`CliCatalog::names`](super::CliCatalog::names)), with serde's own errors (an
+//! unknown name lists the known ones, with its line and column).
 //!
 //! It imports nothing of the mission: `agent.rs` reads an agent's `cli` through
-//! [`known_cli`], `load.rs` sets the names while it parses, and `state.json` reads a
-//! session's CLI through [`cli_name`]; the names live in a thread-local because serde's
-//! derive cannot carry them to a field.
+//! [`known_cli`], `load.rs` gives the names while it parses ([`with_names`]), and `state.json`
+//! reads a session's CLI through [`cli_name`]; the names live in a thread-local because
+//! serde's derive cannot carry them to a field.
 
 use std::cell::Cell;
 
@@ -16,7 +16,16 @@ thread_local! {
     /// [`Mission::parse`](super::Mission::parse) deserializes: serde's derive
     /// cannot carry them to the `cli` field, and checking them there keeps serde's error (with
     /// its line and column) and its place among the other errors of the file.
-    pub(super) static CLI_NAMES: Cell<Option<&'static [&'static str]>> = const { Cell::new(None) };
+    static CLI_NAMES: Cell<Option<&'static [&'static str]>> = const { Cell::new(None) };
+}
+
+/// Runs `parse` (a deserialization) with `names` as the names an agent's `cli` may take, and
+/// the names before it again afterwards.
+pub(super) fn with_names<T>(names: &'static [&'static str], parse: impl FnOnce() -> T) -> T {
+    let before = CLI_NAMES.replace(Some(names));
+    let parsed = parse();
+    CLI_NAMES.set(before);
+    parsed
 }
 
 /// An agent's `cli`, while [`Mission::parse`](super::Mission::parse) gives the catalog's

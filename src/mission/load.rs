@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cli::CLI_NAMES;
+use super::cli::with_names;
 use super::schema::Mission;
 use super::validate::CliCatalog;
 use crate::error::{Error, Result};
@@ -97,9 +97,8 @@ impl Mission {
     pub fn parse(text: &str, file: &Path, clis: &dyn CliCatalog) -> Result<Mission> {
         let text = strip_comments(text);
         let de = &mut serde_json::Deserializer::from_str(&text);
-        let before = CLI_NAMES.replace(Some(clis.names()));
-        let parsed: std::result::Result<Mission, _> = serde_path_to_error::deserialize(de);
-        CLI_NAMES.set(before);
+        let parsed: std::result::Result<Mission, _> =
+            with_names(clis.names(), || serde_path_to_error::deserialize(de));
         let mission = parsed.map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
