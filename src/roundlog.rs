@@ -342,6 +342,48 @@ pub struct AgentEntry {
     pub beside_run: Option<Box<AgentEntry>>,
 }
 
+impl AgentEntry {
+    /// An entry with the keys a round log must hold (`name`, `phase`, `status`) and every other
+    /// field as serde reads a log that lacks it (`costKnown` true, the rest empty or zero), so
+    /// a literal names only what it sets: `AgentEntry { elapsed_ms, ..AgentEntry::new(..) }`.
+    pub fn new(name: impl Into<String>, phase: Phase, status: RunStatus) -> AgentEntry {
+        AgentEntry {
+            name: name.into(),
+            phase,
+            model: String::new(),
+            task: None,
+            status,
+            exit_code: None,
+            start_ms: 0,
+            elapsed_ms: 0,
+            timeout_ms: 0,
+            cost_usd: 0.0,
+            cost_known: yes(),
+            tokens: None,
+            changed_files: 0,
+            files: Vec::new(),
+            log: String::new(),
+            error: None,
+            cause: None,
+            resets_at: None,
+            permission_denials: Vec::new(),
+            limited_runs: Vec::new(),
+            held_ms: 0,
+            summary: None,
+            escalated_to: None,
+            ownership_violations: Vec::new(),
+            kept_aside: Vec::new(),
+            handoff: None,
+            session_id: None,
+            session_resumed: false,
+            session_dropped: None,
+            aside: None,
+            change_tested: false,
+            beside_run: None,
+        }
+    }
+}
+
 /// What an agent reported in its handoff file (`handoff/AGENT.json`'s `status`): `dependsOn`
 /// waits for `complete` or `all-done`, and a mission whose agents all say `all-done` is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -719,6 +761,21 @@ pub struct TreeTests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `AgentEntry::new` is what serde reads from an entry with only the keys it must have, and
+    /// writes the same JSON as that entry read back: a literal built on it writes what the
+    /// same literal spelled out field by field wrote.
+    #[test]
+    fn a_new_agent_entry_is_the_entry_of_the_required_keys_alone() {
+        let minimal = r#"{"name":"a","phase":"review","status":"timeout"}"#;
+        let read: AgentEntry = serde_json::from_str(minimal).unwrap();
+        let new = AgentEntry::new("a", Phase::Review, RunStatus::Timeout);
+        assert_eq!(new, read);
+        assert_eq!(
+            serde_json::to_string(&new).unwrap(),
+            serde_json::to_string(&read).unwrap()
+        );
+    }
 
     /// The enums are the file format: each variant is written as the string orch wrote before
     /// they were types, and `as_str` (the text `orch show` prints) says the same.

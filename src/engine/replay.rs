@@ -727,38 +727,13 @@ mod tests {
 
     fn entry(name: &str, status: RunStatus, files: &[&str]) -> AgentEntry {
         AgentEntry {
-            name: name.into(),
-            phase: Phase::Code,
-            model: String::new(),
-            task: None,
-            status,
             exit_code: Some(0),
-            start_ms: 0,
             elapsed_ms: 10,
             timeout_ms: 1000,
             cost_usd: 0.1,
-            cost_known: true,
-            tokens: None,
             changed_files: files.len() as u32,
             files: files.iter().map(|f| f.to_string()).collect(),
-            log: String::new(),
-            error: None,
-            cause: None,
-            resets_at: None,
-            permission_denials: Vec::new(),
-            limited_runs: Vec::new(),
-            held_ms: 0,
-            summary: None,
-            escalated_to: None,
-            ownership_violations: Vec::new(),
-            kept_aside: Vec::new(),
-            handoff: None,
-            session_id: None,
-            session_resumed: false,
-            session_dropped: None,
-            aside: None,
-            change_tested: false,
-            beside_run: None,
+            ..AgentEntry::new(name, Phase::Code, status)
         }
     }
 
