@@ -3,7 +3,31 @@
 //! (merged from its worktree, or its failed files kept aside in the shared tree), its
 //! tracking, its session and its record; held runs waited out and started again.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::agents::{self, Failure};
+use crate::engine::exec::limits::{self, Hold};
+use crate::engine::exec::pool::{self, Done};
+use crate::engine::exec::process::{self, Ending};
+use crate::engine::git::Merge;
+use crate::engine::store::sessions;
+use crate::engine::store::state::{AgentState, LimitWait};
+use crate::error::Result;
+use crate::events::Event;
+use crate::mission::{Agent, FailedChanges};
+use crate::roundlog::{AgentEntry, Handoff, LimitedRun, Phase, RunStatus};
+use crate::units;
+
+use super::agent::{not_started, run_agent, SharedTree};
+use super::env::handoff_path;
+use super::job::Job;
+use super::plan::{budget_left, over_budget};
+use super::results;
+use super::results::{agent_end, tested_anyway, RawRun, Settled};
+use super::state::{Limited, Round, SharedFailure};
 
 impl<'e> Round<'e, '_> {
     /// Runs a phase's jobs in the pool; then, while some of them hit a provider's limit, waits
@@ -1050,4 +1074,13 @@ impl<'e> Round<'e, '_> {
             }
         }
     }
+}
+
+/// What `settle` knows of a run before it lands it: whether its change may go to the tests
+/// though it failed (the main tree was not moved under it), its status as its process ended,
+/// and the agent's tracking state and spend before the run.
+pub(super) struct Landing {
+    pub(super) to_test: bool,
+    pub(super) first_status: RunStatus,
+    pub(super) before: (AgentState, f64),
 }

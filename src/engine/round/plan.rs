@@ -2,7 +2,26 @@
 //! model, timeout, expected run time), the pool's order and the rendered prompt. The rules a
 //! round applies, and the same ones `--dry-run` shows.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::agents::{self};
+use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::prompt;
+use crate::engine::store::inputs::{prompt_hash, RecordedJob, RoundInputs};
+use crate::engine::store::sessions;
+use crate::engine::store::state::State;
+use crate::engine::store::tasks::{Queue, Task, TaskStatus};
+use crate::error::{IoContext, Result};
+use crate::events::Event;
+use crate::mission::{Agent, Mission, When, WhenKeyword};
+use crate::roundlog::{Choice, Decision, Handoff};
+
+use super::agent::describe_ending;
+use super::env::{run_stem, Env};
+use super::job::{Job, Planned};
+use super::state::Round;
 
 /// The timeout of an agent's next run: adaptive once it has enough history.
 pub fn timeout_for(agent: &Agent, st: &crate::engine::store::state::AgentState) -> Duration {
@@ -573,5 +592,24 @@ impl<'e> Round<'e, '_> {
         if let Err(e) = self.inputs.save(self.env.layout) {
             log::warn!("round {}: cannot record its inputs: {e}", self.round);
         }
+    }
+}
+
+/// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
+pub(super) fn replayed_decision(
+    rec: &RoundInputs,
+    only: &[String],
+    agent: &str,
+) -> (Choice, String) {
+    let Some(d) = rec.decisions.iter().find(|d| d.agent == agent) else {
+        return (Choice::Skipped, "not in the recorded round".into());
+    };
+    match d.decision {
+        Choice::Included if !only.is_empty() && !only.iter().any(|n| n == agent) => {
+            (Choice::Skipped, "not replayed (--agent)".into())
+        }
+        Choice::Included => (Choice::Included, d.reason.clone()),
+        Choice::Blocked => (Choice::Blocked, d.reason.clone()),
+        Choice::Skipped | Choice::OverBudget => (Choice::Skipped, d.reason.clone()),
     }
 }
