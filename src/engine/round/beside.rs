@@ -37,11 +37,7 @@ impl<'e> Round<'e, '_> {
         if m.phase_b != PhaseB::BesideTests || review.is_empty() || !(m.tests.is_some() || post) {
             return false;
         }
-        if self.budget_reached
-            || self.cli_stop.is_some()
-            || self.limit_stop.is_some()
-            || process::interrupted()
-        {
+        if self.ledger.budget_reached || self.ledger.stopping() || process::interrupted() {
             return false;
         }
         if !m.git.commit {

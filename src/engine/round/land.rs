@@ -65,7 +65,7 @@ impl<'e> Round<'e, '_> {
             .agents
             .iter()
             .any(|e| e.phase == Phase::Code && e.status == RunStatus::Ok);
-        let code_unstartable = self.could_not_start.iter().any(|n| {
+        let code_unstartable = self.ledger.could_not_start.iter().any(|n| {
             self.env
                 .mission
                 .agent(n)
@@ -75,7 +75,7 @@ impl<'e> Round<'e, '_> {
             self.log.status = RoundStatus::Failed;
             let why = format!(
                 "round failed: no code agent could start ({})",
-                self.could_not_start.join(", ")
+                self.ledger.could_not_start.join(", ")
             );
             self.note(&why);
         }

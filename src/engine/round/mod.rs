@@ -68,7 +68,7 @@ pub use plan::{
 };
 use record::keep_earlier_run;
 pub use record::Outcome;
-use state::Round;
+use state::{Dispatched, Ledger, Round};
 use verdict::Verdict;
 
 /// Runs round `round`. The tree must be clean (the caller checks, unless `--allow-dirty`).
@@ -143,20 +143,13 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             notes: Vec::new(),
             nothing_landed: false,
         },
-        budget_reached: false,
         committed: false,
         sections: BTreeMap::new(),
-        merged: Vec::new(),
         converged: false,
         breaker: false,
-        could_not_start: Vec::new(),
-        limited: BTreeMap::new(),
-        again: Vec::new(),
-        held_since: BTreeMap::new(),
-        cli_stop: None,
-        limit_stop: None,
+        ledger: Ledger::default(),
+        dispatched: Dispatched::default(),
         beside: None,
-        shared_failures: Vec::new(),
     };
     let result = r.pipeline(&base);
     process::set_observer(None);
@@ -313,9 +306,9 @@ impl<'e> Round<'e, '_> {
                 "the round was reverted (phaseBAfterRevert is off)",
                 "the round was reverted",
             ))
-        } else if self.budget_reached {
+        } else if self.ledger.budget_reached {
             Some(("the budget is reached", "the budget is reached"))
-        } else if self.cli_stop.is_some() || self.limit_stop.is_some() {
+        } else if self.ledger.stopping() {
             Some((
                 "the run is stopping (see stopReason)",
                 "the run is stopping",

@@ -109,7 +109,7 @@ impl<'e> Round<'e, '_> {
         // A run that stops for a provider's limit or a bad key leaves the round unfinished
         // (its limited agents did not get their run, Phase B was skipped): the next `orch run`
         // runs it again, from what this one committed.
-        if self.limit_stop.is_some() || self.cli_stop.is_some() {
+        if self.ledger.stopping() {
             self.log.status = RoundStatus::Interrupted;
         }
         // An interrupted round did not finish: `orch run` resumes by running it again.
@@ -131,15 +131,13 @@ impl<'e> Round<'e, '_> {
         });
         Ok(Outcome {
             log: self.log.clone(),
-            budget_reached: self.budget_reached,
-            interrupted: self.log.status == RoundStatus::Interrupted
-                && self.limit_stop.is_none()
-                && self.cli_stop.is_none(),
+            budget_reached: self.ledger.budget_reached,
+            interrupted: self.log.status == RoundStatus::Interrupted && !self.ledger.stopping(),
             committed: self.committed,
             converged: self.converged,
             breaker: self.breaker,
-            cli_stop: self.cli_stop.clone(),
-            limit_stop: self.limit_stop.clone(),
+            cli_stop: self.ledger.cli_stop.clone(),
+            limit_stop: self.ledger.limit_stop.clone(),
         })
     }
 }

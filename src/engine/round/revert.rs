@@ -59,7 +59,7 @@ impl<'e> Round<'e, '_> {
             .filter(|e| e.phase == Phase::Code)
             .map(|e| e.name.clone())
             .collect();
-        let merged = self.merged.clone();
+        let merged = self.dispatched.merged.clone();
         let mut runs = Vec::new();
         let searched = match early {
             Some(e) => Some((e.trees, e.found)),
@@ -158,7 +158,7 @@ impl<'e> Round<'e, '_> {
         let m = self.env.mission;
         m.revert_strategy == RevertStrategy::PerAgent
             && m.git.isolation == Isolation::Worktree
-            && self.merged.len() >= 2
+            && self.dispatched.merged.len() >= 2
     }
 
     /// What the search needs of the round; `main_tree`: whether it may use the main tree.

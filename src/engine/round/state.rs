@@ -1,7 +1,7 @@
 //! The round's state, in the parts each stage owns: the [`Round`] itself (the run's state and
-//! queue, the round log being written, the journal), the ledger of what limits and stops
-//! decided ([`Limited`]), the dispatcher's pending failures in a shared tree
-//! ([`SharedFailure`]), and Phase B beside the tests ([`Beside`], its chain of [`Link`]s).
+//! queue, the round log being written, the journal), the [`Ledger`] of what spend, limits and
+//! stops decided, what the dispatcher landed and has still to settle ([`Dispatched`]), and
+//! Phase B beside the tests ([`Beside`], its chain of [`Link`]s).
 //! The stages (`plan`, `dispatch`, `verify`, `revert`, `beside`, `land`, `record`) are `impl
 //! Round` blocks in their own files; they all read these types, which read none of theirs.
 
@@ -17,26 +17,48 @@ use crate::roundlog::{AgentEntry, LimitedRun, RoundLog, RunStatus};
 use super::agent::SharedTree;
 use super::env::Env;
 
+/// One round while it runs. The stages read and write it in turn (never two at once: the
+/// pool's workers get a job and hand back a result, they do not see this), each through the
+/// part it owns: the plan through `sections`, the dispatcher through `ledger` and
+/// `dispatched`, Phase B beside the tests through `beside`, the record through `log`.
 pub(super) struct Round<'e, 's> {
     pub(super) env: &'e Env<'e>,
+    /// The run's tracking state and task queue, saved by the record.
     pub(super) state: &'s mut State,
     pub(super) queue: &'s mut Queue,
     pub(super) round: u32,
     pub(super) t0: Instant,
+    /// What a crash leaves for the next orch to recover from (the base, the process groups).
     pub(super) journal: Journal,
     /// What the round started from, recorded for a replay (`rounds/round-NNNN.inputs.json`).
     pub(super) inputs: RoundInputs,
     /// The K under which an earlier run of this round is kept (`round-NNNN.prev-K.json`).
     pub(super) prev: u32,
+    /// The round log being written.
     pub(super) log: RoundLog,
-    pub(super) budget_reached: bool,
-    pub(super) committed: bool,
     /// Prompt sections computed this round (a section command runs once a round).
     pub(super) sections: BTreeMap<String, String>,
-    /// Worktree isolation: each code agent's commit merged this round, in merge order.
-    pub(super) merged: Vec<(String, String)>,
+    /// What spend, limits and stops decided so far.
+    pub(super) ledger: Ledger,
+    /// What the dispatcher landed, and the failures it settles when the pool ends.
+    pub(super) dispatched: Dispatched,
+    /// Phase B beside the tests (`phaseB: "besideTests"`), while it is to be resolved.
+    pub(super) beside: Option<Beside>,
+    /// Something was committed this round.
+    pub(super) committed: bool,
+    /// `sims.stopWhen` passed: the run has converged.
     pub(super) converged: bool,
+    /// The circuit breaker tripped.
     pub(super) breaker: bool,
+}
+
+/// The ledger of what spend, provider limits and stops decided this round: written by the
+/// dispatcher as each result settles, read by Phase B (which the budget or a stop skips) and
+/// by the record (the run's outcome).
+#[derive(Default)]
+pub(super) struct Ledger {
+    /// The run's `--budget` is reached: no new agent starts.
+    pub(super) budget_reached: bool,
     /// Agents whose program could not start this round.
     pub(super) could_not_start: Vec<String>,
     /// Agents whose runs hit a provider limit this round: those runs, and the last one's entry
@@ -47,10 +69,25 @@ pub(super) struct Round<'e, 's> {
     /// Since when (ms from the round's start) each agent held back by a limit has waited for
     /// its run that counts: its entry's `heldMs`.
     pub(super) held_since: BTreeMap<String, u64>,
+    /// An agent CLI failed for good (auth, bad request): why. The run stops after this round.
     pub(super) cli_stop: Option<String>,
+    /// A provider's limit would outlast `limits.maxWaitS` (or `--no-wait`): why.
     pub(super) limit_stop: Option<String>,
-    /// Phase B beside the tests (`phaseB: "besideTests"`), while it is to be resolved.
-    pub(super) beside: Option<Beside>,
+}
+
+impl Ledger {
+    /// The run stops after this round: an agent CLI failed for good, or a limit would be
+    /// waited out too long. No new agent starts; running ones finish.
+    pub(super) fn stopping(&self) -> bool {
+        self.cli_stop.is_some() || self.limit_stop.is_some()
+    }
+}
+
+/// What the dispatcher landed this round, and what it settles once the pool has ended.
+#[derive(Default)]
+pub(super) struct Dispatched {
+    /// Worktree isolation: each code agent's commit merged this round, in merge order.
+    pub(super) merged: Vec<(String, String)>,
     /// Review agents of the running pool that failed while others worked in the shared tree.
     pub(super) shared_failures: Vec<SharedFailure>,
 }

@@ -33,7 +33,7 @@ impl<'e> Round<'e, '_> {
             return Ok(Verdict::Unchanged);
         }
         let beside = self.beside_tests(review);
-        let merged = self.merged.clone();
+        let merged = self.dispatched.merged.clone();
         let mut v = self.run_verification(base, &tested, &changed, beside, review, &merged);
         self.record_verification(base, &tested, &mut v)?;
         // An interrupt during a culprit search begun beside Phase B is settled with the
