@@ -31,18 +31,15 @@
 //! round's state in its owned parts) and `verdict`. No file imports this one: the stages'
 //! imports go one way, which `scripts/code-shape --check-cycles` holds.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::engine::exec::process;
 use crate::engine::sims::{SimRun, Which};
-use crate::engine::store::inputs::{RoundInputs, INPUTS_VERSION};
 use crate::engine::store::state::{Journal, State};
 use crate::engine::store::tasks::Queue;
 use crate::error::{IoContext, Result};
 use crate::events::Event;
-use crate::roundlog::{AgentEntry, Choice, Phase, RoundLog, RoundStatus, Sims, Timing, SCHEMA};
-use crate::units;
+use crate::roundlog::{AgentEntry, Choice, Phase, RoundStatus};
 
 mod agent;
 mod beside;
@@ -66,43 +63,16 @@ pub use plan::{
     adaptive_timeout, budget_left, gate, hand_over_budget_tasks, job_plan, over_budget, queue_key,
     render_prompt, timeout_for, waiting_on_budget, Gate, JobPlan, QueueKey,
 };
-use record::keep_earlier_run;
 pub use record::Outcome;
-use state::{Dispatched, Ledger, Round};
+use state::Round;
 use verdict::Verdict;
 
 /// Runs round `round`. The tree must be clean (the caller checks, unless `--allow-dirty`).
 pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Result<Outcome> {
-    let t0 = Instant::now();
-    let started_at = units::now_rfc3339();
-    let base = env.git.base()?;
-    let journal = Journal {
-        round,
-        base: base.clone(),
-        pid: std::process::id(),
-        started_at: started_at.clone(),
-        process_groups: Vec::new(),
-        session: process::session().to_owned(),
-        limit_wait: None,
-    };
-    journal.save(env.layout)?;
-    let prev = keep_earlier_run(env.layout, round)?;
-    let inputs = RoundInputs {
-        version: INPUTS_VERSION,
-        round,
-        base: base.clone(),
-        started_at: started_at.clone(),
-        mission_dir: env.mission_dir.display().to_string(),
-        mission: serde_json::to_value(env.mission).unwrap_or_default(),
-        max_concurrency: env.max_concurrency,
-        budget_usd: env.budget,
-        only: env.only.to_vec(),
-        state: state.clone(),
-        queue: queue.clone(),
-        decisions: Vec::new(),
-        jobs: Vec::new(),
-    };
+    let mut r = Round::start(env, state, queue, round)?;
+    let base = r.log.base.clone();
     {
+        // The journal keeps the live process groups, for a later orch to reap after a crash.
         // Called one at a time, in order (under the process registry's lock).
         let layout = env.layout.clone();
         process::set_observer(Some(Box::new(move |groups: &[i32]| {
@@ -111,46 +81,6 @@ pub fn run(env: &Env, state: &mut State, queue: &mut Queue, round: u32) -> Resul
             }
         })));
     }
-    let mut r = Round {
-        env,
-        state,
-        queue,
-        round,
-        t0,
-        journal,
-        inputs,
-        prev,
-        log: RoundLog {
-            schema: SCHEMA,
-            round,
-            mission: env.mission.name.clone(),
-            status: RoundStatus::Ok,
-            started_at,
-            finished_at: String::new(),
-            base: base.clone(),
-            commit: None,
-            agents: Vec::new(),
-            sims: Sims::default(),
-            tests: None,
-            reverted: false,
-            kept_ref: None,
-            revert: None,
-            timing: Timing::default(),
-            cost_usd: 0.0,
-            total_cost_usd: 0.0,
-            stop_reason: None,
-            decisions: Vec::new(),
-            notes: Vec::new(),
-            nothing_landed: false,
-        },
-        committed: false,
-        sections: BTreeMap::new(),
-        converged: false,
-        breaker: false,
-        ledger: Ledger::default(),
-        dispatched: Dispatched::default(),
-        beside: None,
-    };
     let result = r.pipeline(&base);
     process::set_observer(None);
     let outcome = match result {

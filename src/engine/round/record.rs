@@ -2,7 +2,16 @@
 //! (`finish`, whatever happened before), and an earlier run of the same round (an interrupted
 //! one, resumed) kept aside under `.prev-K` names so that this run does not write over it.
 
+use super::env::Env;
+use super::state::{Dispatched, Ledger};
+use crate::engine::exec::process;
+use crate::engine::store::inputs::{RoundInputs, INPUTS_VERSION};
+use crate::engine::store::state::{Journal, State};
+use crate::engine::store::tasks::Queue;
+use crate::roundlog::{Sims, Timing, SCHEMA};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Instant;
 
 use crate::engine::store::state::{write_json, Layout};
 use crate::error::{IoContext, Result};
@@ -29,6 +38,88 @@ pub struct Outcome {
     pub limit_stop: Option<String>,
 }
 
+impl<'e, 's> Round<'e, 's> {
+    /// The round begins on the tree's HEAD: its journal written (what a crash leaves for the
+    /// next orch), an earlier run of the same round kept aside, and its inputs taken for a
+    /// replay.
+    pub(super) fn start(
+        env: &'e Env<'e>,
+        state: &'s mut State,
+        queue: &'s mut Queue,
+        round: u32,
+    ) -> Result<Round<'e, 's>> {
+        let t0 = Instant::now();
+        let started_at = units::now_rfc3339();
+        let base = env.git.base()?;
+        let journal = Journal {
+            round,
+            base: base.clone(),
+            pid: std::process::id(),
+            started_at: started_at.clone(),
+            process_groups: Vec::new(),
+            session: process::session().to_owned(),
+            limit_wait: None,
+        };
+        journal.save(env.layout)?;
+        let prev = keep_earlier_run(env.layout, round)?;
+        let inputs = RoundInputs {
+            version: INPUTS_VERSION,
+            round,
+            base: base.clone(),
+            started_at: started_at.clone(),
+            mission_dir: env.mission_dir.display().to_string(),
+            mission: serde_json::to_value(env.mission).unwrap_or_default(),
+            max_concurrency: env.max_concurrency,
+            budget_usd: env.budget,
+            only: env.only.to_vec(),
+            state: state.clone(),
+            queue: queue.clone(),
+            decisions: Vec::new(),
+            jobs: Vec::new(),
+        };
+        Ok(Round {
+            env,
+            state,
+            queue,
+            round,
+            t0,
+            journal,
+            inputs,
+            prev,
+            log: RoundLog {
+                schema: SCHEMA,
+                round,
+                mission: env.mission.name.clone(),
+                status: RoundStatus::Ok,
+                started_at,
+                finished_at: String::new(),
+                base: base.clone(),
+                commit: None,
+                agents: Vec::new(),
+                sims: Sims::default(),
+                tests: None,
+                reverted: false,
+                kept_ref: None,
+                revert: None,
+                timing: Timing::default(),
+                cost_usd: 0.0,
+                total_cost_usd: 0.0,
+                stop_reason: None,
+                decisions: Vec::new(),
+                notes: Vec::new(),
+                nothing_landed: false,
+            },
+            committed: false,
+            sections: BTreeMap::new(),
+            converged: false,
+            breaker: false,
+            ledger: Ledger::default(),
+            dispatched: Dispatched::default(),
+            beside: None,
+        })
+    }
+}
+
 impl<'e> Round<'e, '_> {
     /// Timing, the round log, the state. Always runs, whatever happened before.
     pub(super) fn finish(&mut self) -> Result<Outcome> {
@@ -50,61 +141,8 @@ impl<'e> Round<'e, '_> {
         self.log.timing = std::mem::take(&mut self.log.timing).with_overhead();
         self.log.finished_at = units::now_rfc3339();
         self.log.total_cost_usd = self.state.total_cost_usd;
-        // The circuit breaker counts rounds in a row that failed the tests for good: the tree
-        // they committed fails (a red base, no revert), or the whole round was reverted. A
-        // round whose per-agent revert took the bad change out committed a tree that passes:
-        // healthy, though its first test run failed (that count is kept too, for `orch status`).
-        // Tests that could not start count as neither: they tested nothing. Nor do the tests
-        // of a round interrupted before it committed (during its culprit search): the next
-        // `orch run` runs it again from the same base, and counts those.
-        let rerun = self.log.status == RoundStatus::Interrupted && !self.committed;
-        if let Some(t) = self
-            .log
-            .tests
-            .as_ref()
-            .filter(|t| t.cannot_start.is_none() && !rerun)
-        {
-            if t.status != StepStatus::Cancelled {
-                let first_failed = t.status != StepStatus::Passed;
-                let strategy = self.log.revert.as_ref().map(|r| r.strategy);
-                let for_good = match strategy {
-                    Some(Strategy::Round) => true,
-                    Some(_) => false,
-                    None => first_failed,
-                };
-                self.state.test_failed_rounds_in_a_row = if first_failed {
-                    self.state.test_failed_rounds_in_a_row.saturating_add(1)
-                } else {
-                    0
-                };
-                if for_good {
-                    self.state.test_failures_in_a_row =
-                        self.state.test_failures_in_a_row.saturating_add(1);
-                    let limit = env.mission.stop.after_test_failures;
-                    if self.state.test_failures_in_a_row >= limit {
-                        self.breaker = true;
-                        self.log.stop_reason = Some(format!(
-                            "circuit breaker: {} rounds in a row failed the tests (their committed tree failed, or the whole round was reverted; stop.afterTestFailures {limit})",
-                            self.state.test_failures_in_a_row
-                        ));
-                    }
-                } else {
-                    self.state.test_failures_in_a_row = 0;
-                }
-            }
-        }
-        // The stall guard counts rounds that committed nothing, skipped ones included, but not
-        // a round that a provider's limit kept from working.
-        let limited = self
-            .log
-            .agents
-            .iter()
-            .any(|e| e.cause.is_some_and(|c| c.is_transient()));
-        if self.committed {
-            self.state.empty_rounds_in_a_row = 0;
-        } else if !limited {
-            self.state.empty_rounds_in_a_row += 1;
-        }
+        self.count_test_failures();
+        self.count_stall();
         self.state.limits = env.limits.snapshot();
         // A run that stops for a provider's limit or a bad key leaves the round unfinished
         // (its limited agents did not get their run, Phase B was skipped): the next `orch run`
@@ -140,12 +178,73 @@ impl<'e> Round<'e, '_> {
             limit_stop: self.ledger.limit_stop.clone(),
         })
     }
+
+    /// The circuit breaker counts rounds in a row that failed the tests for good: the tree
+    /// they committed fails (a red base, no revert), or the whole round was reverted. A round
+    /// whose per-agent revert took the bad change out committed a tree that passes: healthy,
+    /// though its first test run failed (that count is kept too, for `orch status`). Tests
+    /// that could not start count as neither: they tested nothing. Nor do the tests of a round
+    /// interrupted before it committed (during its culprit search): the next `orch run` runs it
+    /// again from the same base, and counts those.
+    fn count_test_failures(&mut self) {
+        let rerun = self.log.status == RoundStatus::Interrupted && !self.committed;
+        if let Some(t) = self
+            .log
+            .tests
+            .as_ref()
+            .filter(|t| t.cannot_start.is_none() && !rerun)
+        {
+            if t.status != StepStatus::Cancelled {
+                let first_failed = t.status != StepStatus::Passed;
+                let strategy = self.log.revert.as_ref().map(|r| r.strategy);
+                let for_good = match strategy {
+                    Some(Strategy::Round) => true,
+                    Some(_) => false,
+                    None => first_failed,
+                };
+                self.state.test_failed_rounds_in_a_row = if first_failed {
+                    self.state.test_failed_rounds_in_a_row.saturating_add(1)
+                } else {
+                    0
+                };
+                if for_good {
+                    self.state.test_failures_in_a_row =
+                        self.state.test_failures_in_a_row.saturating_add(1);
+                    let limit = self.env.mission.stop.after_test_failures;
+                    if self.state.test_failures_in_a_row >= limit {
+                        self.breaker = true;
+                        self.log.stop_reason = Some(format!(
+                            "circuit breaker: {} rounds in a row failed the tests (their committed tree failed, or the whole round was reverted; stop.afterTestFailures {limit})",
+                            self.state.test_failures_in_a_row
+                        ));
+                    }
+                } else {
+                    self.state.test_failures_in_a_row = 0;
+                }
+            }
+        }
+    }
+
+    /// The stall guard counts rounds that committed nothing, skipped ones included, but not a
+    /// round that a provider's limit kept from working.
+    fn count_stall(&mut self) {
+        let limited = self
+            .log
+            .agents
+            .iter()
+            .any(|e| e.cause.is_some_and(|c| c.is_transient()));
+        if self.committed {
+            self.state.empty_rounds_in_a_row = 0;
+        } else if !limited {
+            self.state.empty_rounds_in_a_row += 1;
+        }
+    }
 }
 
 /// A round that runs again (an interrupted one, resumed): its earlier log is kept, renamed to
 /// `round-NNNN.prev-K.json`, its paths into the logs and prompts folders pointing where
 /// `keep_earlier_run` moved them.
-pub(super) fn keep_earlier_log(layout: &Layout, round: u32, k: u32) -> Result<()> {
+fn keep_earlier_log(layout: &Layout, round: u32, k: u32) -> Result<()> {
     let path = layout.round_log(round);
     if !path.exists() {
         return Ok(());
@@ -158,7 +257,7 @@ pub(super) fn keep_earlier_log(layout: &Layout, round: u32, k: u32) -> Result<()
 
 /// Moves a round log or inputs file (`from`) of an earlier run of `round` to `to`, its paths
 /// into the round's logs and prompts folders pointing where they were moved aside (`.prev-K`).
-pub(super) fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
+fn move_repointed(from: &Path, to: &Path, round: u32, k: u32) -> Result<()> {
     let mut text = std::fs::read_to_string(from).ctx(|| format!("reading {}", from.display()))?;
     for dir in ["logs", "prompts"] {
         text = text.replace(
