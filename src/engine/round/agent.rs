@@ -3,7 +3,21 @@
 //! fingerprints before and after) and its change committed in its worktree. The main thread
 //! settles the result (`Round::settle`).
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::git::Git;
+use crate::engine::store::state::write_json;
+use crate::events::Event;
+use crate::mission::Agent;
+use crate::units;
+
+use super::env::{handoff_path, inbox_path, run_stem, Env};
+use super::job::Job;
+use super::results::RawRun;
 use crate::mission::StdinMode;
 
 /// Runs one agent on a worker thread: the executor of one unit. Its launch is prepared (a

@@ -2,7 +2,25 @@
 //! review agents there while the tests run, the chain of their changes, and what becomes of it:
 //! landed after the code commit, or kept in refs after a revert, untested tests or an interrupt.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::engine::exec::process::{self};
+use crate::engine::git::Git;
+use crate::engine::sims::{self, Which};
+use crate::engine::store::sessions;
+use crate::engine::store::state::AgentState;
+use crate::error::Result;
+use crate::events::Event;
+use crate::mission::{Agent, PhaseB};
+use crate::roundlog::{AgentEntry, Aside, Phase, RunStatus, StepStatus};
+
+use super::agent::SharedTree;
+use super::env::inbox_path;
+use super::job::Planned;
+use super::results::agent_end;
+use super::state::{Beside, Link, Round};
+use super::{agent, results};
 
 impl<'e> Round<'e, '_> {
     /// The tree the phase's agents share: orch's Phase B worktree while the review agents run
@@ -19,11 +37,7 @@ impl<'e> Round<'e, '_> {
         if m.phase_b != PhaseB::BesideTests || review.is_empty() || !(m.tests.is_some() || post) {
             return false;
         }
-        if self.budget_reached
-            || self.cli_stop.is_some()
-            || self.limit_stop.is_some()
-            || process::interrupted()
-        {
+        if self.ledger.budget_reached || self.ledger.stopping() || process::interrupted() {
             return false;
         }
         if !m.git.commit {
@@ -470,5 +484,17 @@ impl<'e> Round<'e, '_> {
             self.env.events.emit(event);
         }
         names
+    }
+}
+
+/// Phase B's worktree once its work is resolved (landed, or kept in its refs): put back at the
+/// commit it was made from and cleaned, so that nothing in it reads as work still to do (the
+/// next round resets it anyway; this is for the time between, and after the last round).
+pub(super) fn clean_phase_b_worktree(git: &Git, base: &str) {
+    if let Err(e) = git.restore(base) {
+        log::warn!(
+            "Phase B's worktree {} could not be cleaned: {e}",
+            git.root().display()
+        );
     }
 }

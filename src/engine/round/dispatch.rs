@@ -3,7 +3,31 @@
 //! (merged from its worktree, or its failed files kept aside in the shared tree), its
 //! tracking, its session and its record; held runs waited out and started again.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::agents::{self, Failure};
+use crate::engine::exec::limits::{self, Hold};
+use crate::engine::exec::pool::{self, Done};
+use crate::engine::exec::process::{self, Ending};
+use crate::engine::git::Merge;
+use crate::engine::store::sessions;
+use crate::engine::store::state::{AgentState, LimitWait};
+use crate::error::Result;
+use crate::events::Event;
+use crate::mission::{Agent, FailedChanges};
+use crate::roundlog::{AgentEntry, Handoff, LimitedRun, Phase, RunStatus};
+use crate::units;
+
+use super::agent::{not_started, run_agent, SharedTree};
+use super::env::handoff_path;
+use super::job::Job;
+use super::plan::{budget_left, over_budget};
+use super::results;
+use super::results::{agent_end, tested_anyway, RawRun, Settled};
+use super::state::{Limited, Round, SharedFailure};
 
 impl<'e> Round<'e, '_> {
     /// Runs a phase's jobs in the pool; then, while some of them hit a provider's limit, waits
@@ -19,9 +43,9 @@ impl<'e> Round<'e, '_> {
                 .iter()
                 .map(|j| (j.agent.name.clone(), j.clone()))
                 .collect();
-            self.again.clear();
+            self.ledger.again.clear();
             self.run_pool(jobs);
-            let names = std::mem::take(&mut self.again);
+            let names = std::mem::take(&mut self.ledger.again);
             let again: Vec<Job> = names
                 .iter()
                 .filter_map(|n| by_name.remove(n))
@@ -30,11 +54,7 @@ impl<'e> Round<'e, '_> {
             if again.is_empty() {
                 return;
             }
-            if process::interrupted()
-                || self.budget_reached
-                || self.cli_stop.is_some()
-                || self.limit_stop.is_some()
-            {
+            if process::interrupted() || self.ledger.budget_reached || self.ledger.stopping() {
                 self.give_up(again);
                 return;
             }
@@ -78,7 +98,7 @@ impl<'e> Round<'e, '_> {
                 };
                 log::warn!("round {}: {why}", self.round);
                 self.log.stop_reason = Some(why.clone());
-                self.limit_stop = Some(why);
+                self.ledger.limit_stop = Some(why);
                 self.give_up(again);
                 return;
             }
@@ -96,7 +116,7 @@ impl<'e> Round<'e, '_> {
     /// not run again (its entry says why); the others' caps are what is left now.
     pub(super) fn ready_again(&mut self, mut j: Job<'e>) -> Option<Job<'e>> {
         if let Some(why) = over_budget(j.agent, self.state) {
-            if let Some(Limited { last: e, .. }) = self.limited.get_mut(&j.agent.name) {
+            if let Some(Limited { last: e, .. }) = self.ledger.limited.get_mut(&j.agent.name) {
                 let note = format!("not run again: its budgetUsd is spent ({why})");
                 e.error = Some(match e.error.take() {
                     Some(old) => format!("{old}; {note}"),
@@ -174,14 +194,14 @@ impl<'e> Round<'e, '_> {
         let env = self.env;
         for job in jobs {
             let name = job.agent.name.clone();
-            match self.limited.remove(&name) {
+            match self.ledger.limited.remove(&name) {
                 Some(Limited {
                     mut runs,
                     last: mut entry,
                 }) => {
                     runs.pop();
                     entry.limited_runs = runs;
-                    if let Some(since) = self.held_since.remove(&name) {
+                    if let Some(since) = self.ledger.held_since.remove(&name) {
                         entry.held_ms = self.now_ms().saturating_sub(since);
                     }
                     self.record(entry, false);
@@ -278,20 +298,16 @@ impl<'e> Round<'e, '_> {
                     Done::Finished(raw) => raw,
                     Done::NotStarted(job) => not_started(env, round, job),
                     Done::Deferred(job) => {
-                        self.again.push(job.agent.name.clone());
+                        self.ledger.again.push(job.agent.name.clone());
                         return;
                     }
                 };
-                let before = self.again.len();
+                let before = self.ledger.again.len();
                 self.settle(raw, Some(control), &shared);
-                if control.stopped()
-                    || process::interrupted()
-                    || self.cli_stop.is_some()
-                    || self.limit_stop.is_some()
-                {
+                if control.stopped() || process::interrupted() || self.ledger.stopping() {
                     return;
                 }
-                for name in self.again.split_off(before) {
+                for name in self.ledger.again.split_off(before) {
                     let Some(job) = by_name.get(&name).cloned() else {
                         continue;
                     };
@@ -333,8 +349,11 @@ impl<'e> Round<'e, '_> {
         if raw.deferred {
             // Its provider is held off: it did not start, and runs once the hold ends.
             let now = self.now_ms();
-            self.held_since.entry(raw.agent.clone()).or_insert(now);
-            self.again.push(raw.agent.clone());
+            self.ledger
+                .held_since
+                .entry(raw.agent.clone())
+                .or_insert(now);
+            self.ledger.again.push(raw.agent.clone());
             return;
         }
         let st = self.state.agent_mut(&agent.name);
@@ -357,7 +376,7 @@ impl<'e> Round<'e, '_> {
         }
         let limit = self.count_spend(agent, &settled);
         if let Some(c) = control {
-            if self.budget_reached || self.cli_stop.is_some() {
+            if self.ledger.budget_reached || self.ledger.cli_stop.is_some() {
                 c.stop_starting();
             } else {
                 c.start_next();
@@ -379,10 +398,10 @@ impl<'e> Round<'e, '_> {
         }
         let escalated = settled.model_change.is_some();
         let mut entry = settled.entry;
-        if let Some(Limited { runs, .. }) = self.limited.remove(&entry.name) {
+        if let Some(Limited { runs, .. }) = self.ledger.limited.remove(&entry.name) {
             entry.limited_runs = runs;
         }
-        if let Some(since) = self.held_since.remove(&entry.name) {
+        if let Some(since) = self.ledger.held_since.remove(&entry.name) {
             entry.held_ms = entry.start_ms.saturating_sub(since);
         }
         self.record(entry, escalated);
@@ -398,7 +417,7 @@ impl<'e> Round<'e, '_> {
                 message: msg.clone(),
             });
             self.note(&msg);
-            self.could_not_start.push(agent.name.clone());
+            self.ledger.could_not_start.push(agent.name.clone());
         }
     }
 
@@ -450,8 +469,8 @@ impl<'e> Round<'e, '_> {
         self.log.cost_usd += settled.entry.cost_usd;
         self.state.total_cost_usd += settled.entry.cost_usd;
         if let Some(b) = env.budget {
-            if !self.budget_reached && self.state.total_cost_usd >= b {
-                self.budget_reached = true;
+            if !self.ledger.budget_reached && self.state.total_cost_usd >= b {
+                self.ledger.budget_reached = true;
                 let why = format!(
                     "budget reached: {} spent of {}",
                     units::usd(self.state.total_cost_usd),
@@ -462,7 +481,7 @@ impl<'e> Round<'e, '_> {
             }
         }
         let permanent = settled.failure.as_ref().filter(|f| f.cause.is_permanent());
-        if let (Some(f), None) = (permanent, &self.cli_stop) {
+        if let (Some(f), None) = (permanent, &self.ledger.cli_stop) {
             let cli = agents::for_agent(agent);
             let why = format!(
                 "agent {} ({}): {} — {}. Fix: {}. orch starts no new agent (exit 6)",
@@ -475,7 +494,7 @@ impl<'e> Round<'e, '_> {
             // Printed once, as the `stop` event's line when the running agents are done;
             // the agent's own line says the cause now.
             self.log.stop_reason = Some(why.clone());
-            self.cli_stop = Some(why);
+            self.ledger.cli_stop = Some(why);
         }
         let provider = agents::provider_of(agent);
         let transient = settled
@@ -591,6 +610,7 @@ impl<'e> Round<'e, '_> {
             hold.until
         );
         let slot = self
+            .ledger
             .limited
             .entry(e.name.clone())
             .or_insert_with(|| Limited {
@@ -607,8 +627,11 @@ impl<'e> Round<'e, '_> {
         });
         let end = slot.runs.last().map_or(0, |r| r.start_ms + r.elapsed_ms);
         slot.last = e;
-        self.held_since.entry(agent.name.clone()).or_insert(end);
-        self.again.push(agent.name.clone());
+        self.ledger
+            .held_since
+            .entry(agent.name.clone())
+            .or_insert(end);
+        self.ledger.again.push(agent.name.clone());
     }
 
     /// After a run with a session: kept for the next run when its change went in whole (or it
@@ -843,7 +866,11 @@ impl<'e> Round<'e, '_> {
                             Some(_) => format!(
                                 "{}-{}",
                                 keep("limited"),
-                                self.limited.get(&entry.name).map_or(0, |l| l.runs.len()) + 1
+                                self.ledger
+                                    .limited
+                                    .get(&entry.name)
+                                    .map_or(0, |l| l.runs.len())
+                                    + 1
                             ),
                             None => keep(other.as_str()),
                         };
@@ -872,7 +899,9 @@ impl<'e> Round<'e, '_> {
         let keep = |kind: &str| self.env.kept_ref(kind, self.round, Some(&entry.name));
         match self.env.git.merge(commit, msg)? {
             Merge::Merged => {
-                self.merged.push((entry.name.clone(), commit.to_string()));
+                self.dispatched
+                    .merged
+                    .push((entry.name.clone(), commit.to_string()));
                 return Ok(true);
             }
             Merge::Refused(why) => {
@@ -936,7 +965,7 @@ impl<'e> Round<'e, '_> {
             return;
         }
         let note = if raw.rejected.is_none() && !raw.shared_with.is_empty() {
-            self.shared_failures.push(SharedFailure {
+            self.dispatched.shared_failures.push(SharedFailure {
                 agent: entry.name.clone(),
                 status: entry.status,
                 changed: raw.changed.clone(),
@@ -997,7 +1026,7 @@ impl<'e> Round<'e, '_> {
     /// own run are the failed one's (taken out, kept in its ref, as for a failed run alone);
     /// the others' files stay theirs. Its entry lists no file either way, as a failed run's.
     pub(super) fn settle_shared_failures(&mut self, shared: &Mutex<SharedTree>) {
-        for f in std::mem::take(&mut self.shared_failures) {
+        for f in std::mem::take(&mut self.dispatched.shared_failures) {
             let theirs: std::collections::BTreeSet<&String> = self
                 .log
                 .agents
@@ -1050,4 +1079,13 @@ impl<'e> Round<'e, '_> {
             }
         }
     }
+}
+
+/// What `settle` knows of a run before it lands it: whether its change may go to the tests
+/// though it failed (the main tree was not moved under it), its status as its process ended,
+/// and the agent's tracking state and spend before the run.
+pub(super) struct Landing {
+    pub(super) to_test: bool,
+    pub(super) first_status: RunStatus,
+    pub(super) before: (AgentState, f64),
 }

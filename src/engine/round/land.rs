@@ -2,7 +2,23 @@
 //! published, the round's commits made, a round abandoned (interrupted, failed) kept in refs with
 //! its base restored, and the round's status.
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::engine::exec::process::{self, Spec};
+use crate::engine::git::Git;
+use crate::engine::sims::{self, Which};
+use crate::engine::store::sessions;
+use crate::engine::store::tasks::TaskStatus;
+use crate::error::Result;
+use crate::events::Event;
+use crate::roundlog::{Phase, RoundStatus, RunStatus, StepStatus, Strategy};
+use crate::units;
+
+use super::beside::clean_phase_b_worktree;
+use super::env::inbox_path;
+use super::state::Round;
+use super::verdict::Verdict;
 
 impl<'e> Round<'e, '_> {
     /// The code agents' work lands as the verdict says: the sessions and tasks of the agents
@@ -49,7 +65,7 @@ impl<'e> Round<'e, '_> {
             .agents
             .iter()
             .any(|e| e.phase == Phase::Code && e.status == RunStatus::Ok);
-        let code_unstartable = self.could_not_start.iter().any(|n| {
+        let code_unstartable = self.ledger.could_not_start.iter().any(|n| {
             self.env
                 .mission
                 .agent(n)
@@ -59,7 +75,7 @@ impl<'e> Round<'e, '_> {
             self.log.status = RoundStatus::Failed;
             let why = format!(
                 "round failed: no code agent could start ({})",
-                self.could_not_start.join(", ")
+                self.ledger.could_not_start.join(", ")
             );
             self.note(&why);
         }

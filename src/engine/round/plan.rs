@@ -2,7 +2,26 @@
 //! model, timeout, expected run time), the pool's order and the rendered prompt. The rules a
 //! round applies, and the same ones `--dry-run` shows.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::agents::{self};
+use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::prompt;
+use crate::engine::store::inputs::{prompt_hash, RecordedJob, RoundInputs};
+use crate::engine::store::sessions;
+use crate::engine::store::state::State;
+use crate::engine::store::tasks::{Queue, Task, TaskStatus};
+use crate::error::{IoContext, Result};
+use crate::events::Event;
+use crate::mission::{Agent, Mission, When, WhenKeyword};
+use crate::roundlog::{Choice, Decision, Handoff};
+
+use super::agent::describe_ending;
+use super::env::{run_stem, Env};
+use super::job::{Job, Planned};
+use super::state::Round;
 
 /// The timeout of an agent's next run: adaptive once it has enough history.
 pub fn timeout_for(agent: &Agent, st: &crate::engine::store::state::AgentState) -> Duration {
@@ -381,114 +400,7 @@ impl<'e> Round<'e, '_> {
     ) -> Result<Vec<Job<'p>>> {
         let mut jobs = Vec::new();
         for p in planned {
-            let agent = p.agent;
-            let mut plan = job_plan(agent, self.state, self.queue);
-            // A replay gives the agent what the round gave it: model, timeout, task, place.
-            // Its runs so far this round: a run again after a revert is its second job, with a
-            // prompt file of its own.
-            let nth = self
-                .inputs
-                .jobs
-                .iter()
-                .filter(|j| j.agent == agent.name)
-                .count();
-            let recorded = self
-                .env
-                .replay
-                .and_then(|r| r.recorded.as_ref())
-                .and_then(|r| r.job(&agent.name, nth));
-            if let Some(r) = recorded {
-                plan = JobPlan {
-                    model: r.model.clone(),
-                    task: r
-                        .task
-                        .as_ref()
-                        .map(|t| self.queue.get(&t.id).cloned().unwrap_or_else(|| t.clone())),
-                    timeout: Duration::from_millis(r.timeout_ms),
-                    adaptive: r.adaptive_timeout,
-                    priority: r.priority,
-                    expected_ms: r.expected_ms,
-                };
-            }
-            let task = plan.task;
-            let recorded_task = task.clone();
-            if let Some(t) = &task {
-                if let Some(q) = self.queue.get_mut(&t.id) {
-                    q.status = TaskStatus::Running;
-                    q.attempts += 1;
-                }
-            }
-            // A session is the live run's: a replay resumes none (it would add to the live
-            // conversation), so it starts none either.
-            let session = match agent.session && self.env.replay.is_none() {
-                true => {
-                    let template = prompt::load_template(self.env.mission_dir, agent)?;
-                    let hash = sessions::mission_hash(self.env.mission, &template);
-                    sessions::plan(agent, &self.state.agent(&agent.name), &plan.model, &hash)
-                }
-                false => None,
-            };
-            let resumed = session.as_ref().is_some_and(|s| s.resume);
-            let recorded_prompt = |r: &RecordedJob| match r.resumed {
-                true => Err(
-                    "it was a resumed session's short prompt, and a replay resumes no \
-                             session"
-                        .to_string(),
-                ),
-                false => self.recorded_prompt(r),
-            };
-            let (prompt_file, text) = match recorded.map(recorded_prompt) {
-                Some(Ok(done)) => done,
-                Some(Err(why)) => {
-                    self.note(&format!(
-                        "{}: the recorded prompt cannot be used ({why}); rendered from today's templates",
-                        agent.name
-                    ));
-                    self.write_prompt(agent, &plan.model, task.as_ref(), false, nth)?
-                }
-                None => {
-                    if self.env.replay.is_some_and(|r| r.recorded.is_some()) {
-                        // Included in the recorded plan but never started in the round (a
-                        // Phase B skipped after a revert): nothing recorded to give it.
-                        self.note(&format!(
-                            "{}: no job was recorded for it (it did not start in the round); planned and rendered now",
-                            agent.name
-                        ));
-                    }
-                    self.write_prompt(agent, &plan.model, task.as_ref(), resumed, nth)?
-                }
-            };
-            self.inputs.jobs.push(RecordedJob {
-                agent: agent.name.clone(),
-                phase: agent.phase,
-                model: plan.model.clone(),
-                timeout_ms: plan.timeout.as_millis() as u64,
-                adaptive_timeout: plan.adaptive,
-                task: recorded_task,
-                priority: plan.priority,
-                expected_ms: plan.expected_ms,
-                prompt: self.env.layout.relative(&prompt_file),
-                prompt_bytes: text.len() as u64,
-                prompt_hash: prompt_hash(text.as_bytes()),
-                resumed,
-            });
-            jobs.push(Job {
-                worktree: self.env.worktree_for(agent),
-                base: base.to_string(),
-                agent,
-                index: p.index,
-                model: plan.model,
-                priority: plan.priority,
-                task,
-                timeout: plan.timeout,
-                prompt_file,
-                expected_ms: plan.expected_ms,
-                cap_args: budget_left(agent, self.state)
-                    .and_then(|left| agents::cap_args(agent, left))
-                    .unwrap_or_default(),
-                session,
-                nth,
-            });
+            jobs.push(self.job(p, base)?);
         }
         if !jobs.is_empty() {
             self.queue.save(self.env.layout)?;
@@ -504,6 +416,135 @@ impl<'e> Round<'e, '_> {
             });
         }
         Ok(jobs)
+    }
+
+    /// One planned agent's job: its plan (or the recorded one, in a replay), its task marked
+    /// running, its session, its prompt written, and what a replay needs recorded.
+    fn job<'p>(&mut self, p: &Planned<'p>, base: &str) -> Result<Job<'p>> {
+        let agent = p.agent;
+        let mut plan = job_plan(agent, self.state, self.queue);
+        // A replay gives the agent what the round gave it: model, timeout, task, place.
+        // Its runs so far this round: a run again after a revert is its second job, with a
+        // prompt file of its own.
+        let nth = self
+            .inputs
+            .jobs
+            .iter()
+            .filter(|j| j.agent == agent.name)
+            .count();
+        let recorded = self
+            .env
+            .replay
+            .and_then(|r| r.recorded.as_ref())
+            .and_then(|r| r.job(&agent.name, nth));
+        if let Some(r) = recorded {
+            plan = JobPlan {
+                model: r.model.clone(),
+                task: r
+                    .task
+                    .as_ref()
+                    .map(|t| self.queue.get(&t.id).cloned().unwrap_or_else(|| t.clone())),
+                timeout: Duration::from_millis(r.timeout_ms),
+                adaptive: r.adaptive_timeout,
+                priority: r.priority,
+                expected_ms: r.expected_ms,
+            };
+        }
+        let task = plan.task;
+        let recorded_task = task.clone();
+        if let Some(t) = &task {
+            if let Some(q) = self.queue.get_mut(&t.id) {
+                q.status = TaskStatus::Running;
+                q.attempts += 1;
+            }
+        }
+        // A session is the live run's: a replay resumes none (it would add to the live
+        // conversation), so it starts none either.
+        let session = match agent.session && self.env.replay.is_none() {
+            true => {
+                let template = prompt::load_template(self.env.mission_dir, agent)?;
+                let hash = sessions::mission_hash(self.env.mission, &template);
+                sessions::plan(agent, &self.state.agent(&agent.name), &plan.model, &hash)
+            }
+            false => None,
+        };
+        let resumed = session.as_ref().is_some_and(|s| s.resume);
+        let (prompt_file, text) =
+            self.job_prompt(agent, &plan.model, task.as_ref(), recorded, resumed, nth)?;
+        self.inputs.jobs.push(RecordedJob {
+            agent: agent.name.clone(),
+            phase: agent.phase,
+            model: plan.model.clone(),
+            timeout_ms: plan.timeout.as_millis() as u64,
+            adaptive_timeout: plan.adaptive,
+            task: recorded_task,
+            priority: plan.priority,
+            expected_ms: plan.expected_ms,
+            prompt: self.env.layout.relative(&prompt_file),
+            prompt_bytes: text.len() as u64,
+            prompt_hash: prompt_hash(text.as_bytes()),
+            resumed,
+        });
+        Ok(Job {
+            worktree: self.env.worktree_for(agent),
+            base: base.to_string(),
+            agent,
+            index: p.index,
+            model: plan.model,
+            priority: plan.priority,
+            task,
+            timeout: plan.timeout,
+            prompt_file,
+            expected_ms: plan.expected_ms,
+            cap_args: budget_left(agent, self.state)
+                .and_then(|left| agents::cap_args(agent, left))
+                .unwrap_or_default(),
+            session,
+            nth,
+        })
+    }
+
+    /// The prompt of an agent's `nth` job, and its text: in a replay the recorded one when it
+    /// can be used (a resumed session's short prompt cannot: a replay resumes none), else
+    /// rendered from today's templates, with a note saying why.
+    fn job_prompt(
+        &mut self,
+        agent: &Agent,
+        model: &str,
+        task: Option<&Task>,
+        recorded: Option<&RecordedJob>,
+        resumed: bool,
+        nth: usize,
+    ) -> Result<(PathBuf, String)> {
+        let recorded_prompt = |r: &RecordedJob| match r.resumed {
+            true => Err(
+                "it was a resumed session's short prompt, and a replay resumes no \
+                         session"
+                    .to_string(),
+            ),
+            false => self.recorded_prompt(r),
+        };
+        Ok(match recorded.map(recorded_prompt) {
+            Some(Ok(done)) => done,
+            Some(Err(why)) => {
+                self.note(&format!(
+                    "{}: the recorded prompt cannot be used ({why}); rendered from today's templates",
+                    agent.name
+                ));
+                self.write_prompt(agent, model, task, false, nth)?
+            }
+            None => {
+                if self.env.replay.is_some_and(|r| r.recorded.is_some()) {
+                    // Included in the recorded plan but never started in the round (a
+                    // Phase B skipped after a revert): nothing recorded to give it.
+                    self.note(&format!(
+                        "{}: no job was recorded for it (it did not start in the round); planned and rendered now",
+                        agent.name
+                    ));
+                }
+                self.write_prompt(agent, model, task, resumed, nth)?
+            }
+        })
     }
 
     /// Writes the agent's prompt file; returns its path and text.
@@ -573,5 +614,24 @@ impl<'e> Round<'e, '_> {
         if let Err(e) = self.inputs.save(self.env.layout) {
             log::warn!("round {}: cannot record its inputs: {e}", self.round);
         }
+    }
+}
+
+/// A replay's verdict on an agent: the recorded one, unless `--agent` leaves the agent out.
+pub(super) fn replayed_decision(
+    rec: &RoundInputs,
+    only: &[String],
+    agent: &str,
+) -> (Choice, String) {
+    let Some(d) = rec.decisions.iter().find(|d| d.agent == agent) else {
+        return (Choice::Skipped, "not in the recorded round".into());
+    };
+    match d.decision {
+        Choice::Included if !only.is_empty() && !only.iter().any(|n| n == agent) => {
+            (Choice::Skipped, "not replayed (--agent)".into())
+        }
+        Choice::Included => (Choice::Included, d.reason.clone()),
+        Choice::Blocked => (Choice::Blocked, d.reason.clone()),
+        Choice::Skipped | Choice::OverBudget => (Choice::Skipped, d.reason.clone()),
     }
 }

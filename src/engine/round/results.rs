@@ -11,6 +11,7 @@ use crate::agents::cost::{self, Pricing};
 use crate::agents::{self, Failure, Output};
 use crate::engine::exec::process::{Ending, Finished};
 use crate::engine::store::state::{AgentState, RECENT_RUNS};
+use crate::events::Event;
 use crate::mission::Agent;
 use crate::roundlog::{AgentEntry, Cause, Phase, RunStatus};
 
@@ -175,7 +176,11 @@ pub fn settle(
 /// for a failure, why. An exit 0 is `ok` only with work done (a code agent's changed files, a
 /// review agent's files, result or tasks), else `empty`, or `failed` when the CLI reported an
 /// error or denied the tools the run needed.
-fn ending(raw: &RawRun, cost: &cost::RunCost, wrote_result: bool) -> (RunStatus, Option<Failure>) {
+pub(super) fn ending(
+    raw: &RawRun,
+    cost: &cost::RunCost,
+    wrote_result: bool,
+) -> (RunStatus, Option<Failure>) {
     let changed = raw.changed.len() as u32;
     let words = |cause: Cause, text: String| Failure {
         cause,
@@ -250,7 +255,7 @@ fn ending(raw: &RawRun, cost: &cost::RunCost, wrote_result: bool) -> (RunStatus,
 }
 
 /// "Bash(npm test), Write(/etc/x)".
-fn denial_list(denials: &[crate::roundlog::PermissionDenial]) -> String {
+pub(super) fn denial_list(denials: &[crate::roundlog::PermissionDenial]) -> String {
     denials
         .iter()
         .map(|d| match &d.command {
@@ -318,18 +323,18 @@ pub fn track(
 }
 
 /// How a run ended, as the streaks count it.
-struct RunOutcome {
-    status: RunStatus,
-    cause: Option<Cause>,
+pub(super) struct RunOutcome {
+    pub(super) status: RunStatus,
+    pub(super) cause: Option<Cause>,
     /// Its change went to the tests although the run failed (`failedChanges: "test"`).
-    change_tested: bool,
+    pub(super) change_tested: bool,
 }
 
 /// [`track`], for a run whose change may have gone to the tests although it failed
 /// (`change_tested`): such a run did work that landed, so it ends the unproductive and empty
 /// streaks (no escalation from it), but it ended badly, so it is no success towards
 /// `deescalateAfter` either.
-fn count(
+pub(super) fn count(
     st: &mut AgentState,
     agent: &Agent,
     RunOutcome {
@@ -402,7 +407,7 @@ fn count(
 }
 
 /// The first `max` bytes of a file as text (lossy); `None` when it cannot be read.
-fn read_head(path: &Path, max: u64) -> Option<String> {
+pub(super) fn read_head(path: &Path, max: u64) -> Option<String> {
     let mut buf = Vec::new();
     std::fs::File::open(path)
         .ok()?
@@ -423,6 +428,39 @@ pub fn read_tail(path: &Path, max: u64) -> Vec<u8> {
         let _ = f.take(max).read_to_end(&mut buf);
     }
     buf
+}
+
+/// The `agentEnd` of a settled run; `amended` when it replaces the agent's earlier one of the
+/// says so after its error, where the console line, `orch status` and the report show it.
+pub(super) fn tested_anyway(entry: &mut AgentEntry) {
+    entry.change_tested = true;
+    let note = "its change goes to the tests with the others (failedChanges: test)";
+    entry.error = Some(match entry.error.take() {
+        Some(e) => format!("{e}; {note}"),
+        None => note.to_string(),
+    });
+}
+
+/// round (a review agent beside the tests whose change did not land after them).
+/// Marks a failed run whose change went to the tests with the others' (`changeTested`), and
+pub(super) fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
+    Event::AgentEnd {
+        round,
+        agent: e.name.clone(),
+        phase: e.phase,
+        model: e.model.clone(),
+        status: e.status,
+        exit_code: e.exit_code,
+        elapsed_ms: e.elapsed_ms,
+        cost_usd: e.cost_usd,
+        cost_known: e.cost_known,
+        changed_files: e.changed_files,
+        error: e.error.clone(),
+        cause: e.cause,
+        resets_at: e.resets_at.clone(),
+        amended,
+        aside: e.aside.clone(),
+    }
 }
 
 #[cfg(test)]

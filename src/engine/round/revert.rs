@@ -12,9 +12,25 @@
 use std::collections::HashMap;
 
 use super::culprits::{Found, Outcome, Search};
-use super::*;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::engine::exec::process::{self};
+use crate::engine::git::{Git, Merge};
+use crate::engine::prompt;
+use crate::engine::store::state::TestBaseline;
+use crate::engine::testing::{self};
+use crate::error::{IoContext, Result};
+use crate::events::Event;
+use crate::mission::Isolation;
+use crate::roundlog::{Phase, Strategy};
+
+use super::env::{run_tests, Env};
+use super::state::Round;
+use super::verdict::tests_end;
 use crate::mission::RevertStrategy;
-use crate::roundlog::{BisectRun, RevertInfo, Strategy, TreeTests};
+use crate::roundlog::{BisectRun, RevertInfo, TreeTests};
 
 impl<'e> Round<'e, '_> {
     /// Undoes a regression. With worktree isolation and two or more merged code agents (and
@@ -43,7 +59,7 @@ impl<'e> Round<'e, '_> {
             .filter(|e| e.phase == Phase::Code)
             .map(|e| e.name.clone())
             .collect();
-        let merged = self.merged.clone();
+        let merged = self.dispatched.merged.clone();
         let mut runs = Vec::new();
         let searched = match early {
             Some(e) => Some((e.trees, e.found)),
@@ -142,7 +158,7 @@ impl<'e> Round<'e, '_> {
         let m = self.env.mission;
         m.revert_strategy == RevertStrategy::PerAgent
             && m.git.isolation == Isolation::Worktree
-            && self.merged.len() >= 2
+            && self.dispatched.merged.len() >= 2
     }
 
     /// What the search needs of the round; `main_tree`: whether it may use the main tree.
@@ -590,6 +606,7 @@ fn wall_of(runs: &[BisectRun]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roundlog::StepStatus;
 
     #[test]
     fn the_wall_of_overlapping_runs_counts_each_second_once() {

@@ -2,7 +2,21 @@
 //! tests said (`Verdict`): passed, regressed (the culprits taken out by
 //! `revert`), untested, interrupted. What the tests wrote in the tree is put back.
 
-use super::*;
+use std::time::Instant;
+
+use crate::engine::exec::process::{self};
+use crate::engine::sims::Which;
+use crate::engine::store::state::TestBaseline;
+use crate::engine::testing::{self};
+use crate::error::Result;
+use crate::events::Event;
+use crate::roundlog::{Phase, RoundStatus, SimEntry, StepStatus, Strategy, TestsEntry};
+
+use super::env::run_tests;
+use super::job::Planned;
+use super::revert::Early;
+use super::state::Round;
+use super::verdict::{tests_end, Verdict};
 
 impl<'e> Round<'e, '_> {
     /// Verification, only when Phase A changed the tree: the tests and the post-sim (and Phase
@@ -19,7 +33,7 @@ impl<'e> Round<'e, '_> {
             return Ok(Verdict::Unchanged);
         }
         let beside = self.beside_tests(review);
-        let merged = self.merged.clone();
+        let merged = self.dispatched.merged.clone();
         let mut v = self.run_verification(base, &tested, &changed, beside, review, &merged);
         self.record_verification(base, &tested, &mut v)?;
         // An interrupt during a culprit search begun beside Phase B is settled with the
@@ -304,4 +318,18 @@ impl<'e> Round<'e, '_> {
             .map(|e| e.name.clone())
             .collect())
     }
+}
+
+/// What the verification stage ran: the tests' result (none without a test command) and when
+/// they ended, the post-sim, what the tests wrote put back (on the tests' thread, beside Phase
+/// B), why Phase B could not run beside them, and a culprit search begun beside Phase B.
+pub(super) struct Verification<'m> {
+    pub(super) started: Instant,
+    pub(super) start_ms: u64,
+    pub(super) tests: Option<TestsEntry>,
+    pub(super) done_ms: u64,
+    pub(super) post: Option<SimEntry>,
+    pub(super) put_back: Option<Result<Vec<String>>>,
+    pub(super) beside_failed: Option<crate::error::Error>,
+    pub(super) early: Option<Early<'m>>,
 }
