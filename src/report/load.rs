@@ -619,11 +619,8 @@ fn legacy_agent(a: &Value, notes: &mut Vec<String>) -> AgentEntry {
         _ => Phase::Code,
     };
     AgentEntry {
-        name,
-        phase,
         model: str_at(a, "model").unwrap_or_default().to_string(),
         task: str_at(a, "task").map(str::to_string),
-        status,
         exit_code: a
             .get("exitCode")
             .and_then(Value::as_i64)
@@ -633,32 +630,19 @@ fn legacy_agent(a: &Value, notes: &mut Vec<String>) -> AgentEntry {
         timeout_ms: u64_at(a, "timeoutMs").unwrap_or(0),
         cost_usd: f64_at(a, "costUsd"),
         cost_known: a.get("costKnown").and_then(Value::as_bool).unwrap_or(true),
-        tokens: None,
         changed_files: u64_at(a, "changedFiles")
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or(0),
-        files: Vec::new(),
         log: str_at(a, "log").unwrap_or_default().to_string(),
         error: str_at(a, "error").map(str::to_string),
-        cause: None,
-        resets_at: None,
-        permission_denials: Vec::new(),
-        limited_runs: Vec::new(),
-        held_ms: 0,
-        summary: None,
         escalated_to: str_at(a, "escalatedTo").map(str::to_string),
-        ownership_violations: Vec::new(),
-        kept_aside: Vec::new(),
-        handoff: None,
         session_id: str_at(a, "sessionId").map(str::to_string),
         session_resumed: a
             .get("sessionResumed")
             .and_then(|v| v.as_bool())
             .unwrap_or(false),
         session_dropped: str_at(a, "sessionDropped").map(str::to_string),
-        aside: None,
-        change_tested: false,
-        beside_run: None,
+        ..AgentEntry::new(name, phase, status)
     }
 }
 

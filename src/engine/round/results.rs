@@ -123,11 +123,8 @@ pub fn settle(
     let cause = failure.as_ref().map(|f| f.cause);
     let model_change = track(st, agent, status, cause, elapsed_ms, cost.cost_usd, round);
     let entry = AgentEntry {
-        name: raw.agent.clone(),
-        phase: raw.phase,
         model: raw.model.clone(),
         task: raw.task.clone(),
-        status,
         exit_code: raw.finished.ending.exit_code(),
         start_ms: raw.start_ms,
         elapsed_ms,
@@ -150,19 +147,10 @@ pub fn settle(
             .and_then(|f| f.resets_at)
             .map(|t| t.to_string()),
         permission_denials: cost.permission_denials.clone(),
-        limited_runs: Vec::new(),
-        held_ms: 0,
         summary: cost.summary.clone(),
         escalated_to: model_change.as_ref().map(|c| c.to.clone()),
-        ownership_violations: Vec::new(),
         kept_aside: raw.kept_aside.clone(),
-        handoff: None,
-        session_id: None,
-        session_resumed: false,
-        session_dropped: None,
-        aside: None,
-        change_tested: false,
-        beside_run: None,
+        ..AgentEntry::new(raw.agent.clone(), raw.phase, status)
     };
     Settled {
         entry,
