@@ -16,8 +16,10 @@
 
 use std::path::Path;
 
-use crate::engine::git::{short, Git};
 use crate::error::{Error, Result};
+
+use super::parse::short;
+use super::run::Git;
 
 /// The submodules `.gitmodules` declares in the tree of `dir` (a checkout): `(name, path)`.
 fn declared(dir: &Git) -> Vec<(String, String)> {
