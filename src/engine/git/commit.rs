@@ -217,18 +217,7 @@ impl Git {
             commit,
         ];
         // Exit 0: merged, the tree's id first; exit 1: conflicts, the paths after it.
-        let argv: Vec<&str> = ["-c", "core.hooksPath=/dev/null"]
-            .into_iter()
-            .chain(args)
-            .collect();
-        let out = duct::cmd("git", argv)
-            .dir(&self.root)
-            .stdin_null()
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .map_err(|e| Error::io("running git merge-tree", e))?;
+        let out = self.run_status(&args)?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut fields = text.split('\0').filter(|s| !s.is_empty());
         let tree = fields.next().unwrap_or_default().trim().to_string();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 use super::nested;
+use super::parse::nul_list;
 use super::run::Git;
 
 impl Git {
@@ -77,26 +78,17 @@ impl Git {
         if now == tree {
             return Ok(Vec::new());
         }
-        let changed: Vec<String> = self
-            .run(&["diff", "--name-only", "--no-renames", "-z", tree, &now])?
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        let added: Vec<String> = self
-            .run(&[
-                "diff",
-                "--name-only",
-                "--no-renames",
-                "--diff-filter=A",
-                "-z",
-                tree,
-                &now,
-            ])?
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let changed =
+            nul_list(&self.run(&["diff", "--name-only", "--no-renames", "-z", tree, &now])?);
+        let added = nul_list(&self.run(&[
+            "diff",
+            "--name-only",
+            "--no-renames",
+            "--diff-filter=A",
+            "-z",
+            tree,
+            &now,
+        ])?);
         crate::engine::exec::perms::unlock_for(&self.root, &changed, "putting files back")?;
         // The index as it is now, so that it can be put back after the files are.
         let index_tree = self.run(&["write-tree"]).ok();
@@ -140,12 +132,7 @@ impl Git {
             ];
             args.extend(chunk.iter().map(|p| format!(":(literal){p}")));
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let tracked: Vec<String> = self
-                .run(&a)?
-                .split('\0')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
+            let tracked = nul_list(&self.run(&a)?);
             if !tracked.is_empty() {
                 let mut args = vec![
                     "checkout".to_string(),

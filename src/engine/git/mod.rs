@@ -42,8 +42,7 @@ pub mod userwork;
 mod worktree;
 
 pub use commit::Merge;
-pub use parse::{one_line, short};
-pub use read::StatusEntry;
+pub use parse::{one_line, short, StatusEntry};
 pub use run::Git;
 
 #[cfg(test)]

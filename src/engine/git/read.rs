@@ -5,15 +5,8 @@
 
 use crate::error::{Error, Result};
 
-use super::parse::linked_git_dir;
+use super::parse::{linked_git_dir, nul_list, status_entries, StatusEntry};
 use super::run::Git;
-
-/// One entry of `git status`: the two-letter code and the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusEntry {
-    pub code: String,
-    pub path: String,
-}
 
 impl Git {
     /// The commit HEAD points at, or `None` in a repository with no commits yet.
@@ -99,37 +92,17 @@ impl Git {
             &["status", "--porcelain=v1", "-z", "--untracked-files=all"],
             &[],
         )?;
-        let mut entries = Vec::new();
-        let mut fields = out.split('\0').filter(|s| !s.is_empty());
-        while let Some(f) = fields.next() {
-            if f.len() < 4 {
-                continue;
-            }
-            let code = f[..2].to_string();
-            let path = f[3..].to_string();
-            // A rename is followed by its source path.
-            if code.starts_with('R') || code.starts_with('C') {
-                fields.next();
-            }
-            entries.push(StatusEntry { code, path });
-        }
-        Ok(entries)
+        Ok(status_entries(&out))
     }
 
     /// Files that differ between `base` and the working tree, untracked ones included.
     pub fn changed_since(&self, base: &str) -> Result<Vec<String>> {
-        let mut files: Vec<String> = self
-            .run_outside_state(&["diff", "--name-only", "-z", base], &[])?
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        files.extend(
-            self.run_outside_state(&["ls-files", "--others", "--exclude-standard", "-z"], &[])?
-                .split('\0')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        );
+        let mut files =
+            nul_list(&self.run_outside_state(&["diff", "--name-only", "-z", base], &[])?);
+        files.extend(nul_list(&self.run_outside_state(
+            &["ls-files", "--others", "--exclude-standard", "-z"],
+            &[],
+        )?));
         files.sort();
         files.dedup();
         Ok(files)
@@ -137,12 +110,14 @@ impl Git {
 
     /// The files that differ between two commits.
     pub fn files_between(&self, a: &str, b: &str) -> Result<Vec<String>> {
-        Ok(self
-            .run(&["diff", "--name-only", "--no-renames", "-z", a, b])?
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect())
+        Ok(nul_list(&self.run(&[
+            "diff",
+            "--name-only",
+            "--no-renames",
+            "-z",
+            a,
+            b,
+        ])?))
     }
 
     /// Whether `ancestor` is `commit` or one of its ancestors.

@@ -34,12 +34,8 @@ pub struct Git {
 impl Git {
     /// Opens the repository that contains `dir`.
     pub fn open(dir: &Path) -> Result<Git> {
-        let out = duct::cmd("git", ["rev-parse", "--show-toplevel", "--git-common-dir"])
-            .dir(dir)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
+        let out = command(dir, &["rev-parse", "--show-toplevel", "--git-common-dir"])
+            .output()
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Error::Usage("git is not installed or not on PATH; orch needs it".into())
@@ -171,6 +167,24 @@ impl Git {
         self.run_env(&args, env).map(drop)
     }
 
+    /// `git ARGS` in this tree with orch's identity when git has none: the command every
+    /// method of `Git` runs (`command`).
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = command(&self.root, args);
+        for (k, v) in &self.identity {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs git and returns its output whatever its exit status: for a command whose status is
+    /// an answer (`merge-tree`: 1 is a conflict). Only a git that cannot start is an error.
+    pub(super) fn run_status(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.command(args)
+            .output()
+            .map_err(|e| Error::io(format!("running git {}", args[0]), e))
+    }
+
     /// Runs git with `input` on its standard input (path lists, `--index-info`).
     pub(crate) fn run_input(
         &self,
@@ -178,20 +192,9 @@ impl Git {
         env: &[(&str, &str)],
         input: Option<&[u8]>,
     ) -> Result<String> {
-        // Hooks off for everything orch itself runs (see the module comment).
-        let mut cmd = std::process::Command::new("git");
-        cmd.args(["-c", "core.hooksPath=/dev/null"])
-            .args(args)
-            .current_dir(&self.root)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.identity {
-            cmd.env(k, v);
+        let mut cmd = self.command(args);
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
         }
         for (k, v) in env {
             cmd.env(k, v);
@@ -260,4 +263,17 @@ impl Git {
             index_paths: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// The one builder of every git command orch runs itself: `git ARGS` in `dir` with the
+/// repository's hooks off (see the module comment of `git`), no input, its output captured.
+pub(super) fn command(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("git");
+    cmd.args(["-c", "core.hooksPath=/dev/null"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
