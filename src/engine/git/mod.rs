@@ -16,12 +16,16 @@
 //! orch's own git operations run with the repository's hooks off (`core.hooksPath=/dev/null`,
 //! and `--no-verify` where git has it): a `commit-msg` hook that rejects orch's message, or a
 //! `post-checkout` hook that writes a file, must neither drop an agent's work nor be credited to
-//! an agent. Agents that run git themselves are unaffected (they run their own git).
+//! an agent. The same goes for everything else in the config that would make git run a program
+//! (`core.fsmonitor`, a filter or merge driver, a signing program set during the run: `noexec`),
+//! which an agent can write from its worktree. Agents that run git themselves are unaffected
+//! (they run their own git).
 //!
 //! Plumbing apart from policy, as jj keeps `git_subprocess.rs` apart from `git.rs`. Plumbing:
 //! `run` (the `Git` handle, and the one place git is run: folder, identity, hooks off, the state
 //! folder's pathspec, errors), `parse` (what git prints and the repository files read without
-//! it), `read` (HEAD, branch, status, diffs: asking, never changing). Policy, each an `impl Git`
+//! it), `read` (HEAD, branch, status, diffs: asking, never changing), `noexec` (the settings
+//! every call carries so that the config runs no program). Policy, each an `impl Git`
 //! of its own concern on that plumbing: `commit` (landing work: commits, merges, the pick of a
 //! review, signing), `keep` (keeping work in refs and taking it out of the tree or putting it
 //! back), `restore` (HEAD and the tree back where they belong), `worktree` (the agents'
@@ -34,6 +38,7 @@ pub mod branch;
 mod commit;
 mod keep;
 pub mod nested;
+mod noexec;
 mod parse;
 mod read;
 mod restore;

@@ -8,8 +8,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+
+use super::noexec::{self, Listing, NoExec};
+use super::parse::linked_git_dir;
 
 /// The author orch commits as when git has no identity configured.
 const FALLBACK_NAME: &str = "orch";
@@ -29,20 +33,26 @@ pub struct Git {
     /// asked once: they do not change while orch runs, and the tree is snapshotted around
     /// every test run.
     pub(super) index_paths: std::sync::OnceLock<(PathBuf, PathBuf)>,
+    /// The settings that keep this tree's git calls from running a program from the config.
+    pub(super) noexec: Arc<NoExec>,
 }
 
 impl Git {
     /// Opens the repository that contains `dir`.
     pub fn open(dir: &Path) -> Result<Git> {
-        let out = command(dir, &["rev-parse", "--show-toplevel", "--git-common-dir"])
-            .output()
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::Usage("git is not installed or not on PATH; orch needs it".into())
-                } else {
-                    Error::io("running git", e)
-                }
-            })?;
+        let out = command(
+            dir,
+            &[],
+            &["rev-parse", "--show-toplevel", "--git-common-dir"],
+        )
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Usage("git is not installed or not on PATH; orch needs it".into())
+            } else {
+                Error::io("running git", e)
+            }
+        })?;
         if !out.status.success() {
             let said = String::from_utf8_lossy(&out.stderr);
             // A repository owned by another user (a container's or CI's volume): git refuses
@@ -77,12 +87,21 @@ impl Git {
         // Relative to `dir` when it is (`.git` from the top, `../../.git` from a subfolder).
         let common = dir.join(lines.next().unwrap_or(".git").trim());
         let common_dir = common.canonicalize().unwrap_or(common);
+        // The config as it is before any agent ran: the user's (see `noexec`).
+        let trusted = command(&root, &[], &["config", "-z", "--list", "--show-origin"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| Listing::parse(&String::from_utf8_lossy(&o.stdout)))
+            .unwrap_or_default();
+        let noexec = NoExec::new(Arc::new(trusted), &root, &common_dir, &own_git_dir(&root));
         let mut git = Git {
             root,
             identity: Vec::new(),
             common_dir,
             keep_out: None,
             index_paths: std::sync::OnceLock::new(),
+            noexec: Arc::new(noexec),
         };
         let has = |k: &str| {
             git.run(&["config", "--get", k])
@@ -170,7 +189,18 @@ impl Git {
     /// `git ARGS` in this tree with orch's identity when git has none: the command every
     /// method of `Git` runs (`command`).
     fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = command(&self.root, args);
+        let settings = self.noexec.settings(|| {
+            command(
+                &self.root,
+                &[],
+                &["config", "-z", "--list", "--show-origin"],
+            )
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        });
+        let mut cmd = command(&self.root, &settings, args);
         for (k, v) in &self.identity {
             cmd.env(k, v);
         }
@@ -255,25 +285,43 @@ impl Git {
     /// A handle on another working tree of the same repository (a linked worktree), with the
     /// same commit identity.
     pub fn at(&self, dir: &Path) -> Git {
+        let noexec = NoExec::new(
+            self.noexec.trusted(),
+            dir,
+            &self.common_dir,
+            &own_git_dir(dir),
+        );
         Git {
             root: dir.to_path_buf(),
             identity: self.identity.clone(),
             common_dir: self.common_dir.clone(),
             keep_out: None,
             index_paths: std::sync::OnceLock::new(),
+            noexec: Arc::new(noexec),
         }
     }
 }
 
 /// The one builder of every git command orch runs itself: `git ARGS` in `dir` with the
-/// repository's hooks off (see the module comment of `git`), no input, its output captured.
-pub(super) fn command(dir: &Path, args: &[&str]) -> std::process::Command {
+/// repository's hooks and everything else in its config that could run a program turned off
+/// (`noexec::FIXED` and `settings`, see the module comment of `git`), no input, its output
+/// captured.
+pub(super) fn command(
+    dir: &Path,
+    settings: &[(String, String)],
+    args: &[&str],
+) -> std::process::Command {
     let mut cmd = std::process::Command::new("git");
-    cmd.args(["-c", "core.hooksPath=/dev/null"])
-        .args(args)
+    cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    noexec::apply(&mut cmd, settings);
     cmd
+}
+
+/// The git folder of the tree at `root`: a linked worktree's own, else `root/.git`.
+fn own_git_dir(root: &Path) -> PathBuf {
+    linked_git_dir(root).unwrap_or_else(|| root.join(".git"))
 }

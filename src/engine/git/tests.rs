@@ -177,3 +177,50 @@ fn state_folder_never_dirties_the_tree() {
     let ex = std::fs::read_to_string(d.path().join(".git/info/exclude")).unwrap();
     assert_eq!(ex.matches("/.orch/").count(), 1);
 }
+
+/// What the settings that keep the config from running a program (`noexec`) cost a git call:
+/// the same `git rev-parse HEAD` through `Git::run` and as a bare command. A figure for
+/// BENCHMARKS.md, not a check:
+/// `cargo test --release --lib noexec_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn noexec_cost() {
+    let (d, g) = repo();
+    let n = 200;
+    let bare = || {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let out = std::process::Command::new("git")
+                .args(["-c", "core.hooksPath=/dev/null", "rev-parse", "HEAD"])
+                .current_dir(d.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        t.elapsed() / n
+    };
+    let orch = || {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            g.run(&["rev-parse", "HEAD"]).unwrap();
+        }
+        t.elapsed() / n
+    };
+    let (b1, o1, b2, o2) = (bare(), orch(), bare(), orch());
+    eprintln!("one git call: bare {b1:?} / {b2:?}, through Git::run {o1:?} / {o2:?}");
+    // A config change makes the next call read the config again (one more git process).
+    let t = std::time::Instant::now();
+    for i in 0..20 {
+        let value = format!("v{i}");
+        std::process::Command::new("git")
+            .args(["config", "orch.bench", &value])
+            .current_dir(d.path())
+            .status()
+            .unwrap();
+        g.run(&["rev-parse", "HEAD"]).unwrap();
+    }
+    eprintln!(
+        "a call after a config change (with the git config that changed it): {:?}",
+        t.elapsed() / 20
+    );
+}
