@@ -29,13 +29,15 @@
 //! of its own concern on that plumbing: `commit` (landing work: commits, merges, the pick of a
 //! review, signing), `keep` (keeping work in refs and taking it out of the tree or putting it
 //! back), `restore` (HEAD and the tree back where they belong), `worktree` (the agents'
-//! worktrees), and the modules [`nested`] (submodules and repositories an agent makes inside
+//! worktrees), [`guard`] (the repository's `config`, `hooks/`, `info/` put back after an
+//! agent), and the modules [`nested`] (submodules and repositories an agent makes inside
 //! the tree), [`branch`] (a run's own branch), [`userwork`] (the user's uncommitted work under
 //! `--allow-dirty`). The policies import the plumbing files directly, never this one, so no
 //! import runs back up: every `Git` method is reached through the type, re-exported here.
 
 pub mod branch;
 mod commit;
+pub mod guard;
 mod keep;
 pub mod nested;
 mod noexec;
