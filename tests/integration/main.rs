@@ -19,6 +19,7 @@ mod budget;
 mod cli;
 mod engine;
 mod faults;
+mod git_config;
 mod git_edges;
 mod hooks;
 mod incremental;

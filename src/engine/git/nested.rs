@@ -16,8 +16,10 @@
 
 use std::path::Path;
 
-use crate::engine::git::{short, Git};
 use crate::error::{Error, Result};
+
+use super::parse::short;
+use super::run::Git;
 
 /// The submodules `.gitmodules` declares in the tree of `dir` (a checkout): `(name, path)`.
 fn declared(dir: &Git) -> Vec<(String, String)> {
@@ -128,7 +130,8 @@ pub fn init_submodules(wt: &Git, main: &Path) -> Result<()> {
         }
         let source = main.join(&path);
         // The URL and file protocol given for this one command: the repository's config (shared
-        // with the user's main tree) is left as it is, and no network is asked.
+        // with the user's main tree) is left as it is, and no network is asked. `--checkout`
+        // whatever `submodule.NAME.update` says: a `!command` there would run a program.
         let url = format!("submodule.{name}.url={}", source.display());
         wt.run(&[
             "-c",
@@ -139,6 +142,7 @@ pub fn init_submodules(wt: &Git, main: &Path) -> Result<()> {
             "update",
             "--init",
             "--force",
+            "--checkout",
             "--",
             &path,
         ])
