@@ -179,6 +179,8 @@ impl Setup {
 
         let home = tempfile::tempdir().unwrap();
         let h = home.path();
+        let tmp = h.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let path = format!(
             "{}:{}",
             bin_dir().display(),
@@ -187,7 +189,11 @@ impl Setup {
         let mut env = vec![
             ("PATH".to_string(), path),
             ("HOME".to_string(), h.display().to_string()),
-            ("TMPDIR".to_string(), h.display().to_string()),
+            // A temporary folder of its own, beside HOME, not HOME itself: Codex refuses to make
+            // its sandbox helpers (codex-linux-sandbox, which `--sandbox workspace-write` runs
+            // under bwrap once bubblewrap is installed) in a CODEX_HOME under the temporary
+            // folder, and its edit then never lands.
+            ("TMPDIR".to_string(), tmp.display().to_string()),
         ];
         let mut set = |k: &str, v: String| env.push((k.to_string(), v));
         match cli {
