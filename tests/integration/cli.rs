@@ -566,11 +566,11 @@ fn dash_m_dash_reads_the_mission_from_standard_input() {
 #[test]
 fn the_book_shows_the_nightly_workflow_file_as_it_is() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let workflow = std::fs::read_to_string(root.join("docs/orch-nightly.yml")).unwrap();
+    let workflow = std::fs::read_to_string(root.join("docs/src/orch-nightly.yml")).unwrap();
     let chapter = std::fs::read_to_string(root.join("docs/src/ci.md")).unwrap();
     assert!(
         chapter.contains(&format!("```yaml\n{workflow}```")),
-        "docs/src/ci.md's workflow differs from docs/orch-nightly.yml: copy the file into the chapter"
+        "docs/src/ci.md's workflow differs from docs/src/orch-nightly.yml: copy the file into the chapter"
     );
     // Nothing to fill in by hand but the documented variable, and a branch of its own.
     assert!(!workflow.contains("OWNER"), "a placeholder in the workflow");

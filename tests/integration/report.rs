@@ -635,7 +635,7 @@ fn bench_report_5000() {
 }
 
 /// Writes every format of the state folder `ORCH_REPORT_DIR` into `ORCH_REPORT_OUT`, for looking
-/// at the result (docs/report-example.*).
+/// at the result (docs/src/report-example.*).
 #[test]
 #[ignore]
 fn write_report_files() {
