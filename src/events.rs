@@ -82,6 +82,10 @@ pub enum Event {
         /// log's entry has it. The status stays the run's (`ok`).
         #[serde(skip_serializing_if = "Option::is_none")]
         aside: Option<Aside>,
+        /// What it changed in the repository's own git settings, put back by orch (as the
+        /// round log's entry has it): a person should look.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        git_settings_put_back: Vec<String>,
     },
     /// A provider's limit: none of its agents starts until `until`; then `agents` run again.
     #[serde(rename_all = "camelCase")]
@@ -822,6 +826,7 @@ mod tests {
             resets_at: None,
             amended: false,
             aside: None,
+            git_settings_put_back: Vec::new(),
         });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "agentEnd");

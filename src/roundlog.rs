@@ -340,6 +340,11 @@ pub struct AgentEntry {
     /// agent's whole spend in the round) as well as the round's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beside_run: Option<Box<AgentEntry>>,
+    /// What changed in the repository's own git settings (`config`, `hooks/`, `info/` of its
+    /// common git folder) while this run went, put back by orch: each change (`added
+    /// .git/hooks/post-commit`) and where what the agent wrote is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub git_settings_put_back: Vec<String>,
 }
 
 impl AgentEntry {
@@ -380,6 +385,7 @@ impl AgentEntry {
             aside: None,
             change_tested: false,
             beside_run: None,
+            git_settings_put_back: Vec::new(),
         }
     }
 }

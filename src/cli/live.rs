@@ -680,6 +680,7 @@ mod tests {
             resets_at: None,
             amended: false,
             aside: None,
+            git_settings_put_back: Vec::new(),
         }
     }
 

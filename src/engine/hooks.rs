@@ -53,16 +53,20 @@ impl Hook {
 }
 
 /// Whether an event is one a person may have to act on: work taken out (a revert), an agent
-/// that failed, timed out or conflicted, a run that stopped before its rounds were done. The
+/// that failed, timed out or conflicted or changed the repository's git settings, a run that stopped before its rounds were done. The
 /// one list to extend when the engine learns a new kind of trouble.
 pub fn needs_attention(event: &Event) -> bool {
     match event {
         Event::Revert { .. } | Event::Stop { .. } => true,
-        Event::AgentEnd { status, .. } => {
+        Event::AgentEnd {
+            status,
+            git_settings_put_back,
+            ..
+        } => {
             matches!(
                 status,
                 RunStatus::Failed | RunStatus::Timeout | RunStatus::Conflict
-            )
+            ) || !git_settings_put_back.is_empty()
         }
         _ => false,
     }
@@ -322,6 +326,7 @@ mod tests {
             resets_at: None,
             amended: false,
             aside: None,
+            git_settings_put_back: Vec::new(),
         };
         for s in [RunStatus::Failed, RunStatus::Timeout, RunStatus::Conflict] {
             assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s:?}");

@@ -3,8 +3,8 @@
 //! makes git run a program (`core.fsmonitor`, `core.hooksPath`, a `filter` driver named by
 //! `.gitattributes`, a `gpg.program` with signing turned on); the program touches a marker file
 //! outside the repository, which must not exist when orch is done. The agent's own change still
-//! lands. (The setting itself stays in `.git/config` for now: putting it back is the guard's
-//! work, `engine::git::guard`, not wired into the round yet.)
+//! lands. The setting itself is put back after the agent (`engine::round::guard`), kept under
+//! the round's logs and reported: the last test here.
 //!
 //! The test reads the marker before running any git of its own in the repository: the test's
 //! git would run the planted command too.
@@ -81,4 +81,78 @@ fn a_planted_signing_program_never_runs_in_orchs_git() {
     let signing = "d=$(mktemp -d); printf '#!/bin/sh\\ntouch MARKER\\nexit 1\\n' > $d/gpg; \
                    chmod +x $d/gpg; git config commit.gpgsign true; git config gpg.program $d/gpg";
     planted("worktree", signing, "gpg.program");
+}
+
+/// Runs one round whose agent `a` plants a `core.fsmonitor` and a `post-commit` hook in the
+/// repository's common git folder (from its worktree, or the shared tree) beside its honest
+/// change, with an `attention` hook; returns the repository, the run's stderr and what the
+/// attention hook got.
+fn put_back_round(isolation: &str) -> (Repo, String, String) {
+    let repo = Repo::new();
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("ran");
+    let attention = outside.path().join("attention.ndjson");
+    let script = format!(
+        "common=$(git rev-parse --path-format=absolute --git-common-dir); \
+         git config core.fsmonitor 'touch {m}; false'; \
+         printf '#!/bin/sh\\ntouch {m}\\n' > \"$common/hooks/post-commit\"; \
+         chmod +x \"$common/hooks/post-commit\"; echo mine > mine.txt",
+        m = marker.display()
+    );
+    repo.mission(json!({
+        "name": "put-back", "rounds": 1,
+        "git": {"isolation": isolation, "commit": true},
+        "hooks": {"attention": format!("cat >> {}", attention.display())},
+        "agents": [sh_agent("a", &script)],
+    }));
+    let run = repo.orch(&["run"]);
+    assert!(!marker.exists(), "{isolation}: a planted command ran");
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let got = std::fs::read_to_string(&attention).unwrap_or_default();
+    (repo, run.stderr().to_string(), got)
+}
+
+#[test]
+fn a_planted_setting_and_hook_are_put_back_kept_and_reported() {
+    for isolation in ["worktree", "shared"] {
+        let (repo, stderr, attention) = put_back_round(isolation);
+        let config = std::fs::read_to_string(repo.path().join(".git/config")).unwrap();
+        assert!(!config.contains("fsmonitor"), "{isolation}: {config}");
+        assert!(
+            !repo.path().join(".git/hooks/post-commit").exists(),
+            "{isolation}: the hook stayed"
+        );
+        let kept = repo.path().join(".orch/logs/round-0001/git-settings/a");
+        let kept_config = std::fs::read_to_string(kept.join("config")).unwrap();
+        assert!(kept_config.contains("fsmonitor"), "{isolation}");
+        assert!(kept.join("hooks/post-commit").is_file(), "{isolation}");
+        let log = repo.round_log(1);
+        let a = Repo::agent(&log, "a");
+        assert_eq!(a["status"], "ok", "{log:#}");
+        let put_back: Vec<String> = a["gitSettingsPutBack"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{isolation}: {log:#}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(put_back.len(), 2, "{put_back:?}");
+        assert!(
+            put_back[0].starts_with("changed .git/config (put back;"),
+            "{put_back:?}"
+        );
+        assert!(
+            put_back[1].starts_with("added .git/hooks/post-commit (put back;"),
+            "{put_back:?}"
+        );
+        assert!(
+            stderr.contains("agent a changed the repository's git settings"),
+            "{isolation}: {stderr}"
+        );
+        assert!(
+            attention.contains("gitSettingsPutBack"),
+            "{isolation}: the attention hook got: {attention}"
+        );
+        // The agent's honest change landed, and the user's own git runs nothing planted.
+        assert_eq!(repo.read("mine.txt"), "mine\n");
+    }
 }

@@ -6,13 +6,13 @@
 //! writes back what was there and moves what the agent wrote into a folder the caller names
 //! (under the state folder), so the change is undone, kept and can be reported.
 //!
-//! Meant to be called by the round around each agent run (not wired yet): `take` after orch
-//! prepared the agent's tree (preparing a worktree with submodules writes `submodule.*` into
-//! `config` itself), `changes` when the run ended, and when there are any, `put_back` into
-//! `<stateDir>/rounds/N/guard/AGENT/` and a report naming the agent and each path. In a shared
-//! tree or with worktrees run at once, a change is not the work of one agent for sure: the
-//! round should guard the whole of Phase A (take before the first agent, compare after the
-//! last) and name every agent that ran.
+//! The round (`engine::round::guard`) takes them before its first pool, compares as each run
+//! is settled, and puts a change back into `<stateDir>/logs/round-NNNN/git-settings/AGENT/`,
+//! naming the agent and the ones still running beside it (in a shared tree or with worktrees
+//! run at once, a change is not the work of one agent for sure).
+//!
+//! A `config` that only gained the submodule sections orch's own worktree preparation
+//! registers (`url`, `active`) is not a change.
 //!
 //! The folders are small (hooks' samples, `info/exclude`), read whole: a few hundred
 //! microseconds. Only the common folder's files are guarded; a worktree's own `config.worktree`
@@ -85,7 +85,9 @@ impl Guard {
         for (p, e) in &self.was {
             match now.get(p) {
                 None => out.push(Change::Removed(p.clone())),
-                Some(n) if n != e => out.push(Change::Modified(p.clone())),
+                Some(n) if n != e && !submodules_registered(p, e, n) => {
+                    out.push(Change::Modified(p.clone()))
+                }
                 Some(_) => {}
             }
         }
@@ -140,6 +142,37 @@ impl Guard {
         }
         Ok(())
     }
+}
+
+/// Whether `config` went from `was` to `now` only by submodules registered: what orch's own
+/// `submodule update --init` writes when it prepares a worktree (a `[submodule "NAME"]`
+/// section with its `url` and `active`). Every line that was there is still there, in order,
+/// and each added line is such a header or key; nothing else (an `update = !command` among
+/// them) passes.
+fn submodules_registered(path: &Path, was: &Entry, now: &Entry) -> bool {
+    let (Entry::File { bytes: was, .. }, Entry::File { bytes: now, .. }) = (was, now) else {
+        return false;
+    };
+    if path != Path::new("config") {
+        return false;
+    }
+    let (was, now) = (String::from_utf8_lossy(was), String::from_utf8_lossy(now));
+    let mut old = was.lines().peekable();
+    for line in now.lines() {
+        if old.peek() == Some(&line) {
+            old.next();
+            continue;
+        }
+        let l = line.trim();
+        let header = l.starts_with("[submodule \"") && l.ends_with("\"]");
+        let key = l
+            .split_once('=')
+            .is_some_and(|(k, _)| matches!(k.trim(), "url" | "active"));
+        if !header && !key {
+            return false;
+        }
+    }
+    old.peek().is_none()
 }
 
 /// Moves `from` to `to` (a rename, else a copy and a removal: `keep` may be on another disk).
@@ -252,6 +285,22 @@ mod tests {
             .unwrap()
             .success();
         assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn submodules_registered_by_orch_are_no_change_but_an_update_command_is() {
+        let (_d, common) = repo();
+        let g = Guard::take(&common).unwrap();
+        let config = common.join("config");
+        let was = std::fs::read_to_string(&config).unwrap();
+        let registered = format!("{was}[submodule \"lib\"]\n\tactive = true\n\turl = /src/lib\n");
+        std::fs::write(&config, &registered).unwrap();
+        assert_eq!(g.changes().unwrap(), vec![]);
+        std::fs::write(&config, format!("{registered}\tupdate = !touch /tmp/x\n")).unwrap();
+        assert_eq!(
+            g.changes().unwrap(),
+            vec![Change::Modified(PathBuf::from("config"))]
+        );
     }
 
     #[test]

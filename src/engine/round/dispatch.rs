@@ -288,6 +288,8 @@ impl<'e> Round<'e, '_> {
             .iter()
             .map(|j| (j.agent.name.clone(), j.clone()))
             .collect();
+        self.take_git_settings();
+        self.dispatched.unsettled = by_name.keys().cloned().collect();
         pool::run(
             env.max_concurrency,
             jobs,
@@ -366,6 +368,9 @@ impl<'e> Round<'e, '_> {
             self.note(&format!("agent {}: {why}", agent.name));
         }
         self.note_spawn_failure(agent, &raw);
+        self.dispatched.unsettled.remove(&agent.name);
+        let beside: Vec<String> = self.dispatched.unsettled.iter().cloned().collect();
+        self.guard_git_settings(agent, &mut settled.entry, &beside);
         let main_moved = self.main_tree_moved(agent, &raw, shared);
         if let Some(why) = raw.rejected.as_ref().or(main_moved.as_ref()) {
             settled.entry.status = RunStatus::Failed;

@@ -46,6 +46,7 @@ mod beside;
 mod culprits;
 mod dispatch;
 mod env;
+mod guard;
 mod job;
 mod land;
 mod plan;

@@ -418,7 +418,7 @@ pub fn read_tail(path: &Path, max: u64) -> Vec<u8> {
     buf
 }
 
-/// The `agentEnd` of a settled run; `amended` when it replaces the agent's earlier one of the
+/// Marks a failed run whose change went to the tests with the others' (`changeTested`), and
 /// says so after its error, where the console line, `orch status` and the report show it.
 pub(super) fn tested_anyway(entry: &mut AgentEntry) {
     entry.change_tested = true;
@@ -429,8 +429,8 @@ pub(super) fn tested_anyway(entry: &mut AgentEntry) {
     });
 }
 
+/// The `agentEnd` of a settled run; `amended` when it replaces the agent's earlier one of the
 /// round (a review agent beside the tests whose change did not land after them).
-/// Marks a failed run whose change went to the tests with the others' (`changeTested`), and
 pub(super) fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
     Event::AgentEnd {
         round,
@@ -448,6 +448,7 @@ pub(super) fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
         resets_at: e.resets_at.clone(),
         amended,
         aside: e.aside.clone(),
+        git_settings_put_back: e.git_settings_put_back.clone(),
     }
 }
 

@@ -5,9 +5,10 @@
 //! The stages (`plan`, `dispatch`, `verify`, `revert`, `beside`, `land`, `record`) are `impl
 //! Round` blocks in their own files; they all read these types, which read none of theirs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use crate::engine::git::guard::Guard;
 use crate::engine::git::Git;
 use crate::engine::store::inputs::RoundInputs;
 use crate::engine::store::state::{AgentState, Journal, State};
@@ -90,6 +91,12 @@ pub(super) struct Dispatched {
     pub(super) merged: Vec<(String, String)>,
     /// Review agents of the running pool that failed while others worked in the shared tree.
     pub(super) shared_failures: Vec<SharedFailure>,
+    /// The repository's own git settings as they were before the round's first agent: each
+    /// settled run is checked against them (`None` until the first pool, or when they could
+    /// not be read).
+    pub(super) guard: Option<Guard>,
+    /// The running pool's agents whose results are not settled yet.
+    pub(super) unsettled: BTreeSet<String>,
 }
 
 /// An agent whose runs hit a provider limit this round.
