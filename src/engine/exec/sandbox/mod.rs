@@ -1,0 +1,372 @@
+//! A sandbox per agent (issue 30): what a command orch runs may write, read and reach, and the
+//! bubblewrap command line that enforces it.
+//!
+//! orch runs agents and the code they wrote (tests, sims) unattended, with the rights of the
+//! person who started it. Under a [`Policy`] the command instead runs in `bwrap` (Debian's
+//! `bubblewrap` package) with:
+//! - the system read-only (`--ro-bind / /`), a private `/tmp`, its own `/dev` and `/proc`;
+//! - the folders the policy hides (the home folder, orch's state folder) replaced by empty
+//!   ones, and only the paths it names bound back: writable ([`Policy::write`]: the agent's
+//!   tree, its scratch files, its CLI's state folder) or read-only ([`Policy::read`]);
+//! - the repository's git folder read-only except what a commit in the agent's tree writes
+//!   ([`GitAccess`]): never its `config`, `hooks/` or `info/`, so nothing an agent plants there
+//!   runs later as orch or as the user;
+//! - its own PID namespace (it cannot see or signal orch or the other agents) and death with
+//!   orch (`--die-with-parent`);
+//! - a network namespace of its own unless the network is [`Network::Open`]: with
+//!   [`Network::None`] only its own loopback, with [`Network::Allow`] the hosts listed, reached
+//!   through orch's relay ([`net`]).
+//!
+//! Whether bwrap can run here at all is [`probe`]'s question, asked before anything is spent.
+//! The order of the mounts matters (a later mount covers an earlier one), and [`Policy::argv`]
+//! is the one place that decides it.
+
+pub mod net;
+pub mod probe;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the relay's Unix socket appears inside the sandbox: on the sandbox's private `/tmp`
+/// (a fresh tmpfs, so bwrap can make the mount point), whatever its path is outside.
+pub const SOCKET_INSIDE: &str = "/tmp/.orch-net.sock";
+
+/// The port of the relay's HTTP proxy on the sandbox's own loopback (exported as
+/// `HTTPS_PROXY`/`HTTP_PROXY`), unless an allowed loopback address already uses it.
+const PROXY_PORT: u16 = 3128;
+
+/// What a sandboxed command may reach over the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// Nothing but the sandbox's own loopback.
+    None,
+    /// The host's network, as without a sandbox.
+    Open,
+    /// Only these `host:port`s, through orch's relay; a connection anywhere else fails.
+    Allow(Vec<HostPort>),
+}
+
+/// One entry of an allowlist: a host name or address and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    /// Lowercase; an IPv6 address without its brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// `host`, `host:port`, `[v6]:port`. Without a port, 443: the allowlist is for model APIs,
+    /// which are HTTPS unless a base URL says otherwise (and then it names its port).
+    pub fn parse(text: &str) -> Result<HostPort, String> {
+        let t = text.trim();
+        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: an IPv6 address needs its closing ']'"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if after.is_empty() => (h, None),
+                None => return Err(format!("{text:?}: expected ':PORT' after ']'")),
+            }
+        } else {
+            match t.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (t, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', ' ', '@']) || host.contains("://") {
+            return Err(format!(
+                "{text:?}: expected host or host:port (e.g. api.anthropic.com or 127.0.0.1:8080)"
+            ));
+        }
+        let port = match port {
+            None => 443,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("{text:?}: the port {p:?} is not a number 1-65535")),
+            },
+        };
+        Ok(HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The `host:port` of a base URL (`http://127.0.0.1:8080/v1`, `https://api.openai.com`),
+    /// with the scheme's port when the URL names none; `None` for anything that is not an
+    /// http(s) URL.
+    pub fn from_url(url: &str) -> Option<HostPort> {
+        let (scheme, rest) = url.trim().split_once("://")?;
+        let default = match scheme.to_ascii_lowercase().as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let authority = authority.rsplit('@').next()?;
+        let with_port = if authority.ends_with(']') || !authority.contains(':') {
+            format!("{authority}:{default}")
+        } else {
+            authority.to_string()
+        };
+        HostPort::parse(&with_port).ok()
+    }
+
+    /// Whether the host is this machine's loopback: the relay then listens on the same address
+    /// inside the sandbox, so a base URL `http://127.0.0.1:PORT` works unchanged.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self.host == "::1"
+            || self
+                .host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback())
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What of the repository's git folder a command may write: what a commit in its own tree
+/// needs, nothing that orch or the user would later run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitAccess {
+    /// The repository's common git folder (`git rev-parse --git-common-dir`), bound read-only.
+    pub common_dir: PathBuf,
+    /// The linked worktree's admin folder (`<common>/worktrees/<name>`: its HEAD, index, logs,
+    /// ORIG_HEAD), writable; `None` for a command working in the main tree, which then cannot
+    /// stage (the index is the repository's) but can read and diff.
+    pub admin_dir: Option<PathBuf>,
+}
+
+/// What a sandboxed command may write, read and reach. Paths are absolute; [`Policy::argv`]
+/// skips a read path that does not exist and makes no other check.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Where the command starts.
+    pub cwd: PathBuf,
+    /// Folders replaced by empty ones (the home folder, orch's state folder): nothing under
+    /// them is visible unless bound back by `write` or `read`.
+    pub hide: Vec<PathBuf>,
+    /// Bound writable, after the hidden folders and the git folder (so they reach into both).
+    pub write: Vec<PathBuf>,
+    /// Bound read-only, after the hidden folders; missing ones are skipped.
+    pub read: Vec<PathBuf>,
+    pub git: Option<GitAccess>,
+    pub network: Network,
+    /// Environment variables set inside (after orch's own).
+    pub setenv: Vec<(String, String)>,
+}
+
+impl Policy {
+    /// A policy that writes `cwd` only, hides nothing, reaches nothing.
+    pub fn new(cwd: impl Into<PathBuf>) -> Policy {
+        let cwd = cwd.into();
+        Policy {
+            write: vec![cwd.clone()],
+            cwd,
+            hide: Vec::new(),
+            read: Vec::new(),
+            git: None,
+            network: Network::None,
+            setenv: Vec::new(),
+        }
+    }
+
+    /// The loopback port the relay's HTTP proxy listens on inside the sandbox: the first from
+    /// 3128 up that no allowed loopback address takes.
+    pub fn proxy_port(&self) -> u16 {
+        let taken: Vec<u16> = match &self.network {
+            Network::Allow(list) => list
+                .iter()
+                .filter(|h| h.is_loopback())
+                .map(|h| h.port)
+                .collect(),
+            _ => Vec::new(),
+        };
+        (PROXY_PORT..=u16::MAX)
+            .find(|p| !taken.contains(p))
+            .unwrap_or(PROXY_PORT)
+    }
+
+    /// The full command line: `bwrap`, its options, then `command` (under `Network::Allow`,
+    /// behind the relay: `relay_exe __sandbox-run ... -- command`, the relay's Unix socket being
+    /// `socket` outside). `relay_exe` is orch's own executable; it is bound in read-only.
+    pub fn argv(&self, command: &[String], relay: Option<(&Path, &Path)>) -> Vec<String> {
+        let mut a = Args::default();
+        a.flags(&["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+        a.flags(&["--tmpfs", "/tmp"]);
+        for (path, mount) in self.mounts() {
+            match mount {
+                Mount::Hide if path.is_dir() => a.path("--tmpfs", &path),
+                Mount::Hide => {}
+                Mount::Write => a.bind("--bind", &path),
+                Mount::ReadOnly => a.bind("--ro-bind", &path),
+                Mount::ReadIfThere => a.bind("--ro-bind-try", &path),
+            }
+        }
+        a.flags(&["--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
+        a.flags(&["--die-with-parent"]);
+        if self.network != Network::Open {
+            a.flags(&["--unshare-net"]);
+        }
+        for (k, v) in &self.setenv {
+            a.flags(&["--setenv", k, v]);
+        }
+        let mut inner: Vec<String> = Vec::new();
+        if let (Network::Allow(list), Some((exe, socket))) = (&self.network, relay) {
+            a.bind("--ro-bind", exe);
+            a.0.extend(["--bind".into(), s(socket), SOCKET_INSIDE.into()]);
+            let proxy = format!("http://127.0.0.1:{}", self.proxy_port());
+            for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+                a.flags(&["--setenv", k, &proxy]);
+            }
+            // Loopback addresses are served by the relay on the sandbox's own loopback: direct.
+            for k in ["NO_PROXY", "no_proxy"] {
+                a.flags(&["--setenv", k, "localhost,127.0.0.1,::1"]);
+            }
+            inner.extend([s(exe), net::RELAY_ARG.into(), SOCKET_INSIDE.into()]);
+            inner.push(self.proxy_port().to_string());
+            inner.extend(
+                list.iter()
+                    .filter(|h| h.is_loopback())
+                    .map(|h| h.to_string()),
+            );
+            inner.push("--".into());
+        }
+        a.path("--chdir", &self.cwd);
+        a.0.push("--".into());
+        let mut argv = vec!["bwrap".to_string()];
+        argv.extend(a.0);
+        argv.extend(inner);
+        argv.extend(command.iter().cloned());
+        argv
+    }
+}
+
+impl Policy {
+    /// Every mount of the policy, shallowest path first: a deeper path covers a shallower one
+    /// whatever list it came from (the agent's worktree inside the hidden state folder, the
+    /// read-only git folder inside a writable main tree, its writable `objects/` inside that).
+    /// For the same path, read-only wins over writable, and both over hidden.
+    fn mounts(&self) -> Vec<(PathBuf, Mount)> {
+        let mut all: Vec<(PathBuf, Mount)> = Vec::new();
+        all.extend(self.hide.iter().map(|p| (p.clone(), Mount::Hide)));
+        all.extend(self.write.iter().map(|p| (p.clone(), Mount::Write)));
+        if let Some(g) = &self.git {
+            all.push((g.common_dir.clone(), Mount::ReadOnly));
+            all.push((g.common_dir.join("objects"), Mount::Write));
+            if let Some(admin) = &g.admin_dir {
+                all.push((admin.clone(), Mount::Write));
+            }
+        }
+        all.extend(self.read.iter().map(|p| (p.clone(), Mount::ReadIfThere)));
+        all.sort_by_key(|(p, m)| (p.components().count(), *m));
+        all.dedup();
+        all
+    }
+}
+
+/// How one path is mounted, in the order that settles a tie on the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mount {
+    Hide,
+    Write,
+    ReadIfThere,
+    ReadOnly,
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[derive(Default)]
+struct Args(Vec<String>);
+
+impl Args {
+    fn flags(&mut self, f: &[&str]) {
+        self.0.extend(f.iter().map(|x| x.to_string()));
+    }
+    fn path(&mut self, flag: &str, p: &Path) {
+        self.0.extend([flag.to_string(), s(p)]);
+    }
+    fn bind(&mut self, flag: &str, p: &Path) {
+        self.0.extend([flag.to_string(), s(p), s(p)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parses_hosts_ports_and_v6() {
+        let hp = |t: &str| HostPort::parse(t).map(|h| h.to_string());
+        assert_eq!(hp("API.anthropic.com").unwrap(), "api.anthropic.com:443");
+        assert_eq!(hp("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(hp("[::1]:9").unwrap(), "[::1]:9");
+        for bad in ["", "http://x", "x:0", "x:70000", "x:port", "[::1"] {
+            let e = HostPort::parse(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn host_port_from_base_urls() {
+        let u = |t: &str| HostPort::from_url(t).map(|h| h.to_string());
+        assert_eq!(
+            u("http://127.0.0.1:8080/v1").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            u("https://api.openai.com/v1").as_deref(),
+            Some("api.openai.com:443")
+        );
+        assert_eq!(u("http://localhost").as_deref(), Some("localhost:80"));
+        assert_eq!(
+            u("https://u:p@h.example:8443").as_deref(),
+            Some("h.example:8443")
+        );
+        assert_eq!(u("file:///x"), None);
+        assert!(HostPort::parse("localhost:1").unwrap().is_loopback());
+        assert!(HostPort::parse("127.0.0.2:1").unwrap().is_loopback());
+        assert!(!HostPort::parse("api.openai.com").unwrap().is_loopback());
+    }
+
+    #[test]
+    fn the_git_folder_is_read_only_after_a_writable_tree_that_holds_it() {
+        let mut p = Policy::new("/r");
+        p.git = Some(GitAccess {
+            common_dir: "/r/.git".into(),
+            admin_dir: None,
+        });
+        let argv = p.argv(&["true".into()], None);
+        let text = argv.join(" ");
+        let w = text.find("--bind /r /r").unwrap();
+        let ro = text.rfind("--ro-bind /r/.git /r/.git").unwrap();
+        assert!(ro > w, "{text}");
+        assert!(text.contains("--unshare-net"), "{text}");
+        assert!(text.ends_with("--chdir /r -- true"), "{text}");
+    }
+
+    #[test]
+    fn the_proxy_port_avoids_an_allowed_loopback_port() {
+        let mut p = Policy::new("/r");
+        p.network = Network::Allow(vec![HostPort::parse("127.0.0.1:3128").unwrap()]);
+        assert_eq!(p.proxy_port(), 3129);
+        let argv = p.argv(&["x".into()], Some((Path::new("/o"), Path::new("/s"))));
+        let text = argv.join(" ");
+        assert!(
+            text.ends_with("-- /o __sandbox-run /tmp/.orch-net.sock 3129 127.0.0.1:3128 -- x"),
+            "{text}"
+        );
+        assert!(text.contains("--bind /s /tmp/.orch-net.sock"), "{text}");
+    }
+}

@@ -1,0 +1,320 @@
+//! The sandbox (issue 30) with the real bubblewrap: a command run under a
+//! `orch::engine::exec::sandbox::Policy`, with the built `orch` as the relay of its network
+//! allowlist, reaches only what the policy allows.
+//!
+//! Where bwrap cannot run, a loud SKIP, unless `ORCH_REQUIRE_SANDBOX=1` (`.ci/run` sets it):
+//! then a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use orch::engine::exec::sandbox::net::Broker;
+use orch::engine::exec::sandbox::{probe, GitAccess, HostPort, Network, Policy};
+
+use crate::common::Repo;
+
+/// Whether bwrap runs here; if not, a loud SKIP, or a panic under `ORCH_REQUIRE_SANDBOX=1`.
+fn bwrap_runs() -> bool {
+    match probe::probe() {
+        Ok(()) => true,
+        Err(e) if std::env::var("ORCH_REQUIRE_SANDBOX").as_deref() == Ok("1") => {
+            panic!("ORCH_REQUIRE_SANDBOX=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("!!!!! SKIP: {e}; this sandbox test did not run !!!!!");
+            false
+        }
+    }
+}
+
+/// Runs `sh -c script` under `policy` (with `broker`'s socket when given) and returns what it
+/// did.
+fn run(policy: &Policy, broker: Option<&Broker>, script: &str) -> Output {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_orch"));
+    let command = ["sh".to_string(), "-c".to_string(), script.to_string()];
+    let argv = policy.argv(&command, broker.map(|b| (exe.as_path(), b.socket())));
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A server on the host's loopback that answers each connection with `hello` and closes.
+fn hello_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        }
+    });
+    port
+}
+
+/// A repository with one agent worktree under its state folder, as orch lays them out.
+fn repo_with_worktree(name: &str) -> (Repo, PathBuf) {
+    let repo = Repo::new();
+    let wt = repo.path().join(".orch/worktrees").join(name);
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "--detach",
+        &wt.display().to_string(),
+    ]);
+    (repo, wt)
+}
+
+fn worktree_policy(repo: &Repo, wt: &Path, name: &str) -> Policy {
+    let mut p = Policy::new(wt);
+    p.hide = vec![repo.path().join(".orch")];
+    p.git = Some(GitAccess {
+        common_dir: repo.path().join(".git"),
+        admin_dir: Some(repo.path().join(".git/worktrees").join(name)),
+    });
+    p
+}
+
+#[test]
+fn an_allowed_loopback_port_is_reached_and_another_is_refused() {
+    if !bwrap_runs() {
+        return;
+    }
+    let allowed = hello_server();
+    let other = hello_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Policy::new(dir.path());
+    let allow = vec![HostPort::parse(&format!("127.0.0.1:{allowed}")).unwrap()];
+    p.network = Network::Allow(allow.clone());
+    let broker = Broker::start(&std::env::temp_dir(), allow).unwrap();
+    let o = run(
+        &p,
+        Some(&broker),
+        &format!(
+            "curl -fsS --noproxy '*' --max-time 10 http://127.0.0.1:{allowed}/ && echo; \
+             curl -fsS --noproxy '*' --max-time 10 http://127.0.0.1:{other}/ && echo REACHED-OTHER; \
+             curl -fsS --max-time 10 http://127.0.0.1:{other}/ && echo REACHED-OTHER-VIA-PROXY; \
+             curl -fsS --max-time 10 --noproxy '' -x http://127.0.0.1:3128 http://127.0.0.1:{other}/ \
+               && echo REACHED-OTHER-VIA-PROXY; true"
+        ),
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("stdout: hello"),
+        "the allowed port answers:\n{out}"
+    );
+    assert!(!out.contains("REACHED-OTHER"), "{out}");
+    assert!(
+        broker.denied().contains(&format!("127.0.0.1:{other}")),
+        "the refused attempt is kept for orch to report: {:?}\n{out}",
+        broker.denied()
+    );
+}
+
+#[test]
+fn an_allowed_host_is_reached_through_the_proxy_by_connect() {
+    if !bwrap_runs() {
+        return;
+    }
+    // A "remote" host stands in as 127.0.0.1 reached through the proxy's CONNECT: what
+    // HTTPS_PROXY clients do for api.anthropic.com:443.
+    let allowed = hello_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Policy::new(dir.path());
+    let allow = vec![HostPort::parse(&format!("127.0.0.1:{allowed}")).unwrap()];
+    p.network = Network::Allow(allow.clone());
+    let broker = Broker::start(&std::env::temp_dir(), allow).unwrap();
+    let o = run(
+        &p,
+        Some(&broker),
+        &format!(
+            "curl -fsS --max-time 10 -p -x http://127.0.0.1:3128 http://127.0.0.1:{allowed}/; echo; \
+             curl -fsS --max-time 10 -p -x http://127.0.0.1:3128 https://example.com/ \
+               && echo REACHED-EXAMPLE; true"
+        ),
+    );
+    let out = text(&o);
+    assert!(out.contains("stdout: hello"), "{out}");
+    assert!(!out.contains("REACHED-EXAMPLE"), "{out}");
+    assert!(
+        broker.denied().contains(&"example.com:443".to_string()),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_a_network_nothing_on_the_host_is_reached() {
+    if !bwrap_runs() {
+        return;
+    }
+    let port = hello_server();
+    let dir = tempfile::tempdir().unwrap();
+    let p = Policy::new(dir.path());
+    let o = run(
+        &p,
+        None,
+        &format!("curl -fsS --max-time 5 http://127.0.0.1:{port}/ && echo REACHED"),
+    );
+    let out = text(&o);
+    assert!(!o.status.success() && !out.contains("REACHED"), "{out}");
+}
+
+#[test]
+fn a_file_in_the_hidden_home_cannot_be_read_but_a_named_one_can() {
+    if !bwrap_runs() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/id_rsa"), "SECRET-KEY").unwrap();
+    std::fs::create_dir_all(home.path().join(".claude")).unwrap();
+    std::fs::write(home.path().join(".claude/settings.json"), "{}").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut p = Policy::new(work.path());
+    p.hide = vec![home.path().to_path_buf()];
+    p.write.push(home.path().join(".claude"));
+    let h = home.path().display();
+    let o = run(
+        &p,
+        None,
+        &format!(
+            "cat {h}/.ssh/id_rsa; echo x > {h}/.bashrc && echo WROTE-BASHRC; \
+             cat {h}/.claude/settings.json && echo > {h}/.claude/new && echo CLAUDE-OK"
+        ),
+    );
+    let out = text(&o);
+    assert!(!out.contains("SECRET-KEY"), "{out}");
+    assert!(
+        out.contains("CLAUDE-OK"),
+        "the named state folder is writable:\n{out}"
+    );
+    assert!(home.path().join(".claude/new").exists(), "{out}");
+    // The hidden home is an empty folder of the sandbox's own: a write there lands nowhere.
+    assert!(!home.path().join(".bashrc").exists(), "{out}");
+}
+
+#[test]
+fn a_worktree_commits_but_cannot_touch_config_hooks_or_another_worktree() {
+    if !bwrap_runs() {
+        return;
+    }
+    let (repo, wt) = repo_with_worktree("a");
+    let other = repo.path().join(".orch/worktrees/b");
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "--detach",
+        &other.display().to_string(),
+    ]);
+    let config_before = repo.read(".git/config");
+    let p = worktree_policy(&repo, &wt, "a");
+    let g = repo.path().join(".git").display().to_string();
+    let o = run(
+        &p,
+        None,
+        &format!(
+            "git -c user.name=a -c user.email=a@b commit -q --allow-empty -m honest && echo COMMITTED; \
+             git config core.fsmonitor 'touch /tmp/pwned; false' && echo CONFIG-WRITTEN; \
+             echo 'touch /tmp/pwned' > {g}/hooks/post-commit && echo HOOK-WRITTEN; \
+             echo x > {g}/info/exclude && echo INFO-WRITTEN; \
+             echo x > {b}/planted.txt && echo PLANTED; \
+             echo x > {s}/state.json && echo STATE-WRITTEN; \
+             ls {s}; true",
+            b = other.display(),
+            s = repo.path().join(".orch").display(),
+        ),
+    );
+    let out = text(&o);
+    assert!(out.contains("COMMITTED"), "{out}");
+    for planted in ["CONFIG-WRITTEN", "HOOK-WRITTEN", "INFO-WRITTEN", "PLANTED"] {
+        assert!(!out.contains(planted), "{planted}:\n{out}");
+    }
+    assert_eq!(repo.read(".git/config"), config_before);
+    assert!(!repo.exists(".git/hooks/post-commit"));
+    assert!(!other.join("planted.txt").exists());
+    // orch's state folder is an empty folder of the sandbox's own: a write there lands nowhere.
+    assert!(!repo.exists(".orch/state.json"), "{out}");
+    // The commit landed in the worktree's own HEAD.
+    let log = Command::new("git")
+        .args(["log", "-1", "--format=%s"])
+        .current_dir(&wt)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "honest");
+}
+
+#[test]
+fn in_the_main_tree_the_git_folder_stays_read_only() {
+    if !bwrap_runs() {
+        return;
+    }
+    // Shared isolation: the agent writes the main tree, which holds .git and .orch.
+    let repo = Repo::new();
+    std::fs::create_dir_all(repo.path().join(".orch")).unwrap();
+    std::fs::write(repo.path().join(".orch/state.json"), "{}").unwrap();
+    let mut p = Policy::new(repo.path());
+    p.hide = vec![repo.path().join(".orch")];
+    p.git = Some(GitAccess {
+        common_dir: repo.path().join(".git"),
+        admin_dir: None,
+    });
+    let o = run(
+        &p,
+        None,
+        "echo work > src/app.txt && echo EDITED; git diff --stat; \
+         git config core.hooksPath /tmp && echo CONFIG-WRITTEN; \
+         echo x > .git/hooks/pre-commit && echo HOOK-WRITTEN; \
+         cat .orch/state.json && echo STATE-READ; true",
+    );
+    let out = text(&o);
+    assert!(
+        out.contains("EDITED") && out.contains("src/app.txt"),
+        "{out}"
+    );
+    for bad in ["CONFIG-WRITTEN", "HOOK-WRITTEN", "STATE-READ"] {
+        assert!(!out.contains(bad), "{bad}:\n{out}");
+    }
+    assert_eq!(repo.read("src/app.txt"), "work\n");
+}
+
+#[test]
+fn orch_and_other_processes_are_out_of_sight() {
+    if !bwrap_runs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = Policy::new(dir.path());
+    let me = std::process::id();
+    let o = run(
+        &p,
+        None,
+        &format!("kill -0 {me} 2>/dev/null && echo SEES-ORCH; ls /proc | grep -c '^[0-9]'"),
+    );
+    let out = text(&o);
+    assert!(!out.contains("SEES-ORCH"), "{out}");
+    let count: u32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(99);
+    assert!(
+        count <= 5,
+        "only the sandbox's own processes: {count}\n{out}"
+    );
+}
