@@ -24,6 +24,7 @@
 mod host;
 pub mod net;
 pub mod probe;
+pub mod rules;
 
 pub use host::HostPort;
 
@@ -69,8 +70,12 @@ pub struct Policy {
     /// Folders replaced by empty ones (the home folder, orch's state folder): nothing under
     /// them is visible unless bound back by `write` or `read`.
     pub hide: Vec<PathBuf>,
-    /// Bound writable, after the hidden folders and the git folder (so they reach into both).
+    /// Bound writable; each must exist.
     pub write: Vec<PathBuf>,
+    /// Bound writable when they exist (a CLI's state folder, which a user without the CLI's
+    /// login has not got): a missing one is an empty place inside, and what is written there
+    /// lands nowhere.
+    pub write_if_there: Vec<PathBuf>,
     /// Bound read-only, after the hidden folders; missing ones are skipped.
     pub read: Vec<PathBuf>,
     pub git: Option<GitAccess>,
@@ -85,6 +90,7 @@ impl Policy {
         let cwd = cwd.into();
         Policy {
             write: vec![cwd.clone()],
+            write_if_there: Vec::new(),
             cwd,
             hide: Vec::new(),
             read: Vec::new(),
@@ -122,6 +128,7 @@ impl Policy {
                 Mount::Hide if path.is_dir() => a.path("--tmpfs", &path),
                 Mount::Hide => {}
                 Mount::Write => a.bind("--bind", &path),
+                Mount::WriteIfThere => a.bind("--bind-try", &path),
                 Mount::ReadOnly => a.bind("--ro-bind", &path),
                 Mount::ReadIfThere => a.bind("--ro-bind-try", &path),
             }
@@ -174,6 +181,11 @@ impl Policy {
         let mut all: Vec<(PathBuf, Mount)> = Vec::new();
         all.extend(self.hide.iter().map(|p| (p.clone(), Mount::Hide)));
         all.extend(self.write.iter().map(|p| (p.clone(), Mount::Write)));
+        all.extend(
+            self.write_if_there
+                .iter()
+                .map(|p| (p.clone(), Mount::WriteIfThere)),
+        );
         if let Some(g) = &self.git {
             all.push((g.common_dir.clone(), Mount::ReadOnly));
             all.push((g.common_dir.join("objects"), Mount::Write));
@@ -193,6 +205,7 @@ impl Policy {
 enum Mount {
     Hide,
     Write,
+    WriteIfThere,
     ReadIfThere,
     ReadOnly,
 }

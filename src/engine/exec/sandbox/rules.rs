@@ -1,0 +1,202 @@
+//! The one rule every sandboxed run follows, agent or test command: from where it works and
+//! what orch hands it, the [`Policy`] it runs under.
+//!
+//! It writes its tree (an agent's worktree, or the shared tree), the files orch hands it and
+//! its CLI's state folders in the home folder; it reads the system, the programs on its `PATH`
+//! and `readPaths`; the home folder, orch's state folder and (for a worktree) the main checkout
+//! are hidden; the repository's git folder is read-only but for what a commit needs.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use super::{GitAccess, Network, Policy};
+
+/// Where a run works and what it is handed.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Where it works, writable: an agent's worktree, the shared tree, the tests' tree.
+    pub tree: PathBuf,
+    /// The main checkout (`git rev-parse --show-toplevel` of the repository): hidden when the
+    /// run has a worktree of its own, so another agent's work and the user's untracked files
+    /// are out of reach.
+    pub repo_root: PathBuf,
+    /// The repository's common git folder and, for a linked worktree, its admin folder.
+    pub git: GitAccess,
+    /// orch's state folder: hidden; only `write` and `read` paths in it are bound back.
+    pub state_dir: PathBuf,
+    /// Folders orch hands the run to write (its scratch folder, the handoff folder).
+    pub write: Vec<PathBuf>,
+    /// Folders orch hands the run to read (the round's prompts).
+    pub read: Vec<PathBuf>,
+    /// The home folder, hidden; `None` when orch has none.
+    pub home: Option<PathBuf>,
+    /// Its CLI's state in the home folder (`.claude`, `.codex`), relative to `home` or
+    /// absolute: writable when there.
+    pub home_state: Vec<PathBuf>,
+    /// `sandbox.readPaths`: read-only when there.
+    pub read_paths: Vec<PathBuf>,
+    /// The program (`argv[0]`) and the `PATH` it is looked up on: a program or a `PATH` folder
+    /// under a hidden folder (a CLI installed in the home folder) is bound back read-only.
+    pub program: String,
+    pub path_env: Option<std::ffi::OsString>,
+    pub network: Network,
+}
+
+impl Run {
+    pub fn policy(&self) -> Policy {
+        let mut p = Policy::new(&self.tree);
+        p.hide.push(self.state_dir.clone());
+        if let Some(h) = &self.home {
+            p.hide.push(h.clone());
+        }
+        if self.tree != self.repo_root {
+            p.hide.push(self.repo_root.clone());
+        }
+        p.git = Some(self.git.clone());
+        p.write.extend(self.write.iter().cloned());
+        p.read.extend(self.read.iter().cloned());
+        if let Some(h) = &self.home {
+            p.write_if_there
+                .extend(self.home_state.iter().map(|rel| h.join(rel)));
+        }
+        p.read.extend(self.read_paths.iter().cloned());
+        let hidden: Vec<&Path> = p.hide.iter().map(PathBuf::as_path).collect();
+        p.read
+            .extend(programs(&self.program, self.path_env.as_deref(), &hidden));
+        p.network = self.network.clone();
+        p
+    }
+}
+
+/// The folders to bind back read-only so that `program` runs: every `PATH` folder under a
+/// hidden folder, and the install folder of the program itself (followed through its links:
+/// npm's `.bin/claude` leads into `node_modules`, whose parent is bound whole).
+fn programs(program: &str, path_env: Option<&OsStr>, hidden: &[&Path]) -> Vec<PathBuf> {
+    let under_hidden = |p: &Path| hidden.iter().any(|h| p.starts_with(h));
+    let mut out: Vec<PathBuf> = Vec::new();
+    let dirs: Vec<PathBuf> = path_env
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    for d in &dirs {
+        if d.is_absolute() && under_hidden(d) {
+            out.push(d.clone());
+        }
+    }
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program))
+    } else {
+        dirs.iter().map(|d| d.join(program)).find(|p| p.is_file())
+    };
+    if let Some(found) = found {
+        let real = std::fs::canonicalize(&found).unwrap_or_else(|_| found.clone());
+        for p in [found, real] {
+            if !under_hidden(&p) {
+                continue;
+            }
+            let install = p
+                .ancestors()
+                .find(|a| a.file_name() == Some(OsStr::new("node_modules")))
+                .and_then(Path::parent)
+                .or_else(|| p.parent());
+            if let Some(i) = install {
+                out.push(i.to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tree: &str) -> Run {
+        Run {
+            tree: tree.into(),
+            repo_root: "/home/u/repo".into(),
+            git: GitAccess {
+                common_dir: "/home/u/repo/.git".into(),
+                admin_dir: Some("/home/u/repo/.git/worktrees/a".into()),
+            },
+            state_dir: "/home/u/repo/.orch".into(),
+            write: vec!["/home/u/repo/.orch/scratch/round-0001".into()],
+            read: vec!["/home/u/repo/.orch/prompts/round-0001".into()],
+            home: Some("/home/u".into()),
+            home_state: vec![".claude".into()],
+            read_paths: vec![],
+            program: "sh".into(),
+            path_env: None,
+            network: Network::None,
+        }
+    }
+
+    #[test]
+    fn a_worktree_run_hides_the_main_checkout_home_and_state() {
+        let p = run("/home/u/repo/.orch/worktrees/a").policy();
+        let hide: Vec<String> = p.hide.iter().map(|h| h.display().to_string()).collect();
+        assert_eq!(hide, ["/home/u/repo/.orch", "/home/u", "/home/u/repo"]);
+        assert_eq!(p.write_if_there, [PathBuf::from("/home/u/.claude")]);
+        // Shallow first: home, the checkout, then the state folder, then what is bound back.
+        let order: Vec<String> = p
+            .mounts()
+            .iter()
+            .map(|(path, m)| format!("{m:?} {}", path.display()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "Hide /home/u",
+                "Hide /home/u/repo",
+                "WriteIfThere /home/u/.claude",
+                "Hide /home/u/repo/.orch",
+                "ReadOnly /home/u/repo/.git",
+                "Write /home/u/repo/.git/objects",
+                "Write /home/u/repo/.orch/worktrees/a",
+                "Write /home/u/repo/.orch/scratch/round-0001",
+                "Write /home/u/repo/.git/worktrees/a",
+                "ReadIfThere /home/u/repo/.orch/prompts/round-0001",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shared_run_writes_the_checkout_and_hides_only_state_and_home() {
+        let p = run("/home/u/repo").policy();
+        let hide: Vec<String> = p.hide.iter().map(|h| h.display().to_string()).collect();
+        assert_eq!(hide, ["/home/u/repo/.orch", "/home/u"]);
+    }
+
+    #[test]
+    fn a_program_installed_under_home_is_bound_back_with_its_node_modules() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let pkg = h.join(".cache/cli/node_modules/@x/cli/bin");
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(pkg.join("cli.exe"), "").unwrap();
+        let bin = h.join(".cache/cli/node_modules/.bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("../@x/cli/bin/cli.exe", bin.join("cli")).unwrap();
+        let path = std::env::join_paths([bin.as_path(), Path::new("/usr/bin")]).unwrap();
+        let got = programs("cli", Some(&path), &[h]);
+        let real_home = std::fs::canonicalize(h).unwrap();
+        let got: Vec<PathBuf> = got
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&real_home)
+                    .or(p.strip_prefix(h))
+                    .unwrap()
+                    .to_path_buf()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                PathBuf::from(".cache/cli"),
+                PathBuf::from(".cache/cli/node_modules/.bin")
+            ]
+        );
+        assert!(programs("sh", Some(OsStr::new("/usr/bin:/bin")), &[h]).is_empty());
+    }
+}
