@@ -9,7 +9,8 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use super::{GitAccess, Network, Policy};
+use super::{GitAccess, HostPort, Network, Policy};
+use crate::agents::adapter::SandboxNeeds;
 
 /// Where a run works and what it is handed.
 #[derive(Debug, Clone)]
@@ -68,6 +69,36 @@ impl Run {
     }
 }
 
+/// What an adapter's [`SandboxNeeds`] come to in a run's environment (`var` reads it): the
+/// state paths to bind back writable (relative to the home folder, or the absolute value of
+/// its state variable), and the hosts of its model API: those of the base-URL variables that
+/// are set, else its default hosts.
+pub fn from_needs(
+    needs: &SandboxNeeds,
+    var: impl Fn(&str) -> Option<String>,
+) -> (Vec<PathBuf>, Vec<HostPort>) {
+    let mut state: Vec<PathBuf> = needs.home_state.iter().map(PathBuf::from).collect();
+    if let Some(v) = needs.state_var.and_then(&var).filter(|v| !v.is_empty()) {
+        state.push(PathBuf::from(v));
+    }
+    let mut hosts: Vec<HostPort> = needs
+        .base_url_vars
+        .iter()
+        .filter_map(|k| var(k))
+        .filter_map(|url| HostPort::from_url(&url))
+        .collect();
+    if hosts.is_empty() {
+        hosts = needs
+            .default_hosts
+            .iter()
+            .filter_map(|h| HostPort::parse(h).ok())
+            .collect();
+    }
+    hosts.sort();
+    hosts.dedup();
+    (state, hosts)
+}
+
 /// The folders to bind back read-only so that `program` runs: every `PATH` folder under a
 /// hidden folder, and the install folder of the program itself (followed through its links:
 /// npm's `.bin/claude` leads into `node_modules`, whose parent is bound whole).
@@ -111,6 +142,7 @@ fn programs(program: &str, path_env: Option<&OsStr>, hidden: &[&Path]) -> Vec<Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::adapter::AgentCli;
 
     fn run(tree: &str) -> Run {
         Run {
@@ -166,6 +198,24 @@ mod tests {
         let p = run("/home/u/repo").policy();
         let hide: Vec<String> = p.hide.iter().map(|h| h.display().to_string()).collect();
         assert_eq!(hide, ["/home/u/repo/.orch", "/home/u"]);
+    }
+
+    #[test]
+    fn needs_come_from_base_url_variables_else_the_defaults() {
+        let claude = crate::agents::claude::Claude.sandbox_needs();
+        let (state, hosts) = from_needs(&claude, |k| {
+            (k == "ANTHROPIC_BASE_URL").then(|| "http://127.0.0.1:8080/v1".to_string())
+        });
+        assert_eq!(
+            state,
+            [PathBuf::from(".claude"), PathBuf::from(".claude.json")]
+        );
+        assert_eq!(hosts, [HostPort::parse("127.0.0.1:8080").unwrap()]);
+        let (_, hosts) = from_needs(&claude, |_| None);
+        assert_eq!(hosts, [HostPort::parse("api.anthropic.com:443").unwrap()]);
+        let codex = crate::agents::codex::Codex.sandbox_needs();
+        let (state, _) = from_needs(&codex, |k| (k == "CODEX_HOME").then(|| "/x/c".into()));
+        assert_eq!(state, [PathBuf::from(".codex"), PathBuf::from("/x/c")]);
     }
 
     #[test]
