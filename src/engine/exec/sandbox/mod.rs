@@ -21,12 +21,11 @@
 //! The order of the mounts matters (a later mount covers an earlier one), and [`Policy::argv`]
 //! is the one place that decides it.
 
-mod host;
 pub mod net;
 pub mod probe;
 pub mod rules;
 
-pub use host::HostPort;
+pub use crate::mission::sandbox::HostPort;
 
 use std::path::{Path, PathBuf};
 

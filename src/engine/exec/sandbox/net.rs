@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::host::HostPort;
+use crate::mission::sandbox::HostPort;
 
 /// The hidden subcommand that runs the relay inside a sandbox.
 pub const RELAY_ARG: &str = "__sandbox-run";
