@@ -171,7 +171,39 @@ impl Policy {
     }
 }
 
+/// A command ready to run in its sandbox: the argv to spawn in place of the command's, and the
+/// broker of its allowlist, which serves as long as this value lives (drop it once the run has
+/// ended).
+pub struct Prepared {
+    pub argv: Vec<String>,
+    broker: Option<net::Broker>,
+}
+
+impl Prepared {
+    /// The `host:port`s the command asked for and was refused.
+    pub fn denied(&self) -> Vec<String> {
+        self.broker.as_ref().map(|b| b.denied()).unwrap_or_default()
+    }
+}
+
 impl Policy {
+    /// `command` wrapped in bwrap; under `Network::Allow`, with orch's broker listening (its
+    /// socket in the temporary folder) and orch's own executable as the relay inside.
+    pub fn prepare(&self, command: &[String]) -> std::io::Result<Prepared> {
+        let Network::Allow(list) = &self.network else {
+            return Ok(Prepared {
+                argv: self.argv(command, None),
+                broker: None,
+            });
+        };
+        let exe = std::env::current_exe()?;
+        let broker = net::Broker::start(&std::env::temp_dir(), list.clone())?;
+        Ok(Prepared {
+            argv: self.argv(command, Some((&exe, broker.socket()))),
+            broker: Some(broker),
+        })
+    }
+
     /// Every mount of the policy, shallowest path first: a deeper path covers a shallower one
     /// whatever list it came from (the agent's worktree inside the hidden state folder, the
     /// read-only git folder inside a writable main tree, its writable `objects/` inside that).
