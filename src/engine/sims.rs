@@ -53,7 +53,7 @@ impl SimRun<'_> {
             Err(e) => Ending::SpawnFailed(format!("creating {out}: {e}")),
             Ok(()) => {
                 // The sim's own launcher, if any, goes in front, its placeholders filled too.
-                let argv = self
+                let argv: Vec<String> = self
                     .sim
                     .launcher
                     .iter()
@@ -74,6 +74,22 @@ impl SimRun<'_> {
                 env.push(("ORCH_SIM_OUT".into(), out.clone()));
                 env.push(("ORCH_ROUND".into(), self.round.to_string()));
                 env.push(("ORCH_SIM".into(), self.which.as_str().into()));
+                // Under `sandbox.tests`: the sim runs the agents' code, fenced like them,
+                // writing its output folder. A sandbox that cannot be prepared fails the sim.
+                let fence = crate::engine::exec::sandbox::rules::fence();
+                let sandbox = fence
+                    .map(|f| f.wrap(self.root, vec![self.staging.clone()], &env, &argv))
+                    .transpose();
+                let argv = match &sandbox {
+                    Ok(Some(p)) => p.argv.clone(),
+                    Ok(None) => argv,
+                    Err(e) => vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "printf '%s\\n' \"$0\" >&2; exit 126".into(),
+                        format!("its sandbox could not be prepared: {e}"),
+                    ],
+                };
                 process::run(&Spec {
                     label: format!("{}-sim", self.which.as_str()),
                     argv,

@@ -318,3 +318,280 @@ fn orch_and_other_processes_are_out_of_sight() {
         "only the sandbox's own processes: {count}\n{out}"
     );
 }
+
+// ------------------------------------------------------------------ orch run with a sandbox
+
+/// The hostile agent's command: `hostile-agent.sh NAME OTHER MARKER SECRET PORT`.
+fn hostile(name: &str, other: &str, marker: &Path, secret: &Path, port: u16) -> serde_json::Value {
+    serde_json::json!([
+        "sh",
+        crate::common::fixture("hostile-agent.sh"),
+        name,
+        other,
+        marker.display().to_string(),
+        secret.display().to_string(),
+        port.to_string()
+    ])
+}
+
+/// A home folder with a secret key in it, and the marker a planted command would create.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
+        std::fs::write(dir.path().join(".ssh/id_rsa"), "SECRET-KEY-TEXT\n").unwrap();
+        Home { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn secret(&self) -> PathBuf {
+        self.path().join(".ssh/id_rsa")
+    }
+    fn marker(&self) -> PathBuf {
+        self.path().join("pwned")
+    }
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("HOME", self.path().display().to_string())]
+    }
+}
+
+fn run_with_home(repo: &Repo, home: &Home, args: &[&str]) -> crate::common::Run {
+    let env = home.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    repo.orch_env(args, &env)
+}
+
+/// Issue 30's attempts, by an agent under `"sandbox": "bwrap"` beside an honest one, in
+/// worktree isolation: each fails or lands nowhere, the honest work of both lands, and the
+/// connection refused is reported (console, round log). Old code: the key `sandbox` was
+/// unknown (exit 2); with `"sandbox": "none"` the same agent reached config, hooks-path, hook,
+/// other-worktree, secret, port and orch-pid (`with_no_sandbox_the_same_agent_reaches_it_all`).
+#[test]
+fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
+    if !bwrap_runs() {
+        return;
+    }
+    let repo = Repo::new();
+    let home = Home::new();
+    let allowed = hello_server();
+    let off_list = hello_server();
+    repo.mission(serde_json::json!({
+        "name": "hostile",
+        "rounds": 1,
+        "sandbox": {"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{allowed}")]},
+        "agents": [
+            {"name": "a", "phase": "code",
+             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
+            {"name": "b", "phase": "code",
+             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
+        ],
+        "tests": {"command": crate::common::tests_cmd("0")},
+        "git": {"isolation": "worktree", "commit": true},
+    }));
+    let config_before = repo.read(".git/config");
+    let run = run_with_home(&repo, &home, &["run"]);
+    let stderr = run.stderr();
+    assert_eq!(run.code(), 0, "{stderr}");
+
+    // The honest work of both landed.
+    let files = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(files.lines().any(|f| f == "src/a.txt"), "{files}\n{stderr}");
+    assert!(files.lines().any(|f| f == "src/b.txt"), "{files}");
+    // What the agent reached, from its own account in the commit.
+    let reached = repo.read("reach.txt");
+    for word in [
+        "config",
+        "hooks-path",
+        "hook",
+        "other-worktree",
+        "secret",
+        "port",
+        "orch-pid",
+    ] {
+        assert!(
+            !reached.lines().any(|l| l == word),
+            "the agent reached {word}:\n{reached}"
+        );
+    }
+    // And from outside: nothing planted, nothing read.
+    assert_eq!(repo.read(".git/config"), config_before);
+    assert!(!repo.exists(".git/hooks/post-commit"));
+    assert!(
+        !repo.exists("planted.txt") && !files.contains("planted.txt"),
+        "{files}"
+    );
+    assert!(!home.marker().exists(), "a planted command ran");
+    assert!(
+        !home.path().join(".bashrc").exists(),
+        "~/.bashrc was written"
+    );
+    let history = repo.git(&["log", "-p", "--all"]);
+    assert!(
+        !history.contains("SECRET-KEY-TEXT"),
+        "the secret reached the history"
+    );
+    // The refused connection is reported where orch sees it.
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "a");
+    assert_eq!(
+        a["sandboxRefused"],
+        serde_json::json!([format!("127.0.0.1:{off_list}")]),
+        "{a:#}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "agent a: its sandbox refused connections to 127.0.0.1:{off_list}"
+        )),
+        "{stderr}"
+    );
+}
+
+/// The control of the test above: the same agent, `"sandbox": "none"`, reaches what the
+/// sandbox stops (what every agent could do before issue 30).
+#[test]
+fn with_no_sandbox_the_same_agent_reaches_it_all() {
+    let repo = Repo::new();
+    let home = Home::new();
+    let off_list = hello_server();
+    repo.mission(serde_json::json!({
+        "name": "hostile",
+        "rounds": 1,
+        "sandbox": "none",
+        "agents": [
+            {"name": "a", "phase": "code",
+             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
+            {"name": "b", "phase": "code",
+             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
+        ],
+        "tests": {"command": crate::common::tests_cmd("0")},
+        "git": {"isolation": "worktree", "commit": true},
+    }));
+    let run = run_with_home(&repo, &home, &["run"]);
+    let reached = repo.read("reach.txt");
+    for word in ["config", "hook", "secret", "port", "orch-pid"] {
+        assert!(
+            reached.lines().any(|l| l == word),
+            "without a sandbox the agent reaches {word}: {reached}\n{}",
+            run.stderr()
+        );
+    }
+}
+
+/// `sandbox.tests` (on with the sandbox): the test command runs the agents' code with what an
+/// agent has: a test that reads a secret from the home folder fails, one that connects to a
+/// port off the allowlist fails, and the refusal is reported.
+#[test]
+fn a_test_command_cannot_read_the_home_folder_or_reach_a_port_off_the_list() {
+    if !bwrap_runs() {
+        return;
+    }
+    let home = Home::new();
+    let off_list = hello_server();
+    let allowed = hello_server();
+    let secret = home.secret().display().to_string();
+    let probes = [
+        (
+            "secret",
+            format!("cat {secret} && echo '1 passed, 0 failed'"),
+        ),
+        (
+            "port",
+            format!(
+                "curl -fsS --max-time 5 --noproxy '' -x http://127.0.0.1:3128 \
+                 http://127.0.0.1:{off_list}/ && echo '1 passed, 0 failed'"
+            ),
+        ),
+    ];
+    for (what, script) in probes {
+        let repo = Repo::new();
+        repo.mission(serde_json::json!({
+            "name": "tests-fenced",
+            "rounds": 1,
+            "sandbox": {"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{allowed}")]},
+            "agents": [{"name": "a", "phase": "code",
+                        "command": crate::common::agent_cmd(&["--write", "src/a.txt=a"])}],
+            "tests": {"command": ["sh", "-c", script]},
+            "git": {"isolation": "worktree", "commit": true},
+        }));
+        let run = run_with_home(&repo, &home, &["run"]);
+        let stderr = run.stderr();
+        let baseline = repo.read(".orch/logs/baseline-tests.log");
+        assert!(
+            !baseline.contains("SECRET-KEY-TEXT") && !baseline.contains("1 passed"),
+            "{what}: the baseline test run reached it:\n{baseline}\n{stderr}"
+        );
+        let log = repo.round_log(1);
+        let tests = &log["tests"];
+        assert_ne!(tests["status"], "passed", "{what}: {tests:#}\n{stderr}");
+        let text = repo.read(".orch/logs/round-0001/tests.log");
+        assert!(!text.contains("SECRET-KEY-TEXT"), "{what}: {text}");
+        if what == "port" {
+            assert!(
+                stderr.contains(&format!(
+                    "tests: its sandbox refused connections to 127.0.0.1:{off_list}"
+                )),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// `orch validate` (and `orch run`) with `"sandbox": "bwrap"` where bwrap is not installed:
+/// exit 2 before anything is spent, naming the key, the reason and the fix.
+#[test]
+fn bwrap_missing_is_refused_before_anything_is_spent() {
+    let repo = Repo::new();
+    repo.mission(serde_json::json!({
+        "name": "no-bwrap",
+        "rounds": 1,
+        "agents": [{"name": "a", "phase": "code", "sandbox": "bwrap",
+                    "command": crate::common::agent_cmd(&["--write", "src/a.txt=a"])}],
+    }));
+    // A PATH with git and sh, and no bwrap.
+    let bin = tempfile::tempdir().unwrap();
+    for prog in ["git", "sh"] {
+        let real = Command::new("sh")
+            .args(["-c", &format!("command -v {prog}")])
+            .output()
+            .unwrap();
+        let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+        std::os::unix::fs::symlink(real, bin.path().join(prog)).unwrap();
+    }
+    let path = bin.path().display().to_string();
+    for cmd in [&["validate"][..], &["run"][..]] {
+        let run = repo.orch_env(cmd, &[("PATH", path.as_str())]);
+        let stderr = run.stderr();
+        assert_eq!(run.code(), 2, "{cmd:?}: {stderr}");
+        assert!(stderr.contains("agents[0].sandbox"), "{stderr}");
+        assert!(
+            stderr.contains("bubblewrap (bwrap) is not installed"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("apt-get install bubblewrap"), "{stderr}");
+    }
+    assert!(!repo.has_round_log(1));
+}
+
+/// A wrong `sandbox` value is an invalid mission: exit 2, naming the key and the value.
+#[test]
+fn a_wrong_sandbox_value_names_its_key() {
+    let repo = Repo::new();
+    repo.mission(serde_json::json!({
+        "name": "bad",
+        "agents": [{"name": "a", "phase": "code", "command": ["true"],
+                    "sandbox": {"mode": "bwrap", "network": ["api.example.com:http"]}}],
+    }));
+    let run = repo.orch(&["validate"]);
+    let stderr = run.stderr();
+    assert_eq!(run.code(), 2, "{stderr}");
+    assert!(stderr.contains("agents[0].sandbox"), "{stderr}");
+    assert!(
+        stderr.contains("\"network\": \"api.example.com:http\""),
+        "{stderr}"
+    );
+}

@@ -9,8 +9,156 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use super::{GitAccess, HostPort, Network, Policy};
+use super::{GitAccess, HostPort, Network, Policy, Prepared};
 use crate::agents::adapter::SandboxNeeds;
+use crate::mission::sandbox::{NetworkSetting, Sandbox};
+
+/// Where a run works, in the repository: what [`wrap`] needs besides the setting.
+#[derive(Debug, Clone)]
+pub struct Place<'a> {
+    pub tree: &'a Path,
+    pub repo_root: &'a Path,
+    pub common_dir: &'a Path,
+    pub state_dir: &'a Path,
+    /// Folders orch hands it to write (created if missing) and to read.
+    pub write: Vec<PathBuf>,
+    pub read: Vec<PathBuf>,
+}
+
+/// `argv` made to run under `setting` at `place`, for a CLI with `needs`: the run's
+/// environment (`vars` on top of orch's own, or `vars` alone when `env_clear`) says where the
+/// home folder is, the `PATH` the program is found on and the base URLs its API is at.
+pub fn wrap(
+    setting: &Sandbox,
+    needs: &SandboxNeeds,
+    place: &Place<'_>,
+    vars: &[(String, String)],
+    env_clear: bool,
+    argv: &[String],
+) -> std::io::Result<Prepared> {
+    let var = |k: &str| -> Option<String> {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| (!env_clear).then(|| std::env::var(k).ok()).flatten())
+    };
+    let (home_state, cli_hosts) = from_needs(needs, var);
+    let network = match &setting.network {
+        Some(NetworkSetting::None) => Network::None,
+        Some(NetworkSetting::Open) => Network::Open,
+        Some(NetworkSetting::Hosts(h)) => allow(h.iter().chain(&setting.allow_hosts)),
+        None => allow(cli_hosts.iter().chain(&setting.allow_hosts)),
+    };
+    for w in &place.write {
+        std::fs::create_dir_all(w)?;
+    }
+    let home = var("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let read_paths = setting
+        .read_paths
+        .iter()
+        .map(|p| match (p.strip_prefix("~"), &home) {
+            (Ok(rest), Some(h)) => h.join(rest),
+            _ => p.clone(),
+        })
+        .collect();
+    let run = Run {
+        tree: place.tree.to_path_buf(),
+        repo_root: place.repo_root.to_path_buf(),
+        git: GitAccess {
+            common_dir: place.common_dir.to_path_buf(),
+            admin_dir: linked_git_dir(place.tree),
+        },
+        state_dir: place.state_dir.to_path_buf(),
+        write: place.write.clone(),
+        read: place.read.clone(),
+        home,
+        home_state,
+        read_paths,
+        program: argv.first().cloned().unwrap_or_default(),
+        path_env: var("PATH").map(Into::into),
+        network,
+    };
+    run.policy().prepare(argv)
+}
+
+/// The sandbox of the commands that run the agents' code besides the agents themselves (the
+/// test command, the sims), under `sandbox.tests`: one per orch process, set once the mission
+/// is loaded ([`set_fence`]), read where those commands start ([`fence`]). A process-wide value
+/// rather than a parameter through the round's stages, which only pass it along.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub setting: Sandbox,
+    pub repo_root: PathBuf,
+    pub common_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+static FENCE: std::sync::Mutex<Option<Fence>> = std::sync::Mutex::new(None);
+
+/// Sets (or, with `None`, clears) the fence of this process's test commands and sims.
+pub fn set_fence(fence: Option<Fence>) {
+    *FENCE.lock().unwrap_or_else(|e| e.into_inner()) = fence;
+}
+
+/// The fence set by [`set_fence`], if any.
+pub fn fence() -> Option<Fence> {
+    FENCE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+impl Fence {
+    /// `argv`, run in `tree` and writing `write` besides it, wrapped in the fence's sandbox. A
+    /// plain command: no CLI state, and the network is the setting's own (`allowHosts`, a
+    /// `network` list, `"open"`), not an agent CLI's.
+    pub fn wrap(
+        &self,
+        tree: &Path,
+        write: Vec<PathBuf>,
+        vars: &[(String, String)],
+        argv: &[String],
+    ) -> std::io::Result<Prepared> {
+        let place = Place {
+            tree,
+            repo_root: &self.repo_root,
+            common_dir: &self.common_dir,
+            state_dir: &self.state_dir,
+            write,
+            read: Vec::new(),
+        };
+        wrap(
+            &self.setting,
+            &SandboxNeeds::NOTHING,
+            &place,
+            vars,
+            false,
+            argv,
+        )
+    }
+}
+
+/// An allowlist, or no network at all when it is empty (nothing to relay).
+fn allow<'h>(hosts: impl Iterator<Item = &'h HostPort>) -> Network {
+    let mut list: Vec<HostPort> = hosts.cloned().collect();
+    list.sort();
+    list.dedup();
+    if list.is_empty() {
+        Network::None
+    } else {
+        Network::Allow(list)
+    }
+}
+
+/// A linked worktree's admin folder (`<common>/worktrees/<name>`), from its `.git` file;
+/// `None` for the main tree (whose `.git` is a folder).
+fn linked_git_dir(tree: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(tree.join(".git")).ok()?;
+    let dir = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        tree.join(dir)
+    })
+}
 
 /// Where a run works and what it is handed.
 #[derive(Debug, Clone)]
