@@ -79,7 +79,11 @@ pub fn wrap(
         path_env: var("PATH").map(Into::into),
         network,
     };
-    run.policy().prepare(argv)
+    let mut policy = run.policy();
+    // Its temporary files go to the sandbox's own /tmp: the TMPDIR outside may be hidden (under
+    // the home folder) or shared with everything else the user runs.
+    policy.setenv.push(("TMPDIR".into(), "/tmp".into()));
+    policy.prepare(argv)
 }
 
 /// The sandbox of the commands that run the agents' code besides the agents themselves (the
