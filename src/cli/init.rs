@@ -49,6 +49,8 @@ pub fn mission_text(agent: &str) -> Result<String> {
     } else {
         "\n  // Rate and usage limits: wait (until the reset time the CLI gives, else backing off from\n  // backoffS) and run the agent again; a wait beyond maxWaitS ends the run with exit 75.\n  \"limits\": { \"backoffS\": 60, \"maxWaitS\": 21600, \"startSpacingMs\": 2000 },"
     };
+    // On where the machine allows it: `orch validate` would refuse "bwrap" where it cannot run.
+    let sandbox_ok = crate::engine::exec::sandbox::probe::probe();
     let tests = if f.bundled_agent {
         r#"["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"],"#
     } else {
@@ -83,6 +85,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "inheritEnv": [{cli_env}"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_*", "TZ", "TMPDIR",
                  "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
                  "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS"],
+  // Each agent, and the tests and sims that run its code, in a sandbox (bubblewrap): it writes
+  // its tree, its CLI's state folder and the files orch hands it, never .git/config or hooks;
+  // the rest of the home folder is hidden (readPaths: what the tests need, e.g. "~/.cargo");
+  // the network is its model API only (allowHosts: more). "none" runs them as you.
+  // docs/src/sandbox.md says what each CLI needs.{sandbox_note}
+  "sandbox": "{sandbox}",
   "agents": [
     {{
       "name": "coder",
@@ -122,6 +130,15 @@ pub fn mission_text(agent: &str) -> Result<String> {
             .collect::<String>(),
         command = f.command,
         models = f.models,
+        sandbox = if sandbox_ok.is_ok() { "bwrap" } else { "none" },
+        sandbox_note = match &sandbox_ok {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                "\n  // Not here: {} ({}).",
+                e.reason.replace('\n', " "),
+                e.fix.replace('\n', " ")
+            ),
+        },
         // Only a CLI that caps a run itself says how; the others are held between runs.
         cap = f
             .budget_comment

@@ -482,6 +482,22 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
     );
 }
 
+/// Gemini CLI under `"sandbox": "bwrap"`: its home hidden but `~/.gemini`, the network the
+/// mock API (GOOGLE_GEMINI_BASE_URL): the edit is committed.
+#[test]
+fn gemini_in_the_sandbox_edits() {
+    if !available("gemini") || !bwrap_runs() {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("gemini", &mock, 1, json!({"sandbox": "bwrap"}));
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_committed(&s);
+    let log = s.repo.round_log(1);
+    assert_eq!(Repo::agent(&log, "coder")["status"], "ok", "{log:#}");
+}
+
 #[test]
 fn gemini_edit_is_committed_with_its_tokens_priced() {
     if !available("gemini") {
