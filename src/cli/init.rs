@@ -49,8 +49,7 @@ pub fn mission_text(agent: &str) -> Result<String> {
     } else {
         "\n  // Rate and usage limits: wait (until the reset time the CLI gives, else backing off from\n  // backoffS) and run the agent again; a wait beyond maxWaitS ends the run with exit 75.\n  \"limits\": { \"backoffS\": 60, \"maxWaitS\": 21600, \"startSpacingMs\": 2000 },"
     };
-    // On where the machine allows it: `orch validate` would refuse "bwrap" where it cannot run.
-    let sandbox_ok = crate::engine::exec::sandbox::probe::probe();
+    let (sandbox, sandbox_note) = sandbox_setting();
     let tests = if f.bundled_agent {
         r#"["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"],"#
     } else {
@@ -130,21 +129,28 @@ pub fn mission_text(agent: &str) -> Result<String> {
             .collect::<String>(),
         command = f.command,
         models = f.models,
-        sandbox = if sandbox_ok.is_ok() { "bwrap" } else { "none" },
-        sandbox_note = match &sandbox_ok {
-            Ok(()) => String::new(),
-            Err(e) => format!(
-                "\n  // Not here: {} ({}).",
-                e.reason.replace('\n', " "),
-                e.fix.replace('\n', " ")
-            ),
-        },
         // Only a CLI that caps a run itself says how; the others are held between runs.
         cap = f
             .budget_comment
             .map(|c| format!("\n                                 // {c}"))
             .unwrap_or_default(),
     ))
+}
+
+/// The `sandbox` orch init writes: on where the machine allows it (`orch validate` would refuse
+/// "bwrap" where it cannot run), else "none" with a comment saying why and the fix.
+fn sandbox_setting() -> (&'static str, String) {
+    match crate::engine::exec::sandbox::probe::probe() {
+        Ok(()) => ("bwrap", String::new()),
+        Err(e) => (
+            "none",
+            format!(
+                "\n  // Not here: {} ({}).",
+                e.reason.replace('\n', " "),
+                e.fix.replace('\n', " ")
+            ),
+        ),
+    }
 }
 
 const CODER_PROMPT: &str = "You are {{agent}}, a coding agent working unattended on this repository (round {{round}}, model {{model}}).\n\nMake one small, complete, tested improvement. Do not commit: orch tests and commits your work.\nIf you find more work than fits, append tasks as JSON lines ({\"title\": ..., \"body\": ...}) to the file named by $ORCH_TASKS_INBOX.\n\n{{task}}\n\n{{testFailures}}\n";

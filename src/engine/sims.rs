@@ -75,21 +75,13 @@ impl SimRun<'_> {
                 env.push(("ORCH_ROUND".into(), self.round.to_string()));
                 env.push(("ORCH_SIM".into(), self.which.as_str().into()));
                 // Under `sandbox.tests`: the sim runs the agents' code, fenced like them,
-                // writing its output folder. A sandbox that cannot be prepared fails the sim.
-                let fence = crate::engine::exec::sandbox::rules::fence();
-                let sandbox = fence
-                    .map(|f| f.wrap(self.root, vec![self.staging.clone()], &env, &argv))
-                    .transpose();
-                let argv = match &sandbox {
-                    Ok(Some(p)) => p.argv.clone(),
-                    Ok(None) => argv,
-                    Err(e) => vec![
-                        "sh".into(),
-                        "-c".into(),
-                        "printf '%s\\n' \"$0\" >&2; exit 126".into(),
-                        format!("its sandbox could not be prepared: {e}"),
-                    ],
-                };
+                // writing its output folder.
+                let (argv, _sandbox) = crate::engine::exec::sandbox::rules::fenced(
+                    self.root,
+                    vec![self.staging.clone()],
+                    &env,
+                    argv,
+                );
                 process::run(&Spec {
                     label: format!("{}-sim", self.which.as_str()),
                     argv,

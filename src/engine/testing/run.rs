@@ -81,24 +81,12 @@ impl<'a> TestRun<'a> {
             };
             let env = vec![("ORCH_ROUND".into(), self.round.to_string())];
             // Under `sandbox.tests`: the agents' code runs with what an agent has, no more.
-            // A sandbox that cannot be prepared fails the run: never the code run without it.
-            let sandbox = crate::engine::exec::sandbox::rules::fence()
-                .map(|f| f.wrap(self.root, Vec::new(), &env, &self.argv))
-                .transpose();
-            let (sandbox, argv) = match sandbox {
-                Ok(Some(p)) => {
-                    let argv = p.argv.clone();
-                    (Some(p), argv)
-                }
-                Ok(None) => (None, self.argv.clone()),
-                Err(e) => {
-                    let why = format!("its sandbox could not be prepared: {e}");
-                    {
-                        let say = "printf '%s\\n' \"$0\" >&2; exit 126";
-                        (None, vec!["sh".into(), "-c".into(), say.into(), why])
-                    }
-                }
-            };
+            let (argv, sandbox) = crate::engine::exec::sandbox::rules::fenced(
+                self.root,
+                Vec::new(),
+                &env,
+                self.argv.clone(),
+            );
             let finished = process::run(&Spec {
                 label: self.name.clone(),
                 argv,

@@ -110,6 +110,33 @@ pub fn fence() -> Option<Fence> {
     FENCE.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// `argv` of a test command or a sim, run in `tree` and writing `write` besides it, under the
+/// fence when there is one: the argv to spawn, and the sandbox to keep while it runs. A sandbox
+/// that cannot be prepared gives a command that fails saying why (exit 126): the agents' code
+/// never runs without it.
+pub fn fenced(
+    tree: &Path,
+    write: Vec<PathBuf>,
+    vars: &[(String, String)],
+    argv: Vec<String>,
+) -> (Vec<String>, Option<Prepared>) {
+    let Some(f) = fence() else {
+        return (argv, None);
+    };
+    match f.wrap(tree, write, vars, &argv) {
+        Ok(p) => (p.argv.clone(), Some(p)),
+        Err(e) => (
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "printf '%s\\n' \"$0\" >&2; exit 126".into(),
+                format!("its sandbox could not be prepared: {e}"),
+            ],
+            None,
+        ),
+    }
+}
+
 impl Fence {
     /// `argv`, run in `tree` and writing `write` besides it, wrapped in the fence's sandbox. A
     /// plain command: no CLI state, and the network is the setting's own (`allowHosts`, a
