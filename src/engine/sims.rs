@@ -75,13 +75,17 @@ impl SimRun<'_> {
                 env.push(("ORCH_ROUND".into(), self.round.to_string()));
                 env.push(("ORCH_SIM".into(), self.which.as_str().into()));
                 // Under `sandbox.tests`: the sim runs the agents' code, fenced like them,
-                // writing its output folder.
-                let (argv, _sandbox) = crate::engine::exec::sandbox::rules::fenced(
-                    self.root,
-                    vec![self.staging.clone()],
-                    &env,
-                    argv,
-                );
+                // writing its output folder; one with a launcher runs elsewhere, as it is.
+                let (argv, _sandbox) = if self.sim.launcher.is_some() {
+                    (argv, None)
+                } else {
+                    crate::engine::exec::sandbox::rules::fenced(
+                        self.root,
+                        vec![self.staging.clone()],
+                        &env,
+                        argv,
+                    )
+                };
                 process::run(&Spec {
                     label: format!("{}-sim", self.which.as_str()),
                     argv,

@@ -595,3 +595,42 @@ fn a_wrong_sandbox_value_names_its_key() {
         "{stderr}"
     );
 }
+
+/// The same attempts from the shared tree (`"isolation": "shared"`): the agent writes the main
+/// tree but not its `.git` (config, hooks) nor orch's state folder inside it, and its honest
+/// work still lands.
+#[test]
+fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
+    if !bwrap_runs() {
+        return;
+    }
+    let repo = Repo::new();
+    let home = Home::new();
+    let off_list = hello_server();
+    repo.mission(serde_json::json!({
+        "name": "hostile-shared",
+        "rounds": 1,
+        "sandbox": "bwrap",
+        "agents": [{"name": "a", "phase": "code",
+                    "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)}],
+        "tests": {"command": crate::common::tests_cmd("0")},
+        "git": {"isolation": "shared", "commit": true},
+    }));
+    let config_before = repo.read(".git/config");
+    let run = run_with_home(&repo, &home, &["run"]);
+    let stderr = run.stderr();
+    assert_eq!(run.code(), 0, "{stderr}");
+    let files = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(files.lines().any(|f| f == "src/a.txt"), "{files}\n{stderr}");
+    let reached = repo.read("reach.txt");
+    for word in ["config", "hooks-path", "hook", "secret", "port", "orch-pid"] {
+        assert!(
+            !reached.lines().any(|l| l == word),
+            "reached {word}:\n{reached}"
+        );
+    }
+    assert_eq!(repo.read(".git/config"), config_before);
+    assert!(!repo.exists(".git/hooks/post-commit"));
+    assert!(!home.marker().exists());
+    assert!(repo.has_round_log(1), "orch's state folder is intact");
+}
