@@ -634,3 +634,89 @@ fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
     assert!(!home.marker().exists());
     assert!(repo.has_round_log(1), "orch's state folder is intact");
 }
+
+/// Nothing a sandboxed agent starts outlives its run: an agent that hangs past its timeout and
+/// one that leaves a `setsid` daemon, both under `"sandbox": "bwrap"`, are gone when orch ends
+/// (the group signals reach into the sandbox's PID namespace, and the namespace ends with its
+/// agent), and the hung one is `timeout`.
+#[test]
+fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
+    if !bwrap_runs() {
+        return;
+    }
+    let m = format!("orch-sandbox-left-{}", std::process::id());
+    let repo = Repo::new();
+    repo.mission(serde_json::json!({
+        "name": "left",
+        "rounds": 1,
+        "sandbox": "bwrap",
+        "killGraceS": 1,
+        "agents": [
+            {"name": "hang", "phase": "code", "timeoutS": 2,
+             "command": crate::common::agent_cmd(&["--tag", &m, "--ignore-term", "--hang"])},
+            {"name": "daemon", "phase": "code",
+             "command": crate::common::agent_cmd(&[
+                 "--tag", &m, "--write", "src/d.txt=d", "--setsid-daemon", "daemon.pid"])},
+        ],
+        "git": {"isolation": "worktree", "commit": true},
+    }));
+    let run = repo.orch(&["run"]);
+    let stderr = run.stderr();
+    let log = repo.round_log(1);
+    assert_eq!(Repo::agent(&log, "hang")["status"], "timeout", "{stderr}");
+    let t0 = std::time::Instant::now();
+    let mut left = crate::common::processes_with(&m);
+    while !left.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = crate::common::processes_with(&m);
+    }
+    assert!(left.is_empty(), "left running: {left:#?}\n{stderr}");
+    // It did start its daemon (the pid file is in its commit); the daemon went with the
+    // sandbox's PID namespace, whose first process (bwrap's) ended with the agent: the kernel
+    // kills the rest, before orch's own search for the run's token finds anything.
+    assert!(
+        repo.exists("daemon.pid"),
+        "the daemon never started: {stderr}"
+    );
+    assert!(!stderr.contains("outside its process group"), "{stderr}");
+}
+
+/// orch SIGKILLed while a sandboxed agent runs: nothing of the agent survives (bwrap's
+/// `--die-with-parent` and orch's watchdog).
+#[test]
+fn a_sandboxed_agent_dies_with_a_killed_orch() {
+    if !bwrap_runs() {
+        return;
+    }
+    let m = format!("orch-sandbox-killed-{}", std::process::id());
+    let repo = Repo::new();
+    repo.mission(serde_json::json!({
+        "name": "killed",
+        "rounds": 1,
+        "sandbox": "bwrap",
+        "agents": [{"name": "hang", "phase": "code",
+                    "command": crate::common::agent_cmd(&["--tag", &m, "--ignore-term", "--hang"])}],
+    }));
+    let mut orch = crate::common::Orch::start(&repo, &["run"]);
+    let t0 = std::time::Instant::now();
+    while crate::common::processes_with(&m).is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "the agent never started: {}",
+            orch.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    orch.signal(libc::SIGKILL);
+    orch.wait(std::time::Duration::from_secs(10));
+    let t1 = std::time::Instant::now();
+    let mut left = crate::common::processes_with(&m);
+    while !left.is_empty() && t1.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = crate::common::processes_with(&m);
+    }
+    assert!(
+        left.is_empty(),
+        "left running after orch's SIGKILL: {left:#?}"
+    );
+}
