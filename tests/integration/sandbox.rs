@@ -449,6 +449,18 @@ fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
         )),
         "{stderr}"
     );
+    // And in the agent's `agentEnd` event, for scripts and hooks.
+    let events = repo.read(".orch/events.ndjson");
+    let end: serde_json::Value = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "agentEnd" && e["agent"] == "a")
+        .unwrap_or_else(|| panic!("no agentEnd for a:\n{events}"));
+    assert_eq!(
+        end["sandboxRefused"],
+        serde_json::json!([format!("127.0.0.1:{off_list}")]),
+        "{end}"
+    );
 }
 
 /// The control of the test above: the same agent, `"sandbox": "none"`, reaches what the

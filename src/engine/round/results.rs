@@ -452,6 +452,7 @@ pub(super) fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
         amended,
         aside: e.aside.clone(),
         git_settings_put_back: e.git_settings_put_back.clone(),
+        sandbox_refused: e.sandbox_refused.clone(),
     }
 }
 
