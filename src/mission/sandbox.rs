@@ -139,7 +139,14 @@ impl Sandbox {
             };
             for i in items {
                 match i {
-                    Value::String(s) if !s.is_empty() => sb.read_paths.push(PathBuf::from(s)),
+                    Value::String(s) if s.starts_with('/') || s == "~" || s.starts_with("~/") => {
+                        sb.read_paths.push(PathBuf::from(s))
+                    }
+                    Value::String(s) => {
+                        return Err(format!(
+                            "\"readPaths\": {s:?} is not absolute: give /path or ~/path"
+                        ))
+                    }
                     other => return Err(format!("\"readPaths\": expected a path, got {other}")),
                 }
             }
@@ -373,5 +380,6 @@ mod tests {
         assert!(err(r#"{"allowHosts": ["x:99999"]}"#).contains("\"allowHosts\": \"x:99999\""));
         assert!(err(r#"{"tests": "yes"}"#).contains("\"tests\": expected true or false"));
         assert!(err(r#"{"readPaths": [""]}"#).contains("\"readPaths\""));
+        assert!(err(r#"{"readPaths": ["cache"]}"#).contains("\"cache\" is not absolute"));
     }
 }
