@@ -86,6 +86,10 @@ pub enum Event {
         /// round log's entry has it): a person should look.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         git_settings_put_back: Vec<String>,
+        /// Under a sandbox: the `host:port`s it tried to reach and was refused; as the round
+        /// log's entry has them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sandbox_refused: Vec<String>,
     },
     /// A provider's limit: none of its agents starts until `until`; then `agents` run again.
     #[serde(rename_all = "camelCase")]
@@ -827,6 +831,7 @@ mod tests {
             amended: false,
             aside: None,
             git_settings_put_back: Vec::new(),
+            sandbox_refused: Vec::new(),
         });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "agentEnd");

@@ -10,6 +10,10 @@ fn main() {
     if let Some(code) = orch::engine::exec::process::run_watchdog_if_asked() {
         std::process::exit(code);
     }
+    // `orch __sandbox-run ...`: orch inside a sandbox, relaying its allowed connections.
+    if let Some(code) = orch::engine::exec::sandbox::net::run_relay_if_asked() {
+        std::process::exit(code);
+    }
     orch::engine::exec::process::enable_watchdog();
     let cli = orch::cli::Cli::parse();
     let level = match (cli.quiet, cli.verbose) {

@@ -310,6 +310,10 @@ pub struct AgentEntry {
     /// that keeps it (a git repository it made, its edits inside a submodule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_aside: Vec<String>,
+    /// Under a sandbox with an allowlist: the `host:port`s the run tried to reach and was
+    /// refused (each once, in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_refused: Vec<String>,
     /// What the agent reported in its handoff file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
@@ -378,6 +382,7 @@ impl AgentEntry {
             escalated_to: None,
             ownership_violations: Vec::new(),
             kept_aside: Vec::new(),
+            sandbox_refused: Vec::new(),
             handoff: None,
             session_id: None,
             session_resumed: false,

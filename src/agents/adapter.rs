@@ -135,6 +135,32 @@ pub struct SessionArgs {
     pub takes_id: bool,
 }
 
+/// What a CLI needs of the machine under a sandbox (`"sandbox": "bwrap"`, issue 30): the rest
+/// of the home folder stays hidden, and the network allows only its model API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxNeeds {
+    /// Its state in the home folder, relative to it: its login, settings and sessions, written
+    /// as it runs. Bound back writable when there.
+    pub home_state: &'static [&'static str],
+    /// A variable that moves that state elsewhere (`CODEX_HOME`): its value is bound back too.
+    pub state_var: Option<&'static str>,
+    /// The variables naming its model API's base URL: each one set is allowed (its host and
+    /// port).
+    pub base_url_vars: &'static [&'static str],
+    /// The hosts it reaches when no base-URL variable is set (`host:port`).
+    pub default_hosts: &'static [&'static str],
+}
+
+impl SandboxNeeds {
+    /// A plain command: nothing of the home folder, no host.
+    pub const NOTHING: SandboxNeeds = SandboxNeeds {
+        home_state: &[],
+        state_var: None,
+        base_url_vars: &[],
+        default_hosts: &[],
+    };
+}
+
 /// One agent CLI: how to call it, and how to read what it printed.
 pub trait AgentCli: Sync {
     /// Its name: the mission's `agents[].cli`, the CLI a session in `state.json` belongs to.
@@ -186,6 +212,11 @@ pub trait AgentCli: Sync {
     /// what is missing.
     fn session_command(&self, _argv: &[String], _at: usize) -> Result<(), String> {
         Ok(())
+    }
+
+    /// What it needs under a sandbox: its state folders and its model API's hosts.
+    fn sandbox_needs(&self) -> SandboxNeeds {
+        SandboxNeeds::NOTHING
     }
 
     /// The arguments that cap one run's spend at `usd` (Claude's `--max-budget-usd`): what is

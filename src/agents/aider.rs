@@ -9,7 +9,7 @@
 //! No recording of aider is in the repository yet: the token line is the text issue 17 quotes,
 //! the error lines follow litellm's exception names.
 
-use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading};
+use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading, SandboxNeeds};
 use super::classify;
 use crate::roundlog::{Cause, Tokens};
 
@@ -27,6 +27,23 @@ impl AgentCli for Aider {
     fn provider(&self) -> Option<&'static str> {
         // aider talks to whichever provider the model names; only the agent itself waits.
         None
+    }
+
+    fn sandbox_needs(&self) -> SandboxNeeds {
+        SandboxNeeds {
+            // Its caches and analytics id; its history files live in the repository.
+            home_state: &[".aider"],
+            state_var: None,
+            base_url_vars: &[
+                "OPENAI_API_BASE",
+                "OPENAI_BASE_URL",
+                "ANTHROPIC_BASE_URL",
+                "OLLAMA_API_BASE",
+            ],
+            // The model's provider is known only from the model's name: the two aider
+            // defaults to; anything else goes in allowHosts.
+            default_hosts: &["api.openai.com:443", "api.anthropic.com:443"],
+        }
     }
 
     fn invocation(&self) -> Invocation {

@@ -13,7 +13,8 @@
 use serde_json::{Map, Value};
 
 use super::adapter::{
-    AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, Session, SessionArgs,
+    AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, SandboxNeeds, Session,
+    SessionArgs,
 };
 use super::scan::{for_each_json_object, non_empty, str_of, usd};
 use crate::roundlog::{Cause, PermissionDenial, Tokens};
@@ -31,6 +32,17 @@ impl AgentCli for Claude {
 
     fn provider(&self) -> Option<&'static str> {
         Some("anthropic")
+    }
+
+    fn sandbox_needs(&self) -> SandboxNeeds {
+        SandboxNeeds {
+            // Its login (.credentials.json), settings and sessions; .claude.json its
+            // onboarding state (it runs without it too: measured, 2.1.332).
+            home_state: &[".claude", ".claude.json"],
+            state_var: Some("CLAUDE_CONFIG_DIR"),
+            base_url_vars: &["ANTHROPIC_BASE_URL"],
+            default_hosts: &["api.anthropic.com:443"],
+        }
     }
 
     fn invocation(&self) -> Invocation {

@@ -9,7 +9,8 @@
 use serde_json::{Map, Value};
 
 use super::adapter::{
-    AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, Session, SessionArgs,
+    AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, SandboxNeeds, Session,
+    SessionArgs,
 };
 use super::scan::{for_each_json_object, non_empty, str_of};
 use crate::roundlog::{Cause, Tokens};
@@ -27,6 +28,17 @@ impl AgentCli for Codex {
 
     fn provider(&self) -> Option<&'static str> {
         Some("openai")
+    }
+
+    fn sandbox_needs(&self) -> SandboxNeeds {
+        SandboxNeeds {
+            home_state: &[".codex"],
+            state_var: Some("CODEX_HOME"),
+            // A provider in config.toml names its own base_url: give it in allowHosts.
+            base_url_vars: &["OPENAI_BASE_URL"],
+            // ChatGPT sign-in talks to chatgpt.com, an API key to api.openai.com.
+            default_hosts: &["api.openai.com:443", "chatgpt.com:443"],
+        }
     }
 
     fn invocation(&self) -> Invocation {

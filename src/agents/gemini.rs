@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value};
 
-use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading};
+use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading, SandboxNeeds};
 use super::classify;
 use super::scan::{for_each_json_object, non_empty, str_of};
 use crate::roundlog::{Cause, Tokens};
@@ -33,6 +33,15 @@ impl AgentCli for Gemini {
 
     fn provider(&self) -> Option<&'static str> {
         Some("google")
+    }
+
+    fn sandbox_needs(&self) -> SandboxNeeds {
+        SandboxNeeds {
+            home_state: &[".gemini"],
+            state_var: None,
+            base_url_vars: &["GOOGLE_GEMINI_BASE_URL"],
+            default_hosts: &["generativelanguage.googleapis.com:443"],
+        }
     }
 
     fn invocation(&self) -> Invocation {

@@ -49,6 +49,7 @@ pub fn mission_text(agent: &str) -> Result<String> {
     } else {
         "\n  // Rate and usage limits: wait (until the reset time the CLI gives, else backing off from\n  // backoffS) and run the agent again; a wait beyond maxWaitS ends the run with exit 75.\n  \"limits\": { \"backoffS\": 60, \"maxWaitS\": 21600, \"startSpacingMs\": 2000 },"
     };
+    let (sandbox, sandbox_note) = sandbox_setting();
     let tests = if f.bundled_agent {
         r#"["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"],"#
     } else {
@@ -83,6 +84,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
   "inheritEnv": [{cli_env}"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_*", "TZ", "TMPDIR",
                  "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
                  "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS"],
+  // Each agent, and the tests and sims that run its code, in a sandbox (bubblewrap): it writes
+  // its tree, its CLI's state folder and the files orch hands it, never .git/config or hooks;
+  // the rest of the home folder is hidden (readPaths: what the tests need, e.g. "~/.cargo");
+  // the network is its model API only (allowHosts: more). "none" runs them as you.
+  // docs/src/sandbox.md says what each CLI needs.{sandbox_note}
+  "sandbox": "{sandbox}",
   "agents": [
     {{
       "name": "coder",
@@ -128,6 +135,22 @@ pub fn mission_text(agent: &str) -> Result<String> {
             .map(|c| format!("\n                                 // {c}"))
             .unwrap_or_default(),
     ))
+}
+
+/// The `sandbox` orch init writes: on where the machine allows it (`orch validate` would refuse
+/// "bwrap" where it cannot run), else "none" with a comment saying why and the fix.
+fn sandbox_setting() -> (&'static str, String) {
+    match crate::engine::exec::sandbox::probe::probe() {
+        Ok(()) => ("bwrap", String::new()),
+        Err(e) => (
+            "none",
+            format!(
+                "\n  // Not here: {} ({}).",
+                e.reason.replace('\n', " "),
+                e.fix.replace('\n', " ")
+            ),
+        ),
+    }
 }
 
 const CODER_PROMPT: &str = "You are {{agent}}, a coding agent working unattended on this repository (round {{round}}, model {{model}}).\n\nMake one small, complete, tested improvement. Do not commit: orch tests and commits your work.\nIf you find more work than fits, append tasks as JSON lines ({\"title\": ..., \"body\": ...}) to the file named by $ORCH_TASKS_INBOX.\n\n{{task}}\n\n{{testFailures}}\n";

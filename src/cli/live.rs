@@ -681,6 +681,7 @@ mod tests {
             amended: false,
             aside: None,
             git_settings_put_back: Vec::new(),
+            sandbox_refused: Vec::new(),
         }
     }
 

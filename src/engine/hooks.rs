@@ -327,6 +327,7 @@ mod tests {
             amended: false,
             aside: None,
             git_settings_put_back: Vec::new(),
+            sandbox_refused: Vec::new(),
         };
         for s in [RunStatus::Failed, RunStatus::Timeout, RunStatus::Conflict] {
             assert_eq!(Hook::for_event(&agent(s)), Some(Hook::Attention), "{s:?}");

@@ -291,9 +291,59 @@ fn section_and_hook_programs(
     }
 }
 
+/// Checks that the sandbox the mission asks for can run here (bubblewrap installed, its
+/// namespaces allowed): the error (exit 2) names the key, the reason and the fix. A launcher
+/// and the sandbox on one agent are refused: the launcher runs the command elsewhere, out of
+/// the sandbox's reach.
+pub fn check_sandbox(mission: &Mission, file: &Path) -> Result<()> {
+    let mut first_on: Option<String> = None;
+    if mission.sandbox.as_ref().is_some_and(|s| s.is_on()) {
+        first_on = Some("sandbox".into());
+    }
+    for (i, a) in mission.agents.iter().enumerate() {
+        let at = format!("agents[{i}].sandbox");
+        if !a.sandbox(mission).is_on() {
+            continue;
+        }
+        if a.launcher.is_some() || mission.launcher.is_some() {
+            return Err(Error::mission(
+                file,
+                at,
+                format!(
+                    "agent {} has both a sandbox and a launcher: the launcher runs its command \
+                     elsewhere, out of the sandbox's reach (drop one; \"sandbox\": \"none\" for \
+                     this agent)",
+                    a.name
+                ),
+            ));
+        }
+        if first_on.is_none() {
+            first_on = Some(if a.sandbox.is_some() {
+                at
+            } else {
+                "sandbox".into()
+            });
+        }
+    }
+    let Some(at) = first_on else {
+        return Ok(());
+    };
+    crate::engine::exec::sandbox::probe::probe().map_err(|e| {
+        Error::mission(
+            file,
+            at,
+            format!(
+                "the sandbox \"bwrap\" cannot run on this machine: {}; fix: {}",
+                e.reason, e.fix
+            ),
+        )
+    })
+}
+
 /// Checks that every program of [`programs`] can start; the error (exit 2) names each one that
 /// cannot, with its key.
 pub fn check_programs(mission: &Mission, file: &Path, git: &Git) -> Result<()> {
+    check_sandbox(mission, file)?;
     let problems: Vec<(String, String)> = programs(mission, git.root())
         .into_iter()
         .filter_map(|p| problem(&p, git).map(|why| (p.at, why)))

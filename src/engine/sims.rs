@@ -53,7 +53,7 @@ impl SimRun<'_> {
             Err(e) => Ending::SpawnFailed(format!("creating {out}: {e}")),
             Ok(()) => {
                 // The sim's own launcher, if any, goes in front, its placeholders filled too.
-                let argv = self
+                let argv: Vec<String> = self
                     .sim
                     .launcher
                     .iter()
@@ -74,6 +74,18 @@ impl SimRun<'_> {
                 env.push(("ORCH_SIM_OUT".into(), out.clone()));
                 env.push(("ORCH_ROUND".into(), self.round.to_string()));
                 env.push(("ORCH_SIM".into(), self.which.as_str().into()));
+                // Under `sandbox.tests`: the sim runs the agents' code, fenced like them,
+                // writing its output folder; one with a launcher runs elsewhere, as it is.
+                let (argv, _sandbox) = if self.sim.launcher.is_some() {
+                    (argv, None)
+                } else {
+                    crate::engine::exec::sandbox::rules::fenced(
+                        self.root,
+                        vec![self.staging.clone()],
+                        &env,
+                        argv,
+                    )
+                };
                 process::run(&Spec {
                     label: format!("{}-sim", self.which.as_str()),
                     argv,

@@ -33,6 +33,17 @@ impl Workspace {
         preflight::check_state_dir(&loaded.mission, &loaded.file, &git)?;
         let layout = Layout::in_repo(git.root().join(&loaded.mission.state_dir), git.common_dir());
         let git = git.keep_out(&layout.dir);
+        // Under `sandbox.tests`: the test command and the sims run fenced like the agents.
+        let mission = &loaded.mission;
+        let setting = mission.sandbox.clone().unwrap_or_default();
+        crate::engine::exec::sandbox::rules::set_fence(setting.covers_tests().then(|| {
+            crate::engine::exec::sandbox::rules::Fence {
+                setting,
+                repo_root: git.root().to_path_buf(),
+                common_dir: git.common_dir().to_path_buf(),
+                state_dir: layout.dir.clone(),
+            }
+        }));
         Ok(Workspace {
             loaded,
             git,

@@ -62,6 +62,9 @@ pub struct Agent {
     /// This agent's `inheritEnv`, instead of the mission's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherit_env: Option<InheritEnv>,
+    /// This agent's `sandbox`, instead of the mission's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<super::sandbox::Sandbox>,
     /// Keep the CLI's session from run to run (Claude Code `--session-id`/`--resume`, Codex
     /// `exec resume`): a resumed run's prompt is the `{{changes}}` section alone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

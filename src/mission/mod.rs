@@ -25,6 +25,7 @@ mod agent;
 mod bounds;
 mod cli;
 mod load;
+pub mod sandbox;
 mod schema;
 mod validate;
 

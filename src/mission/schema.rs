@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, Command, InheritEnv};
+use super::sandbox::Sandbox;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -92,6 +93,10 @@ pub struct Mission {
     /// `"all"` (the default) or a list of names and globs (`"LC_*"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherit_env: Option<InheritEnv>,
+    /// Whether agents (and the tests, sims and review agents that run their code) run in a
+    /// sandbox: `"none"` (the default), `"bwrap"`, or an object (mission/sandbox.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
     /// Provider limits: how to wait out rate and usage limits, and how to space agent starts.
     #[serde(default)]
     pub limits: Limits,
@@ -433,5 +438,14 @@ impl Agent {
             Some(InheritEnv::Only(list)) => Some(list),
             _ => None,
         }
+    }
+
+    /// This agent's sandbox: its own `sandbox`, else the mission's, else none.
+    pub fn sandbox(&self, mission: &Mission) -> Sandbox {
+        self.sandbox
+            .as_ref()
+            .or(mission.sandbox.as_ref())
+            .cloned()
+            .unwrap_or_default()
     }
 }

@@ -31,6 +31,7 @@ mod replay;
 mod report;
 mod results;
 mod safety;
+mod sandbox;
 mod scheduling;
 mod sessions;
 mod slurm;

@@ -146,6 +146,17 @@ struct Setup {
 
 impl Setup {
     fn new(cli: &str, mock: &Mock, agents: usize, extra: Value) -> Setup {
+        Setup::new_with_home(cli, mock, agents, extra, tempfile::tempdir().unwrap())
+    }
+
+    /// [`Setup::new`] with the CLI's `HOME` at `home`.
+    fn new_with_home(
+        cli: &str,
+        mock: &Mock,
+        agents: usize,
+        extra: Value,
+        home: tempfile::TempDir,
+    ) -> Setup {
         let repo = Repo::new();
         repo.orch(&["init", "--agent", cli]).expect(0);
         let written = orch::mission::strip_comments(&repo.read("orch.json"));
@@ -177,7 +188,6 @@ impl Setup {
         }
         repo.mission(mission);
 
-        let home = tempfile::tempdir().unwrap();
         let h = home.path();
         let tmp = h.join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
@@ -357,6 +367,135 @@ fn codex_edit_is_committed_with_its_tokens_priced() {
         "costUsd {cost}, expected {n} requests x ({MOCK_INPUT_TOKENS} in, {MOCK_OUTPUT_TOKENS} out) \
          at $1/$10 per MTok = {expected}: {agent:#}"
     );
+}
+
+// ------------------------------------------------------------------ under the sandbox
+
+/// Whether bwrap runs here (tests/integration/sandbox.rs asks the same); if not, a loud SKIP,
+/// or a panic under `ORCH_REQUIRE_SANDBOX=1`.
+fn bwrap_runs() -> bool {
+    match orch::engine::exec::sandbox::probe::probe() {
+        Ok(()) => true,
+        Err(e) if std::env::var("ORCH_REQUIRE_SANDBOX").as_deref() == Ok("1") => {
+            panic!("ORCH_REQUIRE_SANDBOX=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("!!!!! SKIP: {e}; this sandboxed real-CLI test did not run !!!!!");
+            false
+        }
+    }
+}
+
+/// A HOME for a sandboxed CLI: not under /tmp (the sandbox's TMPDIR), where Codex would not
+/// make its own sandbox's helpers in CODEX_HOME.
+fn home_outside_tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// Claude Code under `"sandbox": "bwrap"`: its home hidden, the network only the mock API
+/// (its host and port from ANTHROPIC_BASE_URL, relayed by orch): the edit is committed and the
+/// cost is Claude's own, as without the sandbox.
+#[test]
+fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
+    if !available("claude") || !bwrap_runs() {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("claude", &mock, 1, json!({"sandbox": "bwrap"}));
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_committed(&s);
+    let out = s.agent_log("coder");
+    let result: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "result")
+        .unwrap_or_else(|| panic!("no Claude result in the agent's log:\n{out}"));
+    let claude_cost = result["total_cost_usd"].as_f64().unwrap();
+    let log = s.repo.round_log(1);
+    let agent = Repo::agent(&log, "coder");
+    assert_eq!(agent["status"], "ok", "{agent:#}");
+    assert!(
+        close(agent["costUsd"].as_f64().unwrap(), claude_cost),
+        "{agent:#}"
+    );
+}
+
+/// Claude Code in a sandbox whose allowlist names another port than the mock API's: it cannot
+/// connect (the sandbox's loopback has nothing there, the host's is out of reach), the mock
+/// gets no request, and the run fails.
+#[test]
+fn claude_in_the_sandbox_cannot_reach_a_port_off_its_list() {
+    if !available("claude") || !bwrap_runs() {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let s = Setup::new(
+        "claude",
+        &mock,
+        1,
+        json!({"sandbox": {"network": [format!("127.0.0.1:{other_port}")]}}),
+    );
+    let run = s.run(&["run"]);
+    assert_eq!(
+        mock.model_requests(),
+        0,
+        "the mock was reached: {}",
+        run.stderr()
+    );
+    let log = s.repo.round_log(1);
+    let agent = Repo::agent(&log, "coder");
+    assert_ne!(agent["status"], "ok", "{agent:#}");
+    assert!(!s.repo.exists("hello.txt"));
+}
+
+/// Codex under `"sandbox": "bwrap"`, its own `--sandbox workspace-write` (bubblewrap too)
+/// inside orch's: the edit is committed and its tokens priced exactly. Its model provider's
+/// base URL is in config.toml, not a variable, so the mission allows the mock's port.
+#[test]
+fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
+    if !available("codex") || !bwrap_runs() {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let probe = Setup::new("codex", &mock, 1, json!({}));
+    let model = probe.first_model();
+    drop(probe);
+    let pricing = json!({ model.clone(): {"inputPerMTok": 1.0, "outputPerMTok": 10.0} });
+    let sandbox = json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{}", mock.port)]});
+    let extra = json!({ "pricing": pricing, "sandbox": sandbox });
+    let s = Setup::new_with_home("codex", &mock, 1, extra, home_outside_tmp());
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_committed(&s);
+    let n = mock.model_requests() as u64;
+    let expected =
+        (n * MOCK_INPUT_TOKENS) as f64 * 1.0 / 1e6 + (n * MOCK_OUTPUT_TOKENS) as f64 * 10.0 / 1e6;
+    let log = s.repo.round_log(1);
+    let agent = Repo::agent(&log, "coder");
+    assert_eq!(agent["status"], "ok", "{agent:#}");
+    assert!(
+        close(agent["costUsd"].as_f64().unwrap(), expected),
+        "{agent:#}"
+    );
+}
+
+/// Gemini CLI under `"sandbox": "bwrap"`: its home hidden but `~/.gemini`, the network the
+/// mock API (GOOGLE_GEMINI_BASE_URL): the edit is committed.
+#[test]
+fn gemini_in_the_sandbox_edits() {
+    if !available("gemini") || !bwrap_runs() {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("gemini", &mock, 1, json!({"sandbox": "bwrap"}));
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_committed(&s);
+    let log = s.repo.round_log(1);
+    assert_eq!(Repo::agent(&log, "coder")["status"], "ok", "{log:#}");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! killed) beside it; [`pool`] runs agent jobs on worker threads and hands results back to the
 //! main thread in completion order; [`launcher`] prefixes a command to run it elsewhere (Slurm,
 //! ssh); [`limits`] holds off providers whose limits were hit; [`perms`] gives back write bits
-//! an agent took from folders orch must clean.
+//! an agent took from folders orch must clean; [`sandbox`] runs a command in bubblewrap with
+//! only what its policy allows.
 
 pub mod launcher;
 pub mod limits;
@@ -12,4 +13,5 @@ pub mod perms;
 pub mod pool;
 pub mod process;
 mod reap;
+pub mod sandbox;
 mod watchdog;

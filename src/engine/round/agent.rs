@@ -70,6 +70,7 @@ pub(super) fn run_agent(
         Fingerprint::default()
     };
     let start_ms = t0.elapsed().as_millis() as u64;
+    let sandbox = launch.sandbox;
     let finished = process::run(&Spec {
         label: format!("agent {}", agent.name),
         argv: launch.argv,
@@ -83,6 +84,15 @@ pub(super) fn run_agent(
         launched: launch.launched,
         env_clear: launch.env_clear,
     });
+    // The broker of its allowlist stops with the run; what it refused is reported.
+    let sandbox_refused = sandbox.map(|s| s.denied()).unwrap_or_default();
+    if !sandbox_refused.is_empty() {
+        log::warn!(
+            "agent {}: its sandbox refused connections to {} (not on its allowlist)",
+            agent.name,
+            sandbox_refused.join(", ")
+        );
+    }
     let seen = observe(env, round, shared, &job, launch.isolated, &before);
     let files = launch.files;
     RawRun {
@@ -106,6 +116,7 @@ pub(super) fn run_agent(
         deferred: false,
         kept_aside: seen.kept_aside,
         shared_with: seen.shared_with,
+        sandbox_refused,
         session: job.session,
     }
 }
@@ -129,6 +140,9 @@ struct Launch {
     files: RunFiles,
     /// It runs through a launcher (Slurm, ssh): signals go to the launcher's session.
     launched: bool,
+    /// Under `sandbox`: the run's sandbox (`argv` is already wrapped in it), whose allowlist's
+    /// broker serves while this lives.
+    sandbox: Option<crate::engine::exec::sandbox::Prepared>,
     /// `inheritEnv` as a list: the environment is only `vars`.
     env_clear: bool,
 }
@@ -202,7 +216,10 @@ impl Launch {
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
         }
+        let sandbox = sandboxed(env, job, &root, &files, &vars, inherit.is_some(), &argv)?;
+        let argv = sandbox.as_ref().map_or(argv, |s| s.argv.clone());
         Ok(Launch {
+            sandbox,
             isolated,
             root,
             argv,
@@ -212,6 +229,47 @@ impl Launch {
             env_clear: inherit.is_some(),
         })
     }
+}
+
+/// Under the agent's `sandbox` (issue 30): the run's command wrapped in bwrap, writing its tree,
+/// the round's scratch folder (its result, inbox and task files) and the handoff folder; reading
+/// the round's prompts and the published sim data; its CLI's state folders and hosts as its
+/// adapter names them. `None` without a sandbox.
+fn sandboxed(
+    env: &Env,
+    job: &Job<'_>,
+    root: &Path,
+    files: &RunFiles,
+    vars: &[(String, String)],
+    env_clear: bool,
+    argv: &[String],
+) -> std::result::Result<Option<crate::engine::exec::sandbox::Prepared>, String> {
+    use crate::engine::exec::sandbox::rules;
+    let agent = job.agent;
+    let setting = agent.sandbox(env.mission);
+    if !setting.is_on() {
+        return Ok(None);
+    }
+    let parent = |p: &Path| p.parent().map(Path::to_path_buf);
+    let mut write: Vec<PathBuf> = Vec::new();
+    write.extend(parent(&files.result));
+    write.extend(parent(&files.inbox));
+    write.extend(parent(&handoff_path(env.layout, &agent.name)));
+    let mut read: Vec<PathBuf> = Vec::new();
+    read.extend(parent(&job.prompt_file));
+    read.extend(env.sim_data());
+    let place = rules::Place {
+        tree: root,
+        repo_root: env.root(),
+        common_dir: env.git.common_dir(),
+        state_dir: &env.layout.dir,
+        write,
+        read,
+    };
+    let needs = crate::agents::for_agent(agent).sandbox_needs();
+    rules::wrap(&setting, &needs, &place, vars, env_clear, argv)
+        .map(Some)
+        .map_err(|e| format!("preparing its sandbox failed: {e}"))
 }
 
 /// The run's argv: the launcher's prefix, the agent's command (with its session's arguments
@@ -605,6 +663,7 @@ pub(super) fn not_started(env: &Env, round: u32, job: Job<'_>) -> RawRun {
         filed_tasks: false,
         deferred: false,
         kept_aside: Vec::new(),
+        sandbox_refused: Vec::new(),
         shared_with: Vec::new(),
         session: job.session,
     }

@@ -59,6 +59,8 @@ pub struct RawRun {
     /// In a shared tree: the other agents that worked there at some moment of its run (any of
     /// them may have written a file in `changed`).
     pub shared_with: Vec<String>,
+    /// Under a sandbox: the `host:port`s it was refused.
+    pub sandbox_refused: Vec<String>,
 }
 
 /// An agent's model changed after a run (`escalateAfter`, `deescalateAfter`).
@@ -150,6 +152,7 @@ pub fn settle(
         summary: cost.summary.clone(),
         escalated_to: model_change.as_ref().map(|c| c.to.clone()),
         kept_aside: raw.kept_aside.clone(),
+        sandbox_refused: raw.sandbox_refused.clone(),
         ..AgentEntry::new(raw.agent.clone(), raw.phase, status)
     };
     Settled {
@@ -449,6 +452,7 @@ pub(super) fn agent_end(round: u32, e: &AgentEntry, amended: bool) -> Event {
         amended,
         aside: e.aside.clone(),
         git_settings_put_back: e.git_settings_put_back.clone(),
+        sandbox_refused: e.sandbox_refused.clone(),
     }
 }
 

@@ -79,11 +79,19 @@ impl<'a> TestRun<'a> {
                 self.log
                     .with_extension(format!("retry-{}.log", attempts - 1))
             };
+            let env = vec![("ORCH_ROUND".into(), self.round.to_string())];
+            // Under `sandbox.tests`: the agents' code runs with what an agent has, no more.
+            let (argv, sandbox) = crate::engine::exec::sandbox::rules::fenced(
+                self.root,
+                Vec::new(),
+                &env,
+                self.argv.clone(),
+            );
             let finished = process::run(&Spec {
                 label: self.name.clone(),
-                argv: self.argv.clone(),
+                argv,
                 cwd: self.root.to_path_buf(),
-                env: vec![("ORCH_ROUND".into(), self.round.to_string())],
+                env,
                 stdin: None,
                 stdout: log.clone(),
                 stderr: log.clone(),
@@ -92,6 +100,13 @@ impl<'a> TestRun<'a> {
                 launched: false,
                 env_clear: false,
             });
+            if let Some(refused) = sandbox.map(|s| s.denied()).filter(|d| !d.is_empty()) {
+                log::warn!(
+                    "{}: its sandbox refused connections to {} (not on the allowlist)",
+                    self.name,
+                    refused.join(", ")
+                );
+            }
             let output = crate::engine::round::results::read_tail(&log, READ_BYTES);
             let text = String::from_utf8_lossy(&output);
             let counts = testing::counts::parse(&text);
