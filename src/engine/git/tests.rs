@@ -1,7 +1,7 @@
 //! Tests of `Git` on scratch repositories, across its files: saving and restoring a tree,
 //! keeping paths, commits, worktrees, the state folder kept out.
 
-use super::*;
+use super::Git;
 
 fn repo() -> (tempfile::TempDir, Git) {
     let d = tempfile::tempdir().unwrap();
