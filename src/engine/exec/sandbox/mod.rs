@@ -33,6 +33,9 @@ use std::path::{Path, PathBuf};
 /// (a fresh tmpfs, so bwrap can make the mount point), whatever its path is outside.
 pub const SOCKET_INSIDE: &str = "/tmp/.orch-net.sock";
 
+/// The sandbox's `TMPDIR`: a folder of its private `/tmp`, made by bwrap (`--dir`).
+pub const SANDBOX_TMPDIR: &str = "/tmp/tmp";
+
 /// The port of the relay's HTTP proxy on the sandbox's own loopback (exported as
 /// `HTTPS_PROXY`/`HTTP_PROXY`), unless an allowed loopback address already uses it.
 const PROXY_PORT: u16 = 3128;
@@ -121,7 +124,7 @@ impl Policy {
     pub fn argv(&self, command: &[String], relay: Option<(&Path, &Path)>) -> Vec<String> {
         let mut a = Args::default();
         a.flags(&["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
-        a.flags(&["--tmpfs", "/tmp"]);
+        a.flags(&["--tmpfs", "/tmp", "--dir", SANDBOX_TMPDIR]);
         for (path, mount) in self.mounts() {
             match mount {
                 Mount::Hide if path.is_dir() => a.path("--tmpfs", &path),

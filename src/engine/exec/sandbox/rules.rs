@@ -76,13 +76,23 @@ pub fn wrap(
         home_state,
         read_paths,
         program: argv.first().cloned().unwrap_or_default(),
+        files: argv
+            .iter()
+            .skip(1)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_file())
+            .collect(),
         path_env: var("PATH").map(Into::into),
         network,
     };
     let mut policy = run.policy();
     // Its temporary files go to the sandbox's own /tmp: the TMPDIR outside may be hidden (under
-    // the home folder) or shared with everything else the user runs.
-    policy.setenv.push(("TMPDIR".into(), "/tmp".into()));
+    // the home folder) or shared with everything else the user runs. A folder of it rather
+    // than /tmp itself: Codex refuses a CODEX_HOME under TMPDIR, and a home folder under /tmp
+    // (a container's, a CI runner's) would put it there.
+    policy
+        .setenv
+        .push(("TMPDIR".into(), super::SANDBOX_TMPDIR.into()));
     policy.prepare(argv)
 }
 
@@ -218,6 +228,9 @@ pub struct Run {
     /// The program (`argv[0]`) and the `PATH` it is looked up on: a program or a `PATH` folder
     /// under a hidden folder (a CLI installed in the home folder) is bound back read-only.
     pub program: String,
+    /// The command's own files: its arguments that name an existing file by an absolute path
+    /// (`sh /path/agent.sh`); one under a hidden folder (or `/tmp`) is bound back read-only.
+    pub files: Vec<PathBuf>,
     pub path_env: Option<std::ffi::OsString>,
     pub network: Network,
 }
@@ -240,9 +253,18 @@ impl Run {
                 .extend(self.home_state.iter().map(|rel| h.join(rel)));
         }
         p.read.extend(self.read_paths.iter().cloned());
-        let hidden: Vec<&Path> = p.hide.iter().map(PathBuf::as_path).collect();
+        // The sandbox's /tmp is a fresh one: what the command needs from the real one (a CLI
+        // installed there, its script) is bound back like what it needs from a hidden folder.
+        let mut hidden: Vec<&Path> = p.hide.iter().map(PathBuf::as_path).collect();
+        hidden.push(Path::new("/tmp"));
         p.read
             .extend(programs(&self.program, self.path_env.as_deref(), &hidden));
+        p.read.extend(
+            self.files
+                .iter()
+                .filter(|f| hidden.iter().any(|h| f.starts_with(h)))
+                .cloned(),
+        );
         p.network = self.network.clone();
         p
     }
@@ -338,9 +360,34 @@ mod tests {
             home_state: vec![".claude".into()],
             read_paths: vec![],
             program: "sh".into(),
+            files: vec![],
             path_env: None,
             network: Network::None,
         }
+    }
+
+    #[test]
+    fn the_commands_own_file_under_a_hidden_folder_or_tmp_is_bound_back_read_only() {
+        let mut r = run("/home/u/repo/.orch/worktrees/a");
+        r.files = vec![
+            "/tmp/ci/fixtures/agent.sh".into(),
+            "/home/u/bin/agent.sh".into(),
+            "/usr/share/agent.sh".into(),
+        ];
+        let read = r.policy().read;
+        assert!(
+            read.contains(&PathBuf::from("/tmp/ci/fixtures/agent.sh")),
+            "{read:?}"
+        );
+        assert!(
+            read.contains(&PathBuf::from("/home/u/bin/agent.sh")),
+            "{read:?}"
+        );
+        // The system is readable as it is: nothing to bind.
+        assert!(
+            !read.contains(&PathBuf::from("/usr/share/agent.sh")),
+            "{read:?}"
+        );
     }
 
     #[test]
