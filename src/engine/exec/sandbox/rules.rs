@@ -229,7 +229,9 @@ pub struct Run {
     /// under a hidden folder (a CLI installed in the home folder) is bound back read-only.
     pub program: String,
     /// The command's own files: its arguments that name an existing file by an absolute path
-    /// (`sh /path/agent.sh`); one under a hidden folder (or `/tmp`) is bound back read-only.
+    /// (`sh /path/agent.sh`); one under `/tmp`, which the sandbox replaces with its own, is
+    /// bound back read-only, unless it is in a hidden folder (the home folder stays hidden
+    /// whatever the command names: `readPaths` is how to open it).
     pub files: Vec<PathBuf>,
     pub path_env: Option<std::ffi::OsString>,
     pub network: Network,
@@ -262,7 +264,7 @@ impl Run {
         p.read.extend(
             self.files
                 .iter()
-                .filter(|f| hidden.iter().any(|h| f.starts_with(h)))
+                .filter(|f| f.starts_with("/tmp") && !p.hide.iter().any(|h| f.starts_with(h)))
                 .cloned(),
         );
         p.network = self.network.clone();
@@ -367,11 +369,12 @@ mod tests {
     }
 
     #[test]
-    fn the_commands_own_file_under_a_hidden_folder_or_tmp_is_bound_back_read_only() {
+    fn the_commands_own_file_under_tmp_is_bound_back_but_never_one_in_the_home_folder() {
         let mut r = run("/home/u/repo/.orch/worktrees/a");
+        r.home = Some("/tmp/h".into());
         r.files = vec![
             "/tmp/ci/fixtures/agent.sh".into(),
-            "/home/u/bin/agent.sh".into(),
+            "/tmp/h/.ssh/id_rsa".into(),
             "/usr/share/agent.sh".into(),
         ];
         let read = r.policy().read;
@@ -380,7 +383,7 @@ mod tests {
             "{read:?}"
         );
         assert!(
-            read.contains(&PathBuf::from("/home/u/bin/agent.sh")),
+            !read.contains(&PathBuf::from("/tmp/h/.ssh/id_rsa")),
             "{read:?}"
         );
         // The system is readable as it is: nothing to bind.
