@@ -12,11 +12,18 @@
 //! 429 after its own ten attempts (exit 173). In a folder it does not trust (no `--skip-trust`:
 //! fixtures/cli-output/real/gemini-untrusted) it prints no JSON, only a coloured line on stderr,
 //! and exits 55: cause `untrustedFolder`, read from the words.
+//!
+//! `--output-format stream-json` (0.61.0, recorded as fixtures/cli-output/real/gemini-stream-*)
+//! prints one JSON line per event while it runs ([`progress`]): `init`, `message`, `tool_use`
+//! (`tool_name`, `parameters`), `tool_result`, `error` (its own loop detection: "Loop
+//! detected, stopping execution" after 4 identical calls) and a final `result` with
+//! `stats.input_tokens` and `stats.output_tokens`.
 
 use serde_json::{Map, Value};
 
 use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading, SandboxNeeds};
 use super::classify;
+use super::progress::{json_line, label, Activity, ToolCall};
 use super::scan::{for_each_json_object, non_empty, str_of};
 use crate::roundlog::{Cause, Tokens};
 
@@ -68,6 +75,10 @@ impl AgentCli for Gemini {
         parse(out)
     }
 
+    fn progress(&self, line: &[u8]) -> Vec<Activity> {
+        progress(line)
+    }
+
     fn fix(&self, cause: Cause) -> String {
         match cause {
             Cause::Auth => "set GEMINI_API_KEY where orch runs (or in the agent's `env`) and name the auth type in ~/.gemini/settings.json (security.auth.selectedType \"gemini-api-key\"); Vertex AI: GOOGLE_API_KEY with GOOGLE_GENAI_USE_VERTEXAI=true".into(),
@@ -93,6 +104,46 @@ pub fn parse(out: &Output) -> Option<Reading> {
         });
     }
     reading
+}
+
+/// What one `stream-json` line shows the run doing; empty for a line of another format.
+pub fn progress(line: &[u8]) -> Vec<Activity> {
+    let Some(event) = json_line(line) else {
+        return Vec::new();
+    };
+    // Every stream-json event carries a timestamp; that tells them from other JSON.
+    if !event.contains_key("timestamp") {
+        return Vec::new();
+    }
+    match str_of(&event, "type") {
+        Some("tool_use") => {
+            let name = str_of(&event, "tool_name").unwrap_or("tool");
+            let input = event.get("parameters").unwrap_or(&Value::Null);
+            vec![Activity::Tool(ToolCall::new(
+                name,
+                input,
+                label(name, input),
+            ))]
+        }
+        Some("result") => {
+            let stats = event.get("stats");
+            let n = |k: &str| {
+                stats
+                    .and_then(|s| s.get(k))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            vec![Activity::Tokens {
+                message: None,
+                tokens: Tokens {
+                    input: n("input_tokens"),
+                    output: n("output_tokens"),
+                },
+            }]
+        }
+        Some("init" | "message" | "tool_result" | "error") => vec![Activity::Output],
+        _ => Vec::new(),
+    }
 }
 
 /// A Gemini CLI result or error object; `None` for any other JSON.

@@ -76,8 +76,10 @@ fn cases() -> Vec<Case> {
             Expect::Cause(Cause::RateLimited)
         ),
         case!(Claude, "claude-stream-401", Expect::Cause(Cause::Auth)),
+        case!(Claude, "claude-stream-loop", Expect::Ok),
         case!(Codex, "codex-ok", Expect::Ok),
         case!(Codex, "codex-denied", Expect::Ok),
+        case!(Codex, "codex-loop", Expect::Ok),
         case!(Codex, "codex-denied-escalation", Expect::Ok),
         case!(Codex, "codex-429", Expect::Cause(Cause::RateLimited)),
         case!(
@@ -194,4 +196,139 @@ fn recorded_successes_say_what_they_cost() {
         }
         assert!(r.session_id.is_some(), "{}: no session id", c.name);
     }
+}
+
+/// The streaming recordings, read line by line as a run's progress (issue 31): the tool calls
+/// in order, with their labels; every other non-blank line is some activity too.
+#[test]
+fn every_recorded_stream_shows_its_tool_calls() {
+    use super::progress::Activity;
+    // Labels are cut at 60 characters.
+    let printf = "Shell `printf '%s\\n' 'hello from the mock model' > 'hello.t…";
+    let git = |tool: &str, n: usize| vec![format!("{tool} `git status --short`"); n];
+    let cases: Vec<(&str, &[u8], Vec<String>)> = vec![
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-ok.stdout"),
+            vec!["Write hello.txt".into()],
+        ),
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-denied.stdout"),
+            vec!["Bash `cargo test --quiet`".into()],
+        ),
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-loop.stdout"),
+            git("Bash", 6),
+        ),
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-stall.stdout"),
+            vec!["Write hello.txt".into()],
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-ok.stdout"),
+            vec![printf.into()],
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-denied.stdout"),
+            vec!["Shell `touch /root/orch-codex-denied-probe`".into()],
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-loop.stdout"),
+            git("Shell", 6),
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-stall.stdout"),
+            vec![printf.into()],
+        ),
+        (
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-ok.stdout"),
+            vec!["write_file /tmp/orch-rec/gemini-stream-ok/repo/hello.txt".into()],
+        ),
+        (
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-loop.stdout"),
+            git("run_shell_command", 4),
+        ),
+        (
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-stall.stdout"),
+            vec!["write_file /tmp/orch-rec/gemini-stream-stall/repo/hello.txt".into()],
+        ),
+    ];
+    for (cli, stdout, want) in cases {
+        let adapter = by_cli_name(cli).unwrap();
+        for reader in [adapter, &PLAIN as &dyn AgentCli] {
+            let mut labels = Vec::new();
+            for line in stdout.split_inclusive(|b| *b == b'\n') {
+                let read = reader.activity(line);
+                let blank = line.iter().all(u8::is_ascii_whitespace);
+                assert_eq!(
+                    read.is_empty(),
+                    blank,
+                    "{cli}: {}",
+                    String::from_utf8_lossy(line)
+                );
+                // Lines of the CLI's own format are read by it, not as plain output.
+                if !blank {
+                    assert!(
+                        !reader.progress(line).is_empty(),
+                        "{cli}: {}",
+                        String::from_utf8_lossy(line)
+                    );
+                }
+                labels.extend(read.into_iter().filter_map(|a| match a {
+                    Activity::Tool(call) => Some(call.label),
+                    _ => None,
+                }));
+            }
+            assert_eq!(labels, want, "{cli} ({})", reader.name());
+        }
+    }
+}
+
+#[test]
+fn the_recorded_streams_end_with_their_spend() {
+    use super::progress::Activity;
+    let last = |cli: &str, stdout: &[u8]| -> Vec<Activity> {
+        let text = String::from_utf8_lossy(stdout);
+        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+        by_cli_name(cli).unwrap().activity(line.as_bytes())
+    };
+    // Claude Code: the final result's total cost (0.0064 for the mock's two turns at sonnet's
+    // price, what the result file says).
+    let claude = last(
+        "claude",
+        include_bytes!("../../fixtures/cli-output/real/claude-stream-ok.stdout"),
+    );
+    assert!(
+        matches!(claude[..], [Activity::Cost(c)] if (c - 0.0064).abs() < 1e-9),
+        "{claude:?}"
+    );
+    // Codex and Gemini: the run's tokens, 1200 in and 80 out per request.
+    let tokens = |input, output| Activity::Tokens {
+        message: None,
+        tokens: crate::roundlog::Tokens { input, output },
+    };
+    assert_eq!(
+        last(
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-loop.stdout")
+        ),
+        vec![tokens(8400, 560)]
+    );
+    assert_eq!(
+        last(
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-ok.stdout")
+        ),
+        vec![tokens(2400, 160)]
+    );
 }
