@@ -42,7 +42,7 @@ pub struct Budget {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Working,
-    /// No progress for `silent`.
+    /// No progress for `silent` (the `idle` setting: at least that long).
     Idle {
         silent: Duration,
     },
@@ -104,8 +104,9 @@ pub struct Detector {
     streak: Option<Streak>,
     tree: Option<u64>,
     visits: HashMap<u64, u32>,
-    /// The tree state seen most often, and how often, once it came back.
-    tree_loop: Option<(String, u32)>,
+    /// The first loop seen, at the moment it reached `repeats`: kept, so that the verdict
+    /// says `repeats` times however many more lines came in the same look.
+    looped: Option<(String, u32)>,
     /// The CLI's running total.
     cost: Option<f64>,
     tokens: Tokens,
@@ -123,7 +124,7 @@ impl Detector {
             streak: None,
             tree: None,
             visits: HashMap::new(),
-            tree_loop: None,
+            looped: None,
             cost: None,
             tokens: Tokens::default(),
             messages: HashSet::new(),
@@ -150,6 +151,9 @@ impl Detector {
                         1
                     }
                 };
+                if times == self.settings.repeats && self.looped.is_none() {
+                    self.looped = Some((format!("{} called", call.label), times));
+                }
                 self.last = Some(Last {
                     at,
                     what: call.label.clone(),
@@ -189,8 +193,8 @@ impl Detector {
         if visits == 1 {
             // A state never seen: the run moved on, so a row of identical calls is broken.
             self.streak = None;
-        } else if self.tree_loop.as_ref().is_none_or(|(_, n)| visits > *n) {
-            self.tree_loop = Some((format!("the tree back to the same state ({what})"), visits));
+        } else if visits == self.settings.repeats && self.looped.is_none() {
+            self.looped = Some((format!("the tree back to the same state ({what})"), visits));
         }
         self.last = Some(Last {
             at,
@@ -218,22 +222,17 @@ impl Detector {
                 };
             }
         }
-        let repeats = self.settings.repeats;
-        if let Some(s) = self.streak.as_ref().filter(|s| s.times >= repeats) {
-            return Verdict::Loop {
-                label: format!("{} called", s.label),
-                times: s.times,
-            };
-        }
-        if let Some((label, times)) = self.tree_loop.as_ref().filter(|(_, n)| *n >= repeats) {
+        if let Some((label, times)) = &self.looped {
             return Verdict::Loop {
                 label: label.clone(),
                 times: *times,
             };
         }
-        let silent = now.saturating_duration_since(self.last_progress);
-        if silent >= self.settings.idle {
-            return Verdict::Idle { silent };
+        // The setting, not the time since: the words stay the same however late the look.
+        if now.saturating_duration_since(self.last_progress) >= self.settings.idle {
+            return Verdict::Idle {
+                silent: self.settings.idle,
+            };
         }
         Verdict::Working
     }
@@ -381,14 +380,8 @@ mod tests {
                 format!("{label} 5 times"),
                 "{cli}"
             );
-            assert_eq!(
-                d.verdict(t),
-                Verdict::Loop {
-                    label: label.into(),
-                    times: 6
-                },
-                "{cli}"
-            );
+            // Latched: the sixth call does not change what was seen at the fifth.
+            assert_eq!(d.verdict(t), verdicts[first], "{cli}");
         }
         // Gemini CLI stops itself after 4 identical calls ("Loop detected"): 4 < 5.
         let t0 = Instant::now();
