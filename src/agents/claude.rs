@@ -53,17 +53,19 @@ impl AgentCli for Claude {
 
     fn invocation(&self) -> Invocation {
         Invocation {
-            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "json", "--permission-mode", "acceptEdits", "--allowedTools", "Bash(git:*),Bash(npm test:*)"]"#,
+            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits", "--allowedTools", "Bash(git:*),Bash(npm test:*)"]"#,
             stdin: true,
             models: r#"["sonnet", "opus"]"#,
             comments: &[
-                "Claude Code in print mode (-p): the prompt on stdin, a JSON result with total_cost_usd on stdout.",
+                "Claude Code in print mode (-p): the prompt on stdin; stream-json (which needs --verbose with -p) prints",
+                "each message and tool call as it happens, which orch watches for a stuck run (stuck.*), and ends with",
+                "the JSON result with total_cost_usd.",
                 "Permissions: acceptEdits lets it edit files in its folder; --allowedTools adds the shell",
                 "commands it may run: git, and `npm test` (put your tests.command there, e.g. Bash(cargo test:*)).",
                 "Any other command is denied and listed in the round log (permissionDenials). To widen it,",
                 "add rules (Bash(make:*),WebFetch) or use --permission-mode bypassPermissions, which runs",
                 "everything and, as root, needs IS_SANDBOX=1 in the agent's env.",
-                "stream-json output needs --verbose with -p. Limits: 429/529 wait and run again (limits.*).",
+                "Limits: 429/529 wait and run again (limits.*).",
             ],
             pricing: None,
             inherit_env: &["ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE"],
