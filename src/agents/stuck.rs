@@ -3,8 +3,12 @@
 //! fingerprint of the worktree, taken now and then by the executor). Pure: no clock, no files;
 //! the caller says when each thing was seen, and asks for a [`Verdict`] when it likes.
 //!
-//! - **Idle**: no progress of any kind (a line of output, a tool call, a tree that changed) for
-//!   `idle`. A slow run that writes a file now and then is not idle.
+//! - **Idle**: no progress of any kind (a line of output, a tool call, a tree that changed, its
+//!   processes using the CPU) for `idle`. A slow run that writes a file now and then is not
+//!   idle, nor one whose tool call compiles or runs tests for a long time without a word: its
+//!   processes use at least [`BUSY_SHARE`] of a core. A process waiting on a prompt, a lock or
+//!   a dead connection uses next to none (Claude Code 2.1.332 waiting on a stalled stream: 1.7 %
+//!   of a core, measured).
 //! - **Loop**: the same tool call with the same input `repeats` times in a row (other output
 //!   between them does not break the row; another call, or the tree reaching a state it never
 //!   had, does), or the tree coming back to a state it had, for the `repeats`-th time (an edit
@@ -20,6 +24,10 @@ use super::cost::{price_tokens, ModelPrice};
 use super::progress::Activity;
 use crate::roundlog::Tokens;
 use crate::units::{duration_ms, usd};
+
+/// The share of one core a run's processes must use between two samples for that to count as
+/// progress.
+pub const BUSY_SHARE: f64 = 0.10;
 
 /// The mission's `stuck` settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,7 +90,6 @@ impl Verdict {
 #[derive(Debug, Clone)]
 struct Streak {
     digest: u64,
-    label: String,
     times: u32,
 }
 
@@ -112,6 +119,8 @@ pub struct Detector {
     tokens: Tokens,
     messages: HashSet<String>,
     last: Option<Last>,
+    /// The last CPU sample: when, and the processes' CPU seconds then.
+    cpu: Option<(Instant, f64)>,
 }
 
 impl Detector {
@@ -129,7 +138,20 @@ impl Detector {
             tokens: Tokens::default(),
             messages: HashSet::new(),
             last: None,
+            cpu: None,
         }
+    }
+
+    /// The CPU time the run's processes had used by `at`, in seconds (a running total): at
+    /// least [`BUSY_SHARE`] of a core since the last sample is progress.
+    pub fn cpu(&mut self, at: Instant, seconds: f64) {
+        if let Some((then, before)) = self.cpu {
+            let wall = at.saturating_duration_since(then).as_secs_f64();
+            if wall > 0.0 && seconds - before >= BUSY_SHARE * wall {
+                self.last_progress = self.last_progress.max(at);
+            }
+        }
+        self.cpu = Some((at, seconds));
     }
 
     /// Something the run's output showed at `at`.
@@ -145,7 +167,6 @@ impl Detector {
                     _ => {
                         self.streak = Some(Streak {
                             digest: call.digest,
-                            label: call.label.clone(),
                             times: 1,
                         });
                         1
@@ -443,6 +464,23 @@ mod tests {
             d.last_activity(t0 + s(240 * 30 + 12)).as_deref(),
             Some("changed notes/30.md, 12 s ago")
         );
+    }
+
+    #[test]
+    fn processes_using_the_cpu_are_busy_and_a_trickle_is_not() {
+        // A tool call that compiles for ten minutes without a word: half a core.
+        let t0 = Instant::now();
+        let mut d = Detector::new(SETTINGS, None, t0);
+        for i in 0..=60u64 {
+            d.cpu(t0 + s(10 * i), 5.0 * i as f64);
+        }
+        assert_eq!(d.verdict(t0 + s(600)), Verdict::Working);
+        // A CLI waiting on a dead connection: 2 % of a core.
+        let mut d = Detector::new(SETTINGS, None, t0);
+        for i in 0..=60u64 {
+            d.cpu(t0 + s(10 * i), 0.2 * i as f64);
+        }
+        assert_eq!(d.verdict(t0 + s(600)), Verdict::Idle { silent: s(300) });
     }
 
     #[test]

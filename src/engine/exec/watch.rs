@@ -1,8 +1,8 @@
 //! Watching a running agent for being stuck (issue 31): the [`Watch`] reads what the run
 //! wrote to its stdout log since it last looked (each new line through its CLI's adapter,
 //! [`AgentCli::activity`]), notes whether stderr grew, looks at the worktree's state now and
-//! then ([`fingerprint`]), feeds all of it to the pure [`Detector`], and says when the run is
-//! to be stopped and why. The process supervisor asks it between its waits; it never touches
+//! then ([`fingerprint`]) and at the CPU time its process group used ([`group_cpu`]), feeds all
+//! of it to the pure [`Detector`], and says when the run is to be stopped and why. The process supervisor asks it between its waits; it never touches
 //! the process itself.
 //!
 //! Cheap on purpose: the logs are read from where the last look ended (a flood is skipped
@@ -81,9 +81,9 @@ impl Watch {
         }
     }
 
-    /// Looks at what the run did since the last look (at most every 200 ms); `Some` when it
-    /// is to be stopped.
-    pub fn look(&mut self, now: Instant) -> Option<Stuck> {
+    /// Looks at what the run did since the last look (at most every 200 ms); `pgid` is its
+    /// process group. `Some` when it is to be stopped.
+    pub fn look(&mut self, now: Instant, pgid: i32) -> Option<Stuck> {
         if now < self.next_look {
             return None;
         }
@@ -99,6 +99,9 @@ impl Watch {
         }
         if now >= self.next_tree {
             self.next_tree = now + self.tree_every;
+            if let Some(cpu) = group_cpu(pgid) {
+                self.detector.cpu(now, cpu);
+            }
             if let Some((print, files)) = fingerprint(&self.tree) {
                 let what = changed(&self.files, &files);
                 self.files = files;
@@ -160,6 +163,44 @@ impl Watch {
             }
         }
     }
+}
+
+/// The CPU seconds used by the processes of group `pgid` and by their children that ended
+/// (Linux `/proc`; `None` elsewhere or when none is left).
+pub fn group_cpu(pgid: i32) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut seen = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command's name (in parentheses, which may hold anything): state, ppid,
+        // pgrp, ..., utime (14th field), stime, cutime, cstime.
+        let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split(' ').collect();
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        seen = true;
+        total += fields
+            .get(11..15)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    seen.then(|| total as f64 / ticks as f64)
 }
 
 /// The state of the worktree at `dir`: a digest of HEAD, of what `git status` lists (ignored
@@ -304,6 +345,33 @@ mod tests {
     }
 
     #[test]
+    fn a_group_that_computes_uses_cpu_and_a_sleeper_does_not() {
+        use std::os::unix::process::CommandExt;
+        let spin = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let sleep = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let (sp, sl) = (spin.id() as i32, sleep.id() as i32);
+        let start = (group_cpu(sp).unwrap(), group_cpu(sl).unwrap());
+        std::thread::sleep(Duration::from_millis(1500));
+        let end = (group_cpu(sp).unwrap(), group_cpu(sl).unwrap());
+        for mut c in [spin, sleep] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // A tenth of a core at least, even on a loaded machine; next to nothing.
+        assert!(end.0 - start.0 >= 0.15, "spinner: {start:?} {end:?}");
+        assert!(end.1 - start.1 < 0.05, "sleeper: {start:?} {end:?}");
+        assert_eq!(group_cpu(i32::MAX), None);
+    }
+
+    #[test]
     fn a_watch_reads_lines_as_they_come() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -338,7 +406,7 @@ mod tests {
             log.push_str(piece);
             std::fs::write(&out, &log).unwrap();
             t += Duration::from_secs(1);
-            let got = w.look(t);
+            let got = w.look(t, 0);
             if i < 2 {
                 assert_eq!(got, None, "look {i}");
             } else {
