@@ -258,16 +258,23 @@ impl Detector {
         Verdict::Working
     }
 
-    /// The last thing the run did, for the live view: "Bash `npm test`, 3rd time, 4 s ago",
-    /// "changed src/api.rs 12 s ago"; `None` before its first tool call or change.
-    pub fn last_activity(&self, now: Instant) -> Option<String> {
+    /// The last thing the run did: "Bash `npm test`, 3rd time", "changed src/api.rs"; `None`
+    /// before its first tool call or change.
+    pub fn last_label(&self) -> Option<String> {
         let last = self.last.as_ref()?;
-        let ago = now.saturating_duration_since(last.at).as_secs();
-        let times = match last.times {
-            1 => String::new(),
-            n => format!(", {} time", ordinal(n)),
-        };
-        Some(format!("{}{times}, {ago} s ago", last.what))
+        Some(match last.times {
+            1 => last.what.clone(),
+            n => format!("{}, {} time", last.what, ordinal(n)),
+        })
+    }
+
+    /// [`last_label`](Detector::last_label) and how long ago, for the live view: "Bash `npm
+    /// test`, 3rd time, 4 s ago", "changed src/api.rs, 12 s ago".
+    pub fn last_activity(&self, now: Instant) -> Option<String> {
+        let ago = now
+            .saturating_duration_since(self.last.as_ref()?.at)
+            .as_secs();
+        Some(format!("{}, {ago} s ago", self.last_label()?))
     }
 }
 

@@ -28,14 +28,23 @@ const READ_MAX: u64 = 4 << 20;
 const HASH_MAX: u64 = 1 << 20;
 
 /// Why a watched run is to be stopped: the cause for the round log and what was seen.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stuck {
     pub cause: Cause,
     pub words: String,
+    /// The cost so far as the stream told it (a running total, or tokens at the price), for a
+    /// run stopped before its CLI could print its bill.
+    pub cost_usd: Option<Usd>,
 }
 
+/// A dollar figure that compares exactly (a stopped run's cost so far; `Ending` is `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usd(pub f64);
+
+impl Eq for Usd {}
+
 /// One run's watch.
-pub struct Watch {
+pub struct Watch<'a> {
     adapter: &'static dyn AgentCli,
     detector: Detector,
     stdout: PathBuf,
@@ -48,9 +57,12 @@ pub struct Watch {
     next_tree: Instant,
     next_look: Instant,
     files: BTreeMap<String, u64>,
+    /// Told each new last activity ([`Watch::reporting`]).
+    report: Option<Box<dyn FnMut(String) + 'a>>,
+    reported: Option<String>,
 }
 
-impl Watch {
+impl<'a> Watch<'a> {
     /// A watch over the run whose stdout and stderr logs are `stdout` and `stderr`, working
     /// in `tree`, read by `adapter`, started at `start`.
     pub fn new(
@@ -60,7 +72,7 @@ impl Watch {
         logs: (PathBuf, PathBuf),
         tree: PathBuf,
         start: Instant,
-    ) -> Watch {
+    ) -> Watch<'a> {
         // A tenth of the idle time, within 0.5 s and 10 s: an idle run is seen within 10 %,
         // and a big repository is not walked more than every 10 s.
         let tree_every =
@@ -78,7 +90,16 @@ impl Watch {
             next_tree: start,
             next_look: start,
             files: BTreeMap::new(),
+            report: None,
+            reported: None,
         }
+    }
+
+    /// Tells `report` what the run did last ("Bash `npm test`, 3rd time", "changed
+    /// src/api.rs"), each time that changes.
+    pub fn reporting(mut self, report: Box<dyn FnMut(String) + 'a>) -> Watch<'a> {
+        self.report = Some(report);
+        self
     }
 
     /// Looks at what the run did since the last look (at most every 200 ms); `pgid` is its
@@ -108,6 +129,13 @@ impl Watch {
                 self.detector.tree(now, print, &what);
             }
         }
+        if let Some(report) = self.report.as_mut() {
+            let last = self.detector.last_label();
+            if last.is_some() && last != self.reported {
+                report(last.clone().unwrap_or_default());
+                self.reported = last;
+            }
+        }
         let verdict = self.detector.verdict(now);
         let cause = match verdict {
             Verdict::Working => return None,
@@ -118,6 +146,7 @@ impl Watch {
         Some(Stuck {
             cause,
             words: verdict.describe(),
+            cost_usd: self.detector.cost_usd().map(Usd),
         })
     }
 
@@ -414,7 +443,8 @@ mod tests {
                     got,
                     Some(Stuck {
                         cause: Cause::Loop,
-                        words: "Bash `git status --short` called 3 times".into()
+                        words: "Bash `git status --short` called 3 times".into(),
+                        cost_usd: None,
                     })
                 );
             }

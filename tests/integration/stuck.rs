@@ -1,0 +1,175 @@
+//! Stuck runs (issue 31): an agent that says nothing and changes nothing is stopped as `idle`
+//! after `stuck.idleS`, one that makes the same tool call again and again as `loop` after
+//! `stuck.repeats` calls, both as at a timeout (the work kept in its ref, unproductive), long
+//! before the timeout; one that is slow but busy, or says the same words again, is left alone;
+//! one whose streamed cost passes what is left of its budget is stopped as `overBudget`.
+//!
+//! The fake agents print only shapes: the looping one repeats a line of a recording of the real
+//! Claude Code (`fixtures/cli-output/real/claude-stream-loop.stdout`, its tool call).
+
+use std::time::{Duration, Instant};
+
+use crate::common::{agent_cmd, tests_cmd, Repo};
+use serde_json::json;
+
+/// The recorded tool-call line (line 2) of Claude Code's `loop` recording, as fake-agent.sh's
+/// `--loop-line` takes it.
+fn recorded_call() -> String {
+    format!(
+        "{}/fixtures/cli-output/real/claude-stream-loop.stdout:2",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn refs(repo: &Repo) -> String {
+    repo.git(&["for-each-ref", "--format=%(refname)", "refs/orch/"])
+}
+
+#[test]
+fn a_silent_agent_is_stopped_as_idle_after_idle_s_not_at_its_timeout() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 2, "killGraceS": 0.5, "maxConcurrency": 1,
+        "stuck": {"idleS": 2, "repeats": 5},
+        "tests": {"command": tests_cmd("0")},
+        "agents": [{"name": "silent", "phase": "code", "timeoutS": 120,
+                    "models": ["small", "large"], "escalateAfter": 1,
+                    "command": agent_cmd(&["--round", "1", "--write", "src/half.txt=half",
+                                           "--hang", "--round", "2",
+                                           "--write", "src/done.txt=done"])}]
+    }));
+    let t = Instant::now();
+    repo.orch(&["run"]).expect(0);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "took {took:?}, the timeout is 120 s"
+    );
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "silent");
+    assert_eq!(a["status"], "timeout", "{log:#}");
+    assert_eq!(a["cause"], "idle", "{log:#}");
+    assert_eq!(
+        a["error"],
+        "no output or file change for 2.0s; its partial work is kept in \
+         refs/orch/timeout/round-1/silent",
+        "{log:#}"
+    );
+    assert!(a["elapsedMs"].as_u64().unwrap() < 30_000, "{log:#}");
+    // Stopped as at a timeout: its partial work in its ref, out of the tree.
+    assert!(!repo.exists("src/half.txt"));
+    let r = "refs/orch/timeout/round-1/silent";
+    assert!(refs(&repo).contains(r), "{}", refs(&repo));
+    assert!(repo
+        .git(&["ls-tree", "-r", "--name-only", r])
+        .contains("src/half.txt"));
+    // Unproductive: with escalateAfter 1 the next run is on the next model.
+    let two = repo.round_log(2);
+    let b = Repo::agent(&two, "silent");
+    assert_eq!(b["model"], "large", "{two:#}");
+    assert_eq!(b["status"], "ok", "{two:#}");
+}
+
+#[test]
+fn an_agent_repeating_one_tool_call_is_stopped_as_loop_at_repeats() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "stuck": {"idleS": 60, "repeats": 5},
+        "agents": [{"name": "looper", "phase": "code", "cli": "claude", "timeoutS": 120,
+                    "command": agent_cmd(&["--write", "src/half.txt=half",
+                                           "--loop-line", &recorded_call()])}]
+    }));
+    let t = Instant::now();
+    repo.orch(&["run"]).expect(0);
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "looper");
+    assert_eq!(a["status"], "timeout", "{log:#}");
+    assert_eq!(a["cause"], "loop", "{log:#}");
+    assert_eq!(
+        a["error"],
+        "Bash `git status --short` called 5 times; its partial work is kept in \
+         refs/orch/timeout/round-1/looper",
+        "{log:#}"
+    );
+    assert!(refs(&repo).contains("refs/orch/timeout/round-1/looper"));
+}
+
+#[test]
+fn slow_but_busy_agents_and_repeated_words_are_not_stopped() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1,
+        "stuck": {"idleS": 3, "repeats": 5},
+        "agents": [
+            // No output at all, a new file every second for 6 s: twice the idle time.
+            {"name": "busy", "phase": "code", "command": agent_cmd(&["--busy", "6:1"])},
+            // The same words ten times over 5 s: output, not a tool call, so not a loop.
+            {"name": "chatty", "phase": "code",
+             "command": agent_cmd(&["--say-every", "0.5:10:waiting...", "--write", "src/c.txt=c"])}
+        ]
+    }));
+    repo.orch(&["run"]).expect(0);
+    let log = repo.round_log(1);
+    for name in ["busy", "chatty"] {
+        let a = Repo::agent(&log, name);
+        assert_eq!(a["status"], "ok", "{name}: {log:#}");
+        assert!(a.get("cause").is_none(), "{name}: {log:#}");
+    }
+    assert_eq!(repo.git(&["show", "HEAD:busy/6.md"]), "step 6");
+    assert_eq!(repo.git(&["show", "HEAD:src/c.txt"]), "c");
+}
+
+#[test]
+fn a_stream_whose_cost_passes_the_budget_left_is_stopped_then() {
+    let repo = Repo::new();
+    // The first 13 lines of Claude Code's recorded loop: its start and 6 tool calls, each a
+    // message of 1200 input tokens (and the stream's first output figure, 1); no result yet.
+    let recorded = std::fs::read_to_string(format!(
+        "{}/fixtures/cli-output/real/claude-stream-loop.stdout",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let head: String = recorded.split_inclusive('\n').take(13).collect();
+    repo.write("stream.ndjson", &head);
+    let stream = repo.pathbuf("stream.ndjson").display().to_string();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "pricing": {"sonnet": {"inputPerMTok": 3.0, "outputPerMTok": 15.0}},
+        "agents": [{"name": "spender", "phase": "code", "cli": "claude", "models": ["sonnet"],
+                    "budgetUsd": 0.01, "timeoutS": 120,
+                    "command": agent_cmd(&["--write", "src/half.txt=half", "--cat", &stream,
+                                           "--hang"])}]
+    }));
+    let t = Instant::now();
+    repo.orch(&["run"]).expect(0);
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "spender");
+    assert_eq!(a["cause"], "overBudget", "{log:#}");
+    // Stopped as the CLI's own cap would have: failed, its work kept aside, and the cost its
+    // stream showed (6 messages of 1200 input tokens and 1 output token at $3 and $15 per
+    // million) is what it cost.
+    assert_eq!(a["status"], "failed", "{log:#}");
+    assert_eq!(
+        a["error"],
+        "spent $0.02 while running, over the $0.01 left of its budgetUsd; its partial work \
+         is kept in refs/orch/failed/round-1/spender",
+        "{log:#}"
+    );
+    assert_eq!(a["costKnown"], true, "{log:#}");
+    let want = 6.0 * (1200.0 * 3.0 + 15.0) / 1e6;
+    assert!(
+        (a["costUsd"].as_f64().unwrap() - want).abs() < 1e-6,
+        "{log:#}"
+    );
+}
