@@ -13,7 +13,8 @@
 //! While it runs, `stream-json` prints one line per message ([`progress`]): an `assistant`
 //! line holds the message's `tool_use` blocks (name and input) and its `usage` (the input
 //! tokens; the output count is the stream's first figure, 1, not the message's), a `user` line
-//! the tool results. The cost comes only with the final `result`.
+//! the tool results. The cost comes only with the final `result`, as the run ends: what streams
+//! before it is each message's tokens.
 
 use serde_json::{Map, Value};
 
@@ -168,14 +169,9 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
             }
             seen
         }
-        Some("result") if is_result(&event) => {
-            let cost = event
-                .get("total_cost_usd")
-                .or_else(|| event.get("cost_usd"))
-                .and_then(usd);
-            vec![cost.map_or(Activity::Output, Activity::Cost)]
-        }
-        Some("system" | "user" | "stream_event") => vec![Activity::Output],
+        // The final result: its cost is the run's bill, read when the run ends; the CLI is
+        // ending by itself, and its own words (a spent --max-budget-usd) are the ones to keep.
+        Some("result" | "system" | "user" | "stream_event") => vec![Activity::Output],
         _ => Vec::new(),
     }
 }

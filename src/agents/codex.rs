@@ -131,7 +131,8 @@ pub fn parse(out: &Output) -> Option<Reading> {
 /// A tool call is its `item.started` (only `command_execution` is recorded; the other items
 /// that act, an MCP call or a web search, are read the same way, with their fields as the
 /// input); a `file_change` is read from its `item.completed`, the one line Codex prints for an
-/// applied patch. Messages, reasoning and the item's end are output.
+/// applied patch. Messages, reasoning and the item's end are output; so is `turn.completed`,
+/// the only line with tokens, which comes as `exec` ends: nothing streams the spend before it.
 pub fn progress(line: &[u8]) -> Vec<Activity> {
     let Some(event) = json_line(line) else {
         return Vec::new();
@@ -148,22 +149,6 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
                 "file_change",
                 item.unwrap_or(&Map::new()),
             ))]
-        }
-        (Some("turn.completed"), _) => {
-            let usage = event.get("usage").and_then(Value::as_object);
-            let n = |k: &str| {
-                usage
-                    .and_then(|u| u.get(k))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
-            vec![Activity::Tokens {
-                message: None,
-                tokens: Tokens {
-                    input: n("input_tokens"),
-                    output: n("output_tokens"),
-                },
-            }]
         }
         (Some(t), _)
             if t.starts_with("item.")

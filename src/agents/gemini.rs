@@ -17,7 +17,7 @@
 //! prints one JSON line per event while it runs ([`progress`]): `init`, `message`, `tool_use`
 //! (`tool_name`, `parameters`), `tool_result`, `error` (its own loop detection: "Loop
 //! detected, stopping execution" after 4 identical calls) and a final `result` with
-//! `stats.input_tokens` and `stats.output_tokens`.
+//! `stats.input_tokens` and `stats.output_tokens` (the only spend it shows, as it ends).
 
 use serde_json::{Map, Value};
 
@@ -125,23 +125,8 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
                 label(name, input),
             ))]
         }
-        Some("result") => {
-            let stats = event.get("stats");
-            let n = |k: &str| {
-                stats
-                    .and_then(|s| s.get(k))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
-            vec![Activity::Tokens {
-                message: None,
-                tokens: Tokens {
-                    input: n("input_tokens"),
-                    output: n("output_tokens"),
-                },
-            }]
-        }
-        Some("init" | "message" | "tool_result" | "error") => vec![Activity::Output],
+        // The tokens come only in the final `result`, as the run ends: read then, not here.
+        Some("init" | "message" | "tool_result" | "error" | "result") => vec![Activity::Output],
         _ => Vec::new(),
     }
 }
