@@ -173,3 +173,49 @@ fn a_stream_whose_cost_passes_the_budget_left_is_stopped_then() {
         "{log:#}"
     );
 }
+
+/// The live page (STATE/report.html) says what each running agent did last: between round
+/// ends it is written again on an agent's new activity (at most every 30 s).
+#[test]
+fn the_live_page_shows_what_a_running_agent_did_last() {
+    let repo = Repo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let call = dir.path().join("call.ndjson");
+    let recorded = std::fs::read_to_string(format!(
+        "{}/fixtures/cli-output/real/claude-stream-loop.stdout",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    std::fs::write(&call, recorded.lines().nth(1).unwrap().to_string() + "\n").unwrap();
+    let call = call.display().to_string();
+    repo.mission(json!({
+        "name": "t", "rounds": 2,
+        "agents": [{"name": "coder", "phase": "code", "cli": "claude",
+                    "command": agent_cmd(&["--round", "2", "--cat", &call, "--sleep", "4",
+                                           "--always", "--write", "src/a.txt={round}"])}]
+    }));
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("run")
+        .current_dir(repo.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let page = repo.pathbuf(".orch/report.html");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = None;
+    while run.try_wait().unwrap().is_none() {
+        let text = std::fs::read_to_string(&page).unwrap_or_default();
+        if text.contains("coder: Bash `git status --short` (at ") {
+            seen = Some(text);
+        }
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = seen.expect("the live page named the running agent's tool call");
+    assert!(seen.contains("class=\"live running\""), "{seen}");
+    // The page written when the run ended names no running agent.
+    let last = std::fs::read_to_string(&page).unwrap();
+    assert!(!last.contains("coder: Bash"), "{last}");
+}

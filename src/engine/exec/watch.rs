@@ -57,6 +57,9 @@ pub struct Watch<'a> {
     next_tree: Instant,
     next_look: Instant,
     files: BTreeMap<String, u64>,
+    /// The state folder, relative to the tree, when it is inside it (a shared tree): left out
+    /// of the fingerprint, since orch writes there (this very run's logs) all the time.
+    keep_out: Option<String>,
     /// Told each new last activity ([`Watch::reporting`]).
     report: Option<Box<dyn FnMut(String) + 'a>>,
     reported: Option<String>,
@@ -90,9 +93,20 @@ impl<'a> Watch<'a> {
             next_tree: start,
             next_look: start,
             files: BTreeMap::new(),
+            keep_out: None,
             report: None,
             reported: None,
         }
+    }
+
+    /// Leaves `state_dir` out of the tree's fingerprint when it is inside the tree.
+    pub fn keeping_out(mut self, state_dir: &Path) -> Watch<'a> {
+        self.keep_out = state_dir
+            .strip_prefix(&self.tree)
+            .ok()
+            .map(|rel| rel.to_string_lossy().trim_end_matches('/').to_string())
+            .filter(|rel| !rel.is_empty());
+        self
     }
 
     /// Tells `report` what the run did last ("Bash `npm test`, 3rd time", "changed
@@ -123,7 +137,7 @@ impl<'a> Watch<'a> {
             if let Some(cpu) = group_cpu(pgid) {
                 self.detector.cpu(now, cpu);
             }
-            if let Some((print, files)) = fingerprint(&self.tree) {
+            if let Some((print, files)) = fingerprint(&self.tree, self.keep_out.as_deref()) {
                 let what = changed(&self.files, &files);
                 self.files = files;
                 self.detector.tree(now, print, &what);
@@ -233,9 +247,11 @@ pub fn group_cpu(pgid: i32) -> Option<f64> {
 }
 
 /// The state of the worktree at `dir`: a digest of HEAD, of what `git status` lists (ignored
-/// files left out) and of each listed file's content; and each listed file's own digest, to
-/// tell which changed. `None` when git cannot say (not a repository, git missing).
-pub fn fingerprint(dir: &Path) -> Option<(u64, BTreeMap<String, u64>)> {
+/// files and `keep_out`, a folder relative to the tree's top, left out) and of each listed
+/// file's content; and each listed file's own digest, to tell which changed. `None` when git
+/// cannot say (not a repository, git missing).
+pub fn fingerprint(dir: &Path, keep_out: Option<&str>) -> Option<(u64, BTreeMap<String, u64>)> {
+    let exclude = keep_out.map(|rel| format!(":(top,exclude,literal){rel}"));
     let out = std::process::Command::new("git")
         .args([
             "-c",
@@ -246,7 +262,10 @@ pub fn fingerprint(dir: &Path) -> Option<(u64, BTreeMap<String, u64>)> {
             "--branch",
             "--untracked-files=all",
             "--no-renames",
+            "--",
+            ":/",
         ])
+        .args(exclude.as_deref())
         .current_dir(dir)
         .env("GIT_OPTIONAL_LOCKS", "0")
         .stdin(std::process::Stdio::null())
@@ -341,36 +360,44 @@ mod tests {
         std::fs::write(d.join(".gitignore"), "target/\n").unwrap();
         git(d, &["add", "."]);
         git(d, &["commit", "-qm", "init"]);
-        let (clean, _) = fingerprint(d).unwrap();
+        let (clean, _) = fingerprint(d, None).unwrap();
         std::fs::write(d.join("a.txt"), "two\n").unwrap();
-        let (two, files) = fingerprint(d).unwrap();
+        let (two, files) = fingerprint(d, None).unwrap();
         std::fs::write(d.join("a.txt"), "three\n").unwrap();
-        let (three, files3) = fingerprint(d).unwrap();
+        let (three, files3) = fingerprint(d, None).unwrap();
         assert_ne!(two, three, "same status line, other content");
         assert_eq!(changed(&files, &files3), "a.txt");
         std::fs::write(d.join("a.txt"), "two\n").unwrap();
-        assert_eq!(fingerprint(d).unwrap().0, two);
+        assert_eq!(fingerprint(d, None).unwrap().0, two);
         std::fs::write(d.join("a.txt"), "one\n").unwrap();
-        assert_eq!(fingerprint(d).unwrap().0, clean);
+        assert_eq!(fingerprint(d, None).unwrap().0, clean);
         // Ignored files are not the tree's state.
         std::fs::create_dir_all(d.join("target")).unwrap();
         std::fs::write(d.join("target/x.o"), "obj").unwrap();
-        assert_eq!(fingerprint(d).unwrap().0, clean);
+        assert_eq!(fingerprint(d, None).unwrap().0, clean);
         std::fs::create_dir_all(d.join("new")).unwrap();
         std::fs::write(d.join("new/b.md"), "b").unwrap();
-        let (with_b, files_b) = fingerprint(d).unwrap();
+        let (with_b, files_b) = fingerprint(d, None).unwrap();
         assert_ne!(with_b, clean);
         assert_eq!(changed(&BTreeMap::new(), &files_b), "new/b.md");
         // A commit of it: the same files, another HEAD.
         git(d, &["add", "."]);
         git(d, &["commit", "-qm", "b"]);
-        assert_ne!(fingerprint(d).unwrap().0, clean);
+        assert_ne!(fingerprint(d, None).unwrap().0, clean);
         assert!(
-            fingerprint(&d.join("target")).is_some(),
+            fingerprint(&d.join("target"), None).is_some(),
             "inside the repository"
         );
+        // The state folder of a shared tree, left out.
+        std::fs::create_dir_all(d.join(".orch/logs")).unwrap();
+        std::fs::write(d.join(".orch/logs/a.log"), "x").unwrap();
+        let now = fingerprint(d, None).unwrap().0;
+        let kept_out = fingerprint(d, Some(".orch")).unwrap().0;
+        std::fs::write(d.join(".orch/logs/a.log"), "xy").unwrap();
+        assert_ne!(fingerprint(d, None).unwrap().0, now);
+        assert_eq!(fingerprint(d, Some(".orch")).unwrap().0, kept_out);
         let outside = tempfile::tempdir().unwrap();
-        assert!(fingerprint(outside.path()).is_none());
+        assert!(fingerprint(outside.path(), None).is_none());
     }
 
     #[test]

@@ -156,6 +156,7 @@ fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> W
         launch.root.clone(),
         Instant::now(),
     )
+    .keeping_out(&env.layout.dir)
     .reporting(Box::new(move |activity: String| {
         events.emit(Event::AgentActivity {
             round,
