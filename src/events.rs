@@ -92,7 +92,7 @@ pub enum Event {
         sandbox_refused: Vec<String>,
     },
     /// What a running agent did last, each time that changes (issue 31): a tool call ("Bash
-    /// `npm test`, 3rd time") or a change in its tree ("changed src/api.rs").
+    /// `npm test`, 3rd time") or a change in its tree ("changed src/lib.rs").
     #[serde(rename_all = "camelCase")]
     AgentActivity {
         round: u32,

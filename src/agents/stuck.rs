@@ -258,7 +258,7 @@ impl Detector {
         Verdict::Working
     }
 
-    /// The last thing the run did: "Bash `npm test`, 3rd time", "changed src/api.rs"; `None`
+    /// The last thing the run did: "Bash `npm test`, 3rd time", "changed src/lib.rs"; `None`
     /// before its first tool call or change.
     pub fn last_label(&self) -> Option<String> {
         let last = self.last.as_ref()?;
@@ -269,7 +269,7 @@ impl Detector {
     }
 
     /// [`last_label`](Detector::last_label) and how long ago, for the live view: "Bash `npm
-    /// test`, 3rd time, 4 s ago", "changed src/api.rs, 12 s ago".
+    /// test`, 3rd time, 4 s ago", "changed src/lib.rs, 12 s ago".
     pub fn last_activity(&self, now: Instant) -> Option<String> {
         let ago = now
             .saturating_duration_since(self.last.as_ref()?.at)

@@ -110,7 +110,7 @@ impl<'a> Watch<'a> {
     }
 
     /// Tells `report` what the run did last ("Bash `npm test`, 3rd time", "changed
-    /// src/api.rs"), each time that changes.
+    /// src/lib.rs"), each time that changes.
     pub fn reporting(mut self, report: Box<dyn FnMut(String) + 'a>) -> Watch<'a> {
         self.report = Some(report);
         self
@@ -314,7 +314,7 @@ fn file_digest(path: &Path) -> u64 {
     h.finish()
 }
 
-/// Which files differ between two looks, for a person: "src/a.rs", "src/a.rs and 2 more".
+/// Which files differ between two looks, for a person: "src/lib.rs", "src/lib.rs and 2 more".
 fn changed(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> String {
     let mut paths = now
         .iter()
