@@ -219,3 +219,52 @@ fn the_live_page_shows_what_a_running_agent_did_last() {
     let last = std::fs::read_to_string(&page).unwrap();
     assert!(!last.contains("coder: Bash"), "{last}");
 }
+
+#[test]
+fn stuck_settings_out_of_range_are_refused_and_an_agents_own_win() {
+    let repo = Repo::new();
+    let agent = json!({"name": "a", "phase": "code", "command": "true"});
+    let cases: Vec<(serde_json::Value, serde_json::Value, &str)> = vec![
+        (json!({"idleS": -1}), json!(null), "stuck.idleS"),
+        (json!({"idleS": 1e300}), json!(null), "stuck.idleS"),
+        (json!({"repeats": 1}), json!(null), "stuck.repeats"),
+        (
+            json!(null),
+            json!({"repeats": 20000}),
+            "agents[0].stuck.repeats",
+        ),
+        (json!({"idle": 3}), json!(null), "unknown field `idle`"),
+    ];
+    for (mission, own, key) in cases {
+        let mut a = agent.clone();
+        if !own.is_null() {
+            a["stuck"] = own;
+        }
+        let mut m = json!({"name": "t", "agents": [a]});
+        if !mission.is_null() {
+            m["stuck"] = mission;
+        }
+        repo.write("orch.json", &m.to_string());
+        let run = repo.orch(&["validate"]).expect(2);
+        assert!(run.stderr().contains(key), "{key}: {}", run.stderr());
+    }
+
+    // Off for the mission (0), 2 s for the silent agent alone: its own key wins.
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "stuck": {"idleS": 0, "repeats": 0},
+        "agents": [{"name": "silent", "phase": "code", "timeoutS": 120, "stuck": {"idleS": 2},
+                    "command": agent_cmd(&["--hang"])}]
+    }));
+    let t = Instant::now();
+    repo.orch(&["run"]).expect(0);
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "silent");
+    assert_eq!(a["cause"], "idle", "{log:#}");
+    assert_eq!(a["error"], "no output or file change for 2.0s", "{log:#}");
+}
