@@ -256,7 +256,10 @@ impl Tally {
                     .and_then(Value::as_str)
                     .and_then(non_empty);
             }
-            Some("error") => {
+            // Gemini CLI's stream-json has `error` events too (its loop detection, a warning),
+            // each with a `timestamp`, which Codex's events never carry: not a Codex failure
+            // (the plain adapter tries Codex's format before Gemini's).
+            Some("error") if !event.contains_key("timestamp") => {
                 self.seen = true;
                 self.failed = true;
                 self.error = str_of(event, "message").and_then(non_empty);

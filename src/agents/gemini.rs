@@ -92,9 +92,14 @@ impl AgentCli for Gemini {
 /// The run as this CLI's own output format tells it; `None` when none of it is there.
 pub fn parse(out: &Output) -> Option<Reading> {
     let mut reading: Option<Reading> = None;
+    // stream-json names the session in its first event, `init`, not in its result.
+    let mut init_session: Option<String> = None;
     for stream in [out.stdout, out.stderr] {
         let text = String::from_utf8_lossy(stream);
         for_each_json_object(&text, |obj| {
+            if str_of(&obj, "type") == Some("init") && obj.contains_key("timestamp") {
+                init_session = str_of(&obj, "session_id").and_then(non_empty);
+            }
             if let Some(r) = read_object(&obj) {
                 // An error object wins over a response seen earlier.
                 if reading.as_ref().is_none_or(|old| old.failure.is_none()) {
@@ -102,6 +107,9 @@ pub fn parse(out: &Output) -> Option<Reading> {
                 }
             }
         });
+    }
+    if let Some(r) = reading.as_mut().filter(|r| r.session_id.is_none()) {
+        r.session_id = init_session;
     }
     reading
 }
@@ -165,7 +173,14 @@ fn read_object(obj: &Map<String, Value>) -> Option<Reading> {
         .map(|models| {
             models
                 .iter()
-                .filter_map(|(name, m)| Some((name.clone(), tokens(m.get("tokens")?.as_object()?))))
+                .filter_map(|(name, m)| {
+                    let m = m.as_object()?;
+                    let t = match m.get("tokens").and_then(Value::as_object) {
+                        Some(t) => tokens(t),
+                        None => stream_tokens(m)?,
+                    };
+                    Some((name.clone(), t))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -198,6 +213,17 @@ fn tokens(t: &Map<String, Value>) -> Tokens {
             .unwrap_or(0)
             .saturating_add(n("thoughts").unwrap_or(0)),
     }
+}
+
+/// A model's figures in stream-json's `result` (recorded, 0.61.0: `{"total_tokens",
+/// "input_tokens", "output_tokens", "cached", "input"}`): `input_tokens` is every prompt token
+/// (`input` the uncached part), `output_tokens` every token written.
+fn stream_tokens(m: &Map<String, Value>) -> Option<Tokens> {
+    let n = |k: &str| m.get(k).and_then(Value::as_u64);
+    Some(Tokens {
+        input: n("input_tokens")?,
+        output: n("output_tokens").unwrap_or(0),
+    })
 }
 
 /// An API error's body, which Gemini CLI passes on as its message:

@@ -94,6 +94,8 @@ fn cases() -> Vec<Case> {
         case!(Codex, "codex-400", Expect::Cause(Cause::BadRequest)),
         case!(Gemini, "gemini-ok", Expect::Ok),
         case!(Gemini, "gemini-denied", Expect::Ok),
+        case!(Gemini, "gemini-stream-ok", Expect::Ok),
+        case!(Gemini, "gemini-stream-loop", Expect::Ok),
         case!(Gemini, "gemini-auto-edit-denied", Expect::Ok),
         case!(Gemini, "gemini-max-turns", Expect::Cause(Cause::MaxTurns)),
         case!(Gemini, "gemini-429", Expect::Cause(Cause::RateLimited)),
@@ -340,4 +342,34 @@ fn the_recorded_streams_spend_before_their_result() {
             assert!(tokens.is_empty(), "{cli}: {tokens:?}");
         }
     }
+}
+
+/// Gemini CLI's stream-json ends with a `result` whose per-model figures are not the json
+/// format's `tokens` block: read too, with the session from the `init` event (recorded,
+/// 0.61.0: the mock's two requests, 1200 in and 80 out each).
+#[test]
+fn gemini_stream_json_gives_its_tokens_and_session() {
+    let r = by_cli_name("gemini")
+        .unwrap()
+        .read(&Output {
+            stdout: include_bytes!("../../fixtures/cli-output/real/gemini-stream-ok.stdout"),
+            stderr: b"",
+            exit_code: Some(0),
+        })
+        .unwrap();
+    assert_eq!(
+        r.tokens_by_model,
+        vec![(
+            "gemini-2.5-flash".to_string(),
+            crate::roundlog::Tokens {
+                input: 2400,
+                output: 160
+            }
+        )]
+    );
+    assert_eq!(
+        r.session_id.as_deref(),
+        Some("96e77619-7de5-4c58-95eb-fbb06bdedd8e")
+    );
+    assert_eq!(r.failure, None);
 }
