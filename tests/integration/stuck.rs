@@ -63,6 +63,12 @@ fn a_silent_agent_is_stopped_as_idle_after_idle_s_not_at_its_timeout() {
     assert!(repo
         .git(&["ls-tree", "-r", "--name-only", r])
         .contains("src/half.txt"));
+    // The report's attention list says how it was stopped, not "timed out".
+    let report = repo.orch(&["report"]).expect(0).stdout();
+    assert!(
+        report.contains("stopped as stuck after") && report.contains("cause idle"),
+        "{report}"
+    );
     // Unproductive: with escalateAfter 1 the next run is on the next model.
     let two = repo.round_log(2);
     let b = Repo::agent(&two, "silent");
