@@ -274,3 +274,40 @@ fn stuck_settings_out_of_range_are_refused_and_an_agents_own_win() {
     assert_eq!(a["cause"], "idle", "{log:#}");
     assert_eq!(a["error"], "no output or file change for 2.0s", "{log:#}");
 }
+
+#[test]
+fn a_task_whose_run_loops_is_split_saying_what_was_seen() {
+    let repo = Repo::new();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "stuck": {"idleS": 60, "repeats": 5},
+        "tasks": {"splitBy": "planner"},
+        "agents": [
+            {"name": "w", "phase": "code", "when": "tasks", "cli": "claude", "timeoutS": 120,
+             "command": agent_cmd(&["--loop-line", &recorded_call()])},
+            {"name": "planner", "phase": "review", "when": "tasks", "command": agent_cmd(&[])}
+        ]
+    }));
+    let id = repo
+        .orch(&["task", "add", "--agent", "w", "rewrite everything"])
+        .expect(0)
+        .stdout();
+    let id = id.trim();
+    repo.orch(&["run"]).expect(0);
+    let out = repo
+        .orch(&["task", "list", "--all", "--json"])
+        .expect(0)
+        .stdout();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let orig = all.iter().find(|t| t["id"] == id).unwrap();
+    assert_eq!(orig["status"], "split", "{all:?}");
+    let split = all.iter().find(|t| t["agent"] == "planner").unwrap();
+    let body = split["body"].as_str().unwrap();
+    assert!(
+        body.starts_with(&format!(
+            "Task {id} for agent w was stopped as stuck (Bash `git status --short` called 5 \
+             times): it is too big for one run."
+        )),
+        "{body}"
+    );
+}
