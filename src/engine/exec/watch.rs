@@ -7,8 +7,9 @@
 //!
 //! Cheap on purpose: the logs are read from where the last look ended (a flood is skipped
 //! past, counted as output), and the tree is looked at no more than every few seconds with
-//! `git status` (without taking git's optional locks, so an agent running git at the same
-//! moment never finds `index.lock` held by orch) plus a hash of the changed files' contents.
+//! `git status` (through orch's own git, so nothing in the repository's config runs a
+//! program; without taking git's optional locks, so an agent running git at the same moment
+//! never finds `index.lock` held by orch) plus a hash of the changed files' contents.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::agents::stuck::{Budget, Detector, Settings, Verdict};
 use crate::agents::AgentCli;
+use crate::engine::git::Git;
 use crate::roundlog::Cause;
 
 /// How often the logs are read.
@@ -52,7 +54,7 @@ pub struct Watch<'a> {
     partial: Vec<u8>,
     stderr: PathBuf,
     stderr_len: u64,
-    tree: PathBuf,
+    tree: Git,
     tree_every: Duration,
     next_tree: Instant,
     next_look: Instant,
@@ -67,13 +69,13 @@ pub struct Watch<'a> {
 
 impl<'a> Watch<'a> {
     /// A watch over the run whose stdout and stderr logs are `stdout` and `stderr`, working
-    /// in `tree`, read by `adapter`, started at `start`.
+    /// in the tree of `tree`, read by `adapter`, started at `start`.
     pub fn new(
         adapter: &'static dyn AgentCli,
         settings: Settings,
         budget: Option<Budget>,
         logs: (PathBuf, PathBuf),
-        tree: PathBuf,
+        tree: Git,
         start: Instant,
     ) -> Watch<'a> {
         // A tenth of the idle time, within 0.5 s and 10 s: an idle run is seen within 10 %,
@@ -102,7 +104,7 @@ impl<'a> Watch<'a> {
     /// Leaves `state_dir` out of the tree's fingerprint when it is inside the tree.
     pub fn keeping_out(mut self, state_dir: &Path) -> Watch<'a> {
         self.keep_out = state_dir
-            .strip_prefix(&self.tree)
+            .strip_prefix(self.tree.root())
             .ok()
             .map(|rel| rel.to_string_lossy().trim_end_matches('/').to_string())
             .filter(|rel| !rel.is_empty());
@@ -246,37 +248,30 @@ pub fn group_cpu(pgid: i32) -> Option<f64> {
     seen.then(|| total as f64 / ticks as f64)
 }
 
-/// The state of the worktree at `dir`: a digest of HEAD, of what `git status` lists (ignored
-/// files and `keep_out`, a folder relative to the tree's top, left out) and of each listed
-/// file's content; and each listed file's own digest, to tell which changed. `None` when git
-/// cannot say (not a repository, git missing).
-pub fn fingerprint(dir: &Path, keep_out: Option<&str>) -> Option<(u64, BTreeMap<String, u64>)> {
+/// The state of the tree of `git`: a digest of HEAD, of what `git status` lists (ignored files
+/// and `keep_out`, a folder relative to the tree's top, left out) and of each listed file's
+/// content; and each listed file's own digest, to tell which changed. `None` when git cannot
+/// say.
+pub fn fingerprint(git: &Git, keep_out: Option<&str>) -> Option<(u64, BTreeMap<String, u64>)> {
     let exclude = keep_out.map(|rel| format!(":(top,exclude,literal){rel}"));
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "core.quotepath=off",
-            "status",
-            "--porcelain=v2",
-            "-z",
-            "--branch",
-            "--untracked-files=all",
-            "--no-renames",
-            "--",
-            ":/",
-        ])
-        .args(exclude.as_deref())
-        .current_dir(dir)
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
+    let mut args = vec![
+        "-c",
+        "core.quotepath=off",
+        "status",
+        "--porcelain=v2",
+        "-z",
+        "--branch",
+        "--untracked-files=all",
+        "--no-renames",
+        "--",
+        ":/",
+    ];
+    args.extend(exclude.as_deref());
+    let out = git.run_env(&args, &[("GIT_OPTIONAL_LOCKS", "0")]).ok()?;
+    let dir = git.root();
     let mut all = std::collections::hash_map::DefaultHasher::new();
     let mut files = BTreeMap::new();
-    for record in out.stdout.split(|b| *b == 0) {
-        let record = String::from_utf8_lossy(record);
+    for record in out.split('\0') {
         let path = match record.split_once(' ') {
             // `# branch.oid SHA` and the other headers: HEAD moved when the agent committed.
             Some(("#", header)) => {
@@ -360,44 +355,45 @@ mod tests {
         std::fs::write(d.join(".gitignore"), "target/\n").unwrap();
         git(d, &["add", "."]);
         git(d, &["commit", "-qm", "init"]);
-        let (clean, _) = fingerprint(d, None).unwrap();
+        let g = Git::open(d).unwrap();
+        let (clean, _) = fingerprint(&g, None).unwrap();
         std::fs::write(d.join("a.txt"), "two\n").unwrap();
-        let (two, files) = fingerprint(d, None).unwrap();
+        let (two, files) = fingerprint(&g, None).unwrap();
         std::fs::write(d.join("a.txt"), "three\n").unwrap();
-        let (three, files3) = fingerprint(d, None).unwrap();
+        let (three, files3) = fingerprint(&g, None).unwrap();
         assert_ne!(two, three, "same status line, other content");
         assert_eq!(changed(&files, &files3), "a.txt");
         std::fs::write(d.join("a.txt"), "two\n").unwrap();
-        assert_eq!(fingerprint(d, None).unwrap().0, two);
+        assert_eq!(fingerprint(&g, None).unwrap().0, two);
         std::fs::write(d.join("a.txt"), "one\n").unwrap();
-        assert_eq!(fingerprint(d, None).unwrap().0, clean);
+        assert_eq!(fingerprint(&g, None).unwrap().0, clean);
         // Ignored files are not the tree's state.
         std::fs::create_dir_all(d.join("target")).unwrap();
         std::fs::write(d.join("target/x.o"), "obj").unwrap();
-        assert_eq!(fingerprint(d, None).unwrap().0, clean);
+        assert_eq!(fingerprint(&g, None).unwrap().0, clean);
         std::fs::create_dir_all(d.join("new")).unwrap();
         std::fs::write(d.join("new/b.md"), "b").unwrap();
-        let (with_b, files_b) = fingerprint(d, None).unwrap();
+        let (with_b, files_b) = fingerprint(&g, None).unwrap();
         assert_ne!(with_b, clean);
         assert_eq!(changed(&BTreeMap::new(), &files_b), "new/b.md");
         // A commit of it: the same files, another HEAD.
         git(d, &["add", "."]);
         git(d, &["commit", "-qm", "b"]);
-        assert_ne!(fingerprint(d, None).unwrap().0, clean);
-        assert!(
-            fingerprint(&d.join("target"), None).is_some(),
-            "inside the repository"
-        );
+        assert_ne!(fingerprint(&g, None).unwrap().0, clean);
         // The state folder of a shared tree, left out.
         std::fs::create_dir_all(d.join(".orch/logs")).unwrap();
         std::fs::write(d.join(".orch/logs/a.log"), "x").unwrap();
-        let now = fingerprint(d, None).unwrap().0;
-        let kept_out = fingerprint(d, Some(".orch")).unwrap().0;
+        let now = fingerprint(&g, None).unwrap().0;
+        let kept_out = fingerprint(&g, Some(".orch")).unwrap().0;
         std::fs::write(d.join(".orch/logs/a.log"), "xy").unwrap();
-        assert_ne!(fingerprint(d, None).unwrap().0, now);
-        assert_eq!(fingerprint(d, Some(".orch")).unwrap().0, kept_out);
-        let outside = tempfile::tempdir().unwrap();
-        assert!(fingerprint(outside.path(), None).is_none());
+        assert_ne!(fingerprint(&g, None).unwrap().0, now);
+        assert_eq!(fingerprint(&g, Some(".orch")).unwrap().0, kept_out);
+        // A tree git cannot read (its folder gone).
+        let gone = tempfile::tempdir().unwrap();
+        git(gone.path(), &["init", "-q", "."]);
+        let g2 = Git::open(gone.path()).unwrap();
+        drop(gone);
+        assert!(fingerprint(&g2, None).is_none());
     }
 
     #[test]
@@ -441,14 +437,9 @@ mod tests {
             repeats: 3,
         };
         let t0 = Instant::now();
-        let mut w = Watch::new(
-            claude,
-            settings,
-            None,
-            (out.clone(), err),
-            d.to_path_buf(),
-            t0,
-        );
+        git(d, &["init", "-q", "."]);
+        let g = Git::open(d).unwrap();
+        let mut w = Watch::new(claude, settings, None, (out.clone(), err), g, t0);
         let recorded = include_str!("../../../fixtures/cli-output/real/claude-stream-loop.stdout");
         let call = recorded.lines().nth(1).unwrap();
         let mut t = t0;

@@ -153,7 +153,9 @@ fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> W
         settings,
         budget,
         (launch.files.stdout.clone(), launch.files.stderr.clone()),
-        launch.root.clone(),
+        // Its own worktree's git, or the shared tree's: orch's git, which runs nothing from
+        // the repository's config.
+        launch.isolated.clone().unwrap_or_else(|| env.git.clone()),
         Instant::now(),
     )
     .keeping_out(&env.layout.dir)
