@@ -91,6 +91,14 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         sandbox_refused: Vec<String>,
     },
+    /// What a running agent did last, each time that changes (issue 31): a tool call ("Bash
+    /// `npm test`, 3rd time") or a change in its tree ("changed src/lib.rs").
+    #[serde(rename_all = "camelCase")]
+    AgentActivity {
+        round: u32,
+        agent: String,
+        activity: String,
+    },
     /// A provider's limit: none of its agents starts until `until`; then `agents` run again.
     #[serde(rename_all = "camelCase")]
     LimitWait {
@@ -495,6 +503,7 @@ pub fn describe(event: &Event, v: Verbosity) -> Option<String> {
     match event {
         Event::AgentEnd { .. } => describe_agent_end(event, v),
         Event::AgentStart { .. }
+        | Event::AgentActivity { .. }
         | Event::Escalation { .. }
         | Event::LimitWait { .. }
         | Event::LimitResume { .. } => describe_agent(event, v),
@@ -614,6 +623,11 @@ fn describe_agent(event: &Event, v: Verbosity) -> Option<String> {
                 .map(|t| format!(" on task {t}"))
                 .unwrap_or_default()
         ),
+        Event::AgentActivity {
+            round,
+            agent,
+            activity,
+        } if verbose => format!("round {round}: {agent}: {activity}"),
         Event::LimitWait {
             round,
             provider,

@@ -97,6 +97,12 @@ pub enum Cause {
     UntrustedFolder,
     /// orch killed the run at its timeout.
     Timeout,
+    /// orch stopped the run, as at a timeout, because it showed no progress of any kind (no
+    /// output, no tool call, no change in its tree) for `stuck.idleS` (issue 31).
+    Idle,
+    /// orch stopped the run, as at a timeout, because it made the same tool call with the same
+    /// input `stuck.repeats` times in a row, or its tree came back to one state that often.
+    Loop,
     /// The CLI stopped the run at the spending cap orch passed it (the rest of the agent's
     /// `budgetUsd`; Claude Code's `--max-budget-usd`): not the agent's fault, and it is not
     /// started again until its budget is raised.
@@ -121,6 +127,8 @@ impl Cause {
             Cause::PermissionDenied => "permissionDenied",
             Cause::UntrustedFolder => "untrustedFolder",
             Cause::Timeout => "timeout",
+            Cause::Idle => "idle",
+            Cause::Loop => "loop",
             Cause::OverBudget => "overBudget",
             Cause::MaxTurns => "maxTurns",
             Cause::Exit => "exit",

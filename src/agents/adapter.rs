@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::classify;
+use super::progress::{self, Activity};
 use super::resets;
 use super::scan::non_empty;
 use crate::roundlog::{Cause, PermissionDenial, Tokens};
@@ -191,6 +192,24 @@ pub trait AgentCli: Sync {
     /// else a failed run's last words ([`from_words`]).
     fn read(&self, out: &Output) -> Option<Reading> {
         self.parse(out).or_else(|| from_words(out))
+    }
+
+    /// What one line of a running agent's stdout shows it doing, in this CLI's streaming format
+    /// (issue 31): its tool calls, tokens or cost so far, and any other line of the format as
+    /// [`Activity::Output`]. Empty when the line is not in the format; the plain adapter tries
+    /// every adapter's in turn.
+    fn progress(&self, _line: &[u8]) -> Vec<Activity> {
+        Vec::new()
+    }
+
+    /// What one line of stdout shows: what [`progress`](AgentCli::progress) reads in it, else
+    /// plain output (any non-blank line; aider and a plain command say no more).
+    fn activity(&self, line: &[u8]) -> Vec<Activity> {
+        let read = self.progress(line);
+        if read.is_empty() {
+            return progress::output(line).into_iter().collect();
+        }
+        read
     }
 
     /// For a permanent failure: what to fix, naming the variable or the flag.

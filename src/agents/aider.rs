@@ -11,6 +11,7 @@
 
 use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading, SandboxNeeds};
 use super::classify;
+use super::progress::Activity;
 use crate::roundlog::{Cause, Tokens};
 
 pub struct Aider;
@@ -65,6 +66,22 @@ impl AgentCli for Aider {
 
     fn parse(&self, out: &Output) -> Option<Reading> {
         parse(out)
+    }
+
+    /// A "Tokens: ..." line is the session's cost so far (it comes after each model reply);
+    /// every other line is plain output.
+    fn progress(&self, line: &[u8]) -> Vec<Activity> {
+        let text = String::from_utf8_lossy(line);
+        let Some(rest) = text.trim().strip_prefix("Tokens: ") else {
+            return Vec::new();
+        };
+        match token_line(rest) {
+            (_, Some(session)) => vec![Activity::Cost(session)],
+            (tokens, None) => vec![Activity::Tokens {
+                message: None,
+                tokens,
+            }],
+        }
     }
 
     fn fix(&self, cause: Cause) -> String {

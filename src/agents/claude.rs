@@ -9,6 +9,12 @@
 //! status in `api_error_status` and the reason in `result` ("API Error: Request rejected (429)
 //! · …", "Invalid API key · Fix external API key") — or a `subtype` starting `error`
 //! (`error_max_turns`, `error_during_execution`).
+//!
+//! While it runs, `stream-json` prints one line per message ([`progress`]): an `assistant`
+//! line holds the message's `tool_use` blocks (name and input) and its `usage` (the input
+//! tokens; the output count is the stream's first figure, 1, not the message's), a `user` line
+//! the tool results. The cost comes only with the final `result`, as the run ends: what streams
+//! before it is each message's tokens.
 
 use serde_json::{Map, Value};
 
@@ -16,6 +22,7 @@ use super::adapter::{
     AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, SandboxNeeds, Session,
     SessionArgs,
 };
+use super::progress::{json_line, label, Activity, ToolCall};
 use super::scan::{for_each_json_object, non_empty, str_of, usd};
 use crate::roundlog::{Cause, PermissionDenial, Tokens};
 
@@ -47,17 +54,19 @@ impl AgentCli for Claude {
 
     fn invocation(&self) -> Invocation {
         Invocation {
-            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "json", "--permission-mode", "acceptEdits", "--allowedTools", "Bash(git:*),Bash(npm test:*)"]"#,
+            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits", "--allowedTools", "Bash(git:*),Bash(npm test:*)"]"#,
             stdin: true,
             models: r#"["sonnet", "opus"]"#,
             comments: &[
-                "Claude Code in print mode (-p): the prompt on stdin, a JSON result with total_cost_usd on stdout.",
+                "Claude Code in print mode (-p): the prompt on stdin; stream-json (which needs --verbose with -p) prints",
+                "each message and tool call as it happens, which orch watches for a stuck run (stuck.*), and ends with",
+                "the JSON result with total_cost_usd.",
                 "Permissions: acceptEdits lets it edit files in its folder; --allowedTools adds the shell",
                 "commands it may run: git, and `npm test` (put your tests.command there, e.g. Bash(cargo test:*)).",
                 "Any other command is denied and listed in the round log (permissionDenials). To widen it,",
                 "add rules (Bash(make:*),WebFetch) or use --permission-mode bypassPermissions, which runs",
                 "everything and, as root, needs IS_SANDBOX=1 in the agent's env.",
-                "stream-json output needs --verbose with -p. Limits: 429/529 wait and run again (limits.*).",
+                "Limits: 429/529 wait and run again (limits.*).",
             ],
             pricing: None,
             inherit_env: &["ANTHROPIC_*", "CLAUDE_*", "AWS_REGION", "AWS_PROFILE"],
@@ -68,6 +77,10 @@ impl AgentCli for Claude {
 
     fn parse(&self, out: &Output) -> Option<Reading> {
         parse(out)
+    }
+
+    fn progress(&self, line: &[u8]) -> Vec<Activity> {
+        progress(line)
     }
 
     fn fix(&self, cause: Cause) -> String {
@@ -122,6 +135,59 @@ pub fn parse(out: &Output) -> Option<Reading> {
     Some(r)
 }
 
+/// What one `stream-json` line shows the run doing; empty for a line of another format.
+pub fn progress(line: &[u8]) -> Vec<Activity> {
+    let Some(event) = json_line(line) else {
+        return Vec::new();
+    };
+    match str_of(&event, "type") {
+        Some("assistant") => {
+            let message = event.get("message").and_then(Value::as_object);
+            let mut seen: Vec<Activity> = message
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                .map(|b| {
+                    let name = b.get("name").and_then(Value::as_str).unwrap_or("tool");
+                    let input = b.get("input").unwrap_or(&Value::Null);
+                    Activity::Tool(ToolCall::new(name, input, label(name, input)))
+                })
+                .collect();
+            if let Some(usage) = message
+                .and_then(|m| m.get("usage"))
+                .and_then(Value::as_object)
+            {
+                seen.push(Activity::Tokens {
+                    message: message.and_then(|m| str_of(m, "id")).map(str::to_string),
+                    tokens: usage_tokens(usage),
+                });
+            }
+            if seen.is_empty() {
+                seen.push(Activity::Output);
+            }
+            seen
+        }
+        // The final result: its cost is the run's bill, read when the run ends; the CLI is
+        // ending by itself, and its own words (a spent --max-budget-usd) are the ones to keep.
+        Some("result" | "system" | "user" | "stream_event") => vec![Activity::Output],
+        _ => Vec::new(),
+    }
+}
+
+/// A `usage` object's tokens: cache reads and writes are reported apart from `input_tokens`,
+/// so they are added in.
+fn usage_tokens(u: &Map<String, Value>) -> Tokens {
+    let n = |key: &str| u.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Tokens {
+        input: n("input_tokens")
+            .saturating_add(n("cache_creation_input_tokens"))
+            .saturating_add(n("cache_read_input_tokens")),
+        output: n("output_tokens"),
+    }
+}
+
 /// A Claude Code result object: `type: "result"` plus one of the fields only it carries. The
 /// extra check keeps some other tool's `{"type":"result"}` line from being read as a zero-cost
 /// run.
@@ -149,15 +215,10 @@ fn reading(event: &Map<String, Value>) -> Reading {
         .and_then(Value::as_bool)
         .unwrap_or(false)
         || subtype_is_error;
-    let tokens = event.get("usage").and_then(Value::as_object).map(|u| {
-        let n = |key: &str| u.get(key).and_then(Value::as_u64).unwrap_or(0);
-        Tokens {
-            input: n("input_tokens")
-                .saturating_add(n("cache_creation_input_tokens"))
-                .saturating_add(n("cache_read_input_tokens")),
-            output: n("output_tokens"),
-        }
-    });
+    let tokens = event
+        .get("usage")
+        .and_then(Value::as_object)
+        .map(usage_tokens);
     let result_text = str_of(event, "result").and_then(non_empty);
     let summary = match &result_text {
         Some(text) => Some(text.clone()),

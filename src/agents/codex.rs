@@ -5,6 +5,10 @@
 //! with `turn.failed` (`error.message`, e.g. "exceeded retry limit, last status: 429 Too Many
 //! Requests") or an `error` event, and exit 1. The older protocol printed
 //! `{"id":..,"msg":{"type":"token_count",..}}` lines; they are still read.
+//!
+//! While it runs ([`progress`]): an `item.started` line per tool call (recorded:
+//! `command_execution`, its `command` the shell line, `/bin/bash -lc '...'`), its
+//! `item.completed` when it ends, and the turn's tokens only with `turn.completed`, at the end.
 
 use serde_json::{Map, Value};
 
@@ -12,6 +16,7 @@ use super::adapter::{
     AgentCli, CostSource, Failure, Invocation, Output, Place, Reading, SandboxNeeds, Session,
     SessionArgs,
 };
+use super::progress::{json_line, label, Activity, ToolCall};
 use super::scan::{for_each_json_object, non_empty, str_of};
 use crate::roundlog::{Cause, Tokens};
 
@@ -62,6 +67,10 @@ impl AgentCli for Codex {
 
     fn parse(&self, out: &Output) -> Option<Reading> {
         parse(out)
+    }
+
+    fn progress(&self, line: &[u8]) -> Vec<Activity> {
+        progress(line)
     }
 
     /// Codex names its own session (`thread.started.thread_id`); resuming is the `resume ID`
@@ -117,6 +126,95 @@ pub fn parse(out: &Output) -> Option<Reading> {
     tally.finish()
 }
 
+/// What one `exec --json` line shows the run doing; empty for a line of another format.
+///
+/// A tool call is its `item.started` (only `command_execution` is recorded; the other items
+/// that act, an MCP call or a web search, are read the same way, with their fields as the
+/// input); a `file_change` is read from its `item.completed`, the one line Codex prints for an
+/// applied patch. Messages, reasoning and the item's end are output; so is `turn.completed`,
+/// the only line with tokens, which comes as `exec` ends: nothing streams the spend before it.
+pub fn progress(line: &[u8]) -> Vec<Activity> {
+    let Some(event) = json_line(line) else {
+        return Vec::new();
+    };
+    let item = event.get("item").and_then(Value::as_object);
+    let kind = item.and_then(|i| str_of(i, "type"));
+    let quiet = ["agent_message", "reasoning", "error", "todo_list"];
+    match (str_of(&event, "type"), kind) {
+        (Some("item.started"), Some(kind)) if !quiet.contains(&kind) => {
+            vec![Activity::Tool(item_call(kind, item.unwrap_or(&Map::new())))]
+        }
+        (Some("item.completed"), Some("file_change")) => {
+            vec![Activity::Tool(item_call(
+                "file_change",
+                item.unwrap_or(&Map::new()),
+            ))]
+        }
+        (Some(t), _)
+            if t.starts_with("item.")
+                || t.starts_with("turn.")
+                || t.starts_with("thread.")
+                || t == "error" =>
+        {
+            vec![Activity::Output]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A Codex item as a tool call: its fields but the ones that change as it runs.
+fn item_call(kind: &str, item: &Map<String, Value>) -> ToolCall {
+    let input: Map<String, Value> = item
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "id" | "type" | "status" | "aggregated_output" | "exit_code" | "result" | "error"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let input = Value::Object(input);
+    let shown = match kind {
+        "command_execution" => {
+            let cmd = input.get("command").and_then(Value::as_str).unwrap_or("");
+            format!("Shell `{}`", unwrap_shell(cmd))
+        }
+        "file_change" => {
+            let paths: Vec<&str> = input
+                .get("changes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("path").and_then(Value::as_str))
+                .collect();
+            format!("Edit {}", paths.join(", "))
+        }
+        "mcp_tool_call" => {
+            let tool = input.get("tool").and_then(Value::as_str).unwrap_or("mcp");
+            label(tool, input.get("arguments").unwrap_or(&Value::Null))
+        }
+        other => label(other, &input),
+    };
+    ToolCall::new(kind, &input, shown)
+}
+
+/// The script of `/bin/bash -lc 'SCRIPT'` (how Codex prints every shell call), else the line.
+fn unwrap_shell(cmd: &str) -> String {
+    let rest = ["/bin/bash -lc ", "bash -lc ", "/bin/sh -c ", "sh -c "]
+        .iter()
+        .find_map(|p| cmd.strip_prefix(p));
+    let Some(rest) = rest else {
+        return cmd.to_string();
+    };
+    let quoted = |q: char| rest.strip_prefix(q).and_then(|r| r.strip_suffix(q));
+    match (quoted('\''), quoted('"')) {
+        (Some(inner), _) => inner.to_string(),
+        (None, Some(inner)) => inner.replace("\\\\", "\\").replace("\\\"", "\""),
+        _ => rest.to_string(),
+    }
+}
+
 /// Running totals over Codex events.
 #[derive(Default)]
 pub(super) struct Tally {
@@ -158,7 +256,10 @@ impl Tally {
                     .and_then(Value::as_str)
                     .and_then(non_empty);
             }
-            Some("error") => {
+            // Gemini CLI's stream-json has `error` events too (its loop detection, a warning),
+            // each with a `timestamp`, which Codex's events never carry: not a Codex failure
+            // (the plain adapter tries Codex's format before Gemini's).
+            Some("error") if !event.contains_key("timestamp") => {
                 self.seen = true;
                 self.failed = true;
                 self.error = str_of(event, "message").and_then(non_empty);

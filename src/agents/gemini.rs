@@ -12,11 +12,18 @@
 //! 429 after its own ten attempts (exit 173). In a folder it does not trust (no `--skip-trust`:
 //! fixtures/cli-output/real/gemini-untrusted) it prints no JSON, only a coloured line on stderr,
 //! and exits 55: cause `untrustedFolder`, read from the words.
+//!
+//! `--output-format stream-json` (0.61.0, recorded as fixtures/cli-output/real/gemini-stream-*)
+//! prints one JSON line per event while it runs ([`progress`]): `init`, `message`, `tool_use`
+//! (`tool_name`, `parameters`), `tool_result`, `error` (its own loop detection: "Loop
+//! detected, stopping execution" after 4 identical calls) and a final `result` with
+//! `stats.input_tokens` and `stats.output_tokens` (the only spend it shows, as it ends).
 
 use serde_json::{Map, Value};
 
 use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading, SandboxNeeds};
 use super::classify;
+use super::progress::{json_line, label, Activity, ToolCall};
 use super::scan::{for_each_json_object, non_empty, str_of};
 use crate::roundlog::{Cause, Tokens};
 
@@ -68,6 +75,10 @@ impl AgentCli for Gemini {
         parse(out)
     }
 
+    fn progress(&self, line: &[u8]) -> Vec<Activity> {
+        progress(line)
+    }
+
     fn fix(&self, cause: Cause) -> String {
         match cause {
             Cause::Auth => "set GEMINI_API_KEY where orch runs (or in the agent's `env`) and name the auth type in ~/.gemini/settings.json (security.auth.selectedType \"gemini-api-key\"); Vertex AI: GOOGLE_API_KEY with GOOGLE_GENAI_USE_VERTEXAI=true".into(),
@@ -81,9 +92,14 @@ impl AgentCli for Gemini {
 /// The run as this CLI's own output format tells it; `None` when none of it is there.
 pub fn parse(out: &Output) -> Option<Reading> {
     let mut reading: Option<Reading> = None;
+    // stream-json names the session in its first event, `init`, not in its result.
+    let mut init_session: Option<String> = None;
     for stream in [out.stdout, out.stderr] {
         let text = String::from_utf8_lossy(stream);
         for_each_json_object(&text, |obj| {
+            if str_of(&obj, "type") == Some("init") && obj.contains_key("timestamp") {
+                init_session = str_of(&obj, "session_id").and_then(non_empty);
+            }
             if let Some(r) = read_object(&obj) {
                 // An error object wins over a response seen earlier.
                 if reading.as_ref().is_none_or(|old| old.failure.is_none()) {
@@ -92,7 +108,35 @@ pub fn parse(out: &Output) -> Option<Reading> {
             }
         });
     }
+    if let Some(r) = reading.as_mut().filter(|r| r.session_id.is_none()) {
+        r.session_id = init_session;
+    }
     reading
+}
+
+/// What one `stream-json` line shows the run doing; empty for a line of another format.
+pub fn progress(line: &[u8]) -> Vec<Activity> {
+    let Some(event) = json_line(line) else {
+        return Vec::new();
+    };
+    // Every stream-json event carries a timestamp; that tells them from other JSON.
+    if !event.contains_key("timestamp") {
+        return Vec::new();
+    }
+    match str_of(&event, "type") {
+        Some("tool_use") => {
+            let name = str_of(&event, "tool_name").unwrap_or("tool");
+            let input = event.get("parameters").unwrap_or(&Value::Null);
+            vec![Activity::Tool(ToolCall::new(
+                name,
+                input,
+                label(name, input),
+            ))]
+        }
+        // The tokens come only in the final `result`, as the run ends: read then, not here.
+        Some("init" | "message" | "tool_result" | "error" | "result") => vec![Activity::Output],
+        _ => Vec::new(),
+    }
 }
 
 /// A Gemini CLI result or error object; `None` for any other JSON.
@@ -129,7 +173,14 @@ fn read_object(obj: &Map<String, Value>) -> Option<Reading> {
         .map(|models| {
             models
                 .iter()
-                .filter_map(|(name, m)| Some((name.clone(), tokens(m.get("tokens")?.as_object()?))))
+                .filter_map(|(name, m)| {
+                    let m = m.as_object()?;
+                    let t = match m.get("tokens").and_then(Value::as_object) {
+                        Some(t) => tokens(t),
+                        None => stream_tokens(m)?,
+                    };
+                    Some((name.clone(), t))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -162,6 +213,17 @@ fn tokens(t: &Map<String, Value>) -> Tokens {
             .unwrap_or(0)
             .saturating_add(n("thoughts").unwrap_or(0)),
     }
+}
+
+/// A model's figures in stream-json's `result` (recorded, 0.61.0: `{"total_tokens",
+/// "input_tokens", "output_tokens", "cached", "input"}`): `input_tokens` is every prompt token
+/// (`input` the uncached part), `output_tokens` every token written.
+fn stream_tokens(m: &Map<String, Value>) -> Option<Tokens> {
+    let n = |k: &str| m.get(k).and_then(Value::as_u64);
+    Some(Tokens {
+        input: n("input_tokens")?,
+        output: n("output_tokens").unwrap_or(0),
+    })
 }
 
 /// An API error's body, which Gemini CLI passes on as its message:

@@ -16,8 +16,9 @@
 //!
 //! Beside the adapters: `cost` (the generic part of a run's bill: pricing, the
 //! `ORCH_RESULT_FILE`, which source wins), `scan` (finding JSON objects in a log tail),
-//! `classify` (an error message or HTTP status to a cause) and `resets` (when a usage limit
-//! opens again, with its time zone).
+//! `classify` (an error message or HTTP status to a cause), `resets` (when a usage limit
+//! opens again, with its time zone), `progress` (what a line of a running agent's output shows
+//! it doing) and `stuck` (whether a run that is still going is idle, looping or over budget).
 
 use std::sync::OnceLock;
 
@@ -31,8 +32,10 @@ pub mod codex;
 pub mod cost;
 pub mod gemini;
 pub mod plain;
+pub mod progress;
 pub mod resets;
 pub mod scan;
+pub mod stuck;
 
 #[cfg(test)]
 mod recorded;

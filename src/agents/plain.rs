@@ -9,6 +9,7 @@
 
 use super::adapter::{AgentCli, Invocation, Output, Reading};
 use super::classify;
+use super::progress::Activity;
 use crate::roundlog::Cause;
 
 pub struct Plain {
@@ -53,6 +54,16 @@ impl AgentCli for Plain {
 
     fn parse(&self, out: &Output) -> Option<Reading> {
         self.formats.iter().find_map(|a| a.parse(out))
+    }
+
+    /// The first format that reads the line: a script that prints a CLI's stream (or wraps
+    /// one) shows its tool calls; anything else is plain output.
+    fn progress(&self, line: &[u8]) -> Vec<Activity> {
+        self.formats
+            .iter()
+            .map(|a| a.progress(line))
+            .find(|read| !read.is_empty())
+            .unwrap_or_default()
     }
 
     fn fix(&self, cause: Cause) -> String {

@@ -76,8 +76,10 @@ fn cases() -> Vec<Case> {
             Expect::Cause(Cause::RateLimited)
         ),
         case!(Claude, "claude-stream-401", Expect::Cause(Cause::Auth)),
+        case!(Claude, "claude-stream-loop", Expect::Ok),
         case!(Codex, "codex-ok", Expect::Ok),
         case!(Codex, "codex-denied", Expect::Ok),
+        case!(Codex, "codex-loop", Expect::Ok),
         case!(Codex, "codex-denied-escalation", Expect::Ok),
         case!(Codex, "codex-429", Expect::Cause(Cause::RateLimited)),
         case!(
@@ -92,6 +94,8 @@ fn cases() -> Vec<Case> {
         case!(Codex, "codex-400", Expect::Cause(Cause::BadRequest)),
         case!(Gemini, "gemini-ok", Expect::Ok),
         case!(Gemini, "gemini-denied", Expect::Ok),
+        case!(Gemini, "gemini-stream-ok", Expect::Ok),
+        case!(Gemini, "gemini-stream-loop", Expect::Ok),
         case!(Gemini, "gemini-auto-edit-denied", Expect::Ok),
         case!(Gemini, "gemini-max-turns", Expect::Cause(Cause::MaxTurns)),
         case!(Gemini, "gemini-429", Expect::Cause(Cause::RateLimited)),
@@ -194,4 +198,178 @@ fn recorded_successes_say_what_they_cost() {
         }
         assert!(r.session_id.is_some(), "{}: no session id", c.name);
     }
+}
+
+/// The streaming recordings, read line by line as a run's progress (issue 31): the tool calls
+/// in order, with their labels; every other non-blank line is some activity too.
+#[test]
+fn every_recorded_stream_shows_its_tool_calls() {
+    use super::progress::Activity;
+    // Labels are cut at 60 characters.
+    let printf = "Shell `printf '%s\\n' 'hello from the mock model' > 'hello.t…";
+    let git = |tool: &str, n: usize| vec![format!("{tool} `git status --short`"); n];
+    let cases: Vec<(&str, &[u8], Vec<String>)> = vec![
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-ok.stdout"),
+            vec!["Write hello.txt".into()],
+        ),
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-denied.stdout"),
+            vec!["Bash `cargo test --quiet`".into()],
+        ),
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-loop.stdout"),
+            git("Bash", 6),
+        ),
+        (
+            "claude",
+            include_bytes!("../../fixtures/cli-output/real/claude-stream-stall.stdout"),
+            vec!["Write hello.txt".into()],
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-ok.stdout"),
+            vec![printf.into()],
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-denied.stdout"),
+            vec!["Shell `touch /root/orch-codex-denied-probe`".into()],
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-loop.stdout"),
+            git("Shell", 6),
+        ),
+        (
+            "codex",
+            include_bytes!("../../fixtures/cli-output/real/codex-stall.stdout"),
+            vec![printf.into()],
+        ),
+        (
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-ok.stdout"),
+            vec!["write_file /tmp/orch-rec/gemini-stream-ok/repo/hello.txt".into()],
+        ),
+        (
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-loop.stdout"),
+            git("run_shell_command", 4),
+        ),
+        (
+            "gemini",
+            include_bytes!("../../fixtures/cli-output/real/gemini-stream-stall.stdout"),
+            vec!["write_file /tmp/orch-rec/gemini-stream-stall/repo/hello.txt".into()],
+        ),
+    ];
+    for (cli, stdout, want) in cases {
+        let adapter = by_cli_name(cli).unwrap();
+        for reader in [adapter, &PLAIN as &dyn AgentCli] {
+            let mut labels = Vec::new();
+            for line in stdout.split_inclusive(|b| *b == b'\n') {
+                let read = reader.activity(line);
+                let blank = line.iter().all(u8::is_ascii_whitespace);
+                assert_eq!(
+                    read.is_empty(),
+                    blank,
+                    "{cli}: {}",
+                    String::from_utf8_lossy(line)
+                );
+                // Lines of the CLI's own format are read by it, not as plain output.
+                if !blank {
+                    assert!(
+                        !reader.progress(line).is_empty(),
+                        "{cli}: {}",
+                        String::from_utf8_lossy(line)
+                    );
+                }
+                labels.extend(read.into_iter().filter_map(|a| match a {
+                    Activity::Tool(call) => Some(call.label),
+                    _ => None,
+                }));
+            }
+            assert_eq!(labels, want, "{cli} ({})", reader.name());
+        }
+    }
+}
+
+/// The last line of a recorded stream is the CLI's final result: the run is ending by itself,
+/// so it is output, never a spend that would stop it (its bill is read when it ends). What
+/// streams before it is Claude Code's tokens, one figure per message.
+#[test]
+fn the_recorded_streams_spend_before_their_result() {
+    use super::progress::Activity;
+    for (cli, stdout) in [
+        (
+            "claude",
+            &include_bytes!("../../fixtures/cli-output/real/claude-stream-loop.stdout")[..],
+        ),
+        (
+            "codex",
+            &include_bytes!("../../fixtures/cli-output/real/codex-loop.stdout")[..],
+        ),
+        (
+            "gemini",
+            &include_bytes!("../../fixtures/cli-output/real/gemini-stream-ok.stdout")[..],
+        ),
+    ] {
+        let adapter = by_cli_name(cli).unwrap();
+        let lines: Vec<&[u8]> = stdout
+            .split_inclusive(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .collect();
+        assert_eq!(
+            adapter.activity(lines.last().unwrap()),
+            vec![Activity::Output],
+            "{cli}"
+        );
+        let tokens: Vec<(Option<String>, crate::roundlog::Tokens)> = lines
+            .iter()
+            .flat_map(|l| adapter.activity(l))
+            .filter_map(|a| match a {
+                Activity::Tokens { message, tokens } => Some((message, tokens)),
+                _ => None,
+            })
+            .collect();
+        if cli == "claude" {
+            // 6 tool calls and the final message: 7 messages of 1200 input tokens.
+            assert_eq!(tokens.len(), 7, "{tokens:?}");
+            assert!(tokens.iter().all(|(m, t)| m.is_some() && t.input == 1200));
+        } else {
+            assert!(tokens.is_empty(), "{cli}: {tokens:?}");
+        }
+    }
+}
+
+/// Gemini CLI's stream-json ends with a `result` whose per-model figures are not the json
+/// format's `tokens` block: read too, with the session from the `init` event (recorded,
+/// 0.61.0: the mock's two requests, 1200 in and 80 out each).
+#[test]
+fn gemini_stream_json_gives_its_tokens_and_session() {
+    let r = by_cli_name("gemini")
+        .unwrap()
+        .read(&Output {
+            stdout: include_bytes!("../../fixtures/cli-output/real/gemini-stream-ok.stdout"),
+            stderr: b"",
+            exit_code: Some(0),
+        })
+        .unwrap();
+    assert_eq!(
+        r.tokens_by_model,
+        vec![(
+            "gemini-2.5-flash".to_string(),
+            crate::roundlog::Tokens {
+                input: 2400,
+                output: 160
+            }
+        )]
+    );
+    assert_eq!(
+        r.session_id.as_deref(),
+        Some("96e77619-7de5-4c58-95eb-fbb06bdedd8e")
+    );
+    assert_eq!(r.failure, None);
 }

@@ -195,6 +195,8 @@ struct Running {
     task: Option<String>,
     started: Instant,
     timeout_ms: u64,
+    /// What it did last (an `agentActivity` event) and when that came.
+    activity: Option<(String, Instant)>,
 }
 
 struct Screen {
@@ -291,7 +293,15 @@ impl Screen {
                     task: task.clone(),
                     started: Instant::now(),
                     timeout_ms: *timeout_ms,
+                    activity: None,
                 });
+            }
+            Event::AgentActivity {
+                agent, activity, ..
+            } => {
+                if let Some(a) = r.running.iter_mut().find(|a| &a.agent == agent) {
+                    a.activity = Some((activity.clone(), Instant::now()));
+                }
             }
             // An amending end is the same run settled again after the tests: counted once.
             Event::AgentEnd { amended: true, .. } => {}
@@ -494,6 +504,9 @@ fn block(r: &RoundView, total_before: f64, now: Instant) -> Vec<(Style, String)>
         }
         if let Some(t) = &a.task {
             line.push_str(&format!("  task {t}"));
+        }
+        if let Some((what, at)) = &a.activity {
+            line.push_str(&format!("  · {what}, {} s ago", at.elapsed().as_secs()));
         }
         lines.push((Style::Running, line));
     }
@@ -719,6 +732,19 @@ mod tests {
         assert!(mid.contains("rev  wait for phase B"), "{mid}");
         assert!(mid.contains("pre-sim"), "{mid}");
         assert!(mid.contains("2/2 slots busy"), "{mid}");
+        // What a running agent did last shows on its line.
+        live.event(&Event::AgentActivity {
+            round: 1,
+            agent: "b".into(),
+            activity: "Bash `npm test`, 3rd time".into(),
+        });
+        live.lock().draw();
+        let now = play(&term.0.lock().unwrap()).join("\n");
+        assert!(
+            now.lines()
+                .any(|l| l.contains("> b ") && l.contains("· Bash `npm test`, 3rd time, 0 s ago")),
+            "{now}"
+        );
         live.event(&end("a"));
         live.event(&Event::RoundEnd {
             round: 1,

@@ -381,6 +381,12 @@ pub struct RunningAgent {
     pub task: Option<String>,
     pub elapsed_ms: u64,
     pub timeout_ms: u64,
+    /// What it did last (its latest `agentActivity`: "Bash `npm test`, 3rd time") and how
+    /// long ago.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_activity_ago_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -495,7 +501,15 @@ fn fold_events(r: &mut Running, events: Vec<serde_json::Value>, state_total: f64
                     model: s("model"),
                     task: e["task"].as_str().map(str::to_string),
                     timeout_ms: e["timeoutMs"].as_u64().unwrap_or(0),
+                    ..RunningAgent::default()
                 });
+            }
+            "agentActivity" => {
+                let name = s("agent");
+                if let Some(a) = r.agents.iter_mut().find(|a| a.name == name) {
+                    a.last_activity = Some(s("activity"));
+                    a.last_activity_ago_ms = ago(&e);
+                }
             }
             // The same run settled again after the tests (a review change that did not land):
             // its cost is counted once, from its first agentEnd.
@@ -603,6 +617,15 @@ fn running_lines(r: &Running) -> String {
             units::duration_ms(a.elapsed_ms),
             units::duration_ms(a.timeout_ms)
         );
+        if let Some(what) = &a.last_activity {
+            let _ = writeln!(
+                out,
+                "    last: {what}{}",
+                a.last_activity_ago_ms
+                    .map(|ms| format!(", {} ago", units::duration_ms(ms)))
+                    .unwrap_or_default()
+            );
+        }
     }
     if let Some(w) = &r.limit_wait {
         let _ = writeln!(
@@ -665,5 +688,39 @@ mod tests {
             r.cost_so_far_usd
         );
         assert!(r.agents.is_empty());
+    }
+
+    #[test]
+    fn a_running_agent_shows_what_it_did_last() {
+        let ts = units::now_rfc3339();
+        let events = vec![
+            json!({"event": "runStart", "lastRound": 1}),
+            json!({"event": "roundStart", "round": 1, "ts": ts}),
+            json!({"event": "agentStart", "round": 1, "agent": "coder", "phase": "code",
+                   "model": "sonnet", "timeoutMs": 900000, "ts": ts}),
+            json!({"event": "agentActivity", "round": 1, "agent": "coder",
+                   "activity": "Write src/a.rs", "ts": ts}),
+            json!({"event": "agentActivity", "round": 1, "agent": "coder",
+                   "activity": "Bash `npm test`, 3rd time", "ts": ts}),
+            // Not running: nothing to show it on.
+            json!({"event": "agentActivity", "round": 1, "agent": "gone",
+                   "activity": "Read x", "ts": ts}),
+        ];
+        let mut r = Running {
+            this_state_dir: true,
+            ..Running::default()
+        };
+        fold_events(&mut r, events, 0.0);
+        assert_eq!(r.agents.len(), 1);
+        let a = &r.agents[0];
+        assert_eq!(
+            a.last_activity.as_deref(),
+            Some("Bash `npm test`, 3rd time")
+        );
+        let text = running_lines(&r);
+        assert!(
+            text.contains("    last: Bash `npm test`, 3rd time, "),
+            "{text}"
+        );
     }
 }

@@ -285,6 +285,8 @@ fn run_one(ctx: &Context, job: &Job, timeout: Duration) {
             crate::units::duration_ms(timeout.as_millis() as u64)
         ),
         Ending::Cancelled => "was stopped by the second signal".into(),
+        // Not watched: never stopped as stuck.
+        Ending::Stuck(s) => format!("was stopped: {}", s.words),
         Ending::SpawnFailed(e) => format!("could not start: {e}"),
     };
     let last = std::fs::read_to_string(&output)

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::cli::known_cli;
+use super::stuck::Stuck;
 use crate::roundlog::Phase;
 
 /// How many runs one session serves when `sessionMaxRounds` is not given: past this, a long
@@ -44,6 +45,9 @@ pub struct Agent {
     pub timeout_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive_timeout: Option<AdaptiveTimeout>,
+    /// The mission's `stuck` keys for this agent alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Stuck>,
     #[serde(default)]
     pub when: When,
     #[serde(default = "default_priority")]

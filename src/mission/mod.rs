@@ -18,7 +18,8 @@
 //! imports this one (it only re-exports, so every `crate::mission::X` path the rest of orch
 //! names is here): `cli.rs` reads an agent's `cli` name; `agent.rs` the `agents` entries and
 //! the value types they share with the rest of the file; `schema.rs` the [`Mission`] and its
-//! other blocks; `bounds.rs` every number's range and the `dependsOn` graph; `validate.rs` the
+//! other blocks; `stuck.rs` the `stuck` block (an agent's and the mission's), with its check;
+//! `bounds.rs` every number's range and the `dependsOn` graph; `validate.rs` the
 //! other checks and [`CliCatalog`]; `load.rs` reading the file and [`Loaded`].
 
 mod agent;
@@ -27,6 +28,7 @@ mod cli;
 mod load;
 pub mod sandbox;
 mod schema;
+mod stuck;
 mod validate;
 
 pub use agent::{
@@ -43,6 +45,7 @@ pub use schema::{
     FailedChanges, GitConfig, Hooks, Isolation, Limits, Mission, ModelPrice, PhaseB, Pricing,
     RevertStrategy, Section, Sim, Sims, StopConfig, Suite, TasksConfig, Tests, BUILTIN_SECTIONS,
 };
+pub use stuck::{Stuck, DEFAULT_IDLE_S, DEFAULT_REPEATS};
 pub use validate::{placeholders, CliCatalog};
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, Command, InheritEnv};
 use super::sandbox::Sandbox;
+use super::stuck::{Stuck, DEFAULT_IDLE_S, DEFAULT_REPEATS};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -100,6 +101,10 @@ pub struct Mission {
     /// Provider limits: how to wait out rate and usage limits, and how to space agent starts.
     #[serde(default)]
     pub limits: Limits,
+    /// When a run that is still going is stopped for what it does (issue 31); each key can be
+    /// set again per agent. Read through [`Mission::stuck_for`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Stuck>,
 }
 
 /// Waiting out provider limits (rate limits, overload, a subscription's usage window) instead
@@ -427,6 +432,19 @@ impl Mission {
 
     pub fn grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.kill_grace_s)
+    }
+
+    /// `agent`'s stuck settings, `(idleS, repeats)`: its own keys, else the mission's, else
+    /// the defaults. 0 is off.
+    pub fn stuck_for(&self, agent: &Agent) -> (f64, u32) {
+        let own = agent.stuck.as_ref();
+        let all = self.stuck.as_ref();
+        let idle = own.and_then(|s| s.idle_s).or(all.and_then(|s| s.idle_s));
+        let repeats = own.and_then(|s| s.repeats).or(all.and_then(|s| s.repeats));
+        (
+            idle.unwrap_or(DEFAULT_IDLE_S),
+            repeats.unwrap_or(DEFAULT_REPEATS),
+        )
     }
 }
 

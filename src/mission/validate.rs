@@ -45,6 +45,7 @@ impl Mission {
             check_agent_identity(file, i, a, &mut seen)?;
             self.check_agent_budget(file, i, a)?;
             check_adaptive_timeout(file, i, a)?;
+            super::stuck::check(file, &format!("agents[{i}].stuck"), a.stuck.as_ref())?;
             self.check_agent_schedule(file, i, a)?;
             check_agent_session(file, clis, i, a)?;
         }
@@ -91,6 +92,7 @@ impl Mission {
         if !(self.kill_grace_s.is_finite() && self.kill_grace_s >= 0.0) {
             return err("killGraceS".into(), "must be a non-negative number".into());
         }
+        super::stuck::check(file, "stuck", self.stuck.as_ref())?;
         check_state_dir_shape(file, &self.state_dir)?;
         check_relative(file, "stateDir", &self.state_dir)?;
         if let Some(l) = &self.launcher {

@@ -221,6 +221,13 @@ fn agent_attention_rows(r: &Round, out: &mut Vec<AttentionRow>) {
             RunStatus::Failed | RunStatus::Timeout | RunStatus::Cancelled => {
                 let cause = r.extra.causes.get(i).cloned().flatten();
                 let mut detail = match a.status {
+                    // Stopped as stuck (issue 31): as at a timeout, but not by the clock.
+                    RunStatus::Timeout if matches!(cause.as_deref(), Some("idle" | "loop")) => {
+                        format!(
+                            "stopped as stuck after {}",
+                            crate::units::duration_ms(a.elapsed_ms)
+                        )
+                    }
                     RunStatus::Timeout => format!(
                         "timed out after {}",
                         crate::units::duration_ms(a.elapsed_ms)

@@ -133,6 +133,13 @@ fn head(out: &mut String, s: &Summary) {
             if l.running { " running" } else { "" },
             escape_xml(&text::live(l))
         );
+        for (name, last) in &l.agents {
+            let _ = writeln!(
+                out,
+                "<p class=\"live running\">{}</p>",
+                escape_xml(&text::live_agent(name, last.as_ref()))
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -100,6 +100,11 @@ pub struct LiveInfo {
     pub running: bool,
     /// Seconds between reloads while the run is going.
     pub refresh_s: u32,
+    /// The agents running when it was written, each with what it did last and when (its
+    /// latest `agentActivity`, issue 31): `("coder", Some(("Bash `npm test`, 3rd time",
+    /// "2026-12-06T19:20:04Z")))`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<(String, Option<(String, String)>)>,
 }
 
 /// Something a person should look at: a revert (and its culprits), a merge conflict, a failed

@@ -52,6 +52,18 @@ pub fn live(l: &super::model::LiveInfo) -> String {
     }
 }
 
+/// A running agent on the live page: "coder: Bash `npm test`, 3rd time (at 19:20:04 UTC)",
+/// or "coder: running" before its first tool call or change.
+pub fn live_agent(name: &str, last: Option<&(String, String)>) -> String {
+    match last {
+        Some((what, at)) => format!(
+            "{name}: {what} (at {} UTC)",
+            at.get(11..19).unwrap_or(at.as_str())
+        ),
+        None => format!("{name}: running"),
+    }
+}
+
 /// `round 3`, `rounds 2–6, 9`.
 pub fn rounds_of(rounds: &[u32]) -> String {
     let mut spans: Vec<(u32, u32)> = Vec::new();

@@ -36,6 +36,7 @@ mod scheduling;
 mod sessions;
 mod slurm;
 mod status;
+mod stuck;
 mod worktree;
 
 /// A scenario file added to `tests/integration/` (or `tests/timing/`) without its `mod` line

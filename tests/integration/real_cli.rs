@@ -992,3 +992,98 @@ fn demo_real_model_needs_claude_on_path() {
     assert!(stderr.contains("`claude` is not on PATH"), "{stderr}");
     assert!(!dir.exists(), "nothing was made");
 }
+
+// ------------------------------------------------------------------ stuck runs (issue 31)
+
+/// `cli` against the mock's `loop` (the same `git status --short` shell call answered to every
+/// request, forever): orch reads the calls from the CLI's stream and stops the run as `loop` at
+/// the fifth, as at a timeout, long before the timeout.
+fn a_looping_cli_is_stopped_as_loop(cli: &str, tool: &str) {
+    if !available(cli) {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "loop"]);
+    let s = Setup::new(
+        cli,
+        &mock,
+        1,
+        json!({"stuck": {"idleS": 120, "repeats": 5}}),
+    );
+    let t = Instant::now();
+    s.run(&["run"]).expect(0);
+    let took = t.elapsed();
+    let log = s.repo.round_log(1);
+    let a = Repo::agent(&log, "coder");
+    assert_eq!(a["status"], "timeout", "{log:#}");
+    assert_eq!(a["cause"], "loop", "{log:#}");
+    let error = a["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{tool} `git status --short` called 5 times")),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+    // It asked the model at least five times (one request per call), and was stopped soon
+    // after: a run left alone would ask forever.
+    assert!(
+        mock.model_requests() >= 5,
+        "{} requests",
+        mock.model_requests()
+    );
+}
+
+#[test]
+fn claude_looping_on_one_tool_call_is_stopped_as_loop() {
+    a_looping_cli_is_stopped_as_loop("claude", "Bash");
+}
+
+#[test]
+fn codex_looping_on_one_tool_call_is_stopped_as_loop() {
+    a_looping_cli_is_stopped_as_loop("codex", "Shell");
+}
+
+/// `cli` against the mock's `stall` (the edit, then a model stream that sends its first event
+/// and stops answering, the connection open): the CLI prints nothing more, and orch stops it as
+/// `idle` after `idleS`, not at its timeout, its edit kept in its ref.
+fn a_stalled_cli_is_stopped_as_idle(cli: &str) {
+    if !available(cli) {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "stall"]);
+    let s = Setup::new(cli, &mock, 1, json!({"stuck": {"idleS": 5, "repeats": 5}}));
+    let t = Instant::now();
+    s.run(&["run"]).expect(0);
+    let took = t.elapsed();
+    let log = s.repo.round_log(1);
+    let a = Repo::agent(&log, "coder");
+    assert_eq!(a["status"], "timeout", "{log:#}");
+    assert_eq!(a["cause"], "idle", "{log:#}");
+    let error = a["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("no output or file change for 5.0s; ")
+            && error.contains("refs/orch/timeout/round-1/coder"),
+        "{error}"
+    );
+    let timeout = Duration::from_millis(a["timeoutMs"].as_u64().unwrap());
+    assert!(
+        took < timeout / 2,
+        "took {took:?}; the timeout is {timeout:?}"
+    );
+    let kept = s.repo.git(&[
+        "ls-tree",
+        "-r",
+        "--name-only",
+        "refs/orch/timeout/round-1/coder",
+    ]);
+    assert!(kept.contains("hello.txt"), "{kept}");
+    assert!(!s.repo.exists("hello.txt"));
+}
+
+#[test]
+fn claude_stalled_mid_stream_is_stopped_as_idle() {
+    a_stalled_cli_is_stopped_as_idle("claude");
+}
+
+#[test]
+fn codex_stalled_mid_stream_is_stopped_as_idle() {
+    a_stalled_cli_is_stopped_as_idle("codex");
+}

@@ -25,6 +25,12 @@ Scenarios (--scenario):
   badkey    Gemini: HTTP 400 INVALID_ARGUMENT with reason API_KEY_INVALID (what Google answers
             a wrong key with); Anthropic and OpenAI: as 401
   400       HTTP 400 invalid request, always
+  loop      the same shell tool call (--loop-command) answered to every request, tool result or
+            not: an agent stuck repeating itself; after --loop-times calls (0: never) the final
+            message
+  stall     the first model request as `ok` (the edit), then every later one starts its stream
+            (the response headers and the first event) and stops answering for --stall-seconds:
+            a connection that died mid-stream without closing
 
 Real model (--real-model FILE.gguf): instead of the scenarios, a small local model answers the
 Anthropic and OpenAI Responses requests, through a tool-call translation that constrains each
@@ -153,9 +159,26 @@ def anthropic_workdir(body):
     return m.group(1) if m else None
 
 
+def anthropic_tool_results(body):
+    n = 0
+    for m in body.get("messages", []):
+        c = m.get("content")
+        if isinstance(c, list):
+            n += sum(1 for b in c if isinstance(b, dict) and b.get("type") == "tool_result")
+    return n
+
+
+def looping(tool_results):
+    """`loop`: whether this request gets the same tool call again."""
+    return ARGS.scenario == "loop" and (ARGS.loop_times == 0 or tool_results < ARGS.loop_times)
+
+
 def anthropic_reply(body):
     """The content blocks and stop reason for one Messages request."""
     tools = {t.get("name") for t in body.get("tools", []) if isinstance(t, dict)}
+    if tools and looping(anthropic_tool_results(body)):
+        return [{"type": "tool_use", "id": "toolu_mock_" + uuid.uuid4().hex[:12], "name": "Bash",
+                 "input": {"command": ARGS.loop_command, "description": "Check the tree"}}], "tool_use"
     if not tools or anthropic_has_tool_result(body):
         text = ARGS.final_text if tools else "Mock reply."
         return [{"type": "text", "text": text}], "end_turn"
@@ -198,6 +221,10 @@ def handle_anthropic(h, body):
     msg_id = "msg_mock_" + uuid.uuid4().hex[:16]
     usage_in = {"input_tokens": USAGE["input"], "output_tokens": 1,
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    if body.get("stream") and stalls(anthropic_has_tool_result(body)):
+        return stall(h, "message_start", {"type": "message_start", "message": {
+            "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage_in}})
     if not body.get("stream"):
         return h.send_json(200, {
             "id": msg_id, "type": "message", "role": "assistant", "model": model,
@@ -237,6 +264,11 @@ def openai_has_tool_result(body):
     return False
 
 
+def openai_tool_results(body):
+    return sum(1 for item in body.get("input", []) or [] if isinstance(item, dict) and item.get("type") in (
+        "function_call_output", "custom_tool_call_output", "local_shell_call_output"))
+
+
 def openai_tool_names(body):
     names = set()
     for t in body.get("tools", []) or []:
@@ -255,12 +287,15 @@ def openai_reply(body):
     """Output items for one Responses request."""
     tools = openai_tool_names(body)
     call_id = "call_mock_" + uuid.uuid4().hex[:12]
-    if not tools or openai_has_tool_result(body):
+    loop = bool(tools) and looping(openai_tool_results(body))
+    if not loop and (not tools or openai_has_tool_result(body)):
         return [{"type": "message", "role": "assistant", "id": "msg_mock_" + uuid.uuid4().hex[:8],
                  "status": "completed",
                  "content": [{"type": "output_text", "text": ARGS.final_text, "annotations": []}]}]
     path = ARGS.edit_path
-    if ARGS.scenario == "denied":
+    if loop:
+        cmd = ARGS.loop_command
+    elif ARGS.scenario == "denied":
         cmd = ARGS.deny_command
     elif "apply_patch" in tools:
         patch = "*** Begin Patch\n*** Add File: %s\n%s*** End Patch\n" % (
@@ -320,6 +355,10 @@ def handle_openai(h, body):
         return h.send_json(status, openai_error(status), headers)
     items = openai_reply(body)
     resp_id = "resp_mock_" + uuid.uuid4().hex[:16]
+    if stalls(openai_has_tool_result(body)):
+        return stall(h, "response.created", {"type": "response.created", "response": {
+            "id": resp_id, "object": "response", "created_at": int(time.time()),
+            "model": body.get("model", "gpt-5"), "status": "in_progress", "output": []}})
     usage = {"input_tokens": USAGE["input"], "input_tokens_details": {"cached_tokens": 0},
              "output_tokens": USAGE["output"], "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": USAGE["input"] + USAGE["output"]}
@@ -362,6 +401,11 @@ def gemini_has_tool_result(body):
     return False
 
 
+def gemini_tool_results(body):
+    return sum(1 for c in body.get("contents", []) or [] for p in c.get("parts", []) or []
+               if isinstance(p, dict) and "functionResponse" in p)
+
+
 def gemini_tool_names(body):
     names = set()
     for t in body.get("tools", []) or []:
@@ -387,6 +431,9 @@ def gemini_reply(body):
         # Internal classifier / next-speaker calls want JSON.
         schema = gc.get("responseJsonSchema") or gc.get("responseSchema") or {}
         return [{"text": json.dumps(gemini_json_for(schema))}]
+    if tools and looping(gemini_tool_results(body)):
+        return [{"functionCall": {"name": "run_shell_command",
+                                  "args": {"command": ARGS.loop_command, "description": "Check the tree"}}}]
     if not tools or gemini_has_tool_result(body):
         return [{"text": ARGS.final_text if tools else "Mock reply."}]
     if ARGS.scenario == "denied":
@@ -430,6 +477,9 @@ def handle_gemini(h, body, action, model):
         code, err = gemini_error(error_status())
         return h.send_json(code, err)
     parts = gemini_reply(body)
+    if action == "streamGenerateContent" and gemini_tool_names(body) and stalls(gemini_has_tool_result(body)):
+        return stall(h, None, {"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"},
+                                               "index": 0}], "modelVersion": model})
     chunk = {"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP",
                              "index": 0}],
              "usageMetadata": {"promptTokenCount": USAGE["input"], "candidatesTokenCount": USAGE["output"],
@@ -438,6 +488,24 @@ def handle_gemini(h, body, action, model):
     if action == "generateContent":
         return h.send_json(200, chunk)
     h.send_sse([(None, chunk)])
+
+
+# ---------------------------------------------------------------- stall
+
+
+def stalls(has_tool_result):
+    """`stall`: whether this streamed model request stops mid-stream (every one after the
+    first turn's tool call)."""
+    return ARGS.scenario == "stall" and has_tool_result
+
+
+def stall(h, name, first):
+    """Starts the stream with its first event, then says nothing more for --stall-seconds (the
+    connection stays open), then closes it."""
+    h.begin_sse()
+    h.write_event(name, first)
+    time.sleep(ARGS.stall_seconds)
+    h.close_connection = True
 
 
 # ---------------------------------------------------------------- real model (--real-model)
@@ -612,7 +680,8 @@ def main():
     global ARGS, BACKEND
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="ok",
-                    choices=["ok", "denied", "429", "529", "500", "401", "400", "badkey"])
+                    choices=["ok", "denied", "429", "529", "500", "401", "400", "badkey", "loop",
+                             "stall"])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
     ap.add_argument("--log")
@@ -626,6 +695,12 @@ def main():
     ap.add_argument("--deny-command", default="cargo test --quiet")
     ap.add_argument("--escalate", action="store_true",
                     help="denied, Codex: the shell call asks for sandbox_permissions=require_escalated")
+    ap.add_argument("--loop-command", default="git status --short",
+                    help="loop: the shell command called again and again")
+    ap.add_argument("--loop-times", type=int, default=0,
+                    help="loop: the final message once the request carries this many tool results (0: never)")
+    ap.add_argument("--stall-seconds", type=float, default=3600.0,
+                    help="stall: how long a stalled stream stays silent before it is closed")
     ap.add_argument("--final-text", default="Done: wrote the file.")
     ap.add_argument("--verbose", action="store_true")
     real = ap.add_argument_group("real model (tests/mock_api/real_model.py)")

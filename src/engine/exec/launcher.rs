@@ -171,6 +171,8 @@ pub fn probe(launcher: &Use, site: &ProbeSite<'_>) -> Result<()> {
             site.timeout.as_secs_f64()
         ),
         Ending::Cancelled => return Err(Error::Interrupted),
+        // Not watched: never stopped as stuck.
+        Ending::Stuck(s) => s.words,
         Ending::SpawnFailed(e) => e,
     };
     Err(Error::Usage(format!(

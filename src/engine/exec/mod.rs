@@ -5,7 +5,8 @@
 //! main thread in completion order; [`launcher`] prefixes a command to run it elsewhere (Slurm,
 //! ssh); [`limits`] holds off providers whose limits were hit; [`perms`] gives back write bits
 //! an agent took from folders orch must clean; [`sandbox`] runs a command in bubblewrap with
-//! only what its policy allows.
+//! only what its policy allows; [`watch`] reads a running agent's output and tree for being
+//! stuck.
 
 pub mod launcher;
 pub mod limits;
@@ -14,4 +15,5 @@ pub mod pool;
 pub mod process;
 mod reap;
 pub mod sandbox;
+pub mod watch;
 mod watchdog;

@@ -77,6 +77,8 @@ pub enum Ending {
     TimedOut,
     /// orch killed it because the run was interrupted.
     Cancelled,
+    /// orch killed it because its watch saw it stuck (idle, looping, over budget: issue 31).
+    Stuck(super::watch::Stuck),
     /// It could not be started; the OS error.
     SpawnFailed(String),
 }
@@ -141,7 +143,13 @@ pub fn interrupted() -> bool {
 /// Runs `spec` to its end, whatever that end is. Never panics on a bad command: a program that
 /// cannot start is `Ending::SpawnFailed`, with the OS error also written to its stderr log.
 pub fn run(spec: &Spec) -> Finished {
-    run_with(spec, true)
+    run_with(spec, true, None)
+}
+
+/// Like [`run`], with `watch` looking at the run between the waits: a run it sees stuck is
+/// stopped as at a timeout, [`Ending::Stuck`].
+pub fn run_watched(spec: &Spec, watch: &mut super::watch::Watch) -> Finished {
+    run_with(spec, true, Some(watch))
 }
 
 /// Like [`run`], for a process that reports on the run rather than doing its work (a hook): it
@@ -149,10 +157,10 @@ pub fn run(spec: &Spec) -> Finished {
 /// still reaches a person. Its own timeout and a second signal still end it, and it is killed
 /// with its group and descendants like any child: nothing outlives orch.
 pub fn run_past_interrupt(spec: &Spec) -> Finished {
-    run_with(spec, false)
+    run_with(spec, false, None)
 }
 
-fn run_with(spec: &Spec, interruptible: bool) -> Finished {
+fn run_with(spec: &Spec, interruptible: bool, watch: Option<&mut super::watch::Watch>) -> Finished {
     let started = Instant::now();
     let done = |ending: Ending| Finished {
         ending,
@@ -199,7 +207,15 @@ fn run_with(spec: &Spec, interruptible: bool) -> Finished {
     let end_file = end_file_of(spec);
     watchdog::started(pgid, spec.launched, spec.grace, &token, &end_file);
     registry_change(Some(pgid), None);
-    let (ending, ended_at) = supervise(&handle, pgid, spec, interruptible, spawned, &end_file);
+    let (ending, ended_at) = supervise(
+        &handle,
+        pgid,
+        spec,
+        interruptible,
+        spawned,
+        &end_file,
+        watch,
+    );
     // Whatever the leader's fate, nothing of its group may outlive it: a daemon an agent left
     // behind would hold files and CPU all night.
     signal_group(pgid, libc::SIGKILL);
@@ -298,6 +314,7 @@ fn supervise(
     interruptible: bool,
     spawned: Instant,
     end_file: &Path,
+    mut watch: Option<&mut super::watch::Watch>,
 ) -> (Ending, Instant) {
     let deadline = Instant::now().checked_add(spec.timeout);
     let mut seen_running = spawned;
@@ -333,6 +350,19 @@ fn supervise(
             );
             terminate(handle, pgid, spec);
             return (Ending::TimedOut, Instant::now());
+        }
+        if let Some(stuck) = watch
+            .as_deref_mut()
+            .and_then(|w| w.look(Instant::now(), pgid))
+        {
+            log::info!(
+                "{}: stopped as {}: {}; terminating its process group",
+                spec.label,
+                stuck.cause,
+                stuck.words
+            );
+            terminate(handle, pgid, spec);
+            return (Ending::Stuck(stuck), Instant::now());
         }
         let stop = if interruptible {
             interrupted()

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::engine::exec::process::{self, Ending, Spec};
+use crate::engine::exec::watch::Watch;
 use crate::engine::git::Git;
 use crate::engine::store::state::write_json;
 use crate::events::Event;
@@ -70,20 +71,24 @@ pub(super) fn run_agent(
         Fingerprint::default()
     };
     let start_ms = t0.elapsed().as_millis() as u64;
+    let mut watch = watch_for(env, round, &job, &launch);
     let sandbox = launch.sandbox;
-    let finished = process::run(&Spec {
-        label: format!("agent {}", agent.name),
-        argv: launch.argv,
-        cwd: launch.root.clone(),
-        env: launch.vars,
-        stdin: (agent.stdin == StdinMode::Prompt).then(|| job.prompt_file.clone()),
-        stdout: launch.files.stdout.clone(),
-        stderr: launch.files.stderr.clone(),
-        timeout: job.timeout,
-        grace: env.mission.grace(),
-        launched: launch.launched,
-        env_clear: launch.env_clear,
-    });
+    let finished = process::run_watched(
+        &Spec {
+            label: format!("agent {}", agent.name),
+            argv: launch.argv,
+            cwd: launch.root.clone(),
+            env: launch.vars,
+            stdin: (agent.stdin == StdinMode::Prompt).then(|| job.prompt_file.clone()),
+            stdout: launch.files.stdout.clone(),
+            stderr: launch.files.stderr.clone(),
+            timeout: job.timeout,
+            grace: env.mission.grace(),
+            launched: launch.launched,
+            env_clear: launch.env_clear,
+        },
+        &mut watch,
+    );
     // The broker of its allowlist stops with the run; what it refused is reported.
     let sandbox_refused = sandbox.map(|s| s.denied()).unwrap_or_default();
     if !sandbox_refused.is_empty() {
@@ -119,6 +124,48 @@ pub(super) fn run_agent(
         sandbox_refused,
         session: job.session,
     }
+}
+
+/// The watch over one run (issue 31): its CLI's adapter reads its stdout, its tree is the
+/// folder it runs in, its settings the mission's `stuck` for it, its budget what is left of
+/// its `budgetUsd` (tokens priced at its model's `pricing`); each new last activity goes out as
+/// an `agentActivity` event for the live view and `orch status`.
+fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> Watch<'e> {
+    use crate::agents::stuck::{Budget, Settings};
+    let agent = job.agent;
+    let (idle_s, repeats) = env.mission.stuck_for(agent);
+    let settings = Settings {
+        idle: if idle_s > 0.0 {
+            Duration::from_secs_f64(idle_s)
+        } else {
+            Duration::MAX
+        },
+        repeats: if repeats > 0 { repeats } else { u32::MAX },
+    };
+    let budget = job.budget_left.map(|left| Budget {
+        left_usd: left,
+        price: env.mission.pricing.get(&job.model).cloned(),
+    });
+    let name = agent.name.clone();
+    let events = env.events;
+    Watch::new(
+        crate::agents::for_agent(agent),
+        settings,
+        budget,
+        (launch.files.stdout.clone(), launch.files.stderr.clone()),
+        // Its own worktree's git, or the shared tree's: orch's git, which runs nothing from
+        // the repository's config.
+        launch.isolated.clone().unwrap_or_else(|| env.git.clone()),
+        Instant::now(),
+    )
+    .keeping_out(&env.layout.dir)
+    .reporting(Box::new(move |activity: String| {
+        events.emit(Event::AgentActivity {
+            round,
+            agent: name.clone(),
+            activity,
+        })
+    }))
 }
 
 /// The files orch names to one run: its logs, its result file, the inbox it files tasks in.
@@ -840,6 +887,7 @@ pub(super) fn describe_ending(e: &Ending) -> String {
         Ending::Signalled(s) => format!("killed by signal {s}"),
         Ending::TimedOut => "timed out".into(),
         Ending::Cancelled => "cancelled".into(),
+        Ending::Stuck(s) => format!("stopped as {}: {}", s.cause, s.words),
         Ending::SpawnFailed(m) => m.clone(),
     }
 }

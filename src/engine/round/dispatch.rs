@@ -129,6 +129,7 @@ impl<'e> Round<'e, '_> {
         j.cap_args = budget_left(j.agent, self.state)
             .and_then(|left| agents::cap_args(j.agent, left))
             .unwrap_or_default();
+        j.budget_left = budget_left(j.agent, self.state);
         // A new session that hit a limit may exist already under its id: the run again
         // starts another (a resumed one is resumed again).
         if let Some(s) = j.session.as_mut().filter(|s| !s.resume) {

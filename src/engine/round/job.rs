@@ -32,6 +32,9 @@ pub(super) struct Job<'a> {
     /// The arguments that cap this run at what is left of the agent's `budgetUsd`
     /// (`agents::cap_args`), appended to its command.
     pub(super) cap_args: Vec<String>,
+    /// What is left of the agent's `budgetUsd` when it starts: its watch stops it once the
+    /// cost its output streams passes it (issue 31).
+    pub(super) budget_left: Option<f64>,
     /// The CLI session it starts or resumes (`session: true`).
     pub(super) session: Option<sessions::Plan>,
     /// The agent's how-manieth job this round (0: its first; a review agent run again after a

@@ -199,7 +199,7 @@ impl<'e> Round<'e, '_> {
                     self.queue.requeue(id, Some(1), Some(&note));
                 }
                 (RunStatus::Timeout | RunStatus::Failed, _) if self.should_split(id, status) => {
-                    self.split(id, status);
+                    self.split(id, status, error.as_deref());
                 }
                 // Its change landed, but the run did not end well (out of turns, ...): the task
                 // is not done; its next run goes on from the change on the branch.
@@ -246,7 +246,9 @@ impl<'e> Round<'e, '_> {
 
     /// Marks the task `split` and asks the `splitBy` agent, at priority 1, to break it into
     /// subtasks of about five minutes that name it as their parent.
-    pub(super) fn split(&mut self, id: &str, status: RunStatus) {
+    /// `error` is the run's: a run stopped as stuck (issue 31) says what was seen instead of
+    /// "timed out".
+    pub(super) fn split(&mut self, id: &str, status: RunStatus, error: Option<&str>) {
         let Some(by) = self
             .env
             .mission
@@ -260,8 +262,14 @@ impl<'e> Round<'e, '_> {
             return;
         };
         let _ = self.queue.set_status(id, TaskStatus::Split);
-        let why = match status {
-            RunStatus::Timeout => "timed out".to_string(),
+        // The error's first clause: "no output or file change for 5m00s", without where its
+        // work is kept.
+        let seen = error
+            .and_then(|e| e.split(';').next())
+            .filter(|e| !e.starts_with("timed out"));
+        let why = match (status, seen) {
+            (RunStatus::Timeout, Some(seen)) => format!("was stopped as stuck ({seen})"),
+            (RunStatus::Timeout, None) => "timed out".to_string(),
             _ => format!("failed {} times", task.attempts),
         };
         let body = format!(

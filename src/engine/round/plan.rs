@@ -499,6 +499,7 @@ impl<'e> Round<'e, '_> {
             cap_args: budget_left(agent, self.state)
                 .and_then(|left| agents::cap_args(agent, left))
                 .unwrap_or_default(),
+            budget_left: budget_left(agent, self.state),
             session,
             nth,
         })

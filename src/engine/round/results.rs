@@ -110,7 +110,16 @@ pub fn settle(
     } else {
         None
     };
-    let cost = cost::assess(result_text.as_deref(), reading, &raw.model, pricing);
+    let mut cost = cost::assess(result_text.as_deref(), reading, &raw.model, pricing);
+    // Stopped before its CLI printed its bill: what its stream had cost so far (tokens at the
+    // model's price, or the CLI's running total).
+    if let (false, Ending::Stuck(s)) = (cost.known, &raw.finished.ending) {
+        if let Some(usd) = s.cost_usd {
+            cost.cost_usd = usd.0;
+            cost.known = true;
+            cost.source = cost::CostSource::Pricing;
+        }
+    }
     let changed = raw.changed.len() as u32;
     let wrote_result = result_text.is_some() || raw.filed_tasks;
     let (status, failure) = ending(raw, &cost, wrote_result);
@@ -192,6 +201,16 @@ pub(super) fn ending(
             )),
         ),
         Ending::Cancelled => (RunStatus::Cancelled, None),
+        // Stopped for what it did (issue 31): idle or looping as at a timeout (its work kept
+        // in its ref, unproductive); over its budget as the CLI's own cap would have stopped it.
+        Ending::Stuck(s) => (
+            if s.cause == Cause::OverBudget {
+                RunStatus::Failed
+            } else {
+                RunStatus::Timeout
+            },
+            Some(words(s.cause, s.words.clone())),
+        ),
         Ending::Exited(0) if cost.failure.is_some() => {
             let mut f = cost
                 .failure
