@@ -683,14 +683,15 @@ fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
         left = crate::common::processes_with(&m);
     }
     assert!(left.is_empty(), "left running: {left:#?}\n{stderr}");
-    // It did start its daemon (the pid file is in its commit); the daemon went with the
+    // It did start its daemon (the pid file is in its commit); the daemon goes with the
     // sandbox's PID namespace, whose first process (bwrap's) ended with the agent: the kernel
-    // kills the rest, before orch's own search for the run's token finds anything.
+    // kills the rest. orch's own search for the run's token may still see it dying and kill it
+    // first ("killed 1 process(es) it left running outside its process group"): a race both of
+    // whose ends leave nothing running, which is what this test holds.
     assert!(
         repo.exists("daemon.pid"),
         "the daemon never started: {stderr}"
     );
-    assert!(!stderr.contains("outside its process group"), "{stderr}");
 }
 
 /// orch SIGKILLed while a sandboxed agent runs: nothing of the agent survives (bwrap's
