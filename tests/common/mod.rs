@@ -186,6 +186,21 @@ impl Run {
     }
 }
 
+/// A test that cannot run on this machine (`why`): a failure when the environment sets
+/// `require` to `1` (`.ci/run` sets the ones CI meets), otherwise a loud skip. Straight to the
+/// stderr handle, not `eprintln!`: the test harness captures the macros' output of a passing
+/// test, and a skip must not pass silently.
+pub fn skip(test: &str, require: &str, why: &str) {
+    if std::env::var(require).as_deref() == Ok("1") {
+        panic!("{test}: {require}=1 but {why}");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {test}: SKIPPED: {why} ***\n*** (set {require}=1 to make this a failure) ***\n"
+    );
+}
+
 /// Milliseconds in a JSON number.
 pub fn ms(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))

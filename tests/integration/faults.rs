@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, gone, processes_with, tests_cmd, Find, Orch, Repo};
+use crate::common::{agent_cmd, gone, processes_with, skip, tests_cmd, Find, Orch, Repo};
 use orch::roundlog::{RoundStatus, RunStatus};
 use serde_json::json;
 
@@ -908,7 +908,11 @@ fn a_full_disk_stops_orch_cleanly() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!("SKIPPED a_full_disk_stops_orch_cleanly: cannot mount a tmpfs (not root?)");
+        skip(
+            "a_full_disk_stops_orch_cleanly",
+            "ORCH_REQUIRE_MOUNT",
+            "cannot mount a tmpfs (not root?)",
+        );
         return;
     }
     struct Unmount(PathBuf);

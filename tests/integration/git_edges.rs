@@ -7,7 +7,7 @@
 //! Agents here are `sh -c SCRIPT` (the agent's own git commands, spelled out in the test) rather
 //! than the fixture agent: each scenario is one clumsy thing an agent does.
 
-use crate::common::Repo;
+use crate::common::{skip, Repo};
 use serde_json::{json, Value};
 
 /// An agent that runs `script` with `sh -c`, then prints the fixture's JSON result.
@@ -834,14 +834,10 @@ impl Unprivileged {
             if !setpriv || !u.sh_ok("[ \"$(id -u)\" = 65534 ]") {
                 let why =
                     "running as root, and `setpriv --reuid=65534` (util-linux) does not work here";
-                if std::env::var("ORCH_REQUIRE_UNPRIVILEGED").as_deref() == Ok("1") {
-                    panic!("{test}: ORCH_REQUIRE_UNPRIVILEGED=1 but {why}");
-                }
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** {test}: SKIPPED: {why}; folder modes do not bind root ***\n\
-                     *** (set ORCH_REQUIRE_UNPRIVILEGED=1 to make this a failure) ***"
+                skip(
+                    test,
+                    "ORCH_REQUIRE_UNPRIVILEGED",
+                    &format!("{why}; folder modes do not bind root"),
                 );
                 return None;
             }
@@ -1061,10 +1057,10 @@ fn a_revert_that_cannot_write_names_the_folder() {
     };
     if u.prefix.is_empty() {
         // Needs a folder of another user's; only root can make one.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** a_revert_that_cannot_write_names_the_folder: SKIPPED: not root, cannot make a folder of another user's ***"
+        skip(
+            "a_revert_that_cannot_write_names_the_folder",
+            "ORCH_REQUIRE_UNPRIVILEGED",
+            "not root, cannot make a folder of another user's",
         );
         return;
     }
@@ -1293,7 +1289,11 @@ fn a_file_over_max_file_bytes_is_left_out_and_kept_aside() {
 fn a_repository_owned_by_another_user_is_reported_with_gits_fix() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n*** SKIPPED: only root can give a repository to another user ***\n");
+        skip(
+            "a_repository_owned_by_another_user_is_reported_with_gits_fix",
+            "ORCH_REQUIRE_UNPRIVILEGED",
+            "only root can give a repository to another user",
+        );
         return;
     }
     let repo = Repo::new();

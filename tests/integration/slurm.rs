@@ -7,12 +7,11 @@
 //! Without a cluster these tests say so loudly on stderr and return; with
 //! `ORCH_REQUIRE_SLURM=1` (CI, once slurm-up succeeded) a missing cluster fails them instead.
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, processes_with, Repo};
+use crate::common::{agent_cmd, processes_with, skip, Repo};
 use serde_json::json;
 
 /// Whether a Slurm cluster answers with a usable node; otherwise a loud skip, or a failure when
@@ -22,15 +21,10 @@ fn cluster(test: &str) -> bool {
         Ok(()) => return true,
         Err(why) => why,
     };
-    if std::env::var("ORCH_REQUIRE_SLURM").as_deref() == Ok("1") {
-        panic!("{test}: ORCH_REQUIRE_SLURM=1 but there is no Slurm cluster: {why}");
-    }
-    // Straight to the stderr handle, not `eprintln!`: the test harness captures the macros'
-    // output of a passing test, and a skip must not pass silently.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** {test}: SKIPPED: no Slurm cluster: run scripts/slurm-up ({why}) ***\n\
-         *** (set ORCH_REQUIRE_SLURM=1 to make this a failure) ***"
+    skip(
+        test,
+        "ORCH_REQUIRE_SLURM",
+        &format!("no Slurm cluster: run scripts/slurm-up ({why})"),
     );
     false
 }
