@@ -86,6 +86,17 @@ impl Repo {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Whether the ref (or any revision) `name` resolves.
+    pub fn has_ref(&self, name: &str) -> bool {
+        Command::new("git")
+            .args(["rev-parse", "--verify", "-q", name])
+            .current_dir(self.path())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
     pub fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"])
     }
@@ -199,6 +210,32 @@ pub fn skip(test: &str, require: &str, why: &str) {
         std::io::stderr(),
         "\n*** {test}: SKIPPED: {why} ***\n*** (set {require}=1 to make this a failure) ***\n"
     );
+}
+
+/// Polls until `path` exists (an agent wrote it); fails the test after `limit`.
+pub fn wait_for(path: &Path, limit: std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Asserts that no process with `marker` on its command line is alive, allowing a moment for
+/// the kernel to finish killing a group that was just sent SIGKILL.
+pub fn assert_none_left(marker: &str) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(3),
+            "processes left behind: {left:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Milliseconds in a JSON number.

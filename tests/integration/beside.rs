@@ -13,16 +13,6 @@ fn ms_at(log: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("timing.{key} missing in {:#}", log["timing"]))
 }
 
-fn ref_exists(repo: &Repo, r: &str) -> bool {
-    std::process::Command::new("git")
-        .args(["rev-parse", "-q", "--verify", r])
-        .current_dir(repo.path())
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 /// Events, one JSON object a line (events.ndjson, or `orch run --json`'s stdout).
 fn ndjson(text: &str) -> Vec<Value> {
     text.lines()
@@ -203,7 +193,7 @@ fn a_revert_keeps_the_review_work_in_a_ref_not_merged() {
     assert!(ms(&reviewer["startMs"]) < ms_at(&log, "testsEndMs"));
     // The ref holds the work; nothing of it is merged.
     let r = "refs/orch/review-aside/round-1/reviewer";
-    assert!(ref_exists(&repo, r));
+    assert!(repo.has_ref(r));
     assert_eq!(repo.git(&["show", &format!("{r}:docs/review.md")]), "seen");
     assert!(!repo.exists("docs/review.md"));
     assert_eq!(
@@ -321,7 +311,7 @@ fn phase_b_after_revert_runs_the_review_agents_again_on_the_tree_that_stays() {
     assert_eq!(subjects(&repo)[0], "orch: round 1 review: reviewer");
     assert_eq!(repo.read("docs/review.md"), "round 1 seen\n");
     assert_eq!(repo.read("src/app.txt"), "app\n");
-    assert!(ref_exists(&repo, "refs/orch/review-aside/round-1/reviewer"));
+    assert!(repo.has_ref("refs/orch/review-aside/round-1/reviewer"));
     // One entry for the agent, both runs' cost in the round; the task filed once.
     assert_eq!(
         log["agents"]
@@ -475,12 +465,12 @@ fn a_failed_review_agent_beside_the_tests_is_kept_in_a_ref_never_committed() {
     let halfway = Repo::agent(&log, "halfway");
     assert_eq!(halfway["status"], "failed");
     let r = "refs/orch/failed/round-1/halfway";
-    assert!(ref_exists(&repo, r), "{halfway:#}");
+    assert!(repo.has_ref(r), "{halfway:#}");
     assert_eq!(repo.git(&["show", &format!("{r}:docs/half.md")]), "half");
     // Its HEAD moved off the worktree's base: failed, its tree kept, nothing committed.
     let mover = Repo::agent(&log, "mover");
     assert_eq!(mover["status"], "failed", "{mover:#}");
-    assert!(ref_exists(&repo, "refs/orch/moved-head/round-1/mover"));
+    assert!(repo.has_ref("refs/orch/moved-head/round-1/mover"));
     assert!(!repo.exists("docs/half.md") && !repo.exists("docs/moved.md"));
     assert_eq!(subjects(&repo)[0], "orch: round 1 code: coder");
     assert!(repo.status().is_empty(), "{}", repo.status());
@@ -685,7 +675,7 @@ fn after_a_per_agent_revert_the_review_agents_run_again_by_default() {
         assert_eq!(repo.read("src/good.txt"), "good\n", "{what}");
         let reviewer = Repo::agent(&log, "reviewer");
         let aside = "refs/orch/review-aside/round-1/reviewer";
-        assert!(ref_exists(&repo, aside), "{what}");
+        assert!(repo.has_ref(aside), "{what}");
         if key.is_none() {
             // Its run beside the tests kept aside, its run again after them committed.
             assert_eq!(reviewer["besideRun"]["aside"]["keptRef"], aside, "{what}");
@@ -748,7 +738,7 @@ fn phase_b_worktree_is_clean_once_its_work_is_landed_or_kept_aside() {
     let run = repo.orch(&["run"]).expect(0);
     let log = repo.round_log(2);
     assert_eq!(log["status"], "reverted", "{}", run.stderr());
-    assert!(ref_exists(&repo, "refs/orch/review-aside/round-2/r"));
+    assert!(repo.has_ref("refs/orch/review-aside/round-2/r"));
     assert_eq!(
         wt_status(&repo),
         "",
@@ -827,7 +817,7 @@ fn a_review_agent_that_fails_beside_another_does_not_take_its_files() {
             assert_eq!(bad["changedFiles"], 0, "{what}: {bad:#}");
             assert_eq!(repo.read("good.md"), "GOOD\n", "{what}");
             assert_eq!(subjects(&repo)[0], "orch: round 1 review: good", "{what}");
-            assert!(!ref_exists(&repo, "refs/orch/failed/round-1/bad"), "{what}");
+            assert!(!repo.has_ref("refs/orch/failed/round-1/bad"), "{what}");
         }
     }
 }
@@ -853,7 +843,7 @@ fn a_review_agent_that_fails_beside_another_still_has_its_own_files_kept_aside()
     assert_eq!(bad["status"], "failed", "{}", run.stderr());
     assert_eq!(bad["changedFiles"], 0, "{bad:#}");
     assert!(!repo.exists("bad.md"));
-    assert!(ref_exists(&repo, "refs/orch/failed/round-1/bad"));
+    assert!(repo.has_ref("refs/orch/failed/round-1/bad"));
     assert_eq!(Repo::agent(&log, "quick")["status"], "ok");
 }
 

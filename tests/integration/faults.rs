@@ -12,22 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, gone, processes_with, skip, tests_cmd, Find, Orch, Repo};
+use crate::common::{
+    agent_cmd, assert_none_left, gone, skip, tests_cmd, wait_for, Find, Orch, Repo,
+};
 use orch::roundlog::{RoundStatus, RunStatus};
 use serde_json::json;
 
 /// A marker unique to one test, put on every agent's command line (`--tag`).
 fn marker(test: &str) -> String {
     format!("orch-fault-{test}-{}", std::process::id())
-}
-
-/// Polls until `path` exists (an agent wrote it); fails the test after `limit`.
-fn wait_for(path: &Path, limit: Duration) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs orch until the agent hangs (its `--hang-once` file `hung` appears, after everything it
@@ -37,23 +30,6 @@ fn kill_orch_once_hung(repo: &Repo, hung: &Path) {
     wait_for(hung, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
-}
-
-/// Asserts that no process with `marker` on its command line is alive, allowing a moment for
-/// the kernel to finish killing a group that was just sent SIGKILL.
-fn assert_none_left(marker: &str) {
-    let t0 = Instant::now();
-    loop {
-        let left = processes_with(marker);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "processes left behind: {left:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Whether process `pid` (from a pid file) is alive and not a zombie.
@@ -66,16 +42,6 @@ fn alive(pid_file: &Path) -> bool {
 /// The files of a commit (or ref), one a line.
 fn files_at(repo: &Repo, rev: &str) -> String {
     repo.git(&["ls-tree", "-r", "--name-only", rev])
-}
-
-fn ref_exists(repo: &Repo, name: &str) -> bool {
-    Command::new("git")
-        .args(["rev-parse", "--verify", "-q", name])
-        .current_dir(repo.path())
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// The journal file `name` of the repository's one state folder, kept by orch under the git
@@ -373,7 +339,7 @@ fn a_second_signal_kills_at_once() {
     assert_eq!(repo.round_log(1)["status"], "interrupted");
     assert_eq!(repo.head(), base);
     assert_eq!(repo.status(), "");
-    assert!(ref_exists(&repo, "refs/orch/interrupted/round-1"));
+    assert!(repo.has_ref("refs/orch/interrupted/round-1"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,16 +25,6 @@ fn mission(agents: Vec<Value>, extra: Value) -> Value {
     m
 }
 
-fn ref_exists(repo: &Repo, name: &str) -> bool {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--verify", "-q", name])
-        .current_dir(repo.path())
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 /// The file `path` as it is in `rev`, or empty when it is not there.
 fn show(repo: &Repo, rev: &str, path: &str) -> String {
     let out = std::process::Command::new("git")
@@ -131,7 +121,7 @@ fn a_merge_refused_for_an_untracked_file_keeps_the_change_and_counts_a_failure()
             "{}",
             a["error"]
         );
-        assert!(ref_exists(&repo, kept));
+        assert!(repo.has_ref(kept));
         assert_eq!(show(&repo, kept, "new.txt"), "mine\n");
         // Not a success anywhere it is counted.
         let st = repo.state();
@@ -231,7 +221,7 @@ fn a_review_agent_that_resets_the_branch_fails_and_the_tested_work_stays() {
     );
     assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
     // The review agent's file is kept, not committed.
-    assert!(ref_exists(&repo, "refs/orch/moved-head/round-1/r"));
+    assert!(repo.has_ref("refs/orch/moved-head/round-1/r"));
     assert_eq!(
         show(&repo, "refs/orch/failed/round-1/r", "r.txt"),
         "review\n"
@@ -651,7 +641,7 @@ fn submodules_are_checked_out_in_worktrees_and_edits_inside_them_are_kept() {
                 e["keptAside"]
             );
             assert!(log["notes"].to_string().contains(&kept), "{}", log["notes"]);
-            assert!(ref_exists(&repo, &kept));
+            assert!(repo.has_ref(&kept));
         }
         // The edits inside the submodule, as plain files (a tree, not a gitlink); each round's
         // edit starts from the submodule's own commit.

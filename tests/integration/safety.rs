@@ -11,36 +11,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, processes_with, Orch, Repo};
+use crate::common::{agent_cmd, assert_none_left, processes_with, wait_for, Orch, Repo};
 use serde_json::json;
 
 fn marker(test: &str) -> String {
     format!("orch-safety-{test}-{}", std::process::id())
 }
 
-fn wait_for(path: &Path, limit: Duration) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn alive(pid: &str) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
     !stat.is_empty() && !stat.contains(") Z")
-}
-
-fn assert_none_left(marker: &str) {
-    let t0 = Instant::now();
-    while !processes_with(marker).is_empty() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "processes left behind: {:#?}",
-            processes_with(marker)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn s(p: &Path) -> String {
