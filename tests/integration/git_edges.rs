@@ -7,7 +7,9 @@
 //! Agents here are `sh -c SCRIPT` (the agent's own git commands, spelled out in the test) rather
 //! than the fixture agent: each scenario is one clumsy thing an agent does.
 
-use crate::common::{skip, Repo};
+use std::time::Duration;
+
+use crate::common::{skip, wait_for, Orch, Repo};
 use serde_json::{json, Value};
 
 /// An agent that runs `script` with `sh -c`, then prints the fixture's JSON result.
@@ -1113,35 +1115,15 @@ fn recorded_ms_with_orch_stopped(agent_stops_orch: bool) -> u64 {
         )],
         json!({}),
     ));
-    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
-        .arg("run")
-        .current_dir(repo.path())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_for = |p: &std::path::Path| {
-        let t0 = std::time::Instant::now();
-        while !p.exists() {
-            assert!(
-                t0.elapsed() < std::time::Duration::from_secs(20),
-                "{} never appeared",
-                p.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    wait_for(&started);
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(20));
     if !agent_stops_orch {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
+        orch.signal(libc::SIGSTOP);
     }
-    wait_for(&ended);
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
-    assert!(orch.wait().unwrap().success());
+    wait_for(&ended, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(5));
+    orch.signal(libc::SIGCONT);
+    assert!(orch.child.wait().unwrap().success());
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "a");
     assert_eq!(a["status"], "ok", "{log:#}");
@@ -1183,33 +1165,13 @@ fn an_agent_that_ended_silently_while_orch_was_stopped_is_recorded_with_its_real
     );
     agent["timeoutS"] = json!(2);
     repo.mission(mission(vec![agent], json!({})));
-    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
-        .arg("run")
-        .current_dir(repo.path())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_for = |p: &std::path::Path| {
-        let t0 = std::time::Instant::now();
-        while !p.exists() {
-            assert!(
-                t0.elapsed() < std::time::Duration::from_secs(20),
-                "{} never appeared",
-                p.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    wait_for(&started);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
-    wait_for(&ended);
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
-    assert!(orch.wait().unwrap().success());
+    let mut orch = Orch::start(&repo, &["run"]);
+    wait_for(&started, Duration::from_secs(20));
+    orch.signal(libc::SIGSTOP);
+    wait_for(&ended, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    orch.signal(libc::SIGCONT);
+    assert!(orch.child.wait().unwrap().success());
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "a");
     assert_eq!(a["status"], "ok", "{log:#}");
