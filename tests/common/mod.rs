@@ -212,15 +212,6 @@ pub fn skip(test: &str, require: &str, why: &str) {
     );
 }
 
-/// Polls until `path` exists (an agent wrote it); fails the test after `limit`.
-pub fn wait_for(path: &Path, limit: std::time::Duration) {
-    let t0 = std::time::Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// Asserts that no process with `marker` on its command line is alive, allowing a moment for
 /// the kernel to finish killing a group that was just sent SIGKILL.
 pub fn assert_none_left(marker: &str) {
@@ -450,5 +441,20 @@ impl Orch {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Polls until `path` exists (an agent wrote it); fails the test after `limit`, showing
+    /// orch's stderr so far.
+    pub fn wait_for(&self, path: &Path, limit: std::time::Duration) {
+        let t0 = std::time::Instant::now();
+        while !path.exists() {
+            assert!(
+                t0.elapsed() < limit,
+                "{} never appeared\n--- stderr\n{}",
+                path.display(),
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

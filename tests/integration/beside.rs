@@ -506,31 +506,29 @@ fn a_bad_phase_b_value_is_exit_2_naming_the_key() {
     assert!(run.stderr().contains("phaseB"), "{}", run.stderr());
 }
 
-#[test]
-fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
-    let flags = tempfile::tempdir().unwrap();
-    let hung = flags.path().join("hung").display().to_string();
-    let repo = Repo::new();
-    repo.mission(json!({
+/// A coder that writes src/a.txt, and a reviewer that writes docs/half.md, then (its first
+/// time) writes `hung` and hangs beside tests that take `tests_s` seconds.
+fn hung_reviewer_mission(hung: &std::path::Path, tests_s: &str) -> Value {
+    json!({
         "name": "t", "rounds": 1, "killGraceS": 0.5,
         "agents": [
             {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
             {"name": "reviewer", "phase": "review",
-             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung])}
+             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung.display().to_string()])}
         ],
-        "tests": {"command": tests_cmd("30"), "baseline": false}
-    }));
+        "tests": {"command": tests_cmd(tests_s), "baseline": false}
+    })
+}
+
+#[test]
+fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
+    let flags = tempfile::tempdir().unwrap();
+    let hung = flags.path().join("hung");
+    let repo = Repo::new();
+    repo.mission(hung_reviewer_mission(&hung, "30"));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    let t0 = std::time::Instant::now();
-    while !std::path::Path::new(&hung).exists() {
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "the reviewer never started: {}",
-            orch.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    orch.wait_for(&hung, std::time::Duration::from_secs(20));
     // `orch status` says the review agents run beside the tests.
     let status: Value =
         serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
@@ -608,27 +606,11 @@ fn a_review_run_ended_before_an_interrupt_is_an_amended_agent_end() {
 #[test]
 fn a_killed_orch_while_review_agents_run_beside_the_tests_is_recovered_with_their_work() {
     let flags = tempfile::tempdir().unwrap();
-    let hung = flags.path().join("hung").display().to_string();
+    let hung = flags.path().join("hung");
     let repo = Repo::new();
-    repo.mission(json!({
-        "name": "t", "rounds": 1, "killGraceS": 0.5,
-        "agents": [
-            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
-            {"name": "reviewer", "phase": "review",
-             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung])}
-        ],
-        "tests": {"command": tests_cmd("2"), "baseline": false}
-    }));
+    repo.mission(hung_reviewer_mission(&hung, "2"));
     let mut orch = Orch::start(&repo, &["run"]);
-    let t0 = std::time::Instant::now();
-    while !std::path::Path::new(&hung).exists() {
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "no reviewer: {}",
-            orch.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    orch.wait_for(&hung, std::time::Duration::from_secs(20));
     orch.signal(libc::SIGKILL);
     orch.wait(std::time::Duration::from_secs(10));
     // The next run recovers the dead round (the review agents' worktree in a ref of its own,

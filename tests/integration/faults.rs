@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    agent_cmd, assert_none_left, gone, skip, tests_cmd, wait_for, Find, Orch, Repo,
-};
+use crate::common::{agent_cmd, assert_none_left, gone, skip, tests_cmd, Find, Orch, Repo};
 use orch::roundlog::{RoundStatus, RunStatus};
 use serde_json::json;
 
@@ -27,7 +25,7 @@ fn marker(test: &str) -> String {
 /// writes, so its next run will not hang), then SIGKILLs orch mid-round.
 fn kill_orch_once_hung(repo: &Repo, hung: &Path) {
     let mut orch = Orch::start(repo, &["run"]);
-    wait_for(hung, Duration::from_secs(10));
+    orch.wait_for(hung, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
 }
@@ -86,7 +84,7 @@ fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     let mut orch = Orch::start(&repo, &["run"]);
     // `hung` appears after `started`, just before the agent hangs: once it exists, the
     // agent is past everything it writes, and its next run will not hang.
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
+    orch.wait_for(&f.path().join("hung"), Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(10));
     assert_eq!(code, 130, "{}", orch.stderr());
@@ -144,7 +142,7 @@ fn sigint_during_a_replay_keeps_its_work_in_its_own_refs_and_touches_nothing_liv
         repo.read(".orch/rounds/round-0001.json"),
     );
     let mut orch = Orch::start(&repo, &["round", "1"]);
-    wait_for(&hung, Duration::from_secs(10));
+    orch.wait_for(&hung, Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(10));
     assert_eq!(code, 130, "{}", orch.stderr());
@@ -196,7 +194,7 @@ fn a_killed_replay_is_cleaned_up_by_the_next_run_and_old_replays_are_pruned() {
     std::fs::remove_file(&hung).unwrap();
     let (head, state) = (repo.head(), repo.read(".orch/state.json"));
     let mut orch = Orch::start(&repo, &["round", "1"]);
-    wait_for(&hung, Duration::from_secs(10));
+    orch.wait_for(&hung, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     orch.wait(Duration::from_secs(10));
     let dead = ".orch/replays/round-0001-1";
@@ -290,7 +288,7 @@ fn sigterm_keeps_a_worktree_agents_partial_work() {
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run", "--max-concurrency", "1"]);
-    wait_for(&started, Duration::from_secs(10));
+    orch.wait_for(&started, Duration::from_secs(10));
     orch.signal(libc::SIGTERM);
     assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
     assert_none_left(&m);
@@ -323,7 +321,7 @@ fn a_second_signal_kills_at_once() {
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    orch.wait_for(&started, Duration::from_secs(10));
     let t0 = Instant::now();
     orch.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
@@ -487,7 +485,7 @@ fn a_second_orch_exits_4_naming_the_first() {
             "--tag", &m, "--write", &format!("{}=1", path_str(&started)), "--hang"])}]
     }));
     let mut first = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    first.wait_for(&started, Duration::from_secs(10));
     let events_before = repo.read(".orch/events.ndjson");
     let second = repo.orch(&["run"]).expect(4);
     assert!(
@@ -1405,7 +1403,7 @@ fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_k
 
     // Ctrl-C mid-round: the round is interrupted on the branch, the user's branch comes back.
     let mut orch = Orch::start(&repo, &["run", "--branch", "orch/n"]);
-    wait_for(&hung1, Duration::from_secs(10));
+    orch.wait_for(&hung1, Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
     assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]), mine);
@@ -1416,7 +1414,7 @@ fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_k
     // SIGKILL mid-round: orch dies on the branch; the next run (no --branch) recovers, goes on
     // on that branch and returns the user's branch at its end.
     let mut orch = Orch::start(&repo, &["run", "--branch", "orch/n"]);
-    wait_for(&hung2, Duration::from_secs(10));
+    orch.wait_for(&hung2, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
     assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]), "orch/n");

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::common::{skip, wait_for, Orch, Repo};
+use crate::common::{skip, Orch, Repo};
 use serde_json::{json, Value};
 
 /// An agent that runs `script` with `sh -c`, then prints the fixture's JSON result.
@@ -1116,11 +1116,11 @@ fn recorded_ms_with_orch_stopped(agent_stops_orch: bool) -> u64 {
         json!({}),
     ));
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(20));
+    orch.wait_for(&started, Duration::from_secs(20));
     if !agent_stops_orch {
         orch.signal(libc::SIGSTOP);
     }
-    wait_for(&ended, Duration::from_secs(20));
+    orch.wait_for(&ended, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(5));
     orch.signal(libc::SIGCONT);
     assert!(orch.child.wait().unwrap().success());
@@ -1166,9 +1166,9 @@ fn an_agent_that_ended_silently_while_orch_was_stopped_is_recorded_with_its_real
     agent["timeoutS"] = json!(2);
     repo.mission(mission(vec![agent], json!({})));
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(20));
+    orch.wait_for(&started, Duration::from_secs(20));
     orch.signal(libc::SIGSTOP);
-    wait_for(&ended, Duration::from_secs(20));
+    orch.wait_for(&ended, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(3));
     orch.signal(libc::SIGCONT);
     assert!(orch.child.wait().unwrap().success());

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, assert_none_left, processes_with, wait_for, Orch, Repo};
+use crate::common::{agent_cmd, assert_none_left, processes_with, Orch, Repo};
 use serde_json::json;
 
 fn marker(test: &str) -> String {
@@ -57,7 +57,7 @@ fn a_second_orch_of_any_state_folder_or_worktree_exits_4() {
     let wt = f.path().join("linked");
     repo.git(&["worktree", "add", "-q", "--detach", &s(&wt)]);
     let mut first = Orch::start_in(repo.path(), &["run"]);
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
+    first.wait_for(&f.path().join("hung"), Duration::from_secs(10));
     let pid = format!("pid {}", first.pid());
     let other = repo.orch(&["run", "-m", "other.json"]).expect(4);
     assert!(other.stderr().contains(&pid), "{}", other.stderr());
@@ -105,7 +105,7 @@ fn a_deleted_lock_file_does_not_let_a_second_orch_in() {
     let base = repo.head();
     let lock = repo.pathbuf(".git/orch/lock");
     let mut first = Orch::start_in(repo.path(), &["run"]);
-    wait_for(&hung, Duration::from_secs(10));
+    first.wait_for(&hung, Duration::from_secs(10));
     assert!(lock.exists());
     std::fs::remove_file(&lock).unwrap();
     let second = repo.orch(&["run"]).expect(4);
@@ -471,7 +471,7 @@ fn allow_dirty_keeps_the_users_work_through_sigint_and_sigkill() {
         let base = repo.head();
         let before = user_view(&repo);
         let mut orch = Orch::start_in(repo.path(), &["run", "--allow-dirty"]);
-        wait_for(&hung, Duration::from_secs(10));
+        orch.wait_for(&hung, Duration::from_secs(10));
         orch.signal(sig);
         let code = orch.wait(Duration::from_secs(10));
         assert_eq!(code, 128 + sig, "{}", orch.stderr());
@@ -532,7 +532,7 @@ fn nothing_orch_started_outlives_a_sigkill() {
             ]
         }));
         let mut orch = Orch::start_in(repo.path(), &["run"]);
-        wait_for(&started, Duration::from_secs(10));
+        orch.wait_for(&started, Duration::from_secs(10));
         let watchdog = format!("__watchdog {}.", orch.pid());
         assert_eq!(
             running_with(&watchdog).len(),
