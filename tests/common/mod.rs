@@ -116,6 +116,14 @@ impl Repo {
         self.orch_env(args, &[])
     }
 
+    /// `orch ARGS` that must exit 0 and print one JSON document (`report --format json`,
+    /// `status --json`): that document.
+    pub fn orch_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.orch(args).expect(0).stdout();
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("orch {args:?} printed no JSON: {e}\n{out}"))
+    }
+
     pub fn orch_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
         cmd.args(args)

@@ -530,8 +530,7 @@ fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
     let mut orch = Orch::start(&repo, &["run"]);
     orch.wait_for(&hung, std::time::Duration::from_secs(20));
     // `orch status` says the review agents run beside the tests.
-    let status: Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(
         status["running"]["phase"], "tests, review beside them",
         "{status:#}"
@@ -874,16 +873,9 @@ fn the_agents_costs_add_up_to_the_rounds_when_a_review_agent_ran_again() {
             .unwrap_or_else(|| panic!("no reviewer in {v:#}"))["costUsd"]
             .clone()
     };
-    let report: Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     assert_eq!(cost_of(&report, "agents"), 0.02, "{:#}", report["agents"]);
-    let status: Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(cost_of(&status, "agents"), 0.02, "{:#}", status["agents"]);
 }
 
@@ -905,13 +897,7 @@ fn the_time_phase_b_hid_beside_the_tests_is_in_the_reports_hidden_time() {
     let log = repo.round_log(1);
     let beside = ms_at(&log, "beside");
     assert!(beside >= 500, "{:#}", log["timing"]);
-    let report: Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     assert_eq!(
         report["totals"]["hiddenMs"], beside,
         "{:#}",
