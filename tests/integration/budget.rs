@@ -118,21 +118,11 @@ fn an_agent_over_its_budget_is_not_started_again_and_the_others_go_on() {
 
     // Status, text and JSON.
     let status = repo.orch_json(&["status", "--json"]);
-    let capped = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "capped")
-        .unwrap();
+    let capped = Repo::agent(&status, "capped");
     assert_eq!(capped["budgetUsd"], 0.25);
     assert_eq!(capped["budgetLeftUsd"], 0.0);
     assert_eq!(capped["overBudget"], true);
-    let free = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "free")
-        .unwrap();
+    let free = Repo::agent(&status, "free");
     assert_eq!(free["overBudget"], false);
     assert!(free["budgetUsd"].is_null());
     let text = repo.orch(&["status"]).expect(0).stdout();
@@ -389,12 +379,7 @@ fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
 
     // orch status says why the task does not move, and what to do.
     let status = repo.orch_json(&["status", "--json"]);
-    let spender = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "spender")
-        .unwrap();
+    let spender = Repo::agent(&status, "spender");
     assert_eq!(spender["pendingTasks"], 1);
     assert_eq!(spender["tasksWaitingOnBudget"], 1);
     let text = repo.orch(&["status"]).expect(0).stdout();

@@ -131,13 +131,7 @@ fn a_merge_refused_for_an_untracked_file_keeps_the_change_and_counts_a_failure()
         assert_eq!(st["agents"]["a"]["consecutiveFailures"], 1, "{st:#}");
         let status = repo.orch(&["status", "--json"]).expect(0).stdout();
         let status: Value = serde_json::from_str(&status).unwrap();
-        let row = status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "a")
-            .unwrap()
-            .clone();
+        let row = Repo::agent(&status, "a").clone();
         assert_eq!(row["lastStatus"], "failed", "{status:#}");
     }
 }
