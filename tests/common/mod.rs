@@ -319,13 +319,17 @@ pub fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
+/// Whether process `pid` (its number, as text: a pid file's contents) is alive and not a
+/// zombie, now.
+pub fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
 /// Whether process `pid` is gone (or a zombie), waiting up to 2 s: SIGKILL is delivered
 /// asynchronously.
 pub fn gone(pid: &str) -> bool {
-    let dead = || {
-        let st = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        st.is_empty() || st.contains(") Z")
-    };
+    let dead = || !alive(pid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while !dead() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -32,9 +32,7 @@ fn kill_orch_once_hung(repo: &Repo, hung: &Path) {
 
 /// Whether process `pid` (from a pid file) is alive and not a zombie.
 fn alive(pid_file: &Path) -> bool {
-    let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
+    crate::common::alive(&std::fs::read_to_string(pid_file).unwrap_or_default())
 }
 
 /// The files of a commit (or ref), one a line.

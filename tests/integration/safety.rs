@@ -11,16 +11,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, assert_none_left, processes_with, Orch, Repo};
+use crate::common::{agent_cmd, alive, assert_none_left, processes_with, Orch, Repo};
 use serde_json::json;
 
 fn marker(test: &str) -> String {
     format!("orch-safety-{test}-{}", std::process::id())
-}
-
-fn alive(pid: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
 }
 
 fn s(p: &Path) -> String {
