@@ -68,20 +68,18 @@ fn path_str(p: &Path) -> String {
 fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     let m = marker("sigint");
     let f = flags();
-    let started = f.path().join("started");
     let repo = Repo::new();
     repo.mission(json!({
         "name": "t", "rounds": 3, "killGraceS": 0.5, "git": {"isolation": "shared"},
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
             "--tag", &m, "--write", "src/wip.txt=half done",
             "--daemon", &path_str(&f.path().join("daemon.pid")),
-            "--write", &format!("{}=1", path_str(&started)),
             "--hang-once", &path_str(&f.path().join("hung"))])}]
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    // `hung` appears after `started`, just before the agent hangs: once it exists, the
-    // agent is past everything it writes, and its next run will not hang.
+    // `hung` appears just before the agent hangs: once it exists, the agent is past everything
+    // it writes, and its next run will not hang.
     orch.wait_for(&f.path().join("hung"), Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(10));
@@ -348,8 +346,7 @@ fn a_second_signal_kills_at_once() {
 fn a_killed_orch_is_recovered_by_the_next_one() {
     let m = marker("sigkill");
     let f = flags();
-    let (started, agent_pid, daemon_pid, escaped_pid) = (
-        f.path().join("started"),
+    let (agent_pid, daemon_pid, escaped_pid) = (
         f.path().join("agent.pid"),
         f.path().join("daemon.pid"),
         f.path().join("escaped.pid"),
@@ -361,7 +358,6 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
             "--tag", &m, "--round", "1", "--pid", &path_str(&agent_pid),
             "--write", "src/wip.txt=half done", "--daemon", &path_str(&daemon_pid),
             "--setsid-daemon", &path_str(&escaped_pid),
-            "--write", &format!("{}=1", path_str(&started)),
             "--hang-once", &path_str(&f.path().join("hung"))])}]
     }));
     let base = repo.head();
