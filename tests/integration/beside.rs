@@ -506,8 +506,8 @@ fn a_bad_phase_b_value_is_exit_2_naming_the_key() {
     assert!(run.stderr().contains("phaseB"), "{}", run.stderr());
 }
 
-/// A coder that writes src/a.txt, and a reviewer that writes docs/half.md, then (its first
-/// time) writes `hung` and hangs beside tests that take `tests_s` seconds.
+/// A coder that writes a file, and a reviewer that writes half a review, then (its first time)
+/// writes `hung` and hangs beside tests that take `tests_s` seconds.
 fn hung_reviewer_mission(hung: &std::path::Path, tests_s: &str) -> Value {
     json!({
         "name": "t", "rounds": 1, "killGraceS": 0.5,
