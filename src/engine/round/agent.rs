@@ -158,7 +158,6 @@ fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> W
         launch.isolated.clone().unwrap_or_else(|| env.git.clone()),
         Instant::now(),
     )
-    .keeping_out(&env.layout.dir)
     .reporting(Box::new(move |activity: String| {
         events.emit(Event::AgentActivity {
             round,
