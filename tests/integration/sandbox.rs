@@ -11,23 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use orch::engine::exec::sandbox::net::Broker;
-use orch::engine::exec::sandbox::{probe, GitAccess, HostPort, Network, Policy};
+use orch::engine::exec::sandbox::{GitAccess, HostPort, Network, Policy};
 
-use crate::common::Repo;
-
-/// Whether bwrap runs here; if not, a loud SKIP, or a panic under `ORCH_REQUIRE_SANDBOX=1`.
-fn bwrap_runs() -> bool {
-    match probe::probe() {
-        Ok(()) => true,
-        Err(e) if std::env::var("ORCH_REQUIRE_SANDBOX").as_deref() == Ok("1") => {
-            panic!("ORCH_REQUIRE_SANDBOX=1 but {e}")
-        }
-        Err(e) => {
-            eprintln!("!!!!! SKIP: {e}; this sandbox test did not run !!!!!");
-            false
-        }
-    }
-}
+use crate::common::{bwrap_runs, left_after, Repo};
 
 /// Runs `sh -c script` under `policy` (with `broker`'s socket when given) and returns what it
 /// did.
@@ -92,7 +78,7 @@ fn worktree_policy(repo: &Repo, wt: &Path, name: &str) -> Policy {
 
 #[test]
 fn an_allowed_loopback_port_is_reached_and_another_is_refused() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let allowed = hello_server();
@@ -129,7 +115,7 @@ fn an_allowed_loopback_port_is_reached_and_another_is_refused() {
 
 #[test]
 fn an_allowed_host_is_reached_through_the_proxy_by_connect() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     // A "remote" host stands in as 127.0.0.1 reached through the proxy's CONNECT: what
@@ -160,7 +146,7 @@ fn an_allowed_host_is_reached_through_the_proxy_by_connect() {
 
 #[test]
 fn without_a_network_nothing_on_the_host_is_reached() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let port = hello_server();
@@ -177,7 +163,7 @@ fn without_a_network_nothing_on_the_host_is_reached() {
 
 #[test]
 fn a_file_in_the_hidden_home_cannot_be_read_but_a_named_one_can() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -211,7 +197,7 @@ fn a_file_in_the_hidden_home_cannot_be_read_but_a_named_one_can() {
 
 #[test]
 fn a_worktree_commits_but_cannot_touch_config_hooks_or_another_worktree() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let (repo, wt) = repo_with_worktree("a");
@@ -262,7 +248,7 @@ fn a_worktree_commits_but_cannot_touch_config_hooks_or_another_worktree() {
 
 #[test]
 fn in_the_main_tree_the_git_folder_stays_read_only() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     // Shared isolation: the agent writes the main tree, which holds .git and .orch.
@@ -296,7 +282,7 @@ fn in_the_main_tree_the_git_folder_stays_read_only() {
 
 #[test]
 fn orch_and_other_processes_are_out_of_sight() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -373,7 +359,7 @@ fn run_with_home(repo: &Repo, home: &Home, args: &[&str]) -> crate::common::Run 
 /// other-worktree, secret, port and orch-pid (`with_no_sandbox_the_same_agent_reaches_it_all`).
 #[test]
 fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let repo = Repo::new();
@@ -499,7 +485,7 @@ fn with_no_sandbox_the_same_agent_reaches_it_all() {
 /// port off the allowlist fails, and the refusal is reported.
 #[test]
 fn a_test_command_cannot_read_the_home_folder_or_reach_a_port_off_the_list() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let home = Home::new();
@@ -613,7 +599,7 @@ fn a_wrong_sandbox_value_names_its_key() {
 /// work still lands.
 #[test]
 fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let repo = Repo::new();
@@ -653,7 +639,7 @@ fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
 /// agent), and the hung one is `timeout`.
 #[test]
 fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let m = format!("orch-sandbox-left-{}", std::process::id());
@@ -676,12 +662,7 @@ fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
     let stderr = run.stderr();
     let log = repo.round_log(1);
     assert_eq!(Repo::agent(&log, "hang")["status"], "timeout", "{stderr}");
-    let t0 = std::time::Instant::now();
-    let mut left = crate::common::processes_with(&m);
-    while !left.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        left = crate::common::processes_with(&m);
-    }
+    let left = left_after(&m, std::time::Duration::from_secs(5));
     assert!(left.is_empty(), "left running: {left:#?}\n{stderr}");
     // It did start its daemon (the pid file is in its commit); the daemon goes with the
     // sandbox's PID namespace, whose first process (bwrap's) ended with the agent: the kernel
@@ -698,7 +679,7 @@ fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
 /// `--die-with-parent` and orch's watchdog).
 #[test]
 fn a_sandboxed_agent_dies_with_a_killed_orch() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let m = format!("orch-sandbox-killed-{}", std::process::id());
@@ -722,12 +703,7 @@ fn a_sandboxed_agent_dies_with_a_killed_orch() {
     }
     orch.signal(libc::SIGKILL);
     orch.wait(std::time::Duration::from_secs(10));
-    let t1 = std::time::Instant::now();
-    let mut left = crate::common::processes_with(&m);
-    while !left.is_empty() && t1.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        left = crate::common::processes_with(&m);
-    }
+    let left = left_after(&m, std::time::Duration::from_secs(5));
     assert!(
         left.is_empty(),
         "left running after orch's SIGKILL: {left:#?}"
