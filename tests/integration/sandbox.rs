@@ -341,15 +341,44 @@ impl Home {
     fn marker(&self) -> PathBuf {
         self.path().join("pwned")
     }
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("HOME", self.path().display().to_string())]
+    /// `orch ARGS` in `repo` with this folder as its HOME.
+    fn orch(&self, repo: &Repo, args: &[&str]) -> crate::common::Run {
+        repo.orch_env(args, &[("HOME", &self.path().display().to_string())])
     }
 }
 
-fn run_with_home(repo: &Repo, home: &Home, args: &[&str]) -> crate::common::Run {
-    let env = home.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    repo.orch_env(args, &env)
+/// The mission of the hostile agent `a` beside the honest `b`, each in its worktree, under
+/// `sandbox`; `off_list`: the port the hostile one tries.
+fn hostile_beside_honest(
+    home: &Home,
+    sandbox: serde_json::Value,
+    off_list: u16,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": "hostile",
+        "rounds": 1,
+        "sandbox": sandbox,
+        "agents": [
+            {"name": "a", "phase": "code",
+             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
+            {"name": "b", "phase": "code",
+             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
+        ],
+        "tests": {"command": crate::common::tests_cmd("0")},
+        "git": {"isolation": "worktree", "commit": true},
+    })
+}
+
+/// Fails the test if the hostile agent's own account (`reach.txt`, in its commit) says it
+/// reached any of `words`.
+fn assert_reached_none(repo: &Repo, words: &[&str]) {
+    let reached = repo.read("reach.txt");
+    for word in words {
+        assert!(
+            !reached.lines().any(|l| l == *word),
+            "the agent reached {word}:\n{reached}"
+        );
+    }
 }
 
 /// Issue 30's attempts, by an agent under `"sandbox": "bwrap"` beside an honest one, in
@@ -366,21 +395,13 @@ fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
     let home = Home::new();
     let allowed = hello_server();
     let off_list = hello_server();
-    repo.mission(serde_json::json!({
-        "name": "hostile",
-        "rounds": 1,
-        "sandbox": {"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{allowed}")]},
-        "agents": [
-            {"name": "a", "phase": "code",
-             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
-            {"name": "b", "phase": "code",
-             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
-        ],
-        "tests": {"command": crate::common::tests_cmd("0")},
-        "git": {"isolation": "worktree", "commit": true},
-    }));
+    repo.mission(hostile_beside_honest(
+        &home,
+        serde_json::json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{allowed}")]}),
+        off_list,
+    ));
     let config_before = repo.read(".git/config");
-    let run = run_with_home(&repo, &home, &["run"]);
+    let run = home.orch(&repo, &["run"]);
     let stderr = run.stderr();
     assert_eq!(run.code(), 0, "{stderr}");
 
@@ -389,21 +410,18 @@ fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
     assert!(files.lines().any(|f| f == "src/a.txt"), "{files}\n{stderr}");
     assert!(files.lines().any(|f| f == "src/b.txt"), "{files}");
     // What the agent reached, from its own account in the commit.
-    let reached = repo.read("reach.txt");
-    for word in [
-        "config",
-        "hooks-path",
-        "hook",
-        "other-worktree",
-        "secret",
-        "port",
-        "orch-pid",
-    ] {
-        assert!(
-            !reached.lines().any(|l| l == word),
-            "the agent reached {word}:\n{reached}"
-        );
-    }
+    assert_reached_none(
+        &repo,
+        &[
+            "config",
+            "hooks-path",
+            "hook",
+            "other-worktree",
+            "secret",
+            "port",
+            "orch-pid",
+        ],
+    );
     // And from outside: nothing planted, nothing read.
     assert_eq!(repo.read(".git/config"), config_before);
     assert!(!repo.exists(".git/hooks/post-commit"));
@@ -456,20 +474,8 @@ fn with_no_sandbox_the_same_agent_reaches_it_all() {
     let repo = Repo::new();
     let home = Home::new();
     let off_list = hello_server();
-    repo.mission(serde_json::json!({
-        "name": "hostile",
-        "rounds": 1,
-        "sandbox": "none",
-        "agents": [
-            {"name": "a", "phase": "code",
-             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
-            {"name": "b", "phase": "code",
-             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
-        ],
-        "tests": {"command": crate::common::tests_cmd("0")},
-        "git": {"isolation": "worktree", "commit": true},
-    }));
-    let run = run_with_home(&repo, &home, &["run"]);
+    repo.mission(hostile_beside_honest(&home, "none".into(), off_list));
+    let run = home.orch(&repo, &["run"]);
     let reached = repo.read("reach.txt");
     for word in ["config", "hook", "secret", "port", "orch-pid"] {
         assert!(
@@ -516,7 +522,7 @@ fn a_test_command_cannot_read_the_home_folder_or_reach_a_port_off_the_list() {
             "tests": {"command": ["sh", "-c", script]},
             "git": {"isolation": "worktree", "commit": true},
         }));
-        let run = run_with_home(&repo, &home, &["run"]);
+        let run = home.orch(&repo, &["run"]);
         let stderr = run.stderr();
         let baseline = repo.read(".orch/logs/baseline-tests.log");
         assert!(
@@ -615,18 +621,15 @@ fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
         "git": {"isolation": "shared", "commit": true},
     }));
     let config_before = repo.read(".git/config");
-    let run = run_with_home(&repo, &home, &["run"]);
+    let run = home.orch(&repo, &["run"]);
     let stderr = run.stderr();
     assert_eq!(run.code(), 0, "{stderr}");
     let files = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
     assert!(files.lines().any(|f| f == "src/a.txt"), "{files}\n{stderr}");
-    let reached = repo.read("reach.txt");
-    for word in ["config", "hooks-path", "hook", "secret", "port", "orch-pid"] {
-        assert!(
-            !reached.lines().any(|l| l == word),
-            "reached {word}:\n{reached}"
-        );
-    }
+    assert_reached_none(
+        &repo,
+        &["config", "hooks-path", "hook", "secret", "port", "orch-pid"],
+    );
     assert_eq!(repo.read(".git/config"), config_before);
     assert!(!repo.exists(".git/hooks/post-commit"));
     assert!(!home.marker().exists());
