@@ -400,3 +400,33 @@ impl Orch {
         std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
     }
 }
+
+/// Whether bubblewrap runs here (probed once per test binary): if not, a loud SKIP naming
+/// `what` did not run, or a panic under `ORCH_REQUIRE_SANDBOX=1` (`.ci/run` sets it), so that
+/// CI fails rather than passing a sandbox test that never ran.
+pub fn bwrap_runs(what: &str) -> bool {
+    static PROBE: std::sync::OnceLock<Result<(), orch::engine::exec::sandbox::probe::Unavailable>> =
+        std::sync::OnceLock::new();
+    match PROBE.get_or_init(orch::engine::exec::sandbox::probe::probe) {
+        Ok(()) => true,
+        Err(e) if std::env::var("ORCH_REQUIRE_SANDBOX").as_deref() == Ok("1") => {
+            panic!("ORCH_REQUIRE_SANDBOX=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("!!!!! SKIP: {e}; this {what} did not run !!!!!");
+            false
+        }
+    }
+}
+
+/// The processes with `marker` on their command line still there after waiting up to `limit`
+/// for them to go (the kernel finishes a killed group asynchronously); empty when none is.
+pub fn left_after(marker: &str, limit: std::time::Duration) -> Vec<String> {
+    let t0 = std::time::Instant::now();
+    let mut left = processes_with(marker);
+    while !left.is_empty() && t0.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = processes_with(marker);
+    }
+    left
+}
