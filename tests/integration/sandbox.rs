@@ -37,6 +37,19 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The tests that only assert a connection fails would pass without `curl` (nothing would
+/// try to connect): they check it is there first.
+fn require_curl() {
+    let ok = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "curl is needed to try the connections this test expects to fail"
+    );
+}
+
 /// A server on the host's loopback that answers each connection with `hello` and closes.
 fn hello_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -149,6 +162,7 @@ fn without_a_network_nothing_on_the_host_is_reached() {
     if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let port = hello_server();
     let dir = tempfile::tempdir().unwrap();
     let p = Policy::new(dir.path());
@@ -391,6 +405,7 @@ fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
     if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let repo = Repo::new();
     let home = Home::new();
     let allowed = hello_server();
@@ -494,6 +509,7 @@ fn a_test_command_cannot_read_the_home_folder_or_reach_a_port_off_the_list() {
     if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let home = Home::new();
     let off_list = hello_server();
     let allowed = hello_server();
@@ -608,6 +624,7 @@ fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
     if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let repo = Repo::new();
     let home = Home::new();
     let off_list = hello_server();
