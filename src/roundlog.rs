@@ -648,6 +648,42 @@ pub struct RoundLog {
     pub nothing_landed: bool,
 }
 
+impl RoundLog {
+    /// The log of round `round` of `mission`, begun at `started_at` on `base`: status `ok`,
+    /// this schema, nothing in it yet. A literal names only what it sets:
+    /// `RoundLog { notes, ..RoundLog::new(..) }`.
+    pub fn new(
+        round: u32,
+        mission: impl Into<String>,
+        base: impl Into<String>,
+        started_at: impl Into<String>,
+    ) -> RoundLog {
+        RoundLog {
+            schema: SCHEMA,
+            round,
+            mission: mission.into(),
+            status: RoundStatus::Ok,
+            started_at: started_at.into(),
+            finished_at: String::new(),
+            base: base.into(),
+            commit: None,
+            agents: Vec::new(),
+            sims: Sims::default(),
+            tests: None,
+            reverted: false,
+            revert: None,
+            kept_ref: None,
+            timing: Timing::default(),
+            cost_usd: 0.0,
+            total_cost_usd: 0.0,
+            stop_reason: None,
+            decisions: Vec::new(),
+            notes: Vec::new(),
+            nothing_landed: false,
+        }
+    }
+}
+
 /// The plan's verdict on one agent for one round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -723,7 +723,7 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roundlog::{Phase, RoundStatus, RunStatus, Sims, Timing};
+    use crate::roundlog::{Phase, RunStatus};
 
     fn entry(name: &str, status: RunStatus, files: &[&str]) -> AgentEntry {
         AgentEntry {
@@ -740,26 +740,8 @@ mod tests {
     fn log(agents: Vec<AgentEntry>) -> RoundLog {
         RoundLog {
             schema: 9,
-            round: 2,
-            mission: "t".into(),
-            status: RoundStatus::Ok,
-            started_at: String::new(),
-            finished_at: String::new(),
-            base: "b".into(),
-            commit: None,
             agents,
-            sims: Sims::default(),
-            tests: None,
-            reverted: false,
-            revert: None,
-            kept_ref: None,
-            timing: Timing::default(),
-            cost_usd: 0.0,
-            total_cost_usd: 0.0,
-            stop_reason: None,
-            decisions: Vec::new(),
-            notes: Vec::new(),
-            nothing_landed: false,
+            ..RoundLog::new(2, "t", "b", "")
         }
     }
 

@@ -12,7 +12,7 @@ use crate::engine::prompt;
 use crate::engine::store::state::{write_json, Journal, Layout, State};
 use crate::error::Result;
 use crate::mission::{self, Mission};
-use crate::roundlog::{RoundLog, RoundStatus, Sims, Timing, SCHEMA};
+use crate::roundlog::{RoundLog, RoundStatus};
 
 /// What the repository and mission look like once opened and locked.
 pub struct Workspace {
@@ -131,27 +131,13 @@ pub(crate) fn record_dead_round(
     let mut state = State::load(layout)?;
     if !path.exists() {
         let log = RoundLog {
-            schema: SCHEMA,
-            round: j.round,
-            mission: mission.to_string(),
             status: RoundStatus::Interrupted,
-            started_at: j.started_at.clone(),
             finished_at: crate::units::now_rfc3339(),
-            base: j.base.clone(),
-            commit: None,
-            agents: Vec::new(),
-            sims: Sims::default(),
-            tests: None,
-            reverted: false,
             kept_ref,
-            revert: None,
-            timing: Timing::default(),
-            cost_usd: 0.0,
             total_cost_usd: state.total_cost_usd,
             stop_reason: Some("orch died during the round (killed or crashed)".into()),
-            decisions: Vec::new(),
             notes: vec![what.to_string()],
-            nothing_landed: false,
+            ..RoundLog::new(j.round, mission, j.base.clone(), j.started_at.clone())
         };
         write_json(&path, &log)?;
     }

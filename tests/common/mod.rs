@@ -223,18 +223,8 @@ pub fn skip(test: &str, require: &str, why: &str) {
 /// Asserts that no process with `marker` on its command line is alive, allowing a moment for
 /// the kernel to finish killing a group that was just sent SIGKILL.
 pub fn assert_none_left(marker: &str) {
-    let t0 = std::time::Instant::now();
-    loop {
-        let left = processes_with(marker);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(3),
-            "processes left behind: {left:#?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let left = left_after(marker, std::time::Duration::from_secs(3));
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
 
 /// Milliseconds in a JSON number.
@@ -469,4 +459,35 @@ impl Orch {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// Whether bubblewrap runs here (probed once per test binary): if not, a loud SKIP naming
+/// `what` did not run, or a panic under `ORCH_REQUIRE_SANDBOX=1` (`.ci/run` sets it), so that
+/// CI fails rather than passing a sandbox test that never ran.
+pub fn bwrap_runs(what: &str) -> bool {
+    static PROBE: std::sync::OnceLock<Result<(), orch::engine::exec::sandbox::probe::Unavailable>> =
+        std::sync::OnceLock::new();
+    match PROBE.get_or_init(orch::engine::exec::sandbox::probe::probe) {
+        Ok(()) => true,
+        Err(e) => {
+            skip(
+                &format!("this {what}"),
+                "ORCH_REQUIRE_SANDBOX",
+                &e.to_string(),
+            );
+            false
+        }
+    }
+}
+
+/// The processes with `marker` on their command line still there after waiting up to `limit`
+/// for them to go (the kernel finishes a killed group asynchronously); empty when none is.
+pub fn left_after(marker: &str, limit: std::time::Duration) -> Vec<String> {
+    let t0 = std::time::Instant::now();
+    let mut left = processes_with(marker);
+    while !left.is_empty() && t0.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = processes_with(marker);
+    }
+    left
 }

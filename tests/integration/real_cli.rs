@@ -384,22 +384,6 @@ fn codex_edit_is_committed_with_its_tokens_priced() {
 
 // ------------------------------------------------------------------ under the sandbox
 
-/// Whether bwrap runs here (tests/integration/sandbox.rs asks the same); if not, a loud SKIP,
-/// or a panic under `ORCH_REQUIRE_SANDBOX=1`.
-fn bwrap_runs() -> bool {
-    match orch::engine::exec::sandbox::probe::probe() {
-        Ok(()) => true,
-        Err(e) => {
-            skip(
-                "a sandboxed real-CLI test",
-                "ORCH_REQUIRE_SANDBOX",
-                &e.to_string(),
-            );
-            false
-        }
-    }
-}
-
 /// A HOME for a sandboxed CLI: not under /tmp (the sandbox's TMPDIR), where Codex would not
 /// make its own sandbox's helpers in CODEX_HOME.
 fn home_outside_tmp() -> tempfile::TempDir {
@@ -411,7 +395,7 @@ fn home_outside_tmp() -> tempfile::TempDir {
 /// cost is Claude's own, as without the sandbox.
 #[test]
 fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
-    if !available("claude") || !bwrap_runs() {
+    if !available("claude") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
@@ -434,7 +418,7 @@ fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
 /// gets no request, and the run fails.
 #[test]
 fn claude_in_the_sandbox_cannot_reach_a_port_off_its_list() {
-    if !available("claude") || !bwrap_runs() {
+    if !available("claude") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
@@ -463,7 +447,7 @@ fn claude_in_the_sandbox_cannot_reach_a_port_off_its_list() {
 /// base URL is in config.toml, not a variable, so the mission allows the mock's port.
 #[test]
 fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
-    if !available("codex") || !bwrap_runs() {
+    if !available("codex") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
@@ -488,7 +472,7 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
 /// mock API (GOOGLE_GEMINI_BASE_URL): the edit is committed.
 #[test]
 fn gemini_in_the_sandbox_edits() {
-    if !available("gemini") || !bwrap_runs() {
+    if !available("gemini") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);

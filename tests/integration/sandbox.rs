@@ -11,23 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use orch::engine::exec::sandbox::net::Broker;
-use orch::engine::exec::sandbox::{probe, GitAccess, HostPort, Network, Policy};
+use orch::engine::exec::sandbox::{GitAccess, HostPort, Network, Policy};
 
-use crate::common::Repo;
-
-/// Whether bwrap runs here; if not, a loud SKIP, or a panic under `ORCH_REQUIRE_SANDBOX=1`.
-fn bwrap_runs() -> bool {
-    match probe::probe() {
-        Ok(()) => true,
-        Err(e) if std::env::var("ORCH_REQUIRE_SANDBOX").as_deref() == Ok("1") => {
-            panic!("ORCH_REQUIRE_SANDBOX=1 but {e}")
-        }
-        Err(e) => {
-            eprintln!("!!!!! SKIP: {e}; this sandbox test did not run !!!!!");
-            false
-        }
-    }
-}
+use crate::common::{bwrap_runs, left_after, Repo};
 
 /// Runs `sh -c script` under `policy` (with `broker`'s socket when given) and returns what it
 /// did.
@@ -49,6 +35,19 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The tests that only assert a connection fails would pass without `curl` (nothing would
+/// try to connect): they check it is there first.
+fn require_curl() {
+    let ok = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "curl is needed to try the connections this test expects to fail"
+    );
 }
 
 /// A server on the host's loopback that answers each connection with `hello` and closes.
@@ -92,7 +91,7 @@ fn worktree_policy(repo: &Repo, wt: &Path, name: &str) -> Policy {
 
 #[test]
 fn an_allowed_loopback_port_is_reached_and_another_is_refused() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let allowed = hello_server();
@@ -129,7 +128,7 @@ fn an_allowed_loopback_port_is_reached_and_another_is_refused() {
 
 #[test]
 fn an_allowed_host_is_reached_through_the_proxy_by_connect() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     // A "remote" host stands in as 127.0.0.1 reached through the proxy's CONNECT: what
@@ -160,9 +159,10 @@ fn an_allowed_host_is_reached_through_the_proxy_by_connect() {
 
 #[test]
 fn without_a_network_nothing_on_the_host_is_reached() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let port = hello_server();
     let dir = tempfile::tempdir().unwrap();
     let p = Policy::new(dir.path());
@@ -177,7 +177,7 @@ fn without_a_network_nothing_on_the_host_is_reached() {
 
 #[test]
 fn a_file_in_the_hidden_home_cannot_be_read_but_a_named_one_can() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -211,7 +211,7 @@ fn a_file_in_the_hidden_home_cannot_be_read_but_a_named_one_can() {
 
 #[test]
 fn a_worktree_commits_but_cannot_touch_config_hooks_or_another_worktree() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let (repo, wt) = repo_with_worktree("a");
@@ -262,7 +262,7 @@ fn a_worktree_commits_but_cannot_touch_config_hooks_or_another_worktree() {
 
 #[test]
 fn in_the_main_tree_the_git_folder_stays_read_only() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     // Shared isolation: the agent writes the main tree, which holds .git and .orch.
@@ -296,7 +296,7 @@ fn in_the_main_tree_the_git_folder_stays_read_only() {
 
 #[test]
 fn orch_and_other_processes_are_out_of_sight() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -355,15 +355,44 @@ impl Home {
     fn marker(&self) -> PathBuf {
         self.path().join("pwned")
     }
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("HOME", self.path().display().to_string())]
+    /// `orch ARGS` in `repo` with this folder as its HOME.
+    fn orch(&self, repo: &Repo, args: &[&str]) -> crate::common::Run {
+        repo.orch_env(args, &[("HOME", &self.path().display().to_string())])
     }
 }
 
-fn run_with_home(repo: &Repo, home: &Home, args: &[&str]) -> crate::common::Run {
-    let env = home.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    repo.orch_env(args, &env)
+/// The mission of the hostile agent `a` beside the honest `b`, each in its worktree, under
+/// `sandbox`; `off_list`: the port the hostile one tries.
+fn hostile_beside_honest(
+    home: &Home,
+    sandbox: serde_json::Value,
+    off_list: u16,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": "hostile",
+        "rounds": 1,
+        "sandbox": sandbox,
+        "agents": [
+            {"name": "a", "phase": "code",
+             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
+            {"name": "b", "phase": "code",
+             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
+        ],
+        "tests": {"command": crate::common::tests_cmd("0")},
+        "git": {"isolation": "worktree", "commit": true},
+    })
+}
+
+/// Fails the test if the hostile agent's own account (`reach.txt`, in its commit) says it
+/// reached any of `words`.
+fn assert_reached_none(repo: &Repo, words: &[&str]) {
+    let reached = repo.read("reach.txt");
+    for word in words {
+        assert!(
+            !reached.lines().any(|l| l == *word),
+            "the agent reached {word}:\n{reached}"
+        );
+    }
 }
 
 /// Issue 30's attempts, by an agent under `"sandbox": "bwrap"` beside an honest one, in
@@ -373,28 +402,21 @@ fn run_with_home(repo: &Repo, home: &Home, args: &[&str]) -> crate::common::Run 
 /// other-worktree, secret, port and orch-pid (`with_no_sandbox_the_same_agent_reaches_it_all`).
 #[test]
 fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let repo = Repo::new();
     let home = Home::new();
     let allowed = hello_server();
     let off_list = hello_server();
-    repo.mission(serde_json::json!({
-        "name": "hostile",
-        "rounds": 1,
-        "sandbox": {"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{allowed}")]},
-        "agents": [
-            {"name": "a", "phase": "code",
-             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
-            {"name": "b", "phase": "code",
-             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
-        ],
-        "tests": {"command": crate::common::tests_cmd("0")},
-        "git": {"isolation": "worktree", "commit": true},
-    }));
+    repo.mission(hostile_beside_honest(
+        &home,
+        serde_json::json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{allowed}")]}),
+        off_list,
+    ));
     let config_before = repo.read(".git/config");
-    let run = run_with_home(&repo, &home, &["run"]);
+    let run = home.orch(&repo, &["run"]);
     let stderr = run.stderr();
     assert_eq!(run.code(), 0, "{stderr}");
 
@@ -403,21 +425,18 @@ fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
     assert!(files.lines().any(|f| f == "src/a.txt"), "{files}\n{stderr}");
     assert!(files.lines().any(|f| f == "src/b.txt"), "{files}");
     // What the agent reached, from its own account in the commit.
-    let reached = repo.read("reach.txt");
-    for word in [
-        "config",
-        "hooks-path",
-        "hook",
-        "other-worktree",
-        "secret",
-        "port",
-        "orch-pid",
-    ] {
-        assert!(
-            !reached.lines().any(|l| l == word),
-            "the agent reached {word}:\n{reached}"
-        );
-    }
+    assert_reached_none(
+        &repo,
+        &[
+            "config",
+            "hooks-path",
+            "hook",
+            "other-worktree",
+            "secret",
+            "port",
+            "orch-pid",
+        ],
+    );
     // And from outside: nothing planted, nothing read.
     assert_eq!(repo.read(".git/config"), config_before);
     assert!(!repo.exists(".git/hooks/post-commit"));
@@ -470,20 +489,8 @@ fn with_no_sandbox_the_same_agent_reaches_it_all() {
     let repo = Repo::new();
     let home = Home::new();
     let off_list = hello_server();
-    repo.mission(serde_json::json!({
-        "name": "hostile",
-        "rounds": 1,
-        "sandbox": "none",
-        "agents": [
-            {"name": "a", "phase": "code",
-             "command": hostile("a", "b", &home.marker(), &home.secret(), off_list)},
-            {"name": "b", "phase": "code",
-             "command": crate::common::agent_cmd(&["--write", "src/b.txt=honest b"])},
-        ],
-        "tests": {"command": crate::common::tests_cmd("0")},
-        "git": {"isolation": "worktree", "commit": true},
-    }));
-    let run = run_with_home(&repo, &home, &["run"]);
+    repo.mission(hostile_beside_honest(&home, "none".into(), off_list));
+    let run = home.orch(&repo, &["run"]);
     let reached = repo.read("reach.txt");
     for word in ["config", "hook", "secret", "port", "orch-pid"] {
         assert!(
@@ -499,9 +506,10 @@ fn with_no_sandbox_the_same_agent_reaches_it_all() {
 /// port off the allowlist fails, and the refusal is reported.
 #[test]
 fn a_test_command_cannot_read_the_home_folder_or_reach_a_port_off_the_list() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let home = Home::new();
     let off_list = hello_server();
     let allowed = hello_server();
@@ -530,7 +538,7 @@ fn a_test_command_cannot_read_the_home_folder_or_reach_a_port_off_the_list() {
             "tests": {"command": ["sh", "-c", script]},
             "git": {"isolation": "worktree", "commit": true},
         }));
-        let run = run_with_home(&repo, &home, &["run"]);
+        let run = home.orch(&repo, &["run"]);
         let stderr = run.stderr();
         let baseline = repo.read(".orch/logs/baseline-tests.log");
         assert!(
@@ -613,9 +621,10 @@ fn a_wrong_sandbox_value_names_its_key() {
 /// work still lands.
 #[test]
 fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
+    require_curl();
     let repo = Repo::new();
     let home = Home::new();
     let off_list = hello_server();
@@ -629,18 +638,15 @@ fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
         "git": {"isolation": "shared", "commit": true},
     }));
     let config_before = repo.read(".git/config");
-    let run = run_with_home(&repo, &home, &["run"]);
+    let run = home.orch(&repo, &["run"]);
     let stderr = run.stderr();
     assert_eq!(run.code(), 0, "{stderr}");
     let files = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
     assert!(files.lines().any(|f| f == "src/a.txt"), "{files}\n{stderr}");
-    let reached = repo.read("reach.txt");
-    for word in ["config", "hooks-path", "hook", "secret", "port", "orch-pid"] {
-        assert!(
-            !reached.lines().any(|l| l == word),
-            "reached {word}:\n{reached}"
-        );
-    }
+    assert_reached_none(
+        &repo,
+        &["config", "hooks-path", "hook", "secret", "port", "orch-pid"],
+    );
     assert_eq!(repo.read(".git/config"), config_before);
     assert!(!repo.exists(".git/hooks/post-commit"));
     assert!(!home.marker().exists());
@@ -653,7 +659,7 @@ fn a_hostile_agent_in_the_shared_tree_cannot_touch_git_or_orchs_state() {
 /// agent), and the hung one is `timeout`.
 #[test]
 fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let m = format!("orch-sandbox-left-{}", std::process::id());
@@ -676,12 +682,7 @@ fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
     let stderr = run.stderr();
     let log = repo.round_log(1);
     assert_eq!(Repo::agent(&log, "hang")["status"], "timeout", "{stderr}");
-    let t0 = std::time::Instant::now();
-    let mut left = crate::common::processes_with(&m);
-    while !left.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        left = crate::common::processes_with(&m);
-    }
+    let left = left_after(&m, std::time::Duration::from_secs(5));
     assert!(left.is_empty(), "left running: {left:#?}\n{stderr}");
     // It did start its daemon (the pid file is in its commit); the daemon goes with the
     // sandbox's PID namespace, whose first process (bwrap's) ended with the agent: the kernel
@@ -698,7 +699,7 @@ fn nothing_a_sandboxed_agent_starts_outlives_its_run() {
 /// `--die-with-parent` and orch's watchdog).
 #[test]
 fn a_sandboxed_agent_dies_with_a_killed_orch() {
-    if !bwrap_runs() {
+    if !bwrap_runs("sandbox test") {
         return;
     }
     let m = format!("orch-sandbox-killed-{}", std::process::id());
@@ -722,12 +723,7 @@ fn a_sandboxed_agent_dies_with_a_killed_orch() {
     }
     orch.signal(libc::SIGKILL);
     orch.wait(std::time::Duration::from_secs(10));
-    let t1 = std::time::Instant::now();
-    let mut left = crate::common::processes_with(&m);
-    while !left.is_empty() && t1.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        left = crate::common::processes_with(&m);
-    }
+    let left = left_after(&m, std::time::Duration::from_secs(5));
     assert!(
         left.is_empty(),
         "left running after orch's SIGKILL: {left:#?}"

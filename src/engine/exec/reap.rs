@@ -170,11 +170,14 @@ impl Proc {
     /// Field `n` of its `stat`, numbered as proc(5) numbers them (1 is the pid). The command
     /// name (field 2) may hold spaces and parentheses, so counting starts after its last `)`.
     pub(super) fn stat_field(&self, n: usize) -> Option<String> {
+        self.stat_fields()?.into_iter().nth(n.checked_sub(3)?)
+    }
+
+    /// Its `stat` fields from the third (the state) on, read once.
+    fn stat_fields(&self) -> Option<Vec<String>> {
         let stat = std::fs::read_to_string(self.dir.join("stat")).ok()?;
         let (_, rest) = stat.rsplit_once(')')?;
-        rest.split_whitespace()
-            .nth(n.checked_sub(3)?)
-            .map(str::to_owned)
+        Some(rest.split_whitespace().map(str::to_owned).collect())
     }
 
     fn pgrp(&self) -> Option<i32> {
@@ -194,6 +197,32 @@ impl Proc {
 }
 
 /// Every process but orch itself.
+/// The CPU seconds used by the processes of group `pgid` and by their children that ended
+/// (`utime`, `stime`, `cutime`, `cstime`; Linux `/proc`). `None` when none of it is left.
+pub fn group_cpu(pgid: i32) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut seen = false;
+    for fields in processes().filter_map(|p| p.stat_fields()) {
+        // Numbered from the state (field 3): pgrp is field 5, utime..cstime fields 14 to 17.
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        seen = true;
+        total += fields
+            .get(11..15)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    seen.then(|| total as f64 / ticks as f64)
+}
+
 fn processes() -> impl Iterator<Item = Proc> {
     let me = std::process::id() as i32;
     std::fs::read_dir("/proc")

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::agents::stuck::{Budget, Detector, Settings, Verdict};
 use crate::agents::AgentCli;
+use crate::engine::exec::reap::group_cpu;
 use crate::engine::git::Git;
 use crate::roundlog::Cause;
 
@@ -59,9 +60,6 @@ pub struct Watch<'a> {
     next_tree: Instant,
     next_look: Instant,
     files: BTreeMap<String, u64>,
-    /// The state folder, relative to the tree, when it is inside it (a shared tree): left out
-    /// of the fingerprint, since orch writes there (this very run's logs) all the time.
-    keep_out: Option<String>,
     /// Told each new last activity ([`Watch::reporting`]).
     report: Option<Box<dyn FnMut(String) + 'a>>,
     reported: Option<String>,
@@ -95,20 +93,9 @@ impl<'a> Watch<'a> {
             next_tree: start,
             next_look: start,
             files: BTreeMap::new(),
-            keep_out: None,
             report: None,
             reported: None,
         }
-    }
-
-    /// Leaves `state_dir` out of the tree's fingerprint when it is inside the tree.
-    pub fn keeping_out(mut self, state_dir: &Path) -> Watch<'a> {
-        self.keep_out = state_dir
-            .strip_prefix(self.tree.root())
-            .ok()
-            .map(|rel| rel.to_string_lossy().trim_end_matches('/').to_string())
-            .filter(|rel| !rel.is_empty());
-        self
     }
 
     /// Tells `report` what the run did last ("Bash `npm test`, 3rd time", "changed
@@ -139,7 +126,7 @@ impl<'a> Watch<'a> {
             if let Some(cpu) = group_cpu(pgid) {
                 self.detector.cpu(now, cpu);
             }
-            if let Some((print, files)) = fingerprint(&self.tree, self.keep_out.as_deref()) {
+            if let Some((print, files)) = fingerprint(&self.tree) {
                 let what = changed(&self.files, &files);
                 self.files = files;
                 self.detector.tree(now, print, &what);
@@ -210,64 +197,12 @@ impl<'a> Watch<'a> {
     }
 }
 
-/// The CPU seconds used by the processes of group `pgid` and by their children that ended
-/// (Linux `/proc`; `None` elsewhere or when none is left).
-pub fn group_cpu(pgid: i32) -> Option<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks <= 0 {
-        return None;
-    }
-    let mut total = 0u64;
-    let mut seen = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // After the command's name (in parentheses, which may hold anything): state, ppid,
-        // pgrp, ..., utime (14th field), stime, cutime, cstime.
-        let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split(' ').collect();
-        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
-            continue;
-        }
-        seen = true;
-        total += fields
-            .get(11..15)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    seen.then(|| total as f64 / ticks as f64)
-}
-
 /// The state of the tree of `git`: a digest of HEAD, of what `git status` lists (ignored files
-/// and `keep_out`, a folder relative to the tree's top, left out) and of each listed file's
-/// content; and each listed file's own digest, to tell which changed. `None` when git cannot
-/// say.
-pub fn fingerprint(git: &Git, keep_out: Option<&str>) -> Option<(u64, BTreeMap<String, u64>)> {
-    let exclude = keep_out.map(|rel| format!(":(top,exclude,literal){rel}"));
-    let mut args = vec![
-        "-c",
-        "core.quotepath=off",
-        "status",
-        "--porcelain=v2",
-        "-z",
-        "--branch",
-        "--untracked-files=all",
-        "--no-renames",
-        "--",
-        ":/",
-    ];
-    args.extend(exclude.as_deref());
-    let out = git.run_env(&args, &[("GIT_OPTIONAL_LOCKS", "0")]).ok()?;
+/// and the state folder `git` keeps out, which orch writes all the time, left out) and of each
+/// listed file's content; and each listed file's own digest, to tell which changed. `None`
+/// when git cannot say.
+pub fn fingerprint(git: &Git) -> Option<(u64, BTreeMap<String, u64>)> {
+    let out = git.status_v2_unlocked().ok()?;
     let dir = git.root();
     let mut all = std::collections::hash_map::DefaultHasher::new();
     let mut files = BTreeMap::new();
@@ -356,44 +291,45 @@ mod tests {
         git(d, &["add", "."]);
         git(d, &["commit", "-qm", "init"]);
         let g = Git::open(d).unwrap();
-        let (clean, _) = fingerprint(&g, None).unwrap();
+        let (clean, _) = fingerprint(&g).unwrap();
         std::fs::write(d.join("a.txt"), "two\n").unwrap();
-        let (two, files) = fingerprint(&g, None).unwrap();
+        let (two, files) = fingerprint(&g).unwrap();
         std::fs::write(d.join("a.txt"), "three\n").unwrap();
-        let (three, files3) = fingerprint(&g, None).unwrap();
+        let (three, files3) = fingerprint(&g).unwrap();
         assert_ne!(two, three, "same status line, other content");
         assert_eq!(changed(&files, &files3), "a.txt");
         std::fs::write(d.join("a.txt"), "two\n").unwrap();
-        assert_eq!(fingerprint(&g, None).unwrap().0, two);
+        assert_eq!(fingerprint(&g).unwrap().0, two);
         std::fs::write(d.join("a.txt"), "one\n").unwrap();
-        assert_eq!(fingerprint(&g, None).unwrap().0, clean);
+        assert_eq!(fingerprint(&g).unwrap().0, clean);
         // Ignored files are not the tree's state.
         std::fs::create_dir_all(d.join("target")).unwrap();
         std::fs::write(d.join("target/x.o"), "obj").unwrap();
-        assert_eq!(fingerprint(&g, None).unwrap().0, clean);
+        assert_eq!(fingerprint(&g).unwrap().0, clean);
         std::fs::create_dir_all(d.join("new")).unwrap();
         std::fs::write(d.join("new/b.md"), "b").unwrap();
-        let (with_b, files_b) = fingerprint(&g, None).unwrap();
+        let (with_b, files_b) = fingerprint(&g).unwrap();
         assert_ne!(with_b, clean);
         assert_eq!(changed(&BTreeMap::new(), &files_b), "new/b.md");
         // A commit of it: the same files, another HEAD.
         git(d, &["add", "."]);
         git(d, &["commit", "-qm", "b"]);
-        assert_ne!(fingerprint(&g, None).unwrap().0, clean);
+        assert_ne!(fingerprint(&g).unwrap().0, clean);
         // The state folder of a shared tree, left out.
         std::fs::create_dir_all(d.join(".orch/logs")).unwrap();
         std::fs::write(d.join(".orch/logs/a.log"), "x").unwrap();
-        let now = fingerprint(&g, None).unwrap().0;
-        let kept_out = fingerprint(&g, Some(".orch")).unwrap().0;
+        let now = fingerprint(&g).unwrap().0;
+        let keeping = g.clone().keep_out(&d.join(".orch"));
+        let kept_out = fingerprint(&keeping).unwrap().0;
         std::fs::write(d.join(".orch/logs/a.log"), "xy").unwrap();
-        assert_ne!(fingerprint(&g, None).unwrap().0, now);
-        assert_eq!(fingerprint(&g, Some(".orch")).unwrap().0, kept_out);
+        assert_ne!(fingerprint(&g).unwrap().0, now);
+        assert_eq!(fingerprint(&keeping).unwrap().0, kept_out);
         // A tree git cannot read (its folder gone).
         let gone = tempfile::tempdir().unwrap();
         git(gone.path(), &["init", "-q", "."]);
         let g2 = Git::open(gone.path()).unwrap();
         drop(gone);
-        assert!(fingerprint(&g2, None).is_none());
+        assert!(fingerprint(&g2).is_none());
     }
 
     #[test]

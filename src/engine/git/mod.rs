@@ -49,7 +49,7 @@ pub mod userwork;
 mod worktree;
 
 pub use commit::Merge;
-pub use parse::{one_line, short, StatusEntry};
+pub use parse::{linked_git_dir, one_line, short, StatusEntry};
 pub use run::Git;
 
 #[cfg(test)]

@@ -28,8 +28,9 @@ pub fn one_line(stderr: &str) -> String {
     text
 }
 
-/// The git folder a linked worktree's `.git` file points to (`gitdir: PATH`).
-pub(super) fn linked_git_dir(worktree: &Path) -> Option<PathBuf> {
+/// The git folder a linked worktree's `.git` file points to (`gitdir: PATH`): its admin folder
+/// (`<common>/worktrees/<name>`); `None` for the main tree, whose `.git` is a folder.
+pub fn linked_git_dir(worktree: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
     let dir = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
     Some(if dir.is_absolute() {

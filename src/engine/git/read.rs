@@ -95,6 +95,26 @@ impl Git {
         Ok(status_entries(&out))
     }
 
+    /// `git status --porcelain=v2 -z --branch` over the tree (untracked files one by one, no
+    /// renames, the state folder left out), taken without git's optional locks: a look at a
+    /// tree an agent may be running git in at the same moment, which must never find
+    /// `index.lock` held by orch.
+    pub fn status_v2_unlocked(&self) -> Result<String> {
+        self.run_outside_state(
+            &[
+                "-c",
+                "core.quotepath=off",
+                "status",
+                "--porcelain=v2",
+                "-z",
+                "--branch",
+                "--untracked-files=all",
+                "--no-renames",
+            ],
+            &[("GIT_OPTIONAL_LOCKS", "0")],
+        )
+    }
+
     /// Files that differ between `base` and the working tree, untracked ones included.
     pub fn changed_since(&self, base: &str) -> Result<Vec<String>> {
         let mut files =

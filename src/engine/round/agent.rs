@@ -158,7 +158,6 @@ fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> W
         launch.isolated.clone().unwrap_or_else(|| env.git.clone()),
         Instant::now(),
     )
-    .keeping_out(&env.layout.dir)
     .reporting(Box::new(move |activity: String| {
         events.emit(Event::AgentActivity {
             round,
@@ -257,13 +256,14 @@ impl Launch {
         // Every file orch names to the agent (result, inbox, handoff, task) must be writable
         // with a plain `>`: its folder exists before the agent starts.
         let handoff = handoff_path(layout, &agent.name);
-        for p in [&files.result, &files.inbox, &handoff] {
-            if let Some(dir) = p.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            }
+        let handed: Vec<PathBuf> = [&files.result, &files.inbox, &handoff]
+            .into_iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        for dir in &handed {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        let sandbox = sandboxed(env, job, &root, &files, &vars, inherit.is_some(), &argv)?;
+        let sandbox = sandboxed(env, job, &root, handed, &vars, inherit.is_some(), &argv)?;
         let argv = sandbox.as_ref().map_or(argv, |s| s.argv.clone());
         Ok(Launch {
             sandbox,
@@ -278,15 +278,16 @@ impl Launch {
     }
 }
 
-/// Under the agent's `sandbox` (issue 30): the run's command wrapped in bwrap, writing its tree,
-/// the round's scratch folder (its result, inbox and task files) and the handoff folder; reading
+/// Under the agent's `sandbox` (issue 30): the run's command wrapped in bwrap, writing its tree
+/// and the folders of the files orch hands it (`handed`: the round's scratch folder with its
+/// result, inbox and task files, and the handoff folder); reading
 /// the round's prompts and the published sim data; its CLI's state folders and hosts as its
 /// adapter names them. `None` without a sandbox.
 fn sandboxed(
     env: &Env,
     job: &Job<'_>,
     root: &Path,
-    files: &RunFiles,
+    handed: Vec<PathBuf>,
     vars: &[(String, String)],
     env_clear: bool,
     argv: &[String],
@@ -297,20 +298,15 @@ fn sandboxed(
     if !setting.is_on() {
         return Ok(None);
     }
-    let parent = |p: &Path| p.parent().map(Path::to_path_buf);
-    let mut write: Vec<PathBuf> = Vec::new();
-    write.extend(parent(&files.result));
-    write.extend(parent(&files.inbox));
-    write.extend(parent(&handoff_path(env.layout, &agent.name)));
     let mut read: Vec<PathBuf> = Vec::new();
-    read.extend(parent(&job.prompt_file));
+    read.extend(job.prompt_file.parent().map(Path::to_path_buf));
     read.extend(env.sim_data());
     let place = rules::Place {
         tree: root,
         repo_root: env.root(),
         common_dir: env.git.common_dir(),
         state_dir: &env.layout.dir,
-        write,
+        write: handed,
         read,
     };
     let needs = crate::agents::for_agent(agent).sandbox_needs();

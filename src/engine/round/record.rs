@@ -8,7 +8,6 @@ use crate::engine::exec::process;
 use crate::engine::store::inputs::{RoundInputs, INPUTS_VERSION};
 use crate::engine::store::state::{Journal, State};
 use crate::engine::store::tasks::Queue;
-use crate::roundlog::{Sims, Timing, SCHEMA};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -86,29 +85,7 @@ impl<'e, 's> Round<'e, 's> {
             journal,
             inputs,
             prev,
-            log: RoundLog {
-                schema: SCHEMA,
-                round,
-                mission: env.mission.name.clone(),
-                status: RoundStatus::Ok,
-                started_at,
-                finished_at: String::new(),
-                base: base.clone(),
-                commit: None,
-                agents: Vec::new(),
-                sims: Sims::default(),
-                tests: None,
-                reverted: false,
-                kept_ref: None,
-                revert: None,
-                timing: Timing::default(),
-                cost_usd: 0.0,
-                total_cost_usd: 0.0,
-                stop_reason: None,
-                decisions: Vec::new(),
-                notes: Vec::new(),
-                nothing_landed: false,
-            },
+            log: RoundLog::new(round, env.mission.name.clone(), base.clone(), started_at),
             committed: false,
             sections: BTreeMap::new(),
             converged: false,

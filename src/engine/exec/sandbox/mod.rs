@@ -147,7 +147,8 @@ impl Policy {
         if let (Network::Allow(list), Some((exe, socket))) = (&self.network, relay) {
             a.bind("--ro-bind", exe);
             a.0.extend(["--bind".into(), s(socket), SOCKET_INSIDE.into()]);
-            let proxy = format!("http://127.0.0.1:{}", self.proxy_port());
+            let port = self.proxy_port();
+            let proxy = format!("http://127.0.0.1:{port}");
             for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
                 a.flags(&["--setenv", k, &proxy]);
             }
@@ -156,7 +157,7 @@ impl Policy {
                 a.flags(&["--setenv", k, "localhost,127.0.0.1,::1"]);
             }
             inner.extend([s(exe), net::RELAY_ARG.into(), SOCKET_INSIDE.into()]);
-            inner.push(self.proxy_port().to_string());
+            inner.push(port.to_string());
             inner.extend(
                 list.iter()
                     .filter(|h| h.is_loopback())

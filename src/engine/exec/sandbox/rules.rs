@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{GitAccess, HostPort, Network, Policy, Prepared};
 use crate::agents::adapter::SandboxNeeds;
+use crate::engine::git::linked_git_dir;
 use crate::mission::sandbox::{NetworkSetting, Sandbox};
 
 /// Where a run works, in the repository: what [`wrap`] needs besides the setting.
@@ -187,18 +188,6 @@ fn allow<'h>(hosts: impl Iterator<Item = &'h HostPort>) -> Network {
     } else {
         Network::Allow(list)
     }
-}
-
-/// A linked worktree's admin folder (`<common>/worktrees/<name>`), from its `.git` file;
-/// `None` for the main tree (whose `.git` is a folder).
-fn linked_git_dir(tree: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(tree.join(".git")).ok()?;
-    let dir = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
-    Some(if dir.is_absolute() {
-        dir
-    } else {
-        tree.join(dir)
-    })
 }
 
 /// Where a run works and what it is handed.
