@@ -86,6 +86,17 @@ impl Repo {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Whether the ref (or any revision) `name` resolves.
+    pub fn has_ref(&self, name: &str) -> bool {
+        Command::new("git")
+            .args(["rev-parse", "--verify", "-q", name])
+            .current_dir(self.path())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
     pub fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"])
     }
@@ -103,6 +114,14 @@ impl Repo {
 
     pub fn orch(&self, args: &[&str]) -> Run {
         self.orch_env(args, &[])
+    }
+
+    /// `orch ARGS` that must exit 0 and print one JSON document (`report --format json`,
+    /// `status --json`): that document.
+    pub fn orch_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.orch(args).expect(0).stdout();
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("orch {args:?} printed no JSON: {e}\n{out}"))
     }
 
     pub fn orch_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -184,6 +203,28 @@ impl Run {
         );
         self
     }
+}
+
+/// A test that cannot run on this machine (`why`): a failure when the environment sets
+/// `require` to `1` (`.ci/run` sets the ones CI meets), otherwise a loud skip. Straight to the
+/// stderr handle, not `eprintln!`: the test harness captures the macros' output of a passing
+/// test, and a skip must not pass silently.
+pub fn skip(test: &str, require: &str, why: &str) {
+    if std::env::var(require).as_deref() == Ok("1") {
+        panic!("{test}: {require}=1 but {why}");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {test}: SKIPPED: {why} ***\n*** (set {require}=1 to make this a failure) ***\n"
+    );
+}
+
+/// Asserts that no process with `marker` on its command line is alive, allowing a moment for
+/// the kernel to finish killing a group that was just sent SIGKILL.
+pub fn assert_none_left(marker: &str) {
+    let left = left_after(marker, std::time::Duration::from_secs(3));
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
 
 /// Milliseconds in a JSON number.
@@ -268,13 +309,17 @@ pub fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
+/// Whether process `pid` (its number, as text: a pid file's contents) is alive and not a
+/// zombie, now.
+pub fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
 /// Whether process `pid` is gone (or a zombie), waiting up to 2 s: SIGKILL is delivered
 /// asynchronously.
 pub fn gone(pid: &str) -> bool {
-    let dead = || {
-        let st = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        st.is_empty() || st.contains(") Z")
-    };
+    let dead = || !alive(pid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while !dead() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -399,6 +444,21 @@ impl Orch {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
     }
+
+    /// Polls until `path` exists (an agent wrote it); fails the test after `limit`, showing
+    /// orch's stderr so far.
+    pub fn wait_for(&self, path: &Path, limit: std::time::Duration) {
+        let t0 = std::time::Instant::now();
+        while !path.exists() {
+            assert!(
+                t0.elapsed() < limit,
+                "{} never appeared\n--- stderr\n{}",
+                path.display(),
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Whether bubblewrap runs here (probed once per test binary): if not, a loud SKIP naming
@@ -409,11 +469,12 @@ pub fn bwrap_runs(what: &str) -> bool {
         std::sync::OnceLock::new();
     match PROBE.get_or_init(orch::engine::exec::sandbox::probe::probe) {
         Ok(()) => true,
-        Err(e) if std::env::var("ORCH_REQUIRE_SANDBOX").as_deref() == Ok("1") => {
-            panic!("ORCH_REQUIRE_SANDBOX=1 but {e}")
-        }
         Err(e) => {
-            eprintln!("!!!!! SKIP: {e}; this {what} did not run !!!!!");
+            skip(
+                &format!("this {what}"),
+                "ORCH_REQUIRE_SANDBOX",
+                &e.to_string(),
+            );
             false
         }
     }

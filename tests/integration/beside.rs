@@ -13,16 +13,6 @@ fn ms_at(log: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("timing.{key} missing in {:#}", log["timing"]))
 }
 
-fn ref_exists(repo: &Repo, r: &str) -> bool {
-    std::process::Command::new("git")
-        .args(["rev-parse", "-q", "--verify", r])
-        .current_dir(repo.path())
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 /// Events, one JSON object a line (events.ndjson, or `orch run --json`'s stdout).
 fn ndjson(text: &str) -> Vec<Value> {
     text.lines()
@@ -203,7 +193,7 @@ fn a_revert_keeps_the_review_work_in_a_ref_not_merged() {
     assert!(ms(&reviewer["startMs"]) < ms_at(&log, "testsEndMs"));
     // The ref holds the work; nothing of it is merged.
     let r = "refs/orch/review-aside/round-1/reviewer";
-    assert!(ref_exists(&repo, r));
+    assert!(repo.has_ref(r));
     assert_eq!(repo.git(&["show", &format!("{r}:docs/review.md")]), "seen");
     assert!(!repo.exists("docs/review.md"));
     assert_eq!(
@@ -321,7 +311,7 @@ fn phase_b_after_revert_runs_the_review_agents_again_on_the_tree_that_stays() {
     assert_eq!(subjects(&repo)[0], "orch: round 1 review: reviewer");
     assert_eq!(repo.read("docs/review.md"), "round 1 seen\n");
     assert_eq!(repo.read("src/app.txt"), "app\n");
-    assert!(ref_exists(&repo, "refs/orch/review-aside/round-1/reviewer"));
+    assert!(repo.has_ref("refs/orch/review-aside/round-1/reviewer"));
     // One entry for the agent, both runs' cost in the round; the task filed once.
     assert_eq!(
         log["agents"]
@@ -475,12 +465,12 @@ fn a_failed_review_agent_beside_the_tests_is_kept_in_a_ref_never_committed() {
     let halfway = Repo::agent(&log, "halfway");
     assert_eq!(halfway["status"], "failed");
     let r = "refs/orch/failed/round-1/halfway";
-    assert!(ref_exists(&repo, r), "{halfway:#}");
+    assert!(repo.has_ref(r), "{halfway:#}");
     assert_eq!(repo.git(&["show", &format!("{r}:docs/half.md")]), "half");
     // Its HEAD moved off the worktree's base: failed, its tree kept, nothing committed.
     let mover = Repo::agent(&log, "mover");
     assert_eq!(mover["status"], "failed", "{mover:#}");
-    assert!(ref_exists(&repo, "refs/orch/moved-head/round-1/mover"));
+    assert!(repo.has_ref("refs/orch/moved-head/round-1/mover"));
     assert!(!repo.exists("docs/half.md") && !repo.exists("docs/moved.md"));
     assert_eq!(subjects(&repo)[0], "orch: round 1 code: coder");
     assert!(repo.status().is_empty(), "{}", repo.status());
@@ -516,34 +506,31 @@ fn a_bad_phase_b_value_is_exit_2_naming_the_key() {
     assert!(run.stderr().contains("phaseB"), "{}", run.stderr());
 }
 
-#[test]
-fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
-    let flags = tempfile::tempdir().unwrap();
-    let hung = flags.path().join("hung").display().to_string();
-    let repo = Repo::new();
-    repo.mission(json!({
+/// A coder that writes a file, and a reviewer that writes half a review, then (its first time)
+/// writes `hung` and hangs beside tests that take `tests_s` seconds.
+fn hung_reviewer_mission(hung: &std::path::Path, tests_s: &str) -> Value {
+    json!({
         "name": "t", "rounds": 1, "killGraceS": 0.5,
         "agents": [
             {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
             {"name": "reviewer", "phase": "review",
-             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung])}
+             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung.display().to_string()])}
         ],
-        "tests": {"command": tests_cmd("30"), "baseline": false}
-    }));
+        "tests": {"command": tests_cmd(tests_s), "baseline": false}
+    })
+}
+
+#[test]
+fn an_interrupt_while_review_agents_run_beside_the_tests_keeps_both_trees() {
+    let flags = tempfile::tempdir().unwrap();
+    let hung = flags.path().join("hung");
+    let repo = Repo::new();
+    repo.mission(hung_reviewer_mission(&hung, "30"));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    let t0 = std::time::Instant::now();
-    while !std::path::Path::new(&hung).exists() {
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "the reviewer never started: {}",
-            orch.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    orch.wait_for(&hung, std::time::Duration::from_secs(20));
     // `orch status` says the review agents run beside the tests.
-    let status: Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(
         status["running"]["phase"], "tests, review beside them",
         "{status:#}"
@@ -618,27 +605,11 @@ fn a_review_run_ended_before_an_interrupt_is_an_amended_agent_end() {
 #[test]
 fn a_killed_orch_while_review_agents_run_beside_the_tests_is_recovered_with_their_work() {
     let flags = tempfile::tempdir().unwrap();
-    let hung = flags.path().join("hung").display().to_string();
+    let hung = flags.path().join("hung");
     let repo = Repo::new();
-    repo.mission(json!({
-        "name": "t", "rounds": 1, "killGraceS": 0.5,
-        "agents": [
-            {"name": "coder", "phase": "code", "command": agent_cmd(&["--write", "src/a.txt=code"])},
-            {"name": "reviewer", "phase": "review",
-             "command": agent_cmd(&["--write", "docs/half.md=half", "--hang-once", &hung])}
-        ],
-        "tests": {"command": tests_cmd("2"), "baseline": false}
-    }));
+    repo.mission(hung_reviewer_mission(&hung, "2"));
     let mut orch = Orch::start(&repo, &["run"]);
-    let t0 = std::time::Instant::now();
-    while !std::path::Path::new(&hung).exists() {
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "no reviewer: {}",
-            orch.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    orch.wait_for(&hung, std::time::Duration::from_secs(20));
     orch.signal(libc::SIGKILL);
     orch.wait(std::time::Duration::from_secs(10));
     // The next run recovers the dead round (the review agents' worktree in a ref of its own,
@@ -685,7 +656,7 @@ fn after_a_per_agent_revert_the_review_agents_run_again_by_default() {
         assert_eq!(repo.read("src/good.txt"), "good\n", "{what}");
         let reviewer = Repo::agent(&log, "reviewer");
         let aside = "refs/orch/review-aside/round-1/reviewer";
-        assert!(ref_exists(&repo, aside), "{what}");
+        assert!(repo.has_ref(aside), "{what}");
         if key.is_none() {
             // Its run beside the tests kept aside, its run again after them committed.
             assert_eq!(reviewer["besideRun"]["aside"]["keptRef"], aside, "{what}");
@@ -748,7 +719,7 @@ fn phase_b_worktree_is_clean_once_its_work_is_landed_or_kept_aside() {
     let run = repo.orch(&["run"]).expect(0);
     let log = repo.round_log(2);
     assert_eq!(log["status"], "reverted", "{}", run.stderr());
-    assert!(ref_exists(&repo, "refs/orch/review-aside/round-2/r"));
+    assert!(repo.has_ref("refs/orch/review-aside/round-2/r"));
     assert_eq!(
         wt_status(&repo),
         "",
@@ -827,7 +798,7 @@ fn a_review_agent_that_fails_beside_another_does_not_take_its_files() {
             assert_eq!(bad["changedFiles"], 0, "{what}: {bad:#}");
             assert_eq!(repo.read("good.md"), "GOOD\n", "{what}");
             assert_eq!(subjects(&repo)[0], "orch: round 1 review: good", "{what}");
-            assert!(!ref_exists(&repo, "refs/orch/failed/round-1/bad"), "{what}");
+            assert!(!repo.has_ref("refs/orch/failed/round-1/bad"), "{what}");
         }
     }
 }
@@ -853,7 +824,7 @@ fn a_review_agent_that_fails_beside_another_still_has_its_own_files_kept_aside()
     assert_eq!(bad["status"], "failed", "{}", run.stderr());
     assert_eq!(bad["changedFiles"], 0, "{bad:#}");
     assert!(!repo.exists("bad.md"));
-    assert!(ref_exists(&repo, "refs/orch/failed/round-1/bad"));
+    assert!(repo.has_ref("refs/orch/failed/round-1/bad"));
     assert_eq!(Repo::agent(&log, "quick")["status"], "ok");
 }
 
@@ -902,16 +873,9 @@ fn the_agents_costs_add_up_to_the_rounds_when_a_review_agent_ran_again() {
             .unwrap_or_else(|| panic!("no reviewer in {v:#}"))["costUsd"]
             .clone()
     };
-    let report: Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     assert_eq!(cost_of(&report, "agents"), 0.02, "{:#}", report["agents"]);
-    let status: Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(cost_of(&status, "agents"), 0.02, "{:#}", status["agents"]);
 }
 
@@ -933,13 +897,7 @@ fn the_time_phase_b_hid_beside_the_tests_is_in_the_reports_hidden_time() {
     let log = repo.round_log(1);
     let beside = ms_at(&log, "beside");
     assert!(beside >= 500, "{:#}", log["timing"]);
-    let report: Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     assert_eq!(
         report["totals"]["hiddenMs"], beside,
         "{:#}",

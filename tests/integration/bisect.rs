@@ -202,18 +202,11 @@ fn an_interrupt_during_the_search_stops_every_tree_and_keeps_the_work() {
     let repo = interrupt_during_the_search(false);
     // `orch status` and `orch report` read it as interrupted: no round finished, the breaker's
     // counts untouched (the round runs again and counts its tests then).
-    let status: Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(status["lastRound"], 0, "{status:#}");
     assert_eq!(status["testFailuresInARow"], 0, "{status:#}");
     assert_eq!(status["testFailedRoundsInARow"], 0, "{status:#}");
-    let report: Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     let text = report.to_string();
     assert!(text.contains("\"interrupted\""), "{report:#}");
     assert!(!text.contains("whole round was reverted"), "{report:#}");

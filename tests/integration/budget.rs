@@ -117,23 +117,12 @@ fn an_agent_over_its_budget_is_not_started_again_and_the_others_go_on() {
     assert_eq!(state["agents"]["plain"]["runs"], 2);
 
     // Status, text and JSON.
-    let status: serde_json::Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
-    let capped = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "capped")
-        .unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
+    let capped = Repo::agent(&status, "capped");
     assert_eq!(capped["budgetUsd"], 0.25);
     assert_eq!(capped["budgetLeftUsd"], 0.0);
     assert_eq!(capped["overBudget"], true);
-    let free = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "free")
-        .unwrap();
+    let free = Repo::agent(&status, "free");
     assert_eq!(free["overBudget"], false);
     assert!(free["budgetUsd"].is_null());
     let text = repo.orch(&["status"]).expect(0).stdout();
@@ -147,13 +136,7 @@ fn an_agent_over_its_budget_is_not_started_again_and_the_others_go_on() {
             && l.contains("$0.30 spent of its budgetUsd $0.25")),
         "{show}"
     );
-    let report: serde_json::Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     let row = |table: &str, name: &str| -> serde_json::Value {
         report[table]
             .as_array()
@@ -331,8 +314,7 @@ fn runs_of_unknown_cost_count_zero_and_are_said() {
         );
     }
     assert_eq!(repo.state()["agents"]["quiet"]["unknownCostRuns"], 2);
-    let status: serde_json::Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(status["agents"][0]["unknownCostRuns"], 2);
     assert_eq!(status["agents"][0]["overBudget"], false);
     let text = repo.orch(&["status"]).expect(0).stdout();
@@ -396,14 +378,8 @@ fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
     );
 
     // orch status says why the task does not move, and what to do.
-    let status: serde_json::Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
-    let spender = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "spender")
-        .unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
+    let spender = Repo::agent(&status, "spender");
     assert_eq!(spender["pendingTasks"], 1);
     assert_eq!(spender["tasksWaitingOnBudget"], 1);
     let text = repo.orch(&["status"]).expect(0).stdout();
@@ -422,13 +398,7 @@ fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
     // The JSON says it too, on every task (false for a task that does not wait on a budget).
     repo.orch(&["task", "add", "--agent", "free", "third"])
         .expect(0);
-    let list: serde_json::Value = serde_json::from_str(
-        &repo
-            .orch(&["task", "list", "--json", "--all"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let list = repo.orch_json(&["task", "list", "--json", "--all"]);
     let waiting: Vec<(&str, &serde_json::Value)> = list
         .as_array()
         .unwrap()
@@ -448,13 +418,7 @@ fn the_tasks_of_an_agent_over_its_budget_are_shown_waiting_on_it() {
     assert_eq!(list[2]["status"], "pending", "{list:#}");
 
     // The report: one attention row for rounds 2 and 3.
-    let report: serde_json::Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     let rows: Vec<&serde_json::Value> = report["attention"]
         .as_array()
         .unwrap()

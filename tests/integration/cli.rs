@@ -336,13 +336,7 @@ fn dry_run_prints_the_plan_and_leaves_no_trace() {
         "{a_line}"
     );
 
-    let plan: Value = serde_json::from_str(
-        &repo
-            .orch(&["round", "1", "--dry-run", "--json", "--agent", "every2"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let plan = repo.orch_json(&["round", "1", "--dry-run", "--json", "--agent", "every2"]);
     assert_eq!(plan["round"], 1);
     assert_eq!(plan["queue"]["code"], json!(["every2"]));
     let a = &plan["agents"][0];

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, gone, processes_with, tests_cmd, Find, Orch, Repo};
+use crate::common::{agent_cmd, assert_none_left, gone, skip, tests_cmd, Find, Orch, Repo};
 use orch::roundlog::{RoundStatus, RunStatus};
 use serde_json::json;
 
@@ -21,61 +21,23 @@ fn marker(test: &str) -> String {
     format!("orch-fault-{test}-{}", std::process::id())
 }
 
-/// Polls until `path` exists (an agent wrote it); fails the test after `limit`.
-fn wait_for(path: &Path, limit: Duration) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Runs orch until the agent hangs (its `--hang-once` file `hung` appears, after everything it
 /// writes, so its next run will not hang), then SIGKILLs orch mid-round.
 fn kill_orch_once_hung(repo: &Repo, hung: &Path) {
     let mut orch = Orch::start(repo, &["run"]);
-    wait_for(hung, Duration::from_secs(10));
+    orch.wait_for(hung, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
 }
 
-/// Asserts that no process with `marker` on its command line is alive, allowing a moment for
-/// the kernel to finish killing a group that was just sent SIGKILL.
-fn assert_none_left(marker: &str) {
-    let t0 = Instant::now();
-    loop {
-        let left = processes_with(marker);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "processes left behind: {left:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Whether process `pid` (from a pid file) is alive and not a zombie.
 fn alive(pid_file: &Path) -> bool {
-    let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
+    crate::common::alive(&std::fs::read_to_string(pid_file).unwrap_or_default())
 }
 
 /// The files of a commit (or ref), one a line.
 fn files_at(repo: &Repo, rev: &str) -> String {
     repo.git(&["ls-tree", "-r", "--name-only", rev])
-}
-
-fn ref_exists(repo: &Repo, name: &str) -> bool {
-    Command::new("git")
-        .args(["rev-parse", "--verify", "-q", name])
-        .current_dir(repo.path())
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// The journal file `name` of the repository's one state folder, kept by orch under the git
@@ -106,21 +68,19 @@ fn path_str(p: &Path) -> String {
 fn sigint_stops_the_round_keeps_the_tree_and_restores_the_base() {
     let m = marker("sigint");
     let f = flags();
-    let started = f.path().join("started");
     let repo = Repo::new();
     repo.mission(json!({
         "name": "t", "rounds": 3, "killGraceS": 0.5, "git": {"isolation": "shared"},
         "agents": [{"name": "a", "phase": "code", "command": agent_cmd(&[
             "--tag", &m, "--write", "src/wip.txt=half done",
             "--daemon", &path_str(&f.path().join("daemon.pid")),
-            "--write", &format!("{}=1", path_str(&started)),
             "--hang-once", &path_str(&f.path().join("hung"))])}]
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    // `hung` appears after `started`, just before the agent hangs: once it exists, the
-    // agent is past everything it writes, and its next run will not hang.
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
+    // `hung` appears just before the agent hangs: once it exists, the agent is past everything
+    // it writes, and its next run will not hang.
+    orch.wait_for(&f.path().join("hung"), Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(10));
     assert_eq!(code, 130, "{}", orch.stderr());
@@ -178,7 +138,7 @@ fn sigint_during_a_replay_keeps_its_work_in_its_own_refs_and_touches_nothing_liv
         repo.read(".orch/rounds/round-0001.json"),
     );
     let mut orch = Orch::start(&repo, &["round", "1"]);
-    wait_for(&hung, Duration::from_secs(10));
+    orch.wait_for(&hung, Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     let code = orch.wait(Duration::from_secs(10));
     assert_eq!(code, 130, "{}", orch.stderr());
@@ -230,7 +190,7 @@ fn a_killed_replay_is_cleaned_up_by_the_next_run_and_old_replays_are_pruned() {
     std::fs::remove_file(&hung).unwrap();
     let (head, state) = (repo.head(), repo.read(".orch/state.json"));
     let mut orch = Orch::start(&repo, &["round", "1"]);
-    wait_for(&hung, Duration::from_secs(10));
+    orch.wait_for(&hung, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     orch.wait(Duration::from_secs(10));
     let dead = ".orch/replays/round-0001-1";
@@ -324,7 +284,7 @@ fn sigterm_keeps_a_worktree_agents_partial_work() {
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run", "--max-concurrency", "1"]);
-    wait_for(&started, Duration::from_secs(10));
+    orch.wait_for(&started, Duration::from_secs(10));
     orch.signal(libc::SIGTERM);
     assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
     assert_none_left(&m);
@@ -357,7 +317,7 @@ fn a_second_signal_kills_at_once() {
     }));
     let base = repo.head();
     let mut orch = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    orch.wait_for(&started, Duration::from_secs(10));
     let t0 = Instant::now();
     orch.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
@@ -373,7 +333,7 @@ fn a_second_signal_kills_at_once() {
     assert_eq!(repo.round_log(1)["status"], "interrupted");
     assert_eq!(repo.head(), base);
     assert_eq!(repo.status(), "");
-    assert!(ref_exists(&repo, "refs/orch/interrupted/round-1"));
+    assert!(repo.has_ref("refs/orch/interrupted/round-1"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,8 +346,7 @@ fn a_second_signal_kills_at_once() {
 fn a_killed_orch_is_recovered_by_the_next_one() {
     let m = marker("sigkill");
     let f = flags();
-    let (started, agent_pid, daemon_pid, escaped_pid) = (
-        f.path().join("started"),
+    let (agent_pid, daemon_pid, escaped_pid) = (
         f.path().join("agent.pid"),
         f.path().join("daemon.pid"),
         f.path().join("escaped.pid"),
@@ -399,7 +358,6 @@ fn a_killed_orch_is_recovered_by_the_next_one() {
             "--tag", &m, "--round", "1", "--pid", &path_str(&agent_pid),
             "--write", "src/wip.txt=half done", "--daemon", &path_str(&daemon_pid),
             "--setsid-daemon", &path_str(&escaped_pid),
-            "--write", &format!("{}=1", path_str(&started)),
             "--hang-once", &path_str(&f.path().join("hung"))])}]
     }));
     let base = repo.head();
@@ -521,7 +479,7 @@ fn a_second_orch_exits_4_naming_the_first() {
             "--tag", &m, "--write", &format!("{}=1", path_str(&started)), "--hang"])}]
     }));
     let mut first = Orch::start(&repo, &["run"]);
-    wait_for(&started, Duration::from_secs(10));
+    first.wait_for(&started, Duration::from_secs(10));
     let events_before = repo.read(".orch/events.ndjson");
     let second = repo.orch(&["run"]).expect(4);
     assert!(
@@ -908,7 +866,11 @@ fn a_full_disk_stops_orch_cleanly() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!("SKIPPED a_full_disk_stops_orch_cleanly: cannot mount a tmpfs (not root?)");
+        skip(
+            "a_full_disk_stops_orch_cleanly",
+            "ORCH_REQUIRE_MOUNT",
+            "cannot mount a tmpfs (not root?)",
+        );
         return;
     }
     struct Unmount(PathBuf);
@@ -1435,7 +1397,7 @@ fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_k
 
     // Ctrl-C mid-round: the round is interrupted on the branch, the user's branch comes back.
     let mut orch = Orch::start(&repo, &["run", "--branch", "orch/n"]);
-    wait_for(&hung1, Duration::from_secs(10));
+    orch.wait_for(&hung1, Duration::from_secs(10));
     orch.signal(libc::SIGINT);
     assert_eq!(orch.wait(Duration::from_secs(10)), 130, "{}", orch.stderr());
     assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]), mine);
@@ -1446,7 +1408,7 @@ fn a_run_on_its_branch_returns_the_users_branch_after_an_interrupt_and_after_a_k
     // SIGKILL mid-round: orch dies on the branch; the next run (no --branch) recovers, goes on
     // on that branch and returns the user's branch at its end.
     let mut orch = Orch::start(&repo, &["run", "--branch", "orch/n"]);
-    wait_for(&hung2, Duration::from_secs(10));
+    orch.wait_for(&hung2, Duration::from_secs(10));
     orch.signal(libc::SIGKILL);
     assert_eq!(orch.wait(Duration::from_secs(5)), 128 + libc::SIGKILL);
     assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]), "orch/n");

@@ -7,7 +7,9 @@
 //! Agents here are `sh -c SCRIPT` (the agent's own git commands, spelled out in the test) rather
 //! than the fixture agent: each scenario is one clumsy thing an agent does.
 
-use crate::common::Repo;
+use std::time::Duration;
+
+use crate::common::{skip, Orch, Repo};
 use serde_json::{json, Value};
 
 /// An agent that runs `script` with `sh -c`, then prints the fixture's JSON result.
@@ -23,16 +25,6 @@ fn mission(agents: Vec<Value>, extra: Value) -> Value {
         }
     }
     m
-}
-
-fn ref_exists(repo: &Repo, name: &str) -> bool {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--verify", "-q", name])
-        .current_dir(repo.path())
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// The file `path` as it is in `rev`, or empty when it is not there.
@@ -131,7 +123,7 @@ fn a_merge_refused_for_an_untracked_file_keeps_the_change_and_counts_a_failure()
             "{}",
             a["error"]
         );
-        assert!(ref_exists(&repo, kept));
+        assert!(repo.has_ref(kept));
         assert_eq!(show(&repo, kept, "new.txt"), "mine\n");
         // Not a success anywhere it is counted.
         let st = repo.state();
@@ -139,13 +131,7 @@ fn a_merge_refused_for_an_untracked_file_keeps_the_change_and_counts_a_failure()
         assert_eq!(st["agents"]["a"]["consecutiveFailures"], 1, "{st:#}");
         let status = repo.orch(&["status", "--json"]).expect(0).stdout();
         let status: Value = serde_json::from_str(&status).unwrap();
-        let row = status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "a")
-            .unwrap()
-            .clone();
+        let row = Repo::agent(&status, "a").clone();
         assert_eq!(row["lastStatus"], "failed", "{status:#}");
     }
 }
@@ -231,7 +217,7 @@ fn a_review_agent_that_resets_the_branch_fails_and_the_tested_work_stays() {
     );
     assert_eq!(show(&repo, "HEAD", "a.txt"), "a\n");
     // The review agent's file is kept, not committed.
-    assert!(ref_exists(&repo, "refs/orch/moved-head/round-1/r"));
+    assert!(repo.has_ref("refs/orch/moved-head/round-1/r"));
     assert_eq!(
         show(&repo, "refs/orch/failed/round-1/r", "r.txt"),
         "review\n"
@@ -651,7 +637,7 @@ fn submodules_are_checked_out_in_worktrees_and_edits_inside_them_are_kept() {
                 e["keptAside"]
             );
             assert!(log["notes"].to_string().contains(&kept), "{}", log["notes"]);
-            assert!(ref_exists(&repo, &kept));
+            assert!(repo.has_ref(&kept));
         }
         // The edits inside the submodule, as plain files (a tree, not a gitlink); each round's
         // edit starts from the submodule's own commit.
@@ -834,14 +820,10 @@ impl Unprivileged {
             if !setpriv || !u.sh_ok("[ \"$(id -u)\" = 65534 ]") {
                 let why =
                     "running as root, and `setpriv --reuid=65534` (util-linux) does not work here";
-                if std::env::var("ORCH_REQUIRE_UNPRIVILEGED").as_deref() == Ok("1") {
-                    panic!("{test}: ORCH_REQUIRE_UNPRIVILEGED=1 but {why}");
-                }
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** {test}: SKIPPED: {why}; folder modes do not bind root ***\n\
-                     *** (set ORCH_REQUIRE_UNPRIVILEGED=1 to make this a failure) ***"
+                skip(
+                    test,
+                    "ORCH_REQUIRE_UNPRIVILEGED",
+                    &format!("{why}; folder modes do not bind root"),
                 );
                 return None;
             }
@@ -1061,10 +1043,10 @@ fn a_revert_that_cannot_write_names_the_folder() {
     };
     if u.prefix.is_empty() {
         // Needs a folder of another user's; only root can make one.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** a_revert_that_cannot_write_names_the_folder: SKIPPED: not root, cannot make a folder of another user's ***"
+        skip(
+            "a_revert_that_cannot_write_names_the_folder",
+            "ORCH_REQUIRE_UNPRIVILEGED",
+            "not root, cannot make a folder of another user's",
         );
         return;
     }
@@ -1127,35 +1109,15 @@ fn recorded_ms_with_orch_stopped(agent_stops_orch: bool) -> u64 {
         )],
         json!({}),
     ));
-    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
-        .arg("run")
-        .current_dir(repo.path())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_for = |p: &std::path::Path| {
-        let t0 = std::time::Instant::now();
-        while !p.exists() {
-            assert!(
-                t0.elapsed() < std::time::Duration::from_secs(20),
-                "{} never appeared",
-                p.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    wait_for(&started);
+    let mut orch = Orch::start(&repo, &["run"]);
+    orch.wait_for(&started, Duration::from_secs(20));
     if !agent_stops_orch {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
+        orch.signal(libc::SIGSTOP);
     }
-    wait_for(&ended);
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
-    assert!(orch.wait().unwrap().success());
+    orch.wait_for(&ended, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(5));
+    orch.signal(libc::SIGCONT);
+    assert!(orch.child.wait().unwrap().success());
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "a");
     assert_eq!(a["status"], "ok", "{log:#}");
@@ -1197,33 +1159,13 @@ fn an_agent_that_ended_silently_while_orch_was_stopped_is_recorded_with_its_real
     );
     agent["timeoutS"] = json!(2);
     repo.mission(mission(vec![agent], json!({})));
-    let mut orch = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
-        .arg("run")
-        .current_dir(repo.path())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_for = |p: &std::path::Path| {
-        let t0 = std::time::Instant::now();
-        while !p.exists() {
-            assert!(
-                t0.elapsed() < std::time::Duration::from_secs(20),
-                "{} never appeared",
-                p.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    wait_for(&started);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(orch.id() as i32, libc::SIGSTOP) };
-    wait_for(&ended);
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    unsafe { libc::kill(orch.id() as i32, libc::SIGCONT) };
-    assert!(orch.wait().unwrap().success());
+    let mut orch = Orch::start(&repo, &["run"]);
+    orch.wait_for(&started, Duration::from_secs(20));
+    orch.signal(libc::SIGSTOP);
+    orch.wait_for(&ended, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    orch.signal(libc::SIGCONT);
+    assert!(orch.child.wait().unwrap().success());
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "a");
     assert_eq!(a["status"], "ok", "{log:#}");
@@ -1293,7 +1235,11 @@ fn a_file_over_max_file_bytes_is_left_out_and_kept_aside() {
 fn a_repository_owned_by_another_user_is_reported_with_gits_fix() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n*** SKIPPED: only root can give a repository to another user ***\n");
+        skip(
+            "a_repository_owned_by_another_user_is_reported_with_gits_fix",
+            "ORCH_REQUIRE_UNPRIVILEGED",
+            "only root can give a repository to another user",
+        );
         return;
     }
     let repo = Repo::new();

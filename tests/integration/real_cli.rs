@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Repo;
+use crate::common::{skip, Repo};
 use serde_json::{json, Value};
 
 /// Where the installed CLIs' executables are.
@@ -48,10 +48,7 @@ fn available(cli: &str) -> bool {
     } else {
         return true;
     };
-    if std::env::var("ORCH_REQUIRE_REAL_CLI").as_deref() == Ok("1") {
-        panic!("ORCH_REQUIRE_REAL_CLI=1 but {missing}");
-    }
-    eprintln!("!!!!! SKIP: {missing}; this real-CLI test did not run !!!!!");
+    skip(&format!("a {cli} test"), "ORCH_REQUIRE_REAL_CLI", &missing);
     false
 }
 
@@ -283,6 +280,21 @@ impl Setup {
         self.repo.read(&format!(".orch/{rel}"))
     }
 
+    /// The coder's entry in round 1's log.
+    fn coder(&self) -> Value {
+        Repo::agent(&self.repo.round_log(1), "coder").clone()
+    }
+
+    /// The `result` line Claude Code printed in round 1 (the coder's log); fails the test
+    /// when there is none.
+    fn claude_result(&self) -> Value {
+        let out = self.agent_log("coder");
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "result")
+            .unwrap_or_else(|| panic!("no Claude result in the agent's log:\n{out}"))
+    }
+
     fn events(&self) -> Vec<Value> {
         self.repo
             .read(".orch/events.ndjson")
@@ -304,6 +316,18 @@ fn assert_committed(s: &Setup) {
     assert_eq!(s.repo.status(), "", "the tree is clean after the round");
 }
 
+/// Prices with round figures for the first model `orch init --agent CLI` writes ($1 in,
+/// $10 out per MTok), so that the expected cost is easy to check by hand: [`round_priced`].
+fn round_pricing(cli: &str, mock: &Mock) -> Value {
+    let model = Setup::new(cli, mock, 1, json!({})).first_model();
+    json!({ model: {"inputPerMTok": 1.0, "outputPerMTok": 10.0} })
+}
+
+/// What `n` requests to the mock cost at [`round_pricing`].
+fn round_priced(n: u64) -> f64 {
+    (n * MOCK_INPUT_TOKENS) as f64 * 1.0 / 1e6 + (n * MOCK_OUTPUT_TOKENS) as f64 * 10.0 / 1e6
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
@@ -321,12 +345,7 @@ fn claude_edit_is_committed_with_claudes_own_cost() {
     assert_committed(&s);
 
     // The cost is what Claude Code printed, not a figure orch worked out.
-    let out = s.agent_log("coder");
-    let result: Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "result")
-        .unwrap_or_else(|| panic!("no Claude result in the agent's log:\n{out}"));
+    let result = s.claude_result();
     let claude_cost = result["total_cost_usd"].as_f64().unwrap();
     assert!(claude_cost > 0.0, "Claude reported no cost: {result}");
     let log = s.repo.round_log(1);
@@ -345,21 +364,15 @@ fn codex_edit_is_committed_with_its_tokens_priced() {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
-    // Prices with round figures so that the expected cost is easy to check by hand.
-    let probe = Setup::new("codex", &mock, 1, json!({}));
-    let model = probe.first_model();
-    drop(probe);
-    let pricing = json!({ model.clone(): {"inputPerMTok": 1.0, "outputPerMTok": 10.0} });
+    let pricing = round_pricing("codex", &mock);
     let s = Setup::new("codex", &mock, 1, json!({ "pricing": pricing }));
     s.run(&["run"]).expect(0);
     assert_committed(&s);
 
     let n = mock.model_requests() as u64;
     assert!(n >= 2, "Codex asked the model {n} times");
-    let expected =
-        (n * MOCK_INPUT_TOKENS) as f64 * 1.0 / 1e6 + (n * MOCK_OUTPUT_TOKENS) as f64 * 10.0 / 1e6;
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let expected = round_priced(n);
+    let agent = s.coder();
     assert_eq!(agent["status"], "ok", "{agent:#}");
     let cost = agent["costUsd"].as_f64().unwrap();
     assert!(
@@ -390,15 +403,9 @@ fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
     let run = s.run(&["run"]);
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_committed(&s);
-    let out = s.agent_log("coder");
-    let result: Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "result")
-        .unwrap_or_else(|| panic!("no Claude result in the agent's log:\n{out}"));
+    let result = s.claude_result();
     let claude_cost = result["total_cost_usd"].as_f64().unwrap();
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let agent = s.coder();
     assert_eq!(agent["status"], "ok", "{agent:#}");
     assert!(
         close(agent["costUsd"].as_f64().unwrap(), claude_cost),
@@ -430,8 +437,7 @@ fn claude_in_the_sandbox_cannot_reach_a_port_off_its_list() {
         "the mock was reached: {}",
         run.stderr()
     );
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let agent = s.coder();
     assert_ne!(agent["status"], "ok", "{agent:#}");
     assert!(!s.repo.exists("hello.txt"));
 }
@@ -445,10 +451,7 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
-    let probe = Setup::new("codex", &mock, 1, json!({}));
-    let model = probe.first_model();
-    drop(probe);
-    let pricing = json!({ model.clone(): {"inputPerMTok": 1.0, "outputPerMTok": 10.0} });
+    let pricing = round_pricing("codex", &mock);
     let sandbox = json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{}", mock.port)]});
     let extra = json!({ "pricing": pricing, "sandbox": sandbox });
     let s = Setup::new_with_home("codex", &mock, 1, extra, home_outside_tmp());
@@ -456,10 +459,8 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_committed(&s);
     let n = mock.model_requests() as u64;
-    let expected =
-        (n * MOCK_INPUT_TOKENS) as f64 * 1.0 / 1e6 + (n * MOCK_OUTPUT_TOKENS) as f64 * 10.0 / 1e6;
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let expected = round_priced(n);
+    let agent = s.coder();
     assert_eq!(agent["status"], "ok", "{agent:#}");
     assert!(
         close(agent["costUsd"].as_f64().unwrap(), expected),
@@ -489,19 +490,14 @@ fn gemini_edit_is_committed_with_its_tokens_priced() {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
-    let probe = Setup::new("gemini", &mock, 1, json!({}));
-    let model = probe.first_model();
-    drop(probe);
-    let pricing = json!({ model.clone(): {"inputPerMTok": 1.0, "outputPerMTok": 10.0} });
+    let pricing = round_pricing("gemini", &mock);
     let s = Setup::new("gemini", &mock, 1, json!({ "pricing": pricing }));
     s.run(&["run"]).expect(0);
     assert_committed(&s);
 
     let n = mock.model_requests() as u64;
-    let expected =
-        (n * MOCK_INPUT_TOKENS) as f64 * 1.0 / 1e6 + (n * MOCK_OUTPUT_TOKENS) as f64 * 10.0 / 1e6;
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let expected = round_priced(n);
+    let agent = s.coder();
     let cost = agent["costUsd"].as_f64().unwrap_or(-1.0);
     assert!(
         close(cost, expected),
@@ -619,8 +615,7 @@ fn invalid_key_stops_the_run_with(cli: &str, scenario: &str, words: &str) {
     );
     let starts = events.iter().filter(|e| e["event"] == "agentStart").count();
     assert_eq!(starts, 1, "only the first agent ran");
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let agent = s.coder();
     assert_eq!(agent["status"], "failed", "{agent:#}");
     assert_eq!(agent["cause"], "auth", "{agent:#}");
     assert!(
@@ -667,8 +662,7 @@ fn gemini_in_an_untrusted_folder_stops_the_run_naming_the_fix() {
     s.repo.mission(m);
     let run = s.run(&["run"]).expect(6);
     let err = run.stderr();
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let agent = s.coder();
     assert_eq!(agent["exitCode"], 55, "{agent:#}\n{err}");
     assert_eq!(agent["cause"], "untrustedFolder", "{agent:#}");
     assert!(
@@ -696,8 +690,7 @@ fn claude_denied_bash_command_is_in_the_round_log() {
     let mock = Mock::start(&["--scenario", "denied", "--deny-command", "sh ./deploy.sh"]);
     let s = Setup::new("claude", &mock, 1, json!({}));
     let run = s.run(&["run"]);
-    let log = s.repo.round_log(1);
-    let agent = Repo::agent(&log, "coder");
+    let agent = s.coder();
     let denials = &agent["permissionDenials"];
     let text = denials.to_string();
     assert!(
@@ -757,12 +750,7 @@ fn claude_is_capped_at_the_rest_of_its_budget() {
         );
         assert_eq!(agent["changeTested"], true, "{agent:#}");
     }
-    let result: Value = s
-        .agent_log("coder")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "result")
-        .expect("a Claude result in the agent's log");
+    let result = s.claude_result();
     let cost = agent["costUsd"].as_f64().unwrap();
     assert!(cost > 0.001, "{agent:#}");
     assert!(close(cost, result["total_cost_usd"].as_f64().unwrap()));

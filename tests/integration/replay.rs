@@ -55,8 +55,7 @@ fn show_prints_one_round_for_a_person_and_as_json() {
     // Round 3's refs are not round 2's.
     assert!(!text.contains("round-3"), "{text}");
 
-    let v: Value =
-        serde_json::from_str(&repo.orch(&["show", "2", "--json"]).expect(0).stdout()).unwrap();
+    let v = repo.orch_json(&["show", "2", "--json"]);
     assert_eq!(v["round"], repo.round_log(2));
     let refs: Vec<&str> = v["refs"]
         .as_array()
@@ -316,13 +315,7 @@ fn a_replay_runs_round_2_again_beside_the_branch_and_touches_nothing_live() {
             && shown.contains("refs/orch/replay/round-2-1/rejected/round-2/b"),
         "{shown}"
     );
-    let v: Value = serde_json::from_str(
-        &repo
-            .orch(&["show", "2", "--replay", "1", "--json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let v = repo.orch_json(&["show", "2", "--replay", "1", "--json"]);
     assert_eq!(v["round"], log);
     repo.orch(&["show", "2", "--replay", "2"]).expect(2);
     // The live round 2 still shows no replay refs.

@@ -279,13 +279,7 @@ fn a_run_out_of_turns_after_its_edit_has_its_change_tested_and_committed() {
         assert_eq!(st["model"], "small", "{isolation}: {st:#}");
         assert_eq!(st["consecutiveFailures"], 0, "{isolation}: {st:#}");
         // The report counts it as landed work, kept, and names how it ended.
-        let report: serde_json::Value = serde_json::from_str(
-            &repo
-                .orch(&["report", "--format", "json"])
-                .expect(0)
-                .stdout(),
-        )
-        .unwrap();
+        let report = repo.orch_json(&["report", "--format", "json"]);
         assert_eq!(
             report["rounds"][0]["landed"], true,
             "{isolation}: {report:#}"
@@ -443,8 +437,7 @@ fn a_round_in_which_nothing_landed_says_so_everywhere() {
     );
     let status = repo.orch(&["status"]).expect(0).stdout();
     assert!(status.contains("(last: ok, nothing landed)"), "{status}");
-    let status: serde_json::Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let status = repo.orch_json(&["status", "--json"]);
     assert_eq!(status["lastRoundStatus"], "ok");
     assert_eq!(status["lastRoundNothingLanded"], true);
 }

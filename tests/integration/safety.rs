@@ -11,36 +11,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, processes_with, Orch, Repo};
+use crate::common::{agent_cmd, alive, assert_none_left, processes_with, Orch, Repo};
 use serde_json::json;
 
 fn marker(test: &str) -> String {
     format!("orch-safety-{test}-{}", std::process::id())
-}
-
-fn wait_for(path: &Path, limit: Duration) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < limit, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn alive(pid: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
-}
-
-fn assert_none_left(marker: &str) {
-    let t0 = Instant::now();
-    while !processes_with(marker).is_empty() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "processes left behind: {:#?}",
-            processes_with(marker)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn s(p: &Path) -> String {
@@ -77,7 +52,7 @@ fn a_second_orch_of_any_state_folder_or_worktree_exits_4() {
     let wt = f.path().join("linked");
     repo.git(&["worktree", "add", "-q", "--detach", &s(&wt)]);
     let mut first = Orch::start_in(repo.path(), &["run"]);
-    wait_for(&f.path().join("hung"), Duration::from_secs(10));
+    first.wait_for(&f.path().join("hung"), Duration::from_secs(10));
     let pid = format!("pid {}", first.pid());
     let other = repo.orch(&["run", "-m", "other.json"]).expect(4);
     assert!(other.stderr().contains(&pid), "{}", other.stderr());
@@ -125,7 +100,7 @@ fn a_deleted_lock_file_does_not_let_a_second_orch_in() {
     let base = repo.head();
     let lock = repo.pathbuf(".git/orch/lock");
     let mut first = Orch::start_in(repo.path(), &["run"]);
-    wait_for(&hung, Duration::from_secs(10));
+    first.wait_for(&hung, Duration::from_secs(10));
     assert!(lock.exists());
     std::fs::remove_file(&lock).unwrap();
     let second = repo.orch(&["run"]).expect(4);
@@ -491,7 +466,7 @@ fn allow_dirty_keeps_the_users_work_through_sigint_and_sigkill() {
         let base = repo.head();
         let before = user_view(&repo);
         let mut orch = Orch::start_in(repo.path(), &["run", "--allow-dirty"]);
-        wait_for(&hung, Duration::from_secs(10));
+        orch.wait_for(&hung, Duration::from_secs(10));
         orch.signal(sig);
         let code = orch.wait(Duration::from_secs(10));
         assert_eq!(code, 128 + sig, "{}", orch.stderr());
@@ -552,7 +527,7 @@ fn nothing_orch_started_outlives_a_sigkill() {
             ]
         }));
         let mut orch = Orch::start_in(repo.path(), &["run"]);
-        wait_for(&started, Duration::from_secs(10));
+        orch.wait_for(&started, Duration::from_secs(10));
         let watchdog = format!("__watchdog {}.", orch.pid());
         assert_eq!(
             running_with(&watchdog).len(),

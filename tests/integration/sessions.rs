@@ -342,13 +342,7 @@ fn the_report_shows_each_agents_sessions_resumed_and_dropped_with_why() {
     }));
     repo.orch(&["run"]).expect(0);
     assert!(Repo::agent(&repo.round_log(1), "plain")["sessionId"].is_string());
-    let report: serde_json::Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     let row = |name: &str| {
         report["agents"]
             .as_array()
@@ -444,12 +438,6 @@ fn a_report_without_sessions_has_no_sessions_column() {
     repo.orch(&["run"]).expect(0);
     let md = repo.orch(&["report"]).expect(0).stdout();
     assert!(!md.contains("Sessions"), "{md}");
-    let report: serde_json::Value = serde_json::from_str(
-        &repo
-            .orch(&["report", "--format", "json"])
-            .expect(0)
-            .stdout(),
-    )
-    .unwrap();
+    let report = repo.orch_json(&["report", "--format", "json"]);
     assert!(report["agents"][0]["sessions"].is_null(), "{report:#}");
 }

@@ -7,12 +7,11 @@
 //! Without a cluster these tests say so loudly on stderr and return; with
 //! `ORCH_REQUIRE_SLURM=1` (CI, once slurm-up succeeded) a missing cluster fails them instead.
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{agent_cmd, processes_with, Repo};
+use crate::common::{agent_cmd, alive, processes_with, skip, Repo};
 use serde_json::json;
 
 /// Whether a Slurm cluster answers with a usable node; otherwise a loud skip, or a failure when
@@ -22,15 +21,10 @@ fn cluster(test: &str) -> bool {
         Ok(()) => return true,
         Err(why) => why,
     };
-    if std::env::var("ORCH_REQUIRE_SLURM").as_deref() == Ok("1") {
-        panic!("{test}: ORCH_REQUIRE_SLURM=1 but there is no Slurm cluster: {why}");
-    }
-    // Straight to the stderr handle, not `eprintln!`: the test harness captures the macros'
-    // output of a passing test, and a skip must not pass silently.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** {test}: SKIPPED: no Slurm cluster: run scripts/slurm-up ({why}) ***\n\
-         *** (set ORCH_REQUIRE_SLURM=1 to make this a failure) ***"
+    skip(
+        test,
+        "ORCH_REQUIRE_SLURM",
+        &format!("no Slurm cluster: run scripts/slurm-up ({why})"),
     );
     false
 }
@@ -95,11 +89,6 @@ fn queued(marker: &str) -> Vec<String> {
         .collect()
 }
 
-fn pid_alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
-}
-
 /// Waits until nothing of the run is left: no process with `marker` in its argv, no job of
 /// that name in the queue, and none of `pids` alive. Slurm keeps a cancelled job COMPLETING
 /// for up to KillWait (5 s) plus a little, so this allows 15 s (less than the ~22 s in which
@@ -109,13 +98,17 @@ fn assert_nothing_left(marker: &str, pids: &[i32]) {
     loop {
         let procs = processes_with(marker);
         let jobs = queued(marker);
-        let alive: Vec<i32> = pids.iter().copied().filter(|&p| pid_alive(p)).collect();
-        if procs.is_empty() && jobs.is_empty() && alive.is_empty() {
+        let living: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|p| alive(&p.to_string()))
+            .collect();
+        if procs.is_empty() && jobs.is_empty() && living.is_empty() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "left behind after 15 s:\nprocesses: {procs:#?}\njobs: {jobs:#?}\npids alive: {alive:?}"
+            "left behind after 15 s:\nprocesses: {procs:#?}\njobs: {jobs:#?}\npids alive: {living:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

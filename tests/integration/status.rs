@@ -16,8 +16,7 @@ fn status_shows_a_run_in_progress_and_watch_ends_with_it() {
                     "command": agent_cmd(&["--sleep", "4", "--write", "src/s.txt=s"])}]
     }));
     // Before the run: nothing is going.
-    let idle: serde_json::Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let idle = repo.orch_json(&["status", "--json"]);
     assert!(idle["running"].is_null(), "{idle:#}");
     assert!(repo
         .orch(&["status"])
@@ -35,8 +34,7 @@ fn status_shows_a_run_in_progress_and_watch_ends_with_it() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
-        let v: serde_json::Value =
-            serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+        let v = repo.orch_json(&["status", "--json"]);
         if v["running"]["agents"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
@@ -65,8 +63,7 @@ fn status_shows_a_run_in_progress_and_watch_ends_with_it() {
     assert!(watch.contains("RUNNING: orch pid"), "{watch}");
     assert!(watch.contains("no run in progress"), "{watch}");
     assert!(run.wait().unwrap().success());
-    let after: serde_json::Value =
-        serde_json::from_str(&repo.orch(&["status", "--json"]).expect(0).stdout()).unwrap();
+    let after = repo.orch_json(&["status", "--json"]);
     assert!(after["running"].is_null(), "{after:#}");
     assert_eq!(after["roundsDone"], 1);
 }
