@@ -202,6 +202,14 @@ pub trait AgentCli: Sync {
         Vec::new()
     }
 
+    /// Whether a run of `argv` prints every token as the model writes it, tool calls' input
+    /// included (Claude Code's `--include-partial-messages`): then a model turn is never
+    /// silent, and a shorter silence is evidence of a stuck run (the shorter default
+    /// `stuck.idleS`). `false` where a long turn prints nothing until it is whole.
+    fn streams_every_token(&self, _argv: &[String]) -> bool {
+        false
+    }
+
     /// What one line of stdout shows: what [`progress`](AgentCli::progress) reads in it, else
     /// plain output (any non-blank line; aider and a plain command say no more).
     fn activity(&self, line: &[u8]) -> Vec<Activity> {

@@ -54,13 +54,13 @@ impl AgentCli for Claude {
 
     fn invocation(&self) -> Invocation {
         Invocation {
-            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits", "--allowedTools", "Bash(git:*),Bash(npm test:*)"]"#,
+            command: r#"["claude", "-p", "--model", "{model}", "--output-format", "stream-json", "--verbose", "--include-partial-messages", "--permission-mode", "acceptEdits", "--allowedTools", "Bash(git:*),Bash(npm test:*)"]"#,
             stdin: true,
             models: r#"["sonnet", "opus"]"#,
             comments: &[
                 "Claude Code in print mode (-p): the prompt on stdin; stream-json (which needs --verbose with -p) prints",
-                "each message and tool call as it happens, which orch watches for a stuck run (stuck.*), and ends with",
-                "the JSON result with total_cost_usd.",
+                "each message and tool call as it happens, and --include-partial-messages each token as it comes, which",
+                "orch watches for a stuck run (stuck.*); it ends with the JSON result with total_cost_usd.",
                 "Permissions: acceptEdits lets it edit files in its folder; --allowedTools adds the shell",
                 "commands it may run: git, and `npm test` (put your tests.command there, e.g. Bash(cargo test:*)).",
                 "Any other command is denied and listed in the round log (permissionDenials). To widen it,",
@@ -81,6 +81,12 @@ impl AgentCli for Claude {
 
     fn progress(&self, line: &[u8]) -> Vec<Activity> {
         progress(line)
+    }
+
+    /// `--include-partial-messages` (with `--output-format stream-json`): a `stream_event`
+    /// line per piece of text, thinking or tool input as the model writes it.
+    fn streams_every_token(&self, argv: &[String]) -> bool {
+        argv.iter().any(|a| a == "--include-partial-messages")
     }
 
     fn fix(&self, cause: Cause) -> String {
@@ -169,11 +175,47 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
             }
             seen
         }
+        // A tool's result, handed back to the model.
+        Some("user") if has_tool_result(&event) => vec![Activity::ToolDone],
+        // `--include-partial-messages`: a message's last usage figure, its final output count
+        // (the whole message's line has only the stream's first), named by `api_message_id`.
+        Some("stream_event") => match stream_usage(&event) {
+            Some(tokens) => vec![Activity::Tokens {
+                message: str_of(&event, "api_message_id").map(str::to_string),
+                tokens,
+            }],
+            None => vec![Activity::Output],
+        },
         // The final result: its cost is the run's bill, read when the run ends; the CLI is
         // ending by itself, and its own words (a spent --max-budget-usd) are the ones to keep.
-        Some("result" | "system" | "user" | "stream_event") => vec![Activity::Output],
+        Some("result" | "system" | "user") => vec![Activity::Output],
         _ => Vec::new(),
     }
+}
+
+/// The usage a `stream_event`'s `message_delta` carries.
+fn stream_usage(event: &Map<String, Value>) -> Option<Tokens> {
+    let inner = event.get("event").and_then(Value::as_object)?;
+    if str_of(inner, "type") != Some("message_delta") {
+        return None;
+    }
+    inner
+        .get("usage")
+        .and_then(Value::as_object)
+        .map(usage_tokens)
+}
+
+/// Whether a `user` message carries a `tool_result` block.
+fn has_tool_result(event: &Map<String, Value>) -> bool {
+    event
+        .get("message")
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| {
+            blocks
+                .iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        })
 }
 
 /// A `usage` object's tokens: cache reads and writes are reported apart from `input_tokens`,
@@ -368,6 +410,30 @@ mod tests {
         // what the run ended with.
         let twice = format!("{STREAM}{JSON}");
         assert!(close(read(&twice).unwrap().cost_usd, 0.4127305));
+    }
+
+    #[test]
+    fn partial_messages_read_as_the_stream_and_stream_every_token() {
+        // Recorded with --include-partial-messages: the same result and bill as without.
+        let partial = read(include_str!(
+            "../../fixtures/cli-output/real/claude-partial-ok.stdout"
+        ))
+        .unwrap();
+        let plain = read(include_str!(
+            "../../fixtures/cli-output/real/claude-stream-ok.stdout"
+        ))
+        .unwrap();
+        assert_eq!(partial.source, CostSource::ClaudeStream);
+        assert!(close(partial.cost_usd, plain.cost_usd.unwrap()));
+        assert_eq!(partial.tokens, plain.tokens);
+        assert_eq!(partial.failure, None);
+        // What `orch init` writes streams every token; stream-json alone does not.
+        let argv = |s: &str| -> Vec<String> { s.split(' ').map(str::to_string).collect() };
+        let init: Vec<String> = serde_json::from_str(Claude.invocation().command).unwrap();
+        assert!(Claude.streams_every_token(&init));
+        assert!(
+            !Claude.streams_every_token(&argv("claude -p --output-format stream-json --verbose"))
+        );
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
                 item.unwrap_or(&Map::new()),
             ))]
         }
+        (Some("item.completed"), Some(kind)) if !quiet.contains(&kind) => {
+            vec![Activity::ToolDone]
+        }
         (Some(t), _)
             if t.starts_with("item.")
                 || t.starts_with("turn.")

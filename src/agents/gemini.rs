@@ -134,7 +134,8 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
             ))]
         }
         // The tokens come only in the final `result`, as the run ends: read then, not here.
-        Some("init" | "message" | "tool_result" | "error" | "result") => vec![Activity::Output],
+        Some("tool_result") => vec![Activity::ToolDone],
+        Some("init" | "message" | "error" | "result") => vec![Activity::Output],
         _ => Vec::new(),
     }
 }

@@ -22,7 +22,7 @@
 
 use std::sync::OnceLock;
 
-use crate::mission::{Agent, CliCatalog};
+use crate::mission::{Agent, CliCatalog, Mission};
 
 pub mod adapter;
 pub mod aider;
@@ -115,6 +115,14 @@ pub fn for_agent(agent: &Agent) -> &'static dyn AgentCli {
         .as_deref()
         .and_then(by_cli_name)
         .unwrap_or_else(|| detect(&agent.command.argv()))
+}
+
+/// The stuck rules `agent`'s runs are watched with (a round and `--dry-run` both ask this): the
+/// mission's `stuck` keys, and where they are unset the defaults for what its CLI prints (every
+/// token or not).
+pub fn stuck_limits(mission: &Mission, agent: &Agent) -> crate::mission::StuckLimits {
+    let every_token = for_agent(agent).streams_every_token(&agent.command.argv());
+    mission.stuck_for(agent, every_token)
 }
 
 /// The provider whose limits `agent` shares: the CLI's, else the agent's own (`agent:NAME`).

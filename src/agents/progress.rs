@@ -23,6 +23,8 @@ const LABEL_CHARS: usize = 60;
 pub enum Activity {
     /// It called a tool.
     Tool(ToolCall),
+    /// A tool call's result came back: the model has the turn again.
+    ToolDone,
     /// A model message's tokens. `message` is the message's id when the CLI gives one (Claude
     /// Code prints a message with several content blocks as several lines, each with the whole
     /// message's usage).

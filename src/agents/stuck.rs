@@ -4,7 +4,9 @@
 //! the caller says when each thing was seen, and asks for a [`Verdict`] when it likes.
 //!
 //! - **Idle**: no progress of any kind (a line of output, a tool call, a tree that changed, its
-//!   processes using the CPU) for `idle`. A slow run that writes a file now and then is not
+//!   processes using the CPU) for `idle`, or for `idle_in_tool` while one of its tool calls
+//!   runs (seen called, its result not yet back): a CLI that prints every token is never quiet
+//!   while its model writes, but a tool call may wait quietly on the network. A slow run that writes a file now and then is not
 //!   idle, nor one whose tool call compiles or runs tests for a long time without a word: its
 //!   processes use at least [`BUSY_SHARE`] of a core. A process waiting on a prompt, a lock or
 //!   a dead connection uses next to none (Claude Code 2.1.332 waiting on a stalled stream: 1.7 %
@@ -17,7 +19,7 @@
 //! - **Over budget**: the cost so far (the CLI's running total, else its tokens at the
 //!   model's price) above what is left of the agent's budget.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::cost::{price_tokens, ModelPrice};
@@ -34,6 +36,8 @@ pub const BUSY_SHARE: f64 = 0.10;
 pub struct Settings {
     /// No progress for this long is idle.
     pub idle: Duration,
+    /// No progress for this long while a tool call runs is idle.
+    pub idle_in_tool: Duration,
     /// The same call this many times in a row, or the tree back in one state this many times,
     /// is a loop.
     pub repeats: u32,
@@ -50,9 +54,11 @@ pub struct Budget {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Working,
-    /// No progress for `silent` (the `idle` setting: at least that long).
+    /// No progress for `silent` (the `idle` setting, or `idle_in_tool` while the tool call
+    /// `tool` ran: at least that long).
     Idle {
         silent: Duration,
+        tool: Option<String>,
     },
     /// `label` seen `times` times: a tool call, or a state of the tree.
     Loop {
@@ -72,10 +78,15 @@ impl Verdict {
     pub fn describe(&self) -> String {
         match self {
             Verdict::Working => "working".into(),
-            Verdict::Idle { silent } => format!(
-                "no output or file change for {}",
-                duration_ms(silent.as_millis() as u64)
-            ),
+            Verdict::Idle { silent, tool } => {
+                let silent = duration_ms(silent.as_millis() as u64);
+                match tool {
+                    Some(tool) => {
+                        format!("no output or file change for {silent} while {tool} ran")
+                    }
+                    None => format!("no output or file change for {silent}"),
+                }
+            }
             Verdict::Loop { label, times } => format!("{label} {times} times"),
             Verdict::OverBudget { cost_usd, left_usd } => format!(
                 "spent {} while running, over the {} left of its budgetUsd",
@@ -116,11 +127,16 @@ pub struct Detector {
     looped: Option<(String, u32)>,
     /// The CLI's running total.
     cost: Option<f64>,
+    /// Tokens of figures that name no message, added up.
     tokens: Tokens,
-    messages: HashSet<String>,
+    /// Each named message's tokens: the largest figure seen of each (a message's lines repeat
+    /// its usage; its last streamed figure is its final output count).
+    messages: HashMap<String, Tokens>,
     last: Option<Last>,
     /// The last CPU sample: when, and the processes' CPU seconds then.
     cpu: Option<(Instant, f64)>,
+    /// The tool call running now (called, its result not back yet): its label.
+    running: Option<String>,
 }
 
 impl Detector {
@@ -136,9 +152,10 @@ impl Detector {
             looped: None,
             cost: None,
             tokens: Tokens::default(),
-            messages: HashSet::new(),
+            messages: HashMap::new(),
             last: None,
             cpu: None,
+            running: None,
         }
     }
 
@@ -180,17 +197,17 @@ impl Detector {
                     what: call.label.clone(),
                     times,
                 });
+                self.running = Some(call.label.clone());
             }
-            Activity::Tokens { message, tokens } => {
-                let new = match message {
-                    Some(id) => self.messages.insert(id.clone()),
-                    None => true,
-                };
-                if new {
-                    self.tokens.input = self.tokens.input.saturating_add(tokens.input);
-                    self.tokens.output = self.tokens.output.saturating_add(tokens.output);
+            Activity::ToolDone => self.running = None,
+            Activity::Tokens { message, tokens } => match message {
+                Some(id) => {
+                    let seen = self.messages.entry(id.clone()).or_default();
+                    seen.input = seen.input.max(tokens.input);
+                    seen.output = seen.output.max(tokens.output);
                 }
-            }
+                None => self.tokens = add(&self.tokens, tokens),
+            },
             Activity::Cost(total) => self.cost = Some(self.cost.unwrap_or(0.0).max(*total)),
             Activity::Output => {}
         }
@@ -230,7 +247,11 @@ impl Detector {
             return Some(c);
         }
         let price = self.budget.as_ref()?.price.as_ref()?;
-        (self.tokens != Tokens::default()).then(|| price_tokens(&self.tokens, price))
+        let tokens = self
+            .messages
+            .values()
+            .fold(self.tokens.clone(), |t, m| add(&t, m));
+        (tokens != Tokens::default()).then(|| price_tokens(&tokens, price))
     }
 
     /// What the run is, at `now`.
@@ -250,9 +271,14 @@ impl Detector {
             };
         }
         // The setting, not the time since: the words stay the same however late the look.
-        if now.saturating_duration_since(self.last_progress) >= self.settings.idle {
+        let idle = match self.running {
+            Some(_) => self.settings.idle_in_tool,
+            None => self.settings.idle,
+        };
+        if now.saturating_duration_since(self.last_progress) >= idle {
             return Verdict::Idle {
-                silent: self.settings.idle,
+                silent: idle,
+                tool: self.running.clone(),
             };
         }
         Verdict::Working
@@ -278,6 +304,14 @@ impl Detector {
     }
 }
 
+/// `a` and `b` added up.
+fn add(a: &Tokens, b: &Tokens) -> Tokens {
+    Tokens {
+        input: a.input.saturating_add(b.input),
+        output: a.output.saturating_add(b.output),
+    }
+}
+
 /// `2nd`, `3rd`, `11th`, `21st`.
 fn ordinal(n: u32) -> String {
     let suffix = match (n % 10, n % 100) {
@@ -297,6 +331,7 @@ mod tests {
 
     const SETTINGS: Settings = Settings {
         idle: Duration::from_secs(300),
+        idle_in_tool: Duration::from_secs(300),
         repeats: 5,
     };
 
@@ -330,11 +365,64 @@ mod tests {
         d.tree(t0, 1, "");
         assert_eq!(d.verdict(t0 + s(299)), Verdict::Working);
         let v = d.verdict(t0 + s(300));
-        assert_eq!(v, Verdict::Idle { silent: s(300) });
+        assert_eq!(
+            v,
+            Verdict::Idle {
+                silent: s(300),
+                tool: None
+            }
+        );
         assert_eq!(v.describe(), "no output or file change for 5m00s");
         // The same tree, polled again, is no progress.
         d.tree(t0 + s(200), 1, "");
-        assert_eq!(d.verdict(t0 + s(300)), Verdict::Idle { silent: s(300) });
+        assert_eq!(
+            d.verdict(t0 + s(300)),
+            Verdict::Idle {
+                silent: s(300),
+                tool: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_running_tool_call_gets_idle_in_tool_and_is_named() {
+        let settings = Settings {
+            idle: s(120),
+            idle_in_tool: s(300),
+            repeats: 5,
+        };
+        let t0 = Instant::now();
+        let mut d = Detector::new(settings, None, t0);
+        // Claude Code's recorded Bash call, then nothing while it runs.
+        let lines = include_str!("../../fixtures/cli-output/real/claude-stream-loop.stdout");
+        let call = recorded("claude", lines.lines().nth(1).unwrap());
+        assert!(matches!(call[0], Activity::Tool(_)), "{call:?}");
+        let at = fed(&mut d, t0, &call);
+        assert_eq!(d.verdict(at + s(299)), Verdict::Working);
+        let v = d.verdict(at + s(300));
+        assert_eq!(
+            v,
+            Verdict::Idle {
+                silent: s(300),
+                tool: Some("Bash `git status --short`".into())
+            }
+        );
+        assert_eq!(
+            v.describe(),
+            "no output or file change for 5m00s while Bash `git status --short` ran"
+        );
+        // Its result back (the recorded `user` line): the model's turn, 120 s again.
+        let done = recorded("claude", lines.lines().nth(2).unwrap());
+        assert_eq!(done, vec![Activity::ToolDone]);
+        let at = fed(&mut d, at, &done);
+        assert_eq!(d.verdict(at + s(119)), Verdict::Working);
+        assert_eq!(
+            d.verdict(at + s(120)),
+            Verdict::Idle {
+                silent: s(120),
+                tool: None
+            }
+        );
     }
 
     #[test]
@@ -345,6 +433,10 @@ mod tests {
             (
                 "claude",
                 include_str!("../../fixtures/cli-output/real/claude-stream-stall.stdout"),
+            ),
+            (
+                "claude",
+                include_str!("../../fixtures/cli-output/real/claude-partial-stall.stdout"),
             ),
             (
                 "codex",
@@ -361,7 +453,10 @@ mod tests {
             assert_eq!(d.verdict(last + s(299)), Verdict::Working, "{cli}");
             assert_eq!(
                 d.verdict(last + s(300)),
-                Verdict::Idle { silent: s(300) },
+                Verdict::Idle {
+                    silent: s(300),
+                    tool: None
+                },
                 "{cli}"
             );
         }
@@ -374,6 +469,11 @@ mod tests {
             (
                 "claude",
                 include_str!("../../fixtures/cli-output/real/claude-stream-loop.stdout"),
+                "Bash `git status --short` called",
+            ),
+            (
+                "claude",
+                include_str!("../../fixtures/cli-output/real/claude-partial-loop.stdout"),
                 "Bash `git status --short` called",
             ),
             (
@@ -487,7 +587,13 @@ mod tests {
         for i in 0..=60u64 {
             d.cpu(t0 + s(10 * i), 0.2 * i as f64);
         }
-        assert_eq!(d.verdict(t0 + s(600)), Verdict::Idle { silent: s(300) });
+        assert_eq!(
+            d.verdict(t0 + s(600)),
+            Verdict::Idle {
+                silent: s(300),
+                tool: None
+            }
+        );
     }
 
     #[test]
@@ -592,6 +698,33 @@ mod tests {
             v.describe(),
             "spent $0.06 while running, over the $0.05 left of its budgetUsd"
         );
+    }
+
+    #[test]
+    fn partial_messages_give_each_message_its_final_output_count() {
+        // Claude Code with --include-partial-messages, recorded: two messages of 1200 input
+        // and 80 output tokens; each whole message's line says 1 output token (the stream's
+        // first figure), its `message_delta` line the final 80.
+        let partial = include_str!("../../fixtures/cli-output/real/claude-partial-ok.stdout");
+        let plain = include_str!("../../fixtures/cli-output/real/claude-stream-ok.stdout");
+        let price = ModelPrice {
+            input_per_m_tok: 1.0,
+            output_per_m_tok: 1000.0,
+        };
+        let cost = |out: &str| {
+            let budget = Budget {
+                left_usd: 1.0,
+                price: Some(price.clone()),
+            };
+            let t0 = Instant::now();
+            let mut d = Detector::new(SETTINGS, Some(budget), t0);
+            fed(&mut d, t0, &recorded("claude", out));
+            d.cost_usd().unwrap()
+        };
+        let at_price = |input: f64, output: f64| (input + output * 1000.0) / 1e6;
+        assert!((cost(partial) - at_price(2400.0, 160.0)).abs() < 1e-12);
+        // Without partial messages, only the first figures: a lower bound.
+        assert!((cost(plain) - at_price(2400.0, 2.0)).abs() < 1e-12);
     }
 
     #[test]

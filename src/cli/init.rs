@@ -77,10 +77,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
   // slots the agents leave idle). It needs "isolation": "worktree" below; "shared" reverts
   // the whole round.
   "bisectJobs": 2,{pricing}{limits}
-  // A run with no output, tool call or file change for idleS seconds, or that makes the same
-  // tool call repeats times in a row, is stopped as at a timeout: its work kept in a ref, the
-  // round log saying what was seen (0 turns a rule off; an agent can set its own).
-  "stuck": {{ "idleS": 300, "repeats": 5 }},
+  // A run with no output, tool call, file change or CPU use for idleS seconds, or that makes
+  // the same tool call repeats times in a row, is stopped as at a timeout: its work kept in a
+  // ref, the round log saying what was seen (0 turns a rule off; an agent can set its own).
+  // idleS unset: 120 for a CLI that prints every token (Claude Code with
+  // --include-partial-messages) while no tool call of it runs, else 300.
+  "stuck": {{ "repeats": 5 }},
   // What agents get of orch's environment (besides ORCH_* and their own `env`): the CLI's own
   // keys and settings, where to find programs and its login (PATH, HOME), the terminal and
   // locale, proxies and CA certificates. Nothing else: a GITHUB_TOKEN or cloud key in your

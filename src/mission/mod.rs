@@ -45,7 +45,7 @@ pub use schema::{
     FailedChanges, GitConfig, Hooks, Isolation, Limits, Mission, ModelPrice, PhaseB, Pricing,
     RevertStrategy, Section, Sim, Sims, StopConfig, Suite, TasksConfig, Tests, BUILTIN_SECTIONS,
 };
-pub use stuck::{Stuck, DEFAULT_IDLE_S, DEFAULT_REPEATS};
+pub use stuck::{Limits as StuckLimits, Stuck};
 pub use validate::{placeholders, CliCatalog};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, Command, InheritEnv};
 use super::sandbox::Sandbox;
-use super::stuck::{Stuck, DEFAULT_IDLE_S, DEFAULT_REPEATS};
+use super::stuck::{Limits as StuckLimits, Stuck};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -434,17 +434,15 @@ impl Mission {
         std::time::Duration::from_secs_f64(self.kill_grace_s)
     }
 
-    /// `agent`'s stuck settings, `(idleS, repeats)`: its own keys, else the mission's, else
-    /// the defaults. 0 is off.
-    pub fn stuck_for(&self, agent: &Agent) -> (f64, u32) {
+    /// `agent`'s stuck rules: its own keys, else the mission's, else the defaults for a CLI
+    /// that prints every token (`every_token`: the adapter knows from the command) or not. 0 is
+    /// off.
+    pub fn stuck_for(&self, agent: &Agent, every_token: bool) -> StuckLimits {
         let own = agent.stuck.as_ref();
         let all = self.stuck.as_ref();
         let idle = own.and_then(|s| s.idle_s).or(all.and_then(|s| s.idle_s));
         let repeats = own.and_then(|s| s.repeats).or(all.and_then(|s| s.repeats));
-        (
-            idle.unwrap_or(DEFAULT_IDLE_S),
-            repeats.unwrap_or(DEFAULT_REPEATS),
-        )
+        StuckLimits::of(idle, repeats, every_token)
     }
 }
 

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 /// A run that shows no progress of any kind (no output, no tool call, no change in its tree,
 /// its processes not using the CPU) for `idleS` seconds, or makes the same tool call with the
 /// same input `repeats` times in a row (or whose tree comes back to one state that often), is
-/// stopped as at a timeout. 0 turns a rule off. Unset keys: the mission's, then
-/// [`DEFAULT_IDLE_S`] and [`DEFAULT_REPEATS`].
+/// stopped as at a timeout. 0 turns a rule off. Unset keys: the mission's, then the defaults
+/// ([`Limits::of`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Stuck {
@@ -27,9 +27,45 @@ pub struct Stuck {
 /// its CPU time); a fraction of the adaptive timeouts of overnight runs (twice the mean, at
 /// least two minutes, runs of tens of minutes).
 pub const DEFAULT_IDLE_S: f64 = 300.0;
+/// Two minutes, for a CLI that prints every token as its model writes it (Claude Code with
+/// `--include-partial-messages`), while none of its tool calls runs: then nothing it does is
+/// quiet but waiting for the model's first token (seconds) or on a dead connection, and Claude
+/// Code prints its own retries (`api_retry`). A tool call keeps [`DEFAULT_IDLE_S`]: a quiet
+/// one may be waiting on the network, and Claude Code's Bash stops its commands after two
+/// minutes by itself unless the model asks for up to ten.
+pub const DEFAULT_IDLE_STREAMED_S: f64 = 120.0;
 /// An agent re-running its tests after an edit is not a loop (the edit breaks the row); five
 /// identical calls with nothing between them is one, and costs little before it is stopped.
 pub const DEFAULT_REPEATS: u32 = 5;
+/// One agent's stuck rules, its own keys over the mission's over the defaults; 0 is off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Seconds without progress that make a run idle.
+    pub idle_s: f64,
+    /// The same while one of its tool calls runs.
+    pub idle_in_tool_s: f64,
+    pub repeats: u32,
+}
+
+impl Limits {
+    /// The rules from the keys set (`idle_s`, `repeats`: the agent's, else the mission's) for a
+    /// CLI that prints every token (`every_token`) or not. A set `idleS` holds throughout; unset,
+    /// it is [`DEFAULT_IDLE_STREAMED_S`] while the model writes a CLI that prints every token,
+    /// [`DEFAULT_IDLE_S`] otherwise.
+    pub fn of(idle_s: Option<f64>, repeats: Option<u32>, every_token: bool) -> Limits {
+        let (idle_s, idle_in_tool_s) = match idle_s {
+            Some(s) => (s, s),
+            None if every_token => (DEFAULT_IDLE_STREAMED_S, DEFAULT_IDLE_S),
+            None => (DEFAULT_IDLE_S, DEFAULT_IDLE_S),
+        };
+        Limits {
+            idle_s,
+            idle_in_tool_s,
+            repeats: repeats.unwrap_or(DEFAULT_REPEATS),
+        }
+    }
+}
+
 /// The bound on `idleS`: a day.
 const MAX_IDLE_S: f64 = 86_400.0;
 /// The bound on `repeats`, as on the other counters.
@@ -62,5 +98,31 @@ pub(super) fn check(file: &Path, path: &str, stuck: Option<&Stuck>) -> Result<()
             format!("must be at most {MAX_REPEATS}, not {n}"),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_idle_is_shorter_only_while_a_token_streaming_model_writes() {
+        let streamed = Limits::of(None, None, true);
+        assert_eq!(
+            (streamed.idle_s, streamed.idle_in_tool_s, streamed.repeats),
+            (DEFAULT_IDLE_STREAMED_S, DEFAULT_IDLE_S, DEFAULT_REPEATS)
+        );
+        let quiet = Limits::of(None, Some(7), false);
+        assert_eq!(
+            (quiet.idle_s, quiet.idle_in_tool_s, quiet.repeats),
+            (DEFAULT_IDLE_S, DEFAULT_IDLE_S, 7)
+        );
+        // A set idleS is what the user asked for, in a tool call or not, streamed or not.
+        for every_token in [true, false] {
+            let set = Limits::of(Some(45.0), None, every_token);
+            assert_eq!((set.idle_s, set.idle_in_tool_s), (45.0, 45.0));
+            let off = Limits::of(Some(0.0), Some(0), every_token);
+            assert_eq!((off.idle_s, off.idle_in_tool_s, off.repeats), (0.0, 0.0, 0));
+        }
     }
 }

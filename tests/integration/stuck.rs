@@ -276,6 +276,80 @@ fn stuck_settings_out_of_range_are_refused_and_an_agents_own_win() {
 }
 
 #[test]
+fn the_idle_default_follows_what_the_cli_shows_and_a_set_idle_s_holds() {
+    // What `--dry-run --json` says a run is watched with: the round asks the same function.
+    let repo = Repo::new();
+    let plan = |mission: serde_json::Value| -> serde_json::Value {
+        repo.mission(mission);
+        let out = repo
+            .orch(&["run", "--dry-run", "--json", "--allow-dirty"])
+            .expect(0)
+            .stdout();
+        let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+        plan["agents"][0]["stuck"].clone()
+    };
+    let agent = |command: serde_json::Value| json!({"name": "t", "agents": [{"name": "a", "phase": "code", "command": command}]});
+    let claude = |extra: &[&str]| {
+        let mut argv = vec![
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ];
+        argv.extend_from_slice(extra);
+        json!(argv)
+    };
+    // Claude Code printing every token: 2 minutes while its model writes, 5 in a tool call.
+    assert_eq!(
+        plan(agent(claude(&["--include-partial-messages"]))),
+        json!({"idleS": 120.0, "idleInToolS": 300.0, "repeats": 5})
+    );
+    // Without it, or another CLI: 5 minutes throughout.
+    for command in [
+        claude(&[]),
+        json!(["codex", "exec", "--json", "-"]),
+        agent_cmd(&[]),
+    ] {
+        assert_eq!(
+            plan(agent(command.clone())),
+            json!({"idleS": 300.0, "idleInToolS": 300.0, "repeats": 5}),
+            "{command}"
+        );
+    }
+    // A set idleS holds in a tool call too.
+    let mut m = agent(claude(&["--include-partial-messages"]));
+    m["stuck"] = json!({"idleS": 45});
+    assert_eq!(
+        plan(m),
+        json!({"idleS": 45.0, "idleInToolS": 45.0, "repeats": 5})
+    );
+}
+
+#[test]
+fn an_agent_silent_in_a_tool_call_is_stopped_naming_the_call() {
+    // The recorded tool call, then nothing: not even the tool's result.
+    let repo = Repo::new();
+    let call = repo.pathbuf("call.jsonl");
+    let line = std::fs::read_to_string(recorded_call().trim_end_matches(":2")).unwrap();
+    std::fs::write(&call, format!("{}\n", line.lines().nth(1).unwrap())).unwrap();
+    repo.mission(json!({
+        "name": "t", "rounds": 1, "killGraceS": 0.5,
+        "stuck": {"idleS": 2},
+        "agents": [{"name": "quiet", "phase": "code", "timeoutS": 120,
+                    "command": agent_cmd(&["--cat", call.to_str().unwrap(), "--hang"])}]
+    }));
+    repo.orch(&["run", "--allow-dirty"]).expect(0);
+    let log = repo.round_log(1);
+    let a = Repo::agent(&log, "quiet");
+    assert_eq!(a["cause"], "idle", "{log:#}");
+    assert_eq!(
+        a["error"], "no output or file change for 2.0s while Bash `git status --short` ran",
+        "{log:#}"
+    );
+}
+
+#[test]
 fn a_task_whose_run_loops_is_split_saying_what_was_seen() {
     let repo = Repo::new();
     repo.mission(json!({

@@ -370,6 +370,7 @@ mod tests {
         let claude = crate::agents::by_cli_name("claude").unwrap();
         let settings = Settings {
             idle: Duration::from_secs(60),
+            idle_in_tool: Duration::from_secs(60),
             repeats: 3,
         };
         let t0 = Instant::now();

@@ -133,14 +133,22 @@ pub(super) fn run_agent(
 fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> Watch<'e> {
     use crate::agents::stuck::{Budget, Settings};
     let agent = job.agent;
-    let (idle_s, repeats) = env.mission.stuck_for(agent);
-    let settings = Settings {
-        idle: if idle_s > 0.0 {
-            Duration::from_secs_f64(idle_s)
+    let limits = crate::agents::stuck_limits(env.mission, agent);
+    let seconds = |s: f64| {
+        if s > 0.0 {
+            Duration::from_secs_f64(s)
         } else {
             Duration::MAX
+        }
+    };
+    let settings = Settings {
+        idle: seconds(limits.idle_s),
+        idle_in_tool: seconds(limits.idle_in_tool_s),
+        repeats: if limits.repeats > 0 {
+            limits.repeats
+        } else {
+            u32::MAX
         },
-        repeats: if repeats > 0 { repeats } else { u32::MAX },
     };
     let budget = job.budget_left.map(|left| Budget {
         left_usd: left,
