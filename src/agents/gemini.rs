@@ -53,11 +53,12 @@ impl AgentCli for Gemini {
 
     fn invocation(&self) -> Invocation {
         Invocation {
-            command: r#"["gemini", "-p", "", "-m", "{model}", "--output-format", "json", "--approval-mode", "yolo", "--skip-trust"]"#,
+            command: r#"["gemini", "-p", "", "-m", "{model}", "--output-format", "stream-json", "--approval-mode", "yolo", "--skip-trust"]"#,
             stdin: true,
             models: r#"["gemini-2.5-flash", "gemini-2.5-pro"]"#,
             comments: &[
-                "Gemini CLI headless (-p \"\": the prompt comes on stdin), a JSON object with token stats on stdout;",
+                "Gemini CLI headless (-p \"\": the prompt comes on stdin); stream-json prints each message and tool",
+                "call as it happens, which orch watches for a stuck run (stuck.*), and ends with the token stats;",
                 "costs come from `pricing`. --approval-mode yolo runs its tools without asking (auto_edit: edits",
                 "only, so shell commands are refused); --skip-trust trusts the agent's folder. It needs",
                 "GEMINI_API_KEY and an auth type in ~/.gemini/settings.json. Limits: 429s wait and run again.",

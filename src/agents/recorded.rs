@@ -116,6 +116,22 @@ fn cases() -> Vec<Case> {
             "gemini-untrusted",
             Expect::Cause(Cause::UntrustedFolder)
         ),
+        case!(
+            Gemini,
+            "gemini-stream-429",
+            Expect::Cause(Cause::RateLimited)
+        ),
+        case!(Gemini, "gemini-stream-401", Expect::Cause(Cause::Auth)),
+        case!(
+            Gemini,
+            "gemini-stream-max-turns",
+            Expect::Cause(Cause::MaxTurns)
+        ),
+        case!(
+            Gemini,
+            "gemini-stream-untrusted",
+            Expect::Cause(Cause::UntrustedFolder)
+        ),
     ]
 }
 

@@ -101,10 +101,14 @@ fn real_mission(real: &RealModel) -> Result<String> {
         };
         *agent = serde_json::json!({
             "name": name, "phase": "code", "models": [real.model],
-            "command": ["claude", "-p", "--bare", "--model", "{model}", "--output-format", "json",
-                        "--permission-mode", "acceptEdits", "--tools", "Read,Edit",
-                        "--max-turns", "6", "--system-prompt", system],
+            "command": ["claude", "-p", "--bare", "--model", "{model}",
+                        "--output-format", "stream-json", "--verbose",
+                        "--include-partial-messages", "--permission-mode", "acceptEdits",
+                        "--tools", "Read,Edit", "--max-turns", "6", "--system-prompt", system],
             "stdin": "prompt", "prompt": format!("prompts/{name}.md"), "timeoutS": 900,
+            // A local model on a CPU may read a long prompt for minutes before its first
+            // token: silence is stuck only after ten.
+            "stuck": { "idleS": 600 },
             "env": { "ANTHROPIC_BASE_URL": real.url, "ANTHROPIC_API_KEY": "sk-local",
                      "CLAUDE_CODE_MAX_RETRIES": "2", "DISABLE_TELEMETRY": "1",
                      "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1" }
