@@ -144,11 +144,12 @@ pub fn progress(line: &[u8]) -> Vec<Activity> {
         (Some("item.started"), Some(kind)) if !quiet.contains(&kind) => {
             vec![Activity::Tool(item_call(kind, item.unwrap_or(&Map::new())))]
         }
+        // Printed only once done: a call and its end at once.
         (Some("item.completed"), Some("file_change")) => {
-            vec![Activity::Tool(item_call(
-                "file_change",
-                item.unwrap_or(&Map::new()),
-            ))]
+            vec![
+                Activity::Tool(item_call("file_change", item.unwrap_or(&Map::new()))),
+                Activity::ToolDone,
+            ]
         }
         (Some("item.completed"), Some(kind)) if !quiet.contains(&kind) => {
             vec![Activity::ToolDone]

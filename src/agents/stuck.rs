@@ -19,7 +19,7 @@
 //! - **Over budget**: the cost so far (the CLI's running total, else its tokens at the
 //!   model's price) above what is left of the agent's budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::cost::{price_tokens, ModelPrice};
@@ -30,6 +30,10 @@ use crate::units::{duration_ms, usd};
 /// The share of one core a run's processes must use between two samples for that to count as
 /// progress.
 pub const BUSY_SHARE: f64 = 0.10;
+
+/// The most tool calls counted as running at once: a stream of calls whose results never come
+/// (a loop printing one call, with `repeats` off) does not grow without end.
+const RUNNING_MAX: usize = 64;
 
 /// The mission's `stuck` settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,8 +139,9 @@ pub struct Detector {
     last: Option<Last>,
     /// The last CPU sample: when, and the processes' CPU seconds then.
     cpu: Option<(Instant, f64)>,
-    /// The tool call running now (called, its result not back yet): its label.
-    running: Option<String>,
+    /// The tool calls running now (called, their results not back yet), oldest first: their
+    /// labels. A result takes the oldest away (the CLIs print no call's id with it here).
+    running: VecDeque<String>,
 }
 
 impl Detector {
@@ -155,7 +160,7 @@ impl Detector {
             messages: HashMap::new(),
             last: None,
             cpu: None,
-            running: None,
+            running: VecDeque::new(),
         }
     }
 
@@ -197,9 +202,14 @@ impl Detector {
                     what: call.label.clone(),
                     times,
                 });
-                self.running = Some(call.label.clone());
+                if self.running.len() == RUNNING_MAX {
+                    self.running.pop_front();
+                }
+                self.running.push_back(call.label.clone());
             }
-            Activity::ToolDone => self.running = None,
+            Activity::ToolDone => {
+                self.running.pop_front();
+            }
             Activity::Tokens { message, tokens } => match message {
                 Some(id) => {
                     let seen = self.messages.entry(id.clone()).or_default();
@@ -271,14 +281,14 @@ impl Detector {
             };
         }
         // The setting, not the time since: the words stay the same however late the look.
-        let idle = match self.running {
+        let idle = match self.running.front() {
             Some(_) => self.settings.idle_in_tool,
             None => self.settings.idle,
         };
         if now.saturating_duration_since(self.last_progress) >= idle {
             return Verdict::Idle {
                 silent: idle,
-                tool: self.running.clone(),
+                tool: self.running.front().cloned(),
             };
         }
         Verdict::Working
@@ -423,6 +433,53 @@ mod tests {
                 tool: None
             }
         );
+    }
+
+    #[test]
+    fn parallel_tool_calls_run_until_the_last_result() {
+        let settings = Settings {
+            idle: s(120),
+            idle_in_tool: s(300),
+            repeats: 5,
+        };
+        let call = |cmd: &str| {
+            let input = serde_json::json!({ "command": cmd });
+            Activity::Tool(crate::agents::progress::ToolCall::new(
+                "Bash",
+                &input,
+                format!("Bash `{cmd}`"),
+            ))
+        };
+        let t0 = Instant::now();
+        let mut d = Detector::new(settings, None, t0);
+        // One message with two calls, then one result: the other still runs.
+        let at = fed(
+            &mut d,
+            t0,
+            &[call("make"), call("npm test"), Activity::ToolDone],
+        );
+        assert_eq!(d.verdict(at + s(299)), Verdict::Working);
+        assert_eq!(
+            d.verdict(at + s(300)),
+            Verdict::Idle {
+                silent: s(300),
+                tool: Some("Bash `npm test`".into())
+            }
+        );
+        let at = fed(&mut d, at, &[Activity::ToolDone]);
+        assert_eq!(
+            d.verdict(at + s(120)),
+            Verdict::Idle {
+                silent: s(120),
+                tool: None
+            }
+        );
+        // A result with no call running changes nothing; calls that never get one are bounded.
+        d.activity(at, &Activity::ToolDone);
+        for i in 0..1000 {
+            d.activity(at, &call(&format!("c{i}")));
+        }
+        assert_eq!(d.running.len(), RUNNING_MAX);
     }
 
     #[test]
