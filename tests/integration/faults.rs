@@ -923,7 +923,7 @@ fn every_file_orch_names_to_an_agent_can_be_written_with_a_plain_redirect() {
     assert_eq!(a["handoff"], "complete", "{log:#}");
     assert_eq!(a["costUsd"], 0.25, "{log:#}");
     assert_eq!(
-        repo.read(".orch/handoff/a.json"),
+        repo.read(".orch/handoff/a/handoff.json"),
         "{\"status\":\"complete\",\"notes\":\"n\"}\n"
     );
     let tasks = repo.orch(&["task", "list", "--json"]).expect(0);

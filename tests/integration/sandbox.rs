@@ -395,6 +395,30 @@ fn assert_reached_none(repo: &Repo, words: &[&str]) {
     }
 }
 
+/// What of the hostile agent `a`'s forgeries in the files orch hands `b` (attempt 7 of
+/// hostile-agent.sh) landed where orch reads them: `inbox` (a task in b's inbox, or in the
+/// queue), `handoff` (b's handoff file), `scratch` (a file in the round's scratch folder, where
+/// the sims stage their output).
+fn forged(repo: &Repo) -> Vec<&'static str> {
+    let has = |rel: &str| repo.exists(rel) && repo.read(rel).contains("forged by a");
+    let mut landed = Vec::new();
+    if has(".orch/scratch/round-0001/agents/b/tasks.jsonl")
+        || has(".orch/scratch/round-0001/b.tasks.jsonl")
+        || has(".orch/tasks.json")
+    {
+        landed.push("inbox");
+    }
+    if has(".orch/handoff/b/handoff.json") || has(".orch/handoff/b.json") {
+        landed.push("handoff");
+    }
+    if repo.exists(".orch/scratch/round-0001/forged-by-a")
+        || repo.exists(".orch/scratch/round-0001/agents/forged-by-a")
+    {
+        landed.push("scratch");
+    }
+    landed
+}
+
 /// Issue 30's attempts, by an agent under `"sandbox": "bwrap"` beside an honest one, in
 /// worktree isolation: each fails or lands nowhere, the honest work of both lands, and the
 /// connection refused is reported (console, round log). Old code: the key `sandbox` was
@@ -437,6 +461,9 @@ fn a_hostile_agent_in_the_sandbox_reaches_nothing_and_honest_work_lands() {
             "orch-pid",
         ],
     );
+    // Nothing forged in the files orch hands the other agent (old code: its inbox, handoff
+    // file and the scratch folder were all writable).
+    assert_eq!(forged(&repo), Vec::<&str>::new(), "{stderr}");
     // And from outside: nothing planted, nothing read.
     assert_eq!(repo.read(".git/config"), config_before);
     assert!(!repo.exists(".git/hooks/post-commit"));
@@ -499,6 +526,12 @@ fn with_no_sandbox_the_same_agent_reaches_it_all() {
             run.stderr()
         );
     }
+    assert_eq!(
+        forged(&repo),
+        ["inbox", "handoff", "scratch"],
+        "{}",
+        run.stderr()
+    );
 }
 
 /// `sandbox.tests` (on with the sandbox): the test command runs the agents' code with what an

@@ -16,7 +16,7 @@ use crate::events::Event;
 use crate::mission::Agent;
 use crate::units;
 
-use super::env::{handoff_path, inbox_path, run_stem, Env};
+use super::env::{handed_dir, handoff_path, inbox_path, old_handoff_path, run_stem, Env};
 use super::job::Job;
 use super::results::RawRun;
 use crate::mission::StdinMode;
@@ -232,7 +232,7 @@ impl Launch {
             .or(tree_git.as_ref())
             .map_or(env.root(), |g| g.root())
             .to_path_buf();
-        let scratch = layout.scratch(round);
+        let scratch = handed_dir(layout, round, &agent.name);
         let stem = run_stem(&agent.name, job.nth);
         let files = RunFiles {
             stdout: layout.logs(round).join(format!("{stem}.log")),
@@ -240,6 +240,8 @@ impl Launch {
             result: scratch.join(format!("{stem}.result.json")),
             inbox: inbox_path(layout, round, &agent.name),
         };
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
         let task_file = job.task.as_ref().map(|t| {
             let p = scratch.join(format!("{stem}.task.json"));
             if let Err(e) = write_json(&p, t) {
@@ -264,6 +266,7 @@ impl Launch {
         // Every file orch names to the agent (result, inbox, handoff, task) must be writable
         // with a plain `>`: its folder exists before the agent starts.
         let handoff = handoff_path(layout, &agent.name);
+        move_old_handoff(&old_handoff_path(layout, &agent.name), &handoff);
         let handed: Vec<PathBuf> = [&files.result, &files.inbox, &handoff]
             .into_iter()
             .filter_map(|p| p.parent().map(Path::to_path_buf))
@@ -286,9 +289,28 @@ impl Launch {
     }
 }
 
+/// A handoff file where an older orch kept it (`old`) goes to where it is kept now (`new`), so
+/// the agent's last report stands across the upgrade; a newer one there wins.
+fn move_old_handoff(old: &Path, new: &Path) {
+    if !old.is_file() || new.exists() {
+        return;
+    }
+    let moved = new
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::rename(old, new));
+    if let Err(e) = moved {
+        log::warn!(
+            "cannot move the handoff file {} to {}: {e}",
+            old.display(),
+            new.display()
+        );
+    }
+}
+
 /// Under the agent's `sandbox` (issue 30): the run's command wrapped in bwrap, writing its tree
-/// and the folders of the files orch hands it (`handed`: the round's scratch folder with its
-/// result, inbox and task files, and the handoff folder); reading
+/// and the folders of the files orch hands it (`handed`: its own folder in the round's scratch
+/// folder, with its result, inbox and task files, and its own handoff folder); reading
 /// the round's prompts and the published sim data; its CLI's state folders and hosts as its
 /// adapter names them. `None` without a sandbox.
 fn sandboxed(
@@ -893,5 +915,37 @@ pub(super) fn describe_ending(e: &Ending) -> String {
         Ending::Cancelled => "cancelled".into(),
         Ending::Stuck(s) => format!("stopped as {}: {}", s.cause, s.words),
         Ending::SpawnFailed(m) => m.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::move_old_handoff;
+
+    #[test]
+    fn an_old_handoff_file_moves_to_the_agents_folder_unless_a_newer_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("handoff/a.json");
+        let new = dir.path().join("handoff/a/handoff.json");
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        std::fs::write(&old, r#"{"status": "complete"}"#).unwrap();
+        move_old_handoff(&old, &new);
+        assert!(!old.exists());
+        assert_eq!(
+            std::fs::read_to_string(&new).unwrap(),
+            r#"{"status": "complete"}"#
+        );
+        // A newer one in the folder wins; the old one is left where it is.
+        std::fs::write(&old, r#"{"status": "blocked"}"#).unwrap();
+        move_old_handoff(&old, &new);
+        assert!(old.exists());
+        assert_eq!(
+            std::fs::read_to_string(&new).unwrap(),
+            r#"{"status": "complete"}"#
+        );
+        // Nothing to move: nothing happens.
+        let none = dir.path().join("handoff/b.json");
+        move_old_handoff(&none, &dir.path().join("handoff/b/handoff.json"));
+        assert!(!dir.path().join("handoff/b").exists());
     }
 }

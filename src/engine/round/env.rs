@@ -102,13 +102,27 @@ pub(super) fn run_tests(
     .run(&testing::select::select(tests, changed), env.events)
 }
 
-/// The agent's handoff file: it persists across rounds, so the last report stands.
+/// The agent's handoff file: it persists across rounds, so the last report stands. In a folder
+/// of the agent's own, which is all of the handoff folder a sandboxed run may write.
 pub(super) fn handoff_path(layout: &Layout, agent: &str) -> PathBuf {
+    layout.dir.join("handoff").join(agent).join("handoff.json")
+}
+
+/// Where orch kept an agent's handoff file before it had a folder of its own
+/// (`handoff/NAME.json`): moved to [`handoff_path`] before the agent's next run.
+pub(super) fn old_handoff_path(layout: &Layout, agent: &str) -> PathBuf {
     layout.dir.join("handoff").join(format!("{agent}.json"))
 }
 
+/// The agent's own folder in the round's scratch folder: the files orch hands its runs (result,
+/// task, inbox). A sandboxed run writes only this of the scratch folder, never another agent's
+/// files or the sims' staging.
+pub(super) fn handed_dir(layout: &Layout, round: u32, agent: &str) -> PathBuf {
+    layout.scratch(round).join("agents").join(agent)
+}
+
 pub(super) fn inbox_path(layout: &Layout, round: u32, agent: &str) -> PathBuf {
-    layout.scratch(round).join(format!("{agent}.tasks.jsonl"))
+    handed_dir(layout, round, agent).join("tasks.jsonl")
 }
 
 /// The file stem of an agent's `nth` run in a round, for its prompt and logs: `NAME`, then
