@@ -20,8 +20,8 @@
 //! The stages live beside this file, one concern a file, each an `impl Round` block or free
 //! functions over the types below them: `plan` (who runs and how: gates, jobs, pool order,
 //! prompts, the inputs kept for a replay), `dispatch` (a phase's pool and each result settled
-//! as it arrives: the ledger of spend, budget, stops and holds, the run merged or kept aside),
-//! `agent` (the executor: one agent run on a worker and what it changed), `verify` (the tests
+//! as it arrives: the ledger of spend, budget, stops and holds), `integrate` (where a settled
+//! run's change goes: ownership checked, merged, or kept aside in a ref), `agent` (the executor: one agent run on a worker and what it changed), `verify` (the tests
 //! and the verdict), `revert` (a regression: find the culprits or revert the round),
 //! `culprits` (the culprit search's decisions, without git), `beside` (Phase B beside the
 //! tests and what becomes of its work), `land` (commits, sims published, tasks and sessions
@@ -47,6 +47,7 @@ mod culprits;
 mod dispatch;
 mod env;
 mod guard;
+mod integrate;
 mod job;
 mod land;
 mod plan;
