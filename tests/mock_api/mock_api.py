@@ -2,11 +2,13 @@
 """A scripted mock model API on 127.0.0.1 for driving the real agent CLIs
 (tests/integration/real_cli.rs, scripts/record-cli-output).
 
-One server speaks the three wire protocols the CLIs use, told apart by the request path:
+One server speaks the four wire protocols the CLIs use, told apart by the request path:
 
   * Anthropic Messages (Claude Code, ANTHROPIC_BASE_URL):   POST /v1/messages[?beta=true]
   * OpenAI Responses (Codex, a custom model provider):        POST /v1/responses
   * Gemini (Gemini CLI, GOOGLE_GEMINI_BASE_URL):              POST /v1beta/models/M:ACTION
+  * OpenAI Chat Completions (aider, OPENAI_API_BASE):         POST /v1/chat/completions
+    (no tools: every answer is the edit in aider's `whole` format; the failures as below)
 
 It keeps no conversation state: what it answers follows from the request itself. A request that
 already carries a tool result gets the final message; one that does not gets the scenario's tool
@@ -371,6 +373,30 @@ def handle_openai(h, body):
     h.send_sse(events)
 
 
+# ---------------------------------------------------------------- OpenAI Chat Completions
+
+
+def handle_chat(h, body):
+    """OpenAI's Chat Completions, as aider (through litellm) calls it with --no-stream: every
+    request is answered with the edit in aider's `whole` format (the file's path, then its new
+    text in a fence), which aider applies itself; the scenario's failures as the Responses API's."""
+    if should_fail():
+        status = http_status()
+        headers = {}
+        if status == 429 and ARGS.retry_after is not None:
+            headers["retry-after"] = str(ARGS.retry_after)
+        return h.send_json(status, openai_error(status), headers)
+    text = "%s\n```\n%s\n```\n" % (ARGS.edit_path, ARGS.edit_content)
+    usage = {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"],
+             "total_tokens": USAGE["input"] + USAGE["output"]}
+    h.send_json(200, {
+        "id": "chatcmpl-mock" + uuid.uuid4().hex[:12], "object": "chat.completion",
+        "created": int(time.time()), "model": body.get("model", "mock"),
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": usage})
+
+
 # ---------------------------------------------------------------- Gemini
 
 
@@ -670,6 +696,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"input_tokens": USAGE["input"]})
         if path.endswith("/responses"):
             return handle_openai(self, body)
+        if path.endswith("/chat/completions"):
+            return handle_chat(self, body)
         m = re.search(r"/models/([^/:]+):(\w+)$", path)
         if m:
             return handle_gemini(self, body, m.group(2), m.group(1))
