@@ -6,8 +6,9 @@
 //! ("litellm.RateLimitError: ...", "litellm.AuthenticationError: ..."); aider retries
 //! transient ones itself and reports the last.
 //!
-//! No recording of aider is in the repository yet: the token line is the text issue 17 quotes,
-//! the error lines follow litellm's exception names.
+//! Read as aider 0.86.1 prints it (recorded against the mock model API:
+//! `fixtures/cli-output/real/aider-*`): it exits 0 whatever the API said, so the error lines are
+//! all there is; they are wrapped at 80 columns, the first holding the exception's name.
 
 use super::adapter::{AgentCli, CostSource, Failure, Invocation, Output, Reading, SandboxNeeds};
 use super::classify;

@@ -166,6 +166,11 @@ impl Setup {
             .find(|a| a["phase"] == "code")
             .expect("orch init writes a code agent")
             .clone();
+        let mut coder = coder;
+        if cli == "aider" {
+            // The mock speaks OpenAI: a model litellm sends there, and prices.
+            coder["models"] = json!(["openai/gpt-4o-mini"]);
+        }
         let mut list = vec![coder.clone()];
         for i in 2..=agents {
             let mut a = coder.clone();
@@ -228,6 +233,10 @@ impl Setup {
                 .unwrap();
                 set("CODEX_HOME", codex_home.display().to_string());
                 set("MOCK_API_KEY", "sk-mock".into());
+            }
+            "aider" => {
+                set("OPENAI_API_BASE", format!("{}/v1", mock.url()));
+                set("OPENAI_API_KEY", "sk-mock".into());
             }
             "gemini" => {
                 let dir = h.join(".gemini");
@@ -358,6 +367,30 @@ fn claude_edit_is_committed_with_claudes_own_cost() {
     );
 }
 
+/// aider 0.86.1 as `orch init --agent aider` writes it: it applies the mock's edit itself, and
+/// the cost is the session figure it printed (litellm's price of the model), not orch's.
+#[test]
+fn aider_edit_is_committed_with_its_own_cost() {
+    if !available("aider") {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let s = Setup::new("aider", &mock, 1, json!({}));
+    s.run(&["run"]).expect(0);
+    assert_committed(&s);
+    let printed = s.agent_log("coder");
+    assert!(
+        printed.contains("Cost: $0.00023 message, $0.00023 session."),
+        "{printed}"
+    );
+    let agent = s.coder();
+    assert_eq!(agent["status"], "ok", "{agent:#}");
+    assert!(
+        close(agent["costUsd"].as_f64().unwrap(), 0.00023),
+        "{agent:#}"
+    );
+}
+
 #[test]
 fn codex_edit_is_committed_with_its_tokens_priced() {
     if !available("codex") {
@@ -464,6 +497,37 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
     assert_eq!(agent["status"], "ok", "{agent:#}");
     assert!(
         close(agent["costUsd"].as_f64().unwrap(), expected),
+        "{agent:#}"
+    );
+}
+
+/// aider under `"sandbox": "bwrap"`, installed in a Python venv under the cache folder (which the
+/// sandbox binds back read-only as its program's), in its own worktree: the network the mock API
+/// (OPENAI_API_BASE; litellm's fetch of its price list is refused and reported); the edit is
+/// committed with aider's own cost.
+#[test]
+fn aider_in_the_sandbox_edits() {
+    if !available("aider") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
+        return;
+    }
+    let mock = Mock::start(&["--scenario", "ok"]);
+    let sandbox = json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{}", mock.port)]});
+    let s = Setup::new_with_home(
+        "aider",
+        &mock,
+        1,
+        // Its own worktree: in the shared tree the sandbox keeps `.git` read-only, and aider
+        // gives up a new file when its `git add` fails.
+        json!({ "sandbox": sandbox, "git": {"isolation": "worktree", "commit": true} }),
+        home_outside_tmp(),
+    );
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_committed(&s);
+    let agent = s.coder();
+    assert_eq!(agent["status"], "ok", "{agent:#}");
+    assert!(
+        close(agent["costUsd"].as_f64().unwrap(), 0.00023),
         "{agent:#}"
     );
 }
@@ -628,6 +692,12 @@ fn invalid_key_stops_the_run_with(cli: &str, scenario: &str, words: &str) {
 #[test]
 fn claude_invalid_key_stops_the_run() {
     invalid_key_stops_the_run("claude", "Invalid API key");
+}
+
+/// aider exits 0 whatever the model API said: its words alone say the key is wrong.
+#[test]
+fn aider_invalid_key_stops_the_run() {
+    invalid_key_stops_the_run("aider", "OpenAIException - Incorrect");
 }
 
 #[test]
