@@ -109,6 +109,19 @@ def should_fail():
         return fail
 
 
+def failed(h, error_body):
+    """Counts one model request; when the scenario fails it, answers with its status and
+    `error_body(status)` (a retry-after header on a 429 when --retry-after is given), and says so."""
+    if not should_fail():
+        return False
+    status = http_status()
+    headers = {}
+    if status == 429 and ARGS.retry_after is not None:
+        headers["retry-after"] = str(ARGS.retry_after)
+    h.send_json(status, error_body(status), headers)
+    return True
+
+
 def error_status():
     """The scenario's HTTP status; `badkey` is Gemini's 400 API_KEY_INVALID, a 401 elsewhere."""
     return "badkey" if ARGS.scenario == "badkey" else int(ARGS.scenario)
@@ -212,12 +225,8 @@ def anthropic_block_events(i, b):
 def handle_anthropic(h, body):
     if BACKEND is not None:
         return real_anthropic(h, body)
-    if should_fail():
-        status = http_status()
-        headers = {}
-        if status == 429 and ARGS.retry_after is not None:
-            headers["retry-after"] = str(ARGS.retry_after)
-        return h.send_json(status, anthropic_error(status), headers)
+    if failed(h, anthropic_error):
+        return None
     blocks, stop = anthropic_reply(body)
     model = body.get("model", "claude-sonnet-4-5")
     msg_id = "msg_mock_" + uuid.uuid4().hex[:16]
@@ -349,12 +358,8 @@ def openai_item_events(items):
 def handle_openai(h, body):
     if BACKEND is not None:
         return real_openai(h, body)
-    if should_fail():
-        status = http_status()
-        headers = {}
-        if status == 429 and ARGS.retry_after is not None:
-            headers["retry-after"] = str(ARGS.retry_after)
-        return h.send_json(status, openai_error(status), headers)
+    if failed(h, openai_error):
+        return None
     items = openai_reply(body)
     resp_id = "resp_mock_" + uuid.uuid4().hex[:16]
     if stalls(openai_has_tool_result(body)):
@@ -380,12 +385,8 @@ def handle_chat(h, body):
     """OpenAI's Chat Completions, as aider (through litellm) calls it with --no-stream: every
     request is answered with the edit in aider's `whole` format (the file's path, then its new
     text in a fence), which aider applies itself; the scenario's failures as the Responses API's."""
-    if should_fail():
-        status = http_status()
-        headers = {}
-        if status == 429 and ARGS.retry_after is not None:
-            headers["retry-after"] = str(ARGS.retry_after)
-        return h.send_json(status, openai_error(status), headers)
+    if failed(h, openai_error):
+        return None
     text = "%s\n```\n%s\n```\n" % (ARGS.edit_path, ARGS.edit_content)
     usage = {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"],
              "total_tokens": USAGE["input"] + USAGE["output"]}
