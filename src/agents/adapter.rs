@@ -210,6 +210,13 @@ pub trait AgentCli: Sync {
         false
     }
 
+    /// Why the mission `orch init` writes for it gives each agent its own worktree, when the CLI
+    /// needs one; `None`: the shared tree does (aider `git add`s the files it creates, and under
+    /// the sandbox the shared tree's git folder is read-only: it would give each new file up).
+    fn needs_worktree(&self) -> Option<&'static str> {
+        None
+    }
+
     /// What one line of stdout shows: what [`progress`](AgentCli::progress) reads in it, else
     /// plain output (any non-blank line; aider and a plain command say no more).
     fn activity(&self, line: &[u8]) -> Vec<Activity> {

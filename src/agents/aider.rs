@@ -69,6 +69,12 @@ impl AgentCli for Aider {
         parse(out)
     }
 
+    /// Recorded under the sandbox (tests/integration/real_cli.rs): in the shared tree its
+    /// `git add` of a new file fails on the read-only git folder and it gives the file up.
+    fn needs_worktree(&self) -> Option<&'static str> {
+        Some("aider `git add`s each file it creates, which the sandbox refuses in the shared tree")
+    }
+
     /// A "Tokens: ..." line is the session's cost so far (it comes after each model reply);
     /// every other line is plain output.
     fn progress(&self, line: &[u8]) -> Vec<Activity> {

@@ -50,6 +50,12 @@ pub fn mission_text(agent: &str) -> Result<String> {
         "\n  // Rate and usage limits: wait (until the reset time the CLI gives, else backing off from\n  // backoffS) and run the agent again; a wait beyond maxWaitS ends the run with exit 75.\n  \"limits\": { \"backoffS\": 60, \"maxWaitS\": 21600, \"startSpacingMs\": 2000 },"
     };
     let (sandbox, sandbox_note) = sandbox_setting();
+    let git = match adapter(agent)?.needs_worktree() {
+        Some(why) => format!(
+            "// Each agent in a worktree of its own:\n  // {why}.\n  \"git\": {{ \"isolation\": \"worktree\", \"commit\": true }},"
+        ),
+        None => r#""git": { "isolation": "shared", "commit": true },"#.to_string(),
+    };
     let tests = if f.bundled_agent {
         r#"["sh", "-c", "echo 'replace me with your test command'; echo '1 passed, 0 failed'"],"#
     } else {
@@ -124,7 +130,7 @@ pub fn mission_text(agent: &str) -> Result<String> {
     "timeoutS": 900,
     "retries": 1
   }},
-  "git": {{ "isolation": "shared", "commit": true }},
+  {git}
   "stop": {{ "afterEmptyRounds": 3 }}
 }}
 "#,
@@ -211,6 +217,23 @@ mod tests {
             let want = adapter(a).unwrap().name();
             assert_eq!(agents::for_agent(&m.agents[0]).name(), want, "{a}");
         }
+        // aider needs its own worktree under the sandbox; the others share the tree.
+        let parsed = |a: &str| {
+            Mission::parse(
+                &mission_text(a).unwrap(),
+                Path::new("orch.json"),
+                &crate::agents::Adapters,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            parsed("aider").git.isolation,
+            crate::mission::Isolation::Worktree
+        );
+        assert_eq!(
+            parsed("claude").git.isolation,
+            crate::mission::Isolation::Shared
+        );
         let claude = mission_text("claude").unwrap();
         assert!(claude.contains("--allowedTools"), "{claude}");
         assert!(claude.contains("IS_SANDBOX=1"), "{claude}");

@@ -516,8 +516,8 @@ fn aider_in_the_sandbox_edits() {
         "aider",
         &mock,
         1,
-        // Its own worktree: in the shared tree the sandbox keeps `.git` read-only, and aider
-        // gives up a new file when its `git add` fails.
+        // Its own worktree, as `orch init --agent aider` writes: in the shared tree the sandbox
+        // keeps `.git` read-only, and aider gives up a new file when its `git add` fails.
         json!({ "sandbox": sandbox, "git": {"isolation": "worktree", "commit": true} }),
         home_outside_tmp(),
     );
