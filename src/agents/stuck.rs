@@ -47,6 +47,24 @@ pub struct Settings {
     pub repeats: u32,
 }
 
+impl From<crate::mission::StuckLimits> for Settings {
+    /// The mission's rules for one agent, 0 (off) as a limit never reached.
+    fn from(l: crate::mission::StuckLimits) -> Settings {
+        let seconds = |s: f64| {
+            if s > 0.0 {
+                Duration::from_secs_f64(s)
+            } else {
+                Duration::MAX
+            }
+        };
+        Settings {
+            idle: seconds(l.idle_s),
+            idle_in_tool: seconds(l.idle_in_tool_s),
+            repeats: if l.repeats > 0 { l.repeats } else { u32::MAX },
+        }
+    }
+}
+
 /// What is left to spend, and the price of tokens for a CLI that prints no cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
@@ -131,10 +149,11 @@ pub struct Detector {
     looped: Option<(String, u32)>,
     /// The CLI's running total.
     cost: Option<f64>,
-    /// Tokens of figures that name no message, added up.
+    /// Every token so far: figures that name no message added up, and each named message's
+    /// largest figures (a message's lines repeat its usage; its last streamed figure is its
+    /// final output count), kept up to date as they grow.
     tokens: Tokens,
-    /// Each named message's tokens: the largest figure seen of each (a message's lines repeat
-    /// its usage; its last streamed figure is its final output count).
+    /// Each named message's largest figures so far.
     messages: HashMap<String, Tokens>,
     last: Option<Last>,
     /// The last CPU sample: when, and the processes' CPU seconds then.
@@ -210,14 +229,24 @@ impl Detector {
             Activity::ToolDone => {
                 self.running.pop_front();
             }
-            Activity::Tokens { message, tokens } => match message {
-                Some(id) => {
-                    let seen = self.messages.entry(id.clone()).or_default();
-                    seen.input = seen.input.max(tokens.input);
-                    seen.output = seen.output.max(tokens.output);
-                }
-                None => self.tokens = add(&self.tokens, tokens),
-            },
+            Activity::Tokens { message, tokens } => {
+                // What the figure adds: all of it, or what it grows its message's by.
+                let (input, output) = match message {
+                    Some(id) => {
+                        let seen = self.messages.entry(id.clone()).or_default();
+                        let grown = (
+                            tokens.input.saturating_sub(seen.input),
+                            tokens.output.saturating_sub(seen.output),
+                        );
+                        seen.input = seen.input.max(tokens.input);
+                        seen.output = seen.output.max(tokens.output);
+                        grown
+                    }
+                    None => (tokens.input, tokens.output),
+                };
+                self.tokens.input = self.tokens.input.saturating_add(input);
+                self.tokens.output = self.tokens.output.saturating_add(output);
+            }
             Activity::Cost(total) => self.cost = Some(self.cost.unwrap_or(0.0).max(*total)),
             Activity::Output => {}
         }
@@ -257,11 +286,7 @@ impl Detector {
             return Some(c);
         }
         let price = self.budget.as_ref()?.price.as_ref()?;
-        let tokens = self
-            .messages
-            .values()
-            .fold(self.tokens.clone(), |t, m| add(&t, m));
-        (tokens != Tokens::default()).then(|| price_tokens(&tokens, price))
+        (self.tokens != Tokens::default()).then(|| price_tokens(&self.tokens, price))
     }
 
     /// What the run is, at `now`.
@@ -314,14 +339,6 @@ impl Detector {
     }
 }
 
-/// `a` and `b` added up.
-fn add(a: &Tokens, b: &Tokens) -> Tokens {
-    Tokens {
-        input: a.input.saturating_add(b.input),
-        output: a.output.saturating_add(b.output),
-    }
-}
-
 /// `2nd`, `3rd`, `11th`, `21st`.
 fn ordinal(n: u32) -> String {
     let suffix = match (n % 10, n % 100) {
@@ -366,6 +383,18 @@ mod tests {
             d.activity(t, a);
         }
         t
+    }
+
+    #[test]
+    fn the_missions_limits_become_settings_and_zero_is_never_reached() {
+        use crate::mission::StuckLimits;
+        let on: Settings = StuckLimits::of(None, None, true).into();
+        assert_eq!((on.idle, on.idle_in_tool, on.repeats), (s(120), s(300), 5));
+        let off: Settings = StuckLimits::of(Some(0.0), Some(0), true).into();
+        assert_eq!(
+            (off.idle, off.idle_in_tool, off.repeats),
+            (Duration::MAX, Duration::MAX, u32::MAX)
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct AgentPlan {
     pub timeout_ms: u64,
     pub adaptive_timeout: bool,
     /// The stuck rules its run is watched with (0 is off).
-    pub stuck: StuckPlan,
+    pub stuck: crate::mission::StuckLimits,
     pub expected_ms: u64,
     pub prompt_bytes: Option<usize>,
     pub prompt_error: Option<String>,
@@ -181,15 +181,6 @@ fn next_round(mission: &Mission, state: &State, opts: &RunOptions, notes: &mut V
     }
 }
 
-/// The stuck rules of a run, as `--dry-run --json` shows them.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StuckPlan {
-    pub idle_s: f64,
-    pub idle_in_tool_s: f64,
-    pub repeats: u32,
-}
-
 /// Agent `index`'s plan; when it may run, its place in the pool goes into `order`.
 fn agent_plan(
     env: &Env,
@@ -229,14 +220,7 @@ fn agent_plan(
         priority: job.priority,
         timeout_ms: job.timeout.as_millis() as u64,
         adaptive_timeout: job.adaptive,
-        stuck: {
-            let l = crate::agents::stuck_limits(env.mission, agent);
-            StuckPlan {
-                idle_s: l.idle_s,
-                idle_in_tool_s: l.idle_in_tool_s,
-                repeats: l.repeats,
-            }
-        },
+        stuck: crate::agents::stuck_limits(env.mission, agent),
         expected_ms: job.expected_ms,
         prompt_bytes,
         prompt_error,

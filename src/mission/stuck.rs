@@ -38,7 +38,9 @@ pub const DEFAULT_IDLE_STREAMED_S: f64 = 120.0;
 /// identical calls with nothing between them is one, and costs little before it is stopped.
 pub const DEFAULT_REPEATS: u32 = 5;
 /// One agent's stuck rules, its own keys over the mission's over the defaults; 0 is off.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `orch run --dry-run --json` shows them as they are (`idleS`, `idleInToolS`, `repeats`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Limits {
     /// Seconds without progress that make a run idle.
     pub idle_s: f64,

@@ -419,6 +419,28 @@ fn codex_edit_is_committed_with_its_tokens_priced() {
 
 /// A HOME for a sandboxed CLI: not under /tmp (the sandbox's TMPDIR), where Codex would not
 /// make its own sandbox's helpers in CODEX_HOME.
+/// Whether a sandboxed test of `cli` can run: the CLI and bubblewrap are there (else a loud
+/// SKIP, or a failure where `.ci/run` requires them).
+fn sandboxed(cli: &str) -> bool {
+    available(cli) && crate::common::bwrap_runs("sandboxed real-CLI test")
+}
+
+/// `"sandbox"` on, with the mock's port on its allowlist (for a CLI whose base URL is not in a
+/// variable the sandbox reads).
+fn allowing(mock: &Mock) -> Value {
+    json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{}", mock.port)]})
+}
+
+/// `orch run` in the setup: exit 0, the edit committed, the coder `ok`; its round-log entry.
+fn lands_ok(s: &Setup) -> Value {
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_committed(s);
+    let agent = s.coder();
+    assert_eq!(agent["status"], "ok", "{agent:#}");
+    agent
+}
+
 fn home_outside_tmp() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
@@ -428,18 +450,14 @@ fn home_outside_tmp() -> tempfile::TempDir {
 /// cost is Claude's own, as without the sandbox.
 #[test]
 fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
-    if !available("claude") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
+    if !sandboxed("claude") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
     let s = Setup::new("claude", &mock, 1, json!({"sandbox": "bwrap"}));
-    let run = s.run(&["run"]);
-    assert_eq!(run.code(), 0, "{}", run.stderr());
-    assert_committed(&s);
+    let agent = lands_ok(&s);
     let result = s.claude_result();
     let claude_cost = result["total_cost_usd"].as_f64().unwrap();
-    let agent = s.coder();
-    assert_eq!(agent["status"], "ok", "{agent:#}");
     assert!(
         close(agent["costUsd"].as_f64().unwrap(), claude_cost),
         "{agent:#}"
@@ -451,7 +469,7 @@ fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
 /// gets no request, and the run fails.
 #[test]
 fn claude_in_the_sandbox_cannot_reach_a_port_off_its_list() {
-    if !available("claude") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
+    if !sandboxed("claude") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
@@ -480,21 +498,16 @@ fn claude_in_the_sandbox_cannot_reach_a_port_off_its_list() {
 /// base URL is in config.toml, not a variable, so the mission allows the mock's port.
 #[test]
 fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
-    if !available("codex") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
+    if !sandboxed("codex") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
     let pricing = round_pricing("codex", &mock);
-    let sandbox = json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{}", mock.port)]});
+    let sandbox = allowing(&mock);
     let extra = json!({ "pricing": pricing, "sandbox": sandbox });
     let s = Setup::new_with_home("codex", &mock, 1, extra, home_outside_tmp());
-    let run = s.run(&["run"]);
-    assert_eq!(run.code(), 0, "{}", run.stderr());
-    assert_committed(&s);
-    let n = mock.model_requests() as u64;
-    let expected = round_priced(n);
-    let agent = s.coder();
-    assert_eq!(agent["status"], "ok", "{agent:#}");
+    let agent = lands_ok(&s);
+    let expected = round_priced(mock.model_requests() as u64);
     assert!(
         close(agent["costUsd"].as_f64().unwrap(), expected),
         "{agent:#}"
@@ -507,11 +520,11 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
 /// committed with aider's own cost.
 #[test]
 fn aider_in_the_sandbox_edits() {
-    if !available("aider") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
+    if !sandboxed("aider") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
-    let sandbox = json!({"mode": "bwrap", "allowHosts": [format!("127.0.0.1:{}", mock.port)]});
+    let sandbox = allowing(&mock);
     let s = Setup::new_with_home(
         "aider",
         &mock,
@@ -521,11 +534,7 @@ fn aider_in_the_sandbox_edits() {
         json!({ "sandbox": sandbox, "git": {"isolation": "worktree", "commit": true} }),
         home_outside_tmp(),
     );
-    let run = s.run(&["run"]);
-    assert_eq!(run.code(), 0, "{}", run.stderr());
-    assert_committed(&s);
-    let agent = s.coder();
-    assert_eq!(agent["status"], "ok", "{agent:#}");
+    let agent = lands_ok(&s);
     assert!(
         close(agent["costUsd"].as_f64().unwrap(), 0.00023),
         "{agent:#}"
@@ -536,16 +545,12 @@ fn aider_in_the_sandbox_edits() {
 /// mock API (GOOGLE_GEMINI_BASE_URL): the edit is committed.
 #[test]
 fn gemini_in_the_sandbox_edits() {
-    if !available("gemini") || !crate::common::bwrap_runs("sandboxed real-CLI test") {
+    if !sandboxed("gemini") {
         return;
     }
     let mock = Mock::start(&["--scenario", "ok"]);
     let s = Setup::new("gemini", &mock, 1, json!({"sandbox": "bwrap"}));
-    let run = s.run(&["run"]);
-    assert_eq!(run.code(), 0, "{}", run.stderr());
-    assert_committed(&s);
-    let log = s.repo.round_log(1);
-    assert_eq!(Repo::agent(&log, "coder")["status"], "ok", "{log:#}");
+    lands_ok(&s);
 }
 
 #[test]

@@ -21,6 +21,18 @@ fn recorded_call() -> String {
     )
 }
 
+/// `orch run` in `repo`, exit 0, in under a minute: its stuck agents' timeouts are 120 s, so
+/// a stuck run was stopped by its stuck rule, not by the clock.
+fn run_well_before_the_timeout(repo: &Repo) {
+    let t = Instant::now();
+    repo.orch(&["run"]).expect(0);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "took {took:?}, the timeout is 120 s"
+    );
+}
+
 fn refs(repo: &Repo) -> String {
     repo.git(&["for-each-ref", "--format=%(refname)", "refs/orch/"])
 }
@@ -38,13 +50,7 @@ fn a_silent_agent_is_stopped_as_idle_after_idle_s_not_at_its_timeout() {
                                            "--hang", "--round", "2",
                                            "--write", "src/done.txt=done"])}]
     }));
-    let t = Instant::now();
-    repo.orch(&["run"]).expect(0);
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_secs(60),
-        "took {took:?}, the timeout is 120 s"
-    );
+    run_well_before_the_timeout(&repo);
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "silent");
     assert_eq!(a["status"], "timeout", "{log:#}");
@@ -86,13 +92,7 @@ fn an_agent_repeating_one_tool_call_is_stopped_as_loop_at_repeats() {
                     "command": agent_cmd(&["--write", "src/half.txt=half",
                                            "--loop-line", &recorded_call()])}]
     }));
-    let t = Instant::now();
-    repo.orch(&["run"]).expect(0);
-    assert!(
-        t.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        t.elapsed()
-    );
+    run_well_before_the_timeout(&repo);
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "looper");
     assert_eq!(a["status"], "timeout", "{log:#}");
@@ -152,13 +152,7 @@ fn a_stream_whose_cost_passes_the_budget_left_is_stopped_then() {
                     "command": agent_cmd(&["--write", "src/half.txt=half", "--cat", &stream,
                                            "--hang"])}]
     }));
-    let t = Instant::now();
-    repo.orch(&["run"]).expect(0);
-    assert!(
-        t.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        t.elapsed()
-    );
+    run_well_before_the_timeout(&repo);
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "spender");
     assert_eq!(a["cause"], "overBudget", "{log:#}");
@@ -262,13 +256,7 @@ fn stuck_settings_out_of_range_are_refused_and_an_agents_own_win() {
         "agents": [{"name": "silent", "phase": "code", "timeoutS": 120, "stuck": {"idleS": 2},
                     "command": agent_cmd(&["--hang"])}]
     }));
-    let t = Instant::now();
-    repo.orch(&["run"]).expect(0);
-    assert!(
-        t.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        t.elapsed()
-    );
+    run_well_before_the_timeout(&repo);
     let log = repo.round_log(1);
     let a = Repo::agent(&log, "silent");
     assert_eq!(a["cause"], "idle", "{log:#}");

@@ -131,25 +131,9 @@ pub(super) fn run_agent(
 /// its `budgetUsd` (tokens priced at its model's `pricing`); each new last activity goes out as
 /// an `agentActivity` event for the live view and `orch status`.
 fn watch_for<'e>(env: &Env<'e>, round: u32, job: &Job<'_>, launch: &Launch) -> Watch<'e> {
-    use crate::agents::stuck::{Budget, Settings};
+    use crate::agents::stuck::Budget;
     let agent = job.agent;
-    let limits = crate::agents::stuck_limits(env.mission, agent);
-    let seconds = |s: f64| {
-        if s > 0.0 {
-            Duration::from_secs_f64(s)
-        } else {
-            Duration::MAX
-        }
-    };
-    let settings = Settings {
-        idle: seconds(limits.idle_s),
-        idle_in_tool: seconds(limits.idle_in_tool_s),
-        repeats: if limits.repeats > 0 {
-            limits.repeats
-        } else {
-            u32::MAX
-        },
-    };
+    let settings = crate::agents::stuck_limits(env.mission, agent).into();
     let budget = job.budget_left.map(|left| Budget {
         left_usd: left,
         price: env.mission.pricing.get(&job.model).cloned(),
@@ -240,8 +224,21 @@ impl Launch {
             result: scratch.join(format!("{stem}.result.json")),
             inbox: inbox_path(layout, round, &agent.name),
         };
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+        // Every file orch names to the agent (result, inbox, handoff, task) must be writable
+        // with a plain `>`: its folders (its own in the scratch folder, its handoff folder)
+        // exist before the agent starts, and are all it may write of the state folder.
+        let handoff = handoff_path(layout, &agent.name);
+        move_old_handoff(&old_handoff_path(layout, &agent.name), &handoff);
+        let handed: Vec<PathBuf> = [
+            Some(scratch.clone()),
+            handoff.parent().map(Path::to_path_buf),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for dir in &handed {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
         let task_file = job.task.as_ref().map(|t| {
             let p = scratch.join(format!("{stem}.task.json"));
             if let Err(e) = write_json(&p, t) {
@@ -263,17 +260,6 @@ impl Launch {
             sim_data,
         );
         let _ = std::fs::remove_file(&files.result);
-        // Every file orch names to the agent (result, inbox, handoff, task) must be writable
-        // with a plain `>`: its folder exists before the agent starts.
-        let handoff = handoff_path(layout, &agent.name);
-        move_old_handoff(&old_handoff_path(layout, &agent.name), &handoff);
-        let handed: Vec<PathBuf> = [&files.result, &files.inbox, &handoff]
-            .into_iter()
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
-            .collect();
-        for dir in &handed {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
         let sandbox = sandboxed(env, job, &root, handed, &vars, inherit.is_some(), &argv)?;
         let argv = sandbox.as_ref().map_or(argv, |s| s.argv.clone());
         Ok(Launch {
