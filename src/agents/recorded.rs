@@ -3,7 +3,7 @@
 //! `scripts/record-cli-output`: stdout, stderr and exit status exactly as the CLI printed them),
 //! read by its adapter: the cause each failure gets, and that a run that went well has none.
 
-use super::*;
+use super::{by_cli_name, AgentCli, Output, PLAIN};
 use crate::roundlog::Cause;
 
 enum Expect {
