@@ -385,10 +385,7 @@ fn aider_edit_is_committed_with_its_own_cost() {
     );
     let agent = s.coder();
     assert_eq!(agent["status"], "ok", "{agent:#}");
-    assert!(
-        close(agent["costUsd"].as_f64().unwrap(), 0.00023),
-        "{agent:#}"
-    );
+    assert_cost(&agent, 0.00023);
 }
 
 #[test]
@@ -441,6 +438,12 @@ fn lands_ok(s: &Setup) -> Value {
     agent
 }
 
+/// The round-log entry `agent` says it cost `usd` (within a float's rounding).
+fn assert_cost(agent: &Value, usd: f64) {
+    let cost = agent["costUsd"].as_f64().unwrap();
+    assert!(close(cost, usd), "costUsd {cost}, not {usd}: {agent:#}");
+}
+
 fn home_outside_tmp() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
@@ -458,10 +461,7 @@ fn claude_in_the_sandbox_edits_and_is_priced_exactly() {
     let agent = lands_ok(&s);
     let result = s.claude_result();
     let claude_cost = result["total_cost_usd"].as_f64().unwrap();
-    assert!(
-        close(agent["costUsd"].as_f64().unwrap(), claude_cost),
-        "{agent:#}"
-    );
+    assert_cost(&agent, claude_cost);
 }
 
 /// Claude Code in a sandbox whose allowlist names another port than the mock API's: it cannot
@@ -508,10 +508,7 @@ fn codex_in_the_sandbox_edits_and_is_priced_exactly() {
     let s = Setup::new_with_home("codex", &mock, 1, extra, home_outside_tmp());
     let agent = lands_ok(&s);
     let expected = round_priced(mock.model_requests() as u64);
-    assert!(
-        close(agent["costUsd"].as_f64().unwrap(), expected),
-        "{agent:#}"
-    );
+    assert_cost(&agent, expected);
 }
 
 /// aider under `"sandbox": "bwrap"`, installed in a Python venv under the cache folder (which the
@@ -535,10 +532,7 @@ fn aider_in_the_sandbox_edits() {
         home_outside_tmp(),
     );
     let agent = lands_ok(&s);
-    assert!(
-        close(agent["costUsd"].as_f64().unwrap(), 0.00023),
-        "{agent:#}"
-    );
+    assert_cost(&agent, 0.00023);
 }
 
 /// Gemini CLI under `"sandbox": "bwrap"`: its home hidden but `~/.gemini`, the network the
